@@ -1,0 +1,130 @@
+# assay — build, test, fuzz.
+#   make            build/assay and build/libassay.a (CUDA backend too when nvcc is found)
+#   make CUDA=0     CPU only
+#   make test       every test (Criterion) + fuzz corpus replay;  SAN=1: under ASan + UBSan
+#   make fuzz       libFuzzer targets (clang) in build/fuzz/
+#   make deps       install missing Debian packages (tools/deps.sh)
+
+CC        ?= cc
+CUDA_HOME ?= /usr/local/cuda
+NVCC      ?= $(CUDA_HOME)/bin/nvcc
+SAN       ?= 0
+ifeq ($(origin CUDA),undefined)
+  CUDA := $(if $(wildcard $(NVCC)),1,0)
+endif
+ifeq ($(SAN),1)
+  CUDA := 0
+endif
+
+PKGS      := libcjson libpcre2-8 libutf8proc
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
+BLAS_LIBS   := $(or $(shell pkg-config --libs openblas 2>/dev/null),-lopenblas)
+
+WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+CFLAGS  ?= -O2 -g
+CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -fopenmp -I. $(PKG_CFLAGS) $(BLAS_CFLAGS)
+LDLIBS  := $(PKG_LIBS) $(BLAS_LIBS) -fopenmp -lm -lpthread
+
+ifeq ($(SAN),1)
+  B       := build/san
+  SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+  CFLAGS  := $(filter-out -O2,$(CFLAGS)) -O1 $(SANFLAGS)
+  LDLIBS  += $(SANFLAGS)
+else
+  B       := build
+endif
+
+VARIANT := cuda$(CUDA)-san$(SAN)
+OBJDIR  := $(B)/obj-$(VARIANT)
+
+LIB_DIRS := runtime loader kernels/cpu scoring harness
+LIB_SRCS := $(filter-out harness/main.c,$(wildcard $(addsuffix /*.c,$(LIB_DIRS))))
+LIB_OBJS := $(LIB_SRCS:%.c=$(OBJDIR)/%.o)
+
+ifeq ($(CUDA),1)
+  CU_SRCS   := $(wildcard kernels/cuda/*.cu runtime/cuda/*.cu)
+  CU_OBJS   := $(CU_SRCS:%.cu=$(OBJDIR)/%.cu.o)
+  NVFLAGS   := -O2 -std=c++17 -I. -Xcompiler -Wall,-Werror \
+               -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
+  CFLAGS    += -DASSAY_CUDA=1 -I$(CUDA_HOME)/include
+  LDLIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
+else
+  CU_OBJS   :=
+endif
+
+TEST_SRCS := $(wildcard tests/test_*.c)
+TEST_BINS := $(TEST_SRCS:tests/%.c=$(B)/tests/%)
+FUZZ_SRCS := $(wildcard fuzz/fuzz_*.c)
+REPLAY_BINS := $(FUZZ_SRCS:fuzz/%.c=$(B)/replay/%)
+
+.PHONY: all test fuzz deps demo clean format format-check bench
+all: $(B)/assay $(B)/libassay.a
+
+# Objects of different variants never mix: each variant has its own object folder, and the
+# final artifacts relink when the variant changes.
+$(B)/.variant-$(VARIANT):
+	@mkdir -p $(B) && rm -f $(B)/.variant-* && touch $@
+
+$(OBJDIR)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(OBJDIR)/%.cu.o: %.cu
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
+
+$(B)/libassay.a: $(LIB_OBJS) $(CU_OBJS) $(B)/.variant-$(VARIANT)
+	@rm -f $@
+	ar rcs $@ $(LIB_OBJS) $(CU_OBJS)
+
+$(B)/assay: $(OBJDIR)/harness/main.o $(B)/libassay.a
+	$(CC) $(CFLAGS) -o $@ $< $(B)/libassay.a $(LDLIBS)
+
+# Each test file is its own binary (handy while working on one module); `make test` runs the
+# single binary that links them all, so Criterion prints one closing summary.
+$(B)/tests/%: tests/%.c $(B)/libassay.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wno-missing-prototypes -o $@ $< $(B)/libassay.a $(LDLIBS) -lcriterion
+
+$(B)/tests/all: $(TEST_SRCS) $(wildcard tests/*.h) $(B)/libassay.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wno-missing-prototypes -o $@ $(TEST_SRCS) $(B)/libassay.a $(LDLIBS) -lcriterion
+
+# Fuzz corpus replay: the libFuzzer entry point driven by a plain main over the committed corpus.
+$(B)/replay/%: fuzz/%.c fuzz/replay.c $(B)/libassay.a
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -Wno-missing-prototypes -o $@ $< fuzz/replay.c $(B)/libassay.a $(LDLIBS)
+
+test: $(B)/assay $(B)/tests/all $(REPLAY_BINS)
+	@set -e; for r in $(REPLAY_BINS); do n=$$(basename $$r); n=$${n#fuzz_}; \
+	  $$r fuzz/corpus/$$n; done
+	ASSAY_BIN=$(B)/assay $(B)/tests/all --jobs 2
+
+# libFuzzer targets, built with clang over the library sources.
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) $(BLAS_CFLAGS) -fopenmp \
+               -fsanitize=fuzzer,address,undefined
+fuzz: $(FUZZ_SRCS:fuzz/%.c=build/fuzz/%)
+build/fuzz/%: fuzz/%.c $(LIB_SRCS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(LDLIBS)
+
+deps:
+	bash tools/deps.sh
+
+demo: all
+	$(B)/assay inspect tests/fixtures/models/llama
+
+bench: all
+	bash bench/run.sh
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h' '*.cu')
+format-check:
+	clang-format --dry-run --Werror $$(git ls-files '*.c' '*.h' '*.cu')
+
+clean:
+	rm -rf build
+
+-include $(shell find build -name '*.d' 2>/dev/null)

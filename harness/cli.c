@@ -1,0 +1,9 @@
+#include <stdio.h>
+
+#include "harness/commands.h"
+#include "runtime/error.h"
+
+int cli_report(const assay_error *err) {
+    fprintf(stderr, "assay: %s\n", err->msg[0] ? err->msg : assay_status_name(err->code));
+    return assay_exit_code(err->code);
+}

@@ -1,0 +1,55 @@
+/* loader/tokenizer.h — Hugging Face tokenizer.json (plus tokenizer_config.json) in C, token for
+ * token identical to the `tokenizers` library. Public API; internals live in loader/tokenizer*.c. */
+#ifndef ASSAY_TOKENIZER_H
+#define ASSAY_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/error.h"
+
+typedef struct tokenizer tokenizer;
+
+/* `path` is a model directory (tokenizer.json + optional tokenizer_config.json, or GPT-2's
+ * encoder.json + vocab.bpe) or a tokenizer.json file. */
+tokenizer *tok_load(const char *path, assay_error *err);
+void       tok_free(tokenizer *t); /* NULL-safe */
+
+typedef struct tok_encode_opts {
+    int add_special;      /* apply the post-processor (BOS/EOS as the config says) */
+    int split_special;    /* 1: special-token text in the input becomes special tokens (HF
+                             default); 0: treat it as plain text (for scoring untrusted text) */
+    int replace_invalid;  /* 1: invalid UTF-8 becomes U+FFFD; 0: error naming the byte offset */
+} tok_encode_opts;
+
+tok_encode_opts tok_default_opts(void); /* add_special=1, split_special=1, replace_invalid=0 */
+
+/* A growable id list with byte offsets into the input text: [start, end) per token. */
+typedef struct tok_ids {
+    int32_t *ids;
+    int32_t *offsets; /* 2 per token; may be NULL when not requested */
+    size_t   n, cap;
+} tok_ids;
+
+void tok_ids_free(tok_ids *v); /* frees the arrays, leaves v zeroed */
+
+/* Encodes text[0..len) and appends to out. want_offsets: fill out->offsets. */
+int tok_encode(const tokenizer *t, const char *text, size_t len, const tok_encode_opts *opts,
+               int want_offsets, tok_ids *out, assay_error *err);
+
+/* Decodes ids into a malloc'd NUL-terminated string (*out, length *out_len may be NULL). */
+int tok_decode(const tokenizer *t, const int32_t *ids, size_t n, int skip_special, char **out,
+               size_t *out_len, assay_error *err);
+
+int         tok_vocab_size(const tokenizer *t);   /* including added tokens */
+const char *tok_id_to_piece(const tokenizer *t, int32_t id); /* NULL if out of range */
+int32_t     tok_piece_to_id(const tokenizer *t, const char *piece); /* -1 if absent */
+int32_t     tok_bos_id(const tokenizer *t);       /* -1 if none */
+int32_t     tok_eos_id(const tokenizer *t);       /* -1 if none */
+int         tok_add_bos(const tokenizer *t);      /* tokenizer_config add_bos_token / post-proc */
+int         tok_is_special(const tokenizer *t, int32_t id);
+const char *tok_kind(const tokenizer *t);         /* "bpe-bytelevel", "bpe-sentencepiece", ... */
+int         tok_has_chat_template(const tokenizer *t);
+int64_t     tok_model_max_length(const tokenizer *t); /* -1 if absent */
+
+#endif

@@ -1,0 +1,183 @@
+#include "runtime/util.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+int file_map(mapped_file *m, const char *path, assay_error *err) {
+    m->data = NULL;
+    m->size = 0;
+    int fd  = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return assay_fail(err, ASSAY_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int e = errno;
+        close(fd);
+        return assay_fail(err, ASSAY_EIO, "%s: cannot stat: %s", path, strerror(e));
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return assay_fail(err, ASSAY_EIO, "%s: not a regular file", path);
+    }
+    if (st.st_size == 0) {
+        close(fd);
+        return ASSAY_OK;
+    }
+    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int   e = errno;
+    close(fd);
+    if (p == MAP_FAILED)
+        return assay_fail(err, ASSAY_EIO, "%s: cannot mmap: %s", path, strerror(e));
+    m->data = p;
+    m->size = (size_t)st.st_size;
+    return ASSAY_OK;
+}
+
+void file_unmap(mapped_file *m) {
+    if (m && m->data) {
+        munmap((void *)m->data, m->size);
+        m->data = NULL;
+        m->size = 0;
+    }
+}
+
+int file_read_all(const char *path, char **out, size_t *size_out, assay_error *err) {
+    *out   = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return assay_fail(err, ASSAY_EIO, "%s: cannot open: %s", path, strerror(errno));
+    size_t cap = 1 << 16, n = 0;
+    char  *buf = malloc(cap + 1);
+    if (!buf) {
+        fclose(f);
+        return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", path);
+    }
+    for (;;) {
+        if (n == cap) {
+            char *nb = cap <= SIZE_MAX / 2 - 1 ? realloc(buf, cap * 2 + 1) : NULL;
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", path);
+            }
+            buf = nb;
+            cap *= 2;
+        }
+        size_t r = fread(buf + n, 1, cap - n, f);
+        n += r;
+        if (r == 0)
+            break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        return assay_fail(err, ASSAY_EIO, "%s: read error", path);
+    }
+    buf[n] = '\0';
+    *out   = buf;
+    if (size_out)
+        *size_out = n;
+    return ASSAY_OK;
+}
+
+int atomic_open(atomic_file *af, const char *path, assay_error *err) {
+    af->fp = NULL;
+    if (strlen(path) >= sizeof af->path)
+        return assay_fail(err, ASSAY_EINVAL, "%s: path too long", path);
+    strcpy(af->path, path);
+    snprintf(af->tmp_path, sizeof af->tmp_path, "%s.tmp.%ld", path, (long)getpid());
+    af->fp = fopen(af->tmp_path, "wb");
+    if (!af->fp)
+        return assay_fail(err, ASSAY_EIO, "%s: cannot create: %s", af->tmp_path, strerror(errno));
+    return ASSAY_OK;
+}
+
+int atomic_commit(atomic_file *af, assay_error *err) {
+    if (!af->fp)
+        return assay_fail(err, ASSAY_EINTERNAL, "%s: not open", af->path);
+    int bad = fflush(af->fp) != 0 || ferror(af->fp);
+    if (!bad)
+        bad = fsync(fileno(af->fp)) != 0 && errno != EINVAL;
+    int e = errno;
+    bad |= fclose(af->fp) != 0;
+    af->fp = NULL;
+    if (bad) {
+        unlink(af->tmp_path);
+        return assay_fail(err, ASSAY_EIO, "%s: write failed: %s", af->path, strerror(e));
+    }
+    if (rename(af->tmp_path, af->path) != 0) {
+        e = errno;
+        unlink(af->tmp_path);
+        return assay_fail(err, ASSAY_EIO, "%s: cannot rename into place: %s", af->path, strerror(e));
+    }
+    return ASSAY_OK;
+}
+
+void atomic_abort(atomic_file *af) {
+    if (af && af->fp) {
+        fclose(af->fp);
+        af->fp = NULL;
+        unlink(af->tmp_path);
+    }
+}
+
+int file_write_atomic(const char *path, const void *data, size_t size, assay_error *err) {
+    atomic_file af;
+    int         rc = atomic_open(&af, path, err);
+    if (rc)
+        return rc;
+    if (size && fwrite(data, 1, size, af.fp) != size) {
+        atomic_abort(&af);
+        return assay_fail(err, ASSAY_EIO, "%s: write failed", path);
+    }
+    return atomic_commit(&af, err);
+}
+
+int path_is_dir(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+int path_exists(const char *path) {
+    struct stat st;
+    return stat(path, &st) == 0;
+}
+
+int path_join(char *out, size_t cap, const char *dir, const char *name) {
+    size_t dl = strlen(dir);
+    int    n  = (dl > 0 && dir[dl - 1] == '/') ? snprintf(out, cap, "%s%s", dir, name)
+                                               : snprintf(out, cap, "%s/%s", dir, name);
+    return (n < 0 || (size_t)n >= cap) ? -1 : 0;
+}
+
+int str_ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && memcmp(s + a - b, suffix, b) == 0;
+}
+
+int size_mul(size_t a, size_t b, size_t *out) {
+    if (b != 0 && a > SIZE_MAX / b)
+        return -1;
+    *out = a * b;
+    return 0;
+}
+
+int size_add(size_t a, size_t b, size_t *out) {
+    if (a > SIZE_MAX - b)
+        return -1;
+    *out = a + b;
+    return 0;
+}
+
+double time_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}

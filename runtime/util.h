@@ -1,0 +1,50 @@
+/* runtime/util.h — small file and memory helpers shared by every layer. */
+#ifndef ASSAY_UTIL_H
+#define ASSAY_UTIL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "runtime/error.h"
+
+/* A read-only memory map of a whole file. Empty files map to data == NULL, size == 0. */
+typedef struct mapped_file {
+    const uint8_t *data;
+    size_t         size;
+} mapped_file;
+
+int  file_map(mapped_file *m, const char *path, assay_error *err);
+void file_unmap(mapped_file *m); /* NULL-safe, idempotent */
+
+/* Reads a whole file into a NUL-terminated malloc'd buffer (caller frees). *size_out may be NULL. */
+int file_read_all(const char *path, char **out, size_t *size_out, assay_error *err);
+
+/* Atomic output: write to "<path>.tmp.<pid>" and rename into place on commit. */
+typedef struct atomic_file {
+    FILE *fp;
+    char  path[4096];
+    char  tmp_path[4096 + 32];
+} atomic_file;
+
+int  atomic_open(atomic_file *af, const char *path, assay_error *err);
+int  atomic_commit(atomic_file *af, assay_error *err); /* fclose + fsync + rename */
+void atomic_abort(atomic_file *af);                    /* fclose + unlink; NULL-safe */
+
+/* Writes a whole buffer atomically. */
+int file_write_atomic(const char *path, const void *data, size_t size, assay_error *err);
+
+/* Path helpers. */
+int  path_is_dir(const char *path);
+int  path_exists(const char *path);
+int  path_join(char *out, size_t cap, const char *dir, const char *name); /* 0 ok, -1 too long */
+int  str_ends_with(const char *s, const char *suffix);
+
+/* Overflow-checked size arithmetic: return 0 on success, -1 on overflow. */
+int size_mul(size_t a, size_t b, size_t *out);
+int size_add(size_t a, size_t b, size_t *out);
+
+/* Monotonic clock in seconds. */
+double time_now(void);
+
+#endif
