@@ -28,12 +28,12 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -fopenmp -I. $(PKG_CFLAGS) $(BLAS_CFLA
 LDLIBS  := $(PKG_LIBS) $(BLAS_LIBS) -fopenmp -lm -lpthread
 
 ifeq ($(SAN),1)
-  B       := build/san
+  B       ?= build/san
   SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
   CFLAGS  := $(filter-out -O2,$(CFLAGS)) -O1 $(SANFLAGS)
   LDLIBS  += $(SANFLAGS)
 else
-  B       := build
+  B       ?= build
 endif
 
 VARIANT := cuda$(CUDA)-san$(SAN)

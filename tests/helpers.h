@@ -1,0 +1,70 @@
+/* tests/helpers.h — shared test helpers: run the CLI, temporary dirs, ../shared lookups. */
+#ifndef ASSAY_TEST_HELPERS_H
+#define ASSAY_TEST_HELPERS_H
+
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+/* Path of the assay binary under test (make test sets ASSAY_BIN). */
+static inline const char *test_bin(void) {
+    const char *b = getenv("ASSAY_BIN");
+    return b && *b ? b : "build/assay";
+}
+
+/* Runs `assay <args>` through the shell; returns the exit code, stdout+stderr in *out
+ * (malloc'd, may be NULL). */
+static inline int test_run(char **out, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static inline int test_run(char **out, const char *fmt, ...) {
+    char    args[8192], cmd[9000];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, "%s %s 2>&1", test_bin(), args);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return -1;
+    size_t cap = 4096, n = 0;
+    char  *buf = malloc(cap);
+    size_t r;
+    while (buf && (r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += r;
+        if (cap - n < 2) {
+            char *nb = realloc(buf, cap * 2);
+            if (!nb)
+                break;
+            buf = nb;
+            cap *= 2;
+        }
+    }
+    if (buf)
+        buf[n] = '\0';
+    int st = pclose(p);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + (WIFSIGNALED(st) ? WTERMSIG(st) : 0);
+}
+
+/* A fresh temporary directory (static buffer per call site is the caller's). */
+static inline void test_tmpdir(char *buf, size_t cap) {
+    snprintf(buf, cap, "/tmp/assay-test-XXXXXX");
+    if (!mkdtemp(buf))
+        cr_assert_fail("mkdtemp failed");
+}
+
+/* Path of a file under ../shared; when absent, prints a visible SKIP line and skips the test. */
+#define SHARED_OR_SKIP(var, rel)                                                                   \
+    char var[1024];                                                                                \
+    snprintf(var, sizeof var, "../shared/%s", rel);                                               \
+    if (access(var, R_OK) != 0) {                                                                  \
+        fprintf(stderr, "SKIP: %s missing\n", var);                                               \
+        cr_skip_test("SKIP: %s missing", var);                                                    \
+    }
+
+#endif
