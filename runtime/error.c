@@ -40,7 +40,9 @@ int assay_exit_code(int code) {
     case ASSAY_EINVAL:
     case ASSAY_EFORMAT:
     case ASSAY_EUNSUPPORTED:
-    case ASSAY_EIO: return 2; /* a file we were told to read is missing or unreadable: bad input */
+    case ASSAY_EIO:    /* a file we were told to read is missing or unreadable: bad input */
+    case ASSAY_ENOMEM: /* the model does not fit the memory budget: checked before loading */
+        return 2;
     default: return 3;
     }
 }

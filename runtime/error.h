@@ -31,8 +31,8 @@ void assay_error_clear(assay_error *err);
 /* Short name of a status, e.g. "format error". */
 const char *assay_status_name(int code);
 
-/* Exit code the CLI uses for a status: 0 success, 2 bad input / usage / unsupported,
- * 3 for environment failures (I/O, memory, device, internal). */
+/* Exit code the CLI uses for a status: 0 success, 2 bad input / usage / unsupported / unreadable
+ * file / over the memory budget, 3 for device failures and internal errors. */
 int assay_exit_code(int code);
 
 #endif
