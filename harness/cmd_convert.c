@@ -1,10 +1,412 @@
-/* Placeholder until the convert command lands. */
+/* harness/cmd_convert.c — `assay convert IN.gguf OUT_DIR`: a llama GGUF file becomes a Hugging
+ * Face checkpoint directory (model.safetensors, config.json, tokenizer.json,
+ * tokenizer_config.json). Everything is validated before anything is written; the directory is
+ * built under OUT_DIR.tmp.<pid> and renamed into place, so a failure leaves nothing behind. */
+#include <errno.h>
+#include <ftw.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "harness/commands.h"
+#include "loader/config.h"
+#include "loader/dtype.h"
+#include "loader/gguf.h"
+#include "loader/gguf_tokenizer.h"
+#include "loader/safetensors.h"
+#include "runtime/error.h"
+#include "runtime/util.h"
+
+static const char convert_help[] =
+    "usage: assay convert IN.gguf OUT_DIR [--dtype f32|bf16] [--force]\n"
+    "\n"
+    "Converts a llama-architecture GGUF file into a Hugging Face checkpoint directory:\n"
+    "model.safetensors, config.json, tokenizer.json, tokenizer_config.json.\n"
+    "Tensor types read: F32, F16, BF16, Q8_0, Q4_0, Q4_1 (quantized ones are dequantized).\n"
+    "The q/k projections are un-permuted from llama.cpp's rotary layout to the HF layout.\n"
+    "\n"
+    "  --dtype f32|bf16  dtype of the written tensors (default f32; bf16 rounds to nearest even)\n"
+    "  --force           replace OUT_DIR if it exists (otherwise an existing OUT_DIR is an error)\n"
+    "\n"
+    "exit codes: 0 converted, 2 bad input or usage (nothing written), 3 I/O or memory failure\n";
+
+/* GGUF tensor name → HF name. kind: 0 plain, 1 q (permute with n_heads), 2 k (n_kv_heads). */
+typedef struct name_map {
+    const char *gguf, *hf;
+    int         kind;
+} name_map;
+
+static const name_map global_names[] = {
+    {"token_embd.weight", "model.embed_tokens.weight", 0},
+    {"output_norm.weight", "model.norm.weight", 0},
+    {"output.weight", "lm_head.weight", 0},
+};
+
+static const name_map layer_names[] = {
+    {"attn_norm.weight", "input_layernorm.weight", 0},
+    {"attn_q.weight", "self_attn.q_proj.weight", 1},
+    {"attn_k.weight", "self_attn.k_proj.weight", 2},
+    {"attn_v.weight", "self_attn.v_proj.weight", 0},
+    {"attn_output.weight", "self_attn.o_proj.weight", 0},
+    {"ffn_norm.weight", "post_attention_layernorm.weight", 0},
+    {"ffn_gate.weight", "mlp.gate_proj.weight", 0},
+    {"ffn_up.weight", "mlp.up_proj.weight", 0},
+    {"ffn_down.weight", "mlp.down_proj.weight", 0},
+};
+
+#define N_GLOBAL (int)(sizeof global_names / sizeof *global_names)
+#define N_LAYER (int)(sizeof layer_names / sizeof *layer_names)
+
+typedef struct out_tensor {
+    const gguf_tensor *src;
+    char               hf[128];
+    int                kind;
+    int64_t            rows, cols; /* HF shape [rows, cols]; cols = 0 for vectors */
+    void              *buf;        /* converted data (NULL when the mapped file is used as is) */
+} out_tensor;
+
+/* HF shape each tensor must have under cfg: rows, cols (0 for a vector). */
+static void expected_shape(const model_config *c, const char *hf, int64_t *rows, int64_t *cols) {
+    int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
+    *cols = c->dim;
+    if (strstr(hf, "embed_tokens") || strstr(hf, "lm_head"))
+        *rows = c->vocab_size;
+    else if (strstr(hf, "norm")) {
+        *rows = c->dim;
+        *cols = 0;
+    } else if (strstr(hf, "q_proj"))
+        *rows = q;
+    else if (strstr(hf, "k_proj") || strstr(hf, "v_proj"))
+        *rows = kv;
+    else if (strstr(hf, "o_proj")) {
+        *rows = c->dim;
+        *cols = q;
+    } else if (strstr(hf, "gate_proj") || strstr(hf, "up_proj"))
+        *rows = c->ffn_dim;
+    else { /* down_proj */
+        *rows = c->dim;
+        *cols = c->ffn_dim;
+    }
+}
+
+/* Maps one GGUF name; returns 0 and fills hf/kind, or -1 when it has no HF llama equivalent. */
+static int map_name(const char *g, int n_layers, char *hf, size_t cap, int *kind) {
+    for (int i = 0; i < N_GLOBAL; i++)
+        if (!strcmp(g, global_names[i].gguf)) {
+            snprintf(hf, cap, "%s", global_names[i].hf);
+            *kind = global_names[i].kind;
+            return 0;
+        }
+    int layer, used = 0;
+    if (sscanf(g, "blk.%d.%n", &layer, &used) != 1 || used == 0 || layer < 0 || layer >= n_layers)
+        return -1;
+    char digits[16];
+    snprintf(digits, sizeof digits, "blk.%d.", layer);
+    if ((size_t)used != strlen(digits) || strncmp(g, digits, (size_t)used)) /* no "blk.01." */
+        return -1;
+    for (int i = 0; i < N_LAYER; i++)
+        if (!strcmp(g + used, layer_names[i].gguf)) {
+            snprintf(hf, cap, "model.layers.%d.%s", layer, layer_names[i].hf);
+            *kind = layer_names[i].kind;
+            return 0;
+        }
+    return -1;
+}
+
+/* Inverse of llama.cpp's HF→GGUF permute (w.reshape(n_head, 2, rows/n_head/2, cols)
+ * .swapaxes(1, 2)): GGUF row h*hd + 2*j + a holds HF row h*hd + a*hd/2 + j. */
+static void unpermute_rows(float *dst, const float *src, int64_t rows, int64_t cols, int n_head) {
+    int64_t hd = rows / n_head, half = hd / 2;
+    for (int64_t h = 0; h < n_head; h++)
+        for (int64_t j = 0; j < half; j++)
+            for (int64_t a = 0; a < 2; a++)
+                memcpy(dst + (h * hd + a * half + j) * cols, src + (h * hd + 2 * j + a) * cols,
+                       (size_t)cols * sizeof *dst);
+}
+
+static int convert_tensor(out_tensor *t, const model_config *cfg, dtype out_dt, const char *path,
+                          assay_error *err) {
+    const gguf_tensor *s   = t->src;
+    size_t             nel = (size_t)t->rows * (size_t)(t->cols ? t->cols : 1);
+    if (s->type == GGML_TYPE_F32 && out_dt == DTYPE_F32 && t->kind == 0)
+        return 0; /* the mapped bytes are already the output */
+    float *f = malloc(nel * sizeof *f);
+    if (!f)
+        return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory converting tensor '%s'", path,
+                          s->name);
+    if (gguf_dequantize(f, s->data, s->type, (int64_t)nel)) {
+        free(f);
+        return assay_fail(err, ASSAY_EINTERNAL, "%s: cannot dequantize tensor '%s' (%s)", path,
+                          s->name, ggml_type_name(s->type));
+    }
+    if (t->kind) {
+        float *p = malloc(nel * sizeof *p);
+        if (!p) {
+            free(f);
+            return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory converting tensor '%s'", path,
+                              s->name);
+        }
+        unpermute_rows(p, f, t->rows, t->cols, t->kind == 1 ? cfg->n_heads : cfg->n_kv_heads);
+        free(f);
+        f = p;
+    }
+    if (out_dt == DTYPE_BF16) {
+        uint16_t *b = malloc(nel * sizeof *b);
+        if (!b) {
+            free(f);
+            return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory converting tensor '%s'", path,
+                              s->name);
+        }
+        for (size_t i = 0; i < nel; i++)
+            b[i] = f32_to_bf16(f[i]);
+        free(f);
+        t->buf = b;
+    } else {
+        t->buf = f;
+    }
+    return 0;
+}
+
+/* Checks every tensor (name, type, shape) against the config and fills out[] in HF order. */
+static int plan_tensors(const gguf_file *g, const model_config *cfg, const char *path,
+                        out_tensor **out, int *n_out, assay_error *err) {
+    int         n = gguf_n_tensors(g);
+    out_tensor *t = calloc((size_t)(n ? n : 1), sizeof *t);
+    if (!t)
+        return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", path);
+    for (int i = 0; i < n; i++) {
+        const gguf_tensor *s = gguf_tensor_at(g, i);
+        if (!gguf_type_supported(s->type)) {
+            free(t);
+            return assay_fail(err, ASSAY_EUNSUPPORTED,
+                              "%s: tensor '%s' has type %s; supported: F32, F16, BF16, Q8_0, "
+                              "Q4_0, Q4_1",
+                              path, s->name, ggml_type_name(s->type));
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        const gguf_tensor *s = gguf_tensor_at(g, i);
+        out_tensor        *o = &t[i];
+        o->src               = s;
+        if (map_name(s->name, cfg->n_layers, o->hf, sizeof o->hf, &o->kind)) {
+            free(t);
+            return assay_fail(err, ASSAY_EUNSUPPORTED,
+                              "%s: tensor '%s' has no equivalent in a Hugging Face Llama "
+                              "checkpoint (%d layers)",
+                              path, s->name, cfg->n_layers);
+        }
+        int64_t rows, cols;
+        expected_shape(cfg, o->hf, &rows, &cols);
+        /* GGUF ne = [cols, rows]: ne[0] varies fastest, so the data is already row-major. */
+        int ok = cols ? (s->ndim == 2 && s->ne[0] == cols && s->ne[1] == rows)
+                      : (s->ndim == 1 && s->ne[0] == rows);
+        if (!ok) {
+            free(t);
+            if (cols)
+                return assay_fail(err, ASSAY_EFORMAT,
+                                  "%s: tensor '%s' has ne [%lld, %lld, %lld, %lld] (%d dims), "
+                                  "expected [%lld, %lld] from the metadata",
+                                  path, s->name, (long long)s->ne[0], (long long)s->ne[1],
+                                  (long long)s->ne[2], (long long)s->ne[3], s->ndim,
+                                  (long long)cols, (long long)rows);
+            return assay_fail(err, ASSAY_EFORMAT,
+                              "%s: tensor '%s' has ne [%lld, ...] (%d dims), expected [%lld]", path,
+                              s->name, (long long)s->ne[0], s->ndim, (long long)rows);
+        }
+        if (o->kind && (rows % ((o->kind == 1 ? cfg->n_heads : cfg->n_kv_heads) * 2))) {
+            free(t);
+            return assay_fail(err, ASSAY_EFORMAT,
+                              "%s: tensor '%s' has %lld rows, not a multiple of 2 x heads", path,
+                              s->name, (long long)rows);
+        }
+        o->rows = rows;
+        o->cols = cols;
+    }
+    /* every tensor the architecture needs must be there (lm_head only when not tied) */
+    char need[128];
+    for (int l = -1; l < cfg->n_layers; l++) {
+        for (int k = 0; k < (l < 0 ? N_GLOBAL : N_LAYER); k++) {
+            if (l < 0 && !strcmp(global_names[k].gguf, "output.weight"))
+                continue;
+            if (l < 0)
+                snprintf(need, sizeof need, "%s", global_names[k].gguf);
+            else
+                snprintf(need, sizeof need, "blk.%d.%s", l, layer_names[k].gguf);
+            if (!gguf_find_tensor(g, need)) {
+                free(t);
+                return assay_fail(err, ASSAY_EFORMAT, "%s: tensor '%s' is missing", path, need);
+            }
+        }
+    }
+    *out   = t;
+    *n_out = n;
+    return 0;
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+static void remove_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+static int write_text(const char *dir, const char *name, const char *text, assay_error *err) {
+    char path[4096];
+    if (path_join(path, sizeof path, dir, name))
+        return assay_fail(err, ASSAY_EINVAL, "%s: path too long", dir);
+    return file_write_atomic(path, text, strlen(text), err);
+}
+
+static int convert_run(const char *in, const char *out_dir, dtype out_dt, int force,
+                       assay_error *err) {
+    gguf_file       *g = NULL;
+    out_tensor      *t = NULL;
+    int              n = 0, rc, made_tmp = 0;
+    char            *tok_json = NULL, *tok_cfg = NULL, *cfg_json = NULL;
+    st_write_tensor *w = NULL;
+    char             tmp[4096], old[4096], path[4096];
+    model_config     cfg;
+
+    if (path_exists(out_dir) && !force)
+        return assay_fail(err, ASSAY_EINVAL, "%s: already exists (use --force to replace it)",
+                          out_dir);
+    if (path_exists(out_dir) && !path_is_dir(out_dir))
+        return assay_fail(err, ASSAY_EINVAL, "%s: exists and is not a directory; not replacing it",
+                          out_dir);
+    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out_dir, (long)getpid()) >= (int)sizeof tmp ||
+        snprintf(old, sizeof old, "%s.old.%ld", out_dir, (long)getpid()) >= (int)sizeof old)
+        return assay_fail(err, ASSAY_EINVAL, "%s: path too long", out_dir);
+
+    if (!(g = gguf_open(in, err)))
+        return err->code;
+    if ((rc = gguf_to_config(g, &cfg, err)) || (rc = plan_tensors(g, &cfg, in, &t, &n, err)))
+        goto fail;
+    snprintf(cfg.torch_dtype, sizeof cfg.torch_dtype, "%s",
+             out_dt == DTYPE_BF16 ? "bfloat16" : "float32");
+    if ((rc = gguf_tokenizer_to_json(g, in, cfg.max_pos, &tok_json, &tok_cfg, err)))
+        goto fail;
+    if (!(cfg_json = config_to_json(&cfg))) {
+        rc = assay_fail(err, ASSAY_ENOMEM, "%s: cannot serialize config.json", in);
+        goto fail;
+    }
+    if (!(w = calloc((size_t)(n ? n : 1), sizeof *w))) {
+        rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", in);
+        goto fail;
+    }
+    for (int i = 0; i < n; i++) {
+        if ((rc = convert_tensor(&t[i], &cfg, out_dt, in, err)))
+            goto fail;
+        w[i].name     = t[i].hf;
+        w[i].dtype    = out_dt; /* F32 passes through only when out_dt is F32 */
+        w[i].ndim     = t[i].cols ? 2 : 1;
+        w[i].shape[0] = t[i].rows;
+        w[i].shape[1] = t[i].cols;
+        w[i].data     = t[i].buf ? t[i].buf : t[i].src->data;
+    }
+
+    if (mkdir(tmp, 0777) != 0) {
+        rc = assay_fail(err, ASSAY_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    made_tmp                        = 1;
+    static const char *const meta[] = {"format", "pt", NULL};
+    if (path_join(path, sizeof path, tmp, "model.safetensors")) {
+        rc = assay_fail(err, ASSAY_EINVAL, "%s: path too long", tmp);
+        goto fail;
+    }
+    if ((rc = st_write(path, w, n, meta, err)) ||
+        (rc = write_text(tmp, "config.json", cfg_json, err)) ||
+        (rc = write_text(tmp, "tokenizer.json", tok_json, err)) ||
+        (rc = write_text(tmp, "tokenizer_config.json", tok_cfg, err)))
+        goto fail;
+    int replaced = 0;
+    if (path_exists(out_dir)) { /* --force: move the old one aside, then drop it */
+        if (rename(out_dir, old) != 0) {
+            rc = assay_fail(err, ASSAY_EIO, "%s: cannot move the existing directory aside: %s",
+                            out_dir, strerror(errno));
+            goto fail;
+        }
+        replaced = 1;
+    }
+    if (rename(tmp, out_dir) != 0) {
+        rc = assay_fail(err, ASSAY_EIO, "%s: cannot rename %s into place: %s", out_dir, tmp,
+                        strerror(errno));
+        if (replaced)
+            rename(old, out_dir);
+        goto fail;
+    }
+    made_tmp = 0;
+    if (replaced)
+        remove_tree(old);
+    rc = ASSAY_OK;
+fail:
+    if (made_tmp)
+        remove_tree(tmp);
+    for (int i = 0; t && i < n; i++)
+        free(t[i].buf);
+    free(t);
+    free(w);
+    free(tok_json);
+    free(tok_cfg);
+    free(cfg_json);
+    gguf_close(g);
+    return rc;
+}
 
 int cmd_convert(int argc, char **argv) {
-    (void)argc;
-    fprintf(stderr, "assay: '%s' is not available in this build yet\n", argv[0]);
-    return 2;
+    const char *in = NULL, *out = NULL;
+    dtype       dt    = DTYPE_F32;
+    int         force = 0;
+    assay_error err;
+    assay_error_clear(&err);
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            fputs(convert_help, stdout);
+            return 0;
+        } else if (!strcmp(a, "--force")) {
+            force = 1;
+        } else if (!strcmp(a, "--dtype") || !strncmp(a, "--dtype=", 8)) {
+            const char *v = a[7] == '=' ? a + 8 : (i + 1 < argc ? argv[++i] : NULL);
+            if (v && !strcmp(v, "f32"))
+                dt = DTYPE_F32;
+            else if (v && !strcmp(v, "bf16"))
+                dt = DTYPE_BF16;
+            else {
+                assay_fail(&err, ASSAY_EINVAL, "--dtype: expected f32 or bf16, got '%s'",
+                           v ? v : "(nothing)");
+                return cli_report(&err);
+            }
+        } else if (a[0] == '-' && a[1]) {
+            assay_fail(&err, ASSAY_EINVAL,
+                       "convert: unknown option '%s' (see assay convert --help)", a);
+            return cli_report(&err);
+        } else if (!in) {
+            in = a;
+        } else if (!out) {
+            out = a;
+        } else {
+            assay_fail(&err, ASSAY_EINVAL, "convert: unexpected argument '%s'", a);
+            return cli_report(&err);
+        }
+    }
+    if (!in || !out) {
+        fputs(convert_help, stderr);
+        return 2;
+    }
+    char out_dir[4000];
+    if (snprintf(out_dir, sizeof out_dir, "%s", out) >= (int)sizeof out_dir) {
+        assay_fail(&err, ASSAY_EINVAL, "%s: path too long", out);
+        return cli_report(&err);
+    }
+    for (size_t n = strlen(out_dir); n > 1 && out_dir[n - 1] == '/'; n--)
+        out_dir[n - 1] = '\0'; /* "dir/" → "dir", so the temporary is a sibling */
+    if (convert_run(in, out_dir, dt, force, &err))
+        return cli_report(&err);
+    fprintf(stderr, "assay: converted %s -> %s (%s)\n", in, out, dt == DTYPE_BF16 ? "bf16" : "f32");
+    return 0;
 }

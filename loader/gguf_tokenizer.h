@@ -1,0 +1,18 @@
+/* loader/gguf_tokenizer.h — a GGUF file's tokenizer metadata (tokenizer.ggml.*) rewritten as a
+ * Hugging Face tokenizer.json + tokenizer_config.json, the way transformers builds them from GGUF:
+ *   "llama": SentencePiece-style BPE (byte fallback; merges from the file, or derived from the
+ *            vocabulary and scores as transformers' generate_merges does);
+ *   "gpt2":  byte-level BPE with the file's merges. */
+#ifndef ASSAY_GGUF_TOKENIZER_H
+#define ASSAY_GGUF_TOKENIZER_H
+
+#include "loader/gguf.h"
+#include "runtime/error.h"
+
+/* Fills *tokenizer_json and *tokenizer_config_json (malloc'd NUL-terminated text; caller frees).
+ * `max_len` becomes model_max_length. Anything the JSON cannot express (duplicate tokens, invalid
+ * UTF-8, an unknown tokenizer model) is an error naming the file and the token. */
+int gguf_tokenizer_to_json(const gguf_file *f, const char *name, int max_len, char **tokenizer_json,
+                           char **tokenizer_config_json, assay_error *err);
+
+#endif
