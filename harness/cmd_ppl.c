@@ -1,10 +1,457 @@
-/* Placeholder until the ppl command lands. */
+/* harness/cmd_ppl.c — `assay ppl`: perplexity of text files under Hugging Face's sliding-window
+ * recipe or lm-eval's rolling windows. Documents are read and tokenized, and every argument is
+ * checked, before the model is loaded, so bad input fails fast. */
+#include <cJSON.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
+#include "harness/cli_common.h"
 #include "harness/commands.h"
+#include "harness/jsonl.h"
+#include "harness/progress.h"
+#include "loader/config.h"
+#include "loader/tokenizer.h"
+#include "runtime/error.h"
+#include "runtime/model.h"
+#include "runtime/util.h"
+#include "scoring/ppl.h"
+#include "scoring/windows.h"
+
+static const char ppl_help[] =
+    "usage: assay ppl MODEL FILE... [--mode sliding|rolling] [--ctx N] [--stride S] [--json]\n"
+    "                 [--threads N] [--device auto|cpu|cuda] [--mem-budget SIZE]\n"
+    "\n"
+    "Perplexity of text under MODEL (a Hugging Face checkpoint directory with its tokenizer).\n"
+    "A FILE ending in .jsonl holds one document per line as {\"text\": \"...\"}; any other FILE\n"
+    "is one document (its whole content, UTF-8).\n"
+    "\n"
+    "modes:\n"
+    "  sliding   Hugging Face's \"Perplexity of fixed-length models\": the document is tokenized\n"
+    "            as tokenizer(text) does (BOS added when the tokenizer adds it); windows of\n"
+    "            --ctx tokens start every --stride tokens, each scores the tokens the previous\n"
+    "            window did not reach; the first token of a window that starts where the last\n"
+    "            one ended has no context and is not scored (as in the recipe). (default)\n"
+    "  rolling   lm-eval's loglikelihood_rolling: tokens without special tokens, the first\n"
+    "            window predicts them from the prefix token (BOS, or EOS when there is no BOS),\n"
+    "            later windows read --ctx tokens of context; every token is scored once.\n"
+    "\n"
+    "Special-token text inside documents is scored as plain text.\n"
+    "\n"
+    "options:\n"
+    "  --mode M            sliding or rolling (default sliding)\n"
+    "  --ctx N             window length in tokens (default: the model's context, at most 2048;\n"
+    "                      may not exceed it)\n"
+    "  --stride S          sliding only: step between windows, 1..ctx (default ctx)\n"
+    "%s"
+    "  --help              this text\n"
+    "\n"
+    "Output, per document and in total: tokens scored, NLL (natural log, summed in double),\n"
+    "token perplexity exp(nll/tokens), word perplexity exp(nll/words) with words counted as\n"
+    "lm-eval does (len(re.split(r\"\\s+\", text))), byte perplexity exp(nll/bytes) over UTF-8\n"
+    "bytes, and bits per byte nll/bytes/ln 2. Totals sum NLL, tokens, words and bytes first\n"
+    "(lm-eval's weighted_perplexity). In sliding mode the total also gives the recipe's own\n"
+    "arithmetic (hf_recipe_ppl: each window's mean loss times num_valid_tokens - 1).\n"
+    "A progress line is shown on a terminal; a summary line with tokens/s goes to stderr.\n"
+    "\n"
+    "exit codes: 0 success, 2 bad input or usage (empty file, document under 2 tokens, --ctx\n"
+    "over the model's context, invalid JSONL, model over the memory budget), 3 environment\n"
+    "failure\n";
+
+typedef struct ppl_doc {
+    char     name[1100]; /* "file" or "file:line" */
+    char    *text;
+    size_t   len;
+    tok_ids  ids;
+    ppl_stats st;
+} ppl_doc;
+
+typedef struct doc_list {
+    ppl_doc *d;
+    size_t   n, cap;
+} doc_list;
+
+static void docs_free(doc_list *l) {
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->d[i].text);
+        tok_ids_free(&l->d[i].ids);
+    }
+    free(l->d);
+    memset(l, 0, sizeof *l);
+}
+
+static int docs_push(doc_list *l, const char *name, char *text, size_t len, assay_error *err) {
+    if (l->n == l->cap) {
+        size_t   cap = l->cap ? l->cap * 2 : 8;
+        ppl_doc *nd  = realloc(l->d, cap * sizeof *nd);
+        if (!nd) {
+            free(text);
+            return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", name);
+        }
+        l->d   = nd;
+        l->cap = cap;
+    }
+    ppl_doc *d = &l->d[l->n++];
+    memset(d, 0, sizeof *d);
+    snprintf(d->name, sizeof d->name, "%s", name);
+    d->text = text;
+    d->len  = len;
+    return ASSAY_OK;
+}
+
+static int read_documents(const char *path, doc_list *docs, assay_error *err) {
+    if (path_is_dir(path))
+        return assay_fail(err, ASSAY_EINVAL, "%s: is a directory, expected a text or .jsonl file",
+                          path);
+    if (!str_ends_with(path, ".jsonl")) {
+        char  *text = NULL;
+        size_t len  = 0;
+        int    rc   = file_read_all(path, &text, &len, err);
+        if (rc)
+            return rc;
+        if (len == 0) {
+            free(text);
+            return assay_fail(err, ASSAY_EINVAL, "%s: empty file, nothing to score", path);
+        }
+        return docs_push(docs, path, text, len, err);
+    }
+    jsonl_reader r;
+    int          rc = jsonl_open(&r, path, err), got;
+    size_t       before = docs->n;
+    cJSON       *obj    = NULL;
+    if (rc)
+        return rc;
+    while ((got = jsonl_next(&r, &obj, err)) == 1) {
+        const char *s;
+        size_t      n;
+        char        name[1100];
+        rc = jsonl_get_string(&r, obj, "text", 1, &s, &n, err);
+        if (!rc && n == 0)
+            rc = assay_fail(err, ASSAY_EINVAL, "%s:%zu: empty \"text\", nothing to score", path,
+                            r.line);
+        char *copy = rc ? NULL : malloc(n + 1);
+        if (!rc && !copy)
+            rc = assay_fail(err, ASSAY_ENOMEM, "%s:%zu: out of memory", path, r.line);
+        if (!rc) {
+            memcpy(copy, s, n + 1);
+            snprintf(name, sizeof name, "%s:%zu", path, r.line);
+            rc = docs_push(docs, name, copy, n, err);
+        }
+        cJSON_Delete(obj);
+        if (rc)
+            goto done;
+    }
+    if (got != 0)
+        rc = got;
+    else if (docs->n == before)
+        rc = assay_fail(err, ASSAY_EINVAL, "%s: no documents (expected lines like {\"text\": ...})",
+                        path);
+done:
+    jsonl_close(&r);
+    return rc;
+}
+
+/* One window of one document, with its request tokens. */
+typedef struct ppl_work {
+    size_t   doc;
+    win_span span;
+} ppl_work;
+
+static cJSON *stats_json(const char *name, const ppl_stats *s, int sliding) {
+    cJSON *o = cJSON_CreateObject();
+    if (name)
+        cJSON_AddStringToObject(o, "document", name);
+    cJSON_AddNumberToObject(o, "tokens", (double)s->tokens);
+    cJSON_AddNumberToObject(o, "words", (double)s->words);
+    cJSON_AddNumberToObject(o, "bytes", (double)s->bytes);
+    cJSON_AddNumberToObject(o, "nll", s->nll);
+    cJSON_AddNumberToObject(o, "ppl", ppl_token_ppl(s));
+    cJSON_AddNumberToObject(o, "word_ppl", ppl_word_ppl(s));
+    cJSON_AddNumberToObject(o, "byte_ppl", ppl_byte_ppl(s));
+    cJSON_AddNumberToObject(o, "bits_per_byte", ppl_bits_per_byte(s));
+    if (sliding) {
+        cJSON_AddNumberToObject(o, "hf_recipe_nll", s->hf_nll);
+        cJSON_AddNumberToObject(o, "hf_recipe_tokens", (double)s->hf_tokens);
+        cJSON_AddNumberToObject(o, "hf_recipe_ppl", ppl_hf_recipe_ppl(s));
+    }
+    return o;
+}
+
+static void print_row(const char *name, const ppl_stats *s) {
+    size_t nl = strlen(name);
+    printf("%-28s %8lld %14.6f %12.6g %12.6g %10.6g %10.6f\n",
+           nl > 28 ? name + nl - 28 : name, (long long)s->tokens, s->nll, ppl_token_ppl(s),
+           ppl_word_ppl(s), ppl_byte_ppl(s), ppl_bits_per_byte(s));
+}
 
 int cmd_ppl(int argc, char **argv) {
-    (void)argc;
-    fprintf(stderr, "assay: '%s' is not available in this build yet\n", argv[0]);
-    return 2;
+    cli_common    cc    = {0};
+    assay_error   err   = {0};
+    const char   *model_dir = NULL, *mode = "sliding";
+    const char  **files = calloc((size_t)argc, sizeof *files);
+    int           n_files = 0, rc = ASSAY_OK;
+    int64_t       ctx = 0, stride = 0;
+    doc_list      docs  = {0};
+    win_plan      plan  = {0};
+    ppl_work     *work  = NULL;
+    size_t        n_work = 0;
+    tokenizer    *tok   = NULL;
+    model        *m     = NULL;
+    int32_t      *buf   = NULL;
+    score_request *reqs = NULL;
+    score_result  *res  = NULL;
+    int           n_res = 0;
+    progress      prog;
+    if (!files)
+        return cli_report(&(assay_error){ASSAY_ENOMEM, "out of memory"});
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        int         r;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            printf(ppl_help, cli_common_help);
+            free(files);
+            return 0;
+        }
+        if ((r = cli_common_parse(&cc, argc, argv, &i, &err)) != 0) {
+            if (r < 0)
+                goto fail;
+            continue;
+        }
+        if ((r = cli_take_value("--mode", argc, argv, &i, &v, &err)) != 0) {
+            if (r < 0)
+                goto fail;
+            if (strcmp(v, "sliding") && strcmp(v, "rolling")) {
+                assay_fail(&err, ASSAY_EINVAL, "--mode: expected sliding or rolling, got '%s'", v);
+                goto fail;
+            }
+            mode = v;
+            continue;
+        }
+        if ((r = cli_take_value("--ctx", argc, argv, &i, &v, &err)) != 0) {
+            if (r < 0 || cli_parse_int("--ctx", v, 2, 1 << 24, &ctx, &err))
+                goto fail;
+            continue;
+        }
+        if ((r = cli_take_value("--stride", argc, argv, &i, &v, &err)) != 0) {
+            if (r < 0 || cli_parse_int("--stride", v, 1, 1 << 24, &stride, &err))
+                goto fail;
+            continue;
+        }
+        if (a[0] == '-' && a[1]) {
+            assay_fail(&err, ASSAY_EINVAL, "ppl: unknown option '%s' (see assay ppl --help)", a);
+            goto fail;
+        }
+        if (!model_dir)
+            model_dir = a;
+        else
+            files[n_files++] = a;
+    }
+    if (!model_dir || n_files == 0) {
+        fprintf(stderr, ppl_help, cli_common_help);
+        free(files);
+        return 2;
+    }
+    int sliding = !strcmp(mode, "sliding");
+    if (!sliding && stride) {
+        assay_fail(&err, ASSAY_EINVAL, "--stride applies to --mode sliding only");
+        goto fail;
+    }
+
+    /* Everything that can be checked without the weights comes first. */
+    model_config cfg;
+    char         cfg_path[4200];
+    if (path_join(cfg_path, sizeof cfg_path, model_dir, "config.json")) {
+        assay_fail(&err, ASSAY_EINVAL, "%s: path too long", model_dir);
+        goto fail;
+    }
+    if ((rc = config_load(&cfg, cfg_path, &err)))
+        goto fail;
+    if (ctx == 0)
+        ctx = cfg.max_pos < 2048 ? cfg.max_pos : 2048;
+    if (ctx > cfg.max_pos) {
+        assay_fail(&err, ASSAY_EINVAL,
+                   "--ctx %lld is larger than the model's context (%s: max positions %d)",
+                   (long long)ctx, cfg_path, cfg.max_pos);
+        goto fail;
+    }
+    if (stride == 0)
+        stride = ctx;
+    if (stride > ctx) {
+        assay_fail(&err, ASSAY_EINVAL, "--stride %lld is larger than --ctx %lld", (long long)stride,
+                   (long long)ctx);
+        goto fail;
+    }
+    for (int f = 0; f < n_files; f++)
+        if ((rc = read_documents(files[f], &docs, &err)))
+            goto fail;
+    if (!(tok = tok_load(model_dir, &err)))
+        goto fail;
+    int32_t prefix = tok_bos_id(tok) >= 0 ? tok_bos_id(tok) : tok_eos_id(tok);
+    if (!sliding && prefix < 0) {
+        assay_fail(&err, ASSAY_EUNSUPPORTED,
+                   "%s: the tokenizer has neither a BOS nor an EOS token to use as the rolling "
+                   "windows' prefix", model_dir);
+        goto fail;
+    }
+    tok_encode_opts eo = tok_default_opts();
+    eo.add_special     = sliding;
+    eo.split_special   = 0;
+    int64_t total_req_tokens = 0, total_scored = 0;
+    for (size_t d = 0; d < docs.n; d++) {
+        ppl_doc *doc = &docs.d[d];
+        if ((rc = tok_encode(tok, doc->text, doc->len, &eo, 0, &doc->ids, &err))) {
+            char msg[sizeof err.msg];
+            snprintf(msg, sizeof msg, "%s", err.msg);
+            assay_fail(&err, rc, "%s: %s", doc->name, msg);
+            goto fail;
+        }
+        size_t need = sliding ? 2 : 1;
+        if (doc->ids.n < need) {
+            assay_fail(&err, ASSAY_EINVAL,
+                       "%s: the document is %zu token(s); %s perplexity needs at least %zu",
+                       doc->name, doc->ids.n, mode, need);
+            goto fail;
+        }
+        ppl_stats_init(&doc->st, doc->text, doc->len);
+        plan.n = 0;
+        rc     = sliding ? win_plan_sliding(&plan, doc->ids.n, (size_t)ctx, (size_t)stride, &err)
+                         : win_plan_rolling(&plan, doc->ids.n, (size_t)ctx, 1, &err);
+        if (rc)
+            goto fail;
+        ppl_work *nw = realloc(work, (n_work + plan.n) * sizeof *nw);
+        if (!nw) {
+            assay_fail(&err, ASSAY_ENOMEM, "%s: out of memory planning windows", doc->name);
+            goto fail;
+        }
+        work = nw;
+        for (size_t k = 0; k < plan.n; k++) {
+            work[n_work++] = (ppl_work){.doc = d, .span = plan.spans[k]};
+            total_req_tokens += (int64_t)win_len(&plan.spans[k]);
+            total_scored += (int64_t)win_scored(&plan.spans[k]);
+        }
+    }
+
+    if ((rc = cli_load_model(model_dir, &cc, &m, &err)))
+        goto fail;
+    if (model_get_config(m)->vocab_size < tok_vocab_size(tok)) {
+        assay_fail(&err, ASSAY_EINVAL, "%s: the tokenizer has %d tokens, the model only %d",
+                   model_dir, tok_vocab_size(tok), model_get_config(m)->vocab_size);
+        goto fail;
+    }
+
+    /* Windows go to the engine in groups of about eight forward passes, so progress moves and
+     * the per-token results of one group are all that is held at once. */
+    int64_t group_tokens = (int64_t)model_max_batch_tokens(m) * 8;
+    if (group_tokens < ctx + 1)
+        group_tokens = ctx + 1;
+    buf  = malloc((size_t)(group_tokens + ctx + 1) * sizeof *buf);
+    reqs = malloc(n_work * sizeof *reqs);
+    res  = calloc(n_work, sizeof *res);
+    if (!buf || !reqs || !res) {
+        assay_fail(&err, ASSAY_ENOMEM, "out of memory for %zu windows", n_work);
+        goto fail;
+    }
+    double t0 = time_now();
+    progress_init(&prog, "ppl", "tok", total_scored);
+    int64_t done = 0;
+    for (size_t w = 0; w < n_work;) {
+        size_t  first = w;
+        int64_t used  = 0;
+        while (w < n_work && (w == first || used + (int64_t)win_len(&work[w].span) <= group_tokens)) {
+            const ppl_doc *doc = &docs.d[work[w].doc];
+            win_fill_tokens(buf + used, &work[w].span, doc->ids.ids, prefix);
+            reqs[w] = (score_request){.tokens     = buf + used,
+                                      .n_tokens   = (int)win_len(&work[w].span),
+                                      .score_from = (int)work[w].span.score_from};
+            used += (int64_t)win_len(&work[w].span);
+            w++;
+        }
+        int n = (int)(w - first);
+        n_res = (int)w; /* res is zeroed, so a partly filled group frees cleanly */
+        if ((rc = model_score(m, reqs + first, n, res + first, &err)))
+            goto fail_progress;
+        for (size_t k = first; k < w; k++) {
+            const win_span *s = &work[k].span;
+            if (res[k].n_targets != (int)win_scored(s)) {
+                assay_fail(&err, ASSAY_EINTERNAL, "%s: window scored %d targets, expected %zu",
+                           docs.d[work[k].doc].name, res[k].n_targets, win_scored(s));
+                goto fail_progress;
+            }
+            ppl_stats_add_window(&docs.d[work[k].doc].st, -res[k].sum, res[k].n_targets,
+                                 (int64_t)s->hf_count);
+            done += res[k].n_targets;
+        }
+        score_results_free(res + first, n);
+        progress_update(&prog, done);
+    }
+    progress_finish(&prog);
+    double wall = time_now() - t0;
+
+    ppl_stats total = {0};
+    for (size_t d = 0; d < docs.n; d++)
+        ppl_stats_merge(&total, &docs.d[d].st);
+    if (cc.json) {
+        cJSON *root = cJSON_CreateObject(), *arr = cJSON_CreateArray();
+        cJSON_AddStringToObject(root, "model", model_dir);
+        cJSON_AddStringToObject(root, "mode", mode);
+        cJSON_AddNumberToObject(root, "ctx", (double)ctx);
+        if (sliding)
+            cJSON_AddNumberToObject(root, "stride", (double)stride);
+        else
+            cJSON_AddNumberToObject(root, "prefix_token", prefix);
+        for (size_t d = 0; d < docs.n; d++)
+            cJSON_AddItemToArray(arr, stats_json(docs.d[d].name, &docs.d[d].st, sliding));
+        cJSON_AddItemToObject(root, "documents", arr);
+        cJSON_AddItemToObject(root, "total", stats_json(NULL, &total, sliding));
+        cJSON_AddNumberToObject(root, "windows", (double)n_work);
+        cJSON_AddNumberToObject(root, "tokens_computed", (double)total_req_tokens);
+        cJSON_AddNumberToObject(root, "wall_s", wall);
+        cJSON_AddNumberToObject(root, "tokens_per_s", wall > 0 ? (double)total.tokens / wall : 0);
+        char *s = cJSON_Print(root);
+        if (s)
+            printf("%s\n", s);
+        free(s);
+        cJSON_Delete(root);
+    } else {
+        printf("mode %s, ctx %lld", mode, (long long)ctx);
+        if (sliding)
+            printf(", stride %lld", (long long)stride);
+        printf(", %zu windows\n", n_work);
+        printf("%-28s %8s %14s %12s %12s %10s %10s\n", "document", "tokens", "nll", "ppl",
+               "word_ppl", "byte_ppl", "bits/byte");
+        for (size_t d = 0; d < docs.n; d++)
+            print_row(docs.d[d].name, &docs.d[d].st);
+        if (docs.n > 1)
+            print_row("total", &total);
+        if (sliding)
+            printf("hf recipe arithmetic (mean loss x (valid - 1) per window): ppl %.6g over %lld "
+                   "tokens\n",
+                   ppl_hf_recipe_ppl(&total), (long long)total.hf_tokens);
+    }
+    cli_summary("ppl", "tokens", total.tokens, wall);
+    goto out;
+
+fail_progress:
+    progress_finish(&prog);
+fail:
+    if (!err.code)
+        err.code = ASSAY_EINTERNAL;
+    rc = cli_report(&err);
+    goto cleanup;
+out:
+    rc = 0;
+cleanup:
+    score_results_free(res, n_res);
+    free(res);
+    free(reqs);
+    free(buf);
+    model_free(m);
+    tok_free(tok);
+    free(work);
+    win_plan_free(&plan);
+    docs_free(&docs);
+    free(files);
+    return rc;
 }

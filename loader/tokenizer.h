@@ -10,10 +10,27 @@
 
 typedef struct tokenizer tokenizer;
 
-/* `path` is a model directory (tokenizer.json + optional tokenizer_config.json, or GPT-2's
+/* Offsets are BYTE spans [start, end) of the ORIGINAL input (HF reports char offsets); special
+ * tokens added by the post-processor get [0, 0). Invalid UTF-8 in the input is an error naming the
+ * byte offset ("invalid UTF-8 at byte 17") unless opts.replace_invalid, which replaces each
+ * maximal invalid sequence with U+FFFD (as Rust's from_utf8_lossy) and encodes that text; offsets
+ * still point into the original bytes. Supported: BPE models (merges as "a b" or ["a","b"],
+ * byte_fallback, unk_token/fuse_unk, ignore_merges, continuing_subword_prefix/end_of_word_suffix,
+ * dropout null); normalizers NFC NFD NFKC NFKD Lowercase Strip StripAccents Prepend Replace
+ * Sequence; pre-tokenizers Split ByteLevel Metaspace Digits Punctuation Whitespace WhitespaceSplit
+ * BertPreTokenizer CharDelimiterSplit Sequence (ByteLevel only last); post-processors
+ * TemplateProcessing ByteLevel RobertaProcessing BertProcessing Sequence; decoders ByteLevel
+ * Replace ByteFallback Fuse Strip Metaspace BPEDecoder WordPiece Sequence. A tokenizer is
+ * immutable after loading: encode/decode may run from several threads at once.
+ *
+ * `path` is a model directory (tokenizer.json + optional tokenizer_config.json, or GPT-2's
  * encoder.json + vocab.bpe) or a tokenizer.json file. */
 tokenizer *tok_load(const char *path, assay_error *err);
 void       tok_free(tokenizer *t); /* NULL-safe */
+
+/* Loads a tokenizer.json held in memory (no tokenizer_config.json); `name` (may be NULL) is used
+ * in error messages. */
+tokenizer *tok_load_buffer(const char *json, size_t len, const char *name, assay_error *err);
 
 typedef struct tok_encode_opts {
     int add_special;      /* apply the post-processor (BOS/EOS as the config says) */
@@ -46,7 +63,8 @@ const char *tok_id_to_piece(const tokenizer *t, int32_t id); /* NULL if out of r
 int32_t     tok_piece_to_id(const tokenizer *t, const char *piece); /* -1 if absent */
 int32_t     tok_bos_id(const tokenizer *t);       /* -1 if none */
 int32_t     tok_eos_id(const tokenizer *t);       /* -1 if none */
-int         tok_add_bos(const tokenizer *t);      /* tokenizer_config add_bos_token / post-proc */
+int         tok_add_bos(const tokenizer *t);      /* 1 when encoding with add_special prepends a
+                                                     token (the post-processor's template) */
 int         tok_is_special(const tokenizer *t, int32_t id);
 const char *tok_kind(const tokenizer *t);         /* "bpe-bytelevel", "bpe-sentencepiece", ... */
 int         tok_has_chat_template(const tokenizer *t);

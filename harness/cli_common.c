@@ -1,0 +1,138 @@
+#include "harness/cli_common.h"
+
+#include "runtime/model.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char cli_common_help[] =
+    "  --json              print results as JSON on stdout\n"
+    "  --threads N         CPU threads (default: OMP_NUM_THREADS, else all cores)\n"
+    "  --device D          auto, cpu or cuda (default auto; models run on the CPU in this\n"
+    "                      build, so cuda is refused with exit 2)\n"
+    "  --mem-budget SIZE   memory for weights, workspace and KV cache, e.g. 512M or 8G (default\n"
+    "                      80% of available memory); a model that needs more is refused before\n"
+    "                      its weights are read\n";
+
+int cli_take_value(const char *name, int argc, char **argv, int *i, const char **val,
+                   assay_error *err) {
+    const char *a = argv[*i];
+    size_t      n = strlen(name);
+    if (strncmp(a, name, n) != 0)
+        return 0;
+    if (a[n] == '=') {
+        *val = a + n + 1;
+        return 1;
+    }
+    if (a[n] != '\0')
+        return 0;
+    if (*i + 1 >= argc)
+        {
+        assay_fail(err, ASSAY_EINVAL, "%s needs a value", name);
+        return -1;
+    }
+    *val = argv[++*i];
+    return 1;
+}
+
+int cli_parse_int(const char *opt, const char *val, int64_t min, int64_t max, int64_t *out,
+                  assay_error *err) {
+    char *end = NULL;
+    errno     = 0;
+    long long v = strtoll(val, &end, 10);
+    if (!*val || *end || errno || v < min || v > max)
+        return assay_fail(err, ASSAY_EINVAL, "%s: expected an integer between %lld and %lld, got '%s'",
+                          opt, (long long)min, (long long)max, val);
+    *out = v;
+    return ASSAY_OK;
+}
+
+int cli_parse_bytes(const char *opt, const char *val, size_t *out, assay_error *err) {
+    char *end = NULL;
+    errno     = 0;
+    double v  = strtod(val, &end);
+    double m  = 1;
+    if (end && *end) {
+        switch (*end) {
+        case 'k': case 'K': m = 1024.0; end++; break;
+        case 'm': case 'M': m = 1024.0 * 1024; end++; break;
+        case 'g': case 'G': m = 1024.0 * 1024 * 1024; end++; break;
+        case 't': case 'T': m = 1024.0 * 1024 * 1024 * 1024; end++; break;
+        default: break;
+        }
+        if (*end == 'i')
+            end++;
+        if (*end == 'B' || *end == 'b')
+            end++;
+    }
+    if (!*val || !end || *end || errno || !(v >= 0) || v * m >= 18446744073709551615.0)
+        return assay_fail(err, ASSAY_EINVAL,
+                          "%s: expected a size like 512M or 8G, got '%s'", opt, val);
+    *out = (size_t)(v * m);
+    return ASSAY_OK;
+}
+
+int cli_common_parse(cli_common *c, int argc, char **argv, int *i, assay_error *err) {
+    const char *v = NULL;
+    int         r;
+    int64_t     n;
+    if (!strcmp(argv[*i], "--json")) {
+        c->json = 1;
+        return 1;
+    }
+    if ((r = cli_take_value("--threads", argc, argv, i, &v, err)) != 0) {
+        if (r < 0)
+            return -1;
+        if (cli_parse_int("--threads", v, 1, 4096, &n, err))
+            return -1;
+        c->threads = (int)n;
+        return 1;
+    }
+    if ((r = cli_take_value("--device", argc, argv, i, &v, err)) != 0) {
+        if (r < 0)
+            return -1;
+        if (!strcmp(v, "auto"))
+            c->device = CLI_DEVICE_AUTO;
+        else if (!strcmp(v, "cpu"))
+            c->device = CLI_DEVICE_CPU;
+        else if (!strcmp(v, "cuda"))
+            c->device = CLI_DEVICE_CUDA;
+        else {
+            assay_fail(err, ASSAY_EINVAL, "--device: expected auto, cpu or cuda, got '%s'", v);
+            return -1;
+        }
+        return 1;
+    }
+    if ((r = cli_take_value("--mem-budget", argc, argv, i, &v, err)) != 0) {
+        if (r < 0)
+            return -1;
+        if (cli_parse_bytes("--mem-budget", v, &c->mem_budget, err))
+            return -1;
+        return 1;
+    }
+    return 0;
+}
+
+void cli_summary(const char *cmd, const char *what, int64_t count, double seconds) {
+    fflush(stdout); /* results first, so a terminal or a 2>&1 capture never splits them */
+    fprintf(stderr, "%s: %lld %s in %.2f s (%.1f %s/s)\n", cmd, (long long)count, what, seconds,
+            seconds > 0 ? (double)count / seconds : 0.0, what);
+}
+
+int cli_load_model(const char *dir, const cli_common *c, model **out, assay_error *err) {
+    *out = NULL;
+    if (c->device == CLI_DEVICE_CUDA)
+        return assay_fail(err, ASSAY_EUNSUPPORTED,
+                          "--device cuda: the model runtime runs on the CPU in this build; use "
+                          "--device cpu or auto");
+    model_opts o = {0};
+    o.n_threads  = c->threads;
+    o.mem_budget = c->mem_budget;
+    model *m     = model_load(dir, &o, err);
+    if (!m)
+        return err && err->code ? err->code : ASSAY_EINTERNAL;
+    *out = m;
+    return ASSAY_OK;
+}

@@ -1,0 +1,51 @@
+/* harness/cli_common.h — options every model command shares (--json, --threads, --device,
+ * --mem-budget), numeric option parsing with messages that name the option, and the final
+ * summary line. */
+#ifndef ASSAY_CLI_COMMON_H
+#define ASSAY_CLI_COMMON_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "runtime/error.h"
+
+typedef enum cli_device { CLI_DEVICE_AUTO = 0, CLI_DEVICE_CPU, CLI_DEVICE_CUDA } cli_device;
+
+typedef struct cli_common {
+    int        json;
+    int        threads;    /* 0: the runtime's default */
+    cli_device device;
+    size_t     mem_budget; /* bytes; 0: no budget */
+} cli_common;
+
+/* Help text for the common options, one per line, indented two spaces. */
+extern const char cli_common_help[];
+
+/* Looks at argv[*i]. Returns 1 when it was a common option (consuming its value, *i advanced past
+ * it), 0 when it is not one, or -1 with err set (missing or invalid value). Accepts
+ * "--opt value" and "--opt=value". */
+int cli_common_parse(cli_common *c, int argc, char **argv, int *i, assay_error *err);
+
+/* Fetches the value of option argv[*i] ("--opt value" or "--opt=value"): returns 1 and sets
+ * *val when argv[*i] is `name`, 0 when it is another argument, an error when the value is
+ * missing (-1). */
+int cli_take_value(const char *name, int argc, char **argv, int *i, const char **val,
+                   assay_error *err);
+
+/* Parses a whole decimal integer in [min, max]; the message names the option. */
+int cli_parse_int(const char *opt, const char *val, int64_t min, int64_t max, int64_t *out,
+                  assay_error *err);
+/* Parses a byte size: a number with an optional K, M, G or T suffix (powers of 1024; "B", "iB"
+ * accepted after it). */
+int cli_parse_bytes(const char *opt, const char *val, size_t *out, assay_error *err);
+
+/* Loads the model in `dir` for the chosen device, thread count and memory budget (checked
+ * before any weight is read). --device cuda is refused until the model runtime has a CUDA
+ * path. */
+struct model;
+int cli_load_model(const char *dir, const cli_common *c, struct model **out, assay_error *err);
+
+/* "name: 1234 tokens in 1.23 s (1003.2 tokens/s)" on stderr. */
+void cli_summary(const char *cmd, const char *what, int64_t count, double seconds);
+
+#endif

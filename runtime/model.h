@@ -1,0 +1,112 @@
+/* runtime/model.h — a loaded checkpoint and the three things assay asks of it: score target
+ * tokens (perplexity, log-likelihoods), score continuations on top of a shared context, and
+ * greedy generation with continuous batching. Requests are packed into ragged batches (no
+ * padding, sorted by length, under a token budget); the LM head runs only on scored rows.
+ *
+ * Reproducibility: a request's log-probs are bitwise identical whatever else is in the batch,
+ * its position in the request list, the thread count, and whether its prefix came from the KV
+ * cache (model_score_shared) or was computed in the same pass (model_score). */
+#ifndef ASSAY_MODEL_H
+#define ASSAY_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "loader/config.h"
+#include "runtime/error.h"
+
+typedef struct model_opts {
+    int    n_threads;        /* <= 0: OpenMP default (OMP_NUM_THREADS or all cores) */
+    size_t mem_budget;       /* bytes for weights + workspace + KV cache; 0: 80% of MemAvailable */
+    int    max_batch_tokens; /* tokens per forward pass; 0: 2048 */
+    int    kv_tokens;        /* KV cache capacity in tokens; 0: max(4 * batch, 8192), less if the
+                                budget is short (at least one batch + one block) */
+    int    kv_block_tokens;  /* tokens per KV block; 0: 16 */
+} model_opts;
+
+typedef struct model model;
+
+/* Loads the checkpoint in `dir` (config.json + model.safetensors or a sharded index). Weights
+ * (F32, F16, BF16) are converted to f32. The memory need (weights + workspace + the smallest
+ * KV cache) is checked against the budget BEFORE any weight is read: over budget is
+ * ASSAY_ENOMEM with a message naming the need and the budget. opts may be NULL (defaults). */
+model *model_load(const char *dir, const model_opts *opts, assay_error *err);
+void   model_free(model *m); /* NULL-safe */
+
+const model_config *model_get_config(const model *m);
+/* Bytes of memory the loaded model holds (weights, workspace, KV pool, scratch). */
+size_t model_mem_bytes(const model *m);
+/* Sets the compute threads (process-wide on the CPU backend; results do not depend on it). */
+void model_set_threads(model *m, int n_threads);
+/* Effective settings after defaults. */
+int model_max_batch_tokens(const model *m);
+int model_kv_tokens(const model *m);
+
+/* ---- scoring ---------------------------------------------------------------------------- */
+
+/* Targets are tokens[score_from .. n_tokens-1], each predicted from the tokens before it, so
+ * 1 <= score_from <= n_tokens (score_from == n_tokens: nothing scored). */
+typedef struct score_request {
+    const int32_t *tokens;
+    int            n_tokens;
+    int            score_from;
+} score_request;
+
+typedef struct score_result {
+    int      n_targets;
+    float   *logprob;   /* n_targets: log p(target | tokens before it), malloc'd */
+    uint8_t *is_greedy; /* n_targets: 1 when the target is the argmax (lowest index on ties) */
+    double   sum;       /* sum of logprob in double */
+    int      n_greedy;  /* count of is_greedy */
+} score_result;
+
+/* Scores n requests into out[0..n-1] (caller-provided array; fill with score_result_free).
+ * Requests longer than the batch budget run in chunks through the KV cache (same bits). */
+int model_score(model *m, const score_request *reqs, int n, score_result *out, assay_error *err);
+
+/* Scores continuations on top of one shared context: the context is computed once, each
+ * continuation runs on the context's KV blocks. conts[i].tokens are the continuation only and
+ * conts[i].score_from indexes into it (0 <= score_from <= n_tokens; 0 scores the first
+ * continuation token, predicted from the context's last token, so n_ctx >= 1 then). The result
+ * is bitwise identical to model_score on ctx + continuation with score_from + n_ctx. */
+int model_score_shared(model *m, const int32_t *ctx, int n_ctx, const score_request *conts,
+                       int n, score_result *out, assay_error *err);
+
+/* Frees the arrays inside out[0..n-1] and zeroes them. NULL-safe. */
+void score_results_free(score_result *out, int n);
+
+/* ---- greedy generation ------------------------------------------------------------------ */
+
+typedef struct gen_request {
+    const int32_t *prompt;
+    int            n_prompt; /* >= 1 */
+    int            max_new_tokens;
+} gen_request;
+
+typedef enum gen_finish {
+    GEN_LENGTH = 0, /* max_new_tokens reached */
+    GEN_EOS,        /* the argmax was an end-of-sequence id (not emitted) */
+    GEN_STOPPED     /* the callback asked to stop (that token is kept) */
+} gen_finish;
+
+/* Called for every emitted token, in order per request: index = 0-based position in the
+ * continuation. Return nonzero to stop this request (e.g. a stop string matched). */
+typedef int (*gen_token_fn)(void *user, int request, int32_t token, int index);
+
+typedef struct gen_result {
+    int32_t   *tokens; /* emitted tokens (malloc'd) */
+    int        n_tokens;
+    gen_finish finish;
+} gen_result;
+
+/* Greedy decoding of n prompts with continuous batching: every active request decodes one
+ * token per step together; finished ones leave and waiting ones join (prefill, chunked under
+ * the batch budget) when KV blocks are free (a request is admitted when blocks for its prompt
+ * + max_new_tokens are free). eos_ids may be NULL/0. cb and out may be NULL. The tokens of a
+ * request do not depend on the other requests. */
+int model_generate_greedy(model *m, const gen_request *reqs, int n, const int32_t *eos_ids,
+                          int n_eos, gen_token_fn cb, void *user, gen_result *out,
+                          assay_error *err);
+void gen_results_free(gen_result *out, int n); /* NULL-safe */
+
+#endif
