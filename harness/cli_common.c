@@ -28,8 +28,7 @@ int cli_take_value(const char *name, int argc, char **argv, int *i, const char *
     }
     if (a[n] != '\0')
         return 0;
-    if (*i + 1 >= argc)
-        {
+    if (*i + 1 >= argc) {
         assay_fail(err, ASSAY_EINVAL, "%s needs a value", name);
         return -1;
     }
@@ -39,12 +38,13 @@ int cli_take_value(const char *name, int argc, char **argv, int *i, const char *
 
 int cli_parse_int(const char *opt, const char *val, int64_t min, int64_t max, int64_t *out,
                   assay_error *err) {
-    char *end = NULL;
-    errno     = 0;
+    char *end   = NULL;
+    errno       = 0;
     long long v = strtoll(val, &end, 10);
     if (!*val || *end || errno || v < min || v > max)
-        return assay_fail(err, ASSAY_EINVAL, "%s: expected an integer between %lld and %lld, got '%s'",
-                          opt, (long long)min, (long long)max, val);
+        return assay_fail(err, ASSAY_EINVAL,
+                          "%s: expected an integer between %lld and %lld, got '%s'", opt,
+                          (long long)min, (long long)max, val);
     *out = v;
     return ASSAY_OK;
 }
@@ -56,10 +56,26 @@ int cli_parse_bytes(const char *opt, const char *val, size_t *out, assay_error *
     double m  = 1;
     if (end && *end) {
         switch (*end) {
-        case 'k': case 'K': m = 1024.0; end++; break;
-        case 'm': case 'M': m = 1024.0 * 1024; end++; break;
-        case 'g': case 'G': m = 1024.0 * 1024 * 1024; end++; break;
-        case 't': case 'T': m = 1024.0 * 1024 * 1024 * 1024; end++; break;
+        case 'k':
+        case 'K':
+            m = 1024.0;
+            end++;
+            break;
+        case 'm':
+        case 'M':
+            m = 1024.0 * 1024;
+            end++;
+            break;
+        case 'g':
+        case 'G':
+            m = 1024.0 * 1024 * 1024;
+            end++;
+            break;
+        case 't':
+        case 'T':
+            m = 1024.0 * 1024 * 1024 * 1024;
+            end++;
+            break;
         default: break;
         }
         if (*end == 'i')
@@ -68,8 +84,8 @@ int cli_parse_bytes(const char *opt, const char *val, size_t *out, assay_error *
             end++;
     }
     if (!*val || !end || *end || errno || !(v >= 0) || v * m >= 18446744073709551615.0)
-        return assay_fail(err, ASSAY_EINVAL,
-                          "%s: expected a size like 512M or 8G, got '%s'", opt, val);
+        return assay_fail(err, ASSAY_EINVAL, "%s: expected a size like 512M or 8G, got '%s'", opt,
+                          val);
     *out = (size_t)(v * m);
     return ASSAY_OK;
 }

@@ -13,7 +13,7 @@ typedef enum cli_device { CLI_DEVICE_AUTO = 0, CLI_DEVICE_CPU, CLI_DEVICE_CUDA }
 
 typedef struct cli_common {
     int        json;
-    int        threads;    /* 0: the runtime's default */
+    int        threads; /* 0: the runtime's default */
     cli_device device;
     size_t     mem_budget; /* bytes; 0: no budget */
 } cli_common;

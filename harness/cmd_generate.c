@@ -55,13 +55,13 @@ static const char generate_help[] =
     "failure\n";
 
 typedef struct gen_item {
-    size_t       line;
-    cJSON       *id;
-    int32_t     *prompt;
-    size_t       n_prompt;
-    int          max_new;
-    char       **stops; /* owned */
-    size_t       n_stops;
+    size_t   line;
+    cJSON   *id;
+    int32_t *prompt;
+    size_t   n_prompt;
+    int      max_new;
+    char   **stops; /* owned */
+    size_t   n_stops;
     /* while generating */
     stop_matcher sm;
     int32_t     *out;
@@ -69,9 +69,9 @@ typedef struct gen_item {
     size_t       fed; /* bytes of the decoded text already fed to sm */
     double       t_first, t_last;
     /* result */
-    char        *text;
-    size_t       text_len;
-    const char  *finish;
+    char       *text;
+    size_t      text_len;
+    const char *finish;
 } gen_item;
 
 typedef struct gen_ctx {
@@ -136,13 +136,13 @@ static size_t stable_len(const char *s, size_t n) {
 }
 
 static int on_token(void *user, int request, int32_t token, int index) {
-    gen_ctx  *g  = user;
-    gen_item *it = &g->items[request];
+    gen_ctx  *g   = user;
+    gen_item *it  = &g->items[request];
     double    now = time_now() - g->t0;
     (void)index;
     if (it->n_out == 0)
         it->t_first = now;
-    it->t_last         = now;
+    it->t_last           = now;
     it->out[it->n_out++] = token;
     g->emitted++;
     progress_update(g->prog, g->emitted);
@@ -152,12 +152,12 @@ static int on_token(void *user, int request, int32_t token, int index) {
     size_t len  = 0;
     if (tok_decode(g->tok, it->out, (size_t)it->n_out, 1, &text, &len, &g->err))
         return 1;
-    size_t st = stable_len(text, len);
+    size_t st  = stable_len(text, len);
     int    hit = 0;
     /* Decoding all tokens again keeps multi-token characters and SentencePiece spaces right;
      * only the part past what was fed is new. */
     if (st > it->fed) {
-        hit = stop_feed(&it->sm, text + it->fed, st - it->fed, &g->err);
+        hit     = stop_feed(&it->sm, text + it->fed, st - it->fed, &g->err);
         it->fed = st;
     }
     free(text);
@@ -170,9 +170,9 @@ static int read_prompts(const char *path, const tokenizer *tok, int max_new_defa
     jsonl_reader r;
     gen_item    *items = NULL;
     size_t       n = 0, cap = 0;
-    cJSON       *obj = NULL;
+    cJSON       *obj        = NULL;
     const char **line_stops = NULL;
-    int          rc = jsonl_open(&r, path, err), got;
+    int          rc         = jsonl_open(&r, path, err), got;
     if (rc)
         return rc;
     tok_encode_opts eo = tok_default_opts();
@@ -228,9 +228,8 @@ static int read_prompts(const char *path, const tokenizer *tok, int max_new_defa
         size_t nls = 0;
         if ((rc = jsonl_get_strings(&r, obj, "stop", &line_stops, &nls, err)))
             goto fail;
-        rc = cJSON_GetObjectItemCaseSensitive(obj, "stop")
-                 ? copy_stops(it, line_stops, nls, 0, err)
-                 : copy_stops(it, stops, n_stops, 1, err);
+        rc = cJSON_GetObjectItemCaseSensitive(obj, "stop") ? copy_stops(it, line_stops, nls, 0, err)
+                                                           : copy_stops(it, stops, n_stops, 1, err);
         free(line_stops);
         line_stops = NULL;
         if (rc)
@@ -279,19 +278,19 @@ static cJSON *item_json(const gen_item *it) {
 }
 
 int cmd_generate(int argc, char **argv) {
-    cli_common   cc = {0};
-    assay_error  err = {0};
+    cli_common   cc        = {0};
+    assay_error  err       = {0};
     const char  *model_dir = NULL, *prompt_path = NULL, *out_path = NULL;
-    const char **stops = calloc((size_t)argc, sizeof *stops);
+    const char **stops   = calloc((size_t)argc, sizeof *stops);
     size_t       n_stops = 0, n_items = 0;
     int64_t      max_new = 128;
     int          rc;
-    tokenizer   *tok = NULL;
-    model       *m = NULL;
-    gen_item    *items = NULL;
-    gen_request *reqs = NULL;
-    gen_result  *res = NULL;
-    atomic_file  af = {0};
+    tokenizer   *tok     = NULL;
+    model       *m       = NULL;
+    gen_item    *items   = NULL;
+    gen_request *reqs    = NULL;
+    gen_result  *res     = NULL;
+    atomic_file  af      = {0};
     int          af_open = 0;
     progress     prog;
     gen_ctx      g = {0};
@@ -386,9 +385,8 @@ int cmd_generate(int argc, char **argv) {
             assay_fail(&err, ASSAY_ENOMEM, "out of memory");
             goto fail;
         }
-        reqs[i] = (gen_request){.prompt         = it->prompt,
-                                .n_prompt       = (int)it->n_prompt,
-                                .max_new_tokens = it->max_new};
+        reqs[i] = (gen_request){
+            .prompt = it->prompt, .n_prompt = (int)it->n_prompt, .max_new_tokens = it->max_new};
         total_max += it->max_new;
         prompt_tokens += (int64_t)it->n_prompt;
     }
@@ -447,8 +445,8 @@ int cmd_generate(int argc, char **argv) {
 
     if (af_open) {
         for (size_t i = 0; i < n_items; i++) {
-            cJSON *o = item_json(&items[i]);
-            char  *s = cJSON_PrintUnformatted(o);
+            cJSON *o   = item_json(&items[i]);
+            char  *s   = cJSON_PrintUnformatted(o);
             int    bad = !s || fprintf(af.fp, "%s\n", s) < 0;
             free(s);
             cJSON_Delete(o);
@@ -483,8 +481,8 @@ int cmd_generate(int argc, char **argv) {
     } else {
         for (size_t i = 0; i < n_items; i++) {
             const gen_item *it = &items[i];
-            printf("--- line %zu: %d tokens, finish %s, latency %.3f s\n%s\n", it->line,
-                   it->n_out, it->finish, it->t_last, it->text);
+            printf("--- line %zu: %d tokens, finish %s, latency %.3f s\n%s\n", it->line, it->n_out,
+                   it->finish, it->t_last, it->text);
         }
         printf("--- %lld prompt tokens (prefill %.1f tokens/s), %lld generated (%.1f tokens/s)\n",
                (long long)prompt_tokens, prefill_tps, (long long)generated, decode_tps);

@@ -60,10 +60,10 @@ static const char ppl_help[] =
     "failure\n";
 
 typedef struct ppl_doc {
-    char     name[1100]; /* "file" or "file:line" */
-    char    *text;
-    size_t   len;
-    tok_ids  ids;
+    char      name[1100]; /* "file" or "file:line" */
+    char     *text;
+    size_t    len;
+    tok_ids   ids;
     ppl_stats st;
 } ppl_doc;
 
@@ -117,7 +117,7 @@ static int read_documents(const char *path, doc_list *docs, assay_error *err) {
         return docs_push(docs, path, text, len, err);
     }
     jsonl_reader r;
-    int          rc = jsonl_open(&r, path, err), got;
+    int          rc     = jsonl_open(&r, path, err), got;
     size_t       before = docs->n;
     cJSON       *obj    = NULL;
     if (rc)
@@ -180,29 +180,29 @@ static cJSON *stats_json(const char *name, const ppl_stats *s, int sliding) {
 
 static void print_row(const char *name, const ppl_stats *s) {
     size_t nl = strlen(name);
-    printf("%-28s %8lld %14.6f %12.6g %12.6g %10.6g %10.6f\n",
-           nl > 28 ? name + nl - 28 : name, (long long)s->tokens, s->nll, ppl_token_ppl(s),
-           ppl_word_ppl(s), ppl_byte_ppl(s), ppl_bits_per_byte(s));
+    printf("%-28s %8lld %14.6f %12.6g %12.6g %10.6g %10.6f\n", nl > 28 ? name + nl - 28 : name,
+           (long long)s->tokens, s->nll, ppl_token_ppl(s), ppl_word_ppl(s), ppl_byte_ppl(s),
+           ppl_bits_per_byte(s));
 }
 
 int cmd_ppl(int argc, char **argv) {
-    cli_common    cc    = {0};
-    assay_error   err   = {0};
-    const char   *model_dir = NULL, *mode = "sliding";
-    const char  **files = calloc((size_t)argc, sizeof *files);
-    int           n_files = 0, rc = ASSAY_OK;
-    int64_t       ctx = 0, stride = 0;
-    doc_list      docs  = {0};
-    win_plan      plan  = {0};
-    ppl_work     *work  = NULL;
-    size_t        n_work = 0;
-    tokenizer    *tok   = NULL;
-    model        *m     = NULL;
-    int32_t      *buf   = NULL;
-    score_request *reqs = NULL;
-    score_result  *res  = NULL;
-    int           n_res = 0;
-    progress      prog;
+    cli_common     cc        = {0};
+    assay_error    err       = {0};
+    const char    *model_dir = NULL, *mode = "sliding";
+    const char   **files   = calloc((size_t)argc, sizeof *files);
+    int            n_files = 0, rc = ASSAY_OK;
+    int64_t        ctx = 0, stride = 0;
+    doc_list       docs   = {0};
+    win_plan       plan   = {0};
+    ppl_work      *work   = NULL;
+    size_t         n_work = 0;
+    tokenizer     *tok    = NULL;
+    model         *m      = NULL;
+    int32_t       *buf    = NULL;
+    score_request *reqs   = NULL;
+    score_result  *res    = NULL;
+    int            n_res  = 0;
+    progress       prog;
     if (!files)
         return cli_report(&(assay_error){ASSAY_ENOMEM, "out of memory"});
 
@@ -292,12 +292,13 @@ int cmd_ppl(int argc, char **argv) {
     if (!sliding && prefix < 0) {
         assay_fail(&err, ASSAY_EUNSUPPORTED,
                    "%s: the tokenizer has neither a BOS nor an EOS token to use as the rolling "
-                   "windows' prefix", model_dir);
+                   "windows' prefix",
+                   model_dir);
         goto fail;
     }
-    tok_encode_opts eo = tok_default_opts();
-    eo.add_special     = sliding;
-    eo.split_special   = 0;
+    tok_encode_opts eo       = tok_default_opts();
+    eo.add_special           = sliding;
+    eo.split_special         = 0;
     int64_t total_req_tokens = 0, total_scored = 0;
     for (size_t d = 0; d < docs.n; d++) {
         ppl_doc *doc = &docs.d[d];
@@ -359,7 +360,8 @@ int cmd_ppl(int argc, char **argv) {
     for (size_t w = 0; w < n_work;) {
         size_t  first = w;
         int64_t used  = 0;
-        while (w < n_work && (w == first || used + (int64_t)win_len(&work[w].span) <= group_tokens)) {
+        while (w < n_work &&
+               (w == first || used + (int64_t)win_len(&work[w].span) <= group_tokens)) {
             const ppl_doc *doc = &docs.d[work[w].doc];
             win_fill_tokens(buf + used, &work[w].span, doc->ids.ids, prefix);
             reqs[w] = (score_request){.tokens     = buf + used,

@@ -23,7 +23,8 @@ static const char score_help[] =
     "\n"
     "Log-likelihood of each continuation given its context under MODEL (a Hugging Face\n"
     "checkpoint directory with its tokenizer). Each line of FILE.jsonl is one request:\n"
-    "  {\"context\": \"...\", \"continuation\": \"...\"}            text, tokenized as lm-eval does\n"
+    "  {\"context\": \"...\", \"continuation\": \"...\"}            text, tokenized as lm-eval "
+    "does\n"
     "  {\"context_ids\": [...], \"continuation_ids\": [...]}    token ids as they are\n"
     "An optional \"id\" field (any JSON value) is copied to the result.\n"
     "\n"
@@ -198,20 +199,20 @@ fail:
 }
 
 int cmd_score(int argc, char **argv) {
-    cli_common   cc = {0};
-    assay_error  err = {0};
-    const char  *model_dir = NULL, *req_path = NULL, *out_path = NULL;
-    int64_t      ctx = 0;
-    int          rc;
-    tokenizer   *tok = NULL;
-    model       *m = NULL;
-    score_item  *items = NULL;
-    size_t       n_items = 0, *order = NULL;
-    score_request *reqs = NULL;
-    score_result  *tmp = NULL;
-    atomic_file  af = {0};
-    int          af_open = 0;
-    progress     prog;
+    cli_common     cc        = {0};
+    assay_error    err       = {0};
+    const char    *model_dir = NULL, *req_path = NULL, *out_path = NULL;
+    int64_t        ctx = 0;
+    int            rc;
+    tokenizer     *tok     = NULL;
+    model         *m       = NULL;
+    score_item    *items   = NULL;
+    size_t         n_items = 0, *order = NULL;
+    score_request *reqs    = NULL;
+    score_result  *tmp     = NULL;
+    atomic_file    af      = {0};
+    int            af_open = 0;
+    progress       prog;
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = NULL;
@@ -243,12 +244,15 @@ int cmd_score(int argc, char **argv) {
             continue;
         }
         if (a[0] == '-' && a[1]) {
-            assay_fail(&err, ASSAY_EINVAL, "score: unknown option '%s' (see assay score --help)", a);
+            assay_fail(&err, ASSAY_EINVAL, "score: unknown option '%s' (see assay score --help)",
+                       a);
             goto fail;
         }
         if (model_dir) {
-            assay_fail(&err, ASSAY_EINVAL, "score: unexpected argument '%s' (requests go in "
-                                           "--requests FILE)", a);
+            assay_fail(&err, ASSAY_EINVAL,
+                       "score: unexpected argument '%s' (requests go in "
+                       "--requests FILE)",
+                       a);
             goto fail;
         }
         model_dir = a;
@@ -311,7 +315,7 @@ int cmd_score(int argc, char **argv) {
             e++;
         if (e - g == 1) {
             order[n_single++] = order[g]; /* singles are scored together below */
-            g = e;
+            g                 = e;
             continue;
         }
         const score_item *head = &items[order[g]];
@@ -339,9 +343,8 @@ int cmd_score(int argc, char **argv) {
         int64_t used  = 0;
         while (s < n_single && (s == first || used + (int64_t)items[order[s]].n <= budget)) {
             const score_item *it = &items[order[s]];
-            reqs[s - first] = (score_request){.tokens     = it->tokens,
-                                              .n_tokens   = (int)it->n,
-                                              .score_from = (int)it->score_from};
+            reqs[s - first]      = (score_request){
+                     .tokens = it->tokens, .n_tokens = (int)it->n, .score_from = (int)it->score_from};
             used += (int64_t)it->n;
             s++;
         }

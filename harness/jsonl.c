@@ -56,14 +56,14 @@ int jsonl_next(jsonl_reader *r, cJSON **out, assay_error *err) {
         cJSON      *obj = cJSON_ParseWithLengthOpts(r->buf, len, &end, 0);
         if (!obj) {
             size_t at = end && end >= r->buf ? (size_t)(end - r->buf) + 1 : 1;
-            return assay_fail(err, ASSAY_EFORMAT, "%s:%zu: invalid JSON near column %zu",
-                              r->path, r->line, at);
+            return assay_fail(err, ASSAY_EFORMAT, "%s:%zu: invalid JSON near column %zu", r->path,
+                              r->line, at);
         }
         if (!is_blank(end, len - (size_t)(end - r->buf))) {
             cJSON_Delete(obj);
             return assay_fail(err, ASSAY_EFORMAT,
-                              "%s:%zu: more than one JSON value on the line (column %zu)",
-                              r->path, r->line, (size_t)(end - r->buf) + 1);
+                              "%s:%zu: more than one JSON value on the line (column %zu)", r->path,
+                              r->line, (size_t)(end - r->buf) + 1);
         }
         if (!cJSON_IsObject(obj)) {
             cJSON_Delete(obj);
@@ -113,8 +113,8 @@ int jsonl_get_int(const jsonl_reader *r, const cJSON *obj, const char *field, in
     return ASSAY_OK;
 }
 
-int jsonl_get_strings(const jsonl_reader *r, const cJSON *obj, const char *field,
-                      const char ***out, size_t *n, assay_error *err) {
+int jsonl_get_strings(const jsonl_reader *r, const cJSON *obj, const char *field, const char ***out,
+                      size_t *n, assay_error *err) {
     *out           = NULL;
     *n             = 0;
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, field);
@@ -168,8 +168,8 @@ int jsonl_get_ids(const jsonl_reader *r, const cJSON *obj, const char *field, in
         if (!(d >= 0 && d < lim) || d != floor(d)) {
             free(ids);
             return assay_fail(err, ASSAY_EFORMAT,
-                              "%s:%zu: '%s'[%zu] must be a token id in [0, %.0f)", r->path,
-                              r->line, field, i, lim);
+                              "%s:%zu: '%s'[%zu] must be a token id in [0, %.0f)", r->path, r->line,
+                              field, i, lim);
         }
         ids[i++] = (int32_t)d;
     }

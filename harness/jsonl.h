@@ -36,8 +36,8 @@ int jsonl_get_int(const jsonl_reader *r, const cJSON *obj, const char *field, in
                   int64_t max, int *present, int64_t *out, assay_error *err);
 /* A string or an array of strings ("stop": "x" or ["x", "y"]); *out is a malloc'd array of
  * pointers into obj (caller frees the array only). */
-int jsonl_get_strings(const jsonl_reader *r, const cJSON *obj, const char *field,
-                      const char ***out, size_t *n, assay_error *err);
+int jsonl_get_strings(const jsonl_reader *r, const cJSON *obj, const char *field, const char ***out,
+                      size_t *n, assay_error *err);
 /* An array of integer token ids in [0, vocab) (vocab <= 0: no upper bound); malloc'd copy. */
 int jsonl_get_ids(const jsonl_reader *r, const cJSON *obj, const char *field, int64_t vocab,
                   int32_t **out, size_t *n, assay_error *err);

@@ -21,19 +21,19 @@ void progress_update(progress *p, int64_t done) {
     double now = time_now();
     if (p->drawn && now - p->last < 0.1 && (p->total <= 0 || done < p->total))
         return;
-    p->last      = now;
-    double el    = now - p->t0;
-    double rate  = el > 0 ? (double)done / el : 0;
+    p->last        = now;
+    double el      = now - p->t0;
+    double rate    = el > 0 ? (double)done / el : 0;
     char   eta[32] = "";
     if (p->total > 0 && rate > 0 && done <= p->total)
         snprintf(eta, sizeof eta, ", ETA %.0fs", (double)(p->total - done) / rate);
     if (p->total > 0)
-        fprintf(stderr, "\r\033[K%s: %lld/%lld %s (%.1f%%), %.1f %s/s%s", p->label,
-                (long long)done, (long long)p->total, p->unit,
-                100.0 * (double)done / (double)p->total, rate, p->unit, eta);
+        fprintf(stderr, "\r\033[K%s: %lld/%lld %s (%.1f%%), %.1f %s/s%s", p->label, (long long)done,
+                (long long)p->total, p->unit, 100.0 * (double)done / (double)p->total, rate,
+                p->unit, eta);
     else
-        fprintf(stderr, "\r\033[K%s: %lld %s, %.1f %s/s", p->label, (long long)done, p->unit,
-                rate, p->unit);
+        fprintf(stderr, "\r\033[K%s: %lld %s, %.1f %s/s", p->label, (long long)done, p->unit, rate,
+                p->unit);
     fflush(stderr);
     p->drawn = 1;
 }

@@ -16,6 +16,6 @@ typedef struct progress {
 
 void progress_init(progress *p, const char *label, const char *unit, int64_t total);
 void progress_update(progress *p, int64_t done); /* redraws at most ~10 times a second */
-void progress_finish(progress *p);                /* clears the line */
+void progress_finish(progress *p);               /* clears the line */
 
 #endif

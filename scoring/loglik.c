@@ -48,7 +48,7 @@ static int ids_append(tok_ids *v, const int32_t *ids, size_t n, assay_error *err
 int loglik_encode_pair(loglik_encode_fn enc, void *enc_ctx, const char *context, size_t ctx_len,
                        const char *continuation, size_t cont_len, int32_t prefix_token,
                        tok_ids *ctx_out, tok_ids *cont_out, assay_error *err) {
-    tok_ids whole = {0};
+    tok_ids whole  = {0};
     char   *joined = NULL;
     int     rc;
     ctx_out->n = cont_out->n = 0;
@@ -84,8 +84,8 @@ int loglik_encode_pair(loglik_encode_fn enc, void *enc_ctx, const char *context,
     if ((rc = enc(enc_ctx, joined, total, &whole, err)) ||
         (rc = enc(enc_ctx, joined, c_n, ctx_out, err)))
         goto fail;
-    if (ctx_out->n <= whole.n && (rc = ids_append(cont_out, whole.ids + ctx_out->n,
-                                                  whole.n - ctx_out->n, err)))
+    if (ctx_out->n <= whole.n &&
+        (rc = ids_append(cont_out, whole.ids + ctx_out->n, whole.n - ctx_out->n, err)))
         goto fail;
     tok_ids_free(&whole);
     free(joined);

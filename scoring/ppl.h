@@ -37,9 +37,9 @@ void ppl_stats_add_window(ppl_stats *s, double nll_sum, int64_t scored, int64_t 
 
 void ppl_stats_merge(ppl_stats *total, const ppl_stats *doc);
 
-double ppl_token_ppl(const ppl_stats *s);   /* exp(nll / tokens) */
-double ppl_word_ppl(const ppl_stats *s);    /* exp(nll / words) */
-double ppl_byte_ppl(const ppl_stats *s);    /* exp(nll / bytes) */
+double ppl_token_ppl(const ppl_stats *s);     /* exp(nll / tokens) */
+double ppl_word_ppl(const ppl_stats *s);      /* exp(nll / words) */
+double ppl_byte_ppl(const ppl_stats *s);      /* exp(nll / bytes) */
 double ppl_bits_per_byte(const ppl_stats *s); /* nll / bytes / ln 2 */
 /* The HF doc's `exp(nll_sum / n_tokens)` where each window adds mean_loss * (num_valid - 1). */
 double ppl_hf_recipe_ppl(const ppl_stats *s);

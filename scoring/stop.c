@@ -25,7 +25,7 @@ int stop_init(stop_matcher *m, const char *const *stops, size_t n_stops, assay_e
         char *c = strdup(stops[i]);
         if (!c)
             goto oom;
-        m->stops[m->n_stops] = c;
+        m->stops[m->n_stops]  = c;
         m->lens[m->n_stops++] = l;
         if (l > m->max_len)
             m->max_len = l;

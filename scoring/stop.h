@@ -9,7 +9,7 @@
 #include "runtime/error.h"
 
 typedef struct stop_matcher {
-    char  **stops;   /* owned copies of the non-empty stop strings */
+    char  **stops; /* owned copies of the non-empty stop strings */
     size_t *lens;
     size_t  n_stops;
     size_t  max_len; /* longest stop string */

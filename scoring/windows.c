@@ -25,8 +25,7 @@ static int plan_push(win_plan *p, win_span s, assay_error *err) {
     return ASSAY_OK;
 }
 
-int win_plan_sliding(win_plan *plan, size_t n, size_t max_length, size_t stride,
-                     assay_error *err) {
+int win_plan_sliding(win_plan *plan, size_t n, size_t max_length, size_t stride, assay_error *err) {
     if (max_length < 2)
         return assay_fail(err, ASSAY_EINVAL, "sliding window: context %zu is too small (need >= 2)",
                           max_length);
@@ -45,9 +44,9 @@ int win_plan_sliding(win_plan *plan, size_t n, size_t max_length, size_t stride,
         /* Labels before the last trg_len are masked; the label shift drops window position 0. */
         size_t   from = trg_len >= len ? 1 : len - trg_len;
         size_t   nval = trg_len < len ? trg_len : len;
-        win_span s    = {.start = begin, .end = end, .prefix = 0, .score_from = from,
-                         .hf_count = nval - 1};
-        int      rc   = plan_push(plan, s, err);
+        win_span s    = {
+               .start = begin, .end = end, .prefix = 0, .score_from = from, .hf_count = nval - 1};
+        int rc = plan_push(plan, s, err);
         if (rc)
             return rc;
         prev_end = end;
@@ -67,7 +66,8 @@ int win_plan_rolling(win_plan *plan, size_t n, size_t max_seq_len, size_t contex
         return ASSAY_OK;
     size_t pred_len = max_seq_len - context_len + 1;
     size_t first    = n < max_seq_len ? n : max_seq_len;
-    /* ([prefix] + t[:first-1], t[:first]) made disjoint: context [prefix], predictions t[:first]. */
+    /* ([prefix] + t[:first-1], t[:first]) made disjoint: context [prefix], predictions t[:first].
+     */
     win_span s0 = {.start = 0, .end = first, .prefix = 1, .score_from = 1, .hf_count = first};
     int      rc = plan_push(plan, s0, err);
     if (rc)
@@ -79,8 +79,11 @@ int win_plan_rolling(win_plan *plan, size_t n, size_t max_seq_len, size_t contex
         /* input t[end-max-1 : end-1] (predicted >= max_seq_len keeps the start >= 0), made
          * disjoint to t[end-max-1 : end-wpl], followed by the predictions t[end-wpl : end]. */
         size_t   start = end - max_seq_len - 1;
-        win_span s     = {.start = start, .end = end, .prefix = 0,
-                          .score_from = end - start - wpl, .hf_count = wpl};
+        win_span s     = {.start      = start,
+                          .end        = end,
+                          .prefix     = 0,
+                          .score_from = end - start - wpl,
+                          .hf_count   = wpl};
         rc             = plan_push(plan, s, err);
         if (rc)
             return rc;

@@ -41,8 +41,7 @@ void win_plan_free(win_plan *p); /* NULL-safe; leaves p zeroed */
  *   trg_len = end - prev_end; the window t[begin..end) scores its last trg_len tokens except its
  *   first token (the model's loss shifts labels by one); prev_end = end; stop when end == n.
  * Appends to plan. Every token but t[0] is scored exactly once. */
-int win_plan_sliding(win_plan *plan, size_t n, size_t max_length, size_t stride,
-                     assay_error *err);
+int win_plan_sliding(win_plan *plan, size_t n, size_t max_length, size_t stride, assay_error *err);
 
 /* lm-eval rolling windows with context_len (1 in loglikelihood_rolling) and max_seq_len, after
  * make_disjoint_window: the first request is [prefix] + t[0..min(max_seq_len, n)) scoring all of

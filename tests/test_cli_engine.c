@@ -64,7 +64,7 @@ static cJSON *ppl_ref(char *doc, size_t cap, const char *dir) {
 static void check_sliding_run(const cJSON *run, const char *doc) {
     char *out = NULL;
     int   ctx = (int)num(run, "max_length"), stride = (int)num(run, "stride");
-    int   rc  = test_run(&out, "ppl " LLAMA " %s --ctx %d --stride %d --json", doc, ctx, stride);
+    int   rc = test_run(&out, "ppl " LLAMA " %s --ctx %d --stride %d --json", doc, ctx, stride);
     cr_assert_eq(rc, 0, "exit %d:\n%s", rc, out);
     cJSON       *j     = parse_output(out);
     const cJSON *total = cJSON_GetObjectItem(j, "total");
@@ -214,11 +214,13 @@ Test(cli_ppl, bad_inputs_exit_2_naming_the_file) {
 /* ---- score ------------------------------------------------------------------------------- */
 
 static void check_score_result(const cJSON *got, const cJSON *want, int i) {
-    const cJSON *lp = cJSON_GetObjectItem(got, "logprobs"), *wl = cJSON_GetObjectItem(want, "logprobs");
+    const cJSON *lp = cJSON_GetObjectItem(got, "logprobs"),
+                *wl = cJSON_GetObjectItem(want, "logprobs");
     cr_assert_eq(cJSON_GetArraySize(lp), cJSON_GetArraySize(wl), "request %d", i);
     cr_expect_eq(num(got, "n_tokens"), cJSON_GetArraySize(wl));
     for (int k = 0; k < cJSON_GetArraySize(wl); k++) {
-        double a = cJSON_GetArrayItem(lp, k)->valuedouble, b = cJSON_GetArrayItem(wl, k)->valuedouble;
+        double a = cJSON_GetArrayItem(lp, k)->valuedouble,
+               b = cJSON_GetArrayItem(wl, k)->valuedouble;
         cr_expect(fabs(a - b) <= TOKEN_ATOL, "request %d token %d: %.7f vs %.7f", i, k, a, b);
     }
     double n = (double)cJSON_GetArraySize(wl);
@@ -226,7 +228,8 @@ static void check_score_result(const cJSON *got, const cJSON *want, int i) {
     cr_expect_eq(cJSON_IsTrue(cJSON_GetObjectItem(got, "is_greedy")),
                  cJSON_IsTrue(cJSON_GetObjectItem(want, "is_greedy")), "request %d greedy", i);
     /* the continuation tokens are lm-eval's continuation_enc */
-    const cJSON *tk = cJSON_GetObjectItem(got, "tokens"), *we = cJSON_GetObjectItem(want, "continuation_enc");
+    const cJSON *tk = cJSON_GetObjectItem(got, "tokens"),
+                *we = cJSON_GetObjectItem(want, "continuation_enc");
     for (int k = 0; k < cJSON_GetArraySize(we); k++)
         cr_expect_eq(cJSON_GetArrayItem(tk, k)->valueint, cJSON_GetArrayItem(we, k)->valueint,
                      "request %d token %d id", i, k);
@@ -252,10 +255,12 @@ Test(cli_score, text_and_id_requests_match_lm_eval) {
             if (pass == 1) {
                 cJSON_AddItemToObject(o, "context_ids",
                                       cJSON_Duplicate(cJSON_GetObjectItem(r, "context_enc"), 1));
-                cJSON_AddItemToObject(o, "continuation_ids",
-                                      cJSON_Duplicate(cJSON_GetObjectItem(r, "continuation_enc"), 1));
+                cJSON_AddItemToObject(
+                    o, "continuation_ids",
+                    cJSON_Duplicate(cJSON_GetObjectItem(r, "continuation_enc"), 1));
             } else {
-                cJSON_AddStringToObject(o, "context", cJSON_GetObjectItem(r, "context")->valuestring);
+                cJSON_AddStringToObject(o, "context",
+                                        cJSON_GetObjectItem(r, "context")->valuestring);
                 cJSON_AddStringToObject(o, "continuation",
                                         cJSON_GetObjectItem(r, "continuation")->valuestring);
                 if (pass == 2)
@@ -280,14 +285,15 @@ Test(cli_score, text_and_id_requests_match_lm_eval) {
     cr_expect_eq(num(cJSON_GetArrayItem(res, 2 * n), "id"), 1000);
     /* Each context above came three times (shared-prefix path). Alone, each request takes the
      * batched path; the engine promises the same bits either way. */
-    char  alone[128], *out2 = NULL;
+    char alone[128], *out2 = NULL;
     snprintf(alone, sizeof alone, "%s/alone.jsonl", dir);
     f = fopen(alone, "wb");
     for (int i = 0; i < n; i++) {
         const cJSON *r = cJSON_GetArrayItem(reqs, i);
         cJSON       *o = cJSON_CreateObject();
         cJSON_AddStringToObject(o, "context", cJSON_GetObjectItem(r, "context")->valuestring);
-        cJSON_AddStringToObject(o, "continuation", cJSON_GetObjectItem(r, "continuation")->valuestring);
+        cJSON_AddStringToObject(o, "continuation",
+                                cJSON_GetObjectItem(r, "continuation")->valuestring);
         char *s = cJSON_PrintUnformatted(o);
         fprintf(f, "%s\n", s);
         free(s);
@@ -357,8 +363,8 @@ Test(cli_score, bad_requests_exit_2_naming_file_and_line) {
 /* tokenizers' decode(skip_special_tokens=True) of reference.json generate[0].continuation: lone
  * byte-fallback tokens decode to U+FFFD. */
 #define R "\xef\xbf\xbd"
-static const char gen0_text[] = "Ieciehtv" R "me" R R "'|ci-c" R "ureh p W" R R R R "mese,I" R R R R R
-                                "ed" R R R R "orA" R R R R "edci- lvs\xd5\x86"
+static const char gen0_text[] = "Ieciehtv" R "me" R R "'|ci-c" R "ureh p W" R R R R
+                                "mese,I" R R R R R "ed" R R R R "orA" R R R R "edci- lvs\xd5\x86"
                                 "no" R R " for g" R R R R R R R;
 #undef R
 
@@ -375,31 +381,35 @@ Test(cli_generate, greedy_continuations_match_transformers) {
     FILE *f = fopen(p, "wb");
     for (int i = 0; i < n; i++) {
         cJSON *o = cJSON_CreateObject();
-        cJSON_AddItemToObject(o, "prompt_ids",
-                              cJSON_Duplicate(cJSON_GetObjectItem(cJSON_GetArrayItem(gens, i), "prompt"), 1));
+        cJSON_AddItemToObject(
+            o, "prompt_ids",
+            cJSON_Duplicate(cJSON_GetObjectItem(cJSON_GetArrayItem(gens, i), "prompt"), 1));
         char *s = cJSON_PrintUnformatted(o);
         fprintf(f, "%s\n", s);
         free(s);
         cJSON_Delete(o);
     }
     fclose(f);
-    int max_new = cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetArrayItem(gens, 0), "continuation"));
-    int rc      = test_run(&out, "generate " LLAMA " --prompts %s --max-new-tokens %d --json", p, max_new);
+    int max_new =
+        cJSON_GetArraySize(cJSON_GetObjectItem(cJSON_GetArrayItem(gens, 0), "continuation"));
+    int rc =
+        test_run(&out, "generate " LLAMA " --prompts %s --max-new-tokens %d --json", p, max_new);
     cr_assert_eq(rc, 0, "exit %d:\n%s", rc, out);
     cJSON       *j   = parse_output(out);
     const cJSON *res = cJSON_GetObjectItem(j, "results");
     cr_assert_eq(cJSON_GetArraySize(res), n);
     for (int i = 0; i < n; i++) {
-        const cJSON *g = cJSON_GetArrayItem(res, i);
+        const cJSON *g    = cJSON_GetArrayItem(res, i);
         const cJSON *want = cJSON_GetObjectItem(cJSON_GetArrayItem(gens, i), "continuation");
         const cJSON *got  = cJSON_GetObjectItem(g, "tokens");
         cr_assert_eq(cJSON_GetArraySize(got), cJSON_GetArraySize(want), "prompt %d", i);
         for (int k = 0; k < cJSON_GetArraySize(want); k++)
-            cr_expect_eq(cJSON_GetArrayItem(got, k)->valueint, cJSON_GetArrayItem(want, k)->valueint,
-                         "prompt %d token %d", i, k);
+            cr_expect_eq(cJSON_GetArrayItem(got, k)->valueint,
+                         cJSON_GetArrayItem(want, k)->valueint, "prompt %d token %d", i, k);
         cr_expect_str_eq(cJSON_GetObjectItem(g, "finish")->valuestring, "length");
     }
-    cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(res, 0), "text")->valuestring, gen0_text);
+    cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(res, 0), "text")->valuestring,
+                     gen0_text);
     cr_expect_eq(num(j, "generated_tokens"), n * max_new);
     cJSON_Delete(j);
     cJSON_Delete(ref);
@@ -410,8 +420,9 @@ Test(cli_generate, greedy_continuations_match_transformers) {
 
 Test(cli_generate, stop_string_spanning_four_tokens_ends_the_request) {
     char   dir[64], p[128], *out = NULL;
-    cJSON *ref    = gen_ref();
-    cJSON *prompt = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(ref, "generate"), 0), "prompt");
+    cJSON *ref = gen_ref();
+    cJSON *prompt =
+        cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(ref, "generate"), 0), "prompt");
     test_tmpdir(dir, sizeof dir);
     snprintf(p, sizeof p, "%s/prompts.jsonl", dir);
     /* continuation pieces: I e ci e ht v ...; "ciehtv" spans tokens 2..5 ("ci" "e" "ht" "v") */
@@ -430,7 +441,8 @@ Test(cli_generate, stop_string_spanning_four_tokens_ends_the_request) {
     fclose(f);
     free(s);
     cJSON_Delete(o);
-    int rc = test_run(&out, "generate " LLAMA " --prompts %s --max-new-tokens 40 --stop ciehtv --json", p);
+    int rc = test_run(
+        &out, "generate " LLAMA " --prompts %s --max-new-tokens 40 --stop ciehtv --json", p);
     cr_assert_eq(rc, 0, "exit %d:\n%s", rc, out);
     cJSON       *j  = parse_output(out);
     const cJSON *r0 = cJSON_GetArrayItem(cJSON_GetObjectItem(j, "results"), 0);

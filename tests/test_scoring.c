@@ -120,8 +120,8 @@ Test(windows, every_plan_covers_the_document_once_within_the_context) {
                     seen[w->start + k - (w->prefix ? 1 : 0)]++;
             }
             for (size_t k = 0; k < n; k++)
-                cr_assert_eq(seen[k], 1, "rolling n=%zu max=%zu token %zu scored %d times", n,
-                             max, k, seen[k]);
+                cr_assert_eq(seen[k], 1, "rolling n=%zu max=%zu token %zu scored %d times", n, max,
+                             k, seen[k]);
             win_plan_free(&r);
             for (size_t stride = 1; stride <= max && n >= 2; stride++) {
                 win_plan s = {0};
@@ -152,10 +152,23 @@ Test(ppl, words_are_counted_as_python_re_split_on_whitespace) {
     cr_expect_eq(ppl_count_words("", 0), 1);
     cr_expect_eq(ppl_count_words("a b", 3), 2);
     cr_expect_eq(ppl_count_words(" a  b\n", 6), 4);
-    cr_expect_eq(ppl_count_words("a\xc2\xa0" "b", 4), 2);          /* NBSP is \s */
-    cr_expect_eq(ppl_count_words("a\xe2\x80\x8b" "b", 5), 1);      /* ZWSP is not */
-    cr_expect_eq(ppl_count_words("a\x1c" "b", 3), 2);              /* FS is str.isspace() */
-    cr_expect_eq(ppl_count_words("a\xc2\x85" "b\xe3\x80\x80" "c", 8), 3);
+    cr_expect_eq(ppl_count_words("a\xc2\xa0"
+                                 "b",
+                                 4),
+                 2); /* NBSP is \s */
+    cr_expect_eq(ppl_count_words("a\xe2\x80\x8b"
+                                 "b",
+                                 5),
+                 1); /* ZWSP is not */
+    cr_expect_eq(ppl_count_words("a\x1c"
+                                 "b",
+                                 3),
+                 2); /* FS is str.isspace() */
+    cr_expect_eq(ppl_count_words("a\xc2\x85"
+                                 "b\xe3\x80\x80"
+                                 "c",
+                                 8),
+                 3);
 }
 
 Test(ppl, aggregates_follow_the_definitions) {
@@ -186,12 +199,12 @@ Test(ppl, aggregates_follow_the_definitions) {
 static const char *fake_pieces[64];
 static size_t      fake_n;
 static int32_t     fake_id(const char *s, size_t n) {
-    for (size_t i = 0; i < fake_n; i++)
+        for (size_t i = 0; i < fake_n; i++)
         if (strlen(fake_pieces[i]) == n && !memcmp(fake_pieces[i], s, n))
             return (int32_t)(i + 10);
     cr_assert_lt(fake_n, 64);
-    fake_pieces[fake_n] = strndup(s, n);
-    return (int32_t)(10 + fake_n++);
+        fake_pieces[fake_n] = strndup(s, n);
+        return (int32_t)(10 + fake_n++);
 }
 static int fake_encode(void *ctx, const char *text, size_t len, tok_ids *out, assay_error *err) {
     (void)ctx;
@@ -208,14 +221,15 @@ static int fake_encode(void *ctx, const char *text, size_t len, tok_ids *out, as
             out->ids = realloc(out->ids, out->cap * sizeof *out->ids);
         }
         out->ids[out->n++] = fake_id(text + i, j - i);
-        i = j;
+        i                  = j;
     }
     return 0;
 }
 
 Test(loglik, trailing_space_of_the_context_moves_to_the_continuation) {
     tok_ids c = {0}, k = {0};
-    cr_assert_eq(loglik_encode_pair(fake_encode, NULL, "Q: hi ", 6, "there", 5, 1, &c, &k, NULL), 0);
+    cr_assert_eq(loglik_encode_pair(fake_encode, NULL, "Q: hi ", 6, "there", 5, 1, &c, &k, NULL),
+                 0);
     /* context "Q: hi" -> [Q:, " hi"], continuation " there" -> [" there"] */
     cr_assert_eq(c.n, 2);
     cr_assert_eq(k.n, 1);
@@ -369,7 +383,7 @@ Test(jsonl, reads_lines_longer_than_any_buffer) {
     char dir[64], path[128];
     test_tmpdir(dir, sizeof dir);
     snprintf(path, sizeof path, "%s/long.jsonl", dir);
-    size_t big = 3u << 20;
+    size_t big  = 3u << 20;
     char  *data = malloc(big + 32);
     memcpy(data, "{\"text\": \"", 10);
     memset(data + 10, 'x', big);
@@ -423,8 +437,8 @@ Test(jsonl, token_id_arrays_are_range_checked) {
 /* ---- option parsing ------------------------------------------------------------------------ */
 
 Test(cli_common, parses_shared_options_and_names_bad_values) {
-    char      *argv[] = {"ppl", "--threads", "3", "--device=cpu", "--mem-budget", "1.5G", "--json",
-                         "--threads", "zero", "--device", "tpu"};
+    char      *argv[] = {"ppl",    "--threads", "3",    "--device=cpu", "--mem-budget", "1.5G",
+                         "--json", "--threads", "zero", "--device",     "tpu"};
     cli_common c      = {0};
     int        i      = 1;
     cr_assert_eq(cli_common_parse(&c, 11, argv, &i, NULL), 1);
