@@ -114,7 +114,7 @@ deps:
 	bash tools/deps.sh
 
 demo: all
-	$(B)/assay inspect tests/fixtures/models/llama
+	bash tools/demo.sh $(B)/assay
 
 bench: all
 	bash bench/run.sh

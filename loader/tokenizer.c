@@ -459,6 +459,10 @@ static int push_ids(int32_t **v, size_t *n, const int32_t *ids, size_t k, int fr
     int32_t *nv = realloc(*v, (*n + k + 1) * sizeof *nv);
     if (!nv)
         return -1;
+    if (k == 0) { /* ids may be NULL then: memcpy from NULL is undefined even for 0 bytes */
+        *v = nv;
+        return 0;
+    }
     if (front) {
         memmove(nv + k, nv, *n * sizeof *nv);
         memcpy(nv, ids, k * sizeof *nv);
@@ -676,6 +680,7 @@ static int parse_model(lctx *c, tokenizer *t, const cJSON *m, int32_t *max_id) {
         }
         memcpy(buf, a, al);
         memcpy(buf + al, b + skip, bl - skip);
+        buf[al + bl - skip] = 0;
         in = tok_smap_get(&t->vocab, buf, al + bl - skip);
         if (in < 0) {
             int rc = assay_fail(c->err, ASSAY_EFORMAT,
