@@ -21,16 +21,15 @@ typedef struct backend backend;
 typedef struct backend_ops {
     const char *name;
     /* memory */
-    int  (*alloc)(backend *be, void **ptr, size_t bytes);
-    void (*release)(backend *be, void *ptr); /* NULL-safe */
-    int  (*upload)(backend *be, void *dst, const void *src, size_t bytes);   /* host -> backend */
-    int  (*download)(backend *be, void *dst, const void *src, size_t bytes); /* backend -> host */
-    int  (*copy)(backend *be, void *dst, const void *src, size_t bytes);     /* within backend */
-    int  (*sync)(backend *be);
+    int (*alloc)(backend *be, void **ptr, size_t bytes);
+    void (*release)(backend *be, void *ptr);                                /* NULL-safe */
+    int (*upload)(backend *be, void *dst, const void *src, size_t bytes);   /* host -> backend */
+    int (*download)(backend *be, void *dst, const void *src, size_t bytes); /* backend -> host */
+    int (*copy)(backend *be, void *dst, const void *src, size_t bytes);     /* within backend */
+    int (*sync)(backend *be);
 
     /* out (rows, dim) = table[ids[r]] */
-    int (*embed)(backend *be, float *out, const void *table, const int32_t *ids, int rows,
-                 int dim);
+    int (*embed)(backend *be, float *out, const void *table, const int32_t *ids, int rows, int dim);
     /* out (rows, dim) += table[pos[r]] */
     int (*pos_embed_add)(backend *be, float *out, const void *table, const int32_t *pos, int rows,
                          int dim);
@@ -55,9 +54,9 @@ typedef struct backend_ops {
     int (*rope)(backend *be, float *x, const int32_t *pos, const float *inv_freq, int rows,
                 int n_heads, int head_dim, int stride);
     /* causal GQA attention over a packed ragged batch (cu_seqlens: n_seqs + 1 row offsets) */
-    int (*attention_varlen)(backend *be, float *out, const float *q, const float *k,
-                            const float *v, const int *cu_seqlens, int n_seqs, int n_heads,
-                            int n_kv_heads, int head_dim, int q_stride, int kv_stride, int window);
+    int (*attention_varlen)(backend *be, float *out, const float *q, const float *k, const float *v,
+                            const int *cu_seqlens, int n_seqs, int n_heads, int n_kv_heads,
+                            int head_dim, int q_stride, int kv_stride, int window);
     /* store new rows' K/V into one layer's paged pools */
     int (*kv_store)(backend *be, float *k_pool, float *v_pool, const float *k, const float *v,
                     int kv_stride, int kv_dim, const int32_t *block_table, int max_blocks,
@@ -70,8 +69,7 @@ typedef struct backend_ops {
     /* per row: out_logprob = log_softmax(h @ W^T)[target], out_is_max = target is the argmax
      * (lowest index on ties). Never materializes rows x vocab. Outputs are host memory. */
     int (*target_logprob)(backend *be, float *out_logprob, uint8_t *out_is_max, const float *h,
-                          const void *w_head, const int32_t *target, int rows, int dim,
-                          int vocab);
+                          const void *w_head, const int32_t *target, int rows, int dim, int vocab);
     /* per row: out_id = argmax(h @ W^T) (host memory) */
     int (*argmax)(backend *be, int32_t *out_id, const float *h, const void *w_head, int rows,
                   int dim, int vocab);
@@ -82,7 +80,7 @@ struct backend {
     dtype              weight_dtype; /* format weights must be uploaded in */
     int                host_memory;  /* 1: backend pointers are host pointers (CPU) */
     int                n_threads;
-    assay_error        last_error;   /* details of the last failed op */
+    assay_error        last_error; /* details of the last failed op */
     void              *impl;
 };
 

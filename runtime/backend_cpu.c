@@ -8,10 +8,31 @@
 #include "kernels/cpu/ops.h"
 #include "runtime/backend.h"
 
+/* Smaller GEMM row tiles verified bitwise-equal to the 64-row tile, per weight shape. */
+typedef struct tile_mask_entry {
+    int in, out, mask;
+} tile_mask_entry;
+
 typedef struct cpu_impl {
-    float *scratch;
-    size_t scratch_floats;
+    float          *scratch;
+    size_t          scratch_floats;
+    tile_mask_entry masks[64];
+    int             n_masks;
 } cpu_impl;
+
+/* The verified tile mask for this shape (computed on first use; data-independent, so the same
+ * for every batch). Shapes beyond the table use 0: exact, only slower. */
+static int cpu_tile_mask(backend *be, const float *w, int in, int out) {
+    cpu_impl *c = be->impl;
+    for (int i = 0; i < c->n_masks; i++)
+        if (c->masks[i].in == in && c->masks[i].out == out)
+            return c->masks[i].mask;
+    if (c->n_masks == (int)(sizeof c->masks / sizeof *c->masks))
+        return 0;
+    int mask               = gemm_tile_mask(w, in, out);
+    c->masks[c->n_masks++] = (tile_mask_entry){in, out, mask};
+    return mask;
+}
 
 static int cpu_scratch(backend *be, int in, int out, float **s) {
     cpu_impl *c    = be->impl;
@@ -79,11 +100,11 @@ static int cpu_layernorm(backend *be, float *out, const float *x, const void *w,
 }
 static int cpu_matmul(backend *be, float *out, const float *x, const void *w, const void *bias,
                       int rows, int in, int out_dim) {
-    float *s = NULL;
+    float *s  = NULL;
     int    rc = cpu_scratch(be, in, out_dim, &s);
     if (rc)
         return rc;
-    matmul_forward(out, s, x, w, bias, rows, in, out_dim);
+    matmul_forward(out, s, x, w, bias, rows, in, out_dim, cpu_tile_mask(be, w, in, out_dim));
     return 0;
 }
 static int cpu_add(backend *be, float *out, const float *a, const float *b, size_t n) {
@@ -120,38 +141,39 @@ static int cpu_kv_store(backend *be, float *k_pool, float *v_pool, const float *
                         int kv_stride, int kv_dim, const int32_t *block_table, int max_blocks,
                         int block_tokens, const int *q_off, const int *start_pos, int n_seqs) {
     (void)be;
-    kv_store_forward(k_pool, v_pool, k, v, kv_stride, kv_dim, block_table, max_blocks,
-                     block_tokens, q_off, start_pos, n_seqs);
+    kv_store_forward(k_pool, v_pool, k, v, kv_stride, kv_dim, block_table, max_blocks, block_tokens,
+                     q_off, start_pos, n_seqs);
     return 0;
 }
 static int cpu_attention_paged(backend *be, float *out, const float *q, const float *k_pool,
                                const float *v_pool, const int32_t *block_table, int max_blocks,
-                               int block_tokens, const int *q_off, const int *start_pos,
-                               int n_seqs, int n_heads, int n_kv_heads, int head_dim,
-                               int q_stride, int window) {
+                               int block_tokens, const int *q_off, const int *start_pos, int n_seqs,
+                               int n_heads, int n_kv_heads, int head_dim, int q_stride,
+                               int window) {
     if (attention_paged_forward(out, q, k_pool, v_pool, block_table, max_blocks, block_tokens,
                                 q_off, start_pos, n_seqs, n_heads, n_kv_heads, head_dim, q_stride,
                                 window) != 0)
         return assay_fail(&be->last_error, ASSAY_ENOMEM, "cpu backend: attention scratch");
     return 0;
 }
-static int cpu_target_logprob(backend *be, float *out_logprob, uint8_t *out_is_max,
-                              const float *h, const void *w_head, const int32_t *target, int rows,
-                              int dim, int vocab) {
-    float *s = NULL;
+static int cpu_target_logprob(backend *be, float *out_logprob, uint8_t *out_is_max, const float *h,
+                              const void *w_head, const int32_t *target, int rows, int dim,
+                              int vocab) {
+    float *s  = NULL;
     int    rc = cpu_scratch(be, dim, vocab, &s);
     if (rc)
         return rc;
-    target_logprob_forward(out_logprob, out_is_max, s, h, w_head, target, rows, dim, vocab);
+    target_logprob_forward(out_logprob, out_is_max, s, h, w_head, target, rows, dim, vocab,
+                           cpu_tile_mask(be, w_head, dim, vocab));
     return 0;
 }
 static int cpu_argmax(backend *be, int32_t *out_id, const float *h, const void *w_head, int rows,
                       int dim, int vocab) {
-    float *s = NULL;
+    float *s  = NULL;
     int    rc = cpu_scratch(be, dim, vocab, &s);
     if (rc)
         return rc;
-    argmax_forward(out_id, s, h, w_head, rows, dim, vocab);
+    argmax_forward(out_id, s, h, w_head, rows, dim, vocab, cpu_tile_mask(be, w_head, dim, vocab));
     return 0;
 }
 

@@ -17,8 +17,8 @@ size_t kv_pool_bytes(int n_layers, int kv_dim, int block_tokens, int n_blocks) {
     return b;
 }
 
-int kv_create(kv_cache *kv, backend *be, int n_layers, int kv_dim, int block_tokens,
-              int n_blocks, assay_error *err) {
+int kv_create(kv_cache *kv, backend *be, int n_layers, int kv_dim, int block_tokens, int n_blocks,
+              assay_error *err) {
     memset(kv, 0, sizeof *kv);
     size_t bytes = kv_pool_bytes(n_layers, kv_dim, block_tokens, n_blocks);
     if (n_layers <= 0 || kv_dim <= 0 || block_tokens <= 0 || n_blocks <= 0 || bytes == SIZE_MAX)
@@ -49,8 +49,10 @@ int kv_create(kv_cache *kv, backend *be, int n_layers, int kv_dim, int block_tok
     return 0;
 fail:
     kv_destroy(kv);
-    return assay_fail(err, ASSAY_ENOMEM, "kv cache: cannot allocate %zu bytes for %d blocks of %d "
-                      "tokens", bytes, n_blocks, block_tokens);
+    return assay_fail(err, ASSAY_ENOMEM,
+                      "kv cache: cannot allocate %zu bytes for %d blocks of %d "
+                      "tokens",
+                      bytes, n_blocks, block_tokens);
 }
 
 void kv_destroy(kv_cache *kv) {
@@ -79,7 +81,7 @@ int kv_blocks_for(const kv_cache *kv, int n_tokens) {
 static int seq_grow(kv_seq *s, int n) {
     if (n <= s->cap)
         return 0;
-    int      cap = s->cap ? s->cap : 8;
+    int cap = s->cap ? s->cap : 8;
     while (cap < n)
         cap *= 2;
     int32_t *b = realloc(s->blocks, (size_t)cap * sizeof(int32_t));
@@ -97,8 +99,8 @@ int kv_seq_reserve(kv_cache *kv, kv_seq *s, int n_tokens) {
     if (need - s->n_blocks > kv->n_free || seq_grow(s, need))
         return ASSAY_ENOMEM;
     while (s->n_blocks < need) {
-        int32_t id  = kv->free_ids[--kv->n_free];
-        kv->refs[id] = 1;
+        int32_t id               = kv->free_ids[--kv->n_free];
+        kv->refs[id]             = 1;
         s->blocks[s->n_blocks++] = id;
     }
     return 0;
@@ -115,10 +117,10 @@ int kv_seq_fork(kv_cache *kv, kv_seq *dst, const kv_seq *src) {
     }
     dst->n_blocks = full;
     if (partial) {
-        int32_t id  = kv->free_ids[--kv->n_free];
-        int32_t sid = src->blocks[full];
+        int32_t id   = kv->free_ids[--kv->n_free];
+        int32_t sid  = src->blocks[full];
         kv->refs[id] = 1;
-        size_t rows = (size_t)kv->block_tokens * kv->kv_dim;
+        size_t rows  = (size_t)kv->block_tokens * kv->kv_dim;
         for (int l = 0; l < kv->n_layers; l++) {
             kv->be->ops->copy(kv->be, kv_layer_k(kv, l) + (size_t)id * rows,
                               kv_layer_k(kv, l) + (size_t)sid * rows, rows * sizeof(float));

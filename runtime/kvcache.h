@@ -17,10 +17,10 @@ typedef struct kv_cache {
     int      kv_dim;       /* n_kv_heads * head_dim */
     int      block_tokens; /* tokens per block */
     int      n_blocks;
-    float   *k, *v;        /* backend memory: [n_layers][n_blocks * block_tokens][kv_dim] */
-    int32_t *free_ids;     /* stack of free block ids */
+    float   *k, *v;    /* backend memory: [n_layers][n_blocks * block_tokens][kv_dim] */
+    int32_t *free_ids; /* stack of free block ids */
     int      n_free;
-    int32_t *refs;         /* per block: number of sequences holding it */
+    int32_t *refs; /* per block: number of sequences holding it */
 } kv_cache;
 
 /* A sequence's view: blocks[i] holds its tokens i*block_tokens .. (i+1)*block_tokens-1.
@@ -35,8 +35,8 @@ typedef struct kv_seq {
 /* Bytes of backend memory a pool of n_blocks blocks takes (SIZE_MAX on overflow). */
 size_t kv_pool_bytes(int n_layers, int kv_dim, int block_tokens, int n_blocks);
 /* Creates a pool; ASSAY_ENOMEM when the backend cannot allocate it. */
-int  kv_create(kv_cache *kv, backend *be, int n_layers, int kv_dim, int block_tokens,
-               int n_blocks, assay_error *err);
+int  kv_create(kv_cache *kv, backend *be, int n_layers, int kv_dim, int block_tokens, int n_blocks,
+               assay_error *err);
 void kv_destroy(kv_cache *kv); /* NULL-safe, idempotent */
 
 /* Layer l's pools. */

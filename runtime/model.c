@@ -90,20 +90,20 @@ static size_t mem_available(void) {
 }
 
 static void plan_memory(const model_config *c, int T, int block, mem_plan *p) {
-    int    max_in  = c->ffn_dim > c->dim ? c->ffn_dim : c->dim;
-    int    q_dim   = c->n_heads * c->head_dim;
-    int    max_out = c->vocab_size;
-    int    qkv     = q_dim + 2 * c->n_kv_heads * c->head_dim;
-    max_in         = q_dim > max_in ? q_dim : max_in;
-    max_out        = qkv > max_out ? qkv : max_out;
-    max_out        = 2 * c->ffn_dim > max_out ? 2 * c->ffn_dim : max_out;
-    p->weights     = weights_floats(c) * sizeof(float);
-    p->workspace   = (size_t)T * workspace_floats_per_token(c) * sizeof(float);
-    p->scratch     = backend_cpu_scratch_bytes(max_in, max_out);
-    int kv_min_tok = T + block;
-    int want       = 4 * T > 8192 ? 4 * T : 8192;
-    p->kv_min      = (size_t)kv_min_tok * kv_bytes_per_token(c);
-    p->kv_want     = (size_t)want * kv_bytes_per_token(c);
+    int max_in        = c->ffn_dim > c->dim ? c->ffn_dim : c->dim;
+    int q_dim         = c->n_heads * c->head_dim;
+    int max_out       = c->vocab_size;
+    int qkv           = q_dim + 2 * c->n_kv_heads * c->head_dim;
+    max_in            = q_dim > max_in ? q_dim : max_in;
+    max_out           = qkv > max_out ? qkv : max_out;
+    max_out           = 2 * c->ffn_dim > max_out ? 2 * c->ffn_dim : max_out;
+    p->weights        = weights_floats(c) * sizeof(float);
+    p->workspace      = (size_t)T * workspace_floats_per_token(c) * sizeof(float);
+    p->scratch        = backend_cpu_scratch_bytes(max_in, max_out);
+    int kv_min_tok    = T + block;
+    int want          = 4 * T > 8192 ? 4 * T : 8192;
+    p->kv_min         = (size_t)kv_min_tok * kv_bytes_per_token(c);
+    p->kv_want        = (size_t)want * kv_bytes_per_token(c);
     p->kv_tokens_want = want;
 }
 
@@ -130,8 +130,10 @@ static int load_tensor(model *m, const st_model *sm, const char *name, float *ds
         return assay_fail(err, ASSAY_EFORMAT, "%s: tensor '%s' has %zu elements, expected %zu",
                           m->dir, name, t->n_elements, rows * cols);
     if (!dtype_is_weight(t->dtype))
-        return assay_fail(err, ASSAY_EUNSUPPORTED, "%s: tensor '%s' has dtype %s, expected one of "
-                          "F32, F16, BF16", m->dir, name, dtype_name(t->dtype));
+        return assay_fail(err, ASSAY_EUNSUPPORTED,
+                          "%s: tensor '%s' has dtype %s, expected one of "
+                          "F32, F16, BF16",
+                          m->dir, name, dtype_name(t->dtype));
     /* CPU: convert straight into the arena; other backends: convert on the host, then upload */
     float *host = dst;
     if (transpose || !m->be->host_memory) {
@@ -166,11 +168,11 @@ static int load_tensor(model *m, const st_model *sm, const char *name, float *ds
 
 static int load_weights(model *m, const st_model *sm, assay_error *err) {
     const model_config *c = &m->cfg;
-    size_t D = (size_t)c->dim, V = (size_t)c->vocab_size, F = (size_t)c->ffn_dim;
-    size_t Q = (size_t)m->q_dim, KV = (size_t)m->kv_dim, QKV = (size_t)m->qkv_dim;
-    int    gpt2 = c->arch == ARCH_GPT2;
-    char   name[256];
-    const char *pfx = "";
+    size_t              D = (size_t)c->dim, V = (size_t)c->vocab_size, F = (size_t)c->ffn_dim;
+    size_t              Q = (size_t)m->q_dim, KV = (size_t)m->kv_dim, QKV = (size_t)m->qkv_dim;
+    int                 gpt2 = c->arch == ARCH_GPT2;
+    char                name[256];
+    const char         *pfx = "";
     if (gpt2 && st_model_find(sm, "transformer.wte.weight"))
         pfx = "transformer.";
 #define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
@@ -251,7 +253,7 @@ static int load_weights(model *m, const st_model *sm, assay_error *err) {
 #undef LOAD
 #undef NAME
     if (c->rope != ROPE_NONE) {
-        float *inv = malloc((size_t)c->head_dim / 2 * sizeof(float) + sizeof(float));
+        float *inv  = malloc((size_t)c->head_dim / 2 * sizeof(float) + sizeof(float));
         m->inv_freq = take(m, (size_t)c->head_dim / 2 + 1);
         if (!inv || !m->inv_freq) {
             free(inv);
@@ -259,7 +261,8 @@ static int load_weights(model *m, const st_model *sm, assay_error *err) {
         }
         rope_inv_freq(inv, c->head_dim, c->rope_theta, (int)c->rope, c->rope_factor,
                       c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_orig_max_pos);
-        int rc = m->be->ops->upload(m->be, m->inv_freq, inv, (size_t)c->head_dim / 2 * sizeof(float));
+        int rc =
+            m->be->ops->upload(m->be, m->inv_freq, inv, (size_t)c->head_dim / 2 * sizeof(float));
         free(inv);
         if (rc)
             return assay_fail(err, rc, "%s: uploading RoPE tables", m->dir);
@@ -306,9 +309,11 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
         c->head_dim <= 0 || c->ffn_dim <= 0 || c->vocab_size <= 0 ||
         c->n_heads % c->n_kv_heads != 0 || (c->rope != ROPE_NONE && c->head_dim % 2 != 0) ||
         (c->learned_pos && c->max_pos <= 0)) {
-        assay_fail(err, ASSAY_EFORMAT, "%s: inconsistent model sizes (layers %d, dim %d, heads "
-                   "%d/%d, head_dim %d, ffn %d, vocab %d)", cfg_path, c->n_layers, c->dim,
-                   c->n_heads, c->n_kv_heads, c->head_dim, c->ffn_dim, c->vocab_size);
+        assay_fail(err, ASSAY_EFORMAT,
+                   "%s: inconsistent model sizes (layers %d, dim %d, heads "
+                   "%d/%d, head_dim %d, ffn %d, vocab %d)",
+                   cfg_path, c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->head_dim,
+                   c->ffn_dim, c->vocab_size);
         goto fail;
     }
     m->q_dim   = c->n_heads * c->head_dim;
@@ -323,10 +328,21 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
     size_t budget = o.mem_budget ? o.mem_budget : mem_available() / 10 * 8;
     size_t fixed  = p.weights + p.workspace + p.scratch;
     if (budget && fixed + p.kv_min > budget) {
-        assay_fail(err, ASSAY_ENOMEM, "%s: needs %.1f MiB (weights %.1f + workspace %.1f + "
+        assay_fail(err, ASSAY_ENOMEM,
+                   "%s: needs %.1f MiB (weights %.1f + workspace %.1f + "
                    "scratch %.1f + KV cache %.1f for %d tokens) but the memory budget is %.1f MiB",
                    dir, MIB(fixed + p.kv_min), MIB(p.weights), MIB(p.workspace), MIB(p.scratch),
                    MIB(p.kv_min), m->max_T + o.kv_block_tokens, MIB(budget));
+        goto fail;
+    }
+    if (budget && o.kv_tokens > 0 && fixed + (size_t)o.kv_tokens * kv_bytes_per_token(c) > budget) {
+        assay_fail(err, ASSAY_ENOMEM,
+                   "%s: needs %.1f MiB (weights %.1f + workspace %.1f + "
+                   "scratch %.1f + KV cache %.1f for the requested %d tokens) but the memory "
+                   "budget is %.1f MiB",
+                   dir, MIB(fixed + (size_t)o.kv_tokens * kv_bytes_per_token(c)), MIB(p.weights),
+                   MIB(p.workspace), MIB(p.scratch),
+                   MIB((size_t)o.kv_tokens * kv_bytes_per_token(c)), o.kv_tokens, MIB(budget));
         goto fail;
     }
     int kv_tokens = o.kv_tokens > 0 ? o.kv_tokens : p.kv_tokens_want;
@@ -413,8 +429,8 @@ void model_free(model *m) {
 const model_config *model_get_config(const model *m) { return &m->cfg; }
 size_t              model_mem_bytes(const model *m) { return m->mem_bytes; }
 void model_set_threads(model *m, int n_threads) { backend_cpu_set_threads(m->be, n_threads); }
-int                 model_max_batch_tokens(const model *m) { return m->max_T; }
-int model_kv_tokens(const model *m) { return m->kv.n_blocks * m->kv.block_tokens; }
+int  model_max_batch_tokens(const model *m) { return m->max_T; }
+int  model_kv_tokens(const model *m) { return m->kv.n_blocks * m->kv.block_tokens; }
 
 /* ---- forward ----------------------------------------------------------------------------- */
 
@@ -453,8 +469,10 @@ static int forward(model *m, const fwd_seq *seqs, int n_seqs, int use_cache, int
                 return assay_fail(err, ASSAY_EINVAL, "%s: token id %d out of range (vocab %d)",
                                   m->dir, id, c->vocab_size);
             if (c->learned_pos && p >= c->max_pos)
-                return assay_fail(err, ASSAY_EINVAL, "%s: position %d beyond the model's %d "
-                                  "learned positions", m->dir, p, c->max_pos);
+                return assay_fail(err, ASSAY_EINVAL,
+                                  "%s: position %d beyond the model's %d "
+                                  "learned positions",
+                                  m->dir, p, c->max_pos);
             m->ids[T] = id;
             m->pos[T] = p;
             T++;
@@ -493,8 +511,8 @@ static int forward(model *m, const fwd_seq *seqs, int n_seqs, int use_cache, int
         if (c->norm == NORM_RMS)
             BE_CALL(op->rmsnorm(be, m->xn, m->x, L->attn_norm_w, T, D, c->norm_eps));
         else
-            BE_CALL(op->layernorm(be, m->xn, m->x, L->attn_norm_w, L->attn_norm_b, T, D,
-                                  c->norm_eps));
+            BE_CALL(
+                op->layernorm(be, m->xn, m->x, L->attn_norm_w, L->attn_norm_b, T, D, c->norm_eps));
         BE_CALL(op->matmul(be, m->qkv, m->xn, L->wqkv, L->bqkv, T, D, m->qkv_dim));
         float *q = m->qkv, *k = m->qkv + m->q_dim, *v = k + m->kv_dim;
         if (c->rope != ROPE_NONE) {
@@ -502,13 +520,13 @@ static int forward(model *m, const fwd_seq *seqs, int n_seqs, int use_cache, int
             BE_CALL(op->rope(be, k, m->pos, m->inv_freq, T, c->n_kv_heads, hd, m->qkv_dim));
         }
         if (use_cache) {
-            BE_CALL(op->kv_store(be, kv_layer_k(&m->kv, l), kv_layer_v(&m->kv, l), k, v,
-                                 m->qkv_dim, m->kv_dim, bt, max_blocks, m->kv.block_tokens,
-                                 m->q_off, m->start, n_seqs));
-            BE_CALL(op->attention_paged(be, m->att, q, kv_layer_k(&m->kv, l),
-                                        kv_layer_v(&m->kv, l), bt, max_blocks, m->kv.block_tokens,
-                                        m->q_off, m->start, n_seqs, c->n_heads, c->n_kv_heads, hd,
-                                        m->qkv_dim, c->sliding_window));
+            BE_CALL(op->kv_store(be, kv_layer_k(&m->kv, l), kv_layer_v(&m->kv, l), k, v, m->qkv_dim,
+                                 m->kv_dim, bt, max_blocks, m->kv.block_tokens, m->q_off, m->start,
+                                 n_seqs));
+            BE_CALL(op->attention_paged(be, m->att, q, kv_layer_k(&m->kv, l), kv_layer_v(&m->kv, l),
+                                        bt, max_blocks, m->kv.block_tokens, m->q_off, m->start,
+                                        n_seqs, c->n_heads, c->n_kv_heads, hd, m->qkv_dim,
+                                        c->sliding_window));
         } else {
             BE_CALL(op->attention_varlen(be, m->att, q, k, v, m->q_off, n_seqs, c->n_heads,
                                          c->n_kv_heads, hd, m->qkv_dim, m->qkv_dim,
@@ -519,8 +537,8 @@ static int forward(model *m, const fwd_seq *seqs, int n_seqs, int use_cache, int
         if (c->norm == NORM_RMS)
             BE_CALL(op->rmsnorm(be, m->xn, m->x, L->ffn_norm_w, T, D, c->norm_eps));
         else
-            BE_CALL(op->layernorm(be, m->xn, m->x, L->ffn_norm_w, L->ffn_norm_b, T, D,
-                                  c->norm_eps));
+            BE_CALL(
+                op->layernorm(be, m->xn, m->x, L->ffn_norm_w, L->ffn_norm_b, T, D, c->norm_eps));
         if (c->act == ACT_SILU) {
             BE_CALL(op->matmul(be, m->up, m->xn, L->w_up, NULL, T, D, 2 * F));
             BE_CALL(op->swiglu(be, m->act, m->up, T, F));
@@ -541,8 +559,8 @@ static int forward(model *m, const fwd_seq *seqs, int n_seqs, int use_cache, int
         if (c->norm == NORM_RMS)
             BE_CALL(op->rmsnorm(be, m->hsel, m->hsel, m->final_w, n_sel, D, c->norm_eps));
         else
-            BE_CALL(op->layernorm(be, m->hsel, m->hsel, m->final_w, m->final_b, n_sel, D,
-                                  c->norm_eps));
+            BE_CALL(
+                op->layernorm(be, m->hsel, m->hsel, m->final_w, m->final_b, n_sel, D, c->norm_eps));
     }
 done:
     free(bt);
@@ -609,7 +627,7 @@ typedef struct cjob {
 static int run_cached_jobs(model *m, cjob *jobs, int n_jobs, assay_error *err) {
     fwd_seq *seqs = malloc((size_t)(n_jobs ? n_jobs : 1) * sizeof *seqs);
     int     *who  = malloc((size_t)(n_jobs ? n_jobs : 1) * sizeof(int));
-    int      rc   = 0, next = 0;
+    int      rc = 0, next = 0;
     if (!seqs || !who) {
         rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", m->dir);
         goto done;
@@ -628,9 +646,10 @@ static int run_cached_jobs(model *m, cjob *jobs, int n_jobs, assay_error *err) {
                 }
                 if (r != 0) {
                     if (nb == 0) {
-                        rc = assay_fail(err, ASSAY_ENOMEM, "%s: a sequence of %d tokens does not "
-                                        "fit the KV cache (%d tokens); raise kv_tokens", m->dir,
-                                        jb->start_pos + jb->n, model_kv_tokens(m));
+                        rc = assay_fail(err, ASSAY_ENOMEM,
+                                        "%s: a sequence of %d tokens does not "
+                                        "fit the KV cache (%d tokens); raise kv_tokens",
+                                        m->dir, jb->start_pos + jb->n, model_kv_tokens(m));
                         goto done;
                     }
                     break; /* wait for running jobs to free blocks */
@@ -684,10 +703,9 @@ static int cmp_len_desc(const void *a, const void *b, void *ctx) {
     return x < y ? -1 : x > y;
 }
 
-int model_score(model *m, const score_request *reqs, int n, score_result *out,
-                assay_error *err) {
-    int  *order = NULL, rc = 0, n_long = 0;
-    cjob *jobs  = NULL;
+int model_score(model *m, const score_request *reqs, int n, score_result *out, assay_error *err) {
+    int     *order = NULL, rc = 0, n_long = 0;
+    cjob    *jobs = NULL;
     fwd_seq *seqs = NULL;
     if (n < 0 || (n > 0 && (!reqs || !out)))
         return assay_fail(err, ASSAY_EINVAL, "model_score: bad arguments");
@@ -695,8 +713,10 @@ int model_score(model *m, const score_request *reqs, int n, score_result *out,
     for (int i = 0; i < n; i++) {
         const score_request *r = &reqs[i];
         if (r->n_tokens < 1 || !r->tokens || r->score_from < 1 || r->score_from > r->n_tokens) {
-            rc = assay_fail(err, ASSAY_EINVAL, "request %d: %d tokens with score_from %d (need "
-                            "1 <= score_from <= n_tokens)", i, r->n_tokens, r->score_from);
+            rc = assay_fail(err, ASSAY_EINVAL,
+                            "request %d: %d tokens with score_from %d (need "
+                            "1 <= score_from <= n_tokens)",
+                            i, r->n_tokens, r->score_from);
             goto fail;
         }
         if (result_alloc(&out[i], r->n_tokens - r->score_from) != 0) {
@@ -719,8 +739,11 @@ int model_score(model *m, const score_request *reqs, int n, score_result *out,
     int i = 0;
     for (; i < n && reqs[order[i]].n_tokens > m->max_T; i++) {
         const score_request *r = &reqs[order[i]];
-        jobs[n_long++] = (cjob){.tokens = r->tokens, .n = r->n_tokens, .first_row = r->score_from - 1,
-                                .lp = out[order[i]].logprob, .gr = out[order[i]].is_greedy};
+        jobs[n_long++]         = (cjob){.tokens    = r->tokens,
+                                        .n         = r->n_tokens,
+                                        .first_row = r->score_from - 1,
+                                        .lp        = out[order[i]].logprob,
+                                        .gr        = out[order[i]].is_greedy};
     }
     if (n_long && (rc = run_cached_jobs(m, jobs, n_long, err)) != 0)
         goto fail;
@@ -761,8 +784,8 @@ fail:
     return rc;
 }
 
-int model_score_shared(model *m, const int32_t *ctx, int n_ctx, const score_request *conts,
-                       int n, score_result *out, assay_error *err) {
+int model_score_shared(model *m, const int32_t *ctx, int n_ctx, const score_request *conts, int n,
+                       score_result *out, assay_error *err) {
     int    rc   = 0;
     cjob  *jobs = NULL;
     kv_seq base = {0};
@@ -774,8 +797,10 @@ int model_score_shared(model *m, const int32_t *ctx, int n_ctx, const score_requ
         const score_request *r = &conts[i];
         if (r->n_tokens < 1 || !r->tokens || r->score_from < 0 || r->score_from > r->n_tokens ||
             (r->score_from == 0 && n_ctx == 0)) {
-            rc = assay_fail(err, ASSAY_EINVAL, "continuation %d: %d tokens with score_from %d "
-                            "after a context of %d tokens", i, r->n_tokens, r->score_from, n_ctx);
+            rc = assay_fail(err, ASSAY_EINVAL,
+                            "continuation %d: %d tokens with score_from %d "
+                            "after a context of %d tokens",
+                            i, r->n_tokens, r->score_from, n_ctx);
             goto fail;
         }
         need_last |= r->score_from == 0;
@@ -791,8 +816,10 @@ int model_score_shared(model *m, const int32_t *ctx, int n_ctx, const score_requ
     }
     /* the context, once, in chunks; keep its last row's final hidden state */
     if (n_ctx > 0 && kv_seq_reserve(&m->kv, &base, n_ctx) != 0) {
-        rc = assay_fail(err, ASSAY_ENOMEM, "%s: a context of %d tokens does not fit the KV cache "
-                        "(%d tokens)", m->dir, n_ctx, model_kv_tokens(m));
+        rc = assay_fail(err, ASSAY_ENOMEM,
+                        "%s: a context of %d tokens does not fit the KV cache "
+                        "(%d tokens)",
+                        m->dir, n_ctx, model_kv_tokens(m));
         goto fail;
     }
     for (int done = 0; done < n_ctx;) {
@@ -834,10 +861,13 @@ int model_score_shared(model *m, const int32_t *ctx, int n_ctx, const score_requ
     for (int i = 0; i < n; i++) {
         const score_request *r     = &conts[i];
         int                  first = (r->score_from > 1 ? r->score_from : 1) - 1;
-        jobs[i] = (cjob){.tokens = r->tokens, .n = r->n_tokens, .start_pos = n_ctx,
-                         .base = &base, .first_row = first,
-                         .lp = out[i].logprob + (first + 1 - r->score_from),
-                         .gr = out[i].is_greedy + (first + 1 - r->score_from)};
+        jobs[i]                    = (cjob){.tokens    = r->tokens,
+                                            .n         = r->n_tokens,
+                                            .start_pos = n_ctx,
+                                            .base      = &base,
+                                            .first_row = first,
+                                            .lp        = out[i].logprob + (first + 1 - r->score_from),
+                                            .gr        = out[i].is_greedy + (first + 1 - r->score_from)};
     }
     if ((rc = run_cached_jobs(m, jobs, n, err)) != 0)
         goto fail;
@@ -865,7 +895,7 @@ void gen_results_free(gen_result *out, int n) {
 }
 
 typedef struct gjob {
-    int32_t *toks; /* prompt then generated */
+    int32_t *toks;                  /* prompt then generated */
     int      n_known, n_gen, state; /* state: 0 waiting, 1 active, 2 finished */
     kv_seq   kv;
 } gjob;
@@ -892,14 +922,17 @@ int model_generate_greedy(model *m, const gen_request *reqs, int n, const int32_
         const gen_request *r = &reqs[i];
         if (r->n_prompt < 1 || !r->prompt || r->max_new_tokens < 0 ||
             r->n_prompt > INT32_MAX / 2 - r->max_new_tokens) {
-            rc = assay_fail(err, ASSAY_EINVAL, "generation request %d: prompt of %d tokens, "
-                            "max_new_tokens %d", i, r->n_prompt, r->max_new_tokens);
+            rc = assay_fail(err, ASSAY_EINVAL,
+                            "generation request %d: prompt of %d tokens, "
+                            "max_new_tokens %d",
+                            i, r->n_prompt, r->max_new_tokens);
             goto done;
         }
         if (m->cfg.learned_pos && r->n_prompt + r->max_new_tokens - 1 > m->cfg.max_pos) {
-            rc = assay_fail(err, ASSAY_EINVAL, "generation request %d: prompt %d + %d new tokens "
-                            "exceed the model's %d positions", i, r->n_prompt, r->max_new_tokens,
-                            m->cfg.max_pos);
+            rc = assay_fail(err, ASSAY_EINVAL,
+                            "generation request %d: prompt %d + %d new tokens "
+                            "exceed the model's %d positions",
+                            i, r->n_prompt, r->max_new_tokens, m->cfg.max_pos);
             goto done;
         }
         jobs[i].toks = malloc((size_t)(r->n_prompt + r->max_new_tokens) * sizeof(int32_t));
@@ -930,9 +963,11 @@ int model_generate_greedy(model *m, const gen_request *reqs, int n, const int32_
                 for (int j = 0; j < n; j++)
                     any_active |= jobs[j].state == 1;
                 if (!any_active) {
-                    rc = assay_fail(err, ASSAY_ENOMEM, "%s: generation request %d needs %d "
-                                    "tokens of KV cache, the cache holds %d", m->dir, next_wait,
-                                    r->n_prompt + r->max_new_tokens - 1, model_kv_tokens(m));
+                    rc = assay_fail(err, ASSAY_ENOMEM,
+                                    "%s: generation request %d needs %d "
+                                    "tokens of KV cache, the cache holds %d",
+                                    m->dir, next_wait, r->n_prompt + r->max_new_tokens - 1,
+                                    model_kv_tokens(m));
                     goto done;
                 }
                 break;
@@ -964,10 +999,10 @@ int model_generate_greedy(model *m, const gen_request *reqs, int n, const int32_
             goto done;
         }
         for (int k = 0; k < n_sel; k++) {
-            int      j   = m->sel_id[k];
-            gjob    *g   = &jobs[j];
-            int32_t  t   = m->sel_tgt[k];
-            int      eos = 0, stop = 0;
+            int     j   = m->sel_id[k];
+            gjob   *g   = &jobs[j];
+            int32_t t   = m->sel_tgt[k];
+            int     eos = 0, stop = 0;
             for (int e = 0; e < n_eos; e++)
                 eos |= eos_ids[e] == t;
             if (!eos) {

@@ -21,7 +21,7 @@ typedef struct model_opts {
     int    max_batch_tokens; /* tokens per forward pass; 0: 2048 */
     int    kv_tokens;        /* KV cache capacity in tokens; 0: max(4 * batch, 8192), less if the
                                 budget is short (at least one batch + one block) */
-    int    kv_block_tokens;  /* tokens per KV block; 0: 16 */
+    int kv_block_tokens;     /* tokens per KV block; 0: 16 */
 } model_opts;
 
 typedef struct model model;
@@ -69,8 +69,8 @@ int model_score(model *m, const score_request *reqs, int n, score_result *out, a
  * conts[i].score_from indexes into it (0 <= score_from <= n_tokens; 0 scores the first
  * continuation token, predicted from the context's last token, so n_ctx >= 1 then). The result
  * is bitwise identical to model_score on ctx + continuation with score_from + n_ctx. */
-int model_score_shared(model *m, const int32_t *ctx, int n_ctx, const score_request *conts,
-                       int n, score_result *out, assay_error *err);
+int model_score_shared(model *m, const int32_t *ctx, int n_ctx, const score_request *conts, int n,
+                       score_result *out, assay_error *err);
 
 /* Frees the arrays inside out[0..n-1] and zeroes them. NULL-safe. */
 void score_results_free(score_result *out, int n);
@@ -104,9 +104,9 @@ typedef struct gen_result {
  * the batch budget) when KV blocks are free (a request is admitted when blocks for its prompt
  * + max_new_tokens are free). eos_ids may be NULL/0. cb and out may be NULL. The tokens of a
  * request do not depend on the other requests. */
-int model_generate_greedy(model *m, const gen_request *reqs, int n, const int32_t *eos_ids,
-                          int n_eos, gen_token_fn cb, void *user, gen_result *out,
-                          assay_error *err);
+int  model_generate_greedy(model *m, const gen_request *reqs, int n, const int32_t *eos_ids,
+                           int n_eos, gen_token_fn cb, void *user, gen_result *out,
+                           assay_error *err);
 void gen_results_free(gen_result *out, int n); /* NULL-safe */
 
 #endif

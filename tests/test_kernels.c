@@ -32,14 +32,17 @@ static float *frandv(size_t n) {
 }
 static void set_threads(int n) { backend_cpu_set_threads(NULL, n); }
 
+/* The GEMM kernels expect OpenBLAS single-threaded (the backend sets it; threads come from
+ * OpenMP), as gemm_tile_mask's verdict holds for that setting. */
 Test(kernels, matmul_matches_double_reference_within_fp32_bound) {
-    int    shapes[][3] = {{1, 8, 5}, {63, 64, 96}, {64, 100, 33}, {130, 288, 768}, {7, 1000, 3}};
+    set_threads(2);
+    int shapes[][3] = {{1, 8, 5}, {63, 64, 96}, {64, 100, 33}, {130, 288, 768}, {7, 1000, 3}};
     for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
         int    rows = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
         float *x = frandv((size_t)rows * in), *w = frandv((size_t)out * in), *b = frandv(out);
         float *o       = malloc((size_t)rows * out * sizeof(float));
         float *scratch = malloc(cpu_gemm_scratch_floats(in, out) * sizeof(float));
-        matmul_forward(o, scratch, x, w, b, rows, in, out);
+        matmul_forward(o, scratch, x, w, b, rows, in, out, gemm_tile_mask(w, in, out));
         for (int r = 0; r < rows; r++)
             for (int j = 0; j < out; j++) {
                 double ref = b[j], mag = fabs(b[j]);
@@ -54,26 +57,43 @@ Test(kernels, matmul_matches_double_reference_within_fp32_bound) {
     }
 }
 
-Test(kernels, matmul_row_bits_do_not_depend_on_batch_or_threads) {
-    int    in = 96, out = 200, R = 150;
+static void row_invariance(int in, int out, int mask) {
+    int    R = 600;
     float *x = frandv((size_t)R * in), *w = frandv((size_t)out * in);
     float *ref = malloc((size_t)R * out * sizeof(float)), *o = malloc((size_t)R * out * 4);
     float *scratch = malloc(cpu_gemm_scratch_floats(in, out) * sizeof(float));
     set_threads(1);
     for (int r = 0; r < R; r++) /* every row alone */
-        matmul_forward(ref + (size_t)r * out, scratch, x + (size_t)r * in, w, NULL, 1, in, out);
-    int counts[] = {2, 5, 64, 65, 150};
+        matmul_forward(ref + (size_t)r * out, scratch, x + (size_t)r * in, w, NULL, 1, in, out,
+                       mask);
+    int counts[] = {2, 5, 17, 21, 64, 65, 150, 300, 600};
     for (int t = 1; t <= 2; t++) {
         set_threads(t);
         for (size_t ci = 0; ci < sizeof counts / sizeof *counts; ci++)
             for (int r0 = 0; r0 + counts[ci] <= R; r0 += counts[ci]) {
-                matmul_forward(o, scratch, x + (size_t)r0 * in, w, NULL, counts[ci], in, out);
+                matmul_forward(o, scratch, x + (size_t)r0 * in, w, NULL, counts[ci], in, out, mask);
                 cr_assert(memcmp(o, ref + (size_t)r0 * out, (size_t)counts[ci] * out * 4) == 0,
-                          "rows %d..%d differ (threads %d)", r0, r0 + counts[ci], t);
+                          "rows %d..%d differ (threads %d, mask %d)", r0, r0 + counts[ci], t, mask);
             }
     }
     set_threads(2);
     free(x), free(w), free(ref), free(o), free(scratch);
+}
+
+Test(kernels, matmul_row_bits_do_not_depend_on_batch_or_threads) {
+    set_threads(2);
+    /* padded 64-row tiles (mask 0) always; the verified smaller tiles for each shape */
+    int shapes[][2] = {{96, 200}, {64, 256}, {288, 2100}, {64, 400}};
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
+        float *w    = frandv((size_t)shapes[i][0] * shapes[i][1]);
+        int    mask = gemm_tile_mask(w, shapes[i][0], shapes[i][1]);
+        fprintf(stderr, "gemm tiles for in %d out %d: 64%s%s%s%s\n", shapes[i][0], shapes[i][1],
+                mask & 8 ? " 256" : "", mask & 1 ? " 16" : "", mask & 2 ? " 4" : "",
+                mask & 4 ? " 1" : "");
+        free(w);
+        row_invariance(shapes[i][0], shapes[i][1], 0);
+        row_invariance(shapes[i][0], shapes[i][1], mask);
+    }
 }
 
 Test(kernels, norms_match_double_reference) {
@@ -114,7 +134,8 @@ Test(kernels, activations_match_their_formulas) {
     gelu_new_forward(g, x, n);
     for (size_t i = 0; i < n; i++) {
         double v = x[i], want = 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v)));
-        cr_assert(fabs(g[i] - want) <= 1e-6 * (1 + fabs(want)), "gelu %zu: %g vs %g", i, g[i], want);
+        cr_assert(fabs(g[i] - want) <= 1e-6 * (1 + fabs(want)), "gelu %zu: %g vs %g", i, g[i],
+                  want);
     }
     float a[3] = {1, 2, 3}, b[3] = {0.5f, -2, 1};
     add_forward(a, a, b, 3);
@@ -125,11 +146,11 @@ Test(kernels, activations_match_their_formulas) {
 Test(kernels, rope_inv_freq_matches_transformers_float32) {
     /* values printed by torch for head_dim 16: default theta 500000 and llama3 scaling
      * (factor 8, low 1, high 4, original 64 positions — the llama3 fixture's settings) */
-    const float def[8] = {0x1p+0f, 0x1.8d276p-3f, 0x1.34119p-5f, 0x1.ddee9ep-8f,
+    const float def[8] = {0x1p+0f,         0x1.8d276p-3f,  0x1.34119p-5f,   0x1.ddee9ep-8f,
                           0x1.72ba42p-10f, 0x1.1f91fp-12f, 0x1.be2188p-15f, 0x1.5a0f4ep-17f};
-    const float l3[8] = {0x1p+0f, 0x1.453c18p-4f, 0x1.34119p-8f, 0x1.ddee9ep-11f,
-                         0x1.72ba42p-13f, 0x1.1f91fp-15f, 0x1.be2188p-18f, 0x1.5a0f4ep-20f};
-    float got[8];
+    const float l3[8]  = {0x1p+0f,         0x1.453c18p-4f, 0x1.34119p-8f,   0x1.ddee9ep-11f,
+                          0x1.72ba42p-13f, 0x1.1f91fp-15f, 0x1.be2188p-18f, 0x1.5a0f4ep-20f};
+    float       got[8];
     rope_inv_freq(got, 16, 500000.0f, 1, 0, 0, 0, 0);
     for (int i = 0; i < 8; i++) /* powf vs torch's pow may differ in the last bit */
         cr_assert(fabsf(got[i] - def[i]) <= 2 * FLT_EPSILON * def[i], "default %d: %a vs %a", i,
@@ -158,7 +179,8 @@ Test(kernels, rope_rotates_half_pairs_by_position_angle) {
             for (int i = 0; i < hd / 2; i++) {
                 double ang = (double)(float)((float)pos[r] * inv[i]);
                 double x1 = orig[r * stride + h * hd + i], x2 = orig[r * stride + h * hd + i + 4];
-                cr_assert(fabs(x[r * stride + h * hd + i] - (x1 * cos(ang) - x2 * sin(ang))) < 1e-5);
+                cr_assert(fabs(x[r * stride + h * hd + i] - (x1 * cos(ang) - x2 * sin(ang))) <
+                          1e-5);
                 cr_assert(fabs(x[r * stride + h * hd + i + 4] - (x2 * cos(ang) + x1 * sin(ang))) <
                           1e-5);
             }
@@ -185,7 +207,8 @@ static void attention_ref(double *out, const float *q, const float *k, const flo
                     }
                     double d = 0;
                     for (int e = 0; e < hd; e++)
-                        d += (double)q[(size_t)i * qs + h * hd + e] * k[(size_t)kr * ks + g * hd + e];
+                        d += (double)q[(size_t)i * qs + h * hd + e] *
+                             k[(size_t)kr * ks + g * hd + e];
                     sc[j] = d / sqrt(hd);
                     if (sc[j] > mx)
                         mx = sc[j];
@@ -210,7 +233,8 @@ Test(kernels, attention_varlen_matches_reference_and_paged_matches_bitwise) {
         float  *q = qkvb, *k = qkvb + nh * hd, *v = k + kvd;
         float  *out = malloc((size_t)T * nh * hd * 4), *out2 = malloc((size_t)T * nh * hd * 4);
         double *ref = malloc((size_t)T * nh * hd * 8);
-        cr_assert(attention_varlen_forward(out, q, k, v, cu, ns, nh, nkv, hd, qkv, qkv, window) == 0);
+        cr_assert(attention_varlen_forward(out, q, k, v, cu, ns, nh, nkv, hd, qkv, qkv, window) ==
+                  0);
         attention_ref(ref, q, k, v, cu, ns, nh, nkv, hd, qkv, qkv, window);
         for (int i = 0; i < T * nh * hd; i++) /* O(1) values, sums of <= 120 terms */
             cr_assert(fabs(out[i] - ref[i]) < 1e-5, "window %d elem %d: %g vs %g", window, i,
@@ -218,19 +242,19 @@ Test(kernels, attention_varlen_matches_reference_and_paged_matches_bitwise) {
         /* paged: blocks of 4 tokens scattered in a pool, each sequence's tokens written in two
          * steps (a prefix, then the rest against the cached prefix) */
         int      bt_tokens = 4, max_blocks = 16, n_blocks = 64;
-        int32_t *bt   = malloc((size_t)ns * max_blocks * 4);
-        float   *kp   = calloc((size_t)n_blocks * bt_tokens * kvd, 4);
-        float   *vp   = calloc((size_t)n_blocks * bt_tokens * kvd, 4);
+        int32_t *bt = malloc((size_t)ns * max_blocks * 4);
+        float   *kp = calloc((size_t)n_blocks * bt_tokens * kvd, 4);
+        float   *vp = calloc((size_t)n_blocks * bt_tokens * kvd, 4);
         int      perm[64];
         for (int i = 0; i < n_blocks; i++)
             perm[i] = (i * 37 + 11) % n_blocks;
         for (int i = 0; i < ns * max_blocks; i++)
             bt[i] = perm[i];
-        int split[4], qo1[5], st1[4], qo2[5], st2[4];
+        int    split[4], qo1[5], st1[4], qo2[5], st2[4];
         float *q1 = malloc((size_t)T * qkv * 4), *q2 = malloc((size_t)T * qkv * 4);
         int    r1 = 0, r2 = 0;
         for (int s = 0; s < ns; s++) {
-            int len = cu[s + 1] - cu[s];
+            int len  = cu[s + 1] - cu[s];
             split[s] = len / 3;
             qo1[s] = r1, st1[s] = 0;
             memcpy(q1 + (size_t)r1 * qkv, qkvb + (size_t)cu[s] * qkv, (size_t)split[s] * qkv * 4);
@@ -253,14 +277,17 @@ Test(kernels, attention_varlen_matches_reference_and_paged_matches_bitwise) {
         for (int s = 0; s < ns; s++) {
             int len = cu[s + 1] - cu[s];
             cr_assert(memcmp(o1 + (size_t)qo1[s] * nh * hd, out + (size_t)cu[s] * nh * hd,
-                             (size_t)split[s] * nh * hd * 4) == 0, "paged prefix seq %d", s);
+                             (size_t)split[s] * nh * hd * 4) == 0,
+                      "paged prefix seq %d", s);
             cr_assert(memcmp(o2 + (size_t)qo2[s] * nh * hd,
                              out + (size_t)(cu[s] + split[s]) * nh * hd,
-                             (size_t)(len - split[s]) * nh * hd * 4) == 0, "paged rest seq %d", s);
+                             (size_t)(len - split[s]) * nh * hd * 4) == 0,
+                      "paged rest seq %d", s);
         }
         /* the same batch with 1 thread: same bits */
         set_threads(1);
-        cr_assert(attention_varlen_forward(out2, q, k, v, cu, ns, nh, nkv, hd, qkv, qkv, window) == 0);
+        cr_assert(attention_varlen_forward(out2, q, k, v, cu, ns, nh, nkv, hd, qkv, qkv, window) ==
+                  0);
         set_threads(2);
         cr_assert(memcmp(out, out2, (size_t)T * nh * hd * 4) == 0);
         free(qkvb), free(out), free(out2), free(ref), free(bt), free(kp), free(vp), free(q1),
@@ -269,16 +296,18 @@ Test(kernels, attention_varlen_matches_reference_and_paged_matches_bitwise) {
 }
 
 Test(kernels, target_logprob_matches_double_log_softmax) {
+    set_threads(2);
     int      rows = 70, dim = 48, vocab = 1000; /* 70 rows: a full tile and a partial one */
     float   *h = frandv((size_t)rows * dim), *w = frandv((size_t)vocab * dim);
     float   *lp = malloc(rows * 4), *scratch = malloc(cpu_gemm_scratch_floats(dim, vocab) * 4);
-    uint8_t *mx = malloc(rows);
+    uint8_t *mx  = malloc(rows);
     int32_t *tgt = malloc(rows * 4), *am = malloc(rows * 4);
-    double  *lg  = malloc((size_t)vocab * 8);
+    double  *lg = malloc((size_t)vocab * 8);
     for (int r = 0; r < rows; r++)
         tgt[r] = (r * 7919) % vocab;
-    target_logprob_forward(lp, mx, scratch, h, w, tgt, rows, dim, vocab);
-    argmax_forward(am, scratch, h, w, rows, dim, vocab);
+    int mask = gemm_tile_mask(w, dim, vocab);
+    target_logprob_forward(lp, mx, scratch, h, w, tgt, rows, dim, vocab, mask);
+    argmax_forward(am, scratch, h, w, rows, dim, vocab, mask);
     for (int r = 0; r < rows; r++) {
         double m = -1e300, s = 0;
         int    best = 0;
@@ -304,8 +333,8 @@ Test(kernels, target_logprob_matches_double_log_softmax) {
     for (int e = 0; e < dim; e++)
         h[e] = 1.0f;
     int32_t t2[1] = {9};
-    target_logprob_forward(lp, mx, scratch, h, w2, t2, 1, dim, 16);
-    argmax_forward(am, scratch, h, w2, 1, dim, 16);
+    target_logprob_forward(lp, mx, scratch, h, w2, t2, 1, dim, 16, 0);
+    argmax_forward(am, scratch, h, w2, 1, dim, 16, 0);
     cr_assert_eq(am[0], 3);
     cr_assert_eq(mx[0], 0, "a tied target that is not the first maximum is not the argmax");
     cr_assert(fabsf(lp[0] - logf(0.5f)) < 1e-6f);
@@ -328,7 +357,7 @@ Test(backend, cpu_backend_fills_every_slot) {
     backend    *be = backend_cpu_create(2, &err);
     cr_assert(be, "%s", err.msg);
     const void *const *slots = (const void *const *)&be->ops->alloc;
-    size_t n = (sizeof(backend_ops) - offsetof(backend_ops, alloc)) / sizeof(void *);
+    size_t             n = (sizeof(backend_ops) - offsetof(backend_ops, alloc)) / sizeof(void *);
     for (size_t i = 0; i < n; i++)
         cr_assert(slots[i] != NULL, "slot %zu is NULL", i);
     cr_assert_str_eq(be->ops->name, "cpu");

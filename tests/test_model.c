@@ -19,8 +19,8 @@
 /* below this top-2 logit margin, fp32 rounding may legitimately flip an argmax */
 #define MARGIN_MIN 1e-4
 
-static const char *const MODELS[] = {"llama",   "llama3", "llama_linear", "llama_hd",
-                                     "qwen2",   "mistral", "gpt2"};
+static const char *const MODELS[] = {"llama", "llama3",  "llama_linear", "llama_hd",
+                                     "qwen2", "mistral", "gpt2"};
 #define N_MODELS (sizeof MODELS / sizeof *MODELS)
 
 typedef struct ref_seq {
@@ -45,9 +45,9 @@ typedef struct reference {
 } reference;
 
 static int32_t *int_array(const cJSON *a, int *n) {
-    *n          = cJSON_GetArraySize(a);
-    int32_t *v  = malloc((size_t)(*n ? *n : 1) * sizeof(int32_t));
-    int      i  = 0;
+    *n         = cJSON_GetArraySize(a);
+    int32_t *v = malloc((size_t)(*n ? *n : 1) * sizeof(int32_t));
+    int      i = 0;
     cJSON   *it;
     cJSON_ArrayForEach(it, a) v[i++] = (int32_t)it->valuedouble;
     return v;
@@ -77,10 +77,10 @@ static int load_reference(const char *dir, reference *r) {
         cr_assert(r->n_seqs < 16);
         ref_seq *s = &r->seqs[r->n_seqs++];
         int      nl, ng;
-        s->ids     = int_array(cJSON_GetObjectItem(it, "ids"), &s->n);
-        s->greedy  = int_array(cJSON_GetObjectItem(it, "greedy"), &ng);
-        cJSON *lp  = cJSON_GetObjectItem(it, "logprobs");
-        nl         = cJSON_GetArraySize(lp);
+        s->ids    = int_array(cJSON_GetObjectItem(it, "ids"), &s->n);
+        s->greedy = int_array(cJSON_GetObjectItem(it, "greedy"), &ng);
+        cJSON *lp = cJSON_GetObjectItem(it, "logprobs");
+        nl        = cJSON_GetArraySize(lp);
         cr_assert(nl == s->n - 1 && ng == s->n - 1, "%s: lengths", path);
         s->logprobs = malloc((size_t)(nl ? nl : 1) * sizeof(double));
         int    k    = 0;
@@ -174,7 +174,8 @@ static void make_batch(score_request *req, int32_t **bufs, int n, int vocab, uns
         int len = 2 + (int)((seed * 2654435761u + (unsigned)i * 40503u) % 119u);
         bufs[i] = malloc((size_t)len * sizeof(int32_t));
         for (int t = 0; t < len; t++)
-            bufs[i][t] = (int32_t)((seed + (unsigned)i * 131u + (unsigned)t * 7919u) % (unsigned)vocab);
+            bufs[i][t] =
+                (int32_t)((seed + (unsigned)i * 131u + (unsigned)t * 7919u) % (unsigned)vocab);
         req[i] = (score_request){bufs[i], len, 1 + (i % 3 == 0 ? len / 2 : 0)};
     }
 }
@@ -240,14 +241,14 @@ static void shared_prefix(const char *name, int batch_tokens) {
         fprintf(stderr, "SKIP: %s missing\n", dir);
         cr_skip_test("SKIP: %s missing", dir);
     }
-    model      *m = load_or_die(dir, 2, batch_tokens);
+    model      *m     = load_or_die(dir, 2, batch_tokens);
     int         vocab = model_get_config(m)->vocab_size;
     assay_error err;
     /* contexts of 1, 16 (a whole block), 37 and 70 tokens; 5 continuations each */
     int ctx_lens[] = {1, 16, 37, 70};
     for (size_t ci = 0; ci < sizeof ctx_lens / sizeof *ctx_lens; ci++) {
-        int     n_ctx = ctx_lens[ci], nc = 5;
-        int32_t ctx[70], full[5][160];
+        int           n_ctx = ctx_lens[ci], nc = 5;
+        int32_t       ctx[70], full[5][160];
         score_request conts[5], plain[5];
         score_result  rs[5], rp[5];
         for (int t = 0; t < n_ctx; t++)
@@ -311,8 +312,8 @@ Test(model, generation_is_independent_of_batching_and_honours_stop_and_eos) {
         reqs[i] = (gen_request){prompts[i], len, 20 + i};
     }
     for (int i = 0; i < n; i++)
-        cr_assert_eq(model_generate_greedy(m, &reqs[i], 1, NULL, 0, NULL, NULL, &alone[i], &err),
-                     0, "%s", err.msg);
+        cr_assert_eq(model_generate_greedy(m, &reqs[i], 1, NULL, 0, NULL, NULL, &alone[i], &err), 0,
+                     "%s", err.msg);
     int calls[6] = {0};
     cr_assert_eq(model_generate_greedy(m, reqs, n, NULL, 0, stop_after_three, calls, all, &err), 0,
                  "%s", err.msg);
@@ -359,7 +360,8 @@ Test(model, memory_budget_is_checked_before_loading) {
     assay_error err;
     cr_assert_null(model_load(dir, &o, &err));
     cr_assert_eq(err.code, ASSAY_ENOMEM);
-    cr_assert(strstr(err.msg, dir) && strstr(err.msg, "memory budget") && strstr(err.msg, "weights"),
+    cr_assert(strstr(err.msg, dir) && strstr(err.msg, "memory budget") &&
+                  strstr(err.msg, "weights"),
               "%s", err.msg);
     /* the message gives the need in MiB; with a budget just above it the model loads */
     o.mem_budget = 64u << 20;
@@ -374,7 +376,7 @@ Test(model, rejects_bad_requests_with_a_message) {
         fprintf(stderr, "SKIP: %s missing\n", dir);
         cr_skip_test("SKIP: %s missing", dir);
     }
-    model        *m = load_or_die(dir, 1, 0);
+    model        *m       = load_or_die(dir, 1, 0);
     int32_t       toks[3] = {1, 2, 100000};
     score_request r       = {toks, 3, 1};
     score_result  res;

@@ -62,8 +62,8 @@ static void attend_head(float *out, const float *q, const float *const *krow,
         int p  = start + i;
         int lo = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
         attend_query(out + (size_t)(q_row0 + i) * n_heads * head_dim + (size_t)h * head_dim,
-                     q + (size_t)(q_row0 + i) * q_stride + (size_t)h * head_dim, krow, vrow, lo,
-                     p, head_dim, scale, scores);
+                     q + (size_t)(q_row0 + i) * q_stride + (size_t)h * head_dim, krow, vrow, lo, p,
+                     head_dim, scale, scores);
     }
 }
 
@@ -71,7 +71,7 @@ int attention_varlen_forward(float *out, const float *q, const float *k, const f
                              const int *cu_seqlens, int n_seqs, int n_heads, int n_kv_heads,
                              int head_dim, int q_stride, int kv_stride, int window) {
     int    group = n_heads / n_kv_heads, failed = 0;
-    size_t work  = 0; /* ~ query-key pairs x head_dim */
+    size_t work = 0; /* ~ query-key pairs x head_dim */
     for (int s = 0; s < n_seqs; s++)
         work += (size_t)(cu_seqlens[s + 1] - cu_seqlens[s]) * (cu_seqlens[s + 1] - cu_seqlens[s]);
     work *= (size_t)n_heads * head_dim;
@@ -92,8 +92,7 @@ int attention_varlen_forward(float *out, const float *q, const float *k, const f
             krow[j] = k + (size_t)(r0 + j) * kv_stride + (size_t)g * head_dim;
             vrow[j] = v + (size_t)(r0 + j) * kv_stride + (size_t)g * head_dim;
         }
-        attend_head(out, q, krow, vrow, r0, len, 0, h, n_heads, head_dim, q_stride, window,
-                    scores);
+        attend_head(out, q, krow, vrow, r0, len, 0, h, n_heads, head_dim, q_stride, window, scores);
         free(mem);
     }
     return failed ? -1 : 0;
@@ -105,11 +104,14 @@ void kv_store_forward(float *k_pool, float *v_pool, const float *k, const float 
 #pragma omp parallel for schedule(static) if ((size_t)q_off[n_seqs] * kv_dim >= CPU_PAR_MIN_WORK)
     for (int s = 0; s < n_seqs; s++) {
         for (int r = q_off[s]; r < q_off[s + 1]; r++) {
-            int    p   = start_pos[s] + (r - q_off[s]);
-            size_t row = (size_t)block_table[(size_t)s * max_blocks + p / block_tokens] *
-                             block_tokens + (size_t)(p % block_tokens);
-            memcpy(k_pool + row * kv_dim, k + (size_t)r * kv_stride, (size_t)kv_dim * sizeof(float));
-            memcpy(v_pool + row * kv_dim, v + (size_t)r * kv_stride, (size_t)kv_dim * sizeof(float));
+            int    p = start_pos[s] + (r - q_off[s]);
+            size_t row =
+                (size_t)block_table[(size_t)s * max_blocks + p / block_tokens] * block_tokens +
+                (size_t)(p % block_tokens);
+            memcpy(k_pool + row * kv_dim, k + (size_t)r * kv_stride,
+                   (size_t)kv_dim * sizeof(float));
+            memcpy(v_pool + row * kv_dim, v + (size_t)r * kv_stride,
+                   (size_t)kv_dim * sizeof(float));
         }
     }
 }
@@ -119,9 +121,10 @@ int attention_paged_forward(float *out, const float *q, const float *k_pool, con
                             const int *q_off, const int *start_pos, int n_seqs, int n_heads,
                             int n_kv_heads, int head_dim, int q_stride, int window) {
     int    group = n_heads / n_kv_heads, failed = 0, kv_dim = n_kv_heads * head_dim;
-    size_t work  = 0;
+    size_t work = 0;
     for (int s = 0; s < n_seqs; s++)
-        work += (size_t)(q_off[s + 1] - q_off[s]) * (size_t)(start_pos[s] + q_off[s + 1] - q_off[s]);
+        work +=
+            (size_t)(q_off[s + 1] - q_off[s]) * (size_t)(start_pos[s] + q_off[s + 1] - q_off[s]);
     work *= (size_t)n_heads * head_dim;
 #pragma omp parallel for schedule(dynamic, 1) reduction(| : failed) if (work >= CPU_PAR_MIN_WORK)
     for (int task = 0; task < n_seqs * n_heads; task++) {
@@ -134,9 +137,9 @@ int attention_paged_forward(float *out, const float *q, const float *k_pool, con
             failed = 1;
             continue;
         }
-        const float **krow = mem, **vrow = krow + len;
-        float        *scores = (float *)(vrow + len);
-        const int32_t *bt    = block_table + (size_t)s * max_blocks;
+        const float  **krow = mem, **vrow = krow + len;
+        float         *scores = (float *)(vrow + len);
+        const int32_t *bt     = block_table + (size_t)s * max_blocks;
         for (int j = 0; j < len; j++) {
             size_t row = (size_t)bt[j / block_tokens] * block_tokens + (size_t)(j % block_tokens);
             krow[j]    = k_pool + row * kv_dim + (size_t)g * head_dim;

@@ -6,13 +6,13 @@
 
 #include "kernels/cpu/ops.h"
 
-void embed_forward(float *out, const float *table, const int32_t *ids, int rows, int dim) {
+void        embed_forward(float *out, const float *table, const int32_t *ids, int rows, int dim) {
 #pragma omp parallel for schedule(static) if ((size_t)rows * dim >= CPU_PAR_MIN_WORK)
     for (int r = 0; r < rows; r++)
         memcpy(out + (size_t)r * dim, table + (size_t)ids[r] * dim, (size_t)dim * sizeof(float));
 }
 
-void pos_embed_add(float *out, const float *table, const int32_t *pos, int rows, int dim) {
+void        pos_embed_add(float *out, const float *table, const int32_t *pos, int rows, int dim) {
 #pragma omp parallel for schedule(static) if ((size_t)rows * dim >= CPU_PAR_MIN_WORK)
     for (int r = 0; r < rows; r++) {
         float       *o = out + (size_t)r * dim;
@@ -38,8 +38,8 @@ void rmsnorm_forward(float *out, const float *x, const float *w, int rows, int d
     }
 }
 
-void layernorm_forward(float *out, const float *x, const float *w, const float *b, int rows,
-                       int dim, float eps) {
+void        layernorm_forward(float *out, const float *x, const float *w, const float *b, int rows,
+                              int dim, float eps) {
 #pragma omp parallel for schedule(static) if ((size_t)rows * dim >= CPU_PAR_MIN_WORK)
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * dim;
@@ -59,13 +59,13 @@ void layernorm_forward(float *out, const float *x, const float *w, const float *
     }
 }
 
-void add_forward(float *out, const float *a, const float *b, size_t n) {
+void        add_forward(float *out, const float *a, const float *b, size_t n) {
 #pragma omp parallel for schedule(static) if (n >= 4 * CPU_PAR_MIN_WORK)
     for (size_t i = 0; i < n; i++)
         out[i] = a[i] + b[i];
 }
 
-void swiglu_forward(float *out, const float *gate_up, int rows, int ffn) {
+void        swiglu_forward(float *out, const float *gate_up, int rows, int ffn) {
 #pragma omp parallel for schedule(static) if ((size_t)rows * ffn * 8 >= CPU_PAR_MIN_WORK)
     for (int r = 0; r < rows; r++) {
         const float *g = gate_up + (size_t)r * 2 * ffn, *u = g + ffn;
@@ -93,7 +93,7 @@ void rope_inv_freq(float *inv_freq, int rot_dim, float theta, int kind, float fa
     int half = rot_dim / 2;
     for (int i = 0; i < half; i++) {
         /* torch: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all float32 */
-        float e    = (float)(2 * i) / (float)rot_dim;
+        float e     = (float)(2 * i) / (float)rot_dim;
         inv_freq[i] = 1.0f / powf(theta, e);
     }
     if (kind == 2) { /* linear: inv_freq /= factor */
@@ -119,7 +119,8 @@ void rope_inv_freq(float *inv_freq, int rot_dim, float theta, int kind, float fa
 void rope_forward(float *x, const int32_t *pos, const float *inv_freq, int rows, int n_heads,
                   int head_dim, int stride) {
     int half = head_dim / 2;
-#pragma omp parallel for schedule(static) if ((size_t)rows * n_heads * head_dim * 4 >= CPU_PAR_MIN_WORK)
+#pragma omp parallel for schedule(static) if ((size_t)rows * n_heads * head_dim * 4 >=             \
+                                              CPU_PAR_MIN_WORK)
     for (int r = 0; r < rows; r++) {
         float c[half > 0 ? half : 1], s[half > 0 ? half : 1];
         float p = (float)pos[r];

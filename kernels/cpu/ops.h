@@ -12,11 +12,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* GEMMs run on fixed tiles of this many rows (the last one zero-padded): OpenBLAS picks
- * different kernels for different M (gemv for M = 1, "small matrix" kernels for small
- * M*N*K), which changes the bits of a row's result. With a fixed M every row goes through the
- * same kernel whatever the batch holds. Measured on the dev machine: 64-row tiles reach ~70%
- * of the full-M sgemm rate. */
+/* GEMMs run on row tiles of fixed shapes: OpenBLAS may pick different kernels for different
+ * M (e.g. "small matrix" kernels for small M*N*K), which changes the bits of a row's result.
+ * Rows go in CPU_GEMM_TILE-row tiles — or 256-row tiles while they fit, and the remainder in
+ * 16-, 4- and 1-row tiles, when gemm_tile_mask() verified, for that weight shape, that those
+ * give every row the same bits as the 64-row tile; otherwise zero-padded to 64 rows (exact, but
+ * up to 64x the work for one decode row). OpenBLAS repacks the weights on every call, so small
+ * tiles cost throughput: 64-row tiles reached ~70% of the full-M sgemm rate on the dev box. */
 #define CPU_GEMM_TILE 64
 
 /* ... and on fixed column tiles of this many output features, in parallel (OpenMP); the tiling
@@ -27,7 +29,7 @@
  * microseconds, far more when the cores are oversubscribed and threads spin at barriers. */
 #define CPU_PAR_MIN_WORK (1 << 16)
 
-/* Scratch floats the GEMM-based ops need: CPU_GEMM_TILE * (in + out). */
+/* Scratch floats the GEMM-based ops need: 64 * (in + out) + 256 * out. */
 size_t cpu_gemm_scratch_floats(int in, int out);
 
 /* out (rows, dim) = table[ids[r]] (vocab, dim) */
@@ -39,10 +41,18 @@ void rmsnorm_forward(float *out, const float *x, const float *w, int rows, int d
 /* out (rows, dim) = (x - mean) * rsqrt(var + eps) * w + b — nn.LayerNorm; out may alias x */
 void layernorm_forward(float *out, const float *x, const float *w, const float *b, int rows,
                        int dim, float eps);
+/* The GEMM ops expect OpenBLAS set single-threaded (openblas_set_num_threads(1), as
+ * backend_cpu_create does): they parallelize over tiles with OpenMP, and OpenBLAS's own
+ * threading changes the bits of large tiles.
+ * Which other row tiles (bit 0: 16, bit 1: 4, bit 2: 1, bit 3: 256 rows) give bitwise the same
+ * rows as the 64-row tile for weights w (out_dim, in) on this machine's OpenBLAS; 0 when none
+ * (or out of memory). Costs about nine 64-row GEMMs; callers cache it per weight shape. */
+int gemm_tile_mask(const float *w, int in, int out_dim);
 /* out (rows, out_dim) = x (rows, in) @ w (out_dim, in)^T + bias (out_dim, may be NULL).
- * scratch: cpu_gemm_scratch_floats(in, out_dim) floats. out must not alias x. */
+ * scratch: cpu_gemm_scratch_floats(in, out_dim) floats. out must not alias x. tile_mask: from
+ * gemm_tile_mask for this shape (0 is always exact). */
 void matmul_forward(float *out, float *scratch, const float *x, const float *w, const float *bias,
-                    int rows, int in, int out_dim);
+                    int rows, int in, int out_dim, int tile_mask);
 /* out (n) = a + b; out may alias a or b */
 void add_forward(float *out, const float *a, const float *b, size_t n);
 /* out (rows, ffn) = silu(gate) * up, gate_up (rows, 2*ffn) = [gate | up]; SwiGLU MLP */
@@ -87,15 +97,15 @@ int attention_paged_forward(float *out, const float *q, const float *k_pool, con
                             int n_kv_heads, int head_dim, int q_stride, int window);
 
 /* Fused LM head. For each row r of h (rows, dim): logits = h[r] @ w (vocab, dim)^T, computed
- * CPU_GEMM_TILE rows at a time (never rows x vocab), then
+ * 64 or 256 rows at a time (never rows x vocab), then
  *   out_logprob[r] = logits[target[r]] - logsumexp(logits)   (max-subtracted, double sum)
  *   out_is_max[r]  = target[r] is the argmax (ties: lowest index, like torch.argmax).
  * scratch: cpu_gemm_scratch_floats(dim, vocab) floats. */
-void target_logprob_forward(float *out_logprob, uint8_t *out_is_max, float *scratch,
-                            const float *h, const float *w, const int32_t *target, int rows,
-                            int dim, int vocab);
+void target_logprob_forward(float *out_logprob, uint8_t *out_is_max, float *scratch, const float *h,
+                            const float *w, const int32_t *target, int rows, int dim, int vocab,
+                            int tile_mask);
 /* out_id[r] = argmax(h[r] @ w^T) (lowest index on ties); same scratch as above. */
 void argmax_forward(int32_t *out_id, float *scratch, const float *h, const float *w, int rows,
-                    int dim, int vocab);
+                    int dim, int vocab, int tile_mask);
 
 #endif
