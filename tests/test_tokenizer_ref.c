@@ -281,7 +281,7 @@ static void tokref_ids_window(char *o, size_t cap, const int32_t *ids, size_t n,
     snprintf(o + k, cap - k, "%s] (n=%zu)", hi < n ? " ..." : "", n);
 }
 
-/* First index where the lists differ, or n if equal. */
+/* First index where the lists differ (one may be a prefix of the other), (size_t)-1 if equal. */
 static size_t tokref_first_diff(const int32_t *a, size_t na, const int32_t *b, size_t nb) {
     size_t i = 0;
     while (i < na && i < nb && a[i] == b[i])
