@@ -15,9 +15,11 @@ static const char usage[] =
     "  MODEL_OR_TOKENIZER  a model directory (tokenizer.json, or GPT-2 encoder.json + vocab.bpe)\n"
     "                      or a tokenizer.json file; without TEXT or --file, stdin is read\n"
     "  --ids               print the ids, space-separated, on one line\n"
-    "  --json              print {\"ids\":[...],\"tokens\":[...],\"offsets\":[[s,e],...]} (offsets:\n"
+    "  --json              print {\"ids\":[...],\"tokens\":[...],\"offsets\":[[s,e],...]} "
+    "(offsets:\n"
     "                      byte spans of the input)\n"
-    "  --no-special        do not add the post-processor's special tokens (BOS/EOS); with --decode,\n"
+    "  --no-special        do not add the post-processor's special tokens (BOS/EOS); with "
+    "--decode,\n"
     "                      leave special tokens out of the text\n"
     "  --plain-special     special-token text in the input is plain text, not special tokens\n"
     "  --replace-invalid   invalid UTF-8 becomes U+FFFD (default: an error naming the byte)\n"
@@ -68,10 +70,10 @@ static void print_piece(const char *p) {
 }
 
 static int do_decode(const tokenizer *t, const char *in, int skip_special, assay_error *err) {
-    int32_t *ids = NULL;
-    size_t   n = 0, cap = 0;
-    int      rc = 0;
-    const char *p = in;
+    int32_t    *ids = NULL;
+    size_t      n = 0, cap = 0;
+    int         rc = 0;
+    const char *p  = in;
     while (*p) {
         while (*p == ' ' || *p == ',' || *p == '\n' || *p == '\t' || *p == '\r' || *p == '[' ||
                *p == ']')
@@ -79,7 +81,7 @@ static int do_decode(const tokenizer *t, const char *in, int skip_special, assay
         if (!*p)
             break;
         char *e;
-        errno = 0;
+        errno  = 0;
         long v = strtol(p, &e, 10);
         if (e == p || errno || v < INT32_MIN || v > INT32_MAX) {
             rc = assay_fail(err, ASSAY_EINVAL, "--decode: '%.20s' is not a token id", p);
@@ -96,11 +98,11 @@ static int do_decode(const tokenizer *t, const char *in, int skip_special, assay
             cap = nc;
         }
         ids[n++] = (int32_t)v;
-        p = e;
+        p        = e;
     }
     char  *text = NULL;
-    size_t tl = 0;
-    rc = tok_decode(t, ids, n, skip_special, &text, &tl, err);
+    size_t tl   = 0;
+    rc          = tok_decode(t, ids, n, skip_special, &text, &tl, err);
     if (!rc) {
         fwrite(text, 1, tl, stdout);
         putchar('\n');
@@ -113,8 +115,7 @@ done:
 
 int cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *text = NULL, *file = NULL;
-    int         ids_only = 0, json = 0, no_special = 0, plain_special = 0, replace_invalid = 0,
-        decode = 0;
+    int ids_only = 0, json = 0, no_special = 0, plain_special = 0, replace_invalid = 0, decode = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
@@ -167,7 +168,7 @@ int cmd_tokenize(int argc, char **argv) {
     assay_error_clear(&err);
     char  *buf = NULL;
     size_t len = 0;
-    int    rc = 0;
+    int    rc  = 0;
     if (file) {
         if (file_read_all(file, &buf, &len, &err))
             return cli_report(&err);
@@ -178,7 +179,7 @@ int cmd_tokenize(int argc, char **argv) {
         return 3;
     }
     const char *in = buf ? buf : text;
-    tokenizer  *t = tok_load(model, &err);
+    tokenizer  *t  = tok_load(model, &err);
     if (!t) {
         free(buf);
         return cli_report(&err);
@@ -188,11 +189,11 @@ int cmd_tokenize(int argc, char **argv) {
         goto out;
     }
     tok_encode_opts o = tok_default_opts();
-    o.add_special = !no_special;
-    o.split_special = !plain_special;
+    o.add_special     = !no_special;
+    o.split_special   = !plain_special;
     o.replace_invalid = replace_invalid;
-    tok_ids v = {0};
-    rc = tok_encode(t, in, len, &o, json, &v, &err);
+    tok_ids v         = {0};
+    rc                = tok_encode(t, in, len, &o, json, &v, &err);
     if (rc) {
         tok_ids_free(&v);
         goto out;

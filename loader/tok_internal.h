@@ -21,19 +21,26 @@ int tok_grow(void **p, size_t *cap, size_t need, size_t elem);
 typedef struct tok_smap {
     uint64_t *slots; /* hash << 32 | (entry index + 1); 0 = empty */
     size_t    mask;  /* slots - 1 (power of two) */
-    uint32_t *koff, *klen, *khash;
-    int32_t  *val;
-    size_t    n, cap;
-    char     *arena;
-    size_t    alen, acap;
+    struct tok_sent {
+        uint32_t off, len, hash; /* key bytes at arena + off */
+        int32_t  val;
+    } * ent; /* one 16-byte record per key: one cache miss per probe */
+    size_t n, cap;
+    char  *arena;
+    size_t alen, acap;
 } tok_smap;
 
 uint32_t tok_hash(const void *p, size_t n);
 int      tok_smap_init(tok_smap *m, size_t expect);
 /* Inserts or overwrites; 0 ok, -1 no memory. */
-int      tok_smap_put(tok_smap *m, const char *k, size_t n, int32_t v);
-int32_t  tok_smap_get(const tok_smap *m, const char *k, size_t n); /* -1 absent */
-void     tok_smap_free(tok_smap *m);
+int     tok_smap_put(tok_smap *m, const char *k, size_t n, int32_t v);
+int32_t tok_smap_get(const tok_smap *m, const char *k, size_t n); /* -1 absent */
+/* Batched lookups (load time is memory latency): prefetch the slot, then the entry, then get
+ * with the precomputed hash h = tok_hash(k, n). */
+void    tok_smap_prefetch(const tok_smap *m, uint32_t h);
+void    tok_smap_prefetch_entry(const tok_smap *m, uint32_t h);
+int32_t tok_smap_get_h(const tok_smap *m, const char *k, size_t n, uint32_t h);
+void    tok_smap_free(tok_smap *m);
 
 /* ---- (id, id) -> (rank, new id) map ------------------------------------------------------- */
 
@@ -45,7 +52,7 @@ typedef struct tok_pmap {
 } tok_pmap;
 
 int  tok_pmap_init(tok_pmap *m, size_t expect);
-int  tok_pmap_put(tok_pmap *m, uint64_t key, uint32_t rank, int32_t val); /* overwrites */
+int  tok_pmap_put(tok_pmap *m, uint64_t key, uint32_t rank, int32_t val);         /* overwrites */
 int  tok_pmap_get(const tok_pmap *m, uint64_t key, uint32_t *rank, int32_t *val); /* 1 found */
 void tok_pmap_free(tok_pmap *m);
 
@@ -64,51 +71,80 @@ pcre2_code *tok_regex_compile(const char *pat, size_t len, char *msg, size_t msg
 
 /* ---- components --------------------------------------------------------------------------- */
 
-enum { NORM_NFC, NORM_NFD, NORM_NFKC, NORM_NFKD, NORM_LOWER, NORM_STRIP, NORM_STRIP_ACCENTS,
-       NORM_PREPEND, NORM_REPLACE, NORM_SEQ };
+enum {
+    NORM_NFC,
+    NORM_NFD,
+    NORM_NFKC,
+    NORM_NFKD,
+    NORM_LOWER,
+    NORM_STRIP,
+    NORM_STRIP_ACCENTS,
+    NORM_PREPEND,
+    NORM_REPLACE,
+    NORM_SEQ
+};
 
 typedef struct tok_norm {
     int              type;
     int              left, right; /* Strip */
     char            *str;         /* Prepend text / Replace content */
     size_t           len;
-    tok_pattern      pat;         /* Replace */
+    tok_pattern      pat; /* Replace */
     struct tok_norm *kids;
     size_t           nkids;
 } tok_norm;
 
-enum { PRE_SPLIT, PRE_BYTELEVEL, PRE_METASPACE, PRE_DIGITS, PRE_PUNCT, PRE_WS, PRE_WSSPLIT,
-       PRE_BERT, PRE_CHARDELIM, PRE_SEQ };
+enum {
+    PRE_SPLIT,
+    PRE_BYTELEVEL,
+    PRE_METASPACE,
+    PRE_DIGITS,
+    PRE_PUNCT,
+    PRE_WS,
+    PRE_WSSPLIT,
+    PRE_BERT,
+    PRE_CHARDELIM,
+    PRE_SEQ
+};
 enum { BEH_REMOVED, BEH_ISOLATED, BEH_PREV, BEH_NEXT, BEH_CONTIGUOUS };
 enum { PREPEND_ALWAYS, PREPEND_FIRST, PREPEND_NEVER };
 
 typedef struct tok_pre {
     int             type;
-    tok_pattern     pat;       /* Split; CharDelimiterSplit uses pat.str */
+    tok_pattern     pat; /* Split; CharDelimiterSplit uses pat.str */
     int             behavior;
     int             invert;
     int             add_prefix_space, use_regex; /* ByteLevel */
     int             individual_digits;           /* Digits */
     char            repl[8];                     /* Metaspace replacement (UTF-8) */
     size_t          repl_len;
-    int             prepend_scheme, split;       /* Metaspace */
+    int             prepend_scheme, split; /* Metaspace */
     struct tok_pre *kids;
     size_t          nkids;
 } tok_pre;
 
-enum { DEC_BYTELEVEL, DEC_REPLACE, DEC_BYTEFALLBACK, DEC_FUSE, DEC_STRIP, DEC_METASPACE,
-       DEC_BPE, DEC_WORDPIECE, DEC_SEQ };
+enum {
+    DEC_BYTELEVEL,
+    DEC_REPLACE,
+    DEC_BYTEFALLBACK,
+    DEC_FUSE,
+    DEC_STRIP,
+    DEC_METASPACE,
+    DEC_BPE,
+    DEC_WORDPIECE,
+    DEC_SEQ
+};
 
 typedef struct tok_dec {
     int             type;
-    tok_pattern     pat;  /* Replace */
-    char           *str;  /* Replace content, Strip content char, BPE suffix, WordPiece prefix */
+    tok_pattern     pat; /* Replace */
+    char           *str; /* Replace content, Strip content char, BPE suffix, WordPiece prefix */
     size_t          len;
-    int             start, stop;  /* Strip */
-    char            repl[8];      /* Metaspace */
+    int             start, stop; /* Strip */
+    char            repl[8];     /* Metaspace */
     size_t          repl_len;
     int             prepend_scheme;
-    int             cleanup;      /* WordPiece */
+    int             cleanup; /* WordPiece */
     struct tok_dec *kids;
     size_t          nkids;
 } tok_dec;
@@ -116,11 +152,11 @@ typedef struct tok_dec {
 /* Added-token matcher: a byte trie walked for leftmost-longest matches (what HF's aho-corasick
  * MatchKind::LeftmostLongest finds). */
 typedef struct tok_trie {
-    tok_pmap  edges;    /* (node << 8 | byte) -> child node */
-    int32_t  *term;     /* per node: index into tokenizer.added, -1 none */
-    size_t    nnodes, cap;
-    uint8_t   first[256];
-    int       empty;
+    tok_pmap edges; /* (node << 8 | byte) -> child node */
+    int32_t *term;  /* per node: index into tokenizer.added, -1 none */
+    size_t   nnodes, cap;
+    uint8_t  first[256];
+    int      empty;
 } tok_trie;
 
 typedef struct tok_added {
@@ -136,16 +172,16 @@ typedef struct tok_added {
 
 struct tokenizer {
     /* model: BPE */
-    tok_smap  vocab;         /* HF piece string -> id (model vocab only) */
-    tok_smap  raw;           /* byte-level mode: raw bytes -> id */
-    tok_pmap  merges;        /* (a, b) -> (rank, merged id) */
-    int       byte_level;    /* model sees raw bytes (ByteLevel pre-tokenizer at the end) */
-    int32_t   byte_id[256];  /* byte-level: id of each single byte; -1 none */
-    int32_t   unk_id;        /* -1 none */
-    int       fuse_unk, byte_fallback, ignore_merges;
-    int32_t   bytefb_id[256]; /* <0xXX> ids, -1 missing */
-    char     *cont_prefix, *eow_suffix;
-    size_t    cont_prefix_len, eow_suffix_len;
+    tok_smap vocab;        /* HF piece string -> id (model vocab only) */
+    tok_smap raw;          /* byte-level mode: raw bytes -> id */
+    tok_pmap merges;       /* (a, b) -> (rank, merged id) */
+    int      byte_level;   /* model sees raw bytes (ByteLevel pre-tokenizer at the end) */
+    int32_t  byte_id[256]; /* byte-level: id of each single byte; -1 none */
+    int32_t  unk_id;       /* -1 none */
+    int      fuse_unk, byte_fallback, ignore_merges;
+    int32_t  bytefb_id[256]; /* <0xXX> ids, -1 missing */
+    char    *cont_prefix, *eow_suffix;
+    size_t   cont_prefix_len, eow_suffix_len;
 
     /* pieces by id (model vocab, overridden by added tokens) */
     char    **piece;
@@ -156,18 +192,19 @@ struct tokenizer {
 
     tok_added *added;
     size_t     n_added;
-    tok_smap   added_map;   /* content -> index into added */
+    tok_smap   added_map; /* content -> index into added */
     tok_trie   trie_raw, trie_norm;
 
     tok_norm *norm;
     tok_pre  *pre;
     tok_dec  *dec;
     int       has_post;
+    int       post_trim, post_trim_prefix; /* ByteLevel post-processor trim_offsets */
     int32_t  *post_pre, *post_suf;
     size_t    n_post_pre, n_post_suf;
 
     int32_t bos_id, eos_id;
-    int     add_bos_cfg;   /* -1 absent */
+    int     add_bos_cfg; /* -1 absent */
     int     chat_template;
     int64_t max_len;
     char    kind[32];
@@ -176,9 +213,9 @@ struct tokenizer {
 /* ---- encoding work state (one per tok_encode call; grows, never per token) ---------------- */
 
 typedef struct tok_split {
-    size_t  off, len;  /* in the source (input text when !in_arena, else the arena) */
-    size_t  orig;      /* identity splits: original offset of byte 0 */
-    int32_t id;        /* added token id, or -1 for text */
+    size_t  off, len; /* in the source (input text when !in_arena, else the arena) */
+    size_t  orig;     /* identity splits: original offset of byte 0 */
+    int32_t id;       /* added token id, or -1 for text */
     uint8_t in_arena;
 } tok_split;
 
@@ -191,24 +228,24 @@ typedef struct tok_work {
     tok_split  *sp, *sp2;
     size_t      nsp, capsp, nsp2, capsp2;
     /* normalizer ping-pong buffers */
-    char       *nb[2];
-    uint32_t   *nal[2];
-    size_t      nbcap[2], nalcap[2];
+    char     *nb[2];
+    uint32_t *nal[2];
+    size_t    nbcap[2], nalcap[2];
     /* BPE */
-    struct tok_sym *sym;
-    size_t          capsym;
-    struct tok_heapent *heap;
-    size_t          caph;
-    pcre2_match_data   *md;
+    struct tok_sym      *sym;
+    size_t               capsym;
+    struct tok_heapent  *heap;
+    size_t               caph;
+    pcre2_match_data    *md;
     pcre2_match_context *mctx;
-    pcre2_jit_stack    *jit;
-    int          want_offsets;
-    tok_ids     *out;
+    pcre2_jit_stack     *jit;
+    int                  want_offsets;
+    tok_ids             *out;
 } tok_work;
 
 typedef struct tok_sym {
-    int32_t id;
-    int32_t prev, next;
+    int32_t  id;
+    int32_t  prev, next;
     uint32_t start, len;
 } tok_sym;
 
@@ -242,8 +279,8 @@ int tok_trie_split(const tokenizer *t, const tok_trie *tr, const char *s, size_t
                    int split_special, tok_emit_fn emit, void *ctx);
 
 /* UTF-8 helpers. */
-size_t  tok_utf8_len(unsigned char c);                                   /* 1..4 for a lead */
-int32_t tok_utf8_decode(const char *s, size_t n, size_t *adv);           /* -1 on invalid */
+size_t  tok_utf8_len(unsigned char c);                         /* 1..4 for a lead */
+int32_t tok_utf8_decode(const char *s, size_t n, size_t *adv); /* -1 on invalid */
 size_t  tok_utf8_encode(int32_t c, char *out);
 size_t  tok_utf8_valid_prefix(const char *s, size_t n, size_t *bad_len); /* bytes valid */
 int     tok_is_whitespace(int32_t c);                                    /* Rust is_whitespace */

@@ -22,14 +22,14 @@ int tok_grow(void **p, size_t *cap, size_t need, size_t elem) {
     void *q = realloc(*p, bytes);
     if (!q)
         return -1;
-    *p = q;
+    *p   = q;
     *cap = nc;
     return 0;
 }
 
 int tok_ids_push(tok_ids *v, int32_t id, int32_t s, int32_t e, int want_offsets) {
     if (v->n == v->cap) {
-        size_t nc = v->cap ? v->cap * 2 : 64;
+        size_t   nc = v->cap ? v->cap * 2 : 64;
         int32_t *ni = realloc(v->ids, nc * sizeof *ni);
         if (!ni)
             return -1;
@@ -48,7 +48,7 @@ int tok_ids_push(tok_ids *v, int32_t id, int32_t s, int32_t e, int want_offsets)
     }
     v->ids[v->n] = id;
     if (v->offsets) {
-        v->offsets[2 * v->n] = s;
+        v->offsets[2 * v->n]     = s;
         v->offsets[2 * v->n + 1] = e;
     }
     v->n++;
@@ -95,35 +95,46 @@ int tok_smap_init(tok_smap *m, size_t expect) {
 }
 
 static int smap_rehash(tok_smap *m) {
-    size_t    c = (m->mask + 1) * 2;
+    size_t    c  = (m->mask + 1) * 2;
     uint64_t *ns = calloc(c, sizeof *ns);
     if (!ns)
         return -1;
     for (size_t i = 0; i < m->n; i++) {
-        size_t j = m->khash[i] & (c - 1);
+        size_t j = m->ent[i].hash & (c - 1);
         while (ns[j])
             j = (j + 1) & (c - 1);
-        ns[j] = ((uint64_t)m->khash[i] << 32) | (uint32_t)(i + 1);
+        ns[j] = ((uint64_t)m->ent[i].hash << 32) | (uint32_t)(i + 1);
     }
     free(m->slots);
     m->slots = ns;
-    m->mask = c - 1;
+    m->mask  = c - 1;
     return 0;
 }
 
+void tok_smap_prefetch(const tok_smap *m, uint32_t h) {
+    __builtin_prefetch(&m->slots[h & m->mask]);
+}
+
+void tok_smap_prefetch_entry(const tok_smap *m, uint32_t h) {
+    uint64_t e = m->slots[h & m->mask];
+    if (e)
+        __builtin_prefetch(&m->ent[(uint32_t)e - 1]);
+}
+
 int32_t tok_smap_get(const tok_smap *m, const char *k, size_t n) {
-    if (!m->slots)
-        return -1;
-    uint32_t h = tok_hash(k, n);
-    size_t   j = h & m->mask;
+    return m->slots ? tok_smap_get_h(m, k, n, tok_hash(k, n)) : -1;
+}
+
+int32_t tok_smap_get_h(const tok_smap *m, const char *k, size_t n, uint32_t h) {
+    size_t j = h & m->mask;
     for (;;) {
         uint64_t e = m->slots[j];
         if (!e)
             return -1;
         if ((uint32_t)(e >> 32) == h) {
-            uint32_t i = (uint32_t)e - 1;
-            if (m->klen[i] == n && memcmp(m->arena + m->koff[i], k, n) == 0)
-                return m->val[i];
+            const struct tok_sent *en = &m->ent[(uint32_t)e - 1];
+            if (en->len == n && memcmp(m->arena + en->off, k, n) == 0)
+                return en->val;
         }
         j = (j + 1) & m->mask;
     }
@@ -138,30 +149,19 @@ int tok_smap_put(tok_smap *m, const char *k, size_t n, int32_t v) {
         uint64_t e = m->slots[j];
         if (!e)
             break;
-        uint32_t i = (uint32_t)e - 1;
-        if ((uint32_t)(e >> 32) == h && m->klen[i] == n &&
-            memcmp(m->arena + m->koff[i], k, n) == 0) {
-            m->val[i] = v;
+        struct tok_sent *en = &m->ent[(uint32_t)e - 1];
+        if ((uint32_t)(e >> 32) == h && en->len == n && memcmp(m->arena + en->off, k, n) == 0) {
+            en->val = v;
             return 0;
         }
         j = (j + 1) & m->mask;
     }
-    if (m->n == m->cap) {
-        size_t c1 = m->cap, c2 = m->cap, c3 = m->cap, c4 = m->cap;
-        if (tok_grow((void **)&m->koff, &c1, m->n + 1, sizeof *m->koff) ||
-            tok_grow((void **)&m->klen, &c2, m->n + 1, sizeof *m->klen) ||
-            tok_grow((void **)&m->khash, &c3, m->n + 1, sizeof *m->khash) ||
-            tok_grow((void **)&m->val, &c4, m->n + 1, sizeof *m->val))
-            return -1;
-        m->cap = c1;
-    }
+    if (tok_grow((void **)&m->ent, &m->cap, m->n + 1, sizeof *m->ent))
+        return -1;
     if (tok_grow((void **)&m->arena, &m->acap, m->alen + n + 1, 1))
         return -1;
     memcpy(m->arena + m->alen, k, n);
-    m->koff[m->n] = (uint32_t)m->alen;
-    m->klen[m->n] = (uint32_t)n;
-    m->khash[m->n] = h;
-    m->val[m->n] = v;
+    m->ent[m->n] = (struct tok_sent){(uint32_t)m->alen, (uint32_t)n, h, v};
     m->alen += n;
     m->slots[j] = ((uint64_t)h << 32) | (uint32_t)(++m->n);
     if (m->n * 2 > m->mask + 1)
@@ -173,10 +173,7 @@ void tok_smap_free(tok_smap *m) {
     if (!m)
         return;
     free(m->slots);
-    free(m->koff);
-    free(m->klen);
-    free(m->khash);
-    free(m->val);
+    free(m->ent);
     free(m->arena);
     memset(m, 0, sizeof *m);
 }
@@ -191,9 +188,9 @@ static inline size_t pmix(uint64_t k) {
 int tok_pmap_init(tok_pmap *m, size_t expect) {
     memset(m, 0, sizeof *m);
     size_t c = pow2_for(expect);
-    m->keys = malloc(c * sizeof *m->keys);
-    m->rank = malloc(c * sizeof *m->rank);
-    m->val = malloc(c * sizeof *m->val);
+    m->keys  = malloc(c * sizeof *m->keys);
+    m->rank  = malloc(c * sizeof *m->rank);
+    m->val   = malloc(c * sizeof *m->val);
     if (!m->keys || !m->rank || !m->val) {
         tok_pmap_free(m);
         return -1;
@@ -223,7 +220,7 @@ int tok_pmap_put(tok_pmap *m, uint64_t key, uint32_t rank, int32_t val) {
         m->n++;
     m->keys[j] = key;
     m->rank[j] = rank;
-    m->val[j] = val;
+    m->val[j]  = val;
     if (m->n * 2 > m->mask + 1)
         return pmap_rehash(m);
     return 0;
@@ -275,13 +272,13 @@ static void heap_push(tok_heapent *h, size_t *n, tok_heapent e) {
         if (!heap_less(&e, &h[p]))
             break;
         h[i] = h[p];
-        i = p;
+        i    = p;
     }
     h[i] = e;
 }
 
 static tok_heapent heap_pop(tok_heapent *h, size_t *n) {
-    tok_heapent top = h[0];
+    tok_heapent top  = h[0];
     tok_heapent last = h[--(*n)];
     size_t      i = 0, m = *n;
     for (;;) {
@@ -292,7 +289,7 @@ static tok_heapent heap_pop(tok_heapent *h, size_t *n) {
         if (!heap_less(&h[c], &last))
             break;
         h[i] = h[c];
-        i = c;
+        i    = c;
     }
     if (m)
         h[i] = last;
@@ -316,20 +313,22 @@ int tok_bpe_word(const tokenizer *t, tok_work *w, const char *s, size_t n, const
     if (t->ignore_merges) {
         int32_t id = tok_smap_get(vm, s, n);
         if (id >= 0)
-            return emit(t, w, sp, id, 0, n) ? assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory") : 0;
+            return emit(t, w, sp, id, 0, n)
+                       ? assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory")
+                       : 0;
     }
     if (tok_grow((void **)&w->sym, &w->capsym, n + 1, sizeof *w->sym))
         return assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory for a %zu-byte word", n);
-    tok_sym *sym = w->sym;
-    size_t   ns = 0;
-    uint32_t pos = 0; /* running byte offset, as HF's Word::add accumulates */
+    tok_sym *sym         = w->sym;
+    size_t   ns          = 0;
+    uint32_t pos         = 0; /* running byte offset, as HF's Word::add accumulates */
     int32_t  unk_pending = -1;
-    uint32_t unk_len = 0;
+    uint32_t unk_len     = 0;
 #define ADD_SYM(ID, L)                                                                             \
     do {                                                                                           \
-        sym[ns].id = (ID);                                                                         \
+        sym[ns].id    = (ID);                                                                      \
         sym[ns].start = pos;                                                                       \
-        sym[ns].len = (L);                                                                         \
+        sym[ns].len   = (L);                                                                       \
         pos += (L);                                                                                \
         ns++;                                                                                      \
     } while (0)
@@ -339,9 +338,9 @@ int tok_bpe_word(const tokenizer *t, tok_work *w, const char *s, size_t n, const
         size_t cl = t->byte_level ? 1 : tok_utf8_len((unsigned char)s[i]);
         if (i + cl > n)
             cl = n - i;
-        int32_t id;
-        size_t  klen = cl;
-        const char *k = s + i;
+        int32_t     id;
+        size_t      klen = cl;
+        const char *k    = s + i;
         if (t->byte_level && !t->cont_prefix_len && !t->eow_suffix_len) {
             id = t->byte_id[(unsigned char)s[i]];
         } else {
@@ -356,9 +355,9 @@ int tok_bpe_word(const tokenizer *t, tok_work *w, const char *s, size_t n, const
                 memcpy(key + kl, t->eow_suffix, t->eow_suffix_len);
                 kl += t->eow_suffix_len;
             }
-            k = key;
+            k    = key;
             klen = kl;
-            id = tok_smap_get(vm, key, kl);
+            id   = tok_smap_get(vm, key, kl);
         }
         if (id >= 0) {
             if (unk_pending >= 0) {
@@ -390,7 +389,7 @@ int tok_bpe_word(const tokenizer *t, tok_work *w, const char *s, size_t n, const
                     if (unk_pending >= 0)
                         ADD_SYM(unk_pending, unk_len);
                     unk_pending = t->unk_id;
-                    unk_len = (uint32_t)cl;
+                    unk_len     = (uint32_t)cl;
                 }
             }
         }
@@ -408,7 +407,7 @@ int tok_bpe_word(const tokenizer *t, tok_work *w, const char *s, size_t n, const
     if (tok_grow((void **)&w->heap, &w->caph, 2 * ns + 8, sizeof *w->heap))
         return assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory");
     tok_heapent *heap = w->heap;
-    size_t       nh = 0;
+    size_t       nh   = 0;
     for (size_t j = 0; j + 1 < ns; j++) {
         uint32_t r;
         int32_t  nid;
@@ -427,7 +426,7 @@ int tok_bpe_word(const tokenizer *t, tok_work *w, const char *s, size_t n, const
             continue;
         cur->id = top.id;
         cur->len += right->len;
-        cur->next = right->next;
+        cur->next  = right->next;
         right->len = 0;
         if (cur->next >= 0)
             sym[cur->next].prev = (int32_t)top.pos;

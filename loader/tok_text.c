@@ -108,13 +108,18 @@ int tok_is_word_char(int32_t c) {
         return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
                c == '_';
     switch (utf8proc_category(c)) {
-    case UTF8PROC_CATEGORY_LU: case UTF8PROC_CATEGORY_LL: case UTF8PROC_CATEGORY_LT:
-    case UTF8PROC_CATEGORY_LM: case UTF8PROC_CATEGORY_LO: case UTF8PROC_CATEGORY_MN:
-    case UTF8PROC_CATEGORY_MC: case UTF8PROC_CATEGORY_ME: case UTF8PROC_CATEGORY_ND:
-    case UTF8PROC_CATEGORY_NL: case UTF8PROC_CATEGORY_PC:
-        return 1;
-    default:
-        return 0;
+    case UTF8PROC_CATEGORY_LU:
+    case UTF8PROC_CATEGORY_LL:
+    case UTF8PROC_CATEGORY_LT:
+    case UTF8PROC_CATEGORY_LM:
+    case UTF8PROC_CATEGORY_LO:
+    case UTF8PROC_CATEGORY_MN:
+    case UTF8PROC_CATEGORY_MC:
+    case UTF8PROC_CATEGORY_ME:
+    case UTF8PROC_CATEGORY_ND:
+    case UTF8PROC_CATEGORY_NL:
+    case UTF8PROC_CATEGORY_PC: return 1;
+    default: return 0;
     }
 }
 
@@ -146,12 +151,24 @@ void tok_bytelevel_tables(int32_t byte_to_cp[256]) {
 
 /* Oniguruma's Unicode \s is White_Space and \w is Letter|Mark|Decimal_Number|Connector_Punct;
  * PCRE2 10.42's UCP classes differ slightly (\w lacks marks, \s adds U+180E), so rewrite them. */
-#define WS_CLASS "\\t\\n\\x0B\\f\\r\\x20\\x85\\xA0\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}"
+#define WS_CLASS                                                                                   \
+    "\\t\\n\\x0B\\f\\r\\x20\\x85\\xA0\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{"  \
+    "205F}\\x{3000}"
 /* HF's Oniguruma knows Unicode 16; PCRE2 10.42 knows 14. The letters and numbers added since
  * (found by asking HF's pre-tokenizer about every char the newer tables class as L or N) are
  * appended to \p{L} and \p{N}. */
-#define UNI_L_ADD "\\x{1C89}-\\x{1C8A}\\x{A7CB}-\\x{A7CD}\\x{A7DA}-\\x{A7DC}\\x{105C0}-\\x{105F3}\\x{10D4A}-\\x{10D65}\\x{10D6F}-\\x{10D85}\\x{10EC2}-\\x{10EC4}\\x{1123F}-\\x{11240}\\x{11380}-\\x{11389}\\x{1138B}\\x{1138E}\\x{11390}-\\x{113B5}\\x{113B7}\\x{113D1}\\x{113D3}\\x{11BC0}-\\x{11BE0}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}\\x{1342F}\\x{13441}-\\x{13446}\\x{13460}-\\x{143FA}\\x{16100}-\\x{1611D}\\x{16D40}-\\x{16D6C}\\x{18CFF}\\x{1B132}\\x{1B155}\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}\\x{1E4D0}-\\x{1E4EB}\\x{1E5D0}-\\x{1E5ED}\\x{1E5F0}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}"
-#define UNI_N_ADD "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}\\x{11F50}-\\x{11F59}\\x{16130}-\\x{16139}\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-\\x{1E4F9}\\x{1E5F1}-\\x{1E5FA}"
+#define UNI_L_ADD                                                                                  \
+    "\\x{1C89}-\\x{1C8A}\\x{A7CB}-\\x{A7CD}\\x{A7DA}-\\x{A7DC}\\x{105C0}-\\x{105F3}\\x{10D4A}-"    \
+    "\\x{10D65}\\x{10D6F}-\\x{10D85}\\x{10EC2}-\\x{10EC4}\\x{1123F}-\\x{11240}\\x{11380}-\\x{"     \
+    "11389}\\x{1138B}\\x{1138E}\\x{11390}-\\x{113B5}\\x{113B7}\\x{113D1}\\x{113D3}\\x{11BC0}-\\x{" \
+    "11BE0}\\x{11F02}\\x{11F04}-\\x{11F10}\\x{11F12}-\\x{11F33}\\x{1342F}\\x{13441}-\\x{13446}"    \
+    "\\x{13460}-\\x{143FA}\\x{16100}-\\x{1611D}\\x{16D40}-\\x{16D6C}\\x{18CFF}\\x{1B132}\\x{"      \
+    "1B155}\\x{1DF25}-\\x{1DF2A}\\x{1E030}-\\x{1E06D}\\x{1E4D0}-\\x{1E4EB}\\x{1E5D0}-\\x{1E5ED}"   \
+    "\\x{1E5F0}\\x{2B739}\\x{2EBF0}-\\x{2EE5D}\\x{31350}-\\x{323AF}"
+#define UNI_N_ADD                                                                                  \
+    "\\x{10D40}-\\x{10D49}\\x{116D0}-\\x{116E3}\\x{11BF0}-\\x{11BF9}\\x{11F50}-\\x{11F59}\\x{"     \
+    "16130}-\\x{16139}\\x{16D70}-\\x{16D79}\\x{1CCF0}-\\x{1CCF9}\\x{1D2C0}-\\x{1D2D3}\\x{1E4F0}-"  \
+    "\\x{1E4F9}\\x{1E5F1}-\\x{1E5FA}"
 #define W_CLASS "\\p{L}\\p{M}\\p{Nd}\\p{Pc}" UNI_L_ADD
 
 pcre2_code *tok_regex_compile(const char *pat, size_t len, char *msg, size_t msgcap) {
@@ -199,8 +216,7 @@ pcre2_code *tok_regex_compile(const char *pat, size_t len, char *msg, size_t msg
                     PUT("]");
                 i += 4;
                 continue;
-            }
-            else {
+            } else {
                 char two[3] = {c, d, 0};
                 PUT(two);
             }
@@ -208,7 +224,7 @@ pcre2_code *tok_regex_compile(const char *pat, size_t len, char *msg, size_t msg
             continue;
         }
         if (!in_class && c == '[') {
-            in_class = 1;
+            in_class    = 1;
             char one[2] = {c, 0};
             PUT(one);
             /* a ']' right after '[' or '[^' is literal */
@@ -230,7 +246,7 @@ pcre2_code *tok_regex_compile(const char *pat, size_t len, char *msg, size_t msg
                     break;
                 }
             if (e) {
-                size_t l = (size_t)(e - (pat + i)) + 2;
+                size_t l   = (size_t)(e - (pat + i)) + 2;
                 char  *tmp = malloc(l + 1);
                 if (!tmp) {
                     free(buf);
@@ -262,7 +278,8 @@ pcre2_code *tok_regex_compile(const char *pat, size_t len, char *msg, size_t msg
     if (!re) {
         /* a rewritten pattern fails where the original does: compile the original for the
          * message so the offset refers to the text in tokenizer.json */
-        pcre2_code *orig = pcre2_compile((PCRE2_SPTR)pat, len, PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
+        pcre2_code *orig =
+            pcre2_compile((PCRE2_SPTR)pat, len, PCRE2_UTF | PCRE2_UCP, &ec, &eo, NULL);
         if (orig) {
             pcre2_code_free(orig);
             snprintf(msg, msgcap, "pattern does not compile after class rewriting");
@@ -291,7 +308,7 @@ static int regex_next(tok_work *w, const pcre2_code *re, const char *s, size_t n
         if (rc == PCRE2_ERROR_NOMATCH)
             return 0;
         if (rc == PCRE2_ERROR_JIT_STACKLIMIT && !w->jit) {
-            w->jit = pcre2_jit_stack_create(32 * 1024, 64 * 1024 * 1024, NULL);
+            w->jit  = pcre2_jit_stack_create(32 * 1024, 64 * 1024 * 1024, NULL);
             w->mctx = pcre2_match_context_create(NULL);
             if (!w->jit || !w->mctx)
                 return -1;
@@ -301,8 +318,8 @@ static int regex_next(tok_work *w, const pcre2_code *re, const char *s, size_t n
         if (rc < 0)
             return -1;
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(w->md);
-        *ms = ov[0];
-        *me = ov[1];
+        *ms            = ov[0];
+        *me            = ov[1];
         return 1;
     }
 }
@@ -358,8 +375,8 @@ static int push_split(tok_split **v, size_t *n, size_t *cap, tok_split s) {
 
 static tok_split sub_split(const tok_split *sp, size_t s, size_t e) {
     tok_split r = *sp;
-    r.off = sp->off + s;
-    r.len = e - s;
+    r.off       = sp->off + s;
+    r.len       = e - s;
     if (!sp->in_arena)
         r.orig = sp->orig + s;
     return r;
@@ -376,19 +393,20 @@ static int arena_reserve(tok_work *w, size_t n) {
 }
 
 /* Alignment of byte k of a split (char-granular in arena splits, byte-granular otherwise). */
-static void split_align(const tok_work *w, const tok_split *sp, size_t k, uint32_t *a, uint32_t *b) {
+static void split_align(const tok_work *w, const tok_split *sp, size_t k, uint32_t *a,
+                        uint32_t *b) {
     if (sp->in_arena) {
         *a = w->al[2 * (sp->off + k)];
         *b = w->al[2 * (sp->off + k) + 1];
     } else {
         /* the whole char containing byte k */
-        const char *p = w->text + sp->off;
+        const char *p  = w->text + sp->off;
         size_t      cs = k;
         while (cs > 0 && ((unsigned char)p[cs] & 0xC0) == 0x80)
             cs--;
         size_t cl = tok_utf8_len((unsigned char)p[cs]);
-        *a = (uint32_t)(sp->orig + cs);
-        *b = (uint32_t)(sp->orig + cs + cl);
+        *a        = (uint32_t)(sp->orig + cs);
+        *b        = (uint32_t)(sp->orig + cs + cl);
     }
 }
 
@@ -429,7 +447,7 @@ int tok_trie_split(const tokenizer *t, const tok_trie *tr, const char *s, size_t
                     break;
                 node = child;
                 if (tr->term[node] >= 0) {
-                    best = tr->term[node];
+                    best     = tr->term[node];
                     best_end = j + 1;
                 }
             }
@@ -437,14 +455,14 @@ int tok_trie_split(const tokenizer *t, const tok_trie *tr, const char *s, size_t
                 i++;
                 continue;
             }
-            const tok_added *a = &t->added[best];
+            const tok_added *a  = &t->added[best];
             size_t           ms = i, me = best_end;
             i = best_end; /* the matcher resumes after this match, used or not */
             if (!split_special && a->special)
                 continue;
             if (a->single_word) {
                 int start_space = ms == 0 || !ends_with_word(s, ms);
-                int stop_space = me == n || !starts_with_word(s + me, n - me);
+                int stop_space  = me == n || !starts_with_word(s + me, n - me);
                 if (!start_space || !stop_space)
                     continue;
             }
@@ -512,7 +530,7 @@ static int nout_put(nout *o, const char *s, size_t n, uint32_t a, uint32_t b) {
         return -1;
     memcpy(o->w->nb[o->k] + o->n, s, n);
     for (size_t i = 0; i < n; i++) {
-        o->w->nal[o->k][2 * (o->n + i)] = a;
+        o->w->nal[o->k][2 * (o->n + i)]     = a;
         o->w->nal[o->k][2 * (o->n + i) + 1] = b;
     }
     o->n += n;
@@ -553,8 +571,8 @@ static int norm_unicode(const tok_norm *nm, const nbuf *in, nout *o) {
         if (j > in->n)
             j = in->n;
         utf8proc_uint8_t *dst = NULL;
-        utf8proc_ssize_t  r = utf8proc_map((const utf8proc_uint8_t *)in->s + i,
-                                          (utf8proc_ssize_t)(j - i), &dst, opt);
+        utf8proc_ssize_t  r =
+            utf8proc_map((const utf8proc_uint8_t *)in->s + i, (utf8proc_ssize_t)(j - i), &dst, opt);
         if (r < 0) { /* cannot happen on valid UTF-8; keep the text as it is */
             free(dst);
             if (nout_copy(o, in->s + i, in->al + 2 * i, j - i))
@@ -576,7 +594,7 @@ static int norm_unicode(const tok_norm *nm, const nbuf *in, nout *o) {
         utf8proc_option_t dopt = (opt & UTF8PROC_COMPAT) | UTF8PROC_DECOMPOSE;
         size_t            pi = i, in_pos = 0, in_next = 0, out_pos = 0;
         for (size_t p = 0; p < dn;) {
-            size_t  l = tok_utf8_len(dst[p]), adv;
+            size_t l = tok_utf8_len(dst[p]), adv;
             if (p + l > dn)
                 l = dn - p;
             int32_t oc = tok_utf8_decode((const char *)dst + p, dn - p, &adv);
@@ -587,7 +605,8 @@ static int norm_unicode(const tok_norm *nm, const nbuf *in, nout *o) {
                 if (in_next == in_pos) {
                     utf8proc_int32_t tmp[32];
                     int              bc = 0;
-                    utf8proc_ssize_t k = ic < 0 ? 1 : utf8proc_decompose_char(ic, tmp, 32, dopt, &bc);
+                    utf8proc_ssize_t k =
+                        ic < 0 ? 1 : utf8proc_decompose_char(ic, tmp, 32, dopt, &bc);
                     in_next = in_pos + (size_t)(k > 0 ? k : 1);
                 }
                 if (out_pos < in_next || pi + il >= j)
@@ -595,7 +614,7 @@ static int norm_unicode(const tok_norm *nm, const nbuf *in, nout *o) {
                 in_pos = in_next;
                 pi += il;
             }
-            size_t   il = tok_utf8_len((unsigned char)in->s[pi]);
+            size_t il = tok_utf8_len((unsigned char)in->s[pi]);
             if (pi + il > j)
                 il = j - pi;
             uint32_t a = in->al[2 * pi], b = in->al[2 * (pi + il - 1) + 1];
@@ -605,7 +624,7 @@ static int norm_unicode(const tok_norm *nm, const nbuf *in, nout *o) {
             }
             utf8proc_int32_t tmp[32];
             int              bc = 0;
-            utf8proc_ssize_t k = oc < 0 ? 1 : utf8proc_decompose_char(oc, tmp, 32, dopt, &bc);
+            utf8proc_ssize_t k  = oc < 0 ? 1 : utf8proc_decompose_char(oc, tmp, 32, dopt, &bc);
             out_pos += (size_t)(k > 0 ? k : 1);
             p += l;
         }
@@ -640,8 +659,8 @@ static int norm_replace_emit(tok_work *w, const tok_norm *nm, const nbuf *in, no
                 const char *f = memmem(in->s + pos, in->n - pos, nm->pat.str, nm->pat.len);
                 if (f) {
                     found = 1;
-                    ms = (size_t)(f - in->s);
-                    me = ms + nm->pat.len;
+                    ms    = (size_t)(f - in->s);
+                    me    = ms + nm->pat.len;
                 }
             }
         }
@@ -672,10 +691,10 @@ typedef struct nstate {
 static int norm_run(const tok_norm *nm, nstate *st);
 
 static int norm_one(const tok_norm *nm, nstate *st) {
-    tok_work *w = st->w;
-    int       k = st->cur;
+    tok_work *w  = st->w;
+    int       k  = st->cur;
     nbuf      in = {w->nb[k], w->nal[k], st->n};
-    nout      o = {w, 1 - k, 0};
+    nout      o  = {w, 1 - k, 0};
     if (nb_reserve(w, 1 - k, in.n))
         return -1;
     switch (nm->type) {
@@ -748,11 +767,10 @@ static int norm_one(const tok_norm *nm, nstate *st) {
         if (norm_replace_emit(w, nm, &in, &o))
             return -1;
         break;
-    default:
-        return -1;
+    default: return -1;
     }
     st->cur = 1 - k;
-    st->n = o.n;
+    st->n   = o.n;
     return 0;
 }
 
@@ -782,14 +800,15 @@ int tok_normalize(const tokenizer *t, tok_work *w, size_t a, size_t b, assay_err
         if (i + l > n)
             l = n - i;
         for (size_t k = 0; k < l; k++) {
-            w->nal[0][2 * (i + k)] = (uint32_t)(a + i);
+            w->nal[0][2 * (i + k)]     = (uint32_t)(a + i);
             w->nal[0][2 * (i + k) + 1] = (uint32_t)(a + i + l);
         }
         i += l;
     }
     nstate st = {w, 0, n};
     if (norm_run(t->norm, &st))
-        return assay_fail(err, ASSAY_ENOMEM, "tokenizer: normalizer failed (out of memory or regex error)");
+        return assay_fail(err, ASSAY_ENOMEM,
+                          "tokenizer: normalizer failed (out of memory or regex error)");
     if (arena_reserve(w, st.n))
         return assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory");
     memcpy(w->arena + w->alen, w->nb[st.cur], st.n);
@@ -862,7 +881,7 @@ static int find_matches(tok_work *w, const char *s, size_t n, const pcre2_code *
                 start += tok_utf8_len((unsigned char)s[start]);
                 continue;
             }
-            start = me;
+            start    = me;
             last_end = me;
             if (prev != ms && ptmp_push(out, prev, ms, 0))
                 return -1;
@@ -909,11 +928,10 @@ static void apply_behavior(ptmp *p, int behavior, int invert) {
     if (invert)
         for (size_t i = 0; i < p->n; i++)
             p->v[i].flag = !p->v[i].flag;
-    size_t k = 0;
+    size_t k     = 0;
     int    prevm = 0;
     switch (behavior) {
-    case BEH_REMOVED:
-        return;
+    case BEH_REMOVED: return;
     case BEH_ISOLATED:
         for (size_t i = 0; i < p->n; i++)
             p->v[i].flag = 0;
@@ -944,9 +962,9 @@ static void apply_behavior(ptmp *p, int behavior, int invert) {
         /* walk backwards, then restore order */
         size_t n = p->n;
         piece *v = p->v;
-        k = 0;
+        k        = 0;
         for (size_t ii = n; ii-- > 0;) {
-            int   m = v[ii].flag;
+            int   m   = v[ii].flag;
             piece cur = v[ii];
             if (m && !prevm && k > 0)
                 v[n - k].s = cur.s; /* acc.last() is stored at the tail */
@@ -972,7 +990,7 @@ typedef struct pstate {
 static int split_all(pstate *ps, const pcre2_code *re, const char *lit, size_t litlen,
                      char_pred pred, const tok_pre *pp, int behavior, int invert) {
     tok_work *w = ps->w;
-    w->nsp2 = 0;
+    w->nsp2     = 0;
     for (size_t i = 0; i < w->nsp; i++) {
         tok_split *sp = &w->sp[i];
         if (sp->id >= 0) {
@@ -992,24 +1010,24 @@ static int split_all(pstate *ps, const pcre2_code *re, const char *lit, size_t l
         }
     }
     tok_split *t = w->sp;
-    w->sp = w->sp2;
-    w->sp2 = t;
-    size_t c = w->capsp;
-    w->capsp = w->capsp2;
-    w->capsp2 = c;
-    w->nsp = w->nsp2;
+    w->sp        = w->sp2;
+    w->sp2       = t;
+    size_t c     = w->capsp;
+    w->capsp     = w->capsp2;
+    w->capsp2    = c;
+    w->nsp       = w->nsp2;
     return 0;
 }
 
 /* Rewrites a split into the arena: optional prefix, and `from` replaced by `to`. */
 static int transform_split(tok_work *w, tok_split *sp, const char *prefix, size_t plen,
                            const char *from, size_t flen, const char *to, size_t tlen) {
-    const char *s = split_ptr(w, sp);
-    size_t      n = sp->len;
+    const char *s    = split_ptr(w, sp);
+    size_t      n    = sp->len;
     size_t      grow = plen + n * (tlen > flen ? tlen : 1) + 8;
     if (arena_reserve(w, grow))
         return -1;
-    s = split_ptr(w, sp); /* the arena may have moved */
+    s              = split_ptr(w, sp); /* the arena may have moved */
     size_t   start = w->alen, o = w->alen;
     uint32_t a, b;
     if (plen) {
@@ -1018,8 +1036,8 @@ static int transform_split(tok_work *w, tok_split *sp, const char *prefix, size_
         else
             a = b = (uint32_t)split_orig_start(w, sp);
         for (size_t k = 0; k < plen; k++) {
-            w->arena[o] = prefix[k];
-            w->al[2 * o] = a;
+            w->arena[o]      = prefix[k];
+            w->al[2 * o]     = a;
             w->al[2 * o + 1] = b;
             o++;
         }
@@ -1030,8 +1048,8 @@ static int transform_split(tok_work *w, tok_split *sp, const char *prefix, size_
             split_align(w, sp, i, &a, &b);
             split_align(w, sp, i + flen - 1, &a2, &b2);
             for (size_t k = 0; k < tlen; k++) {
-                w->arena[o] = to[k];
-                w->al[2 * o] = a;
+                w->arena[o]      = to[k];
+                w->al[2 * o]     = a;
                 w->al[2 * o + 1] = b2;
                 o++;
             }
@@ -1039,16 +1057,16 @@ static int transform_split(tok_work *w, tok_split *sp, const char *prefix, size_
             continue;
         }
         split_align(w, sp, i, &a, &b);
-        w->arena[o] = s[i];
-        w->al[2 * o] = a;
+        w->arena[o]      = s[i];
+        w->al[2 * o]     = a;
         w->al[2 * o + 1] = b;
         o++;
         i++;
     }
-    w->alen = o;
+    w->alen      = o;
     sp->in_arena = 1;
-    sp->off = start;
-    sp->len = o - start;
+    sp->off      = start;
+    sp->len      = o - start;
     return 0;
 }
 
@@ -1061,14 +1079,13 @@ static int pre_run(const tokenizer *t, const tok_pre *p, pstate *ps) {
                 return -1;
         return 0;
     case PRE_SPLIT:
-        return split_all(ps, p->pat.is_regex ? p->pat.re : NULL, p->pat.is_regex ? NULL : p->pat.str,
-                         p->pat.len, NULL, p, p->behavior, p->invert);
+        return split_all(ps, p->pat.is_regex ? p->pat.re : NULL,
+                         p->pat.is_regex ? NULL : p->pat.str, p->pat.len, NULL, p, p->behavior,
+                         p->invert);
     case PRE_WS: /* HF Whitespace: keep the matches of \w+|[^\w\s]+ */
         return split_all(ps, p->pat.re, NULL, 0, NULL, p, BEH_REMOVED, 1);
-    case PRE_WSSPLIT:
-        return split_all(ps, NULL, NULL, 0, pred_ws, p, BEH_REMOVED, 0);
-    case PRE_PUNCT:
-        return split_all(ps, NULL, NULL, 0, pred_punct, p, p->behavior, 0);
+    case PRE_WSSPLIT: return split_all(ps, NULL, NULL, 0, pred_ws, p, BEH_REMOVED, 0);
+    case PRE_PUNCT: return split_all(ps, NULL, NULL, 0, pred_punct, p, p->behavior, 0);
     case PRE_BERT:
         if (split_all(ps, NULL, NULL, 0, pred_ws, p, BEH_REMOVED, 0))
             return -1;
@@ -1076,8 +1093,7 @@ static int pre_run(const tokenizer *t, const tok_pre *p, pstate *ps) {
     case PRE_DIGITS:
         return split_all(ps, NULL, NULL, 0, pred_digit, p,
                          p->individual_digits ? BEH_ISOLATED : BEH_CONTIGUOUS, 0);
-    case PRE_CHARDELIM:
-        return split_all(ps, NULL, NULL, 0, pred_delim, p, BEH_REMOVED, 0);
+    case PRE_CHARDELIM: return split_all(ps, NULL, NULL, 0, pred_delim, p, BEH_REMOVED, 0);
     case PRE_BYTELEVEL:
         if (p->add_prefix_space)
             for (size_t i = 0; i < w->nsp; i++) {
@@ -1095,7 +1111,8 @@ static int pre_run(const tokenizer *t, const tok_pre *p, pstate *ps) {
             if (sp->id >= 0)
                 continue;
             int pre = 0;
-            int starts = sp->len >= p->repl_len && memcmp(split_ptr(w, sp), p->repl, p->repl_len) == 0;
+            int starts =
+                sp->len >= p->repl_len && memcmp(split_ptr(w, sp), p->repl, p->repl_len) == 0;
             /* HF checks the prefix after replacing spaces: a leading space counts as one */
             if (!starts && sp->len && split_ptr(w, sp)[0] == ' ')
                 starts = 1;
@@ -1103,7 +1120,8 @@ static int pre_run(const tokenizer *t, const tok_pre *p, pstate *ps) {
                 pre = !starts;
             else if (p->prepend_scheme == PREPEND_FIRST)
                 pre = !starts && split_orig_start(w, sp) == 0;
-            if (transform_split(w, sp, p->repl, pre ? p->repl_len : 0, " ", 1, p->repl, p->repl_len))
+            if (transform_split(w, sp, p->repl, pre ? p->repl_len : 0, " ", 1, p->repl,
+                                p->repl_len))
                 return -1;
         }
         if (p->split)
@@ -1120,6 +1138,7 @@ int tok_pretokenize(const tokenizer *t, tok_work *w, assay_error *err) {
     int    rc = pre_run(t, t->pre, &ps);
     free(ps.tmp.v);
     if (rc)
-        return assay_fail(err, ASSAY_ENOMEM, "tokenizer: pre-tokenizer failed (out of memory or regex error)");
+        return assay_fail(err, ASSAY_ENOMEM,
+                          "tokenizer: pre-tokenizer failed (out of memory or regex error)");
     return 0;
 }

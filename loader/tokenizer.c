@@ -11,7 +11,8 @@
 #include "loader/tok_internal.h"
 #include "runtime/util.h"
 
-#define TOK_MAX_ID (1 << 24) /* ids above this are treated as corrupt (largest real vocab: 262144) */
+#define TOK_MAX_ID                                                                                 \
+    (1 << 24) /* ids above this are treated as corrupt (largest real vocab: 262144) */
 
 static const char GPT2_REGEX[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
@@ -127,9 +128,7 @@ static char *xstrndup(const char *s, size_t n) {
     return r;
 }
 
-static int nomem(lctx *c) {
-    return assay_fail(c->err, ASSAY_ENOMEM, "%s: out of memory", c->name);
-}
+static int nomem(lctx *c) { return assay_fail(c->err, ASSAY_ENOMEM, "%s: out of memory", c->name); }
 
 /* {"String": "..."} or {"Regex": "..."} */
 static int parse_pattern(lctx *c, const cJSON *o, const char *where, tok_pattern *p) {
@@ -137,15 +136,15 @@ static int parse_pattern(lctx *c, const cJSON *o, const char *where, tok_pattern
     const char  *s;
     if (cJSON_IsObject(pat) && (s = jstr(pat, "String"))) {
         p->is_regex = 0;
-        p->len = strlen(s);
-        p->str = xstrndup(s, p->len);
+        p->len      = strlen(s);
+        p->str      = xstrndup(s, p->len);
         return p->str ? 0 : nomem(c);
     }
     if (cJSON_IsObject(pat) && (s = jstr(pat, "Regex"))) {
         char msg[300];
         p->is_regex = 1;
-        p->len = strlen(s);
-        p->re = tok_regex_compile(s, p->len, msg, sizeof msg);
+        p->len      = strlen(s);
+        p->re       = tok_regex_compile(s, p->len, msg, sizeof msg);
         if (!p->re)
             return assay_fail(c->err, ASSAY_EFORMAT, "%s: %s regex '%s' rejected by PCRE2: %s",
                               c->name, where, s, msg);
@@ -163,7 +162,7 @@ static int utf8_one_char(const char *s, char *out, size_t *len) {
         return -1;
     memcpy(out, s, adv);
     out[adv] = 0;
-    *len = adv;
+    *len     = adv;
     return 0;
 }
 
@@ -199,33 +198,36 @@ static int parse_norm(lctx *c, const cJSON *o, tok_norm *n) {
     else if (!strcmp(ty, "StripAccents"))
         n->type = NORM_STRIP_ACCENTS;
     else if (!strcmp(ty, "Strip")) {
-        n->type = NORM_STRIP;
-        n->left = jbool(o, "strip_left", 1);
+        n->type  = NORM_STRIP;
+        n->left  = jbool(o, "strip_left", 1);
         n->right = jbool(o, "strip_right", 1);
     } else if (!strcmp(ty, "Prepend")) {
-        n->type = NORM_PREPEND;
+        n->type       = NORM_PREPEND;
         const char *s = jstr(o, "prepend");
         if (!s)
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: Prepend normalizer needs \"prepend\"", c->name);
+            return assay_fail(c->err, ASSAY_EFORMAT, "%s: Prepend normalizer needs \"prepend\"",
+                              c->name);
         n->len = strlen(s);
         if (!(n->str = xstrndup(s, n->len)))
             return nomem(c);
     } else if (!strcmp(ty, "Replace")) {
-        n->type = NORM_REPLACE;
+        n->type       = NORM_REPLACE;
         const char *s = jstr(o, "content");
         if (!s)
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: Replace normalizer needs \"content\"", c->name);
+            return assay_fail(c->err, ASSAY_EFORMAT, "%s: Replace normalizer needs \"content\"",
+                              c->name);
         n->len = strlen(s);
         if (!(n->str = xstrndup(s, n->len)))
             return nomem(c);
         return parse_pattern(c, o, "Replace normalizer", &n->pat);
     } else if (!strcmp(ty, "Sequence")) {
-        n->type = NORM_SEQ;
+        n->type          = NORM_SEQ;
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "normalizers");
         if (!cJSON_IsArray(arr))
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: Sequence normalizer needs \"normalizers\"", c->name);
+            return assay_fail(c->err, ASSAY_EFORMAT,
+                              "%s: Sequence normalizer needs \"normalizers\"", c->name);
         size_t k = (size_t)cJSON_GetArraySize(arr);
-        n->kids = calloc(k ? k : 1, sizeof *n->kids);
+        n->kids  = calloc(k ? k : 1, sizeof *n->kids);
         if (!n->kids)
             return nomem(c);
         const cJSON *e;
@@ -264,7 +266,7 @@ static int parse_behavior(lctx *c, const cJSON *o, int dflt, int *out) {
 static int compile_builtin(lctx *c, const char *pat, tok_pattern *p) {
     char msg[300];
     p->is_regex = 1;
-    p->re = tok_regex_compile(pat, strlen(pat), msg, sizeof msg);
+    p->re       = tok_regex_compile(pat, strlen(pat), msg, sizeof msg);
     if (!p->re)
         return assay_fail(c->err, ASSAY_EINTERNAL, "%s: built-in regex failed: %s", c->name, msg);
     return 0;
@@ -276,30 +278,30 @@ static int parse_pre(lctx *c, const cJSON *o, tok_pre *p) {
     if (!ty)
         return assay_fail(c->err, ASSAY_EFORMAT, "%s: pre_tokenizer without a \"type\"", c->name);
     if (!strcmp(ty, "Split")) {
-        p->type = PRE_SPLIT;
+        p->type   = PRE_SPLIT;
         p->invert = jbool(o, "invert", 0);
         if (parse_behavior(c, o, BEH_REMOVED, &p->behavior))
             return -1;
         return parse_pattern(c, o, "Split pre_tokenizer", &p->pat);
     }
     if (!strcmp(ty, "ByteLevel")) {
-        p->type = PRE_BYTELEVEL;
+        p->type             = PRE_BYTELEVEL;
         p->add_prefix_space = jbool(o, "add_prefix_space", 1);
-        p->use_regex = jbool(o, "use_regex", 1);
+        p->use_regex        = jbool(o, "use_regex", 1);
         return p->use_regex ? compile_builtin(c, GPT2_REGEX, &p->pat) : 0;
     }
     if (!strcmp(ty, "Metaspace")) {
-        p->type = PRE_METASPACE;
+        p->type       = PRE_METASPACE;
         const char *r = jstr(o, "replacement");
         if (!r || utf8_one_char(r, p->repl, &p->repl_len))
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: Metaspace needs a one-character \"replacement\"",
-                              c->name);
+            return assay_fail(c->err, ASSAY_EFORMAT,
+                              "%s: Metaspace needs a one-character \"replacement\"", c->name);
         p->prepend_scheme = prepend_scheme_of(o);
-        p->split = jbool(o, "split", 1);
+        p->split          = jbool(o, "split", 1);
         return 0;
     }
     if (!strcmp(ty, "Digits")) {
-        p->type = PRE_DIGITS;
+        p->type              = PRE_DIGITS;
         p->individual_digits = jbool(o, "individual_digits", 0);
         return 0;
     }
@@ -320,25 +322,26 @@ static int parse_pre(lctx *c, const cJSON *o, tok_pre *p) {
         return 0;
     }
     if (!strcmp(ty, "CharDelimiterSplit")) {
-        p->type = PRE_CHARDELIM;
+        p->type       = PRE_CHARDELIM;
         const char *d = jstr(o, "delimiter");
         char        one[8];
         size_t      l;
         if (!d || utf8_one_char(d, one, &l))
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: CharDelimiterSplit needs a one-character \"delimiter\"",
+            return assay_fail(c->err, ASSAY_EFORMAT,
+                              "%s: CharDelimiterSplit needs a one-character \"delimiter\"",
                               c->name);
         p->pat.str = xstrndup(one, l);
         p->pat.len = l;
         return p->pat.str ? 0 : nomem(c);
     }
     if (!strcmp(ty, "Sequence")) {
-        p->type = PRE_SEQ;
+        p->type          = PRE_SEQ;
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "pretokenizers");
         if (!cJSON_IsArray(arr))
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: Sequence pre_tokenizer needs \"pretokenizers\"",
-                              c->name);
+            return assay_fail(c->err, ASSAY_EFORMAT,
+                              "%s: Sequence pre_tokenizer needs \"pretokenizers\"", c->name);
         size_t k = (size_t)cJSON_GetArraySize(arr);
-        p->kids = calloc(k ? k : 1, sizeof *p->kids);
+        p->kids  = calloc(k ? k : 1, sizeof *p->kids);
         if (!p->kids)
             return nomem(c);
         const cJSON *e;
@@ -349,8 +352,8 @@ static int parse_pre(lctx *c, const cJSON *o, tok_pre *p) {
         return 0;
     }
     if (!strcmp(ty, "UnicodeScripts"))
-        return assay_fail(c->err, ASSAY_EUNSUPPORTED, "%s: pre_tokenizer type '%s' is not supported",
-                          c->name, ty);
+        return assay_fail(c->err, ASSAY_EUNSUPPORTED,
+                          "%s: pre_tokenizer type '%s' is not supported", c->name, ty);
     return assay_fail(c->err, ASSAY_EFORMAT, "%s: unknown pre_tokenizer type '%s'", c->name, ty);
 }
 
@@ -359,9 +362,10 @@ static int parse_pre(lctx *c, const cJSON *o, tok_pre *p) {
 static int check_bytelevel(lctx *c, const tok_pre *p, int is_last, int *found) {
     if (p->type == PRE_BYTELEVEL) {
         if (!is_last)
-            return assay_fail(c->err, ASSAY_EUNSUPPORTED,
-                              "%s: a ByteLevel pre_tokenizer before other pre_tokenizers is not supported",
-                              c->name);
+            return assay_fail(
+                c->err, ASSAY_EUNSUPPORTED,
+                "%s: a ByteLevel pre_tokenizer before other pre_tokenizers is not supported",
+                c->name);
         *found = 1;
     }
     if (p->type == PRE_SEQ)
@@ -385,37 +389,39 @@ static int parse_dec(lctx *c, const cJSON *o, tok_dec *d) {
     else if (!strcmp(ty, "Fuse"))
         d->type = DEC_FUSE;
     else if (!strcmp(ty, "Replace")) {
-        d->type = DEC_REPLACE;
+        d->type       = DEC_REPLACE;
         const char *s = jstr(o, "content");
         if (!s)
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: Replace decoder needs \"content\"", c->name);
+            return assay_fail(c->err, ASSAY_EFORMAT, "%s: Replace decoder needs \"content\"",
+                              c->name);
         d->len = strlen(s);
         if (!(d->str = xstrndup(s, d->len)))
             return nomem(c);
         return parse_pattern(c, o, "Replace decoder", &d->pat);
     } else if (!strcmp(ty, "Strip")) {
-        d->type = DEC_STRIP;
+        d->type       = DEC_STRIP;
         const char *s = jstr(o, "content");
         char        one[8];
         size_t      l;
         if (!s || utf8_one_char(s, one, &l))
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: Strip decoder needs a one-character \"content\"",
-                              c->name);
-        d->str = xstrndup(one, l);
-        d->len = l;
+            return assay_fail(c->err, ASSAY_EFORMAT,
+                              "%s: Strip decoder needs a one-character \"content\"", c->name);
+        d->str   = xstrndup(one, l);
+        d->len   = l;
         d->start = jint(o, "start", 0);
-        d->stop = jint(o, "stop", 0);
+        d->stop  = jint(o, "stop", 0);
         if (!d->str)
             return nomem(c);
     } else if (!strcmp(ty, "Metaspace")) {
-        d->type = DEC_METASPACE;
+        d->type       = DEC_METASPACE;
         const char *r = jstr(o, "replacement");
         if (!r || utf8_one_char(r, d->repl, &d->repl_len))
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: Metaspace decoder needs a one-character \"replacement\"",
+            return assay_fail(c->err, ASSAY_EFORMAT,
+                              "%s: Metaspace decoder needs a one-character \"replacement\"",
                               c->name);
         d->prepend_scheme = prepend_scheme_of(o);
     } else if (!strcmp(ty, "BPEDecoder")) {
-        d->type = DEC_BPE;
+        d->type       = DEC_BPE;
         const char *s = jstr(o, "suffix");
         if (!s)
             s = "</w>";
@@ -423,21 +429,22 @@ static int parse_dec(lctx *c, const cJSON *o, tok_dec *d) {
         if (!(d->str = xstrndup(s, d->len)))
             return nomem(c);
     } else if (!strcmp(ty, "WordPiece")) {
-        d->type = DEC_WORDPIECE;
+        d->type       = DEC_WORDPIECE;
         const char *s = jstr(o, "prefix");
         if (!s)
             s = "##";
-        d->len = strlen(s);
+        d->len     = strlen(s);
         d->cleanup = jbool(o, "cleanup", 1);
         if (!(d->str = xstrndup(s, d->len)))
             return nomem(c);
     } else if (!strcmp(ty, "Sequence")) {
-        d->type = DEC_SEQ;
+        d->type          = DEC_SEQ;
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "decoders");
         if (!cJSON_IsArray(arr))
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: Sequence decoder needs \"decoders\"", c->name);
+            return assay_fail(c->err, ASSAY_EFORMAT, "%s: Sequence decoder needs \"decoders\"",
+                              c->name);
         size_t k = (size_t)cJSON_GetArraySize(arr);
-        d->kids = calloc(k ? k : 1, sizeof *d->kids);
+        d->kids  = calloc(k ? k : 1, sizeof *d->kids);
         if (!d->kids)
             return nomem(c);
         const cJSON *e;
@@ -446,7 +453,8 @@ static int parse_dec(lctx *c, const cJSON *o, tok_dec *d) {
                 return -1;
         }
     } else if (!strcmp(ty, "CTC")) {
-        return assay_fail(c->err, ASSAY_EUNSUPPORTED, "%s: decoder type '%s' is not supported", c->name, ty);
+        return assay_fail(c->err, ASSAY_EUNSUPPORTED, "%s: decoder type '%s' is not supported",
+                          c->name, ty);
     } else {
         return assay_fail(c->err, ASSAY_EFORMAT, "%s: unknown decoder type '%s'", c->name, ty);
     }
@@ -477,13 +485,16 @@ static int parse_post(lctx *c, tokenizer *t, const cJSON *o) {
     const char *ty = jstr(o, "type");
     if (!ty)
         return assay_fail(c->err, ASSAY_EFORMAT, "%s: post_processor without a \"type\"", c->name);
-    if (!strcmp(ty, "ByteLevel"))
-        return 0; /* only adjusts offsets */
+    if (!strcmp(ty, "ByteLevel")) { /* only adjusts offsets */
+        t->post_trim        = jbool(o, "trim_offsets", 1);
+        t->post_trim_prefix = jbool(o, "add_prefix_space", 1);
+        return 0;
+    }
     if (!strcmp(ty, "Sequence")) {
         const cJSON *arr = cJSON_GetObjectItemCaseSensitive(o, "processors");
         if (!cJSON_IsArray(arr))
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: Sequence post_processor needs \"processors\"",
-                              c->name);
+            return assay_fail(c->err, ASSAY_EFORMAT,
+                              "%s: Sequence post_processor needs \"processors\"", c->name);
         const cJSON *e;
         cJSON_ArrayForEach(e, arr) {
             if (parse_post(c, t, e))
@@ -497,8 +508,8 @@ static int parse_post(lctx *c, tokenizer *t, const cJSON *o) {
         const cJSON *ci = cJSON_GetArrayItem(cls, 1), *si = cJSON_GetArrayItem(sep, 1);
         if (!cJSON_IsNumber(ci) || !cJSON_IsNumber(si) || ci->valuedouble < 0 ||
             ci->valuedouble >= TOK_MAX_ID || si->valuedouble < 0 || si->valuedouble >= TOK_MAX_ID)
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: %s needs \"cls\" and \"sep\" as [token, id]",
-                              c->name, ty);
+            return assay_fail(c->err, ASSAY_EFORMAT,
+                              "%s: %s needs \"cls\" and \"sep\" as [token, id]", c->name, ty);
         int32_t a = (int32_t)ci->valuedouble, b = (int32_t)si->valuedouble;
         t->has_post = 1;
         if (push_ids(&t->post_pre, &t->n_post_pre, &a, 1, 1) ||
@@ -507,13 +518,14 @@ static int parse_post(lctx *c, tokenizer *t, const cJSON *o) {
         return 0;
     }
     if (!strcmp(ty, "TemplateProcessing")) {
-        const cJSON *single = cJSON_GetObjectItemCaseSensitive(o, "single");
+        const cJSON *single   = cJSON_GetObjectItemCaseSensitive(o, "single");
         const cJSON *specials = cJSON_GetObjectItemCaseSensitive(o, "special_tokens");
         if (!cJSON_IsArray(single))
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: TemplateProcessing needs a \"single\" list", c->name);
-        int32_t *pre = NULL, *suf = NULL;
-        size_t   npre = 0, nsuf = 0;
-        int      seen_a = 0;
+            return assay_fail(c->err, ASSAY_EFORMAT,
+                              "%s: TemplateProcessing needs a \"single\" list", c->name);
+        int32_t     *pre = NULL, *suf = NULL;
+        size_t       npre = 0, nsuf = 0;
+        int          seen_a = 0;
         const cJSON *it;
         cJSON_ArrayForEach(it, single) {
             const cJSON *st = cJSON_GetObjectItemCaseSensitive(it, "SpecialToken");
@@ -522,13 +534,14 @@ static int parse_post(lctx *c, tokenizer *t, const cJSON *o) {
                 continue;
             }
             const char  *name = st ? jstr(st, "id") : NULL;
-            const cJSON *sp = name ? cJSON_GetObjectItemCaseSensitive(specials, name) : NULL;
-            const cJSON *ids = sp ? cJSON_GetObjectItemCaseSensitive(sp, "ids") : NULL;
+            const cJSON *sp   = name ? cJSON_GetObjectItemCaseSensitive(specials, name) : NULL;
+            const cJSON *ids  = sp ? cJSON_GetObjectItemCaseSensitive(sp, "ids") : NULL;
             if (!cJSON_IsArray(ids)) {
                 free(pre);
                 free(suf);
                 return assay_fail(c->err, ASSAY_EFORMAT,
-                                  "%s: TemplateProcessing names special token '%s' missing from \"special_tokens\"",
+                                  "%s: TemplateProcessing names special token '%s' missing from "
+                                  "\"special_tokens\"",
                                   c->name, name ? name : "?");
             }
             const cJSON *x;
@@ -566,39 +579,32 @@ static int set_prefix(lctx *c, const cJSON *m, const char *key, char **out, size
         return 0;
     *len = strlen(s);
     if (*len > 40)
-        return assay_fail(c->err, ASSAY_EUNSUPPORTED, "%s: model %s longer than 40 bytes", c->name, key);
+        return assay_fail(c->err, ASSAY_EUNSUPPORTED, "%s: model %s longer than 40 bytes", c->name,
+                          key);
     *out = xstrndup(s, *len);
     return *out ? 0 : nomem(c);
 }
 
-static int lookup_piece(lctx *c, const tokenizer *t, const char *s, size_t n, size_t merge_idx,
-                        int32_t *id) {
-    *id = tok_smap_get(&t->vocab, s, n);
-    if (*id < 0)
-        return assay_fail(c->err, ASSAY_EFORMAT, "%s: merge %zu names token '%.*s' that is not in the vocab",
-                          c->name, merge_idx, (int)(n > 80 ? 80 : n), s);
-    return 0;
-}
-
 static int parse_model(lctx *c, tokenizer *t, const cJSON *m, int32_t *max_id) {
-    const char *ty = jstr(m, "type");
-    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(m, "vocab");
+    const char  *ty     = jstr(m, "type");
+    const cJSON *vocab  = cJSON_GetObjectItemCaseSensitive(m, "vocab");
     const cJSON *merges = cJSON_GetObjectItemCaseSensitive(m, "merges");
     if (!ty && cJSON_IsObject(vocab) && merges)
         ty = "BPE";
     if (!ty)
         return assay_fail(c->err, ASSAY_EFORMAT, "%s: model without a \"type\"", c->name);
     if (!strcmp(ty, "Unigram") || !strcmp(ty, "WordPiece") || !strcmp(ty, "WordLevel"))
-        return assay_fail(c->err, ASSAY_EUNSUPPORTED, "%s: model type '%s' is not supported (BPE only)",
-                          c->name, ty);
+        return assay_fail(c->err, ASSAY_EUNSUPPORTED,
+                          "%s: model type '%s' is not supported (BPE only)", c->name, ty);
     if (strcmp(ty, "BPE"))
         return assay_fail(c->err, ASSAY_EFORMAT, "%s: unknown model type '%s'", c->name, ty);
     if (!cJSON_IsObject(vocab))
         return assay_fail(c->err, ASSAY_EFORMAT, "%s: BPE model needs a \"vocab\" object", c->name);
     const cJSON *dr = cJSON_GetObjectItemCaseSensitive(m, "dropout");
     if (cJSON_IsNumber(dr) && dr->valuedouble > 0)
-        return assay_fail(c->err, ASSAY_EUNSUPPORTED, "%s: BPE dropout %g is not supported (null only)",
-                          c->name, dr->valuedouble);
+        return assay_fail(c->err, ASSAY_EUNSUPPORTED,
+                          "%s: BPE dropout %g is not supported (null only)", c->name,
+                          dr->valuedouble);
     size_t nv = (size_t)cJSON_GetArraySize(vocab);
     if (tok_smap_init(&t->vocab, nv))
         return nomem(c);
@@ -606,23 +612,24 @@ static int parse_model(lctx *c, tokenizer *t, const cJSON *m, int32_t *max_id) {
     cJSON_ArrayForEach(e, vocab) {
         if (!cJSON_IsNumber(e) || e->valuedouble < 0 || e->valuedouble >= TOK_MAX_ID ||
             e->valuedouble != (double)(int32_t)e->valuedouble)
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: vocab entry '%.80s' has a bad id", c->name,
-                              e->string ? e->string : "");
+            return assay_fail(c->err, ASSAY_EFORMAT, "%s: vocab entry '%.80s' has a bad id",
+                              c->name, e->string ? e->string : "");
         int32_t id = (int32_t)e->valuedouble;
         if (tok_smap_put(&t->vocab, e->string, strlen(e->string), id))
             return nomem(c);
         if (id > *max_id)
             *max_id = id;
     }
-    t->fuse_unk = jbool(m, "fuse_unk", 0);
+    t->fuse_unk      = jbool(m, "fuse_unk", 0);
     t->byte_fallback = jbool(m, "byte_fallback", 0);
     t->ignore_merges = jbool(m, "ignore_merges", 0);
-    t->unk_id = -1;
-    const char *unk = jstr(m, "unk_token");
+    t->unk_id        = -1;
+    const char *unk  = jstr(m, "unk_token");
     if (unk) {
         t->unk_id = tok_smap_get(&t->vocab, unk, strlen(unk));
         if (t->unk_id < 0)
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: unk_token '%s' is not in the vocab", c->name, unk);
+            return assay_fail(c->err, ASSAY_EFORMAT, "%s: unk_token '%s' is not in the vocab",
+                              c->name, unk);
     }
     if (set_prefix(c, m, "continuing_subword_prefix", &t->cont_prefix, &t->cont_prefix_len) ||
         set_prefix(c, m, "end_of_word_suffix", &t->eow_suffix, &t->eow_suffix_len))
@@ -637,66 +644,113 @@ static int parse_model(lctx *c, tokenizer *t, const cJSON *m, int32_t *max_id) {
     size_t nm = merges ? (size_t)cJSON_GetArraySize(merges) : 0;
     if (tok_pmap_init(&t->merges, nm))
         return nomem(c);
-    size_t idx = 0;
-    char  *buf = NULL;
-    size_t bcap = 0;
-    cJSON_ArrayForEach(e, merges) {
-        const char *a, *b;
-        size_t      al, bl;
-        if (cJSON_IsString(e)) {
-            const char *sp = strchr(e->valuestring, ' ');
-            if (!sp) {
-                free(buf);
-                return assay_fail(c->err, ASSAY_EFORMAT, "%s: merge %zu '%.80s' is not \"a b\"", c->name,
-                                  idx, e->valuestring);
+    /* Merges are resolved in blocks: hashes first, prefetches, then the lookups, so the cache
+     * misses of a block overlap (a 500k-merge file makes 1.5M random lookups). */
+    enum { BLK = 64 };
+    struct mref {
+        const char *s[3];
+        size_t      l[3];
+        uint32_t    h[3];
+        int32_t     id[3];
+    } blk[BLK];
+    char        *buf  = NULL;
+    size_t       bcap = 0, blen = 0, idx = 0, nb = 0;
+    int          rc   = 0;
+    const cJSON *next = merges ? merges->child : NULL;
+    while (next || nb) {
+        /* gather a block */
+        blen         = 0;
+        nb           = 0;
+        size_t first = idx;
+        for (; next && nb < BLK; next = next->next, nb++) {
+            const cJSON *x = next;
+            const char  *a, *b;
+            size_t       al, bl;
+            if (cJSON_IsString(x)) {
+                const char *sp = strchr(x->valuestring, ' ');
+                if (!sp) {
+                    rc = assay_fail(c->err, ASSAY_EFORMAT, "%s: merge %zu '%.80s' is not \"a b\"",
+                                    c->name, first + nb, x->valuestring);
+                    goto out;
+                }
+                a  = x->valuestring;
+                al = (size_t)(sp - a);
+                b  = sp + 1;
+                bl = strlen(b);
+            } else if (cJSON_IsArray(x) && cJSON_GetArraySize(x) == 2 &&
+                       cJSON_IsString(cJSON_GetArrayItem(x, 0)) &&
+                       cJSON_IsString(cJSON_GetArrayItem(x, 1))) {
+                a  = cJSON_GetArrayItem(x, 0)->valuestring;
+                b  = cJSON_GetArrayItem(x, 1)->valuestring;
+                al = strlen(a);
+                bl = strlen(b);
+            } else {
+                rc = assay_fail(c->err, ASSAY_EFORMAT,
+                                "%s: merge %zu is neither \"a b\" nor [\"a\", \"b\"]", c->name,
+                                first + nb);
+                goto out;
             }
-            a = e->valuestring;
-            al = (size_t)(sp - a);
-            b = sp + 1;
-            bl = strlen(b);
-        } else if (cJSON_IsArray(e) && cJSON_GetArraySize(e) == 2 &&
-                   cJSON_IsString(cJSON_GetArrayItem(e, 0)) && cJSON_IsString(cJSON_GetArrayItem(e, 1))) {
-            a = cJSON_GetArrayItem(e, 0)->valuestring;
-            b = cJSON_GetArrayItem(e, 1)->valuestring;
-            al = strlen(a);
-            bl = strlen(b);
-        } else {
-            free(buf);
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: merge %zu is neither \"a b\" nor [\"a\", \"b\"]",
-                              c->name, idx);
+            size_t skip = 0;
+            if (t->cont_prefix_len && bl >= t->cont_prefix_len &&
+                !memcmp(b, t->cont_prefix, t->cont_prefix_len))
+                skip = t->cont_prefix_len;
+            struct mref *r = &blk[nb];
+            r->s[0]        = a;
+            r->l[0]        = al;
+            r->s[1]        = b;
+            r->l[1]        = bl;
+            r->l[2]        = al + bl - skip;
+            /* merged strings go to buf; store offsets now, pointers once buf stops moving */
+            if (tok_grow((void **)&buf, &bcap, blen + r->l[2] + 1, 1)) {
+                rc = nomem(c);
+                goto out;
+            }
+            memcpy(buf + blen, a, al);
+            memcpy(buf + blen + al, b + skip, bl - skip);
+            buf[blen + r->l[2]] = 0;
+            r->s[2]             = (const char *)(uintptr_t)blen;
+            blen += r->l[2] + 1;
         }
-        int32_t ia, ib, in;
-        if (lookup_piece(c, t, a, al, idx, &ia) || lookup_piece(c, t, b, bl, idx, &ib)) {
-            free(buf);
-            return -1;
+        for (size_t i = 0; i < nb; i++) {
+            blk[i].s[2] = buf + (uintptr_t)blk[i].s[2];
+            for (int k = 0; k < 3; k++) {
+                blk[i].h[k] = tok_hash(blk[i].s[k], blk[i].l[k]);
+                tok_smap_prefetch(&t->vocab, blk[i].h[k]);
+            }
         }
-        size_t skip = 0;
-        if (t->cont_prefix_len && bl >= t->cont_prefix_len &&
-            !memcmp(b, t->cont_prefix, t->cont_prefix_len))
-            skip = t->cont_prefix_len;
-        if (tok_grow((void **)&buf, &bcap, al + bl + 1, 1)) {
-            free(buf);
-            return nomem(c);
+        for (size_t i = 0; i < nb; i++)
+            for (int k = 0; k < 3; k++)
+                tok_smap_prefetch_entry(&t->vocab, blk[i].h[k]);
+        for (size_t i = 0; i < nb; i++) {
+            struct mref *r = &blk[i];
+            for (int k = 0; k < 3; k++)
+                r->id[k] = tok_smap_get_h(&t->vocab, r->s[k], r->l[k], r->h[k]);
+            for (int k = 0; k < 2; k++)
+                if (r->id[k] < 0) {
+                    rc = assay_fail(c->err, ASSAY_EFORMAT,
+                                    "%s: merge %zu names token '%.*s' that is not in the vocab",
+                                    c->name, idx, (int)(r->l[k] > 80 ? 80 : r->l[k]), r->s[k]);
+                    goto out;
+                }
+            if (r->id[2] < 0) {
+                rc = assay_fail(
+                    c->err, ASSAY_EFORMAT,
+                    "%s: merge %zu ('%.40s' + '%.40s') makes '%.80s', which is not in the vocab",
+                    c->name, idx, r->s[0], r->s[1], r->s[2]);
+                goto out;
+            }
+            if (tok_pmap_put(&t->merges, ((uint64_t)(uint32_t)r->id[0] << 32) | (uint32_t)r->id[1],
+                             (uint32_t)idx, r->id[2])) {
+                rc = nomem(c);
+                goto out;
+            }
+            idx++;
         }
-        memcpy(buf, a, al);
-        memcpy(buf + al, b + skip, bl - skip);
-        buf[al + bl - skip] = 0;
-        in = tok_smap_get(&t->vocab, buf, al + bl - skip);
-        if (in < 0) {
-            int rc = assay_fail(c->err, ASSAY_EFORMAT,
-                                "%s: merge %zu ('%.40s' + '%.40s') makes '%.80s', which is not in the vocab",
-                                c->name, idx, a, b, buf);
-            free(buf);
-            return rc;
-        }
-        if (tok_pmap_put(&t->merges, ((uint64_t)(uint32_t)ia << 32) | (uint32_t)ib, (uint32_t)idx, in)) {
-            free(buf);
-            return nomem(c);
-        }
-        idx++;
+        nb = 0;
     }
+out:
     free(buf);
-    return 0;
+    return rc;
 }
 
 /* Byte-level mode: index the vocab by the raw bytes each piece stands for. */
@@ -713,8 +767,8 @@ static int build_raw_vocab(lctx *c, tokenizer *t) {
     char  *buf = NULL;
     size_t cap = 0;
     for (size_t i = 0; i < t->vocab.n; i++) {
-        const char *s = t->vocab.arena + t->vocab.koff[i];
-        size_t      n = t->vocab.klen[i], o = 0;
+        const char *s = t->vocab.arena + t->vocab.ent[i].off;
+        size_t      n = t->vocab.ent[i].len, o = 0;
         if (tok_grow((void **)&buf, &cap, n + 1, 1)) {
             free(buf);
             return nomem(c);
@@ -730,14 +784,14 @@ static int build_raw_vocab(lctx *c, tokenizer *t) {
             buf[o++] = (char)c2b[ch];
             k += adv;
         }
-        if (ok && tok_smap_put(&t->raw, buf, o, t->vocab.val[i])) {
+        if (ok && tok_smap_put(&t->raw, buf, o, t->vocab.ent[i].val)) {
             free(buf);
             return nomem(c);
         }
     }
     free(buf);
     for (int b = 0; b < 256; b++) {
-        char k = (char)b;
+        char k        = (char)b;
         t->byte_id[b] = tok_smap_get(&t->raw, &k, 1);
     }
     return 0;
@@ -753,7 +807,7 @@ static int trie_init(tok_trie *tr) {
     if (tok_grow((void **)&tr->term, &tr->cap, 1, sizeof *tr->term))
         return -1;
     tr->term[0] = -1;
-    tr->nnodes = 1;
+    tr->nnodes  = 1;
     return 0;
 }
 
@@ -767,7 +821,7 @@ static int trie_add(tok_trie *tr, const char *s, size_t n, int32_t idx) {
         if (!tok_pmap_get(&tr->edges, key, NULL, &child)) {
             if (tok_grow((void **)&tr->term, &tr->cap, tr->nnodes + 1, sizeof *tr->term))
                 return -1;
-            child = (int32_t)tr->nnodes++;
+            child           = (int32_t)tr->nnodes++;
             tr->term[child] = -1;
             if (tok_pmap_put(&tr->edges, key, 0, child))
                 return -1;
@@ -777,7 +831,7 @@ static int trie_add(tok_trie *tr, const char *s, size_t n, int32_t idx) {
     if (tr->term[node] < 0) /* the first of equal patterns wins, as in aho-corasick */
         tr->term[node] = idx;
     tr->first[(unsigned char)s[0]] = 1;
-    tr->empty = 0;
+    tr->empty                      = 0;
     return 0;
 }
 
@@ -788,14 +842,14 @@ static int normalize_content(tokenizer *t, const char *s, size_t n, char **out, 
                              assay_error *err) {
     tok_work w;
     memset(&w, 0, sizeof w);
-    w.text = s;
+    w.text     = s;
     w.text_len = n;
-    int rc = tok_normalize(t, &w, 0, n, err);
+    int rc     = tok_normalize(t, &w, 0, n, err);
     if (!rc) {
         const tok_split *sp = &w.sp[0];
-        const char      *p = sp->in_arena ? w.arena + sp->off : s + sp->off;
-        *out = xstrndup(p, sp->len);
-        *out_len = sp->len;
+        const char      *p  = sp->in_arena ? w.arena + sp->off : s + sp->off;
+        *out                = xstrndup(p, sp->len);
+        *out_len            = sp->len;
         if (!*out)
             rc = assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory");
     }
@@ -817,21 +871,22 @@ static int parse_added(lctx *c, tokenizer *t, const cJSON *arr, int32_t *max_id)
     const cJSON *e;
     cJSON_ArrayForEach(e, arr) {
         const char  *content = jstr(e, "content");
-        const cJSON *id = cJSON_GetObjectItemCaseSensitive(e, "id");
+        const cJSON *id      = cJSON_GetObjectItemCaseSensitive(e, "id");
         if (!content || !cJSON_IsNumber(id) || id->valuedouble < 0 || id->valuedouble >= TOK_MAX_ID)
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: added token %zu needs \"content\" and an \"id\"",
-                              c->name, t->n_added);
+            return assay_fail(c->err, ASSAY_EFORMAT,
+                              "%s: added token %zu needs \"content\" and an \"id\"", c->name,
+                              t->n_added);
         tok_added *a = &t->added[t->n_added];
-        a->len = strlen(content);
-        a->content = xstrndup(content, a->len);
+        a->len       = strlen(content);
+        a->content   = xstrndup(content, a->len);
         if (!a->content)
             return nomem(c);
-        a->id = (int32_t)id->valuedouble;
-        a->special = (uint8_t)jbool(e, "special", 0);
-        a->lstrip = (uint8_t)jbool(e, "lstrip", 0);
-        a->rstrip = (uint8_t)jbool(e, "rstrip", 0);
+        a->id          = (int32_t)id->valuedouble;
+        a->special     = (uint8_t)jbool(e, "special", 0);
+        a->lstrip      = (uint8_t)jbool(e, "lstrip", 0);
+        a->rstrip      = (uint8_t)jbool(e, "rstrip", 0);
         a->single_word = (uint8_t)jbool(e, "single_word", 0);
-        a->normalized = (uint8_t)jbool(e, "normalized", !a->special);
+        a->normalized  = (uint8_t)jbool(e, "normalized", !a->special);
         if (a->id > *max_id)
             *max_id = a->id;
         t->n_added++;
@@ -848,11 +903,12 @@ static int parse_added(lctx *c, tokenizer *t, const cJSON *arr, int32_t *max_id)
             int rc = trie_add(&t->trie_norm, nc, nl, (int32_t)i);
             /* HF's id_to_token gives a normalized added token's normalized content */
             free(a->piece);
-            a->piece = nc;
+            a->piece     = nc;
             a->piece_len = nl;
             if (rc)
                 return nomem(c);
-        } else if (trie_add(a->normalized ? &t->trie_norm : &t->trie_raw, a->content, a->len, (int32_t)i))
+        } else if (trie_add(a->normalized ? &t->trie_norm : &t->trie_raw, a->content, a->len,
+                            (int32_t)i))
             return nomem(c);
     }
     return 0;
@@ -863,13 +919,13 @@ static int parse_added(lctx *c, tokenizer *t, const cJSON *arr, int32_t *max_id)
 static int build_pieces(lctx *c, tokenizer *t, int32_t max_id) {
     t->n_ids = max_id + 1;
     size_t n = (size_t)t->n_ids, total = 0;
-    t->piece = calloc(n ? n : 1, sizeof *t->piece);
-    t->piece_len = calloc(n ? n : 1, sizeof *t->piece_len);
+    t->piece      = calloc(n ? n : 1, sizeof *t->piece);
+    t->piece_len  = calloc(n ? n : 1, sizeof *t->piece_len);
     t->is_special = calloc(n ? n : 1, 1);
     if (!t->piece || !t->piece_len || !t->is_special)
         return nomem(c);
     for (size_t i = 0; i < t->vocab.n; i++)
-        total += t->vocab.klen[i] + 1;
+        total += t->vocab.ent[i].len + 1;
     for (size_t i = 0; i < t->n_added; i++)
         total += (t->added[i].piece ? t->added[i].piece_len : t->added[i].len) + 1;
     t->piece_arena = malloc(total ? total : 1);
@@ -877,22 +933,22 @@ static int build_pieces(lctx *c, tokenizer *t, int32_t max_id) {
         return nomem(c);
     size_t o = 0;
     for (size_t i = 0; i < t->vocab.n; i++) {
-        size_t  l = t->vocab.klen[i];
-        int32_t id = t->vocab.val[i];
-        memcpy(t->piece_arena + o, t->vocab.arena + t->vocab.koff[i], l);
+        size_t  l  = t->vocab.ent[i].len;
+        int32_t id = t->vocab.ent[i].val;
+        memcpy(t->piece_arena + o, t->vocab.arena + t->vocab.ent[i].off, l);
         t->piece_arena[o + l] = 0;
-        t->piece[id] = t->piece_arena + o;
-        t->piece_len[id] = (uint32_t)l;
+        t->piece[id]          = t->piece_arena + o;
+        t->piece_len[id]      = (uint32_t)l;
         o += l + 1;
     }
     for (size_t i = 0; i < t->n_added; i++) {
-        tok_added  *a = &t->added[i];
+        tok_added  *a  = &t->added[i];
         const char *pc = a->piece ? a->piece : a->content;
         size_t      pl = a->piece ? a->piece_len : a->len;
         memcpy(t->piece_arena + o, pc, pl);
         t->piece_arena[o + pl] = 0;
-        t->piece[a->id] = t->piece_arena + o;
-        t->piece_len[a->id] = (uint32_t)pl;
+        t->piece[a->id]        = t->piece_arena + o;
+        t->piece_len[a->id]    = (uint32_t)pl;
         if (a->special)
             t->is_special[a->id] = 1;
         o += pl + 1;
@@ -902,12 +958,14 @@ static int build_pieces(lctx *c, tokenizer *t, int32_t max_id) {
 
 static int32_t id_of_config_token(const tokenizer *t, const cJSON *cfg, const char *key) {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(cfg, key);
-    const char  *s = cJSON_IsString(v) ? v->valuestring : (cJSON_IsObject(v) ? jstr(v, "content") : NULL);
+    const char  *s =
+        cJSON_IsString(v) ? v->valuestring : (cJSON_IsObject(v) ? jstr(v, "content") : NULL);
     return s ? tok_piece_to_id(t, s) : -1;
 }
 
 static void apply_config(tokenizer *t, const cJSON *cfg) {
-    int32_t b = id_of_config_token(t, cfg, "bos_token"), e = id_of_config_token(t, cfg, "eos_token");
+    int32_t b = id_of_config_token(t, cfg, "bos_token"),
+            e = id_of_config_token(t, cfg, "eos_token");
     if (b >= 0 || cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(cfg, "bos_token")))
         t->bos_id = b;
     if (e >= 0)
@@ -964,12 +1022,14 @@ static int tok_from_json(tokenizer *t, const cJSON *root, lctx *c) {
         return -1;
     for (size_t i = 0; i < t->n_post_pre; i++)
         if (t->post_pre[i] >= t->n_ids)
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: post_processor id %d is outside the vocab",
-                              c->name, t->post_pre[i]);
+            return assay_fail(c->err, ASSAY_EFORMAT,
+                              "%s: post_processor id %d is outside the vocab", c->name,
+                              t->post_pre[i]);
     for (size_t i = 0; i < t->n_post_suf; i++)
         if (t->post_suf[i] >= t->n_ids)
-            return assay_fail(c->err, ASSAY_EFORMAT, "%s: post_processor id %d is outside the vocab",
-                              c->name, t->post_suf[i]);
+            return assay_fail(c->err, ASSAY_EFORMAT,
+                              "%s: post_processor id %d is outside the vocab", c->name,
+                              t->post_suf[i]);
     if (t->byte_level)
         snprintf(t->kind, sizeof t->kind, "bpe-bytelevel");
     else if (t->byte_fallback || (t->pre && t->pre->type == PRE_METASPACE) ||
@@ -988,8 +1048,8 @@ static tokenizer *tok_new(void) {
     if (t) {
         t->unk_id = -1;
         t->bos_id = t->eos_id = -1;
-        t->add_bos_cfg = -1;
-        t->max_len = -1;
+        t->add_bos_cfg        = -1;
+        t->max_len            = -1;
     }
     return t;
 }
@@ -1024,7 +1084,8 @@ static cJSON *gpt2_json(const char *dir, assay_error *err) {
     char  *enc = NULL, *bpe = NULL;
     size_t enc_len = 0, bpe_len = 0;
     cJSON *root = NULL, *vocab = NULL;
-    if (path_join(p1, sizeof p1, dir, "encoder.json") || path_join(p2, sizeof p2, dir, "vocab.bpe")) {
+    if (path_join(p1, sizeof p1, dir, "encoder.json") ||
+        path_join(p2, sizeof p2, dir, "vocab.bpe")) {
         assay_fail(err, ASSAY_EINVAL, "%s: path too long", dir);
         return NULL;
     }
@@ -1035,29 +1096,29 @@ static cJSON *gpt2_json(const char *dir, assay_error *err) {
         assay_fail(err, ASSAY_EFORMAT, "%s: not a JSON object of token -> id", p1);
         goto fail;
     }
-    root = cJSON_CreateObject();
+    root         = cJSON_CreateObject();
     cJSON *model = cJSON_AddObjectToObject(root, "model");
     cJSON_AddStringToObject(model, "type", "BPE");
     cJSON_AddItemToObject(model, "vocab", vocab);
     const cJSON *eot = cJSON_GetObjectItemCaseSensitive(vocab, "<|endoftext|>");
-    vocab = NULL;
-    cJSON *merges = cJSON_AddArrayToObject(model, "merges");
+    vocab            = NULL;
+    cJSON *merges    = cJSON_AddArrayToObject(model, "merges");
     char  *line = bpe, *end = bpe + bpe_len;
     int    first = 1;
     while (line < end) {
-        char *nl = memchr(line, '\n', (size_t)(end - line));
-        char *le = nl ? nl : end;
-        size_t l = (size_t)(le - line);
+        char  *nl = memchr(line, '\n', (size_t)(end - line));
+        char  *le = nl ? nl : end;
+        size_t l  = (size_t)(le - line);
         if (l && line[l - 1] == '\r')
             l--;
         if (!(first && l >= 8 && !memcmp(line, "#version", 8)) && l > 0) {
             char save = line[l];
-            line[l] = 0;
+            line[l]   = 0;
             cJSON_AddItemToArray(merges, cJSON_CreateString(line));
             line[l] = save;
         }
         first = 0;
-        line = nl ? nl + 1 : end;
+        line  = nl ? nl + 1 : end;
     }
     cJSON *pre = cJSON_AddObjectToObject(root, "pre_tokenizer");
     cJSON_AddStringToObject(pre, "type", "ByteLevel");
@@ -1085,12 +1146,12 @@ fail:
 }
 
 tokenizer *tok_load(const char *path, assay_error *err) {
-    char        json_path[4096], cfg_path[4096], dir[4096];
-    char       *buf = NULL, *cfg_buf = NULL;
-    size_t      len = 0, cfg_len = 0;
-    tokenizer  *t = NULL;
-    cJSON      *root = NULL;
-    int         gpt2 = 0;
+    char       json_path[4096], cfg_path[4096], dir[4096];
+    char      *buf = NULL, *cfg_buf = NULL;
+    size_t     len = 0, cfg_len = 0;
+    tokenizer *t    = NULL;
+    cJSON     *root = NULL;
+    int        gpt2 = 0;
     if (path_is_dir(path)) {
         snprintf(dir, sizeof dir, "%s", path);
         if (path_join(json_path, sizeof json_path, path, "tokenizer.json")) {
@@ -1102,8 +1163,10 @@ tokenizer *tok_load(const char *path, assay_error *err) {
             if (path_join(e1, sizeof e1, path, "encoder.json") == 0 && path_exists(e1))
                 gpt2 = 1;
             else {
-                assay_fail(err, ASSAY_EIO, "%s: no tokenizer.json (or GPT-2 encoder.json + vocab.bpe) in this directory",
-                           path);
+                assay_fail(
+                    err, ASSAY_EIO,
+                    "%s: no tokenizer.json (or GPT-2 encoder.json + vocab.bpe) in this directory",
+                    path);
                 return NULL;
             }
         }
@@ -1123,16 +1186,16 @@ tokenizer *tok_load(const char *path, assay_error *err) {
         char name[4200];
         snprintf(name, sizeof name, "%s/vocab.bpe", dir);
         lctx c = {name, err};
-        t = tok_new();
+        t      = tok_new();
         if (!t || tok_from_json(t, root, &c)) {
             if (!t)
                 nomem(&c);
             goto fail;
         }
         cJSON_Delete(root);
-        root = NULL;
+        root      = NULL;
         t->bos_id = t->eos_id = tok_piece_to_id(t, "<|endoftext|>");
-        t->max_len = 1024;
+        t->max_len            = 1024;
     } else {
         if (file_read_all(json_path, &buf, &len, err))
             return NULL;
@@ -1142,7 +1205,8 @@ tokenizer *tok_load(const char *path, assay_error *err) {
         if (!t)
             return NULL;
     }
-    if (path_join(cfg_path, sizeof cfg_path, dir, "tokenizer_config.json") == 0 && path_exists(cfg_path)) {
+    if (path_join(cfg_path, sizeof cfg_path, dir, "tokenizer_config.json") == 0 &&
+        path_exists(cfg_path)) {
         if (file_read_all(cfg_path, &cfg_buf, &cfg_len, err))
             goto fail;
         cJSON *cfg = cJSON_ParseWithLength(cfg_buf, cfg_len);
@@ -1156,7 +1220,8 @@ tokenizer *tok_load(const char *path, assay_error *err) {
         free(cfg_buf);
         cfg_buf = NULL;
     }
-    if (path_join(cfg_path, sizeof cfg_path, dir, "chat_template.jinja") == 0 && path_exists(cfg_path))
+    if (path_join(cfg_path, sizeof cfg_path, dir, "chat_template.jinja") == 0 &&
+        path_exists(cfg_path))
         t->chat_template = 1;
     return t;
 fail:
@@ -1202,23 +1267,23 @@ void tok_ids_free(tok_ids *v) {
 }
 
 typedef struct enc_ctx {
-    const tokenizer *t;
-    tok_work        *w;
+    const tokenizer       *t;
+    tok_work              *w;
     const tok_encode_opts *opts;
-    assay_error     *err;
-    int              failed;
+    assay_error           *err;
+    int                    failed;
     /* normalized-token pass */
-    tok_split        cur;
+    tok_split cur;
 } enc_ctx;
 
 static int emit_norm_piece(void *vc, int32_t id, size_t s, size_t e) {
-    enc_ctx   *c = vc;
-    tok_work  *w = c->w;
+    enc_ctx  *c = vc;
+    tok_work *w = c->w;
     if (e == s)
         return 0;
     tok_split sp = c->cur;
-    sp.off = c->cur.off + s;
-    sp.len = e - s;
+    sp.off       = c->cur.off + s;
+    sp.len       = e - s;
     if (!c->cur.in_arena)
         sp.orig = c->cur.orig + s;
     sp.id = id;
@@ -1232,26 +1297,27 @@ static int emit_norm_piece(void *vc, int32_t id, size_t s, size_t e) {
 static int encode_text(enc_ctx *c, size_t a, size_t b) {
     const tokenizer *t = c->t;
     tok_work        *w = c->w;
-    w->nsp = 0;
-    w->alen = 0;
+    w->nsp             = 0;
+    w->alen            = 0;
     if (tok_normalize(t, w, a, b, c->err))
         return -1;
     if (w->nsp == 1 && w->sp[0].len == 0)
         return 0;
     if (!t->trie_norm.empty) {
         const tok_split *sp = &w->sp[0];
-        c->cur = *sp;
-        w->nsp2 = 0;
-        const char *p = sp->in_arena ? w->arena + sp->off : w->text + sp->off;
-        if (tok_trie_split(t, &t->trie_norm, p, sp->len, c->opts->split_special, emit_norm_piece, c))
+        c->cur              = *sp;
+        w->nsp2             = 0;
+        const char *p       = sp->in_arena ? w->arena + sp->off : w->text + sp->off;
+        if (tok_trie_split(t, &t->trie_norm, p, sp->len, c->opts->split_special, emit_norm_piece,
+                           c))
             return assay_fail(c->err, ASSAY_ENOMEM, "tokenizer: out of memory");
         tok_split *tmp = w->sp;
-        w->sp = w->sp2;
-        w->sp2 = tmp;
-        size_t cp = w->capsp;
-        w->capsp = w->capsp2;
-        w->capsp2 = cp;
-        w->nsp = w->nsp2;
+        w->sp          = w->sp2;
+        w->sp2         = tmp;
+        size_t cp      = w->capsp;
+        w->capsp       = w->capsp2;
+        w->capsp2      = cp;
+        w->nsp         = w->nsp2;
     }
     if (tok_pretokenize(t, w, c->err))
         return -1;
@@ -1294,8 +1360,8 @@ static int emit_raw_piece(void *vc, int32_t id, size_t s, size_t e) {
 /* Replaces invalid UTF-8 with U+FFFD; omap (when wanted) maps each output byte position (and the
  * end) to the input position. */
 static int repair_utf8(const char *s, size_t n, char **out, size_t *out_n, size_t **omap) {
-    size_t cap = n + n * 2 + 1, o = 0, i = 0;
-    char  *r = malloc(cap);
+    size_t  cap = n + n * 2 + 1, o = 0, i = 0;
+    char   *r = malloc(cap);
     size_t *m = omap ? malloc((cap + 1) * sizeof *m) : NULL;
     if (!r || (omap && !m)) {
         free(r);
@@ -1320,12 +1386,52 @@ static int repair_utf8(const char *s, size_t n, char **out, size_t *out_n, size_
     }
     if (m)
         m[o] = n;
-    r[o] = 0;
-    *out = r;
+    r[o]   = 0;
+    *out   = r;
     *out_n = o;
     if (omap)
         *omap = m;
     return 0;
+}
+
+/* HF's ByteLevel post-processor with trim_offsets: spaces at the ends of a token's piece ('Ġ' or
+ * whitespace chars; one input byte each for 'Ġ') are cut from its offsets. */
+static void trim_offsets(const tokenizer *t, tok_ids *out, size_t start_n) {
+    for (size_t i = start_n; i < out->n; i++) {
+        const char *p = tok_id_to_piece(t, out->ids[i]);
+        if (!p)
+            continue;
+        size_t   n = strlen(p), lead = 0, trail = 0, k = 0, adv;
+        int32_t *o = &out->offsets[2 * i];
+        while (k < n) {
+            int32_t c = tok_utf8_decode(p + k, n - k, &adv);
+            if (c != 0x120 && !tok_is_whitespace(c))
+                break;
+            lead++;
+            k += adv;
+        }
+        if (k < n) /* count from the end only when the piece is not all spaces */
+            for (size_t e = n; e > k;) {
+                size_t b = e - 1;
+                while (b > k && ((unsigned char)p[b] & 0xC0) == 0x80)
+                    b--;
+                int32_t c = tok_utf8_decode(p + b, e - b, &adv);
+                if (c != 0x120 && !tok_is_whitespace(c))
+                    break;
+                trail++;
+                e = b;
+            }
+        else
+            trail = lead; /* HF counts both ends over the same all-space piece */
+        if (lead > 0) {
+            int is_first = i == start_n || o[0] == 0;
+            if (is_first && t->post_trim_prefix && lead == 1)
+                lead = 0;
+            o[0] = o[0] + (int32_t)lead < o[1] ? o[0] + (int32_t)lead : o[1];
+        }
+        if (trail > 0 && o[1] >= (int32_t)trail)
+            o[1] = o[1] - (int32_t)trail > o[0] ? o[1] - (int32_t)trail : o[0];
+    }
 }
 
 int tok_encode(const tokenizer *t, const char *text, size_t len, const tok_encode_opts *opts,
@@ -1336,9 +1442,10 @@ int tok_encode(const tokenizer *t, const char *text, size_t len, const tok_encod
     if (!t || !out || (!text && len))
         return assay_fail(err, ASSAY_EINVAL, "tok_encode: NULL argument");
     if (len > (size_t)INT32_MAX / 2)
-        return assay_fail(err, ASSAY_EINVAL, "tok_encode: text of %zu bytes is too long (limit 1 GiB)", len);
+        return assay_fail(err, ASSAY_EINVAL,
+                          "tok_encode: text of %zu bytes is too long (limit 1 GiB)", len);
     char   *fixed = NULL;
-    size_t *omap = NULL;
+    size_t *omap  = NULL;
     size_t  bad, v = tok_utf8_valid_prefix(text, len, &bad);
     if (v < len) {
         if (!opts->replace_invalid)
@@ -1347,17 +1454,17 @@ int tok_encode(const tokenizer *t, const char *text, size_t len, const tok_encod
         if (repair_utf8(text, len, &fixed, &fn, want_offsets ? &omap : NULL))
             return assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory");
         text = fixed;
-        len = fn;
+        len  = fn;
     }
     size_t   start_n = out->n;
     tok_work w;
     memset(&w, 0, sizeof w);
-    w.text = text ? text : "";
-    w.text_len = len;
+    w.text         = text ? text : "";
+    w.text_len     = len;
     w.want_offsets = want_offsets;
-    w.out = out;
-    enc_ctx c = {t, &w, opts, err, 0, {0, 0, 0, -1, 0}};
-    int     rc = 0;
+    w.out          = out;
+    enc_ctx c      = {t, &w, opts, err, 0, {0, 0, 0, -1, 0}};
+    int     rc     = 0;
     if (opts->add_special && t->has_post)
         for (size_t i = 0; i < t->n_post_pre && !rc; i++)
             rc = tok_ids_push(out, t->post_pre[i], 0, 0, want_offsets);
@@ -1378,6 +1485,8 @@ int tok_encode(const tokenizer *t, const char *text, size_t len, const tok_encod
         rc = assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory");
         goto done;
     }
+    if (t->post_trim && out->offsets)
+        trim_offsets(t, out, start_n);
     if (omap && out->offsets)
         for (size_t i = 2 * start_n; i < 2 * out->n; i++)
             out->offsets[i] = (int32_t)omap[out->offsets[i]];
@@ -1401,7 +1510,9 @@ typedef struct slist {
 } slist;
 
 static int sl_begin(slist *l) {
-    if (tok_grow((void **)&l->off, &l->ocap, l->n + 2, sizeof *l->off))
+    /* buf is never NULL once a string is begun, so SL_STR is always a valid pointer */
+    if (tok_grow((void **)&l->off, &l->ocap, l->n + 2, sizeof *l->off) ||
+        tok_grow((void **)&l->buf, &l->cap, l->len + 1, 1))
         return -1;
     if (l->n == 0)
         l->off[0] = l->len;
@@ -1409,6 +1520,8 @@ static int sl_begin(slist *l) {
 }
 
 static int sl_app(slist *l, const char *s, size_t n) {
+    if (n == 0)
+        return 0;
     if (tok_grow((void **)&l->buf, &l->cap, l->len + n + 1, 1))
         return -1;
     memcpy(l->buf + l->len, s, n);
@@ -1429,7 +1542,7 @@ static int sl_push(slist *l, const char *s, size_t n) {
 
 static void sl_reset(slist *l) {
     l->len = 0;
-    l->n = 0;
+    l->n   = 0;
 }
 
 #define SL_STR(l, i) ((l)->buf + (l)->off[i])
@@ -1473,7 +1586,7 @@ static int dec_step(const tok_dec *d, slist *in, slist *out) {
         for (int b = 0; b < 256; b++)
             c2b[b2c[b]] = (int16_t)b;
         slist raw = {0};
-        int   rc = 0;
+        int   rc  = 0;
         for (size_t i = 0; i < in->n && !rc; i++) {
             const char *s = SL_STR(in, i);
             size_t      n = SL_LEN(in, i), k = 0, start = raw.len;
@@ -1489,7 +1602,7 @@ static int dec_step(const tok_dec *d, slist *in, slist *out) {
             }
             if (!rc && k < n) { /* not all chars map: the token's own bytes */
                 raw.len = start;
-                rc = sl_app(&raw, s, n);
+                rc      = sl_app(&raw, s, n);
             }
         }
         if (!rc)
@@ -1570,17 +1683,17 @@ static int dec_step(const tok_dec *d, slist *in, slist *out) {
                     int rc = pcre2_match(d->pat.re, (PCRE2_SPTR)s, n, pos, 0, md, NULL);
                     if (rc > 0) {
                         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
-                        ms = ov[0];
-                        me = ov[1];
-                        found = me > ms;
+                        ms             = ov[0];
+                        me             = ov[1];
+                        found          = me > ms;
                     }
                     pcre2_match_data_free(md);
                 } else if (d->pat.len) {
                     const char *f = memmem(s + pos, n - pos, d->pat.str, d->pat.len);
                     if (f) {
                         found = 1;
-                        ms = (size_t)(f - s);
-                        me = ms + d->pat.len;
+                        ms    = (size_t)(f - s);
+                        me    = ms + d->pat.len;
                     }
                 }
                 if (!found) {
@@ -1602,7 +1715,8 @@ static int dec_step(const tok_dec *d, slist *in, slist *out) {
             size_t      n = SL_LEN(in, i), a = 0, b = n;
             for (int k = 0; k < d->start && a + d->len <= b && !memcmp(s + a, d->str, d->len); k++)
                 a += d->len;
-            for (int k = 0; k < d->stop && b >= a + d->len && !memcmp(s + b - d->len, d->str, d->len); k++)
+            for (int k = 0;
+                 k < d->stop && b >= a + d->len && !memcmp(s + b - d->len, d->str, d->len); k++)
                 b -= d->len;
             if (sl_push(out, s + a, b - a))
                 return -1;
@@ -1667,12 +1781,12 @@ static int dec_step(const tok_dec *d, slist *in, slist *out) {
             if (sl_app(out, s, n) || sl_end(out))
                 return -1;
             if (d->cleanup) {
-                static const char *from[] = {" .", " ?", " !", " ,", " ' ", " n't", " 'm",
-                                             " do not", " 's", " 've", " 're"};
-                static const char *to[] = {".", "?", "!", ",", "'", "n't", "'m", " don't", "'s",
-                                           "'ve", "'re"};
-                size_t st = out->off[out->n - 1], en = out->len;
-                char  *tmp = xstrndup(out->buf + st, en - st);
+                static const char *from[] = {" .",  " ?",      " !",  " ,",   " ' ", " n't",
+                                             " 'm", " do not", " 's", " 've", " 're"};
+                static const char *to[]   = {".",  "?",      "!",  ",",   "'",  "n't",
+                                             "'m", " don't", "'s", "'ve", "'re"};
+                size_t             st = out->off[out->n - 1], en = out->len;
+                char              *tmp = xstrndup(out->buf + st, en - st);
                 if (!tmp)
                     return -1;
                 for (size_t r = 0; r < sizeof from / sizeof *from; r++) {
@@ -1684,7 +1798,7 @@ static int dec_step(const tok_dec *d, slist *in, slist *out) {
                     }
                 }
                 out->len = st;
-                int rc = sl_app(out, tmp, strlen(tmp));
+                int rc   = sl_app(out, tmp, strlen(tmp));
                 free(tmp);
                 if (rc)
                     return -1;
@@ -1714,12 +1828,13 @@ int tok_decode(const tokenizer *t, const int32_t *ids, size_t n, int skip_specia
                size_t *out_len, assay_error *err) {
     slist a = {0}, b = {0}, *cur = &a;
     int   rc = 0;
-    *out = NULL;
+    *out     = NULL;
     for (size_t i = 0; i < n; i++) {
         int32_t id = ids[i];
         if (id < 0 || id >= t->n_ids || !t->piece[id]) {
-            rc = assay_fail(err, ASSAY_EINVAL, "decode: id %d at position %zu is not in the vocab (size %d)",
-                            id, i, t->n_ids);
+            rc = assay_fail(err, ASSAY_EINVAL,
+                            "decode: id %d at position %zu is not in the vocab (size %d)", id, i,
+                            t->n_ids);
             goto done;
         }
         if (skip_special && t->is_special[id])
@@ -1744,7 +1859,7 @@ int tok_decode(const tokenizer *t, const int32_t *ids, size_t n, int skip_specia
             memcpy(p, SL_STR(cur, i), SL_LEN(cur, i));
             p += SL_LEN(cur, i);
         }
-        *p = 0;
+        *p   = 0;
         *out = r;
         if (out_len)
             *out_len = (size_t)(p - r);
@@ -1779,9 +1894,7 @@ int32_t tok_piece_to_id(const tokenizer *t, const char *piece) {
 int32_t tok_bos_id(const tokenizer *t) { return t->bos_id; }
 int32_t tok_eos_id(const tokenizer *t) { return t->eos_id; }
 
-int tok_add_bos(const tokenizer *t) {
-    return t->n_post_pre > 0;
-}
+int tok_add_bos(const tokenizer *t) { return t->n_post_pre > 0; }
 
 int tok_is_special(const tokenizer *t, int32_t id) {
     return id >= 0 && id < t->n_ids && t->is_special[id];

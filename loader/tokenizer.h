@@ -1,5 +1,6 @@
 /* loader/tokenizer.h — Hugging Face tokenizer.json (plus tokenizer_config.json) in C, token for
- * token identical to the `tokenizers` library. Public API; internals live in loader/tokenizer*.c. */
+ * token identical to the `tokenizers` library. Public API; internals live in loader/tokenizer*.c.
+ */
 #ifndef ASSAY_TOKENIZER_H
 #define ASSAY_TOKENIZER_H
 
@@ -20,8 +21,10 @@ typedef struct tokenizer tokenizer;
  * Sequence; pre-tokenizers Split ByteLevel Metaspace Digits Punctuation Whitespace WhitespaceSplit
  * BertPreTokenizer CharDelimiterSplit Sequence (ByteLevel only last); post-processors
  * TemplateProcessing ByteLevel RobertaProcessing BertProcessing Sequence; decoders ByteLevel
- * Replace ByteFallback Fuse Strip Metaspace BPEDecoder WordPiece Sequence. A tokenizer is
- * immutable after loading: encode/decode may run from several threads at once.
+ * Replace ByteFallback Fuse Strip Metaspace BPEDecoder WordPiece Sequence. Not applied:
+ * tokenizer.json "truncation" and "padding". Differences from HF on purpose: tok_decode rejects
+ * ids outside the vocab (HF drops them silently). A tokenizer is immutable after loading:
+ * encode/decode may run from several threads at once.
  *
  * `path` is a model directory (tokenizer.json + optional tokenizer_config.json, or GPT-2's
  * encoder.json + vocab.bpe) or a tokenizer.json file. */
@@ -33,10 +36,12 @@ void       tok_free(tokenizer *t); /* NULL-safe */
 tokenizer *tok_load_buffer(const char *json, size_t len, const char *name, assay_error *err);
 
 typedef struct tok_encode_opts {
-    int add_special;      /* apply the post-processor (BOS/EOS as the config says) */
-    int split_special;    /* 1: special-token text in the input becomes special tokens (HF
-                             default); 0: treat it as plain text (for scoring untrusted text) */
-    int replace_invalid;  /* 1: invalid UTF-8 becomes U+FFFD; 0: error naming the byte offset */
+    int add_special;     /* apply the post-processor (BOS/EOS as the config says) */
+    int split_special;   /* 1: special-token text in the input becomes special tokens (HF
+                            default); 0: treat it as plain text (for scoring untrusted text;
+                            = HF's encode_special_tokens=True: non-special added tokens still
+                            match) */
+    int replace_invalid; /* 1: invalid UTF-8 becomes U+FFFD; 0: error naming the byte offset */
 } tok_encode_opts;
 
 tok_encode_opts tok_default_opts(void); /* add_special=1, split_special=1, replace_invalid=0 */
@@ -58,15 +63,15 @@ int tok_encode(const tokenizer *t, const char *text, size_t len, const tok_encod
 int tok_decode(const tokenizer *t, const int32_t *ids, size_t n, int skip_special, char **out,
                size_t *out_len, assay_error *err);
 
-int         tok_vocab_size(const tokenizer *t);   /* including added tokens */
-const char *tok_id_to_piece(const tokenizer *t, int32_t id); /* NULL if out of range */
+int         tok_vocab_size(const tokenizer *t);                     /* including added tokens */
+const char *tok_id_to_piece(const tokenizer *t, int32_t id);        /* NULL if out of range */
 int32_t     tok_piece_to_id(const tokenizer *t, const char *piece); /* -1 if absent */
-int32_t     tok_bos_id(const tokenizer *t);       /* -1 if none */
-int32_t     tok_eos_id(const tokenizer *t);       /* -1 if none */
-int         tok_add_bos(const tokenizer *t);      /* 1 when encoding with add_special prepends a
-                                                     token (the post-processor's template) */
+int32_t     tok_bos_id(const tokenizer *t);                         /* -1 if none */
+int32_t     tok_eos_id(const tokenizer *t);                         /* -1 if none */
+int         tok_add_bos(const tokenizer *t); /* 1 when encoding with add_special prepends a
+                                                token (the post-processor's template) */
 int         tok_is_special(const tokenizer *t, int32_t id);
-const char *tok_kind(const tokenizer *t);         /* "bpe-bytelevel", "bpe-sentencepiece", ... */
+const char *tok_kind(const tokenizer *t); /* "bpe-bytelevel", "bpe-sentencepiece", ... */
 int         tok_has_chat_template(const tokenizer *t);
 int64_t     tok_model_max_length(const tokenizer *t); /* -1 if absent */
 
