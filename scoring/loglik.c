@@ -40,7 +40,8 @@ static int ids_append(tok_ids *v, const int32_t *ids, size_t n, assay_error *err
         v->ids = ni;
         v->cap = cap;
     }
-    memcpy(v->ids + v->n, ids, n * sizeof *ids);
+    if (n) /* ids and v->ids may be NULL when empty: memcpy(NULL, ..., 0) is undefined */
+        memcpy(v->ids + v->n, ids, n * sizeof *ids);
     v->n += n;
     return ASSAY_OK;
 }
