@@ -26,11 +26,15 @@ static const char convert_help[] =
     "model.safetensors, config.json, tokenizer.json, tokenizer_config.json.\n"
     "Tensor types read: F32, F16, BF16, Q8_0, Q4_0, Q4_1 (quantized ones are dequantized).\n"
     "The q/k projections are un-permuted from llama.cpp's rotary layout to the HF layout.\n"
+    "Tokenizers: SentencePiece-style (tokenizer.ggml.model llama) or byte-level BPE (gpt2),\n"
+    "split as tokenizer.ggml.pre says (gpt-2, smollm, starcoder, llama-bpe, qwen2, ... as\n"
+    "llama.cpp reads them); a pre-tokenizer it does not know is refused (exit 2).\n"
     "\n"
     "  --dtype f32|bf16  dtype of the written tensors (default f32; bf16 rounds to nearest even)\n"
     "  --force           replace OUT_DIR if it exists (otherwise an existing OUT_DIR is an error)\n"
     "\n"
-    "exit codes: 0 converted, 2 bad input or usage (nothing written), 3 I/O or memory failure\n";
+    "exit codes: 0 converted; 2 bad input or usage, or a file that cannot be read or written, or\n"
+    "out of memory (nothing is left behind); 3 internal error\n";
 
 /* GGUF tensor name → HF name. kind: 0 plain, 1 q (permute with n_heads), 2 k (n_kv_heads). */
 typedef struct name_map {

@@ -317,17 +317,86 @@ static void sb_cp(sbuf *b, uint32_t cp) {
     "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "                          \
     "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
 
-static const char *split_regex_for(const char *pre, size_t n) {
-    static const char *const llama3[] = {"llama3",    "llama-v3", "llama-bpe", "falcon3",
-                                         "smaug-bpe", "dbrx",     "pixtral"};
-    static const char *const qwen2[]  = {"qwen2", "deepseek-r1-qwen"};
-    for (size_t i = 0; pre && i < sizeof llama3 / sizeof *llama3; i++)
-        if (strlen(llama3[i]) == n && !memcmp(pre, llama3[i], n))
-            return LLAMA3_SPLIT;
-    for (size_t i = 0; pre && i < sizeof qwen2 / sizeof *qwen2; i++)
-        if (strlen(qwen2[i]) == n && !memcmp(pre, qwen2[i], n))
-            return QWEN2_SPLIT;
+/* How a byte-level vocabulary splits text before BPE, from tokenizer.ggml.pre. The names and
+ * their regexes are llama.cpp's (llama-vocab.cpp: the pre name → LLAMA_VOCAB_PRE_TYPE_* table and
+ * the regex list of each type); each is written as the HF pre_tokenizer that splits the same way:
+ *   PRE_GPT2:   GPT-2's regex alone = ByteLevel(use_regex=true). A file without the key, or
+ *               with "default", gets this too: it is what transformers builds for such a file
+ *               (llama.cpp warns that the split is unknown and uses a fallback regex list).
+ *   PRE_DIGITS: "\p{N}" isolated first, then GPT-2's regex (SmolLM, StarCoder, ...)
+ *               = Sequence[Digits(individual_digits=true), ByteLevel(use_regex=true)], which is the
+ *               pre_tokenizer of these models' own tokenizer.json.
+ *   PRE_SPLIT:  one regex (Llama 3, Qwen2) = Sequence[Split(regex, Isolated), ByteLevel(use_regex=
+ *               false)], as in their tokenizer.json and as transformers builds them from GGUF.
+ * Any other name is rejected: its split is not known here, and guessing would give wrong ids. */
+enum { PRE_GPT2, PRE_DIGITS, PRE_SPLIT };
+
+typedef struct pre_kind {
+    const char *name;
+    int         kind;
+    const char *regex;         /* PRE_SPLIT only */
+    int         ignore_merges; /* a whole word in the vocabulary is one token (llama.cpp sets it for
+                                  its LLAMA3 group; Llama 3's tokenizer.json has it too) */
+} pre_kind;
+
+static const pre_kind pre_kinds[] = {
+    {"default", PRE_GPT2, NULL, 0},
+    {"gpt-2", PRE_GPT2, NULL, 0},
+    {"phi-2", PRE_GPT2, NULL, 0},
+    {"mpt", PRE_GPT2, NULL, 0},
+    {"olmo", PRE_GPT2, NULL, 0},
+    {"smollm", PRE_DIGITS, NULL, 0},
+    {"starcoder", PRE_DIGITS, NULL, 0},
+    {"refact", PRE_DIGITS, NULL, 0},
+    {"command-r", PRE_DIGITS, NULL, 0},
+    {"codeshell", PRE_DIGITS, NULL, 0},
+    {"exaone", PRE_DIGITS, NULL, 0},
+    {"minerva-7b", PRE_DIGITS, NULL, 0},
+    {"llama3", PRE_SPLIT, LLAMA3_SPLIT, 1},
+    {"llama-v3", PRE_SPLIT, LLAMA3_SPLIT, 1},
+    {"llama-bpe", PRE_SPLIT, LLAMA3_SPLIT, 1},
+    {"falcon3", PRE_SPLIT, LLAMA3_SPLIT, 1},
+    {"falcon-h1", PRE_SPLIT, LLAMA3_SPLIT, 1},
+    {"pixtral", PRE_SPLIT, LLAMA3_SPLIT, 1},
+    {"smaug-bpe", PRE_SPLIT, LLAMA3_SPLIT, 0},
+    {"dbrx", PRE_SPLIT, LLAMA3_SPLIT, 0},
+    {"qwen2", PRE_SPLIT, QWEN2_SPLIT, 0},
+    {"deepseek-r1-qwen", PRE_SPLIT, QWEN2_SPLIT, 0},
+    {"stablelm2", PRE_SPLIT, QWEN2_SPLIT, 0},
+    {"megrez", PRE_SPLIT, QWEN2_SPLIT, 0},
+};
+
+/* The entry for pre (len n; NULL = the key is absent), or NULL when the name is unknown. */
+static const pre_kind *pre_kind_for(const char *pre, size_t n) {
+    if (!pre)
+        return &pre_kinds[0];
+    for (size_t i = 0; i < sizeof pre_kinds / sizeof *pre_kinds; i++)
+        if (strlen(pre_kinds[i].name) == n && !memcmp(pre, pre_kinds[i].name, n))
+            return &pre_kinds[i];
     return NULL;
+}
+
+static void write_byte_level_pre(sbuf *b, const pre_kind *k) {
+    static const char bl[] = "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"trim_offsets\":"
+                             "true,\"use_regex\":";
+    sb_str(b, "\"pre_tokenizer\":");
+    if (k->kind == PRE_GPT2) {
+        sb_str(b, bl);
+        sb_str(b, "true},");
+        return;
+    }
+    sb_str(b, "{\"type\":\"Sequence\",\"pretokenizers\":[");
+    if (k->kind == PRE_DIGITS) {
+        sb_str(b, "{\"type\":\"Digits\",\"individual_digits\":true},");
+        sb_str(b, bl);
+        sb_str(b, "true}]},");
+        return;
+    }
+    sb_str(b, "{\"type\":\"Split\",\"pattern\":{\"Regex\":");
+    sb_json(b, k->regex, strlen(k->regex));
+    sb_str(b, "},\"behavior\":\"Isolated\",\"invert\":false},");
+    sb_str(b, bl);
+    sb_str(b, "false}]},");
 }
 
 typedef struct tok_ctx {
@@ -654,6 +723,20 @@ int gguf_tokenizer_to_json(const gguf_file *f, const char *name, int max_len, ch
                         name, model ? (int)(mlen > 32 ? 32 : mlen) : 7, model ? model : "missing");
         goto fail;
     }
+    const pre_kind *pre = NULL;
+    if (c.byte_level) {
+        size_t      plen;
+        const char *pname = gguf_get_str(f, "tokenizer.ggml.pre", &plen);
+        if (!(pre = pre_kind_for(pname, plen))) {
+            rc =
+                assay_fail(err, ASSAY_EUNSUPPORTED,
+                           "%s: tokenizer.ggml.pre is '%.*s', a pre-tokenizer assay does not know; "
+                           "known: default, gpt-2, smollm, starcoder, llama-bpe, qwen2 and their "
+                           "aliases (a wrong guess would give wrong token ids)",
+                           name, (int)(plen > 64 ? 64 : plen), pname);
+            goto fail;
+        }
+    }
     if ((rc = load_tokens(&c, &respelled, err)))
         goto fail;
     c.bos     = special_id(&c, "tokenizer.ggml.bos_token_id");
@@ -677,20 +760,8 @@ int gguf_tokenizer_to_json(const gguf_file *f, const char *name, int max_len, ch
             "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\xe2\x96\x81\"}]},"
             "\"pre_tokenizer\":null,");
     } else {
-        size_t      plen;
-        const char *pre   = gguf_get_str(f, "tokenizer.ggml.pre", &plen);
-        const char *split = split_regex_for(pre, plen);
         sb_str(&b, "\"normalizer\":null,");
-        if (split) {
-            sb_str(&b, "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":"
-                       "\"Split\",\"pattern\":{\"Regex\":");
-            sb_json(&b, split, strlen(split));
-            sb_str(&b, "},\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\","
-                       "\"add_prefix_space\":false,\"trim_offsets\":true,\"use_regex\":false}]},");
-        } else {
-            sb_str(&b, "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,"
-                       "\"trim_offsets\":true,\"use_regex\":true},");
-        }
+        write_byte_level_pre(&b, pre);
     }
     write_post_processor(&b, &c);
     if (sentencepiece) {
@@ -711,7 +782,8 @@ int gguf_tokenizer_to_json(const gguf_file *f, const char *name, int max_len, ch
                    "\"trim_offsets\":true,\"use_regex\":true},");
         sb_str(&b, "\"model\":{\"type\":\"BPE\",\"dropout\":null,\"unk_token\":null,"
                    "\"continuing_subword_prefix\":\"\",\"end_of_word_suffix\":\"\","
-                   "\"fuse_unk\":false,\"byte_fallback\":false,\"ignore_merges\":false,");
+                   "\"fuse_unk\":false,\"byte_fallback\":false,");
+        sb_str(&b, pre->ignore_merges ? "\"ignore_merges\":true," : "\"ignore_merges\":false,");
     }
     sb_str(&b, "\"vocab\":{");
     for (int64_t i = 0; i < c.n; i++) {

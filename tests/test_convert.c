@@ -10,6 +10,7 @@
 #include "loader/config.h"
 #include "loader/dtype.h"
 #include "loader/gguf.h"
+#include "loader/gguf_tokenizer.h"
 #include "loader/safetensors.h"
 #include "loader/tokenizer.h"
 #include "runtime/util.h"
@@ -395,4 +396,256 @@ Test(convert, checks_its_usage) {
     cr_assert(strstr(log, "--dtype"), "%s", log);
     free(log);
     cr_assert(!path_exists("/tmp/never"));
+}
+
+/* ---- byte-level vocabularies: tokenizer.ggml.pre decides the split ---- */
+
+/* A GGUF v3 with no tensors and only the tokenizer keys, built in memory. */
+typedef struct gbuf {
+    uint8_t *p;
+    size_t   n, cap;
+} gbuf;
+
+static void gb_put(gbuf *b, const void *s, size_t n) {
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2 + 64;
+        b->p   = realloc(b->p, b->cap);
+        cr_assert_not_null(b->p);
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+}
+static void gb_u32(gbuf *b, uint32_t v) { gb_put(b, &v, 4); }
+static void gb_u64(gbuf *b, uint64_t v) { gb_put(b, &v, 8); }
+static void gb_str(gbuf *b, const char *s) {
+    gb_u64(b, strlen(s));
+    gb_put(b, s, strlen(s));
+}
+static void gb_key(gbuf *b, const char *k, uint32_t type) {
+    gb_str(b, k);
+    gb_u32(b, type);
+}
+
+/* GPT-2's printable-byte alphabet, spelled out as the spec gives it: bytes 33..126, 161..172 and
+ * 174..255 stand for themselves; the other 68 bytes map to U+0100.. in byte order. */
+static void byte_token(int byte, char out[4]) {
+    int cp = byte, k = 0;
+    if (!((byte >= 33 && byte <= 126) || (byte >= 161 && byte <= 172) || byte >= 174)) {
+        for (int i = 0; i < byte; i++)
+            k += !((i >= 33 && i <= 126) || (i >= 161 && i <= 172) || i >= 174);
+        cp = 256 + k;
+    }
+    memset(out, 0, 4);
+    if (cp < 0x80)
+        out[0] = (char)cp;
+    else {
+        out[0] = (char)(0xc0 | (cp >> 6));
+        out[1] = (char)(0x80 | (cp & 0x3f));
+    }
+}
+
+/* Vocabulary: 0 <|endoftext|> (control), 1..256 the byte tokens, 257 "ĠĠ", 258 "Ġa"; merges
+ * "Ġ Ġ" and "Ġ a". pre == NULL leaves tokenizer.ggml.pre out. */
+static gbuf byte_level_gguf(const char *pre) {
+    gbuf b = {0};
+    gb_put(&b, "GGUF", 4);
+    gb_u32(&b, 3);
+    gb_u64(&b, 0);
+    gb_u64(&b, pre ? 6 : 5);
+    gb_key(&b, "general.architecture", GGUF_T_STRING);
+    gb_str(&b, "llama");
+    gb_key(&b, "tokenizer.ggml.model", GGUF_T_STRING);
+    gb_str(&b, "gpt2");
+    if (pre) {
+        gb_key(&b, "tokenizer.ggml.pre", GGUF_T_STRING);
+        gb_str(&b, pre);
+    }
+    gb_key(&b, "tokenizer.ggml.tokens", GGUF_T_ARRAY);
+    gb_u32(&b, GGUF_T_STRING);
+    gb_u64(&b, 259);
+    gb_str(&b, "<|endoftext|>");
+    for (int i = 0; i < 256; i++) {
+        char t[4];
+        byte_token(i, t);
+        gb_str(&b, t);
+    }
+    gb_str(&b, "\xc4\xa0\xc4\xa0");
+    gb_str(&b, "\xc4\xa0"
+               "a");
+    gb_key(&b, "tokenizer.ggml.token_type", GGUF_T_ARRAY);
+    gb_u32(&b, GGUF_T_I32);
+    gb_u64(&b, 259);
+    for (int i = 0; i < 259; i++)
+        gb_u32(&b, i == 0 ? 3 : 1);
+    gb_key(&b, "tokenizer.ggml.merges", GGUF_T_ARRAY);
+    gb_u32(&b, GGUF_T_STRING);
+    gb_u64(&b, 2);
+    gb_str(&b, "\xc4\xa0 \xc4\xa0");
+    gb_str(&b, "\xc4\xa0 a");
+    return b;
+}
+
+/* tokenizer.json for a byte-level vocabulary with this pre (rc must be 0). */
+static cJSON *byte_level_json(const char *pre, char **text) {
+    gbuf        b = byte_level_gguf(pre);
+    assay_error err;
+    gguf_file  *g = gguf_open_buffer(b.p, b.n, "bl.gguf", &err);
+    cr_assert_not_null(g, "%s", err.msg);
+    char *cfg = NULL;
+    cr_assert_eq(gguf_tokenizer_to_json(g, "bl.gguf", 64, text, &cfg, &err), 0, "%s", err.msg);
+    free(cfg);
+    gguf_close(g);
+    free(b.p);
+    cJSON *j = cJSON_Parse(*text);
+    cr_assert_not_null(j);
+    return j;
+}
+
+/* ids of `s` under the tokenizer.json that convert writes for this pre. */
+static void expect_byte_level_ids(const char *pre, const char *s, const int32_t *want, size_t n) {
+    char  *text;
+    cJSON *j = byte_level_json(pre, &text);
+    cJSON_Delete(j);
+    assay_error err;
+    tokenizer  *t = tok_load_buffer(text, strlen(text), "bl/tokenizer.json", &err);
+    cr_assert_not_null(t, "%s", err.msg);
+    tok_encode_opts o   = tok_default_opts();
+    tok_ids         ids = {0};
+    cr_assert_eq(tok_encode(t, s, strlen(s), &o, 0, &ids, &err), 0, "%s", err.msg);
+    cr_assert_eq(ids.n, n, "pre %s, '%s': %zu ids, expected %zu", pre ? pre : "(none)", s, ids.n,
+                 n);
+    for (size_t i = 0; i < n; i++)
+        cr_assert_eq(ids.ids[i], want[i], "pre %s, '%s': id %zu is %d, expected %d",
+                     pre ? pre : "(none)", s, i, ids.ids[i], want[i]);
+    tok_ids_free(&ids);
+    tok_free(t);
+    free(text);
+}
+
+/* Byte b is token 1 + b. 'a' = 0x61 → 98, '1' = 0x31 → 50, ' ' → 33 ("Ġ"), "ĠĠ" = 257. */
+Test(convert, smollm_isolates_digits_before_the_gpt2_split) {
+    /* llama.cpp's smollm split: \p{N} first, so "  " stays one piece → "ĠĠ"; then "1". */
+    static const int32_t digits[] = {98, 257, 50};
+    expect_byte_level_ids("smollm", "a  1", digits, 3);
+    expect_byte_level_ids("starcoder", "a  1", digits, 3);
+    /* GPT-2's regex alone: " 1" is one piece, so the first space stands alone → Ġ Ġ 1 */
+    static const int32_t gpt2[] = {98, 33, 33, 50};
+    expect_byte_level_ids("gpt-2", "a  1", gpt2, 4);
+    expect_byte_level_ids(NULL, "a  1", gpt2, 4);
+    expect_byte_level_ids("default", "a  1", gpt2, 4);
+    /* no digits: both splits agree, and the control token stays whole */
+    static const int32_t plain[] = {0, 98, 258};
+    expect_byte_level_ids("smollm", "<|endoftext|>a a", plain, 3);
+    expect_byte_level_ids("gpt-2", "<|endoftext|>a a", plain, 3);
+}
+
+Test(convert, writes_the_pre_tokenizer_each_pre_value_names) {
+    char  *text;
+    cJSON *j   = byte_level_json("smollm", &text);
+    cJSON *pre = cJSON_GetObjectItem(j, "pre_tokenizer");
+    cr_assert_str_eq(cJSON_GetObjectItem(pre, "type")->valuestring, "Sequence");
+    cJSON *seq = cJSON_GetObjectItem(pre, "pretokenizers");
+    cr_assert_eq(cJSON_GetArraySize(seq), 2);
+    cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(seq, 0), "type")->valuestring,
+                     "Digits");
+    cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetArrayItem(seq, 0), "individual_digits")));
+    cr_assert_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(seq, 1), "type")->valuestring,
+                     "ByteLevel");
+    cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetArrayItem(seq, 1), "use_regex")));
+    cr_assert(cJSON_IsNull(cJSON_GetObjectItem(j, "post_processor")), "no BOS/EOS added");
+    cr_assert(cJSON_IsFalse(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "model"), "ignore_merges")));
+    cJSON_Delete(j);
+    free(text);
+
+    /* Llama 3: one Split regex, and a whole word in the vocabulary is one token */
+    j            = byte_level_json("llama-bpe", &text);
+    pre          = cJSON_GetObjectItem(j, "pre_tokenizer");
+    seq          = cJSON_GetObjectItem(pre, "pretokenizers");
+    cJSON *split = cJSON_GetArrayItem(seq, 0);
+    cr_assert_str_eq(cJSON_GetObjectItem(split, "type")->valuestring, "Split");
+    cr_assert(
+        strstr(cJSON_GetObjectItem(cJSON_GetObjectItem(split, "pattern"), "Regex")->valuestring,
+               "\\p{N}{1,3}"));
+    cr_assert(cJSON_IsFalse(cJSON_GetObjectItem(cJSON_GetArrayItem(seq, 1), "use_regex")));
+    cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "model"), "ignore_merges")));
+    cJSON_Delete(j);
+    free(text);
+
+    /* Qwen2: single digits, merges applied */
+    j     = byte_level_json("qwen2", &text);
+    split = cJSON_GetArrayItem(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(j, "pre_tokenizer"), "pretokenizers"), 0);
+    const char *re =
+        cJSON_GetObjectItem(cJSON_GetObjectItem(split, "pattern"), "Regex")->valuestring;
+    cr_assert(strstr(re, "|\\p{N}|") && !strstr(re, "{1,3}"), "%s", re);
+    cr_assert(cJSON_IsFalse(cJSON_GetObjectItem(cJSON_GetObjectItem(j, "model"), "ignore_merges")));
+    cJSON_Delete(j);
+    free(text);
+
+    /* GPT-2: ByteLevel's own regex, nothing else */
+    j   = byte_level_json("gpt-2", &text);
+    pre = cJSON_GetObjectItem(j, "pre_tokenizer");
+    cr_assert_str_eq(cJSON_GetObjectItem(pre, "type")->valuestring, "ByteLevel");
+    cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(pre, "use_regex")));
+    cJSON_Delete(j);
+    free(text);
+}
+
+Test(convert, rejects_an_unknown_pre_tokenizer_naming_it) {
+    const char *bad[] = {"tekken", "made-up-pre", "smollm2", ""};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        gbuf        b = byte_level_gguf(bad[i]);
+        assay_error err;
+        assay_error_clear(&err);
+        gguf_file *g = gguf_open_buffer(b.p, b.n, "bl.gguf", &err);
+        cr_assert_not_null(g, "%s", err.msg);
+        char *tj = NULL, *cfg = NULL;
+        cr_assert_eq(gguf_tokenizer_to_json(g, "bl.gguf", 64, &tj, &cfg, &err), ASSAY_EUNSUPPORTED,
+                     "pre '%s' accepted", bad[i]);
+        cr_assert_null(tj);
+        cr_assert_null(cfg);
+        char want[96];
+        snprintf(want, sizeof want, "tokenizer.ggml.pre is '%s'", bad[i]);
+        cr_assert(strstr(err.msg, "bl.gguf") && strstr(err.msg, want), "%s", err.msg);
+        gguf_close(g);
+        free(b.p);
+    }
+}
+
+/* SmolLM2-135M-Instruct (the README's default model; tools/fetch_smollm2.sh downloads it):
+ * Q4_1 + Q8_0 tensors, tied embeddings, a "smollm" byte-level vocabulary. Not in ../shared (98
+ * MB), so this runs when ASSAY_SMOLLM2_GGUF names the file. Expected ids: llama.cpp's split for
+ * "smollm" (tools/check_convert.py's reference); "x  7" is where GPT-2's regex alone differs. */
+Test(convert, converts_smollm2_when_assay_smollm2_gguf_is_set) {
+    const char *gguf = getenv("ASSAY_SMOLLM2_GGUF");
+    if (!gguf || !*gguf || access(gguf, R_OK) != 0) {
+        fprintf(stderr, "SKIP: ASSAY_SMOLLM2_GGUF not set to a readable SmolLM2 GGUF\n");
+        cr_skip_test("ASSAY_SMOLLM2_GGUF not set");
+    }
+    char tmp[64], out[128];
+    test_tmpdir(tmp, sizeof tmp);
+    snprintf(out, sizeof out, "%s/smollm2", tmp);
+    char *log = NULL;
+    cr_assert_eq(test_run(&log, "convert %s %s", gguf, out), 0, "%s", log);
+    free(log);
+    assert_only_output(out);
+    char         p[256];
+    model_config c;
+    assay_error  err;
+    snprintf(p, sizeof p, "%s/config.json", out);
+    cr_assert_eq(config_load(&c, p, &err), 0, "%s", err.msg);
+    cr_assert(c.n_layers == 30 && c.dim == 576 && c.n_heads == 9 && c.n_kv_heads == 3 &&
+              c.ffn_dim == 1536 && c.vocab_size == 49152 && c.tie_embeddings);
+    st_model *m = st_model_open(out, &err);
+    cr_assert_not_null(m, "%s", err.msg);
+    cr_assert_eq(config_check_tensors(&c, m, NULL, NULL, &err), 0, "%s", err.msg);
+    st_model_close(m);
+    static const int32_t hello[] = {19556, 905, 17, 216, 33, 34, 35};
+    expect_ids(out, "Hello world! 123", hello, sizeof hello / 4);
+    static const int32_t call[] = {12800, 216, 37, 37, 37,  29,   32, 33,   34,  35,
+                                   355,   256, 36, 34, 216, 1711, 28, 1792, 256, 39};
+    expect_ids(out, "Call 555-0123 or  42  times, x  7", call, sizeof call / 4);
+    static const int32_t chat[] = {1, 4093, 198, 1780, 314, 216, 34, 27, 34, 47, 2, 198};
+    expect_ids(out, "<|im_start|>user\nWhat is 2+2?<|im_end|>\n", chat, sizeof chat / 4);
+    rm_out(tmp);
 }
