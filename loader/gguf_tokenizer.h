@@ -2,7 +2,9 @@
  * Hugging Face tokenizer.json + tokenizer_config.json, the way transformers builds them from GGUF:
  *   "llama": SentencePiece-style BPE (byte fallback; merges from the file, or derived from the
  *            vocabulary and scores as transformers' generate_merges does);
- *   "gpt2":  byte-level BPE with the file's merges. */
+ *   "gpt2":  byte-level BPE with the file's merges, split before BPE as tokenizer.ggml.pre says
+ *            (llama.cpp's meaning of each name, written as the equivalent HF pre_tokenizer; e.g.
+ *            "smollm" = Digits(individual) then ByteLevel). An unknown pre is an error. */
 #ifndef ASSAY_GGUF_TOKENIZER_H
 #define ASSAY_GGUF_TOKENIZER_H
 

@@ -178,9 +178,9 @@ def small_seed(path, version=3, n_tensor_type=0):
         f.write(head + data)
 
 
-def write_vocab_seed(path, model):
+def write_vocab_seed(path, model, pre="llama-bpe"):
     """No tensors; a 7-token vocabulary of the given tokenizer model (fuzz seed for the
-    tokenizer.json builder)."""
+    tokenizer.json builder); a gpt2 vocabulary gets tokenizer.ggml.pre = pre."""
     w = gguf.GGUFWriter(path, "llama")
     w.add_tokenizer_model(model)
     if model == "llama":
@@ -191,7 +191,7 @@ def write_vocab_seed(path, model):
         w.add_token_list(["<|endoftext|>", "a", "b", "Ġ", "ab", "Ġab", "c"])
         w.add_token_types([3, 1, 1, 1, 1, 1, 1])
         w.add_token_merges(["a b", "Ġ ab"])
-        w.add_string("tokenizer.ggml.pre", "llama-bpe")
+        w.add_string("tokenizer.ggml.pre", pre)
     w.add_bos_token_id(1 if model == "llama" else 0)
     w.add_eos_token_id(2 if model == "llama" else 0)
     w.write_header_to_file()
@@ -220,6 +220,7 @@ def main():
     small_seed(os.path.join(CORPUS, "one_f32_v2.gguf"), 2, 0)
     write_vocab_seed(os.path.join(CORPUS, "vocab_llama.gguf"), "llama")
     write_vocab_seed(os.path.join(CORPUS, "vocab_gpt2.gguf"), "gpt2")
+    write_vocab_seed(os.path.join(CORPUS, "vocab_gpt2_smollm.gguf"), "gpt2", "smollm")
     for p in sorted(os.listdir(OUT)):
         print(f"{os.path.join(OUT, p)}: {os.path.getsize(os.path.join(OUT, p))} bytes")
 
