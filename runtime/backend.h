@@ -4,9 +4,12 @@
  * Memory: float tensors (activations, weights, KV pools) live in backend memory, obtained from
  * `alloc`; integer index arrays (token ids, positions, offsets, block tables, targets) and the
  * outputs of target_logprob/argmax are HOST memory — a device backend copies them itself.
- * Weights are in the backend's weight format (`weight_dtype`: f32 on the CPU), laid out (out, in)
- * row-major. Every op returns 0, or an assay_status (and fills the backend's last error). Shapes
- * and semantics of each op are those of the CPU kernel of the same name in kernels/cpu/ops.h. */
+ * Weights are in the backend's weight format (`weight_dtype`: f32 on the CPU). Linear weights and
+ * embedding tables (out, in) go in through upload_weight, which may repack them (the CPU backend
+ * stores panels for its GEMM, kernels/cpu/ops.h); norm weights, biases and position tables are
+ * plain arrays (upload). Every op returns 0, or an assay_status (and fills the backend's last
+ * error). Shapes and semantics of each op are those of the CPU kernel of the same name in
+ * kernels/cpu/ops.h. */
 #ifndef ASSAY_BACKEND_H
 #define ASSAY_BACKEND_H
 
@@ -27,8 +30,12 @@ typedef struct backend_ops {
     int (*download)(backend *be, void *dst, const void *src, size_t bytes); /* backend -> host */
     int (*copy)(backend *be, void *dst, const void *src, size_t bytes);     /* within backend */
     int (*sync)(backend *be);
+    /* bytes a linear weight (rows, cols) takes in the backend's layout */
+    size_t (*weight_bytes)(backend *be, int rows, int cols);
+    /* dst (weight_bytes) = w (rows, cols) row-major f32 host memory, in the backend's layout */
+    int (*upload_weight)(backend *be, void *dst, const float *w, int rows, int cols);
 
-    /* out (rows, dim) = table[ids[r]] */
+    /* out (rows, dim) = table[ids[r]]; table (vocab, dim) stored by upload_weight */
     int (*embed)(backend *be, float *out, const void *table, const int32_t *ids, int rows, int dim);
     /* out (rows, dim) += table[pos[r]] */
     int (*pos_embed_add)(backend *be, float *out, const void *table, const int32_t *pos, int rows,
@@ -39,8 +46,8 @@ typedef struct backend_ops {
     /* out (rows, dim) = (x - mean) * rsqrt(var + eps) * w + b */
     int (*layernorm)(backend *be, float *out, const float *x, const void *w, const void *b,
                      int rows, int dim, float eps);
-    /* out (rows, out_dim) = x (rows, in) @ w (out_dim, in)^T + bias (NULL: none). Batch
-     * invariant: a row's result never depends on the other rows. */
+    /* out (rows, out_dim) = x (rows, in) @ w (out_dim, in; from upload_weight)^T + bias (NULL:
+     * none). Batch invariant: a row's result never depends on the other rows. */
     int (*matmul)(backend *be, float *out, const float *x, const void *w, const void *bias,
                   int rows, int in, int out_dim);
     /* out (n) = a + b */
@@ -84,14 +91,14 @@ struct backend {
     void              *impl;
 };
 
-/* CPU backend: kernels/cpu + OpenBLAS. n_threads <= 0: OpenMP's default. Sets the process-wide
- * thread count as backend_cpu_set_threads does (results do not depend on it). */
+/* CPU backend: kernels/cpu. n_threads <= 0: OpenMP's default. Sets the process-wide thread count
+ * as backend_cpu_set_threads does (results do not depend on it). */
 backend *backend_cpu_create(int n_threads, assay_error *err);
-/* Sets the process-wide OpenMP thread count (n <= 0: keep OpenMP's current count); OpenBLAS is
- * kept single-threaded, called from OpenMP loops over tiles. */
+/* Sets the process-wide OpenMP thread count (n <= 0: keep OpenMP's current count). */
 void backend_cpu_set_threads(backend *be, int n_threads);
-/* Bytes of scratch the CPU backend will hold for GEMMs with these largest dimensions. */
-size_t backend_cpu_scratch_bytes(int max_in, int max_out);
+/* Bytes of scratch the CPU backend will hold: GEMMs of up to max_rows rows and max_in inputs,
+ * and an LM head (dim, vocab). */
+size_t backend_cpu_scratch_bytes(int max_rows, int max_in, int dim, int vocab);
 void   backend_free(backend *be); /* NULL-safe */
 
 #endif

@@ -1,6 +1,5 @@
 /* runtime/backend_cpu.c — the backend interface over kernels/cpu. Memory is host memory; the only
- * state is a growing GEMM scratch buffer. */
-#include <cblas.h>
+ * state is a growing GEMM scratch buffer. Linear weights are stored packed (kernels/cpu/ops.h). */
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -8,35 +7,13 @@
 #include "kernels/cpu/ops.h"
 #include "runtime/backend.h"
 
-/* Smaller GEMM row tiles verified bitwise-equal to the 64-row tile, per weight shape. */
-typedef struct tile_mask_entry {
-    int in, out, mask;
-} tile_mask_entry;
-
 typedef struct cpu_impl {
-    float          *scratch;
-    size_t          scratch_floats;
-    tile_mask_entry masks[64];
-    int             n_masks;
+    float *scratch;
+    size_t scratch_floats;
 } cpu_impl;
 
-/* The verified tile mask for this shape (computed on first use; data-independent, so the same
- * for every batch). Shapes beyond the table use 0: exact, only slower. */
-static int cpu_tile_mask(backend *be, const float *w, int in, int out) {
+static int cpu_scratch(backend *be, size_t need, float **s) {
     cpu_impl *c = be->impl;
-    for (int i = 0; i < c->n_masks; i++)
-        if (c->masks[i].in == in && c->masks[i].out == out)
-            return c->masks[i].mask;
-    if (c->n_masks == (int)(sizeof c->masks / sizeof *c->masks))
-        return 0;
-    int mask               = gemm_tile_mask(w, in, out);
-    c->masks[c->n_masks++] = (tile_mask_entry){in, out, mask};
-    return mask;
-}
-
-static int cpu_scratch(backend *be, int in, int out, float **s) {
-    cpu_impl *c    = be->impl;
-    size_t    need = cpu_gemm_scratch_floats(in, out);
     if (need > c->scratch_floats) {
         float *n = NULL;
         if (posix_memalign((void **)&n, 64, need * sizeof(float)) != 0)
@@ -74,6 +51,15 @@ static int cpu_sync(backend *be) {
     (void)be;
     return 0;
 }
+static size_t cpu_weight_bytes(backend *be, int rows, int cols) {
+    (void)be;
+    return gemm_packed_floats(rows, cols) * sizeof(float);
+}
+static int cpu_upload_weight(backend *be, void *dst, const float *w, int rows, int cols) {
+    (void)be;
+    gemm_pack(dst, w, rows, cols);
+    return 0;
+}
 static int cpu_embed(backend *be, float *out, const void *table, const int32_t *ids, int rows,
                      int dim) {
     (void)be;
@@ -101,10 +87,10 @@ static int cpu_layernorm(backend *be, float *out, const float *x, const void *w,
 static int cpu_matmul(backend *be, float *out, const float *x, const void *w, const void *bias,
                       int rows, int in, int out_dim) {
     float *s  = NULL;
-    int    rc = cpu_scratch(be, in, out_dim, &s);
+    int    rc = cpu_scratch(be, cpu_matmul_scratch_floats(rows, in), &s);
     if (rc)
         return rc;
-    matmul_forward(out, s, x, w, bias, rows, in, out_dim, cpu_tile_mask(be, w, in, out_dim));
+    matmul_forward(out, s, x, w, bias, rows, in, out_dim);
     return 0;
 }
 static int cpu_add(backend *be, float *out, const float *a, const float *b, size_t n) {
@@ -160,20 +146,19 @@ static int cpu_target_logprob(backend *be, float *out_logprob, uint8_t *out_is_m
                               const void *w_head, const int32_t *target, int rows, int dim,
                               int vocab) {
     float *s  = NULL;
-    int    rc = cpu_scratch(be, dim, vocab, &s);
+    int    rc = cpu_scratch(be, cpu_head_scratch_floats(dim, vocab), &s);
     if (rc)
         return rc;
-    target_logprob_forward(out_logprob, out_is_max, s, h, w_head, target, rows, dim, vocab,
-                           cpu_tile_mask(be, w_head, dim, vocab));
+    target_logprob_forward(out_logprob, out_is_max, s, h, w_head, target, rows, dim, vocab);
     return 0;
 }
 static int cpu_argmax(backend *be, int32_t *out_id, const float *h, const void *w_head, int rows,
                       int dim, int vocab) {
     float *s  = NULL;
-    int    rc = cpu_scratch(be, dim, vocab, &s);
+    int    rc = cpu_scratch(be, cpu_head_scratch_floats(dim, vocab), &s);
     if (rc)
         return rc;
-    argmax_forward(out_id, s, h, w_head, rows, dim, vocab, cpu_tile_mask(be, w_head, dim, vocab));
+    argmax_forward(out_id, s, h, w_head, rows, dim, vocab);
     return 0;
 }
 
@@ -185,6 +170,8 @@ static const backend_ops cpu_ops = {
     .download         = cpu_memcpy,
     .copy             = cpu_memcpy,
     .sync             = cpu_sync,
+    .weight_bytes     = cpu_weight_bytes,
+    .upload_weight    = cpu_upload_weight,
     .embed            = cpu_embed,
     .pos_embed_add    = cpu_pos_embed_add,
     .rmsnorm          = cpu_rmsnorm,
@@ -201,8 +188,10 @@ static const backend_ops cpu_ops = {
     .argmax           = cpu_argmax,
 };
 
-size_t backend_cpu_scratch_bytes(int max_in, int max_out) {
-    return cpu_gemm_scratch_floats(max_in, max_out) * sizeof(float);
+size_t backend_cpu_scratch_bytes(int max_rows, int max_in, int dim, int vocab) {
+    size_t mm   = cpu_matmul_scratch_floats(max_rows, max_in),
+           head = cpu_head_scratch_floats(dim, vocab);
+    return (mm > head ? mm : head) * sizeof(float);
 }
 
 void backend_cpu_set_threads(backend *be, int n_threads) {
@@ -210,8 +199,6 @@ void backend_cpu_set_threads(backend *be, int n_threads) {
         omp_set_num_threads(n_threads);
     else
         n_threads = omp_get_max_threads(); /* OMP_NUM_THREADS, or all cores */
-    /* OpenBLAS runs single-threaded inside our OpenMP loops (see kernels/cpu/gemm.c) */
-    openblas_set_num_threads(1);
     if (be)
         be->n_threads = n_threads;
 }

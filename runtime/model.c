@@ -50,18 +50,24 @@ typedef struct mem_plan {
     int    kv_tokens_want;
 } mem_plan;
 
-static size_t weights_floats(const model_config *c) {
+/* Floats a linear weight (rows, cols) takes in the backend's layout (the CPU packs panels). */
+static size_t linear_floats(backend *be, size_t rows, size_t cols) {
+    return (be->ops->weight_bytes(be, (int)rows, (int)cols) + sizeof(float) - 1) / sizeof(float);
+}
+
+static size_t weights_floats(const model_config *c, backend *be) {
     size_t D = (size_t)c->dim, V = (size_t)c->vocab_size, F = (size_t)c->ffn_dim;
     size_t Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
     size_t QKV = Q + 2 * KV, norm = c->norm == NORM_LAYER ? 2 * D : D;
-    size_t per = 2 * norm + QKV * D + (c->qkv_bias ? QKV : 0) + D * Q + (c->mlp_bias ? D : 0);
+    size_t per = 2 * norm + linear_floats(be, QKV, D) + (c->qkv_bias ? QKV : 0) +
+                 linear_floats(be, D, Q) + (c->mlp_bias ? D : 0) + linear_floats(be, D, F);
     if (c->act == ACT_SILU)
-        per += 3 * F * D;
+        per += linear_floats(be, 2 * F, D);
     else
-        per += 2 * F * D + (c->mlp_bias ? F + D : 0);
-    size_t total = V * D + (c->learned_pos ? (size_t)c->max_pos * D : 0) + norm +
-                   (c->tie_embeddings ? 0 : V * D) + (size_t)c->n_layers * per +
-                   (size_t)c->head_dim;
+        per += linear_floats(be, F, D) + (c->mlp_bias ? F + D : 0);
+    size_t emb   = linear_floats(be, V, D);
+    size_t total = emb + (c->learned_pos ? (size_t)c->max_pos * D : 0) + norm +
+                   (c->tie_embeddings ? 0 : emb) + (size_t)c->n_layers * per + (size_t)c->head_dim;
     return total + WEIGHT_ALIGN * (size_t)(16 * c->n_layers + 16);
 }
 
@@ -89,17 +95,13 @@ static size_t mem_available(void) {
     return (size_t)kb * 1024;
 }
 
-static void plan_memory(const model_config *c, int T, int block, mem_plan *p) {
+static void plan_memory(const model_config *c, backend *be, int T, int block, mem_plan *p) {
     int max_in        = c->ffn_dim > c->dim ? c->ffn_dim : c->dim;
     int q_dim         = c->n_heads * c->head_dim;
-    int max_out       = c->vocab_size;
-    int qkv           = q_dim + 2 * c->n_kv_heads * c->head_dim;
     max_in            = q_dim > max_in ? q_dim : max_in;
-    max_out           = qkv > max_out ? qkv : max_out;
-    max_out           = 2 * c->ffn_dim > max_out ? 2 * c->ffn_dim : max_out;
-    p->weights        = weights_floats(c) * sizeof(float);
+    p->weights        = weights_floats(c, be) * sizeof(float);
     p->workspace      = (size_t)T * workspace_floats_per_token(c) * sizeof(float);
-    p->scratch        = backend_cpu_scratch_bytes(max_in, max_out);
+    p->scratch        = backend_cpu_scratch_bytes(T, max_in, c->dim, c->vocab_size);
     int kv_min_tok    = T + block;
     int want          = 4 * T > 8192 ? 4 * T : 8192;
     p->kv_min         = (size_t)kv_min_tok * kv_bytes_per_token(c);
@@ -119,9 +121,9 @@ static float *take(model *m, size_t n) {
     return m->arena + at;
 }
 
-/* Converts tensor `name` (rows x cols elements) into dst as f32. transpose: the checkpoint holds
- * (cols, rows) — GPT-2 Conv1D — and dst gets (rows, cols). */
-static int load_tensor(model *m, const st_model *sm, const char *name, float *dst, size_t rows,
+/* host (rows, cols) = tensor `name` as f32. transpose: the checkpoint holds (cols, rows) — GPT-2
+ * Conv1D. */
+static int read_tensor(model *m, const st_model *sm, const char *name, float *host, size_t rows,
                        size_t cols, int transpose, assay_error *err) {
     const st_tensor *t = st_model_find(sm, name);
     if (!t)
@@ -134,36 +136,53 @@ static int load_tensor(model *m, const st_model *sm, const char *name, float *ds
                           "%s: tensor '%s' has dtype %s, expected one of "
                           "F32, F16, BF16",
                           m->dir, name, dtype_name(t->dtype));
-    /* CPU: convert straight into the arena; other backends: convert on the host, then upload */
-    float *host = dst;
-    if (transpose || !m->be->host_memory) {
-        host = malloc(t->n_elements * sizeof(float));
-        if (!host)
-            return assay_fail(err, ASSAY_ENOMEM, "%s: no memory to convert '%s'", m->dir, name);
+    if (!transpose) {
+        dtype_to_f32(host, t->data, t->dtype, t->n_elements);
+        return 0;
     }
-    dtype_to_f32(host, t->data, t->dtype, t->n_elements);
-    int rc = 0;
-    if (transpose) {
-        float *tr = m->be->host_memory ? dst : malloc(t->n_elements * sizeof(float));
-        if (!tr) {
-            free(host);
-            return assay_fail(err, ASSAY_ENOMEM, "%s: no memory to convert '%s'", m->dir, name);
-        }
-        for (size_t r = 0; r < rows; r++)
-            for (size_t c = 0; c < cols; c++)
-                tr[r * cols + c] = host[c * rows + r];
-        if (!m->be->host_memory) {
-            rc = m->be->ops->upload(m->be, dst, tr, t->n_elements * sizeof(float));
-            free(tr);
-        }
-    } else if (!m->be->host_memory) {
-        rc = m->be->ops->upload(m->be, dst, host, t->n_elements * sizeof(float));
-    }
-    if (host != dst)
-        free(host);
-    if (rc)
-        return assay_fail(err, rc, "%s: uploading '%s': %s", m->dir, name, m->be->last_error.msg);
+    float *tmp = malloc(t->n_elements * sizeof(float));
+    if (!tmp)
+        return assay_fail(err, ASSAY_ENOMEM, "%s: no memory to convert '%s'", m->dir, name);
+    dtype_to_f32(tmp, t->data, t->dtype, t->n_elements);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t c = 0; c < cols; c++)
+            host[r * cols + c] = tmp[c * rows + r];
+    free(tmp);
     return 0;
+}
+
+/* A plain array (norm weight, bias, position table) into backend memory dst. */
+static int load_tensor(model *m, const st_model *sm, const char *name, float *dst, size_t rows,
+                       size_t cols, assay_error *err) {
+    if (m->be->host_memory) /* CPU: convert straight into the arena */
+        return read_tensor(m, sm, name, dst, rows, cols, 0, err);
+    float *host = malloc(rows * cols * sizeof(float) + 1);
+    if (!host)
+        return assay_fail(err, ASSAY_ENOMEM, "%s: no memory to convert '%s'", m->dir, name);
+    int rc = read_tensor(m, sm, name, host, rows, cols, 0, err);
+    if (!rc && (rc = m->be->ops->upload(m->be, dst, host, rows * cols * sizeof(float))) != 0)
+        assay_fail(err, rc, "%s: uploading '%s': %s", m->dir, name, m->be->last_error.msg);
+    free(host);
+    return rc;
+}
+
+/* A linear weight (sum of rows, cols) stacked from n tensors (rows[i], cols) — q|k|v or
+ * gate|up — stored in the backend's weight layout at dst. */
+static int load_linear(model *m, const st_model *sm, float *dst, const char *const *names,
+                       const size_t *rows, int n, size_t cols, int transpose, assay_error *err) {
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        total += rows[i];
+    float *host = malloc(total * cols * sizeof(float) + 1);
+    if (!host)
+        return assay_fail(err, ASSAY_ENOMEM, "%s: no memory to convert '%s'", m->dir, names[0]);
+    int rc = 0;
+    for (int i = 0, r0 = 0; i < n && !rc; r0 += (int)rows[i], i++)
+        rc = read_tensor(m, sm, names[i], host + (size_t)r0 * cols, rows[i], cols, transpose, err);
+    if (!rc && (rc = m->be->ops->upload_weight(m->be, dst, host, (int)total, (int)cols)) != 0)
+        assay_fail(err, rc, "%s: uploading '%s': %s", m->dir, names[0], m->be->last_error.msg);
+    free(host);
+    return rc;
 }
 
 static int load_weights(model *m, const st_model *sm, assay_error *err) {
@@ -176,80 +195,102 @@ static int load_weights(model *m, const st_model *sm, assay_error *err) {
     if (gpt2 && st_model_find(sm, "transformer.wte.weight"))
         pfx = "transformer.";
 #define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
-#define LOAD(dst, rows, cols, tr, ...)                                                             \
+#define CHECK(dst, call)                                                                           \
     do {                                                                                           \
         if (!(dst))                                                                                \
             return assay_fail(err, ASSAY_EINTERNAL, "%s: weight arena too small", m->dir);         \
-        int rc_ = load_tensor(m, sm, NAME(__VA_ARGS__), (dst), (rows), (cols), (tr), err);         \
+        int rc_ = (call);                                                                          \
         if (rc_)                                                                                   \
             return rc_;                                                                            \
     } while (0)
+#define LOAD(dst, rows, cols, ...)                                                                 \
+    CHECK(dst, load_tensor(m, sm, NAME(__VA_ARGS__), (dst), (rows), (cols), err))
+        /* a linear weight from one tensor */
+#define LINEAR(dst, rows, cols, tr, ...)                                                           \
+    do {                                                                                           \
+        const char *n_[1] = {NAME(__VA_ARGS__)};                                                   \
+        size_t      r_[1] = {(rows)};                                                              \
+        CHECK(dst, load_linear(m, sm, (dst), n_, r_, 1, (cols), (tr), err));                       \
+    } while (0)
+    char n1[256], n2[256], n3[256];
 
-    m->tok_emb = take(m, V * D);
-    LOAD(m->tok_emb, V, D, 0, gpt2 ? "%swte.weight" : "model.embed_tokens.weight", pfx);
+    m->tok_emb = take(m, linear_floats(m->be, V, D));
+    LINEAR(m->tok_emb, V, D, 0, gpt2 ? "%swte.weight" : "model.embed_tokens.weight", pfx);
     if (c->learned_pos) {
         m->pos_emb = take(m, (size_t)c->max_pos * D);
-        LOAD(m->pos_emb, (size_t)c->max_pos, D, 0, "%swpe.weight", pfx);
+        LOAD(m->pos_emb, (size_t)c->max_pos, D, "%swpe.weight", pfx);
     }
     for (int i = 0; i < c->n_layers; i++) {
         layer_weights *L = &m->layers[i];
         L->attn_norm_w   = take(m, D);
         L->ffn_norm_w    = take(m, D);
-        L->wqkv          = take(m, QKV * D);
-        L->wo            = take(m, D * Q);
+        L->wqkv          = take(m, linear_floats(m->be, QKV, D));
+        L->wo            = take(m, linear_floats(m->be, D, Q));
         if (gpt2) {
             L->attn_norm_b = take(m, D);
             L->ffn_norm_b  = take(m, D);
             L->bqkv        = take(m, QKV);
             L->bo          = take(m, D);
-            L->w_up        = take(m, F * D);
+            L->w_up        = take(m, linear_floats(m->be, F, D));
             L->b_up        = take(m, F);
-            L->w_down      = take(m, D * F);
+            L->w_down      = take(m, linear_floats(m->be, D, F));
             L->b_down      = take(m, D);
-            LOAD(L->attn_norm_w, 1, D, 0, "%sh.%d.ln_1.weight", pfx, i);
-            LOAD(L->attn_norm_b, 1, D, 0, "%sh.%d.ln_1.bias", pfx, i);
-            LOAD(L->ffn_norm_w, 1, D, 0, "%sh.%d.ln_2.weight", pfx, i);
-            LOAD(L->ffn_norm_b, 1, D, 0, "%sh.%d.ln_2.bias", pfx, i);
-            LOAD(L->wqkv, QKV, D, 1, "%sh.%d.attn.c_attn.weight", pfx, i);
-            LOAD(L->bqkv, 1, QKV, 0, "%sh.%d.attn.c_attn.bias", pfx, i);
-            LOAD(L->wo, D, Q, 1, "%sh.%d.attn.c_proj.weight", pfx, i);
-            LOAD(L->bo, 1, D, 0, "%sh.%d.attn.c_proj.bias", pfx, i);
-            LOAD(L->w_up, F, D, 1, "%sh.%d.mlp.c_fc.weight", pfx, i);
-            LOAD(L->b_up, 1, F, 0, "%sh.%d.mlp.c_fc.bias", pfx, i);
-            LOAD(L->w_down, D, F, 1, "%sh.%d.mlp.c_proj.weight", pfx, i);
-            LOAD(L->b_down, 1, D, 0, "%sh.%d.mlp.c_proj.bias", pfx, i);
+            LOAD(L->attn_norm_w, 1, D, "%sh.%d.ln_1.weight", pfx, i);
+            LOAD(L->attn_norm_b, 1, D, "%sh.%d.ln_1.bias", pfx, i);
+            LOAD(L->ffn_norm_w, 1, D, "%sh.%d.ln_2.weight", pfx, i);
+            LOAD(L->ffn_norm_b, 1, D, "%sh.%d.ln_2.bias", pfx, i);
+            LINEAR(L->wqkv, QKV, D, 1, "%sh.%d.attn.c_attn.weight", pfx, i);
+            LOAD(L->bqkv, 1, QKV, "%sh.%d.attn.c_attn.bias", pfx, i);
+            LINEAR(L->wo, D, Q, 1, "%sh.%d.attn.c_proj.weight", pfx, i);
+            LOAD(L->bo, 1, D, "%sh.%d.attn.c_proj.bias", pfx, i);
+            LINEAR(L->w_up, F, D, 1, "%sh.%d.mlp.c_fc.weight", pfx, i);
+            LOAD(L->b_up, 1, F, "%sh.%d.mlp.c_fc.bias", pfx, i);
+            LINEAR(L->w_down, D, F, 1, "%sh.%d.mlp.c_proj.weight", pfx, i);
+            LOAD(L->b_down, 1, D, "%sh.%d.mlp.c_proj.bias", pfx, i);
             continue;
         }
-        L->w_up   = take(m, 2 * F * D);
-        L->w_down = take(m, D * F);
-        LOAD(L->attn_norm_w, 1, D, 0, "model.layers.%d.input_layernorm.weight", i);
-        LOAD(L->ffn_norm_w, 1, D, 0, "model.layers.%d.post_attention_layernorm.weight", i);
-        LOAD(L->wqkv, Q, D, 0, "model.layers.%d.self_attn.q_proj.weight", i);
-        LOAD(L->wqkv + Q * D, KV, D, 0, "model.layers.%d.self_attn.k_proj.weight", i);
-        LOAD(L->wqkv + (Q + KV) * D, KV, D, 0, "model.layers.%d.self_attn.v_proj.weight", i);
+        L->w_up   = take(m, linear_floats(m->be, 2 * F, D));
+        L->w_down = take(m, linear_floats(m->be, D, F));
+        LOAD(L->attn_norm_w, 1, D, "model.layers.%d.input_layernorm.weight", i);
+        LOAD(L->ffn_norm_w, 1, D, "model.layers.%d.post_attention_layernorm.weight", i);
+        {
+            snprintf(n1, sizeof n1, "model.layers.%d.self_attn.q_proj.weight", i);
+            snprintf(n2, sizeof n2, "model.layers.%d.self_attn.k_proj.weight", i);
+            snprintf(n3, sizeof n3, "model.layers.%d.self_attn.v_proj.weight", i);
+            const char *names[3] = {n1, n2, n3};
+            size_t      rows[3]  = {Q, KV, KV};
+            CHECK(L->wqkv, load_linear(m, sm, L->wqkv, names, rows, 3, D, 0, err));
+        }
         if (c->qkv_bias) {
             L->bqkv = take(m, QKV);
-            LOAD(L->bqkv, 1, Q, 0, "model.layers.%d.self_attn.q_proj.bias", i);
-            LOAD(L->bqkv + Q, 1, KV, 0, "model.layers.%d.self_attn.k_proj.bias", i);
-            LOAD(L->bqkv + Q + KV, 1, KV, 0, "model.layers.%d.self_attn.v_proj.bias", i);
+            LOAD(L->bqkv, 1, Q, "model.layers.%d.self_attn.q_proj.bias", i);
+            LOAD(L->bqkv + Q, 1, KV, "model.layers.%d.self_attn.k_proj.bias", i);
+            LOAD(L->bqkv + Q + KV, 1, KV, "model.layers.%d.self_attn.v_proj.bias", i);
         }
-        LOAD(L->wo, D, Q, 0, "model.layers.%d.self_attn.o_proj.weight", i);
-        LOAD(L->w_up, F, D, 0, "model.layers.%d.mlp.gate_proj.weight", i);
-        LOAD(L->w_up + F * D, F, D, 0, "model.layers.%d.mlp.up_proj.weight", i);
-        LOAD(L->w_down, D, F, 0, "model.layers.%d.mlp.down_proj.weight", i);
+        LINEAR(L->wo, D, Q, 0, "model.layers.%d.self_attn.o_proj.weight", i);
+        {
+            snprintf(n1, sizeof n1, "model.layers.%d.mlp.gate_proj.weight", i);
+            snprintf(n2, sizeof n2, "model.layers.%d.mlp.up_proj.weight", i);
+            const char *names[2] = {n1, n2};
+            size_t      rows[2]  = {F, F};
+            CHECK(L->w_up, load_linear(m, sm, L->w_up, names, rows, 2, D, 0, err));
+        }
+        LINEAR(L->w_down, D, F, 0, "model.layers.%d.mlp.down_proj.weight", i);
     }
     m->final_w = take(m, D);
-    LOAD(m->final_w, 1, D, 0, gpt2 ? "%sln_f.weight" : "model.norm.weight", pfx);
+    LOAD(m->final_w, 1, D, gpt2 ? "%sln_f.weight" : "model.norm.weight", pfx);
     if (gpt2) {
         m->final_b = take(m, D);
-        LOAD(m->final_b, 1, D, 0, "%sln_f.bias", pfx);
+        LOAD(m->final_b, 1, D, "%sln_f.bias", pfx);
     }
     if (c->tie_embeddings) {
         m->head = m->tok_emb;
     } else {
-        m->head = take(m, V * D);
-        LOAD(m->head, V, D, 0, "lm_head.weight");
+        m->head = take(m, linear_floats(m->be, V, D));
+        LINEAR(m->head, V, D, 0, "lm_head.weight");
     }
+#undef LINEAR
+#undef CHECK
 #undef LOAD
 #undef NAME
     if (c->rope != ROPE_NONE) {
@@ -322,9 +363,13 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
     m->up_dim  = c->act == ACT_SILU ? 2 * c->ffn_dim : c->ffn_dim;
     m->max_T   = o.max_batch_tokens;
 
-    /* the budget check needs only config.json: nothing big is read or allocated before it */
+    /* the budget check needs only config.json (and the backend's weight layout): nothing big is
+     * read or allocated before it */
+    m->be = backend_cpu_create(o.n_threads, err);
+    if (!m->be)
+        goto fail;
     mem_plan p;
-    plan_memory(c, m->max_T, o.kv_block_tokens, &p);
+    plan_memory(c, m->be, m->max_T, o.kv_block_tokens, &p);
     size_t budget = o.mem_budget ? o.mem_budget : mem_available() / 10 * 8;
     size_t fixed  = p.weights + p.workspace + p.scratch;
     if (budget && fixed + p.kv_min > budget) {
@@ -351,9 +396,6 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
     if (kv_tokens < m->max_T + o.kv_block_tokens)
         kv_tokens = m->max_T + o.kv_block_tokens;
 
-    m->be = backend_cpu_create(o.n_threads, err);
-    if (!m->be)
-        goto fail;
     sm = st_model_open(dir, err);
     if (!sm)
         goto fail;
@@ -364,7 +406,7 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
     free(ignored);
 
     m->layers       = calloc((size_t)c->n_layers, sizeof *m->layers);
-    m->arena_floats = weights_floats(c);
+    m->arena_floats = weights_floats(c, m->be);
     if (!m->layers || alloc_be(m, &m->arena, m->arena_floats, err) != 0)
         goto fail;
     if (load_weights(m, sm, err) != 0)

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/vmath.h"
 #include "runtime/backend.h"
 #include "tests/helpers.h"
 
@@ -32,8 +33,23 @@ static float *frandv(size_t n) {
 }
 static void set_threads(int n) { backend_cpu_set_threads(NULL, n); }
 
-/* The GEMM kernels expect OpenBLAS single-threaded (the backend sets it; threads come from
- * OpenMP), as gemm_tile_mask's verdict holds for that setting. */
+/* w (n, k) row-major packed into the GEMM's panel layout (malloc'd) */
+static float *packed(const float *w, int n, int k) {
+    float *p = malloc(gemm_packed_floats(n, k) * sizeof(float));
+    cr_assert(p);
+    gemm_pack(p, w, n, k);
+    return p;
+}
+
+/* The reduction-order contract of ops.h, spelled out: one fmaf chain per element, k ascending,
+ * bias last. The GEMM must match it bit for bit on every ISA, row count and thread count. */
+static float contract_dot(const float *x, const float *w, int k, const float *bias, int j) {
+    float s = 0.0f;
+    for (int kk = 0; kk < k; kk++)
+        s = fmaf(x[kk], w[(size_t)j * k + kk], s);
+    return bias ? s + bias[j] : s;
+}
+
 Test(kernels, matmul_matches_double_reference_within_fp32_bound) {
     set_threads(2);
     int shapes[][3] = {{1, 8, 5}, {63, 64, 96}, {64, 100, 33}, {130, 288, 768}, {7, 1000, 3}};
@@ -41,8 +57,9 @@ Test(kernels, matmul_matches_double_reference_within_fp32_bound) {
         int    rows = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
         float *x = frandv((size_t)rows * in), *w = frandv((size_t)out * in), *b = frandv(out);
         float *o       = malloc((size_t)rows * out * sizeof(float));
-        float *scratch = malloc(cpu_gemm_scratch_floats(in, out) * sizeof(float));
-        matmul_forward(o, scratch, x, w, b, rows, in, out, gemm_tile_mask(w, in, out));
+        float *scratch = malloc(cpu_matmul_scratch_floats(rows, in) * sizeof(float));
+        float *wp      = packed(w, out, in);
+        matmul_forward(o, scratch, x, wp, b, rows, in, out);
         for (int r = 0; r < rows; r++)
             for (int j = 0; j < out; j++) {
                 double ref = b[j], mag = fabs(b[j]);
@@ -53,47 +70,83 @@ Test(kernels, matmul_matches_double_reference_within_fp32_bound) {
                 cr_assert(fabs(o[r * out + j] - ref) <= 2.0 * (in + 1) * U32 * mag,
                           "shape %d: [%d,%d] = %g, want %g", (int)si, r, j, o[r * out + j], ref);
             }
-        free(x), free(w), free(b), free(o), free(scratch);
+        free(x), free(w), free(b), free(o), free(scratch), free(wp);
     }
 }
 
-static void row_invariance(int in, int out, int mask) {
+Test(kernels, matmul_follows_the_reduction_order_contract_on_every_isa) {
+    set_threads(2);
+    int top         = cpu_gemm_isa();
+    int shapes[][3] = {{1, 8, 5}, {13, 300, 70}, {25, 513, 64}, {40, 64, 1000}};
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        int    rows = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+        float *x = frandv((size_t)rows * in), *w = frandv((size_t)out * in), *b = frandv(out);
+        float *o       = malloc((size_t)rows * out * sizeof(float));
+        float *scratch = malloc(cpu_matmul_scratch_floats(rows, in) * sizeof(float));
+        float *wp      = packed(w, out, in);
+        for (int isa = top; isa >= 0; isa--) {
+            cpu_gemm_set_isa(isa);
+            cr_assert_eq(cpu_gemm_isa(), isa);
+            for (int with_bias = 0; with_bias < 2; with_bias++) {
+                matmul_forward(o, scratch, x, wp, with_bias ? b : NULL, rows, in, out);
+                for (int r = 0; r < rows; r++)
+                    for (int j = 0; j < out; j++) {
+                        float want =
+                            contract_dot(x + (size_t)r * in, w, in, with_bias ? b : NULL, j);
+                        cr_assert(memcmp(&o[r * out + j], &want, sizeof want) == 0,
+                                  "isa %d shape %d bias %d: [%d,%d] = %a, contract says %a", isa,
+                                  (int)si, with_bias, r, j, o[r * out + j], want);
+                    }
+            }
+        }
+        cpu_gemm_set_isa(-1);
+        free(x), free(w), free(b), free(o), free(scratch), free(wp);
+    }
+}
+
+static void row_invariance(int in, int out) {
     int    R = 600;
-    float *x = frandv((size_t)R * in), *w = frandv((size_t)out * in);
+    float *x = frandv((size_t)R * in), *w = frandv((size_t)out * in), *wp = packed(w, out, in);
     float *ref = malloc((size_t)R * out * sizeof(float)), *o = malloc((size_t)R * out * 4);
-    float *scratch = malloc(cpu_gemm_scratch_floats(in, out) * sizeof(float));
+    float *scratch = malloc(cpu_matmul_scratch_floats(R, in) * sizeof(float));
     set_threads(1);
     for (int r = 0; r < R; r++) /* every row alone */
-        matmul_forward(ref + (size_t)r * out, scratch, x + (size_t)r * in, w, NULL, 1, in, out,
-                       mask);
+        matmul_forward(ref + (size_t)r * out, scratch, x + (size_t)r * in, wp, NULL, 1, in, out);
     int counts[] = {2, 5, 17, 21, 64, 65, 150, 300, 600};
     for (int t = 1; t <= 2; t++) {
         set_threads(t);
         for (size_t ci = 0; ci < sizeof counts / sizeof *counts; ci++)
             for (int r0 = 0; r0 + counts[ci] <= R; r0 += counts[ci]) {
-                matmul_forward(o, scratch, x + (size_t)r0 * in, w, NULL, counts[ci], in, out, mask);
+                matmul_forward(o, scratch, x + (size_t)r0 * in, wp, NULL, counts[ci], in, out);
                 cr_assert(memcmp(o, ref + (size_t)r0 * out, (size_t)counts[ci] * out * 4) == 0,
-                          "rows %d..%d differ (threads %d, mask %d)", r0, r0 + counts[ci], t, mask);
+                          "rows %d..%d differ (threads %d)", r0, r0 + counts[ci], t);
             }
     }
     set_threads(2);
-    free(x), free(w), free(ref), free(o), free(scratch);
+    free(x), free(w), free(wp), free(ref), free(o), free(scratch);
 }
 
 Test(kernels, matmul_row_bits_do_not_depend_on_batch_or_threads) {
     set_threads(2);
-    /* padded 64-row tiles (mask 0) always; the verified smaller tiles for each shape */
     int shapes[][2] = {{96, 200}, {64, 256}, {288, 2100}, {64, 400}};
-    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++) {
-        float *w    = frandv((size_t)shapes[i][0] * shapes[i][1]);
-        int    mask = gemm_tile_mask(w, shapes[i][0], shapes[i][1]);
-        fprintf(stderr, "gemm tiles for in %d out %d: 64%s%s%s%s\n", shapes[i][0], shapes[i][1],
-                mask & 8 ? " 256" : "", mask & 1 ? " 16" : "", mask & 2 ? " 4" : "",
-                mask & 4 ? " 1" : "");
-        free(w);
-        row_invariance(shapes[i][0], shapes[i][1], 0);
-        row_invariance(shapes[i][0], shapes[i][1], mask);
+    for (size_t i = 0; i < sizeof shapes / sizeof *shapes; i++)
+        row_invariance(shapes[i][0], shapes[i][1]);
+}
+
+Test(kernels, packed_weights_unpack_to_their_rows) {
+    int    n = 70, k = 9; /* a partial last panel */
+    float *w = frandv((size_t)n * k), *wp = packed(w, n, k), row[9];
+    cr_assert_eq(gemm_packed_floats(n, k), (size_t)96 * k);
+    for (int r = 0; r < n; r++) {
+        gemm_unpack_row(row, wp, r, k);
+        cr_assert(memcmp(row, w + (size_t)r * k, sizeof row) == 0, "row %d", r);
     }
+    for (int r = n; r < 96; r++) { /* padding rows are zero */
+        gemm_unpack_row(row, wp, r, k);
+        for (int kk = 0; kk < k; kk++)
+            cr_assert(row[kk] == 0.0f);
+    }
+    free(w), free(wp);
 }
 
 Test(kernels, norms_match_double_reference) {
@@ -290,6 +343,12 @@ Test(kernels, attention_varlen_matches_reference_and_paged_matches_bitwise) {
                   0);
         set_threads(2);
         cr_assert(memcmp(out, out2, (size_t)T * nh * hd * 4) == 0);
+        /* the portable path: same bits as the SIMD one (vmath.h's canonical order) */
+        cpu_gemm_set_isa(0);
+        cr_assert(attention_varlen_forward(out2, q, k, v, cu, ns, nh, nkv, hd, qkv, qkv, window) ==
+                  0);
+        cpu_gemm_set_isa(-1);
+        cr_assert(memcmp(out, out2, (size_t)T * nh * hd * 4) == 0, "portable attention differs");
         free(qkvb), free(out), free(out2), free(ref), free(bt), free(kp), free(vp), free(q1),
             free(q2), free(o1), free(o2);
     }
@@ -297,17 +356,25 @@ Test(kernels, attention_varlen_matches_reference_and_paged_matches_bitwise) {
 
 Test(kernels, target_logprob_matches_double_log_softmax) {
     set_threads(2);
-    int      rows = 70, dim = 48, vocab = 1000; /* 70 rows: a full tile and a partial one */
+    int      rows = 100, dim = 48, vocab = 1000; /* a full 96-row head chunk and a partial one */
     float   *h = frandv((size_t)rows * dim), *w = frandv((size_t)vocab * dim);
-    float   *lp = malloc(rows * 4), *scratch = malloc(cpu_gemm_scratch_floats(dim, vocab) * 4);
+    float   *lp = malloc(rows * 4), *scratch = malloc(cpu_head_scratch_floats(dim, vocab) * 4);
     uint8_t *mx  = malloc(rows);
     int32_t *tgt = malloc(rows * 4), *am = malloc(rows * 4);
     double  *lg = malloc((size_t)vocab * 8);
     for (int r = 0; r < rows; r++)
         tgt[r] = (r * 7919) % vocab;
-    int mask = gemm_tile_mask(w, dim, vocab);
-    target_logprob_forward(lp, mx, scratch, h, w, tgt, rows, dim, vocab, mask);
-    argmax_forward(am, scratch, h, w, rows, dim, vocab, mask);
+    float *wp = packed(w, vocab, dim);
+    target_logprob_forward(lp, mx, scratch, h, wp, tgt, rows, dim, vocab);
+    argmax_forward(am, scratch, h, wp, rows, dim, vocab);
+    /* the portable path gives the same bits */
+    float   *lp0 = malloc(rows * 4);
+    uint8_t *mx0 = malloc(rows);
+    cpu_gemm_set_isa(0);
+    target_logprob_forward(lp0, mx0, scratch, h, wp, tgt, rows, dim, vocab);
+    cpu_gemm_set_isa(-1);
+    cr_assert(memcmp(lp0, lp, rows * 4) == 0 && memcmp(mx0, mx, rows) == 0);
+    free(lp0), free(mx0);
     for (int r = 0; r < rows; r++) {
         double m = -1e300, s = 0;
         int    best = 0;
@@ -333,20 +400,23 @@ Test(kernels, target_logprob_matches_double_log_softmax) {
     for (int e = 0; e < dim; e++)
         h[e] = 1.0f;
     int32_t t2[1] = {9};
-    target_logprob_forward(lp, mx, scratch, h, w2, t2, 1, dim, 16, 0);
-    argmax_forward(am, scratch, h, w2, 1, dim, 16, 0);
+    float  *w2p   = packed(w2, 16, dim);
+    target_logprob_forward(lp, mx, scratch, h, w2p, t2, 1, dim, 16);
+    argmax_forward(am, scratch, h, w2p, 1, dim, 16);
     cr_assert_eq(am[0], 3);
     cr_assert_eq(mx[0], 0, "a tied target that is not the first maximum is not the argmax");
     cr_assert(fabsf(lp[0] - logf(0.5f)) < 1e-6f);
     free(h), free(w), free(lp), free(scratch), free(mx), free(tgt), free(am), free(lg), free(w2);
+    free(wp), free(w2p);
 }
 
 Test(kernels, embedding_gathers_rows_and_adds_positions) {
     float   table[4 * 3] = {0, 1, 2, 10, 11, 12, 20, 21, 22, 30, 31, 32};
     float   pos[2 * 3]   = {100, 200, 300, 400, 500, 600};
     int32_t ids[3] = {3, 0, 3}, p[3] = {0, 1, 1};
-    float   out[9];
-    embed_forward(out, table, ids, 3, 3);
+    float   out[9], *tp              = packed(table, 4, 3);
+    embed_forward(out, tp, ids, 3, 3);
+    free(tp);
     pos_embed_add(out, pos, p, 3, 3);
     float want[9] = {130, 231, 332, 400, 501, 602, 430, 531, 632};
     cr_assert(memcmp(out, want, sizeof want) == 0);
@@ -362,4 +432,32 @@ Test(backend, cpu_backend_fills_every_slot) {
         cr_assert(slots[i] != NULL, "slot %zu is NULL", i);
     cr_assert_str_eq(be->ops->name, "cpu");
     backend_free(be);
+}
+
+Test(kernels, vm_expf_is_within_two_ulp_and_simd_gives_the_same_bits) {
+    float xs[4096];
+    for (int i = 0; i < 4096; i++) /* the softmax domain: -90 .. 0, plus edges */
+        xs[i] = -90.0f * (float)i / 4095.0f;
+    xs[1] = -0.0f, xs[2] = -87.0f, xs[3] = -1e-30f;
+    for (int i = 0; i < 4096; i++) {
+        float  got  = vm_expf(xs[i]);
+        double want = exp((double)xs[i]);
+        if (xs[i] < VM_EXP_LO) {
+            cr_assert(got == 0.0f, "flushes below the normal range");
+            continue;
+        }
+        /* ulp of the result: 2^(exponent - 23) */
+        double ulp = ldexp(1.0, ilogb(want) - 23);
+        cr_assert(fabs(got - want) <= 2 * ulp, "exp(%a) = %a, want %a", xs[i], got, want);
+    }
+    cr_assert(vm_expf(NAN) != vm_expf(NAN) && vm_expf(-INFINITY) == 0.0f);
+    if (cpu_gemm_isa() == 2)
+        for (int i = 0; i < 4096; i += 16) {
+            float got[16];
+            vm_store_exp512(got, xs + i);
+            for (int l = 0; l < 16; l++) {
+                float want = vm_expf(xs[i + l]);
+                cr_assert(memcmp(&got[l], &want, 4) == 0, "simd exp(%a)", xs[i + l]);
+            }
+        }
 }

@@ -7,70 +7,113 @@
 #include <string.h>
 
 #include "kernels/cpu/ops.h"
-
-/* Fixed 8-lane partial sums: vectorizable without -ffast-math, and the same order every time. */
-static float dot8(const float *a, const float *b, int n) {
-    float acc[8] = {0};
-    int   i      = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int l = 0; l < 8; l++)
-            acc[l] += a[i + l] * b[i + l];
-    float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-    for (; i < n; i++)
-        s += a[i] * b[i];
-    return s;
-}
+#include "kernels/cpu/vmath.h"
 
 /* out (head_dim) = softmax(q . k_j * scale) @ v_j over keys j = lo..hi (inclusive).
- * krow/vrow: per-position pointers to this kv head's slice. scores: hi + 1 floats. */
+ * krow/vrow: per-position pointers to this kv head's slice. scores: hi + 1 floats.
+ * Order (the same in both forms below, so the bits are too): s_j = vm_dot(q, k_j) * scale;
+ * mx = max s_j; p_j = vm_expf(s_j - mx); sum = sum of p_j in double over 16 lanes (key j - lo
+ * in lane (j - lo) % 16, vm_fold16d); out[d] = fma chain of p_j * v_j[d], j ascending;
+ * out[d] *= (float)(1 / sum). */
 static void attend_query(float *out, const float *q, const float *const *krow,
                          const float *const *vrow, int lo, int hi, int head_dim, float scale,
                          float *scores) {
     float mx = -INFINITY;
     for (int j = lo; j <= hi; j++) {
-        float s   = dot8(q, krow[j], head_dim) * scale;
+        float s   = vm_dot(q, krow[j], head_dim) * scale;
         scores[j] = s;
         if (s > mx)
             mx = s;
     }
-    double sum = 0.0;
+    double lanes[16] = {0};
     for (int j = lo; j <= hi; j++) {
-        float p   = expf(scores[j] - mx);
+        float p   = vm_expf(scores[j] - mx);
         scores[j] = p;
-        sum += p;
+        lanes[(j - lo) % 16] += p;
     }
+    double sum = vm_fold16d(lanes);
     for (int d = 0; d < head_dim; d++)
         out[d] = 0.0f;
     for (int j = lo; j <= hi; j++) {
         const float *v = vrow[j];
         float        p = scores[j];
         for (int d = 0; d < head_dim; d++)
-            out[d] += p * v[d];
+            out[d] = fmaf(p, v[d], out[d]);
     }
     float inv = (float)(1.0 / sum);
     for (int d = 0; d < head_dim; d++)
         out[d] *= inv;
 }
 
+static VM_AVX512 void attend_query512(float *out, const float *q, const float *const *krow,
+                                      const float *const *vrow, int lo, int hi, int head_dim,
+                                      float scale, float *scores) {
+    float mx = -INFINITY;
+    for (int j = lo; j <= hi; j++) {
+        float s   = vm_dot512(q, krow[j], head_dim) * scale;
+        scores[j] = s;
+        if (s > mx)
+            mx = s;
+    }
+    __m512d lo8 = _mm512_setzero_pd(), hi8 = _mm512_setzero_pd();
+    __m512  vmx = _mm512_set1_ps(mx);
+    for (int j = lo; j <= hi; j += 16) {
+        int       n = hi + 1 - j < 16 ? hi + 1 - j : 16;
+        __mmask16 m = (__mmask16)(n == 16 ? 0xffffu : (1u << n) - 1);
+        __m512    p = vm_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, scores + j), vmx));
+        p           = _mm512_maskz_mov_ps(m, p);
+        _mm512_mask_storeu_ps(scores + j, m, p);
+        lo8 = _mm512_add_pd(lo8, _mm512_cvtps_pd(_mm512_castps512_ps256(p)));
+        hi8 = _mm512_add_pd(
+            hi8, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(p), 1))));
+    }
+    double sum = vm_fold512d(lo8, hi8);
+    float  inv = (float)(1.0 / sum);
+    for (int d0 = 0; d0 < head_dim; d0 += 64) {
+        /* up to 64 outputs in registers across all keys */
+        int       nd = head_dim - d0 < 64 ? head_dim - d0 : 64;
+        __mmask16 m[4];
+        __m512    acc[4];
+        for (int c = 0; c < 4; c++) {
+            int left = nd - 16 * c;
+            m[c]     = (__mmask16)(left >= 16 ? 0xffffu : left > 0 ? (1u << left) - 1 : 0);
+            acc[c]   = _mm512_setzero_ps();
+        }
+        for (int j = lo; j <= hi; j++) {
+            __m512       p = _mm512_set1_ps(scores[j]);
+            const float *v = vrow[j] + d0;
+            for (int c = 0; c < 4; c++)
+                acc[c] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(m[c], v + 16 * c), acc[c]);
+        }
+        for (int c = 0; c < 4; c++)
+            _mm512_mask_storeu_ps(out + d0 + 16 * c, m[c],
+                                  _mm512_mul_ps(acc[c], _mm512_set1_ps(inv)));
+    }
+}
+
 /* One (sequence, query head) task: queries at rows q_row0 + i, positions start + i, i < n_new;
  * keys at positions 0..start+n_new-1 through krow/vrow. */
 static void attend_head(float *out, const float *q, const float *const *krow,
                         const float *const *vrow, int q_row0, int n_new, int start, int h,
-                        int n_heads, int head_dim, int q_stride, int window, float *scores) {
+                        int n_heads, int head_dim, int q_stride, int window, float *scores,
+                        int simd) {
     float scale = 1.0f / sqrtf((float)head_dim);
     for (int i = 0; i < n_new; i++) {
-        int p  = start + i;
-        int lo = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
-        attend_query(out + (size_t)(q_row0 + i) * n_heads * head_dim + (size_t)h * head_dim,
-                     q + (size_t)(q_row0 + i) * q_stride + (size_t)h * head_dim, krow, vrow, lo, p,
-                     head_dim, scale, scores);
+        int          p  = start + i;
+        int          lo = window > 0 && p - window + 1 > 0 ? p - window + 1 : 0;
+        float       *o  = out + (size_t)(q_row0 + i) * n_heads * head_dim + (size_t)h * head_dim;
+        const float *qi = q + (size_t)(q_row0 + i) * q_stride + (size_t)h * head_dim;
+        if (simd)
+            attend_query512(o, qi, krow, vrow, lo, p, head_dim, scale, scores);
+        else
+            attend_query(o, qi, krow, vrow, lo, p, head_dim, scale, scores);
     }
 }
 
 int attention_varlen_forward(float *out, const float *q, const float *k, const float *v,
                              const int *cu_seqlens, int n_seqs, int n_heads, int n_kv_heads,
                              int head_dim, int q_stride, int kv_stride, int window) {
-    int    group = n_heads / n_kv_heads, failed = 0;
+    int    group = n_heads / n_kv_heads, failed = 0, simd = cpu_gemm_isa() == 2;
     size_t work = 0; /* ~ query-key pairs x head_dim */
     for (int s = 0; s < n_seqs; s++)
         work += (size_t)(cu_seqlens[s + 1] - cu_seqlens[s]) * (cu_seqlens[s + 1] - cu_seqlens[s]);
@@ -92,7 +135,8 @@ int attention_varlen_forward(float *out, const float *q, const float *k, const f
             krow[j] = k + (size_t)(r0 + j) * kv_stride + (size_t)g * head_dim;
             vrow[j] = v + (size_t)(r0 + j) * kv_stride + (size_t)g * head_dim;
         }
-        attend_head(out, q, krow, vrow, r0, len, 0, h, n_heads, head_dim, q_stride, window, scores);
+        attend_head(out, q, krow, vrow, r0, len, 0, h, n_heads, head_dim, q_stride, window, scores,
+                    simd);
         free(mem);
     }
     return failed ? -1 : 0;
@@ -121,6 +165,7 @@ int attention_paged_forward(float *out, const float *q, const float *k_pool, con
                             const int *q_off, const int *start_pos, int n_seqs, int n_heads,
                             int n_kv_heads, int head_dim, int q_stride, int window) {
     int    group = n_heads / n_kv_heads, failed = 0, kv_dim = n_kv_heads * head_dim;
+    int    simd = cpu_gemm_isa() == 2;
     size_t work = 0;
     for (int s = 0; s < n_seqs; s++)
         work +=
@@ -146,7 +191,7 @@ int attention_paged_forward(float *out, const float *q, const float *k_pool, con
             vrow[j]    = v_pool + row * kv_dim + (size_t)g * head_dim;
         }
         attend_head(out, q, krow, vrow, q_off[s], n_new, start_pos[s], h, n_heads, head_dim,
-                    q_stride, window, scores);
+                    q_stride, window, scores, simd);
         free(mem);
     }
     return failed ? -1 : 0;

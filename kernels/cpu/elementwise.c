@@ -9,7 +9,7 @@
 void        embed_forward(float *out, const float *table, const int32_t *ids, int rows, int dim) {
 #pragma omp parallel for schedule(static) if ((size_t)rows * dim >= CPU_PAR_MIN_WORK)
     for (int r = 0; r < rows; r++)
-        memcpy(out + (size_t)r * dim, table + (size_t)ids[r] * dim, (size_t)dim * sizeof(float));
+        gemm_unpack_row(out + (size_t)r * dim, table, ids[r], dim);
 }
 
 void        pos_embed_add(float *out, const float *table, const int32_t *pos, int rows, int dim) {

@@ -1,187 +1,353 @@
-/* kernels/cpu/gemm.c — linear layers and the fused LM head on row tiles whose shapes never
- * depend on the batch (see ops.h). */
-#include <cblas.h>
+/* kernels/cpu/gemm.c — linear layers and the fused LM head on weights packed once at load
+ * (layout and reduction-order contract in ops.h). Our own GEMM rather than OpenBLAS: a BLAS
+ * picks kernels (and so summation orders) by call shape and repacks the weights on every call;
+ * here the order is fixed per output element, so any row split, tile or thread count gives the
+ * same bits, and the weights are packed once.
+ *
+ * Structure (BLIS-like): X rows are packed into GEMM_MR-row micro-panels ([k][mr]); a task is
+ * (up to GEMM_RB micro-panels) x (up to GEMM_PB weight panels); inside a task, for each
+ * GEMM_KC-long slice of k, each weight panel slice is applied to every micro-panel while it is
+ * hot in L1/L2. The micro-kernel keeps an mr x 32 tile of C in registers (AVX-512: 12 x 32 =
+ * 24 zmm accumulators; AVX2: 6 x 16 per call; a portable fmaf loop otherwise), chosen at run
+ * time, compiled with function-level target attributes so the build flags stay generic. */
 #include <float.h>
+#include <immintrin.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/vmath.h"
 
-/* LM-head chunks are CPU_GEMM_BIG rows when that tile is enabled: each chunk repacks the whole
- * head matrix, which at 64 rows took ~30% of scoring time. */
-#define CPU_GEMM_BIG 256
+#define GEMM_NR CPU_PANEL /* output features per weight panel (one micro-tile's width) */
+#define GEMM_MR 12        /* rows per micro-panel (AVX-512: 24 accumulators of 32) */
+#define GEMM_KC 256       /* k per pass: a weight panel slice is 32 KiB */
+#define GEMM_RB 8         /* micro-panels per task, reusing each weight slice from cache */
+#define GEMM_PB 16        /* at most this many weight panels per task */
+#define HEAD_ROWS (GEMM_MR * GEMM_RB) /* LM-head rows per chunk: one task row range */
 
-size_t cpu_gemm_scratch_floats(int in, int out) {
-    /* padded input tile | padded output tile | logits of one head chunk */
-    return (size_t)CPU_GEMM_TILE * ((size_t)in + out) + (size_t)CPU_GEMM_BIG * out;
+/* ---- instruction set --------------------------------------------------------------------- */
+
+static int isa_cap = 2; /* tests lower it to check that every path gives the same bits */
+
+/* __builtin_cpu_supports reads what libgcc's constructor detected: cheap, and thread-safe */
+static int isa_detected(void) {
+    return __builtin_cpu_supports("avx512f")                                 ? 2
+           : __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") ? 1
+                                                                             : 0;
 }
 
-/* out (m, n; leading dimension ldo) = x (m, in) @ w (n, in)^T, one single-threaded OpenBLAS call
- * (threads come from the OpenMP loop over tiles: OpenBLAS's own pthreads fight OpenMP's for the
- * cores and made small GEMMs 10-40x slower). */
-static void gemm_call(float *out, int ldo, const float *x, int m, const float *w, int in, int n) {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, in, 1.0f, x, in, w, in, 0.0f, out,
-                ldo);
+int cpu_gemm_isa(void) {
+    int d = isa_detected();
+    return d < isa_cap ? d : isa_cap;
 }
 
-/* Row tile sizes: CPU_GEMM_TILE always; the others when their tile_mask bit is set (bit 0: 16,
- * bit 1: 4, bit 2: 1, bit 3: CPU_GEMM_BIG). */
-static const int small_sizes[3] = {16, 4, 1};
+void cpu_gemm_set_isa(int max_isa) { isa_cap = max_isa < 0 ? 2 : max_isa; }
 
-/* A row tile: rows [r0, r0+n) computed as an m-row GEMM (m > n: zero-padded in scratch). */
-typedef struct row_tile {
-    int r0, n, m;
-} row_tile;
+/* ---- packing ----------------------------------------------------------------------------- */
 
-/* Splits rows (< CPU_GEMM_TILE) into the largest enabled small sizes that fit, then one padded
- * tile of the smallest enabled size that holds what is left. At most 3 + 3 + 3 + 1 tiles. */
-static int split_rest(row_tile *t, int r0, int rows, int mask) {
-    int k = 0;
-    while (rows > 0) {
-        int m = 0;
-        for (int i = 0; i < 3 && !m; i++)
-            if ((mask >> i & 1) && small_sizes[i] <= rows)
-                m = small_sizes[i];
-        if (!m) {
-            m = CPU_GEMM_TILE;
-            for (int i = 0; i < 3; i++)
-                if ((mask >> i & 1) && small_sizes[i] >= rows && small_sizes[i] < m)
-                    m = small_sizes[i];
-            t[k++] = (row_tile){r0, rows, m};
-            break;
+size_t gemm_packed_floats(int n, int k) {
+    return (size_t)((n + GEMM_NR - 1) / GEMM_NR) * GEMM_NR * (size_t)k;
+}
+
+void gemm_pack(float *dst, const float *w, int n, int k) {
+    int n_panels = (n + GEMM_NR - 1) / GEMM_NR;
+#pragma omp parallel for schedule(static) if ((size_t)n * k >= 4 * CPU_PAR_MIN_WORK)
+    for (int p = 0; p < n_panels; p++) {
+        float *d = dst + (size_t)p * GEMM_NR * k;
+        for (int j = 0; j < GEMM_NR; j++) {
+            int r = p * GEMM_NR + j;
+            for (int kk = 0; kk < k; kk++)
+                d[(size_t)kk * GEMM_NR + j] = r < n ? w[(size_t)r * k + kk] : 0.0f;
         }
-        t[k++] = (row_tile){r0, m, m};
-        r0 += m;
-        rows -= m;
-    }
-    return k;
-}
-
-/* out (rows, out_dim; leading dimension out_dim) = x @ w^T over (row tile, column tile) tasks.
- * Row tiles: CPU_GEMM_BIG rows while they fit (when enabled: OpenBLAS repacks the weights for
- * every call, so bigger tiles amortize that), then CPU_GEMM_TILE, then split_rest. Column tiles
- * are CPU_GEMM_COLS wide whatever the thread count. A padded last row tile runs from scratch. */
-static void gemm_rows(float *out, float *scratch, const float *x, const float *w, int rows, int in,
-                      int out_dim, int mask) {
-    row_tile rest[16];
-    int      big = (mask & 8) ? rows / CPU_GEMM_BIG : 0, r0 = big * CPU_GEMM_BIG;
-    int      mid = (rows - r0) / CPU_GEMM_TILE, r1 = r0 + mid * CPU_GEMM_TILE;
-    int      n_rest = split_rest(rest, r1, rows - r1, mask);
-    int      n_rt = big + mid + n_rest, n_ct = (out_dim + CPU_GEMM_COLS - 1) / CPU_GEMM_COLS;
-    row_tile last = n_rest ? rest[n_rest - 1] : (row_tile){0, 0, 0};
-    float   *xpad = scratch, *opad = scratch + (size_t)CPU_GEMM_TILE * in;
-    if (last.m > last.n) {
-        memcpy(xpad, x + (size_t)last.r0 * in, (size_t)last.n * in * sizeof(float));
-        memset(xpad + (size_t)last.n * in, 0, (size_t)(last.m - last.n) * in * sizeof(float));
-    }
-    size_t work = (size_t)rows * in * out_dim;
-#pragma omp parallel for schedule(dynamic, 1) if (n_rt * n_ct > 1 && work >= 8 * CPU_PAR_MIN_WORK)
-    for (int task = 0; task < n_rt * n_ct; task++) {
-        int      rt = task / n_ct, c0 = (task % n_ct) * CPU_GEMM_COLS;
-        int      nc = out_dim - c0 < CPU_GEMM_COLS ? out_dim - c0 : CPU_GEMM_COLS;
-        row_tile t;
-        if (rt < big)
-            t = (row_tile){rt * CPU_GEMM_BIG, CPU_GEMM_BIG, CPU_GEMM_BIG};
-        else if (rt < big + mid)
-            t = (row_tile){r0 + (rt - big) * CPU_GEMM_TILE, CPU_GEMM_TILE, CPU_GEMM_TILE};
-        else
-            t = rest[rt - big - mid];
-        if (t.m > t.n)
-            gemm_call(opad + c0, out_dim, xpad, t.m, w + (size_t)c0 * in, in, nc);
-        else
-            gemm_call(out + (size_t)t.r0 * out_dim + c0, out_dim, x + (size_t)t.r0 * in, t.m,
-                      w + (size_t)c0 * in, in, nc);
-    }
-    if (last.m > last.n)
-        memcpy(out + (size_t)last.r0 * out_dim, opad, (size_t)last.n * out_dim * sizeof(float));
-}
-
-/* out (m, out_dim) = x (m, in) @ w^T as one m-row tile per column tile */
-static void gemm_one_tile(float *out, const float *x, int m, const float *w, int in, int out_dim) {
-    for (int c0 = 0; c0 < out_dim; c0 += CPU_GEMM_COLS) {
-        int nc = out_dim - c0 < CPU_GEMM_COLS ? out_dim - c0 : CPU_GEMM_COLS;
-        gemm_call(out + c0, out_dim, x, m, w + (size_t)c0 * in, in, nc);
     }
 }
 
-int gemm_tile_mask(const float *w, int in, int out_dim) {
-    /* OpenBLAS picks its kernel from the call shape, never from the data, so one random input
-     * decides for all inputs: a size is enabled when every row it computes has the same bits as
-     * in the 64-row tiles (small sizes: at two offsets within a 64-row tile). */
-    size_t nx = (size_t)CPU_GEMM_BIG * in, no = (size_t)CPU_GEMM_BIG * out_dim;
-    float *x = malloc(nx * sizeof(float)), *ref = malloc(no * sizeof(float));
-    float *o    = malloc(no * sizeof(float));
-    int    mask = 0;
-    if (!x || !ref || !o)
-        goto done;
-    uint32_t st = 12345u;
-    for (size_t i = 0; i < nx; i++) {
-        st   = st * 1664525u + 1013904223u;
-        x[i] = (float)((st >> 8) / 8388608.0 - 1.0);
+void gemm_unpack_row(float *dst, const float *packed, int row, int k) {
+    const float *s = packed + (size_t)(row / GEMM_NR) * GEMM_NR * k + row % GEMM_NR;
+    for (int kk = 0; kk < k; kk++)
+        dst[kk] = s[(size_t)kk * GEMM_NR];
+}
+
+/* xp = x (m, k) as micro-panels: panel b (rows b*MR .. +mr) at xp + b*MR*k, element (i, kk) at
+ * kk*mr + i, so a micro-kernel reads its rows' k-th values contiguously. */
+static void pack_rows(float *xp, const float *x, int m, int k) {
+    int n_blocks = (m + GEMM_MR - 1) / GEMM_MR;
+#pragma omp parallel for schedule(static) if ((size_t)m * k >= 4 * CPU_PAR_MIN_WORK)
+    for (int b = 0; b < n_blocks; b++) {
+        int          mr = m - b * GEMM_MR < GEMM_MR ? m - b * GEMM_MR : GEMM_MR;
+        float       *d  = xp + (size_t)b * GEMM_MR * k;
+        const float *s  = x + (size_t)b * GEMM_MR * k;
+        for (int i = 0; i < mr; i++)
+            for (int kk = 0; kk < k; kk++)
+                d[(size_t)kk * mr + i] = s[(size_t)i * k + kk];
     }
-    for (int r = 0; r < CPU_GEMM_BIG; r += CPU_GEMM_TILE)
-        gemm_one_tile(ref + (size_t)r * out_dim, x + (size_t)r * in, CPU_GEMM_TILE, w, in, out_dim);
-    for (int i = 0; i < 3; i++) {
-        int m = small_sizes[i], ok = 1;
-        for (int off = 0; off <= CPU_GEMM_TILE - m && ok; off += CPU_GEMM_TILE - m) {
-            gemm_one_tile(o, x + (size_t)off * in, m, w, in, out_dim);
-            ok = memcmp(o, ref + (size_t)off * out_dim, (size_t)m * out_dim * sizeof(float)) == 0;
+}
+
+/* ---- micro-kernels ------------------------------------------------------------------------
+ * c (mr, 32; leading dimension ldc) = (acc ? c : 0) + x (kc, mr; stride xs) applied to w (kc,
+ * 32): for each element, fma over k ascending, one accumulator. */
+
+#define TARGET_AVX512 __attribute__((target("avx512f,fma")))
+#define TARGET_AVX2 __attribute__((target("avx2,fma")))
+#define ALWAYS_INLINE inline __attribute__((always_inline))
+
+static TARGET_AVX512 ALWAYS_INLINE void mk512_rows(const int MR, int kc, const float *x,
+                                                   const float *w, float *c, size_t ldc, int acc) {
+    __m512 c0[GEMM_MR], c1[GEMM_MR];
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        c0[i] = acc ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
+        c1[i] = acc ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
+    }
+    for (int k = 0; k < kc; k++) {
+        __m512 w0 = _mm512_loadu_ps(w + (size_t)k * GEMM_NR);
+        __m512 w1 = _mm512_loadu_ps(w + (size_t)k * GEMM_NR + 16);
+#pragma GCC unroll 12
+        for (int i = 0; i < MR; i++) {
+            __m512 xv = _mm512_set1_ps(x[(size_t)k * MR + i]);
+            c0[i]     = _mm512_fmadd_ps(xv, w0, c0[i]);
+            c1[i]     = _mm512_fmadd_ps(xv, w1, c1[i]);
         }
-        if (ok)
-            mask |= 1 << i;
     }
-    gemm_one_tile(o, x, CPU_GEMM_BIG, w, in, out_dim);
-    if (memcmp(o, ref, no * sizeof(float)) == 0)
-        mask |= 8;
-done:
-    free(x), free(ref), free(o);
-    return mask;
+#pragma GCC unroll 12
+    for (int i = 0; i < MR; i++) {
+        _mm512_storeu_ps(c + i * ldc, c0[i]);
+        _mm512_storeu_ps(c + i * ldc + 16, c1[i]);
+    }
+}
+
+static TARGET_AVX512 void mk512(int mr, int kc, const float *x, const float *w, float *c,
+                                size_t ldc, int acc) {
+    switch (mr) {
+#define MK512_CASE(n)                                                                              \
+    case n: mk512_rows(n, kc, x, w, c, ldc, acc); break;
+        MK512_CASE(1)
+        MK512_CASE(2)
+        MK512_CASE(3)
+        MK512_CASE(4)
+        MK512_CASE(5)
+        MK512_CASE(6)
+        MK512_CASE(7)
+        MK512_CASE(8)
+        MK512_CASE(9)
+        MK512_CASE(10)
+        MK512_CASE(11)
+        MK512_CASE(12)
+#undef MK512_CASE
+    }
+}
+
+/* AVX2: up to 6 rows x 16 columns per call (12 accumulators of the 16 ymm registers). */
+static TARGET_AVX2 ALWAYS_INLINE void mk256_rows(const int MR, int kc, const float *x, int xs,
+                                                 const float *w, float *c, size_t ldc, int acc) {
+    __m256 c0[6], c1[6];
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) {
+        c0[i] = acc ? _mm256_loadu_ps(c + i * ldc) : _mm256_setzero_ps();
+        c1[i] = acc ? _mm256_loadu_ps(c + i * ldc + 8) : _mm256_setzero_ps();
+    }
+    for (int k = 0; k < kc; k++) {
+        __m256 w0 = _mm256_loadu_ps(w + (size_t)k * GEMM_NR);
+        __m256 w1 = _mm256_loadu_ps(w + (size_t)k * GEMM_NR + 8);
+#pragma GCC unroll 6
+        for (int i = 0; i < MR; i++) {
+            __m256 xv = _mm256_broadcast_ss(x + (size_t)k * xs + i);
+            c0[i]     = _mm256_fmadd_ps(xv, w0, c0[i]);
+            c1[i]     = _mm256_fmadd_ps(xv, w1, c1[i]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < MR; i++) {
+        _mm256_storeu_ps(c + i * ldc, c0[i]);
+        _mm256_storeu_ps(c + i * ldc + 8, c1[i]);
+    }
+}
+
+static TARGET_AVX2 void mk256(int mr, int kc, const float *x, const float *w, float *c, size_t ldc,
+                              int acc) {
+    for (int h = 0; h < GEMM_NR; h += 16)
+        for (int i0 = 0; i0 < mr; i0 += 6) {
+            const float *xi = x + i0;
+            float       *ci = c + (size_t)i0 * ldc + h;
+            switch (mr - i0 < 6 ? mr - i0 : 6) {
+#define MK256_CASE(n)                                                                              \
+    case n: mk256_rows(n, kc, xi, mr, w + h, ci, ldc, acc); break;
+                MK256_CASE(1)
+                MK256_CASE(2)
+                MK256_CASE(3)
+                MK256_CASE(4)
+                MK256_CASE(5)
+                MK256_CASE(6)
+#undef MK256_CASE
+            }
+        }
+}
+
+static void mk_scalar(int mr, int kc, const float *x, const float *w, float *c, size_t ldc,
+                      int acc) {
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < GEMM_NR; j++) {
+            float s = acc ? c[i * ldc + j] : 0.0f;
+            for (int k = 0; k < kc; k++)
+                s = fmaf(x[(size_t)k * mr + i], w[(size_t)k * GEMM_NR + j], s);
+            c[i * ldc + j] = s;
+        }
+}
+
+/* One micro-tile: rows of c (mr, nc <= 32 valid columns). A partial panel (the last one when n
+ * is not a multiple of 32) runs through a local full-width tile. bias (NULL: none) is added
+ * after the last k slice. */
+static void micro_tile(int isa, int mr, int kc, const float *x, const float *w, float *c,
+                       size_t ldc, int nc, int acc, const float *bias) {
+    float  tile[GEMM_MR * GEMM_NR];
+    float *t  = c;
+    size_t ld = ldc;
+    if (nc < GEMM_NR) {
+        t  = tile;
+        ld = GEMM_NR;
+        for (int i = 0; i < mr; i++)
+            for (int j = 0; j < GEMM_NR; j++)
+                tile[i * GEMM_NR + j] = acc && j < nc ? c[i * ldc + j] : 0.0f;
+    }
+    if (isa == 2)
+        mk512(mr, kc, x, w, t, ld, acc);
+    else if (isa == 1)
+        mk256(mr, kc, x, w, t, ld, acc);
+    else
+        mk_scalar(mr, kc, x, w, t, ld, acc);
+    if (t != c)
+        for (int i = 0; i < mr; i++)
+            memcpy(c + i * ldc, tile + i * GEMM_NR, (size_t)nc * sizeof(float));
+    if (bias)
+        for (int i = 0; i < mr; i++)
+            for (int j = 0; j < nc; j++)
+                c[i * ldc + j] += bias[j];
+}
+
+/* ---- driver ------------------------------------------------------------------------------ */
+
+size_t cpu_matmul_scratch_floats(int rows, int in) { return (size_t)rows * in; }
+
+size_t cpu_head_scratch_floats(int dim, int vocab) {
+    return (size_t)HEAD_ROWS * ((size_t)dim + vocab);
+}
+
+/* out (m, n; leading dimension ldo) = x (m, k) @ W^T + bias, W packed. xp: m*k floats. */
+static void gemm_run(float *out, size_t ldo, float *xp, const float *x, const float *wp,
+                     const float *bias, int m, int k, int n) {
+    if (m <= 0 || n <= 0)
+        return;
+    int isa = cpu_gemm_isa();
+    pack_rows(xp, x, m, k);
+    int n_blocks = (m + GEMM_MR - 1) / GEMM_MR, n_panels = (n + GEMM_NR - 1) / GEMM_NR;
+    int n_rgroups = (n_blocks + GEMM_RB - 1) / GEMM_RB;
+    /* panels per task: enough tasks (4 per thread) to balance, few enough to reuse X slices */
+    int threads = omp_get_max_threads(), pb = n_panels * n_rgroups / (4 * threads);
+    pb               = pb < 1 ? 1 : pb > GEMM_PB ? GEMM_PB : pb;
+    int    n_pgroups = (n_panels + pb - 1) / pb, n_tasks = n_rgroups * n_pgroups;
+    size_t work = (size_t)m * k * n;
+#pragma omp parallel for schedule(dynamic, 1) if (n_tasks > 1 && work >= 8 * CPU_PAR_MIN_WORK)
+    for (int task = 0; task < n_tasks; task++) {
+        int b0 = task / n_pgroups * GEMM_RB, p0 = task % n_pgroups * pb;
+        int b1 = b0 + GEMM_RB < n_blocks ? b0 + GEMM_RB : n_blocks;
+        int p1 = p0 + pb < n_panels ? p0 + pb : n_panels;
+        for (int kb = 0; kb < k; kb += GEMM_KC) {
+            int kc = k - kb < GEMM_KC ? k - kb : GEMM_KC, last = kb + kc == k;
+            for (int p = p0; p < p1; p++) {
+                const float *w  = wp + (size_t)p * GEMM_NR * k + (size_t)kb * GEMM_NR;
+                int          nc = n - p * GEMM_NR < GEMM_NR ? n - p * GEMM_NR : GEMM_NR;
+                for (int b = b0; b < b1; b++) {
+                    int mr = m - b * GEMM_MR < GEMM_MR ? m - b * GEMM_MR : GEMM_MR;
+                    micro_tile(isa, mr, kc, xp + (size_t)b * GEMM_MR * k + (size_t)kb * mr, w,
+                               out + (size_t)b * GEMM_MR * ldo + (size_t)p * GEMM_NR, ldo, nc,
+                               kb > 0, last && bias ? bias + (size_t)p * GEMM_NR : NULL);
+                }
+            }
+        }
+    }
 }
 
 void matmul_forward(float *out, float *scratch, const float *x, const float *w, const float *bias,
-                    int rows, int in, int out_dim, int tile_mask) {
-    gemm_rows(out, scratch, x, w, rows, in, out_dim, tile_mask);
-    if (bias) {
-#pragma omp parallel for schedule(static) if ((size_t)rows * out_dim >= 4 * CPU_PAR_MIN_WORK)
-        for (int r = 0; r < rows; r++) {
-            float *o = out + (size_t)r * out_dim;
-            for (int j = 0; j < out_dim; j++)
-                o[j] += bias[j];
-        }
-    }
+                    int rows, int in, int out_dim) {
+    gemm_run(out, (size_t)out_dim, scratch, x, w, bias, rows, in, out_dim);
 }
 
-/* First index of the largest logit (NaN never wins: comparisons with NaN are false). */
-static int row_argmax(const float *l, int vocab, float *max_out) {
+/* ---- LM head ----------------------------------------------------------------------------- */
+
+/* Statistics of one logits row (vocab): *am = first index of the largest logit (NaN never wins;
+ * a NaN at index 0 stays the max), *mx = that logit, *sum = sum of vm_expf(l[j] - mx) in double
+ * over 16 lanes (vmath.h order). The AVX-512 form below gives the same bits. */
+static void row_stats(const float *l, int vocab, int *am, float *mx, double *sum) {
     int   best = 0;
-    float mx   = l[0];
+    float m    = l[0];
     for (int j = 1; j < vocab; j++)
-        if (l[j] > mx) {
-            mx   = l[j];
+        if (l[j] > m) {
+            m    = l[j];
             best = j;
         }
-    *max_out = mx;
-    return best;
+    double lanes[16] = {0};
+    for (int j = 0; j < vocab; j++)
+        lanes[j % 16] += (double)vm_expf(l[j] - m);
+    *am  = best;
+    *mx  = m;
+    *sum = vm_fold16d(lanes);
+}
+
+static VM_AVX512 void row_stats512(const float *l, int vocab, int *am, float *mx, double *sum) {
+    __m512 vm = _mm512_set1_ps(l[0]);
+    for (int j = 0; j < vocab; j += 16) {
+        __mmask16 k = (__mmask16)(vocab - j >= 16 ? 0xffffu : (1u << (vocab - j)) - 1);
+        /* max_ps(v, vm) keeps vm where v is NaN, like the scalar `l[j] > m` */
+        vm = _mm512_max_ps(_mm512_mask_loadu_ps(vm, k, l + j), vm);
+    }
+    float m = _mm512_reduce_max_ps(vm); /* max of non-NaN values: order-free */
+    if (l[0] != l[0])
+        m = l[0];
+    int best = 0;
+    if (m == m)
+        for (int j = 0; j < vocab; j += 16) {
+            __mmask16 k  = (__mmask16)(vocab - j >= 16 ? 0xffffu : (1u << (vocab - j)) - 1);
+            __mmask16 eq = _mm512_mask_cmp_ps_mask(k, _mm512_maskz_loadu_ps(k, l + j),
+                                                   _mm512_set1_ps(m), _CMP_EQ_OQ);
+            if (eq) {
+                best = j + __builtin_ctz(eq);
+                break;
+            }
+        }
+    __m512d lo = _mm512_setzero_pd(), hi = _mm512_setzero_pd();
+    __m512  vmx = _mm512_set1_ps(m);
+    for (int j = 0; j < vocab; j += 16) {
+        __mmask16 k = (__mmask16)(vocab - j >= 16 ? 0xffffu : (1u << (vocab - j)) - 1);
+        __m512    e =
+            _mm512_maskz_mov_ps(k, vm_exp512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, l + j), vmx)));
+        lo = _mm512_add_pd(lo, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+        hi = _mm512_add_pd(
+            hi, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+    }
+    *am  = best;
+    *mx  = m;
+    *sum = vm_fold512d(lo, hi);
 }
 
 void target_logprob_forward(float *out_logprob, uint8_t *out_is_max, float *scratch, const float *h,
-                            const float *w, const int32_t *target, int rows, int dim, int vocab,
-                            int tile_mask) {
-    float *logits = scratch + (size_t)CPU_GEMM_TILE * ((size_t)dim + vocab);
-    int    chunk  = (tile_mask & 8) ? CPU_GEMM_BIG : CPU_GEMM_TILE;
-    for (int r0 = 0; r0 < rows; r0 += chunk) {
-        int n = rows - r0 < chunk ? rows - r0 : chunk;
-        gemm_rows(logits, scratch, h + (size_t)r0 * dim, w, n, dim, vocab, tile_mask);
+                            const float *w, const int32_t *target, int rows, int dim, int vocab) {
+    float *xp = scratch, *logits = scratch + (size_t)HEAD_ROWS * dim;
+    int    simd = cpu_gemm_isa() == 2;
+    for (int r0 = 0; r0 < rows; r0 += HEAD_ROWS) {
+        int n = rows - r0 < HEAD_ROWS ? rows - r0 : HEAD_ROWS;
+        gemm_run(logits, (size_t)vocab, xp, h + (size_t)r0 * dim, w, NULL, n, dim, vocab);
 #pragma omp parallel for schedule(static) if ((size_t)n * vocab * 8 >= CPU_PAR_MIN_WORK)
         for (int i = 0; i < n; i++) {
             const float *l = logits + (size_t)i * vocab;
             float        mx;
-            int          am = row_argmax(l, vocab, &mx);
-            /* expf of max-subtracted logits (<= 0, no overflow), summed in double */
-            double sum = 0.0;
-            for (int j = 0; j < vocab; j++)
-                sum += (double)expf(l[j] - mx);
+            int          am;
+            double       sum;
+            if (simd)
+                row_stats512(l, vocab, &am, &mx, &sum);
+            else
+                row_stats(l, vocab, &am, &mx, &sum);
             int32_t t           = target[r0 + i];
             out_logprob[r0 + i] = (float)(((double)l[t] - (double)mx) - log(sum));
             out_is_max[r0 + i]  = (uint8_t)(am == t);
@@ -189,17 +355,26 @@ void target_logprob_forward(float *out_logprob, uint8_t *out_is_max, float *scra
     }
 }
 
-void argmax_forward(int32_t *out_id, float *scratch, const float *h, const float *w, int rows,
-                    int dim, int vocab, int tile_mask) {
-    float *logits = scratch + (size_t)CPU_GEMM_TILE * ((size_t)dim + vocab);
-    int    chunk  = (tile_mask & 8) ? CPU_GEMM_BIG : CPU_GEMM_TILE;
-    for (int r0 = 0; r0 < rows; r0 += chunk) {
-        int n = rows - r0 < chunk ? rows - r0 : chunk;
-        gemm_rows(logits, scratch, h + (size_t)r0 * dim, w, n, dim, vocab, tile_mask);
-#pragma omp parallel for schedule(static) if ((size_t)n * vocab >= CPU_PAR_MIN_WORK)
-        for (int i = 0; i < n; i++) {
-            float mx;
-            out_id[r0 + i] = row_argmax(logits + (size_t)i * vocab, vocab, &mx);
+/* First index of the largest logit (NaN never wins: comparisons with NaN are false). */
+static int row_argmax(const float *l, int vocab) {
+    int   best = 0;
+    float mx   = l[0];
+    for (int j = 1; j < vocab; j++)
+        if (l[j] > mx) {
+            mx   = l[j];
+            best = j;
         }
+    return best;
+}
+
+void argmax_forward(int32_t *out_id, float *scratch, const float *h, const float *w, int rows,
+                    int dim, int vocab) {
+    float *xp = scratch, *logits = scratch + (size_t)HEAD_ROWS * dim;
+    for (int r0 = 0; r0 < rows; r0 += HEAD_ROWS) {
+        int n = rows - r0 < HEAD_ROWS ? rows - r0 : HEAD_ROWS;
+        gemm_run(logits, (size_t)vocab, xp, h + (size_t)r0 * dim, w, NULL, n, dim, vocab);
+#pragma omp parallel for schedule(static) if ((size_t)n * vocab >= CPU_PAR_MIN_WORK)
+        for (int i = 0; i < n; i++)
+            out_id[r0 + i] = row_argmax(logits + (size_t)i * vocab, vocab);
     }
 }

@@ -1,10 +1,12 @@
-/* kernels/cpu/ops.h — the CPU reference ops: plain C11 + OpenBLAS, outputs first, then inputs,
- * then dimensions. Every op computes each output row from that row's inputs alone, in an order
- * that does not depend on the number of rows, their neighbours or the thread count, so a
- * sequence scores bitwise the same alone or inside any batch (DESIGN.md decision 4).
+/* kernels/cpu/ops.h — the CPU reference ops: C11 (SIMD micro-kernels chosen at run time),
+ * outputs first, then inputs, then dimensions. Every op computes each output row from that row's
+ * inputs alone, in an order that does not depend on the number of rows, their neighbours or the
+ * thread count, so a sequence scores bitwise the same alone or inside any batch (DESIGN.md decision
+ * 4).
  *
- * Layouts: activations are row-major (rows, features) f32; linear weights are (out, in)
- * row-major as Hugging Face nn.Linear stores them (GPT-2 Conv1D weights are transposed at load).
+ * Layouts: activations are row-major (rows, features) f32; linear weights are (out, in) as
+ * Hugging Face nn.Linear stores them (GPT-2 Conv1D weights are transposed at load), then packed
+ * into panels (below).
  * Integer index arrays (ids, positions, block tables, targets) are trusted: callers validate. */
 #ifndef ASSAY_KERNELS_CPU_OPS_H
 #define ASSAY_KERNELS_CPU_OPS_H
@@ -12,27 +14,41 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* GEMMs run on row tiles of fixed shapes: OpenBLAS may pick different kernels for different
- * M (e.g. "small matrix" kernels for small M*N*K), which changes the bits of a row's result.
- * Rows go in CPU_GEMM_TILE-row tiles — or 256-row tiles while they fit, and the remainder in
- * 16-, 4- and 1-row tiles, when gemm_tile_mask() verified, for that weight shape, that those
- * give every row the same bits as the 64-row tile; otherwise zero-padded to 64 rows (exact, but
- * up to 64x the work for one decode row). OpenBLAS repacks the weights on every call, so small
- * tiles cost throughput: 64-row tiles reached ~70% of the full-M sgemm rate on the dev box. */
-#define CPU_GEMM_TILE 64
-
-/* ... and on fixed column tiles of this many output features, in parallel (OpenMP); the tiling
- * never depends on the thread count. */
-#define CPU_GEMM_COLS 1024
+/* Linear weights are packed once at load (gemm_pack) into panels of CPU_PANEL output features:
+ * W (n, k) row-major becomes ceil(n / 32) panels; panel p holds, for kk = 0..k-1, the 32 floats
+ * W[p*32 + j][kk] (j = 0..31; rows past n are zero). So W[j][kk] sits at
+ * (j / 32) * 32 * k + kk * 32 + j % 32, and a GEMV or a GEMM micro-kernel reads each panel as
+ * one contiguous stream. Embedding tables use the same layout (they may be the tied LM head).
+ *
+ * Reduction-order contract of every GEMM op: for each output element
+ *   s = fma(x[i][k-1], W[j][k-1], ... fma(x[i][1], W[j][1], fma(x[i][0], W[j][0], 0.0f)))
+ *   out[i][j] = s + bias[j]   (or s without a bias)
+ * — one fp32 accumulator, k ascending, every step a fused multiply-add (correctly rounded, so
+ * the AVX-512, AVX2 and portable fmaf paths agree bit for bit), bias added last. Nothing else —
+ * the number of rows in the call, a row's position in its tile, the thread count, the ISA —
+ * changes a result, so batch invariance holds by construction. */
+#define CPU_PANEL 32
 
 /* Ops smaller than this many multiply-adds run on one thread: an OpenMP region costs
  * microseconds, far more when the cores are oversubscribed and threads spin at barriers. */
 #define CPU_PAR_MIN_WORK (1 << 16)
 
-/* Scratch floats the GEMM-based ops need: 64 * (in + out) + 256 * out. */
-size_t cpu_gemm_scratch_floats(int in, int out);
+/* Floats of a packed (n, k) weight: n rounded up to a multiple of CPU_PANEL, times k. */
+size_t gemm_packed_floats(int n, int k);
+/* dst (gemm_packed_floats(n, k)) = w (n, k) row-major, packed. */
+void gemm_pack(float *dst, const float *w, int n, int k);
+/* dst (k) = row `row` of a packed (n, k) weight. */
+void gemm_unpack_row(float *dst, const float *packed, int row, int k);
+/* The GEMM instruction set in use: 2 AVX-512F, 1 AVX2+FMA, 0 portable C (fmaf). Chosen at run
+ * time from the CPU; cpu_gemm_set_isa caps it (tests check every path gives the same bits;
+ * negative: no cap). Not thread-safe: call between ops. */
+int  cpu_gemm_isa(void);
+void cpu_gemm_set_isa(int max_isa);
+/* Scratch floats: matmul_forward on `rows` rows of `in` features; the LM-head ops. */
+size_t cpu_matmul_scratch_floats(int rows, int in);
+size_t cpu_head_scratch_floats(int dim, int vocab);
 
-/* out (rows, dim) = table[ids[r]] (vocab, dim) */
+/* out (rows, dim) = table[ids[r]], table (vocab, dim) packed like a linear weight */
 void embed_forward(float *out, const float *table, const int32_t *ids, int rows, int dim);
 /* out (rows, dim) += table[pos[r]] (max_pos, dim) — GPT-2 learned positions */
 void pos_embed_add(float *out, const float *table, const int32_t *pos, int rows, int dim);
@@ -41,18 +57,11 @@ void rmsnorm_forward(float *out, const float *x, const float *w, int rows, int d
 /* out (rows, dim) = (x - mean) * rsqrt(var + eps) * w + b — nn.LayerNorm; out may alias x */
 void layernorm_forward(float *out, const float *x, const float *w, const float *b, int rows,
                        int dim, float eps);
-/* The GEMM ops expect OpenBLAS set single-threaded (openblas_set_num_threads(1), as
- * backend_cpu_create does): they parallelize over tiles with OpenMP, and OpenBLAS's own
- * threading changes the bits of large tiles.
- * Which other row tiles (bit 0: 16, bit 1: 4, bit 2: 1, bit 3: 256 rows) give bitwise the same
- * rows as the 64-row tile for weights w (out_dim, in) on this machine's OpenBLAS; 0 when none
- * (or out of memory). Costs about nine 64-row GEMMs; callers cache it per weight shape. */
-int gemm_tile_mask(const float *w, int in, int out_dim);
-/* out (rows, out_dim) = x (rows, in) @ w (out_dim, in)^T + bias (out_dim, may be NULL).
- * scratch: cpu_gemm_scratch_floats(in, out_dim) floats. out must not alias x. tile_mask: from
- * gemm_tile_mask for this shape (0 is always exact). */
+/* out (rows, out_dim) = x (rows, in) @ w (out_dim, in)^T + bias (out_dim, may be NULL); w packed
+ * (gemm_pack). scratch: cpu_matmul_scratch_floats(rows, in) floats. out must not alias x.
+ * Parallel (OpenMP) over row blocks and weight panels, so one decode row uses every core. */
 void matmul_forward(float *out, float *scratch, const float *x, const float *w, const float *bias,
-                    int rows, int in, int out_dim, int tile_mask);
+                    int rows, int in, int out_dim);
 /* out (n) = a + b; out may alias a or b */
 void add_forward(float *out, const float *a, const float *b, size_t n);
 /* out (rows, ffn) = silu(gate) * up, gate_up (rows, 2*ffn) = [gate | up]; SwiGLU MLP */
@@ -96,16 +105,15 @@ int attention_paged_forward(float *out, const float *q, const float *k_pool, con
                             const int *q_off, const int *start_pos, int n_seqs, int n_heads,
                             int n_kv_heads, int head_dim, int q_stride, int window);
 
-/* Fused LM head. For each row r of h (rows, dim): logits = h[r] @ w (vocab, dim)^T, computed
- * 64 or 256 rows at a time (never rows x vocab), then
+/* Fused LM head. For each row r of h (rows, dim): logits = h[r] @ w (vocab, dim; packed)^T,
+ * computed 96 rows at a time (never rows x vocab), then
  *   out_logprob[r] = logits[target[r]] - logsumexp(logits)   (max-subtracted, double sum)
  *   out_is_max[r]  = target[r] is the argmax (ties: lowest index, like torch.argmax).
- * scratch: cpu_gemm_scratch_floats(dim, vocab) floats. */
+ * scratch: cpu_head_scratch_floats(dim, vocab) floats. */
 void target_logprob_forward(float *out_logprob, uint8_t *out_is_max, float *scratch, const float *h,
-                            const float *w, const int32_t *target, int rows, int dim, int vocab,
-                            int tile_mask);
+                            const float *w, const int32_t *target, int rows, int dim, int vocab);
 /* out_id[r] = argmax(h[r] @ w^T) (lowest index on ties); same scratch as above. */
 void argmax_forward(int32_t *out_id, float *scratch, const float *h, const float *w, int rows,
-                    int dim, int vocab, int tile_mask);
+                    int dim, int vocab);
 
 #endif
