@@ -2,11 +2,14 @@
  * mode: even, the rest is a tokenizer.json to load (then encode and decode a fixed text with it);
  * odd, the rest is text encoded (and decoded back) by two fixed tokenizers: byte-level with a
  * Split regex and added tokens, and SentencePiece-style with normalizers, Metaspace and
- * byte_fallback. Bit 1 of the first byte turns split_special off, bit 2 replace_invalid on. */
+ * byte_fallback, plus two tokenizers whose texts are cut into pieces. Every encoding is also done
+ * cut at every allowed point and must not change. Bit 1 of the first byte turns split_special
+ * off, bit 2 replace_invalid on. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "loader/tok_internal.h"
 #include "loader/tokenizer.h"
 
 static const char BYTELEVEL_JSON[] =
@@ -50,7 +53,36 @@ static const char SPM_JSON[] =
     "\"b\":7,\"\\u2581a\":8,\"#\":9},"
     "\"merges\":[[\"\\u2581\",\"a\"]]}}";
 
-static tokenizer *fixed[2];
+/* Two tokenizers whose long texts are cut into pieces (tok_encode_chunked): odd inputs are also
+ * encoded cut at every allowed point, which must give what the whole text gives. They hold a
+ * merge across a space, added tokens with spaces and strip flags, byte fallback. */
+static const char SPMCUT_JSON[] =
+    "{\"added_tokens\":[{\"id\":7,\"content\":\"x a\",\"special\":false,\"normalized\":false},{"
+    "\"id\":8,\"content\":\"<r>\",\"special\":true,\"rstrip\":true},{\"id\":9,\"content\":\"<l>"
+    "\",\"special\":true,\"lstrip\":true},{\"id\":10,\"content\":\"w\",\"special\":false,\"norm"
+    "alized\":false,\"single_word\":true}],\"normalizer\":{\"type\":\"Sequence\",\"normalizers"
+    "\":[{\"type\":\"Prepend\",\"prepend\":\"\\u2581\"},{\"type\":\"Replace\",\"pattern\":{\"St"
+    "ring\":\" \"},\"content\":\"\\u2581\"}]},\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>"
+    "\",\"byte_fallback\":true,\"vocab\":{\"a\":0,\"e\":1,\"\\u2581\":2,\"e\\u2581\":3,\"\\u258"
+    "1a\":4,\"x\":5,\"w\":6,\"<\":11,\">\":12,\"r\":13,\"l\":14,\"<unk>\":16,\"<0x0A>\":17,\""
+    "\\u2581\\u2581\":18},\"merges\":[\"e \\u2581\",\"\\u2581 a\",\"\\u2581 \\u2581\"]}}";
+
+static const char CL100K_JSON[] =
+    "{\"added_tokens\":[{\"id\":7,\"content\":\"x a\",\"special\":false,\"normalized\":false},{"
+    "\"id\":8,\"content\":\"<r>\",\"special\":true,\"rstrip\":true},{\"id\":9,\"content\":\"<l>"
+    "\",\"special\":true,\"lstrip\":true},{\"id\":10,\"content\":\"w\",\"special\":false,\"norm"
+    "alized\":false,\"single_word\":true}],\"normalizer\":{\"type\":\"NFC\"},\"pre_tokenizer\":"
+    "{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\",\"pattern\":{\"Regex\":\"(?i"
+    ":'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{L}+|\\\\p{N}{1,3}| ?[^\\\\s"
+    "\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!\\\\S)|\\\\s+\"},\"behavior\""
+    ":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_r"
+    "egex\":false}]},\"post_processor\":{\"type\":\"ByteLevel\",\"trim_offsets\":true},\"model"
+    "\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"e\":1,\"\\u0120\":2,\"\\u0120e\":3,\"\\u0120a\":"
+    "4,\"x\":5,\"w\":6,\"\\u010a\":15,\"\\u010a\\u010a\":16,\"<\":11,\">\":12,\"r\":13,\"l\":14"
+    ",\"\\u0120\\u0120\":17},\"merges\":[\"\\u0120 e\",\"\\u0120 a\",\"\\u010a \\u010a\",\"\\u0"
+    "120 \\u0120\"]}}";
+
+static tokenizer *fixed[4];
 
 static void run(const tokenizer *t, const char *text, size_t len, int flags) {
     tok_encode_opts o = tok_default_opts();
@@ -66,6 +98,13 @@ static void run(const tokenizer *t, const char *text, size_t len, int flags) {
         char *d = NULL;
         if (tok_decode(t, v.ids, v.n, flags & 1, &d, NULL, &err) == 0)
             free(d);
+        /* cutting anywhere the rules allow changes no id and no offset */
+        tok_ids c = {0};
+        if (tok_encode_chunked(t, text, len, &o, 1, 1, &c, &err) != 0 || c.n != v.n ||
+            (v.n && (memcmp(c.ids, v.ids, v.n * sizeof *v.ids) ||
+                     memcmp(c.offsets, v.offsets, 2 * v.n * sizeof *v.offsets))))
+            abort();
+        tok_ids_free(&c);
     }
     tok_ids_free(&v);
 }
@@ -89,10 +128,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (!fixed[0]) {
         fixed[0] = tok_load_buffer(BYTELEVEL_JSON, sizeof BYTELEVEL_JSON - 1, "bytelevel", &err);
         fixed[1] = tok_load_buffer(SPM_JSON, sizeof SPM_JSON - 1, "spm", &err);
-        if (!fixed[0] || !fixed[1])
-            abort(); /* the fixed tokenizers must load */
+        fixed[2] = tok_load_buffer(SPMCUT_JSON, sizeof SPMCUT_JSON - 1, "spm-cut", &err);
+        fixed[3] = tok_load_buffer(CL100K_JSON, sizeof CL100K_JSON - 1, "cl100k-cut", &err);
+        for (int i = 0; i < 4; i++)
+            if (!fixed[i] || (i >= 2 && tok_chunking(fixed[i])))
+                abort(); /* the fixed tokenizers must load, the last two must be cuttable */
     }
-    run(fixed[0], rest, n, flags);
-    run(fixed[1], rest, n, flags);
+    for (int i = 0; i < 4; i++)
+        run(fixed[i], rest, n, flags);
     return 0;
 }

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
 
 #include "harness/commands.h"
 #include "loader/tokenizer.h"
@@ -24,7 +26,8 @@ static const char usage[] =
     "  --plain-special     special-token text in the input is plain text, not special tokens\n"
     "  --replace-invalid   invalid UTF-8 becomes U+FFFD (default: an error naming the byte)\n"
     "  --decode            the input is ids (separated by spaces, commas or newlines); print text\n"
-    "  --file F            read the input from F\n"
+    "  --file F            read the input from F (mapped, not copied: a long file is encoded in\n"
+    "                      pieces and printed as it goes, in memory that does not grow with it)\n"
     "Default output: one \"id<TAB>piece\" line per token (control characters escaped).\n"
     "Exit codes: 0 ok, 2 bad input or usage, 3 I/O failure.\n";
 
@@ -69,22 +72,33 @@ static void print_piece(const char *p) {
     }
 }
 
-static int do_decode(const tokenizer *t, const char *in, int skip_special, assay_error *err) {
-    int32_t    *ids = NULL;
-    size_t      n = 0, cap = 0;
-    int         rc = 0;
-    const char *p  = in;
-    while (*p) {
-        while (*p == ' ' || *p == ',' || *p == '\n' || *p == '\t' || *p == '\r' || *p == '[' ||
-               *p == ']')
-            p++;
-        if (!*p)
-            break;
+static int do_decode(const tokenizer *t, const char *in, size_t len, int skip_special,
+                     assay_error *err) {
+    int32_t *ids = NULL;
+    size_t   n = 0, cap = 0, i = 0;
+    int      rc = 0;
+    while (i < len) {
+        char c = in[i];
+        if (c == ' ' || c == ',' || c == '\n' || c == '\t' || c == '\r' || c == '[' || c == ']') {
+            i++;
+            continue;
+        }
+        /* the input need not be NUL-terminated (a mapped file): parse a bounded copy */
+        char   num[24];
+        size_t k = 0;
+        while (i + k < len && k + 1 < sizeof num && in[i + k] != ' ' && in[i + k] != ',' &&
+               in[i + k] != '\n' && in[i + k] != '\t' && in[i + k] != '\r' && in[i + k] != ']' &&
+               in[i + k] != '[') {
+            num[k] = in[i + k];
+            k++;
+        }
+        num[k] = 0;
         char *e;
         errno  = 0;
-        long v = strtol(p, &e, 10);
-        if (e == p || errno || v < INT32_MIN || v > INT32_MAX) {
-            rc = assay_fail(err, ASSAY_EINVAL, "--decode: '%.20s' is not a token id", p);
+        long v = strtol(num, &e, 10);
+        if (e == num || *e || errno || v < INT32_MIN || v > INT32_MAX) {
+            rc = assay_fail(err, ASSAY_EINVAL, "--decode: '%.20s' (byte %zu) is not a token id",
+                            num, i);
             goto done;
         }
         if (n == cap) {
@@ -98,7 +112,7 @@ static int do_decode(const tokenizer *t, const char *in, int skip_special, assay
             cap = nc;
         }
         ids[n++] = (int32_t)v;
-        p        = e;
+        i += k;
     }
     char  *text = NULL;
     size_t tl   = 0;
@@ -111,6 +125,54 @@ static int do_decode(const tokenizer *t, const char *in, int skip_special, assay
 done:
     free(ids);
     return rc;
+}
+
+/* Streaming output of the plain formats: each part of the encoding is printed as it comes. */
+typedef struct print_ctx {
+    const tokenizer *t;
+    int              ids_only;
+    size_t           printed;
+} print_ctx;
+
+static int print_part(void *vc, const tok_ids *part) {
+    print_ctx *c = vc;
+    for (size_t i = 0; i < part->n; i++, c->printed++) {
+        if (c->ids_only) {
+            printf(c->printed ? " %d" : "%d", part->ids[i]);
+            continue;
+        }
+        const char *p = tok_id_to_piece(c->t, part->ids[i]);
+        printf("%d\t", part->ids[i]);
+        print_piece(p ? p : "");
+        putchar('\n');
+    }
+    return ferror(stdout) ? ASSAY_EIO : 0;
+}
+
+/* --json: {"ids":[...],"tokens":[...],"offsets":[...]}, written array by array (a tree of
+ * cJSON items would take ~100 bytes per token); cJSON escapes each piece. */
+static int print_json(const tokenizer *t, const tok_ids *v) {
+    fputs("{\"ids\":[", stdout);
+    for (size_t i = 0; i < v->n; i++)
+        printf(i ? ",%d" : "%d", v->ids[i]);
+    fputs("],\"tokens\":[", stdout);
+    for (size_t i = 0; i < v->n; i++) {
+        const char *p = tok_id_to_piece(t, v->ids[i]);
+        cJSON      *s = cJSON_CreateString(p ? p : "");
+        char       *o = s ? cJSON_PrintUnformatted(s) : NULL;
+        cJSON_Delete(s);
+        if (!o)
+            return ASSAY_ENOMEM;
+        if (i)
+            putchar(',');
+        fputs(o, stdout);
+        free(o);
+    }
+    fputs("],\"offsets\":[", stdout);
+    for (size_t i = 0; i < v->n; i++)
+        printf(i ? ",[%d,%d]" : "[%d,%d]", v->offsets[2 * i], v->offsets[2 * i + 1]);
+    fputs("]}\n", stdout);
+    return 0;
 }
 
 int cmd_tokenize(int argc, char **argv) {
@@ -166,69 +228,67 @@ int cmd_tokenize(int argc, char **argv) {
     }
     assay_error err;
     assay_error_clear(&err);
-    char  *buf = NULL;
-    size_t len = 0;
-    int    rc  = 0;
-    if (file) {
-        if (file_read_all(file, &buf, &len, &err))
+    char       *buf = NULL;
+    mapped_file map = {0};
+    size_t      len = 0;
+    int         rc  = 0;
+    struct stat st;
+    if (file && stat(file, &st) == 0 && S_ISREG(st.st_mode)) {
+        if (file_map(&map, file, &err))
             return cli_report(&err);
+        len = map.size;
+        if (map.data) /* read once, front to back */
+            madvise((void *)map.data, map.size, MADV_SEQUENTIAL);
+    } else if (file) { /* a pipe or device: read it */
+        FILE *f = fopen(file, "rb");
+        if (!f) {
+            fprintf(stderr, "assay tokenize: %s: cannot open: %s\n", file, strerror(errno));
+            return 2;
+        }
+        int r = read_stream(f, &buf, &len);
+        fclose(f);
+        if (r) {
+            fprintf(stderr, "assay tokenize: %s: cannot read\n", file);
+            return 3;
+        }
     } else if (text) {
         len = strlen(text);
     } else if (read_stream(stdin, &buf, &len)) {
         fprintf(stderr, "assay tokenize: cannot read stdin\n");
         return 3;
     }
-    const char *in = buf ? buf : text;
+    const char *in = map.data ? (const char *)map.data : buf ? buf : text ? text : "";
     tokenizer  *t  = tok_load(model, &err);
     if (!t) {
+        file_unmap(&map);
         free(buf);
         return cli_report(&err);
     }
     if (decode) {
-        rc = do_decode(t, in, no_special, &err);
+        rc = do_decode(t, in, len, no_special, &err);
         goto out;
     }
     tok_encode_opts o = tok_default_opts();
     o.add_special     = !no_special;
     o.split_special   = !plain_special;
     o.replace_invalid = replace_invalid;
-    tok_ids v         = {0};
-    rc                = tok_encode(t, in, len, &o, json, &v, &err);
-    if (rc) {
+    if (json) {
+        tok_ids v = {0};
+        rc        = tok_encode(t, in, len, &o, 1, &v, &err);
+        if (!rc && print_json(t, &v))
+            rc = assay_fail(&err, ASSAY_ENOMEM, "tokenize: out of memory printing JSON");
         tok_ids_free(&v);
         goto out;
     }
-    if (json) {
-        cJSON *root = cJSON_CreateObject(), *ids = cJSON_AddArrayToObject(root, "ids"),
-              *toks = cJSON_AddArrayToObject(root, "tokens"),
-              *offs = cJSON_AddArrayToObject(root, "offsets");
-        for (size_t i = 0; i < v.n; i++) {
-            cJSON_AddItemToArray(ids, cJSON_CreateNumber(v.ids[i]));
-            const char *p = tok_id_to_piece(t, v.ids[i]);
-            cJSON_AddItemToArray(toks, cJSON_CreateString(p ? p : ""));
-            int pair[2] = {v.offsets[2 * i], v.offsets[2 * i + 1]};
-            cJSON_AddItemToArray(offs, cJSON_CreateIntArray(pair, 2));
-        }
-        char *s = cJSON_PrintUnformatted(root);
-        if (s)
-            puts(s);
-        free(s);
-        cJSON_Delete(root);
-    } else if (ids_only) {
-        for (size_t i = 0; i < v.n; i++)
-            printf(i ? " %d" : "%d", v.ids[i]);
+    print_ctx pc = {t, ids_only, 0};
+    rc           = tok_encode_stream(t, in, len, &o, 0, print_part, &pc, &err);
+    if (rc == ASSAY_EIO && !err.msg[0])
+        assay_fail(&err, ASSAY_EIO, "tokenize: cannot write the output");
+    if (!rc && ids_only)
         putchar('\n');
-    } else {
-        for (size_t i = 0; i < v.n; i++) {
-            const char *p = tok_id_to_piece(t, v.ids[i]);
-            printf("%d\t", v.ids[i]);
-            print_piece(p ? p : "");
-            putchar('\n');
-        }
-    }
-    tok_ids_free(&v);
 out:
     tok_free(t);
+    file_unmap(&map);
     free(buf);
     if (rc)
         return cli_report(&err);

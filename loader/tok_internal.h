@@ -6,6 +6,7 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,12 +59,19 @@ void tok_pmap_free(tok_pmap *m);
 
 /* ---- patterns (Split, Replace) ------------------------------------------------------------ */
 
+/* Pre-tokenizer regexes whose cut points are worked out (see tok_encode's chunking). */
+enum { TOK_RE_OTHER, TOK_RE_GPT2, TOK_RE_CL100K, TOK_RE_QWEN2 };
+
 typedef struct tok_pattern {
     int         is_regex;
-    char       *str; /* String pattern (may be empty) */
+    int         known; /* TOK_RE_*: which well-known regex this is (exact text match) */
+    char       *str;   /* String pattern (may be empty) */
     size_t      len;
     pcre2_code *re;
 } tok_pattern;
+
+/* Returns the TOK_RE_* of a regex given as it is written in tokenizer.json. */
+int tok_regex_known(const char *pat, size_t len);
 
 /* Compiles an HF (Oniguruma-flavoured) regex with PCRE2; \s \w \d are rewritten to the Unicode
  * classes Oniguruma uses. On failure writes PCRE2's message and offset into msg. */
@@ -168,6 +176,34 @@ typedef struct tok_added {
     uint8_t special, lstrip, rstrip, single_word, normalized;
 } tok_added;
 
+/* ---- BPE word cache ------------------------------------------------------------------------ */
+
+/* word bytes -> its BPE tokens (id, [s, e) in the word), as HF's BPE keeps (capacity 10,000,
+ * words under 256 bytes). Shared by all threads: sharded, each shard behind a mutex that is only
+ * ever try-locked, so a busy shard means a miss, never a wait. Entries are never evicted; when a
+ * shard is full, new words are not cached. */
+typedef struct tok_cache tok_cache;
+typedef struct tok_cval {
+    int32_t  id;
+    uint16_t s, e;
+} tok_cval;
+
+tok_cache *tok_cache_new(void);
+void       tok_cache_free(tok_cache *c); /* NULL-safe */
+/* Copies the tokens of word k[0..n) (h = tok_hash(k, n)) into out (room for cap entries);
+ * returns their count, or -1 on a miss, a busy shard or too little room. */
+int  tok_cache_get(tok_cache *c, const char *k, size_t n, uint32_t h, tok_cval *out, size_t cap);
+void tok_cache_put(tok_cache *c, const char *k, size_t n, uint32_t h, const tok_cval *v, size_t nv);
+enum { TOK_CACHE_MAX_WORD = 255 };
+
+/* ---- chunked encoding ------------------------------------------------------------------------ */
+
+/* How a long text may be cut into pieces that encode independently (tok_encode): NONE, whole
+ * text only; BOUNDARY, the cut is a pre-token boundary the pre-tokenizer always makes; SPAN,
+ * the cut may fall inside a pre-token (or the text is one word), and is taken only where no BPE
+ * merge can join the two sides. */
+enum { TOK_CHUNK_NONE, TOK_CHUNK_BOUNDARY, TOK_CHUNK_SPAN };
+
 /* ---- the tokenizer ------------------------------------------------------------------------ */
 
 struct tokenizer {
@@ -208,6 +244,21 @@ struct tokenizer {
     int     chat_template;
     int64_t max_len;
     char    kind[32];
+
+    /* chunked encoding of long texts (planned at load) */
+    int         chunk_mode; /* TOK_CHUNK_* */
+    int         chunk_nl;   /* cut after '\n' before a printable char is also allowed */
+    const char *chunk_why;  /* when NONE: the component that prevents cutting */
+    /* verdicts on cutting between ASCII chars x|y, filled on first use (0 unknown, 1 yes,
+     * 2 no); atomic because encoding threads share the tokenizer (same value from any thread) */
+    _Atomic unsigned char chunk_memo[128][128];
+    /* SPAN mode: a word is also cut before each normalized space ("▁") that follows an ASCII
+     * char x when no merge can join x and the space (word_memo[x], as chunk_memo), so the
+     * pieces are short and hit the word cache */
+    char                  space_norm[8];
+    size_t                space_norm_len; /* 0: words are not cut */
+    _Atomic unsigned char word_memo[128];
+    tok_cache            *cache; /* NULL: no cache */
 };
 
 /* ---- encoding work state (one per tok_encode call; grows, never per token) ---------------- */
@@ -240,7 +291,10 @@ typedef struct tok_work {
     pcre2_match_context *mctx;
     pcre2_jit_stack     *jit;
     int                  want_offsets;
+    int                  no_prepend; /* this stretch continues one cut by chunking: no Prepend */
     tok_ids             *out;
+    tok_cval            *cv; /* cache values of one word */
+    size_t               capcv;
 } tok_work;
 
 typedef struct tok_sym {
@@ -257,6 +311,12 @@ typedef struct tok_heapent {
 
 /* Appends one id (and offsets when requested); 0 ok, -1 no memory. */
 int tok_ids_push(tok_ids *v, int32_t id, int32_t s, int32_t e, int want_offsets);
+
+/* Encodes with cuts at most every `chunk` bytes where allowed (0: default, SIZE_MAX: never);
+ * tok_encode is this with the default. Tests use small chunks to cut at every safe point. */
+int tok_encode_chunked(const tokenizer *t, const char *text, size_t len,
+                       const tok_encode_opts *opts, int want_offsets, size_t chunk, tok_ids *out,
+                       assay_error *err);
 
 /* Runs the BPE model on bytes w[0..n) of split `sp`, appending tokens to work->out. */
 int tok_bpe_word(const tokenizer *t, tok_work *w, const char *s, size_t n, const tok_split *sp,

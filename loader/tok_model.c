@@ -1,6 +1,7 @@
 /* loader/tok_model.c — the hash maps behind the vocabulary and merges, and the BPE model: merges
  * applied by rank with a binary heap over adjacent pairs (as HF's Word::merge_all), so a long
  * word costs O(n log n). */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -254,6 +255,107 @@ void tok_pmap_free(tok_pmap *m) {
     memset(m, 0, sizeof *m);
 }
 
+/* ---- BPE word cache ----------------------------------------------------------------------- */
+
+/* 16 shards x 640 entries = 10,240 words (HF's capacity is 10,000). Keys and values live in
+ * fixed per-shard arenas, so a reader never sees memory move; a full arena stops insertion. */
+enum {
+    CACHE_SHARDS = 16,
+    CACHE_ENTS   = 640,
+    CACHE_SLOTS  = 1024, /* power of two, load <= 0.625 */
+    CACHE_KEYB   = 640 * 16,
+    CACHE_VALS   = 640 * 6
+};
+
+typedef struct cache_ent {
+    uint32_t hash, koff, voff;
+    uint16_t klen, nval;
+} cache_ent;
+
+typedef struct cache_shard {
+    pthread_mutex_t mu;
+    uint16_t        slot[CACHE_SLOTS]; /* entry index + 1; 0 empty */
+    cache_ent       ent[CACHE_ENTS];
+    uint32_t        n, klen, vlen;
+    char            keys[CACHE_KEYB];
+    tok_cval        vals[CACHE_VALS];
+} cache_shard;
+
+struct tok_cache {
+    cache_shard sh[CACHE_SHARDS];
+};
+
+tok_cache *tok_cache_new(void) {
+    tok_cache *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    for (int i = 0; i < CACHE_SHARDS; i++)
+        if (pthread_mutex_init(&c->sh[i].mu, NULL)) {
+            while (i-- > 0)
+                pthread_mutex_destroy(&c->sh[i].mu);
+            free(c);
+            return NULL;
+        }
+    return c;
+}
+
+void tok_cache_free(tok_cache *c) {
+    if (!c)
+        return;
+    for (int i = 0; i < CACHE_SHARDS; i++)
+        pthread_mutex_destroy(&c->sh[i].mu);
+    free(c);
+}
+
+/* Slot of key k in shard s: its entry's slot, or the empty slot where it would go. */
+static size_t cache_find(const cache_shard *s, const char *k, size_t n, uint32_t h) {
+    size_t j = (h >> 4) & (CACHE_SLOTS - 1);
+    for (;;) {
+        uint16_t e = s->slot[j];
+        if (!e)
+            return j;
+        const cache_ent *x = &s->ent[e - 1];
+        if (x->hash == h && x->klen == n && !memcmp(s->keys + x->koff, k, n))
+            return j;
+        j = (j + 1) & (CACHE_SLOTS - 1);
+    }
+}
+
+int tok_cache_get(tok_cache *c, const char *k, size_t n, uint32_t h, tok_cval *out, size_t cap) {
+    cache_shard *s = &c->sh[h & (CACHE_SHARDS - 1)];
+    if (pthread_mutex_trylock(&s->mu))
+        return -1;
+    int      r = -1;
+    uint16_t e = s->slot[cache_find(s, k, n, h)];
+    if (e && s->ent[e - 1].nval <= cap) {
+        const cache_ent *x = &s->ent[e - 1];
+        memcpy(out, s->vals + x->voff, x->nval * sizeof *out);
+        r = x->nval;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return r;
+}
+
+void tok_cache_put(tok_cache *c, const char *k, size_t n, uint32_t h, const tok_cval *v,
+                   size_t nv) {
+    cache_shard *s = &c->sh[h & (CACHE_SHARDS - 1)];
+    if (n > TOK_CACHE_MAX_WORD || pthread_mutex_trylock(&s->mu))
+        return;
+    if (s->n < CACHE_ENTS && s->klen + n <= CACHE_KEYB && s->vlen + nv <= CACHE_VALS) {
+        size_t j = cache_find(s, k, n, h);
+        if (!s->slot[j]) {
+            cache_ent *x = &s->ent[s->n];
+            *x           = (cache_ent){h, s->klen, s->vlen, (uint16_t)n, (uint16_t)nv};
+            memcpy(s->keys + s->klen, k, n);
+            memcpy(s->vals + s->vlen, v, nv * sizeof *v);
+            s->klen += (uint32_t)n;
+            s->vlen += (uint32_t)nv;
+            s->slot[j] = (uint16_t)(++s->n);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* ---- BPE ----------------------------------------------------------------------------------- */
 
 static inline uint64_t pair_key(int32_t a, int32_t b) {
@@ -316,6 +418,20 @@ int tok_bpe_word(const tokenizer *t, tok_work *w, const char *s, size_t n, const
             return emit(t, w, sp, id, 0, n)
                        ? assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory")
                        : 0;
+    }
+    /* HF's cache: a word seen before gives its tokens without the merge loop */
+    uint32_t h         = 0;
+    int      cacheable = t->cache && n <= TOK_CACHE_MAX_WORD;
+    if (cacheable) {
+        if (tok_grow((void **)&w->cv, &w->capcv, n, sizeof *w->cv))
+            return assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory");
+        h     = tok_hash(s, n);
+        int k = tok_cache_get(t->cache, s, n, h, w->cv, w->capcv);
+        for (int j = 0; j < k; j++)
+            if (emit(t, w, sp, w->cv[j].id, w->cv[j].s, w->cv[j].e))
+                return assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory");
+        if (k >= 0)
+            return 0;
     }
     if (tok_grow((void **)&w->sym, &w->capsym, n + 1, sizeof *w->sym))
         return assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory for a %zu-byte word", n);
@@ -442,8 +558,17 @@ int tok_bpe_word(const tokenizer *t, tok_work *w, const char *s, size_t n, const
             tok_pmap_get(&t->merges, pair_key(cur->id, sym[cur->next].id), &r, &nid))
             heap_push(heap, &nh, (tok_heapent){r, top.pos, nid});
     }
-    for (int32_t j = 0; j >= 0; j = sym[j].next)
+    size_t nv = 0;
+    if (cacheable && tok_grow((void **)&w->cv, &w->capcv, ns, sizeof *w->cv))
+        return assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory");
+    for (int32_t j = 0; j >= 0; j = sym[j].next) {
         if (emit(t, w, sp, sym[j].id, sym[j].start, (size_t)sym[j].start + sym[j].len))
             return assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory");
+        if (cacheable)
+            w->cv[nv++] = (tok_cval){sym[j].id, (uint16_t)sym[j].start,
+                                     (uint16_t)(sym[j].start + sym[j].len)};
+    }
+    if (cacheable)
+        tok_cache_put(t->cache, s, n, h, w->cv, nv);
     return 0;
 }

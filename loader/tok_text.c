@@ -754,7 +754,10 @@ static int norm_one(const tok_norm *nm, nstate *st) {
         break;
     }
     case NORM_PREPEND:
-        if (in.n) {
+        if (in.n && w->no_prepend) { /* a chunk continuing a stretch: HF prepends once */
+            if (nout_copy(&o, in.s, in.al, in.n))
+                return -1;
+        } else if (in.n) {
             size_t l = tok_utf8_len((unsigned char)in.s[0]);
             if (l > in.n)
                 l = in.n;

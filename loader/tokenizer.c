@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <utf8proc.h>
 
 #include "loader/tok_internal.h"
 #include "runtime/util.h"
@@ -17,6 +18,24 @@
 static const char GPT2_REGEX[] =
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
 static const char WS_REGEX[] = "\\w+|[^\\w\\s]+";
+/* cl100k (Llama 3) and Qwen2 pre-tokenizer regexes, as tokenizer.json writes them */
+static const char CL100K_REGEX[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char QWEN2_REGEX[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+int tok_regex_known(const char *pat, size_t len) {
+    static const struct {
+        const char *re;
+        int         known;
+    } k[] = {{GPT2_REGEX, TOK_RE_GPT2}, {CL100K_REGEX, TOK_RE_CL100K}, {QWEN2_REGEX, TOK_RE_QWEN2}};
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++)
+        if (strlen(k[i].re) == len && !memcmp(k[i].re, pat, len))
+            return k[i].known;
+    return TOK_RE_OTHER;
+}
 
 typedef struct lctx {
     const char  *name; /* file name used in messages */
@@ -95,6 +114,7 @@ void tok_free(tokenizer *t) {
     free(t->dec);
     free(t->post_pre);
     free(t->post_suf);
+    tok_cache_free(t->cache);
     free(t);
 }
 
@@ -144,6 +164,7 @@ static int parse_pattern(lctx *c, const cJSON *o, const char *where, tok_pattern
         char msg[300];
         p->is_regex = 1;
         p->len      = strlen(s);
+        p->known    = tok_regex_known(s, p->len);
         p->re       = tok_regex_compile(s, p->len, msg, sizeof msg);
         if (!p->re)
             return assay_fail(c->err, ASSAY_EFORMAT, "%s: %s regex '%s' rejected by PCRE2: %s",
@@ -266,6 +287,7 @@ static int parse_behavior(lctx *c, const cJSON *o, int dflt, int *out) {
 static int compile_builtin(lctx *c, const char *pat, tok_pattern *p) {
     char msg[300];
     p->is_regex = 1;
+    p->known    = tok_regex_known(pat, strlen(pat));
     p->re       = tok_regex_compile(pat, strlen(pat), msg, sizeof msg);
     if (!p->re)
         return assay_fail(c->err, ASSAY_EINTERNAL, "%s: built-in regex failed: %s", c->name, msg);
@@ -981,6 +1003,125 @@ static void apply_config(tokenizer *t, const cJSON *cfg) {
         t->chat_template = 1;
 }
 
+/* ---- planning chunked encoding --------------------------------------------------------------- */
+
+/* A long text is encoded in pieces cut between two ASCII chars x|y (see tok_encode_chunked).
+ * Normalizers that act char by char on ASCII (NFC/NFD/NFKC/NFKD: no composition or reordering
+ * involves an ASCII char; Lowercase; StripAccents; Replace of one char by a string) give the
+ * same text cut or whole; Prepend is applied to the first piece of a stretch only. Strip (looks
+ * at the ends), regex Replace and a Unicode form after a Replace (whose output could compose
+ * with its neighbour) make the text uncuttable. Returns NULL or the reason. */
+static int norm_small(const tok_norm *n, char *s, size_t *len, size_t cap);
+static int chunk_symbol(const tokenizer *t, const char *s, size_t n, int first, char *out,
+                        size_t *out_len);
+
+static const char *chunk_norm_check(const tok_norm *n, int *seen_replace) {
+    switch (n->type) {
+    case NORM_NFC:
+    case NORM_NFD:
+    case NORM_NFKC:
+    case NORM_NFKD: return *seen_replace ? "a Unicode normalizer after Replace" : NULL;
+    case NORM_LOWER:
+    case NORM_STRIP_ACCENTS:
+    case NORM_PREPEND: return NULL;
+    case NORM_REPLACE:
+        *seen_replace = 1;
+        if (n->pat.is_regex || n->pat.len == 0 ||
+            tok_utf8_len((unsigned char)n->pat.str[0]) != n->pat.len)
+            return "a Replace normalizer with a regex or multi-char pattern";
+        return NULL;
+    case NORM_SEQ:
+        for (size_t i = 0; i < n->nkids; i++) {
+            const char *why = chunk_norm_check(&n->kids[i], seen_replace);
+            if (why)
+                return why;
+        }
+        return NULL;
+    default: return "a Strip normalizer";
+    }
+}
+
+/* Pre-tokenizers: a Split by a well-known regex (Isolated), optionally followed by ByteLevel
+ * without its own regex, or ByteLevel with the GPT-2 regex and no prefix space, always split at
+ * the cut points chosen (BOUNDARY; why, per regex, at cut_rule_ok). No pre-tokenizer, or a Split
+ * by a literal string, leaves the cut inside a word (SPAN). */
+static void plan_chunks(tokenizer *t) {
+    int         seen_replace = 0;
+    const char *why          = t->norm ? chunk_norm_check(t->norm, &seen_replace) : NULL;
+    t->chunk_mode            = TOK_CHUNK_NONE;
+    t->chunk_nl              = 0;
+    const tok_pre *p = t->pre, *split = NULL;
+    if (!why && p && p->type == PRE_SEQ) {
+        if (p->nkids == 1)
+            p = &p->kids[0];
+        else if (p->nkids == 2 && p->kids[1].type == PRE_BYTELEVEL && !p->kids[1].use_regex &&
+                 p->kids[0].type == PRE_SPLIT && p->kids[0].pat.is_regex)
+            p = &p->kids[0];
+        else
+            why = "this Sequence of pre-tokenizers";
+    }
+    if (why) {
+    } else if (!p) {
+        t->chunk_mode = TOK_CHUNK_SPAN;
+    } else if (p->type == PRE_SPLIT && !p->pat.is_regex && !p->invert && p->pat.len) {
+        t->chunk_mode = TOK_CHUNK_SPAN;
+        split         = p;
+    } else if (p->type == PRE_SPLIT && p->pat.is_regex && !p->invert &&
+               p->behavior == BEH_ISOLATED && p->pat.known != TOK_RE_OTHER) {
+        t->chunk_mode = TOK_CHUNK_BOUNDARY;
+        t->chunk_nl   = p->pat.known != TOK_RE_GPT2;
+    } else if (p->type == PRE_BYTELEVEL && p->use_regex && !p->add_prefix_space &&
+               p->pat.known == TOK_RE_GPT2) {
+        t->chunk_mode = TOK_CHUNK_BOUNDARY;
+    } else
+        why = "the pre-tokenizer";
+    if (t->chunk_mode == TOK_CHUNK_SPAN &&
+        (t->byte_level || t->ignore_merges || t->cont_prefix_len || t->eow_suffix_len)) {
+        t->chunk_mode = TOK_CHUNK_NONE;
+        why           = "the BPE options (byte-level, ignore_merges or affixes) with one word";
+    }
+    /* HF places BPE offsets by adding up the lengths of the symbols kept, so a char that is
+     * dropped (neither unk nor byte fallback) shifts the offsets after it to the word's end;
+     * cutting the word would change those offsets */
+    int drops = t->unk_id < 0;
+    if (drops && t->byte_fallback) {
+        drops = 0;
+        for (int b = 0; b < 256; b++)
+            if (t->bytefb_id[b] < 0)
+                drops = 1;
+    }
+    if (t->chunk_mode == TOK_CHUNK_SPAN && drops) {
+        t->chunk_mode = TOK_CHUNK_NONE;
+        why = "a vocabulary that drops unknown chars (no unk_token, no byte fallback) in one "
+              "word";
+    }
+    (void)split;
+    t->space_norm_len = 0;
+    char   sp[8]      = " ", pr[8];
+    size_t sl         = 1, prl;
+    if (t->chunk_mode == TOK_CHUNK_SPAN && (!t->norm || !norm_small(t->norm, sp, &sl, sizeof sp)) &&
+        sl && tok_utf8_len((unsigned char)sp[0]) == sl && !chunk_symbol(t, sp, sl, 1, pr, &prl)) {
+        /* which ASCII chars x may precede the space symbol at a cut: x is a vocabulary char
+         * and no vocabulary entry holds x followed by the space's piece (one pass over all) */
+        unsigned char bad[128] = {0};
+        for (size_t i = 0; i < t->vocab.n; i++) {
+            const char *k = t->vocab.arena + t->vocab.ent[i].off;
+            size_t      n = t->vocab.ent[i].len;
+            for (const char *f = k; (f = memmem(f, n - (size_t)(f - k), pr, prl)) != NULL; f++)
+                if (f > k && (unsigned char)f[-1] < 128)
+                    bad[(unsigned char)f[-1]] = 1;
+        }
+        for (int x = 0; x < 128; x++) {
+            char c  = (char)x;
+            int  ok = x > ' ' && x < 0x7f && !bad[x] && tok_smap_get(&t->vocab, &c, 1) >= 0;
+            atomic_store_explicit(&t->word_memo[x], ok ? 1 : 2, memory_order_relaxed);
+        }
+        memcpy(t->space_norm, sp, sl);
+        t->space_norm_len = sl;
+    }
+    t->chunk_why = t->chunk_mode == TOK_CHUNK_NONE ? why : NULL;
+}
+
 static int tok_from_json(tokenizer *t, const cJSON *root, lctx *c) {
     int32_t max_id = -1;
     if (!cJSON_IsObject(root))
@@ -1040,6 +1181,9 @@ static int tok_from_json(tokenizer *t, const cJSON *root, lctx *c) {
     /* defaults without tokenizer_config.json: the template's first special token is the BOS */
     if (t->n_post_pre)
         t->bos_id = t->post_pre[0];
+    plan_chunks(t);
+    if (!(t->cache = tok_cache_new()))
+        return nomem(c);
     return 0;
 }
 
@@ -1245,6 +1389,7 @@ static void work_free(tok_work *w) {
     }
     free(w->sym);
     free(w->heap);
+    free(w->cv);
     if (w->md)
         pcre2_match_data_free(w->md);
     if (w->mctx)
@@ -1274,6 +1419,9 @@ typedef struct enc_ctx {
     int                    failed;
     /* normalized-token pass */
     tok_split cur;
+    /* chunking: the chunk's first stretch of text continues the previous chunk's last one */
+    int    continues, tail_text;
+    size_t chunk_len;
 } enc_ctx;
 
 static int emit_norm_piece(void *vc, int32_t id, size_t s, size_t e) {
@@ -1291,6 +1439,43 @@ static int emit_norm_piece(void *vc, int32_t id, size_t s, size_t e) {
         return -1;
     w->sp2[w->nsp2++] = sp;
     return 0;
+}
+
+/* SPAN mode: runs BPE on the pieces of a word cut before each normalized space that no merge
+ * can join to the ASCII char before it (the argument of "chunked encoding" below, applied to one
+ * word: BPE of the word is BPE of the pieces; offsets too, as no char is ever dropped). */
+static int bpe_word_cut(const tokenizer *t, tok_work *w, const char *p, const tok_split *sp,
+                        assay_error *err) {
+    const char            *sn = t->space_norm;
+    size_t                 sl = t->space_norm_len, n = sp->len, start = 0, i = 1;
+    _Atomic unsigned char *memo = ((tokenizer *)t)->word_memo;
+    while (i + sl <= n) {
+        const char *f = memchr(p + i, sn[0], n - i - sl + 1);
+        if (!f)
+            break;
+        i               = (size_t)(f - p);
+        unsigned char x = (unsigned char)p[i - 1];
+        if (x > ' ' && x < 0x7f && !memcmp(f, sn, sl)) {
+            unsigned char m = atomic_load_explicit(&memo[x], memory_order_relaxed);
+            if (m == 1) {
+                tok_split part = *sp;
+                part.off += start;
+                part.len = i - start;
+                if (!sp->in_arena)
+                    part.orig += start;
+                if (tok_bpe_word(t, w, p + start, i - start, &part, err))
+                    return -1;
+                start = i;
+            }
+        }
+        i += 1;
+    }
+    tok_split part = *sp;
+    part.off += start;
+    part.len = n - start;
+    if (!sp->in_arena)
+        part.orig += start;
+    return tok_bpe_word(t, w, p + start, n - start, &part, err);
 }
 
 /* One stretch of text between added tokens: normalize, pre-tokenize, run the model. */
@@ -1332,14 +1517,16 @@ static int encode_text(enc_ctx *c, size_t a, size_t b) {
             continue;
         }
         const char *p = sp->in_arena ? w->arena + sp->off : w->text + sp->off;
-        if (tok_bpe_word(t, w, p, sp->len, sp, c->err))
+        if (t->space_norm_len ? bpe_word_cut(t, w, p, sp, c->err)
+                              : tok_bpe_word(t, w, p, sp->len, sp, c->err))
             return -1;
     }
     return 0;
 }
 
 static int emit_raw_piece(void *vc, int32_t id, size_t s, size_t e) {
-    enc_ctx *c = vc;
+    enc_ctx *c   = vc;
+    c->tail_text = id < 0 && e == c->chunk_len && e > s;
     if (id >= 0) {
         if (tok_ids_push(c->w->out, id, (int32_t)s, (int32_t)e, c->w->want_offsets)) {
             assay_fail(c->err, ASSAY_ENOMEM, "tokenizer: out of memory");
@@ -1350,7 +1537,10 @@ static int emit_raw_piece(void *vc, int32_t id, size_t s, size_t e) {
     }
     if (e == s)
         return 0;
-    if (encode_text(c, s, e)) {
+    c->w->no_prepend = c->continues && s == 0;
+    int rc           = encode_text(c, s, e);
+    c->w->no_prepend = 0;
+    if (rc) {
         c->failed = 1;
         return -1;
     }
@@ -1395,9 +1585,12 @@ static int repair_utf8(const char *s, size_t n, char **out, size_t *out_n, size_
 }
 
 /* HF's ByteLevel post-processor with trim_offsets: spaces at the ends of a token's piece ('Ġ' or
- * whitespace chars; one input byte each for 'Ġ') are cut from its offsets. */
-static void trim_offsets(const tokenizer *t, tok_ids *out, size_t start_n) {
-    for (size_t i = start_n; i < out->n; i++) {
+ * whitespace chars; one input byte each for 'Ġ') are cut from its offsets. Tokens [from, to) are
+ * trimmed; token first_idx and tokens at offset 0 of the whole text (offsets here + base) count
+ * as the first. */
+static void trim_offsets(const tokenizer *t, tok_ids *out, size_t from, size_t to, size_t first_idx,
+                         size_t base) {
+    for (size_t i = from; i < to; i++) {
         const char *p = tok_id_to_piece(t, out->ids[i]);
         if (!p)
             continue;
@@ -1424,7 +1617,7 @@ static void trim_offsets(const tokenizer *t, tok_ids *out, size_t start_n) {
         else
             trail = lead; /* HF counts both ends over the same all-space piece */
         if (lead > 0) {
-            int is_first = i == start_n || o[0] == 0;
+            int is_first = i == first_idx || (base == 0 && o[0] == 0);
             if (is_first && t->post_trim_prefix && lead == 1)
                 lead = 0;
             o[0] = o[0] + (int32_t)lead < o[1] ? o[0] + (int32_t)lead : o[1];
@@ -1434,8 +1627,258 @@ static void trim_offsets(const tokenizer *t, tok_ids *out, size_t start_n) {
     }
 }
 
-int tok_encode(const tokenizer *t, const char *text, size_t len, const tok_encode_opts *opts,
-               int want_offsets, tok_ids *out, assay_error *err) {
+/* ---- chunked encoding ------------------------------------------------------------------------
+ *
+ * A long text is encoded piece by piece, so that working memory (normalized copies, alignments,
+ * pre-token lists, BPE symbols) follows the piece, not the text. A cut goes between two ASCII
+ * chars x|y, where the tokens of the whole text are provably the tokens of the two sides:
+ *
+ * - input: an ASCII byte is a whole char and ends any invalid UTF-8 sequence, so validation and
+ *   U+FFFD repair give the same text either way.
+ * - added tokens (raw and normalized): no token's content holds "xy" (no match can cross the
+ *   cut; leftmost-longest then finds the same matches on both sides), none with rstrip or
+ *   single_word ends with x, none with lstrip or single_word starts with y (they look past
+ *   their match).
+ * - normalizers: see chunk_norm_check; Prepend is applied only to the first piece of a stretch.
+ * - pre-tokenizer, BOUNDARY (GPT-2, cl100k, Qwen2 regexes): y is ' ' and x is not whitespace.
+ *   No alternative matches a non-space char followed by a space (spaces only lead a match:
+ *   " ?\p{L}+", "[^\r\n\p{L}\p{N}]?\p{L}+", " ?[^\s\p{L}\p{N}]+"; [\r\n]* and \s runs never
+ *   start at x), so a match ends at the cut; every quantifier that reaches the cut stops there
+ *   whether it sees ' ' or the end, and (?!\S) succeeds on both; nothing looks behind. cl100k
+ *   and Qwen2 also allow x = '\n' with y printable, non-space: the match holding x is then
+ *   "\s*[\r\n]+" (or " ?[^\s\p{L}\p{N}]+[\r\n]*"), which ends after the last newline before y
+ *   either way, and is tried before "\s+(?!\S)" at every position of that run. (GPT-2 lacks the
+ *   newline alternative: "\s+(?!\S)" would give "\n\n|X" whole but " \n" cut.)
+ * - SPAN (no pre-tokenizer, or a Split by a literal string that contains neither char): the cut
+ *   splits one word in two. BPE on the whole word equals BPE on the sides exactly when no merge
+ *   joins symbols across the cut. Each merged token's string is the concatenation of its
+ *   symbols' strings, so such a merge leaves a vocabulary entry containing piece(x) + piece(y)
+ *   (the symbols of the chars next to the cut: the char itself, or its byte-fallback piece);
+ *   if no entry contains that string, no merge ever crosses. Unknown chars (unk, fusable) are
+ *   never cut next to.
+ *
+ * Pipelines outside these (chunk_why says which component) are encoded whole. Verified by
+ * tests/test_tokenizer.c, which cuts at every allowed point of the reference corpus and of
+ * wikitext and compares with whole-text encoding. */
+
+enum { CHUNK_DEFAULT = 256 * 1024 };
+
+/* Applies the normalizer to a short string (an ASCII char, as chunk cuts see it); -1 when the
+ * result does not fit. Only the normalizers chunk_norm_check allows reach here. */
+static int norm_small(const tok_norm *n, char *s, size_t *len, size_t cap) {
+    char   tmp[64];
+    size_t o = 0;
+    switch (n->type) {
+    case NORM_SEQ:
+        for (size_t i = 0; i < n->nkids; i++)
+            if (norm_small(&n->kids[i], s, len, cap))
+                return -1;
+        return 0;
+    case NORM_LOWER:
+    case NORM_STRIP_ACCENTS:
+    case NORM_REPLACE:
+        for (size_t i = 0; i < *len;) {
+            size_t  adv;
+            int32_t c = tok_utf8_decode(s + i, *len - i, &adv);
+            char    one[16];
+            size_t  l = 0;
+            if (n->type == NORM_REPLACE && adv == n->pat.len && !memcmp(s + i, n->pat.str, adv)) {
+                if (o + n->len > sizeof tmp)
+                    return -1;
+                memcpy(tmp + o, n->str, n->len);
+                o += n->len;
+                i += adv;
+                continue;
+            }
+            if (n->type == NORM_LOWER && c == 0x130) {
+                l = tok_utf8_encode('i', one);
+                l += tok_utf8_encode(0x307, one + l);
+            } else if (n->type == NORM_LOWER && c >= 0)
+                l = tok_utf8_encode(utf8proc_tolower(c), one);
+            else if (n->type != NORM_STRIP_ACCENTS || c < 0 ||
+                     utf8proc_category(c) != UTF8PROC_CATEGORY_MN) {
+                memcpy(one, s + i, adv);
+                l = adv;
+            }
+            if (o + l > sizeof tmp)
+                return -1;
+            memcpy(tmp + o, one, l);
+            o += l;
+            i += adv;
+        }
+        if (o > cap)
+            return -1;
+        memcpy(s, tmp, o);
+        *len = o;
+        return 0;
+    default: return 0; /* NFx leave ASCII alone (none follows a Replace); Prepend: see no_prepend */
+    }
+}
+
+static int has_sub(const char *s, size_t n, const char *sub, size_t m) {
+    return m && n >= m && memmem(s, n, sub, m) != NULL;
+}
+
+/* Added tokens: no match may cross the cut between x and y or look across it. */
+static int chunk_added_ok(const tokenizer *t, const char *x, size_t xl, const char *y, size_t yl) {
+    char xy[32];
+    memcpy(xy, x, xl);
+    memcpy(xy + xl, y, yl);
+    for (size_t i = 0; i < t->n_added; i++) {
+        const tok_added *a = &t->added[i];
+        for (int k = 0; k < 2; k++) {
+            const char *c = k ? a->piece : a->content;
+            size_t      n = k ? a->piece_len : a->len;
+            if (!c)
+                continue;
+            if (has_sub(c, n, xy, xl + yl))
+                return 0;
+            if ((a->rstrip || a->single_word) && n >= xl && !memcmp(c + n - xl, x, xl))
+                return 0;
+            if ((a->lstrip || a->single_word) && n >= yl && !memcmp(c, y, yl))
+                return 0;
+        }
+    }
+    return 1;
+}
+
+/* The piece of the BPE symbol a char (s, n bytes) starts as next to the cut: the char, or its
+ * first (first=1) or last byte-fallback piece. 0 ok; -1 unknown char. */
+static int chunk_symbol(const tokenizer *t, const char *s, size_t n, int first, char *out,
+                        size_t *out_len) {
+    if (tok_smap_get(&t->vocab, s, n) >= 0) {
+        memcpy(out, s, n);
+        *out_len = n;
+        return 0;
+    }
+    if (!t->byte_fallback)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if (t->bytefb_id[(unsigned char)s[i]] < 0)
+            return -1;
+    snprintf(out, 8, "<0x%02X>", (unsigned char)s[first ? 0 : n - 1]);
+    *out_len = 6;
+    return 0;
+}
+
+static const tok_pattern *chunk_split_literal(const tokenizer *t) {
+    const tok_pre *p = t->pre;
+    if (p && p->type == PRE_SEQ && p->nkids == 1)
+        p = &p->kids[0];
+    return p && p->type == PRE_SPLIT && !p->pat.is_regex ? &p->pat : NULL;
+}
+
+/* Whether the text may be cut between ASCII chars x and y (see the comment above). */
+static int chunk_pair_ok(const tokenizer *t, char x, char y) {
+    if (!chunk_added_ok(t, &x, 1, &y, 1))
+        return 0;
+    char   xs[16] = {x}, ys[16] = {y};
+    size_t xn = 1, yn = 1;
+    if (t->norm &&
+        (norm_small(t->norm, xs, &xn, sizeof xs) || norm_small(t->norm, ys, &yn, sizeof ys)))
+        return 0;
+    if (!xn || !yn)
+        return 0;
+    /* the chars next to the cut after normalization */
+    size_t xb = xn - 1;
+    while (xb > 0 && ((unsigned char)xs[xb] & 0xC0) == 0x80)
+        xb--;
+    const char *xc = xs + xb, *yc = ys;
+    size_t      xcl = xn - xb, ycl = tok_utf8_len((unsigned char)ys[0]), adv;
+    if (ycl > yn)
+        return 0;
+    if (!chunk_added_ok(t, xc, xcl, yc, ycl))
+        return 0;
+    if (t->chunk_mode == TOK_CHUNK_BOUNDARY) {
+        int32_t xcp = tok_utf8_decode(xc, xcl, &adv);
+        if (ycl == 1 && yc[0] == ' ' && xcp >= 0 && !tok_is_whitespace(xcp))
+            return 1;
+        return t->chunk_nl && xcl == 1 && xc[0] == '\n' && ycl == 1 && yc[0] > ' ' && yc[0] < 0x7f;
+    }
+    if (t->chunk_mode != TOK_CHUNK_SPAN)
+        return 0;
+    const tok_pattern *lit = chunk_split_literal(t);
+    if (lit && (has_sub(lit->str, lit->len, xc, xcl) || has_sub(lit->str, lit->len, yc, ycl)))
+        return 0;
+    if (xcl == 1 && ycl == t->space_norm_len && !memcmp(yc, t->space_norm, ycl))
+        return atomic_load_explicit(&t->word_memo[(unsigned char)xc[0] & 127],
+                                    memory_order_relaxed) == 1;
+    char   pair[32];
+    size_t pl, pr;
+    if (chunk_symbol(t, xc, xcl, 0, pair, &pl) || chunk_symbol(t, yc, ycl, 1, pair + pl, &pr))
+        return 0;
+    for (size_t i = 0; i < t->vocab.n; i++) /* entry by entry: the arena runs keys together */
+        if (has_sub(t->vocab.arena + t->vocab.ent[i].off, t->vocab.ent[i].len, pair, pl + pr))
+            return 0;
+    return 1;
+}
+
+/* First allowed cut at or after `from` (before len), or len. */
+static size_t chunk_find_cut(const tokenizer *t, const char *s, size_t len, size_t from) {
+    _Atomic unsigned char(*memo)[128] = ((tokenizer *)t)->chunk_memo;
+    for (size_t p = from < 1 ? 1 : from; p < len; p++) {
+        unsigned char x = (unsigned char)s[p - 1], y = (unsigned char)s[p];
+        int           cand =
+            (y == ' ' && x > ' ' && x < 0x7f) || (t->chunk_nl && x == '\n' && y > ' ' && y < 0x7f);
+        if (!cand)
+            continue;
+        unsigned char m = atomic_load_explicit(&memo[x][y], memory_order_relaxed);
+        if (!m) {
+            m = chunk_pair_ok(t, (char)x, (char)y) ? 1 : 2;
+            atomic_store_explicit(&memo[x][y], m, memory_order_relaxed);
+        }
+        if (m == 1)
+            return p;
+    }
+    return len;
+}
+
+/* Encodes one piece text[0..len) of the input (it starts at `base` there); appends its tokens
+ * with offsets into the whole input. */
+static int encode_piece(enc_ctx *c, const char *text, size_t len, size_t base, size_t first_idx) {
+    const tokenizer *t     = c->t;
+    tok_work        *w     = c->w;
+    tok_ids         *out   = w->out;
+    size_t           n0    = out->n;
+    char            *fixed = NULL;
+    size_t          *omap  = NULL;
+    size_t           bad, v = tok_utf8_valid_prefix(text, len, &bad);
+    if (v < len) { /* the caller has checked that replacing is wanted */
+        size_t fn;
+        if (repair_utf8(text, len, &fixed, &fn, w->want_offsets ? &omap : NULL))
+            return assay_fail(c->err, ASSAY_ENOMEM, "tokenizer: out of memory");
+        text = fixed;
+        len  = fn;
+    }
+    w->text      = text ? text : "";
+    w->text_len  = len;
+    c->chunk_len = len;
+    c->failed    = 0;
+    int rc       = 0;
+    if (tok_trie_split(t, &t->trie_raw, w->text, len, c->opts->split_special, emit_raw_piece, c)) {
+        rc = c->failed && c->err && c->err->code
+                 ? c->err->code
+                 : assay_fail(c->err, ASSAY_ENOMEM, "tokenizer: out of memory");
+        goto done;
+    }
+    if (out->offsets) {
+        if (t->post_trim)
+            trim_offsets(t, out, n0, out->n, first_idx, base);
+        for (size_t i = 2 * n0; i < 2 * out->n; i++)
+            out->offsets[i] =
+                (int32_t)((omap ? omap[out->offsets[i]] : (size_t)out->offsets[i]) + base);
+    }
+done:
+    free(fixed);
+    free(omap);
+    return rc;
+}
+
+/* tok_encode, tok_encode_chunked and tok_encode_stream: tokens go to out; with a sink, out is
+ * handed over and emptied after every piece. */
+static int encode_run(const tokenizer *t, const char *text, size_t len, const tok_encode_opts *opts,
+                      int want_offsets, size_t chunk, tok_ids *out, tok_sink_fn sink, void *sctx,
+                      assay_error *err) {
     tok_encode_opts dflt = tok_default_opts();
     if (!opts)
         opts = &dflt;
@@ -1444,26 +1887,17 @@ int tok_encode(const tokenizer *t, const char *text, size_t len, const tok_encod
     if (len > (size_t)INT32_MAX / 2)
         return assay_fail(err, ASSAY_EINVAL,
                           "tok_encode: text of %zu bytes is too long (limit 1 GiB)", len);
-    char   *fixed = NULL;
-    size_t *omap  = NULL;
-    size_t  bad, v = tok_utf8_valid_prefix(text, len, &bad);
-    if (v < len) {
-        if (!opts->replace_invalid)
-            return assay_fail(err, ASSAY_EINVAL, "invalid UTF-8 at byte %zu", v);
-        size_t fn;
-        if (repair_utf8(text, len, &fixed, &fn, want_offsets ? &omap : NULL))
-            return assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory");
-        text = fixed;
-        len  = fn;
-    }
-    size_t   start_n = out->n;
+    size_t bad, v = tok_utf8_valid_prefix(text, len, &bad);
+    if (v < len && !opts->replace_invalid)
+        return assay_fail(err, ASSAY_EINVAL, "invalid UTF-8 at byte %zu", v);
+    if (chunk == 0)
+        chunk = CHUNK_DEFAULT;
+    size_t   start_n = out->n, first_idx = start_n;
     tok_work w;
     memset(&w, 0, sizeof w);
-    w.text         = text ? text : "";
-    w.text_len     = len;
     w.want_offsets = want_offsets;
     w.out          = out;
-    enc_ctx c      = {t, &w, opts, err, 0, {0, 0, 0, -1, 0}};
+    enc_ctx c      = {t, &w, opts, err, 0, {0, 0, 0, -1, 0}, 0, 0, 0};
     int     rc     = 0;
     if (opts->add_special && t->has_post)
         for (size_t i = 0; i < t->n_post_pre && !rc; i++)
@@ -1472,12 +1906,26 @@ int tok_encode(const tokenizer *t, const char *text, size_t len, const tok_encod
         rc = assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory");
         goto done;
     }
-    if (tok_trie_split(t, &t->trie_raw, w.text, len, opts->split_special, emit_raw_piece, &c)) {
-        rc = c.failed ? err->code : assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory");
-        if (!rc)
-            rc = ASSAY_EINTERNAL;
-        goto done;
-    }
+    if (t->post_trim && out->offsets)
+        trim_offsets(t, out, start_n, out->n, first_idx, 0);
+    size_t pos = 0;
+    do {
+        size_t end = len;
+        if (t->chunk_mode != TOK_CHUNK_NONE && len - pos > chunk)
+            end = chunk_find_cut(t, text, len, pos + chunk);
+        c.continues = pos > 0 && c.tail_text;
+        c.tail_text = 0;
+        if ((rc = encode_piece(&c, text + pos, end - pos, pos, first_idx)))
+            goto done;
+        if (sink && end < len && out->n > start_n) {
+            if ((rc = sink(sctx, out)))
+                goto done;
+            out->n    = start_n;
+            first_idx = SIZE_MAX;
+        }
+        pos = end;
+    } while (pos < len);
+    size_t suf = out->n;
     if (opts->add_special && t->has_post)
         for (size_t i = 0; i < t->n_post_suf && !rc; i++)
             rc = tok_ids_push(out, t->post_suf[i], 0, 0, want_offsets);
@@ -1486,16 +1934,34 @@ int tok_encode(const tokenizer *t, const char *text, size_t len, const tok_encod
         goto done;
     }
     if (t->post_trim && out->offsets)
-        trim_offsets(t, out, start_n);
-    if (omap && out->offsets)
-        for (size_t i = 2 * start_n; i < 2 * out->n; i++)
-            out->offsets[i] = (int32_t)omap[out->offsets[i]];
+        trim_offsets(t, out, suf, out->n, first_idx, 0);
+    if (sink && out->n > start_n)
+        rc = sink(sctx, out);
 done:
-    if (rc)
+    if (rc || sink)
         out->n = start_n;
     work_free(&w);
-    free(fixed);
-    free(omap);
+    return rc;
+}
+
+int tok_encode(const tokenizer *t, const char *text, size_t len, const tok_encode_opts *opts,
+               int want_offsets, tok_ids *out, assay_error *err) {
+    return encode_run(t, text, len, opts, want_offsets, 0, out, NULL, NULL, err);
+}
+
+int tok_encode_chunked(const tokenizer *t, const char *text, size_t len,
+                       const tok_encode_opts *opts, int want_offsets, size_t chunk, tok_ids *out,
+                       assay_error *err) {
+    return encode_run(t, text, len, opts, want_offsets, chunk, out, NULL, NULL, err);
+}
+
+int tok_encode_stream(const tokenizer *t, const char *text, size_t len, const tok_encode_opts *opts,
+                      int want_offsets, tok_sink_fn sink, void *ctx, assay_error *err) {
+    if (!sink)
+        return assay_fail(err, ASSAY_EINVAL, "tok_encode_stream: NULL sink");
+    tok_ids part = {0};
+    int     rc   = encode_run(t, text, len, opts, want_offsets, 0, &part, sink, ctx, err);
+    tok_ids_free(&part);
     return rc;
 }
 
@@ -1901,5 +2367,8 @@ int tok_is_special(const tokenizer *t, int32_t id) {
 }
 
 const char *tok_kind(const tokenizer *t) { return t->kind; }
-int         tok_has_chat_template(const tokenizer *t) { return t->chat_template; }
-int64_t     tok_model_max_length(const tokenizer *t) { return t->max_len; }
+const char *tok_chunking(const tokenizer *t) {
+    return t->chunk_mode == TOK_CHUNK_NONE ? (t->chunk_why ? t->chunk_why : "unknown") : NULL;
+}
+int     tok_has_chat_template(const tokenizer *t) { return t->chat_template; }
+int64_t tok_model_max_length(const tokenizer *t) { return t->max_len; }

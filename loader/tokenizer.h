@@ -59,6 +59,23 @@ void tok_ids_free(tok_ids *v); /* frees the arrays, leaves v zeroed */
 int tok_encode(const tokenizer *t, const char *text, size_t len, const tok_encode_opts *opts,
                int want_offsets, tok_ids *out, assay_error *err);
 
+/* Long texts are encoded in pieces cut where the result provably cannot change (see
+ * loader/tokenizer.c, "chunked encoding"), so working memory stays bounded by the piece size
+ * (256 KiB of text) rather than the text; tokenizers whose components do not allow a cut are
+ * encoded whole (tok_chunking says which). The ids are the same either way.
+ *
+ * Streaming form for long texts: tokens are handed to sink(ctx, part) as they are made; each
+ * part holds the tokens since the previous call (offsets, when wanted, into the whole text) and
+ * is reused once the sink returns. A nonzero return from the sink stops encoding and is
+ * returned as it is. Errors found before any token is made (invalid UTF-8) come first. */
+typedef int (*tok_sink_fn)(void *ctx, const tok_ids *part);
+int tok_encode_stream(const tokenizer *t, const char *text, size_t len, const tok_encode_opts *opts,
+                      int want_offsets, tok_sink_fn sink, void *ctx, assay_error *err);
+
+/* NULL when long texts are cut into pieces; else the component that makes this tokenizer encode
+ * a text whole. */
+const char *tok_chunking(const tokenizer *t);
+
 /* Decodes ids into a malloc'd NUL-terminated string (*out, length *out_len may be NULL). */
 int tok_decode(const tokenizer *t, const int32_t *ids, size_t n, int skip_special, char **out,
                size_t *out_len, assay_error *err);

@@ -8,9 +8,14 @@
  * converted to bytes, decode(ids, skip_special_tokens=False)); the shared 117-token vocab and
  * merges are spliced in for @VOCAB@ / @MERGES@. The large real-tokenizer corpus comparison is
  * tests/test_tokenizer_ref.c. */
+#include <cJSON.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
 
+#include "loader/tok_internal.h"
 #include "loader/tokenizer.h"
 #include "runtime/util.h"
 #include "tests/helpers.h"
@@ -1966,6 +1971,49 @@ Test(tokenizer, invalid_utf8_is_an_error_or_replaced_on_request) {
     tok_free(t);
 }
 
+/* The same policy without ../shared, and on a long text: the error names the byte even when it
+ * lies in a later piece, and replacement gives the ids of the text with U+FFFD written in. */
+Test(tokenizer, invalid_utf8_policy_holds_for_long_texts_too) {
+    tokenizer      *t = load_or_fail("tests/fixtures/models/gpt2/tokenizer.json");
+    const size_t    n = 600 * 1000, bad = 512345;
+    char           *s = malloc(n), *fixed = malloc(n + 2);
+    tok_ids         v = {0}, w = {0};
+    assay_error     err;
+    tok_encode_opts o = tok_default_opts();
+    cr_assert(s && fixed);
+    for (size_t i = 0; i < n; i++)
+        s[i] = "The cat sat. "[i % 13];
+    s[bad] = (char)0xff;
+    cr_assert_eq(tok_encode(t, s, n, &o, 0, &v, &err), ASSAY_EINVAL);
+    cr_expect(strstr(err.msg, "invalid UTF-8 at byte 512345"), "%s", err.msg);
+    cr_expect_eq(v.n, 0, "tokens were left in the output after an error");
+    o.replace_invalid = 1;
+    cr_assert_eq(tok_encode(t, s, n, &o, 1, &v, &err), 0, "%s", err.msg);
+    memcpy(fixed, s, bad);
+    memcpy(fixed + bad, "\xef\xbf\xbd", 3);
+    memcpy(fixed + bad + 3, s + bad + 1, n - bad - 1);
+    o.replace_invalid = 0;
+    cr_assert_eq(tok_encode(t, fixed, n + 2, &o, 1, &w, &err), 0, "%s", err.msg);
+    cr_assert_eq(v.n, w.n);
+    for (size_t i = 0; i < v.n; i++) {
+        cr_assert_eq(v.ids[i], w.ids[i], "token %zu", i);
+        /* offsets point at the original bytes: past the U+FFFD, 2 bytes less than in `fixed` */
+        for (int k = 0; k < 2; k++) {
+            int32_t f = w.offsets[2 * i + k], want = f <= (int32_t)bad ? f
+                                                     : f < (int32_t)bad + 3
+                                                         ? (int32_t)bad + (k ? 1 : 0)
+                                                         : f - 2;
+            cr_assert_eq(v.offsets[2 * i + k], want, "token %zu offset %d: %d, want %d", i, k,
+                         v.offsets[2 * i + k], want);
+        }
+    }
+    tok_ids_free(&v);
+    tok_ids_free(&w);
+    free(s);
+    free(fixed);
+    tok_free(t);
+}
+
 /* ---- malformed tokenizer.json ------------------------------------------------------------- */
 
 static void expect_load_error(const char *json, int code, const char *needle) {
@@ -2064,6 +2112,18 @@ Test(tokenizer, cli_prints_pieces_ids_json_and_decodes) {
     cr_expect_eq(test_run(&out, "tokenize %s --replace-invalid --ids --file %s", tj, bad), 0, "%s",
                  out);
     free(out);
+    /* U+FFFD in the vocabulary: the replaced byte becomes that token */
+    char fj[160];
+    snprintf(fj, sizeof fj, "%s/fffd.json", dir);
+    const char fjson[] = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,"
+                         "\"\\ufffd\":3},\"merges\":[\"a b\"]}}";
+    write_file(fj, fjson, strlen(fjson));
+    cr_expect_eq(test_run(&out, "tokenize %s --replace-invalid --json --file %s", fj, bad), 0, "%s",
+                 out);
+    cr_expect(strstr(out, "{\"ids\":[2,3],\"tokens\":[\"ab\",\"\xef\xbf\xbd\"],"
+                          "\"offsets\":[[0,2],[2,3]]}"),
+              "%s", out);
+    free(out);
     cr_expect_eq(test_run(&out, "tokenize %s --bogus x", tj), 2, "%s", out);
     cr_expect(strstr(out, "unknown option '--bogus'"), "%s", out);
     free(out);
@@ -2072,4 +2132,440 @@ Test(tokenizer, cli_prints_pieces_ids_json_and_decodes) {
     cr_expect_eq(test_run(&out, "tokenize %s --decode '2 99'", tj), 2, "%s", out);
     cr_expect(strstr(out, "id 99"), "%s", out);
     free(out);
+}
+
+/* ---- chunked encoding of long texts ------------------------------------------------------- */
+
+/* Every tokenizer the project ships or tests with; all of them allow cutting long texts. */
+static const char *const chunk_tokenizers[] = {
+    "tests/fixtures/models/gpt2/tokenizer.json",   "tests/fixtures/models/llama/tokenizer.json",
+    "tests/fixtures/models/llama3/tokenizer.json", "tests/fixtures/models/mistral/tokenizer.json",
+    "tests/fixtures/models/qwen2/tokenizer.json",  "../shared/tokenizers/gpt2",
+    "../shared/tokenizers/llama2/tokenizer.json",  "../shared/tokenizers/llama3/tokenizer.json",
+    "../shared/tokenizers/qwen3/tokenizer.json",   "../shared/tokenizers/gemma3/tokenizer.json",
+};
+
+/* The reference corpus (tests/fixtures/tok/corpus.jsonl.gz: one JSON string per line) as one
+ * '\n'-joined text, and the line starts (offsets into it). */
+static char *chunk_read_corpus(size_t *len, size_t **starts, size_t *nlines) {
+    FILE *p = popen("gzip -dc tests/fixtures/tok/corpus.jsonl.gz", "r");
+    cr_assert(p, "cannot run gzip");
+    size_t  cap = 1 << 20, n = 0, lcap = 4096, nl = 0;
+    char   *out = malloc(cap), line[65536];
+    size_t *st  = malloc(lcap * sizeof *st);
+    cr_assert(out && st);
+    while (fgets(line, sizeof line, p)) {
+        cJSON *j = cJSON_Parse(line);
+        if (cJSON_IsString(j)) {
+            size_t l = strlen(j->valuestring);
+            if (n + l + 2 > cap) {
+                cap = (n + l + 2) * 2;
+                out = realloc(out, cap);
+                cr_assert(out);
+            }
+            if (nl == lcap) {
+                lcap *= 2;
+                st = realloc(st, lcap * sizeof *st);
+                cr_assert(st);
+            }
+            st[nl++] = n;
+            memcpy(out + n, j->valuestring, l);
+            n += l;
+            out[n++] = '\n';
+        }
+        cJSON_Delete(j);
+    }
+    cr_assert_eq(pclose(p), 0, "gzip -dc tests/fixtures/tok/corpus.jsonl.gz failed");
+    cr_assert_gt(nl, 1000, "corpus has %zu lines", nl);
+    *len    = n;
+    *starts = st;
+    *nlines = nl;
+    return out;
+}
+
+/* Encodes s whole and cut at every allowed point (chunk of 1 byte); ids and offsets must agree. */
+static void expect_cut_equals_whole(const char *name, const tokenizer *t, const char *s, size_t n,
+                                    const tok_encode_opts *o, size_t chunk) {
+    tok_ids     a = {0}, b = {0};
+    assay_error err;
+    cr_assert_eq(tok_encode_chunked(t, s, n, o, 1, SIZE_MAX, &a, &err), 0, "%s: %s", name, err.msg);
+    cr_assert_eq(tok_encode_chunked(t, s, n, o, 1, chunk, &b, &err), 0, "%s: %s", name, err.msg);
+    size_t i = 0;
+    while (i < a.n && i < b.n && a.ids[i] == b.ids[i] && a.offsets[2 * i] == b.offsets[2 * i] &&
+           a.offsets[2 * i + 1] == b.offsets[2 * i + 1])
+        i++;
+    if (i < a.n || i < b.n) {
+        size_t at = i < a.n ? (size_t)a.offsets[2 * i] : n;
+        cr_assert_fail("%s: cut encoding differs from whole at token %zu (whole %d [%d,%d), cut %d "
+                       "[%d,%d)), text near byte %zu: '%.40s'",
+                       name, i, i < a.n ? a.ids[i] : -1, i < a.n ? a.offsets[2 * i] : -1,
+                       i < a.n ? a.offsets[2 * i + 1] : -1, i < b.n ? b.ids[i] : -1,
+                       i < b.n ? b.offsets[2 * i] : -1, i < b.n ? b.offsets[2 * i + 1] : -1, at,
+                       s + (at > 20 ? at - 20 : 0));
+    }
+    tok_ids_free(&a);
+    tok_ids_free(&b);
+}
+
+Test(tokenizer, cutting_long_texts_changes_no_token, .timeout = 600) {
+    size_t clen, *starts, nlines;
+    char  *corpus = chunk_read_corpus(&clen, &starts, &nlines);
+    char  *wiki   = NULL;
+    size_t wlen   = 0;
+    int    have_wiki =
+        access("../shared/data/wikitext2_tokenized_test.txt", R_OK) == 0 &&
+        file_read_all("../shared/data/wikitext2_tokenized_test.txt", &wiki, &wlen, NULL) == 0;
+    if (!have_wiki)
+        fprintf(stderr, "SKIP (part): ../shared/data/wikitext2_tokenized_test.txt missing\n");
+    /* the corpus with some bytes made invalid UTF-8, for replace_invalid */
+    char *broken = malloc(clen);
+    cr_assert(broken);
+    memcpy(broken, corpus, clen);
+    for (size_t i = 997; i < clen; i += 1009)
+        broken[i] = (char)(i % 2 ? 0xff : 0xc3);
+    size_t tested = 0;
+    for (size_t k = 0; k < sizeof chunk_tokenizers / sizeof *chunk_tokenizers; k++) {
+        const char *path = chunk_tokenizers[k];
+        if (access(path, R_OK) != 0) {
+            fprintf(stderr, "SKIP (part): %s missing\n", path);
+            continue;
+        }
+        tokenizer *t = load_or_fail(path);
+        cr_assert_null(tok_chunking(t), "%s: long texts are not cut because of %s", path,
+                       tok_chunking(t));
+        tok_encode_opts o = tok_default_opts();
+        /* each corpus line alone, cut at every allowed point */
+        for (size_t i = 0; i < nlines; i++) {
+            size_t e = i + 1 < nlines ? starts[i + 1] - 1 : clen - 1;
+            expect_cut_equals_whole(path, t, corpus + starts[i], e - starts[i], &o, 1);
+        }
+        /* the corpus as one text; invalid bytes replaced; special tokens as plain text */
+        expect_cut_equals_whole(path, t, corpus, clen, &o, 1);
+        o.replace_invalid = 1;
+        expect_cut_equals_whole(path, t, broken, clen, &o, 1);
+        o.replace_invalid = 0;
+        o.split_special   = 0;
+        o.add_special     = 0;
+        expect_cut_equals_whole(path, t, corpus, clen, &o, 1);
+        o = tok_default_opts();
+        if (have_wiki) {
+            expect_cut_equals_whole(path, t, wiki, wlen, &o, 1);
+            expect_cut_equals_whole(path, t, wiki, wlen, &o, 4096);
+        }
+        tok_free(t);
+        tested++;
+    }
+    cr_expect_geq(tested, 5);
+    free(broken);
+    free(wiki);
+    free(corpus);
+    free(starts);
+}
+
+static int chunk_count_parts(void *ctx, const tok_ids *part) {
+    size_t *c = ctx;
+    c[0]++;
+    c[1] += part->n;
+    return 0;
+}
+
+/* Cut points that would change tokens must be refused: a merge across a space ("e" + "▁"),
+ * added tokens that contain a space or strip the spaces next to them, a single_word token. A
+ * text full of these, cut at every allowed point, must encode as it does whole. */
+Test(tokenizer, cuts_avoid_merges_and_added_tokens_that_cross_them) {
+    static const char *const jsons[] = {
+        /* SentencePiece-style, one word: "e▁" is a merge, so "e| " is no cut */
+        "{\"added_tokens\":[{\"id\":7,\"content\":\"x a\",\"special\":false,\"normalized\":false},"
+        "{\"id\":8,\"content\":\"<r>\",\"special\":true,\"rstrip\":true},"
+        "{\"id\":9,\"content\":\"<l>\",\"special\":true,\"lstrip\":true},"
+        "{\"id\":10,\"content\":\"w\",\"special\":false,\"normalized\":false,\"single_word\":true}]"
+        ","
+        "\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":"
+        "\"\\u2581\"},{\"type\":\"Replace\",\"pattern\":{\"String\":\" "
+        "\"},\"content\":\"\\u2581\"}]},"
+        "\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"vocab\":{\"a\":0,\"e\":1,"
+        "\"\\u2581\":2,\"e\\u2581\":3,"
+        "\"\\u2581a\":4,\"x\":5,\"w\":6,\"<\":11,\">\":12,\"r\":13,\"l\":14,"
+        "\"<unk>\":16},\"merges\":[\"e \\u2581\",\"\\u2581 a\"]}}",
+        /* byte-level with the cl100k regex, same added tokens */
+        "{\"added_tokens\":[{\"id\":7,\"content\":\"x a\",\"special\":false,\"normalized\":false},"
+        "{\"id\":8,\"content\":\"<r>\",\"special\":true,\"rstrip\":true},"
+        "{\"id\":9,\"content\":\"<l>\",\"special\":true,\"lstrip\":true},"
+        "{\"id\":10,\"content\":\"w\",\"special\":false,\"normalized\":false,\"single_word\":true}]"
+        ","
+        "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":\"Split\","
+        "\"pattern\":{\"Regex\":\"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\\\r\\\\n\\\\p{L}\\\\p{N}]?\\\\p{"
+        "L}+|\\\\p{N}{1,3}| ?[^\\\\s\\\\p{L}\\\\p{N}]+[\\\\r\\\\n]*|\\\\s*[\\\\r\\\\n]+|\\\\s+(?!"
+        "\\\\S)|\\\\s+\"},\"behavior\":\"Isolated\",\"invert\":false},{\"type\":\"ByteLevel\","
+        "\"add_prefix_space\":false,\"use_regex\":false}]},"
+        "\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"e\":1,\"\\u0120\":2,\"\\u0120e\":3,"
+        "\"\\u0120a\":4,\"x\":5,\"w\":6,\"\\u010a\":15,\"<\":11,\">\":12,\"r\":13,\"l\":14},"
+        "\"merges\":[\"\\u0120 e\",\"\\u0120 a\"]}}",
+    };
+    static const char unit[] = "e a x a w a <r> a e <l>a ew a\nw\n <r>\na e\n<l>a\n";
+    char              text[4096];
+    size_t            n = 0;
+    while (n + sizeof unit < sizeof text) {
+        memcpy(text + n, unit, sizeof unit - 1);
+        n += sizeof unit - 1;
+    }
+    for (size_t k = 0; k < 2; k++) {
+        assay_error err;
+        tokenizer  *t = tok_load_buffer(jsons[k], strlen(jsons[k]), "t.json", &err);
+        cr_assert(t, "%s", err.msg);
+        cr_assert_null(tok_chunking(t), "%s", tok_chunking(t));
+        tok_encode_opts o = tok_default_opts();
+        expect_cut_equals_whole(k ? "byte-level" : "sentencepiece", t, text, n, &o, 1);
+        /* the text does get cut: streaming a long copy hands over several parts */
+        size_t big = 300 * 1024, parts[2] = {0, 0};
+        char  *b = malloc(big);
+        cr_assert(b);
+        for (size_t i = 0; i < big; i++)
+            b[i] = text[i % n];
+        cr_assert_eq(tok_encode_stream(t, b, big, &o, 0, chunk_count_parts, parts, &err), 0, "%s",
+                     err.msg);
+        cr_expect_gt(parts[0], 1);
+        free(b);
+        tok_free(t);
+    }
+}
+
+/* A SentencePiece-style word is also cut before each "▁" (to use the word cache) where no merge
+ * can join the char before it: here "e▁" is a merge, so "e a" stays whole ("▁" "e▁" "a"), and
+ * added tokens sit next to the cuts. Expected ids and byte offsets from HF `tokenizers` 0.23.3
+ * (Tokenizer.from_str(json).encode(text), char offsets converted to bytes). */
+Test(tokenizer, sentencepiece_words_are_cut_only_where_no_merge_crosses) {
+    static const char json[] =
+        "{\"version\":\"1.0\",\"truncation\":null,\"padding\":null,\"added_tokens\":[{\"id\":12,"
+        "\"content\":\"x a\",\"special\":false,\"normalized\":false,\"lstrip\":false,\"rstrip\":f"
+        "alse,\"single_word\":false},{\"id\":13,\"content\":\"<r>\",\"special\":true,\"rstrip\":t"
+        "rue,\"normalized\":false,\"lstrip\":false,\"single_word\":false},{\"id\":14,\"content\":"
+        "\"<l>\",\"special\":true,\"lstrip\":true,\"normalized\":false,\"rstrip\":false,\"single_"
+        "word\":false},{\"id\":15,\"content\":\"q\",\"special\":false,\"normalized\":false,\"sing"
+        "le_word\":true,\"lstrip\":false,\"rstrip\":false}],\"normalizer\":{\"type\":\"Sequence\""
+        ",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":\"\\u2581\"},{\"type\":\"Replace\","
+        "\"pattern\":{\"String\":\" \"},\"content\":\"\\u2581\"}]},\"pre_tokenizer\":null,\"post_"
+        "processor\":null,\"decoder\":null,\"model\":{\"type\":\"BPE\",\"dropout\":null,\"unk_tok"
+        "en\":\"<unk>\",\"continuing_subword_prefix\":null,\"end_of_word_suffix\":null,\"fuse_unk"
+        "\":true,\"byte_fallback\":false,\"vocab\":{\"<unk>\":0,\"a\":1,\"e\":2,\"\\u2581\":3,\"x"
+        "\":4,\"w\":5,\"<\":6,\">\":7,\"r\":8,\"l\":9,\"e\\u2581\":10,\"\\u2581a\":11},\"merges\""
+        ":[\"e \\u2581\",\"\\u2581 a\"]}}";
+    static const char    text[] = "e a x a q a <r> a e <l>a eq a\nq\n <r>\na e\n<l>a w e\n";
+    static const int32_t want[] = {3,  10, 1,  3,  12, 3,  3, 15, 3, 11, 3, 13, 11,
+                                   3,  2,  14, 11, 3,  2,  0, 11, 0, 15, 3, 0,  3,
+                                   13, 11, 3,  2,  14, 11, 3, 5,  3, 2,  0};
+    static const int32_t offs[] = {0,  1,  0,  2,  2,  3,  3,  4,  4,  7,  7,  8,  7,  8,  8,
+                                   9,  9,  10, 9,  11, 11, 12, 12, 16, 16, 17, 17, 18, 18, 19,
+                                   19, 23, 23, 24, 24, 25, 25, 26, 26, 27, 27, 29, 29, 30, 30,
+                                   31, 31, 32, 31, 32, 32, 33, 33, 37, 37, 38, 38, 39, 39, 40,
+                                   40, 44, 44, 45, 45, 46, 46, 47, 47, 48, 48, 49, 49, 50};
+    assay_error          err;
+    tokenizer           *t = tok_load_buffer(json, sizeof json - 1, "spm.json", &err);
+    cr_assert(t, "%s", err.msg);
+    tok_ids         v = {0};
+    tok_encode_opts o = tok_default_opts();
+    for (int pass = 0; pass < 2; pass++) { /* the second pass reads the word cache */
+        v.n = 0;
+        cr_assert_eq(tok_encode(t, text, sizeof text - 1, &o, 1, &v, &err), 0, "%s", err.msg);
+        cr_assert_eq(v.n, sizeof want / sizeof *want, "%zu tokens", v.n);
+        for (size_t i = 0; i < v.n; i++) {
+            cr_expect_eq(v.ids[i], want[i], "token %zu: %d, HF %d", i, v.ids[i], want[i]);
+            cr_expect_eq(v.offsets[2 * i], offs[2 * i], "token %zu start", i);
+            cr_expect_eq(v.offsets[2 * i + 1], offs[2 * i + 1], "token %zu end", i);
+        }
+    }
+    tok_ids_free(&v);
+    tok_free(t);
+}
+
+/* The word cache is shared by all threads: encoding the corpus lines from several threads at
+ * once (shards busy, words inserted while others read) gives what one thread gives. */
+Test(tokenizer, threads_sharing_the_word_cache_get_the_same_ids) {
+    size_t      clen, *starts, nlines;
+    char       *corpus  = chunk_read_corpus(&clen, &starts, &nlines);
+    const char *paths[] = {"tests/fixtures/models/qwen2/tokenizer.json",
+                           "tests/fixtures/models/llama/tokenizer.json"};
+    for (int k = 0; k < 2; k++) {
+        tokenizer *ref = load_or_fail(paths[k]), *t = load_or_fail(paths[k]);
+        size_t    *count = calloc(nlines, sizeof *count);
+        uint64_t  *sum   = calloc(nlines, sizeof *sum);
+        int        fails = 0;
+        cr_assert(count && sum);
+        /* reference: a fresh tokenizer, one thread */
+        for (size_t i = 0; i < nlines; i++) {
+            size_t      e = i + 1 < nlines ? starts[i + 1] - 1 : clen - 1;
+            tok_ids     v = {0};
+            assay_error err;
+            cr_assert_eq(tok_encode(ref, corpus + starts[i], e - starts[i], NULL, 0, &v, &err), 0,
+                         "%s", err.msg);
+            count[i] = v.n;
+            for (size_t j = 0; j < v.n; j++)
+                sum[i] = sum[i] * 1000003u + (uint32_t)v.ids[j];
+            tok_ids_free(&v);
+        }
+#pragma omp parallel for schedule(dynamic, 7) num_threads(4) reduction(+ : fails)
+        for (size_t r = 0; r < 3 * nlines; r++) {
+            size_t      i = (r * 7919) % nlines, e = i + 1 < nlines ? starts[i + 1] - 1 : clen - 1;
+            tok_ids     v = {0};
+            assay_error err;
+            uint64_t    h = 0;
+            if (tok_encode(t, corpus + starts[i], e - starts[i], NULL, 0, &v, &err) != 0)
+                fails++;
+            for (size_t j = 0; j < v.n; j++)
+                h = h * 1000003u + (uint32_t)v.ids[j];
+            if (v.n != count[i] || h != sum[i])
+                fails++;
+            tok_ids_free(&v);
+        }
+        cr_expect_eq(fails, 0, "%s: %d encodings differ from one thread's", paths[k], fails);
+        free(count);
+        free(sum);
+        tok_free(ref);
+        tok_free(t);
+    }
+    free(corpus);
+    free(starts);
+}
+
+/* Pipelines with no provably safe cut are encoded whole, and say why. */
+Test(tokenizer, pipelines_without_a_safe_cut_are_encoded_whole) {
+    static const struct {
+        const char *pre, *norm, *why;
+    } cases[] = {
+        {"{\"type\":\"Metaspace\",\"replacement\":\"\\u2581\"}", "null", "pre-tokenizer"},
+        {"{\"type\":\"Split\",\"pattern\":{\"Regex\":\"\\\\w+\"},\"behavior\":\"Isolated\"}",
+         "null", "pre-tokenizer"},
+        {"null", "{\"type\":\"Strip\"}", "Strip"},
+        {"null", "{\"type\":\"Replace\",\"pattern\":{\"Regex\":\"a\"},\"content\":\"b\"}",
+         "Replace"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        char json[1024];
+        snprintf(json, sizeof json,
+                 "{\"normalizer\":%s,\"pre_tokenizer\":%s,\"model\":{\"type\":\"BPE\",\"vocab\":"
+                 "{\"a\":0,\"b\":1,\" \":2},\"merges\":[]}}",
+                 cases[i].norm, cases[i].pre);
+        assay_error err;
+        tokenizer  *t = tok_load_buffer(json, strlen(json), "t.json", &err);
+        cr_assert(t, "%s", err.msg);
+        const char *why = tok_chunking(t);
+        cr_expect(why && strstr(why, cases[i].why), "case %zu: %s", i, why ? why : "(cut)");
+        tok_free(t);
+    }
+}
+
+/* ASan keeps freed memory in quarantine and copies on realloc, so resident memory says nothing
+ * about the tokenizer there: the memory bound is checked in normal builds only. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CHUNK_CHECK_MEMORY 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CHUNK_CHECK_MEMORY 0
+#endif
+#endif
+#ifndef CHUNK_CHECK_MEMORY
+#define CHUNK_CHECK_MEMORY 1
+#endif
+
+/* Peak resident memory (VmHWM) in bytes, after resetting it to the current RSS when the kernel
+ * allows; 0 if unknown. */
+static size_t chunk_vm(const char *key, int reset) {
+    if (reset) {
+        FILE *f = fopen("/proc/self/clear_refs", "w");
+        if (f) {
+            fputs("5", f);
+            fclose(f);
+        }
+    }
+    FILE  *f = fopen("/proc/self/status", "r");
+    char   line[256];
+    size_t kb = 0, kl = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, kl))
+            kb = strtoull(line + kl, NULL, 10);
+    if (f)
+        fclose(f);
+    return kb * 1024;
+}
+
+/* 20 MB of generated text: the same paragraph over and over. The paragraph ends with a newline
+ * and starts with a letter, so for cl100k-style regexes its tokens repeat exactly; encoding the
+ * big text must give them, in memory that does not grow with the text. */
+Test(tokenizer, a_20_mb_text_encodes_in_bounded_memory_to_the_same_ids, .timeout = 300) {
+    static const char para[] =
+        "The quick brown fox, 1234 times; jumps over the lazy dog's \"kennel\".  Caf\xc3\xa9 "
+        "na\xc3\xafve r\xc3\xa9sum\xc3\xa9 \xe2\x80\x94 \xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e "
+        "text!\n\n  Indented line\twith tab.\n";
+    const size_t plen = sizeof para - 1, reps = 20 * 1000 * 1000 / plen, n = plen * reps;
+    const char  *paths[] = {"tests/fixtures/models/llama3/tokenizer.json",
+                            "tests/fixtures/models/llama/tokenizer.json"};
+    for (int k = 0; k < 2; k++) {
+        tokenizer      *t = load_or_fail(paths[k]);
+        tok_encode_opts o = tok_default_opts();
+        o.add_special     = 0;
+        tok_ids     one   = {0};
+        assay_error err;
+        cr_assert_eq(tok_encode(t, para, plen, &o, 0, &one, &err), 0, "%s", err.msg);
+        fflush(NULL);
+        pid_t pid = fork();
+        cr_assert_geq(pid, 0);
+        if (pid == 0) {
+            /* child: exit 0 ok, 1 wrong ids, 2 too much memory, 3 failure */
+            char *big = malloc(n);
+            if (!big)
+                _exit(3);
+            for (size_t r = 0; r < reps; r++)
+                memcpy(big + r * plen, para, plen);
+            size_t  before = chunk_vm("VmRSS:", 1);
+            tok_ids v      = {0};
+            if (tok_encode(t, big, n, &o, 1, &v, &err))
+                _exit(3);
+            size_t peak = chunk_vm("VmHWM:", 0);
+            /* output arrays: 4 + 8 bytes per token (capacity beyond n is never touched) */
+            size_t outb = v.n * 12, grow = peak > before ? peak - before : 0;
+            fprintf(stderr,
+                    "%s: %zu bytes -> %zu tokens; peak RSS growth %.1f MB, output %.1f MB\n",
+                    paths[k], n, v.n, grow / 1e6, outb / 1e6);
+            if (k == 0) {
+                if (v.n != one.n * reps)
+                    _exit(1);
+                for (size_t i = 0; i < v.n; i++)
+                    if (v.ids[i] != one.ids[i % one.n])
+                        _exit(1);
+            }
+            /* Working memory is sized by the 256 KiB pieces (normalized copy, alignments, split
+             * lists, BPE symbols: a few MB) plus the word cache (2.2 MB); 32 MB leaves room for
+             * allocator slack. Encoding it whole takes over 1 GB. */
+            if (!CHUNK_CHECK_MEMORY)
+                fprintf(stderr, "memory bound not checked under ASan\n");
+            else if (grow > outb + 32u * 1000 * 1000)
+                _exit(2);
+            tok_ids_free(&v);
+            free(big);
+            _exit(0);
+        }
+        int st;
+        cr_assert_eq(waitpid(pid, &st, 0), pid);
+        cr_assert(WIFEXITED(st), "%s: child died", paths[k]);
+        cr_expect_neq(WEXITSTATUS(st), 1,
+                      "%s: ids of the 20 MB text are not the paragraph's ids "
+                      "repeated",
+                      paths[k]);
+        cr_expect_neq(WEXITSTATUS(st), 2, "%s: peak memory grew beyond output + 32 MB", paths[k]);
+        cr_expect_neq(WEXITSTATUS(st), 3, "%s: encoding failed", paths[k]);
+        /* streaming hands the tokens over in pieces */
+        size_t parts[2] = {0, 0};
+        char  *mid      = malloc(plen * 20000);
+        cr_assert(mid);
+        for (size_t r = 0; r < 20000; r++)
+            memcpy(mid + r * plen, para, plen);
+        cr_assert_eq(tok_encode_stream(t, mid, plen * 20000, &o, 0, chunk_count_parts, parts, &err),
+                     0, "%s", err.msg);
+        cr_expect_gt(parts[0], 4, "%s: %zu parts", paths[k], parts[0]);
+        if (k == 0)
+            cr_expect_eq(parts[1], one.n * 20000);
+        free(mid);
+        tok_ids_free(&one);
+        tok_free(t);
+    }
 }
