@@ -7,10 +7,10 @@ static const struct {
     const char *name;
     size_t      size;
 } dtype_info[DTYPE_COUNT] = {
-    [DTYPE_UNKNOWN] = {"?", 0},  [DTYPE_F32] = {"F32", 4}, [DTYPE_F16] = {"F16", 2},
-    [DTYPE_BF16] = {"BF16", 2},  [DTYPE_F64] = {"F64", 8}, [DTYPE_I8] = {"I8", 1},
-    [DTYPE_I16] = {"I16", 2},    [DTYPE_I32] = {"I32", 4}, [DTYPE_I64] = {"I64", 8},
-    [DTYPE_U8] = {"U8", 1},      [DTYPE_BOOL] = {"BOOL", 1},
+    [DTYPE_UNKNOWN] = {"?", 0}, [DTYPE_F32] = {"F32", 4},   [DTYPE_F16] = {"F16", 2},
+    [DTYPE_BF16] = {"BF16", 2}, [DTYPE_F64] = {"F64", 8},   [DTYPE_I8] = {"I8", 1},
+    [DTYPE_I16] = {"I16", 2},   [DTYPE_I32] = {"I32", 4},   [DTYPE_I64] = {"I64", 8},
+    [DTYPE_U8] = {"U8", 1},     [DTYPE_BOOL] = {"BOOL", 1},
 };
 
 size_t dtype_size(dtype t) { return (t > 0 && t < DTYPE_COUNT) ? dtype_info[t].size : 0; }
@@ -77,13 +77,13 @@ uint16_t f32_to_f16(float f) {
         return sign | 0x7e00u;
     if (absb >= 0x477ff000u) /* rounds to >= 65520: overflow to inf */
         return sign | 0x7c00u;
-    if (absb < 0x38800000u) { /* below the smallest normal half: subnormal or zero */
+    if (absb < 0x38800000u) {             /* below the smallest normal half: subnormal or zero */
         float a = fabsf(f) * 16777216.0f; /* in units of 2^-24, exact */
         float r = nearbyintf(a);          /* default rounding: nearest even */
         return sign | (uint16_t)r;
     }
     uint32_t e = (absb >> 23) - 112, m = absb & 0x7fffffu;
-    uint32_t h = (e << 10) | (m >> 13);
+    uint32_t h    = (e << 10) | (m >> 13);
     uint32_t rest = m & 0x1fffu;
     if (rest > 0x1000u || (rest == 0x1000u && (h & 1u)))
         h++;

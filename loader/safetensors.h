@@ -15,14 +15,14 @@
 #define ST_MAX_HEADER (100u * 1024u * 1024u)
 
 typedef struct st_tensor {
-    const char *name;                /* owned by the st_file / st_model */
+    const char *name; /* owned by the st_file / st_model */
     dtype       dtype;
     int         ndim;
     int64_t     shape[ST_MAX_DIMS];
     size_t      n_elements;
-    const void *data;                /* view into the mapped file; valid until close */
+    const void *data; /* view into the mapped file; valid until close */
     size_t      nbytes;
-    int         shard;               /* index of the file it came from (0 for one file) */
+    int         shard; /* index of the file it came from (0 for one file) */
 } st_tensor;
 
 typedef struct st_file st_file;
@@ -48,7 +48,7 @@ typedef struct st_model st_model;
 st_model        *st_model_open(const char *path, assay_error *err);
 void             st_model_close(st_model *m); /* NULL-safe */
 int              st_model_count(const st_model *m);
-const st_tensor *st_model_tensor(const st_model *m, int i); /* sorted by name */
+const st_tensor *st_model_tensor(const st_model *m, int i);          /* sorted by name */
 const st_tensor *st_model_find(const st_model *m, const char *name); /* NULL if absent */
 int              st_model_n_shards(const st_model *m);
 size_t           st_model_total_bytes(const st_model *m); /* sum of tensor bytes */

@@ -6,11 +6,11 @@
 #include <stddef.h>
 
 typedef struct cuda_device_info {
-    int    count;          /* 0 when none is usable */
-    char   name[256];      /* of device 0 */
-    size_t total_mem;      /* bytes, device 0 */
+    int    count;     /* 0 when none is usable */
+    char   name[256]; /* of device 0 */
+    size_t total_mem; /* bytes, device 0 */
     int    cc_major, cc_minor;
-    char   why_none[256];  /* when count == 0: "no CUDA device (...)" or "built without CUDA" */
+    char   why_none[256]; /* when count == 0: "no CUDA device (...)" or "built without CUDA" */
 } cuda_device_info;
 
 /* Never fails: fills info. */

@@ -48,7 +48,7 @@ void file_unmap(mapped_file *m) {
 }
 
 int file_read_all(const char *path, char **out, size_t *size_out, assay_error *err) {
-    *out   = NULL;
+    *out    = NULL;
     FILE *f = fopen(path, "rb");
     if (!f)
         return assay_fail(err, ASSAY_EIO, "%s: cannot open: %s", path, strerror(errno));
@@ -115,7 +115,8 @@ int atomic_commit(atomic_file *af, assay_error *err) {
     if (rename(af->tmp_path, af->path) != 0) {
         e = errno;
         unlink(af->tmp_path);
-        return assay_fail(err, ASSAY_EIO, "%s: cannot rename into place: %s", af->path, strerror(e));
+        return assay_fail(err, ASSAY_EIO, "%s: cannot rename into place: %s", af->path,
+                          strerror(e));
     }
     return ASSAY_OK;
 }

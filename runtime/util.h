@@ -17,7 +17,8 @@ typedef struct mapped_file {
 int  file_map(mapped_file *m, const char *path, assay_error *err);
 void file_unmap(mapped_file *m); /* NULL-safe, idempotent */
 
-/* Reads a whole file into a NUL-terminated malloc'd buffer (caller frees). *size_out may be NULL. */
+/* Reads a whole file into a NUL-terminated malloc'd buffer (caller frees). *size_out may be NULL.
+ */
 int file_read_all(const char *path, char **out, size_t *size_out, assay_error *err);
 
 /* Atomic output: write to "<path>.tmp.<pid>" and rename into place on commit. */
@@ -35,10 +36,10 @@ void atomic_abort(atomic_file *af);                    /* fclose + unlink; NULL-
 int file_write_atomic(const char *path, const void *data, size_t size, assay_error *err);
 
 /* Path helpers. */
-int  path_is_dir(const char *path);
-int  path_exists(const char *path);
-int  path_join(char *out, size_t cap, const char *dir, const char *name); /* 0 ok, -1 too long */
-int  str_ends_with(const char *s, const char *suffix);
+int path_is_dir(const char *path);
+int path_exists(const char *path);
+int path_join(char *out, size_t cap, const char *dir, const char *name); /* 0 ok, -1 too long */
+int str_ends_with(const char *s, const char *suffix);
 
 /* Overflow-checked size arithmetic: return 0 on success, -1 on overflow. */
 int size_mul(size_t a, size_t b, size_t *out);

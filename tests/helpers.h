@@ -61,10 +61,10 @@ static inline void test_tmpdir(char *buf, size_t cap) {
 /* Path of a file under ../shared; when absent, prints a visible SKIP line and skips the test. */
 #define SHARED_OR_SKIP(var, rel)                                                                   \
     char var[1024];                                                                                \
-    snprintf(var, sizeof var, "../shared/%s", rel);                                               \
+    snprintf(var, sizeof var, "../shared/%s", rel);                                                \
     if (access(var, R_OK) != 0) {                                                                  \
-        fprintf(stderr, "SKIP: %s missing\n", var);                                               \
-        cr_skip_test("SKIP: %s missing", var);                                                    \
+        fprintf(stderr, "SKIP: %s missing\n", var);                                                \
+        cr_skip_test("SKIP: %s missing", var);                                                     \
     }
 
 #endif

@@ -20,7 +20,7 @@ Test(dtype, f16_matches_ieee_half) {
     cr_assert_eq(f32_to_f16(65504.0f), 0x7bff);
     cr_assert_eq(f32_to_f16(1e6f), 0x7c00);
     cr_assert_eq(f32_to_f16(5.9604644775390625e-8f), 0x0001); /* smallest subnormal */
-    for (uint32_t h = 0; h < 0x7c00; h++)                        /* every finite positive half */
+    for (uint32_t h = 0; h < 0x7c00; h++)                     /* every finite positive half */
         cr_assert_eq(f32_to_f16(f16_to_f32((uint16_t)h)), h, "half %04x", h);
 }
 
