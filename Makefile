@@ -102,13 +102,21 @@ test: $(B)/assay $(B)/tests/all $(REPLAY_BINS)
 	  $$r fuzz/corpus/$$n; done
 	OMP_WAIT_POLICY=passive ASSAY_BIN=$(B)/assay $(B)/tests/all --jobs 2
 
-# libFuzzer targets, built with clang over the library sources.
-FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) $(BLAS_CFLAGS) -fopenmp \
-               -fsanitize=fuzzer,address,undefined
+# libFuzzer targets: the library compiled once with clang (fuzzer-no-link instrumentation), then
+# each target linked against it.
+FUZZ_SAN    := -fsanitize=address,undefined
+FUZZ_CFLAGS := -std=c11 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) $(BLAS_CFLAGS) -fopenmp $(FUZZ_SAN)
+FUZZ_OBJS   := $(LIB_SRCS:%.c=build/fuzz/obj/%.o)
 fuzz: $(FUZZ_SRCS:fuzz/%.c=build/fuzz/%)
-build/fuzz/%: fuzz/%.c $(LIB_SRCS)
+build/fuzz/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_CFLAGS) -o $@ $< $(LIB_SRCS) $(LDLIBS)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+build/fuzz/libassay-fuzz.a: $(FUZZ_OBJS)
+	@rm -f $@
+	ar rcs $@ $^
+build/fuzz/%: fuzz/%.c build/fuzz/libassay-fuzz.a
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< build/fuzz/libassay-fuzz.a \
+	  $(PKG_LIBS) -fopenmp -lm -lpthread
 
 deps:
 	bash tools/deps.sh
