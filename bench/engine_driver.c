@@ -151,8 +151,8 @@ static double cpu_s(void) {
 }
 
 /* Scoring: all sequences in one model_score call; returns seconds, fills sums (n). */
-static int run_score(model *m, const seqs *s, int cut, double *sums, long *n_targets,
-                     double *secs, assay_error *err) {
+static int run_score(model *m, const seqs *s, int cut, double *sums, long *n_targets, double *secs,
+                     assay_error *err) {
     score_request *reqs = calloc((size_t)s->n, sizeof *reqs);
     score_result  *out  = calloc((size_t)s->n, sizeof *out);
     int            rc   = ASSAY_ENOMEM;
@@ -240,7 +240,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "%s: not valid JSON\n", work);
         goto done;
     }
-    const cJSON *kind = cJSON_GetObjectItemCaseSensitive(root, "kind");
+    const cJSON *kind     = cJSON_GetObjectItemCaseSensitive(root, "kind");
     int          is_score = cJSON_IsString(kind) && !strcmp(kind->valuestring, "score");
     int          is_gen   = cJSON_IsString(kind) && !strcmp(kind->valuestring, "generate");
     if (!is_score && !is_gen) {
@@ -267,12 +267,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "engine_driver: %s\n", err.msg);
         goto done;
     }
-    double load_s = now_s() - t0;
+    double load_s         = now_s() - t0;
     long   rss_after_load = max_rss_kb();
 
     double best = -1, best_cpu = 0, secs = 0;
     long   n_in = 0, n_out = 0;
-    cJSON *res  = cJSON_CreateObject();
+    cJSON *res   = cJSON_CreateObject();
     cJSON *times = cJSON_AddArrayToObject(res, "times");
     if (is_score) {
         if (!(sums = calloc((size_t)s.n, sizeof *sums)))

@@ -38,8 +38,8 @@ static int parse_shape(const char *arg, shape *s) {
         return -1;
     memcpy(s->name, arg, (size_t)(eq - arg));
     s->name[eq - arg] = '\0';
-    s->weight          = 1.0;
-    int used           = 0;
+    s->weight         = 1.0;
+    int used          = 0;
     if (sscanf(eq + 1, "%dx%dx%d%n", &s->m, &s->k, &s->n, &used) != 3)
         return -1;
     const char *rest = eq + 1 + used;
@@ -76,15 +76,15 @@ static int measure(shape *s, int repeats, double min_s) {
     fill(a, ma, &st);
     fill(b, mb, &st);
     double flop = 2.0 * s->m * s->k * s->n;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->m, s->n, s->k, 1.0f, a, s->k, b,
-                s->k, 0.0f, c, s->n);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->m, s->n, s->k, 1.0f, a, s->k, b, s->k,
+                0.0f, c, s->n);
     s->gflops = 0;
     for (int r = 0; r < repeats; r++) {
         int    calls = 0;
-        double t0 = now_s(), t;
+        double t0    = now_s(), t;
         do {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->m, s->n, s->k, 1.0f, a, s->k,
-                        b, s->k, 0.0f, c, s->n);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, s->m, s->n, s->k, 1.0f, a, s->k, b,
+                        s->k, 0.0f, c, s->n);
             calls++;
             t = now_s() - t0;
         } while (t < min_s);
@@ -100,9 +100,9 @@ static int measure(shape *s, int repeats, double min_s) {
 
 int main(int argc, char **argv) {
     int    threads = 0, repeats = 5;
-    double min_s   = 0.2;
-    shape *shapes  = calloc((size_t)argc, sizeof *shapes);
-    int    n       = 0;
+    double min_s  = 0.2;
+    shape *shapes = calloc((size_t)argc, sizeof *shapes);
+    int    n      = 0;
     if (!shapes)
         return 3;
     for (int i = 1; i < argc; i++) {
