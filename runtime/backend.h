@@ -56,6 +56,10 @@ typedef struct backend_ops {
     int (*swiglu)(backend *be, float *out, const float *gate_up, int rows, int ffn);
     /* out (n) = gelu_new(x) */
     int (*gelu_new)(backend *be, float *out, const float *x, size_t n);
+    /* out (rows, out_dim) = gelu_new(x @ w^T + bias): matmul then gelu_new in one pass (the same
+     * bits as the two calls). Optional: NULL means the model makes the two calls. */
+    int (*matmul_gelu)(backend *be, float *out, const float *x, const void *w, const void *bias,
+                       int rows, int in, int out_dim);
     /* in place, rotate-half RoPE of n_heads heads of x (rows, stride); inv_freq (head_dim/2) is
      * backend memory */
     int (*rope)(backend *be, float *x, const int32_t *pos, const float *inv_freq, int rows,

@@ -93,6 +93,15 @@ static int cpu_matmul(backend *be, float *out, const float *x, const void *w, co
     matmul_forward(out, s, x, w, bias, rows, in, out_dim);
     return 0;
 }
+static int cpu_matmul_gelu(backend *be, float *out, const float *x, const void *w, const void *bias,
+                           int rows, int in, int out_dim) {
+    float *s  = NULL;
+    int    rc = cpu_scratch(be, cpu_matmul_scratch_floats(rows, in), &s);
+    if (rc)
+        return rc;
+    matmul_gelu_forward(out, s, x, w, bias, rows, in, out_dim);
+    return 0;
+}
 static int cpu_add(backend *be, float *out, const float *a, const float *b, size_t n) {
     (void)be;
     add_forward(out, a, b, n);
@@ -180,6 +189,7 @@ static const backend_ops cpu_ops = {
     .add              = cpu_add,
     .swiglu           = cpu_swiglu,
     .gelu_new         = cpu_gelu_new,
+    .matmul_gelu      = cpu_matmul_gelu,
     .rope             = cpu_rope,
     .attention_varlen = cpu_attention_varlen,
     .kv_store         = cpu_kv_store,

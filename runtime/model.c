@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kernels/cpu/ops.h"
 #include "loader/safetensors.h"
@@ -121,6 +123,22 @@ static float *take(model *m, size_t n) {
     return m->arena + at;
 }
 
+/* Drops the whole pages of a converted tensor from the checkpoint mapping. Without it the load
+ * holds the mapped file and the converted (packed) copy at once: peak RSS twice the weights.
+ * st_model_open maps every shard PROT_READ, MAP_PRIVATE and nothing writes it, so the pages are
+ * clean file pages: the kernel only unmaps them, and a later read of the same tensor (a tied
+ * head read again) faults them back in from the page cache with the same bytes. Partial pages
+ * at the tensor's ends stay (a neighbour may still need them). Advisory: failure is harmless. */
+static void release_mapped(const void *data, size_t nbytes) {
+    long pg = sysconf(_SC_PAGESIZE);
+    if (pg <= 0 || nbytes == 0)
+        return;
+    uintptr_t lo = ((uintptr_t)data + (uintptr_t)pg - 1) / (uintptr_t)pg * (uintptr_t)pg;
+    uintptr_t hi = ((uintptr_t)data + nbytes) / (uintptr_t)pg * (uintptr_t)pg;
+    if (hi > lo)
+        (void)madvise((void *)lo, hi - lo, MADV_DONTNEED);
+}
+
 /* host (rows, cols) = tensor `name` as f32. transpose: the checkpoint holds (cols, rows) — GPT-2
  * Conv1D. */
 static int read_tensor(model *m, const st_model *sm, const char *name, float *host, size_t rows,
@@ -138,15 +156,22 @@ static int read_tensor(model *m, const st_model *sm, const char *name, float *ho
                           m->dir, name, dtype_name(t->dtype));
     if (!transpose) {
         dtype_to_f32(host, t->data, t->dtype, t->n_elements);
+        release_mapped(t->data, t->nbytes);
         return 0;
     }
     float *tmp = malloc(t->n_elements * sizeof(float));
     if (!tmp)
         return assay_fail(err, ASSAY_ENOMEM, "%s: no memory to convert '%s'", m->dir, name);
     dtype_to_f32(tmp, t->data, t->dtype, t->n_elements);
-    for (size_t r = 0; r < rows; r++)
-        for (size_t c = 0; c < cols; c++)
-            host[r * cols + c] = tmp[c * rows + r];
+    release_mapped(t->data, t->nbytes);
+    /* 32 x 32 tiles: a plain loop strides a whole row of tmp per element (slow for big weights) */
+    for (size_t r0 = 0; r0 < rows; r0 += 32)
+        for (size_t c0 = 0; c0 < cols; c0 += 32) {
+            size_t r1 = r0 + 32 < rows ? r0 + 32 : rows, c1 = c0 + 32 < cols ? c0 + 32 : cols;
+            for (size_t r = r0; r < r1; r++)
+                for (size_t c = c0; c < c1; c++)
+                    host[r * cols + c] = tmp[c * rows + r];
+        }
     free(tmp);
     return 0;
 }
@@ -584,6 +609,8 @@ static int forward(model *m, const fwd_seq *seqs, int n_seqs, int use_cache, int
         if (c->act == ACT_SILU) {
             BE_CALL(op->matmul(be, m->up, m->xn, L->w_up, NULL, T, D, 2 * F));
             BE_CALL(op->swiglu(be, m->act, m->up, T, F));
+        } else if (op->matmul_gelu) {
+            BE_CALL(op->matmul_gelu(be, m->act, m->xn, L->w_up, L->b_up, T, D, F));
         } else {
             BE_CALL(op->matmul(be, m->up, m->xn, L->w_up, L->b_up, T, D, F));
             BE_CALL(op->gelu_new(be, m->act, m->up, (size_t)T * F));

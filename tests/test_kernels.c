@@ -461,3 +461,131 @@ Test(kernels, vm_expf_is_within_two_ulp_and_simd_gives_the_same_bits) {
             }
         }
 }
+
+Test(kernels, vm_tanhf_is_within_two_ulp_and_every_form_gives_the_same_bits) {
+    /* dense over [-12, 12] (past 9.01 tanh rounds to +-1) plus the branch edge and specials; an
+     * exhaustive sweep of every 7th float in [0, 12] measured at most 1.31 ulp */
+    enum { N = 1 << 18 };
+    float *xs = malloc(N * sizeof *xs), *got = malloc(N * sizeof *got);
+    for (int i = 0; i < N; i++)
+        xs[i] = -12.0f + 24.0f * (float)i / (float)(N - 1);
+    float edge[] = {0.0f,        -0.0f,         VM_TANH_SMALL, -VM_TANH_SMALL,
+                    0.62499994f, 1e-30f,        -1e-40f,       INFINITY,
+                    -INFINITY,   VM_TANH_CLAMP, 9.010913f,     1e-4f,
+                    0.3f,        -2.5f,         88.0f,         NAN};
+    memcpy(xs, edge, sizeof edge);
+    for (int i = 0; i < N; i++) {
+        float x = xs[i];
+        got[i]  = vm_tanhf(x);
+        if (x != x) {
+            cr_assert(got[i] != got[i], "NaN stays NaN");
+            continue;
+        }
+        double want = tanh((double)x);
+        if (want == 0.0) {
+            cr_assert(memcmp(&got[i], &x, 4) == 0, "tanh(%a) keeps the zero's sign", x);
+            continue;
+        }
+        int    e   = ilogb(want) < -126 ? -126 : ilogb(want);
+        double ulp = ldexp(1.0, e - 23);
+        cr_assert(fabs(got[i] - want) <= 2 * ulp, "tanh(%a) = %a, want %a", x, got[i], want);
+    }
+    if (cpu_gemm_isa() >= 1)
+        for (int i = 0; i < N; i += 16) {
+            float v[16];
+            if (cpu_gemm_isa() == 2) {
+                vm_store_tanh512(v, xs + i);
+                for (int l = 0; l < 16; l++)
+                    cr_assert(memcmp(&v[l], &got[i + l], 4) == 0, "avx512 tanh(%a)", xs[i + l]);
+            }
+            vm_store_tanh256(v, xs + i);
+            vm_store_tanh256(v + 8, xs + i + 8);
+            for (int l = 0; l < 16; l++)
+                cr_assert(memcmp(&v[l], &got[i + l], 4) == 0, "avx2 tanh(%a)", xs[i + l]);
+        }
+    free(xs), free(got);
+}
+
+Test(kernels, swiglu_gives_the_same_bits_on_every_isa) {
+    int    rows = 3, ffn = 1000 + 13; /* a ragged tail on both vector widths */
+    float *x = frandv((size_t)rows * 2 * ffn), *ref = malloc((size_t)rows * ffn * 4);
+    float *o = malloc((size_t)rows * ffn * 4);
+    for (size_t i = 0; i < (size_t)rows * 2 * ffn; i++)
+        x[i] *= 100; /* past exp's range both ways */
+    x[0] = 0.0f, x[1] = -0.0f, x[2] = 88.5f, x[3] = -88.5f;
+    int top = cpu_gemm_isa();
+    cpu_gemm_set_isa(0);
+    swiglu_forward(ref, x, rows, ffn);
+    for (int isa = top; isa >= 1; isa--) {
+        cpu_gemm_set_isa(isa);
+        memset(o, 0, (size_t)rows * ffn * 4);
+        swiglu_forward(o, x, rows, ffn);
+        cr_assert(memcmp(o, ref, (size_t)rows * ffn * 4) == 0, "isa %d differs from portable", isa);
+    }
+    cpu_gemm_set_isa(-1);
+    free(x), free(ref), free(o);
+}
+
+Test(kernels, gelu_new_gives_the_same_bits_on_every_isa) {
+    size_t n = 3 * 4096 + 13; /* several tasks and a ragged tail */
+    float *x = frandv(n), *ref = malloc(n * 4), *o = malloc(n * 4);
+    for (size_t i = 0; i < n; i++)
+        x[i] *= 8;
+    int top = cpu_gemm_isa();
+    cpu_gemm_set_isa(0);
+    gelu_new_forward(ref, x, n);
+    for (int isa = top; isa >= 1; isa--) {
+        cpu_gemm_set_isa(isa);
+        memset(o, 0, n * 4);
+        gelu_new_forward(o, x, n);
+        cr_assert(memcmp(o, ref, n * 4) == 0, "isa %d differs from portable", isa);
+    }
+    cpu_gemm_set_isa(-1);
+    free(x), free(ref), free(o);
+}
+
+Test(kernels, matmul_gelu_is_bitwise_matmul_then_gelu) {
+    /* rows across several row blocks and a ragged panel; k over two k passes */
+    int    rows = 37, in = 300, out_dim = 70;
+    float *x = frandv((size_t)rows * in), *w = frandv((size_t)out_dim * in), *b = frandv(out_dim);
+    float *wp = malloc(gemm_packed_floats(out_dim, in) * 4);
+    float *s  = malloc(cpu_matmul_scratch_floats(rows, in) * 4);
+    float *r1 = malloc((size_t)rows * out_dim * 4), *r2 = malloc((size_t)rows * out_dim * 4);
+    gemm_pack(wp, w, out_dim, in);
+    int top = cpu_gemm_isa();
+    for (int isa = top; isa >= 0; isa--) {
+        cpu_gemm_set_isa(isa);
+        matmul_forward(r1, s, x, wp, b, rows, in, out_dim);
+        gelu_new_forward(r1, r1, (size_t)rows * out_dim);
+        matmul_gelu_forward(r2, s, x, wp, b, rows, in, out_dim);
+        cr_assert(memcmp(r1, r2, (size_t)rows * out_dim * 4) == 0, "isa %d", isa);
+    }
+    cpu_gemm_set_isa(-1);
+    free(x), free(w), free(b), free(wp), free(s), free(r1), free(r2);
+}
+
+Test(kernels, attention_simd_and_portable_agree_bitwise_for_wide_and_ragged_heads) {
+    /* head_dim 24 (a masked tail chunk) and 64 (GPT-2, Llama), keys in blocks of 16 plus a
+     * ragged rest, with and without a window that moves the first key off a block edge */
+    int hds[] = {24, 64};
+    for (int h = 0; h < 2; h++)
+        for (int window = 0; window <= 21; window += 21) {
+            int    nh = 2, nkv = 1, hd = hds[h], qkv = (nh + 2 * nkv) * hd;
+            int    cu[] = {0, 70, 75};
+            int    T    = cu[2];
+            float *qkvb = frandv((size_t)T * qkv);
+            for (size_t i = 0; i < (size_t)T * qkv; i++)
+                qkvb[i] *= 3; /* peaked softmaxes too */
+            float *a = malloc((size_t)T * nh * hd * 4), *b = malloc((size_t)T * nh * hd * 4);
+            float *k = qkvb + nh * hd, *v = k + nkv * hd;
+            cr_assert(
+                attention_varlen_forward(a, qkvb, k, v, cu, 2, nh, nkv, hd, qkv, qkv, window) == 0);
+            cpu_gemm_set_isa(0);
+            cr_assert(
+                attention_varlen_forward(b, qkvb, k, v, cu, 2, nh, nkv, hd, qkv, qkv, window) == 0);
+            cpu_gemm_set_isa(-1);
+            cr_assert(memcmp(a, b, (size_t)T * nh * hd * 4) == 0, "head_dim %d window %d", hd,
+                      window);
+            free(qkvb), free(a), free(b);
+        }
+}

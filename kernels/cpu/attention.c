@@ -45,13 +45,61 @@ static void attend_query(float *out, const float *q, const float *const *krow,
         out[d] *= inv;
 }
 
+/* vm_dot512(q, krow[j], head_dim) for the 16 keys j = 0..15, lane j of the result: the same
+ * per-lane fma chains, then vm_fold512's four halving steps done on all 16 keys at once (a
+ * transposing tree of 15 adds instead of 16 horizontal folds). Every add pairs the same two
+ * partial sums as vm_fold16f, so each lane has vm_dot's bits. */
+static inline VM_AVX512 __m512 dot16_512(const float *q, const float *const *krow, int head_dim) {
+    __m512 acc[16];
+#pragma GCC unroll 16
+    for (int j = 0; j < 16; j++)
+        acc[j] = _mm512_setzero_ps();
+    for (int i = 0; i < head_dim; i += 16) {
+        __mmask16 m  = (__mmask16)(head_dim - i >= 16 ? 0xffffu : (1u << (head_dim - i)) - 1);
+        __m512    qv = _mm512_maskz_loadu_ps(m, q + i);
+#pragma GCC unroll 16
+        for (int j = 0; j < 16; j++)
+            acc[j] = _mm512_fmadd_ps(qv, _mm512_maskz_loadu_ps(m, krow[j] + i), acc[j]);
+    }
+    /* w = 8: keys 2t, 2t+1 -> t8[t] = [key 2t lanes l + (l+8), l < 8 | key 2t+1 likewise] */
+    __m512 t8[8], t4[4], t2[2];
+#pragma GCC unroll 8
+    for (int t = 0; t < 8; t++)
+        t8[t] = _mm512_add_ps(_mm512_shuffle_f32x4(acc[2 * t], acc[2 * t + 1], 0x44),
+                              _mm512_shuffle_f32x4(acc[2 * t], acc[2 * t + 1], 0xEE));
+        /* w = 4: 128-bit quarter c of t4[t] = key 4t + c's four partials */
+#pragma GCC unroll 4
+    for (int t = 0; t < 4; t++)
+        t4[t] = _mm512_add_ps(_mm512_shuffle_f32x4(t8[2 * t], t8[2 * t + 1], 0x88),
+                              _mm512_shuffle_f32x4(t8[2 * t], t8[2 * t + 1], 0xDD));
+        /* w = 2: quarter c of t2[t] = [key 8t + c: 2 partials | key 8t + 4 + c: 2 partials] */
+#pragma GCC unroll 2
+    for (int t = 0; t < 2; t++)
+        t2[t] = _mm512_add_ps(_mm512_shuffle_ps(t4[2 * t], t4[2 * t + 1], 0x44),
+                              _mm512_shuffle_ps(t4[2 * t], t4[2 * t + 1], 0xEE));
+    /* w = 1: quarter c = keys c, 4 + c, 8 + c, 12 + c; then lane j <- key j */
+    __m512 f =
+        _mm512_add_ps(_mm512_shuffle_ps(t2[0], t2[1], 0x88), _mm512_shuffle_ps(t2[0], t2[1], 0xDD));
+    return _mm512_permutexvar_ps(
+        _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15), f);
+}
+
 static VM_AVX512 void attend_query512(float *out, const float *q, const float *const *krow,
                                       const float *const *vrow, int lo, int hi, int head_dim,
                                       float scale, float *scores) {
-    float mx = -INFINITY;
-    for (int j = lo; j <= hi; j++) {
-        float s   = vm_dot512(q, krow[j], head_dim) * scale;
-        scores[j] = s;
+    /* max over scores: NaN never wins (max_ps returns its second operand on NaN), as in the
+     * scalar form; which zero wins does not matter (s - (+0) == s - (-0) bitwise for s != 0) */
+    __m512 smax = _mm512_set1_ps(-INFINITY);
+    int    jb   = lo;
+    for (; jb + 16 <= hi + 1; jb += 16) {
+        __m512 s = _mm512_mul_ps(dot16_512(q, krow + jb, head_dim), _mm512_set1_ps(scale));
+        _mm512_storeu_ps(scores + jb, s);
+        smax = _mm512_max_ps(s, smax);
+    }
+    float mx = _mm512_reduce_max_ps(smax);
+    for (; jb <= hi; jb++) {
+        float s    = vm_dot512(q, krow[jb], head_dim) * scale;
+        scores[jb] = s;
         if (s > mx)
             mx = s;
     }
@@ -74,6 +122,7 @@ static VM_AVX512 void attend_query512(float *out, const float *q, const float *c
         int       nd = head_dim - d0 < 64 ? head_dim - d0 : 64;
         __mmask16 m[4];
         __m512    acc[4];
+#pragma GCC unroll 4
         for (int c = 0; c < 4; c++) {
             int left = nd - 16 * c;
             m[c]     = (__mmask16)(left >= 16 ? 0xffffu : left > 0 ? (1u << left) - 1 : 0);
@@ -82,6 +131,7 @@ static VM_AVX512 void attend_query512(float *out, const float *q, const float *c
         for (int j = lo; j <= hi; j++) {
             __m512       p = _mm512_set1_ps(scores[j]);
             const float *v = vrow[j] + d0;
+#pragma GCC unroll 4
             for (int c = 0; c < 4; c++)
                 acc[c] = _mm512_fmadd_ps(p, _mm512_maskz_loadu_ps(m[c], v + 16 * c), acc[c]);
         }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/vmath.h"
 
 void        embed_forward(float *out, const float *table, const int32_t *ids, int rows, int dim) {
 #pragma omp parallel for schedule(static) if ((size_t)rows * dim >= CPU_PAR_MIN_WORK)
@@ -65,26 +66,109 @@ void        add_forward(float *out, const float *a, const float *b, size_t n) {
         out[i] = a[i] + b[i];
 }
 
-void        swiglu_forward(float *out, const float *gate_up, int rows, int ffn) {
+/* silu(g) * u = g / (1 + exp(-g)) * u (torch's silu formula) with vm_expf's exp; the three
+ * forms do the same float operations in the same order, so the ISA never changes a bit. */
+static void swiglu_span(float *o, const float *g, const float *u, int n) {
+    for (int i = 0; i < n; i++)
+        o[i] = g[i] / (1.0f + vm_expf(-g[i])) * u[i];
+}
+
+static VM_AVX512 void swiglu_span512(float *o, const float *g, const float *u, int n) {
+    for (int i = 0; i < n; i += 16) {
+        __mmask16 m  = (__mmask16)(n - i >= 16 ? 0xffffu : (1u << (n - i)) - 1);
+        __m512    gv = _mm512_maskz_loadu_ps(m, g + i);
+        __m512    e =
+            vm_exp512(_mm512_castsi512_ps(/* -g: flip the sign bit, like C's - */
+                                          _mm512_xor_si512(_mm512_castps_si512(gv),
+                                                           _mm512_set1_epi32((int)0x80000000u))));
+        __m512 s = _mm512_div_ps(gv, _mm512_add_ps(_mm512_set1_ps(1.0f), e));
+        _mm512_mask_storeu_ps(o + i, m, _mm512_mul_ps(s, _mm512_maskz_loadu_ps(m, u + i)));
+    }
+}
+
+static VM_AVX2 void swiglu_span256(float *o, const float *g, const float *u, int n) {
+    int i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 gv = _mm256_loadu_ps(g + i);
+        __m256 e  = vm_exp256(_mm256_xor_ps(gv, _mm256_set1_ps(-0.0f))); /* -g */
+        __m256 s  = _mm256_div_ps(gv, _mm256_add_ps(_mm256_set1_ps(1.0f), e));
+        _mm256_storeu_ps(o + i, _mm256_mul_ps(s, _mm256_loadu_ps(u + i)));
+    }
+    swiglu_span(o + i, g + i, u + i, n - i);
+}
+
+void swiglu_forward(float *out, const float *gate_up, int rows, int ffn) {
+    int isa = cpu_gemm_isa();
 #pragma omp parallel for schedule(static) if ((size_t)rows * ffn * 8 >= CPU_PAR_MIN_WORK)
     for (int r = 0; r < rows; r++) {
         const float *g = gate_up + (size_t)r * 2 * ffn, *u = g + ffn;
         float       *o = out + (size_t)r * ffn;
-        for (int i = 0; i < ffn; i++) {
-            float silu = g[i] / (1.0f + expf(-g[i])); /* torch silu: x / (1 + exp(-x)) */
-            o[i]       = silu * u[i];
-        }
+        if (isa == 2)
+            swiglu_span512(o, g, u, ffn);
+        else if (isa == 1)
+            swiglu_span256(o, g, u, ffn);
+        else
+            swiglu_span(o, g, u, ffn);
     }
 }
 
-void gelu_new_forward(float *out, const float *x, size_t n) {
-    /* 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))), python constants rounded to f32 */
-    const float c = 0.7978845608028654f, a = 0.044715f;
-#pragma omp parallel for schedule(static) if (n * 8 >= CPU_PAR_MIN_WORK)
+/* 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))), python constants rounded to f32;
+ * every form does the same float operations in the same order, with vm_tanhf's tanh (libm's
+ * scalar tanhf was a sixth of GPT-2 decode time), so the ISA never changes a bit. */
+#define GELU_C 0.7978845608028654f
+#define GELU_A 0.044715f
+static void gelu_span(float *out, const float *x, size_t n) {
     for (size_t i = 0; i < n; i++) {
         float v = x[i];
-        float t = tanhf(c * (v + a * (v * v * v)));
+        float t = vm_tanhf(GELU_C * (v + GELU_A * (v * v * v)));
         out[i]  = 0.5f * v * (1.0f + t);
+    }
+}
+
+static VM_AVX512 void gelu_span512(float *out, const float *x, size_t n) {
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = (__mmask16)(n - i >= 16 ? 0xffffu : (1u << (n - i)) - 1);
+        __m512    v = _mm512_maskz_loadu_ps(m, x + i);
+        __m512    u = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
+        u           = _mm512_add_ps(v, _mm512_mul_ps(_mm512_set1_ps(GELU_A), u));
+        __m512 t    = vm_tanh512(_mm512_mul_ps(_mm512_set1_ps(GELU_C), u));
+        __m512 o    = _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v),
+                                    _mm512_add_ps(_mm512_set1_ps(1.0f), t));
+        _mm512_mask_storeu_ps(out + i, m, o);
+    }
+}
+
+static VM_AVX2 void gelu_span256(float *out, const float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m256 v = _mm256_loadu_ps(x + i);
+        __m256 u = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
+        u        = _mm256_add_ps(v, _mm256_mul_ps(_mm256_set1_ps(GELU_A), u));
+        __m256 t = vm_tanh256(_mm256_mul_ps(_mm256_set1_ps(GELU_C), u));
+        __m256 o = _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v),
+                                 _mm256_add_ps(_mm256_set1_ps(1.0f), t));
+        _mm256_storeu_ps(out + i, o);
+    }
+    gelu_span(out + i, x + i, n - i);
+}
+
+void gelu_new_span(float *out, const float *x, size_t n, int isa) {
+    if (isa == 2)
+        gelu_span512(out, x, n);
+    else if (isa == 1)
+        gelu_span256(out, x, n);
+    else
+        gelu_span(out, x, n);
+}
+
+#define GELU_CHUNK 4096 /* floats per task */
+void gelu_new_forward(float *out, const float *x, size_t n) {
+    int    isa      = cpu_gemm_isa();
+    size_t n_chunks = (n + GELU_CHUNK - 1) / GELU_CHUNK;
+#pragma omp parallel for schedule(static) if (n * 8 >= CPU_PAR_MIN_WORK)
+    for (size_t c = 0; c < n_chunks; c++) {
+        size_t i = c * GELU_CHUNK;
+        gelu_new_span(out + i, x + i, n - i < GELU_CHUNK ? n - i : GELU_CHUNK, isa);
     }
 }
 

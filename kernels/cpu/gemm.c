@@ -71,18 +71,14 @@ void gemm_unpack_row(float *dst, const float *packed, int row, int k) {
 }
 
 /* xp = x (m, k) as micro-panels: panel b (rows b*MR .. +mr) at xp + b*MR*k, element (i, kk) at
- * kk*mr + i, so a micro-kernel reads its rows' k-th values contiguously. */
-static void pack_rows(float *xp, const float *x, int m, int k) {
-    int n_blocks = (m + GEMM_MR - 1) / GEMM_MR;
-#pragma omp parallel for schedule(static) if ((size_t)m * k >= 4 * CPU_PAR_MIN_WORK)
-    for (int b = 0; b < n_blocks; b++) {
-        int          mr = m - b * GEMM_MR < GEMM_MR ? m - b * GEMM_MR : GEMM_MR;
-        float       *d  = xp + (size_t)b * GEMM_MR * k;
-        const float *s  = x + (size_t)b * GEMM_MR * k;
-        for (int i = 0; i < mr; i++)
-            for (int kk = 0; kk < k; kk++)
-                d[(size_t)kk * mr + i] = s[(size_t)i * k + kk];
-    }
+ * kk*mr + i, so a micro-kernel reads its rows' k-th values contiguously. This packs panel b. */
+static void pack_rows(float *xp, const float *x, int m, int k, int b) {
+    int          mr = m - b * GEMM_MR < GEMM_MR ? m - b * GEMM_MR : GEMM_MR;
+    float       *d  = xp + (size_t)b * GEMM_MR * k;
+    const float *s  = x + (size_t)b * GEMM_MR * k;
+    for (int i = 0; i < mr; i++)
+        for (int kk = 0; kk < k; kk++)
+            d[(size_t)kk * mr + i] = s[(size_t)i * k + kk];
 }
 
 /* ---- micro-kernels ------------------------------------------------------------------------
@@ -234,35 +230,49 @@ size_t cpu_head_scratch_floats(int dim, int vocab) {
     return (size_t)HEAD_ROWS * ((size_t)dim + vocab);
 }
 
-/* out (m, n; leading dimension ldo) = x (m, k) @ W^T + bias, W packed. xp: m*k floats. */
+/* out (m, n; leading dimension ldo) = x (m, k) @ W^T + bias, W packed. xp: m*k floats.
+ * gelu: then gelu_new on each finished tile (elementwise, so the bits are gelu_new_forward's). */
 static void gemm_run(float *out, size_t ldo, float *xp, const float *x, const float *wp,
-                     const float *bias, int m, int k, int n) {
+                     const float *bias, int m, int k, int n, int gelu) {
     if (m <= 0 || n <= 0)
         return;
-    int isa = cpu_gemm_isa();
-    pack_rows(xp, x, m, k);
+    int isa      = cpu_gemm_isa();
     int n_blocks = (m + GEMM_MR - 1) / GEMM_MR, n_panels = (n + GEMM_NR - 1) / GEMM_NR;
     int n_rgroups = (n_blocks + GEMM_RB - 1) / GEMM_RB;
-    /* panels per task: enough tasks (4 per thread) to balance, few enough to reuse X slices */
-    int threads = omp_get_max_threads(), pb = n_panels * n_rgroups / (4 * threads);
+    /* panels per task: enough tasks (8 per thread: a decode step's GEMMs are short, and an
+     * uneven last task leaves the other threads spinning) to balance, few enough to reuse X */
+    int threads = omp_get_max_threads(), pb = n_panels * n_rgroups / (8 * threads);
     pb               = pb < 1 ? 1 : pb > GEMM_PB ? GEMM_PB : pb;
     int    n_pgroups = (n_panels + pb - 1) / pb, n_tasks = n_rgroups * n_pgroups;
     size_t work = (size_t)m * k * n;
-#pragma omp parallel for schedule(dynamic, 1) if (n_tasks > 1 && work >= 8 * CPU_PAR_MIN_WORK)
-    for (int task = 0; task < n_tasks; task++) {
-        int b0 = task / n_pgroups * GEMM_RB, p0 = task % n_pgroups * pb;
-        int b1 = b0 + GEMM_RB < n_blocks ? b0 + GEMM_RB : n_blocks;
-        int p1 = p0 + pb < n_panels ? p0 + pb : n_panels;
-        for (int kb = 0; kb < k; kb += GEMM_KC) {
-            int kc = k - kb < GEMM_KC ? k - kb : GEMM_KC, last = kb + kc == k;
-            for (int p = p0; p < p1; p++) {
-                const float *w  = wp + (size_t)p * GEMM_NR * k + (size_t)kb * GEMM_NR;
-                int          nc = n - p * GEMM_NR < GEMM_NR ? n - p * GEMM_NR : GEMM_NR;
-                for (int b = b0; b < b1; b++) {
-                    int mr = m - b * GEMM_MR < GEMM_MR ? m - b * GEMM_MR : GEMM_MR;
-                    micro_tile(isa, mr, kc, xp + (size_t)b * GEMM_MR * k + (size_t)kb * mr, w,
-                               out + (size_t)b * GEMM_MR * ldo + (size_t)p * GEMM_NR, ldo, nc,
-                               kb > 0, last && bias ? bias + (size_t)p * GEMM_NR : NULL);
+    /* one region: the threads pack X, meet at the for's barrier, then take tasks (a separate
+     * packing region, serial for decode-sized X, left the other threads spinning) */
+#pragma omp parallel if (n_tasks > 1 && work >= 8 * CPU_PAR_MIN_WORK)
+    {
+#pragma omp for schedule(static)
+        for (int b = 0; b < n_blocks; b++)
+            pack_rows(xp, x, m, k, b);
+#pragma omp for schedule(dynamic, 1)
+        for (int task = 0; task < n_tasks; task++) {
+            int b0 = task / n_pgroups * GEMM_RB, p0 = task % n_pgroups * pb;
+            int b1 = b0 + GEMM_RB < n_blocks ? b0 + GEMM_RB : n_blocks;
+            int p1 = p0 + pb < n_panels ? p0 + pb : n_panels;
+            for (int kb = 0; kb < k; kb += GEMM_KC) {
+                int kc = k - kb < GEMM_KC ? k - kb : GEMM_KC, last = kb + kc == k;
+                for (int p = p0; p < p1; p++) {
+                    const float *w  = wp + (size_t)p * GEMM_NR * k + (size_t)kb * GEMM_NR;
+                    int          nc = n - p * GEMM_NR < GEMM_NR ? n - p * GEMM_NR : GEMM_NR;
+                    for (int b = b0; b < b1; b++) {
+                        int    mr = m - b * GEMM_MR < GEMM_MR ? m - b * GEMM_MR : GEMM_MR;
+                        float *c  = out + (size_t)b * GEMM_MR * ldo + (size_t)p * GEMM_NR;
+                        micro_tile(isa, mr, kc, xp + (size_t)b * GEMM_MR * k + (size_t)kb * mr, w,
+                                   c, ldo, nc, kb > 0,
+                                   last && bias ? bias + (size_t)p * GEMM_NR : NULL);
+                        if (last && gelu)
+                            for (int i = 0; i < mr; i++)
+                                gelu_new_span(c + (size_t)i * ldo, c + (size_t)i * ldo, (size_t)nc,
+                                              isa);
+                    }
                 }
             }
         }
@@ -271,7 +281,12 @@ static void gemm_run(float *out, size_t ldo, float *xp, const float *x, const fl
 
 void matmul_forward(float *out, float *scratch, const float *x, const float *w, const float *bias,
                     int rows, int in, int out_dim) {
-    gemm_run(out, (size_t)out_dim, scratch, x, w, bias, rows, in, out_dim);
+    gemm_run(out, (size_t)out_dim, scratch, x, w, bias, rows, in, out_dim, 0);
+}
+
+void matmul_gelu_forward(float *out, float *scratch, const float *x, const float *w,
+                         const float *bias, int rows, int in, int out_dim) {
+    gemm_run(out, (size_t)out_dim, scratch, x, w, bias, rows, in, out_dim, 1);
 }
 
 /* ---- LM head ----------------------------------------------------------------------------- */
@@ -337,7 +352,7 @@ void target_logprob_forward(float *out_logprob, uint8_t *out_is_max, float *scra
     int    simd = cpu_gemm_isa() == 2;
     for (int r0 = 0; r0 < rows; r0 += HEAD_ROWS) {
         int n = rows - r0 < HEAD_ROWS ? rows - r0 : HEAD_ROWS;
-        gemm_run(logits, (size_t)vocab, xp, h + (size_t)r0 * dim, w, NULL, n, dim, vocab);
+        gemm_run(logits, (size_t)vocab, xp, h + (size_t)r0 * dim, w, NULL, n, dim, vocab, 0);
 #pragma omp parallel for schedule(static) if ((size_t)n * vocab * 8 >= CPU_PAR_MIN_WORK)
         for (int i = 0; i < n; i++) {
             const float *l = logits + (size_t)i * vocab;
@@ -372,7 +387,7 @@ void argmax_forward(int32_t *out_id, float *scratch, const float *h, const float
     float *xp = scratch, *logits = scratch + (size_t)HEAD_ROWS * dim;
     for (int r0 = 0; r0 < rows; r0 += HEAD_ROWS) {
         int n = rows - r0 < HEAD_ROWS ? rows - r0 : HEAD_ROWS;
-        gemm_run(logits, (size_t)vocab, xp, h + (size_t)r0 * dim, w, NULL, n, dim, vocab);
+        gemm_run(logits, (size_t)vocab, xp, h + (size_t)r0 * dim, w, NULL, n, dim, vocab, 0);
 #pragma omp parallel for schedule(static) if ((size_t)n * vocab >= CPU_PAR_MIN_WORK)
         for (int i = 0; i < n; i++)
             out_id[r0 + i] = row_argmax(logits + (size_t)i * vocab, vocab);

@@ -62,12 +62,20 @@ void layernorm_forward(float *out, const float *x, const float *w, const float *
  * Parallel (OpenMP) over row blocks and weight panels, so one decode row uses every core. */
 void matmul_forward(float *out, float *scratch, const float *x, const float *w, const float *bias,
                     int rows, int in, int out_dim);
+/* out (rows, out_dim) = gelu_new(matmul_forward(x, w, bias)), the activation applied to each
+ * output tile as its task finishes it: one parallel region (and barrier) instead of two, and
+ * the tile is still in cache. Bitwise the same as matmul_forward then gelu_new_forward. */
+void matmul_gelu_forward(float *out, float *scratch, const float *x, const float *w,
+                         const float *bias, int rows, int in, int out_dim);
 /* out (n) = a + b; out may alias a or b */
 void add_forward(float *out, const float *a, const float *b, size_t n);
 /* out (rows, ffn) = silu(gate) * up, gate_up (rows, 2*ffn) = [gate | up]; SwiGLU MLP */
 void swiglu_forward(float *out, const float *gate_up, int rows, int ffn);
 /* out (n) = HF NewGELUActivation (tanh approximation, GPT-2 "gelu_new"); out may alias x */
 void gelu_new_forward(float *out, const float *x, size_t n);
+/* gelu_new_forward on the calling thread with the given ISA (cpu_gemm_isa()), for fused
+ * epilogues; out may alias x */
+void gelu_new_span(float *out, const float *x, size_t n, int isa);
 
 /* RoPE inverse frequencies (rot_dim / 2 floats) computed in float32 the way transformers does:
  * default: 1 / theta^(2i/rot_dim); linear: default / factor; llama3: the piecewise

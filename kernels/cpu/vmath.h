@@ -70,6 +70,110 @@ static inline VM_AVX512 void vm_store_exp512(float *out, const float *x) {
     _mm512_storeu_ps(out, vm_exp512(_mm512_loadu_ps(x)));
 }
 
+#define VM_AVX2 __attribute__((target("avx2,fma")))
+
+/* vm_exp256: the same steps as vm_exp512 on 8 lanes (AVX2), the same bits as vm_expf. */
+static inline VM_AVX2 __m256 vm_exp256(__m256 x) {
+    __m256 xc =
+        _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(VM_EXP_LO)), _mm256_set1_ps(VM_EXP_HI));
+    __m256 n  = _mm256_round_ps(_mm256_mul_ps(xc, _mm256_set1_ps(1.44269504088896341f)),
+                                _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r  = _mm256_fmadd_ps(n, _mm256_set1_ps(-0.693359375f), xc);
+    r         = _mm256_fmadd_ps(n, _mm256_set1_ps(2.12194440e-4f), r);
+    __m256 p  = _mm256_set1_ps(1.9875691500e-4f);
+    p         = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p         = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p         = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p         = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p         = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    __m256  y = _mm256_add_ps(_mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r), _mm256_set1_ps(1.0f));
+    __m256i e =
+        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
+    y = _mm256_blendv_ps(y, _mm256_setzero_ps(),
+                         _mm256_cmp_ps(x, _mm256_set1_ps(VM_EXP_LO), _CMP_LT_OQ));
+    y = _mm256_blendv_ps(y, _mm256_set1_ps(INFINITY),
+                         _mm256_cmp_ps(x, _mm256_set1_ps(VM_EXP_HI), _CMP_GT_OQ));
+    return _mm256_blendv_ps(y, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+/* tanh(x), Cephes tanhf's split with our exp: |x| < 0.625: x + x^3 P(x^2) (degree-4 P, fma
+ * chain; no cancellation near 0), else 1 - 2 / (exp(2 min(|x|, 10)) + 1) (tanh(10) rounds to
+ * 1), then x's sign. Within 3 ulp of tanh everywhere (tests/test_kernels.c); NaN stays NaN,
+ * -0 stays -0. The vector forms compute both branches and select, step for step the same
+ * IEEE operations, so every form gives the same bits. */
+#define VM_TANH_SMALL 0.625f
+#define VM_TANH_CLAMP 10.0f
+#define VM_TANH_P4 -5.70498872745e-3f
+#define VM_TANH_P3 2.06390887954e-2f
+#define VM_TANH_P2 -5.37397155531e-2f
+#define VM_TANH_P1 1.33314422036e-1f
+#define VM_TANH_P0 -3.33332819422e-1f
+static inline float vm_tanhf(float x) {
+    if (x != x)
+        return x;
+    float ax = fabsf(x), r;
+    if (ax < VM_TANH_SMALL) {
+        float z = ax * ax;
+        float p = fmaf(VM_TANH_P4, z, VM_TANH_P3);
+        p       = fmaf(p, z, VM_TANH_P2);
+        p       = fmaf(p, z, VM_TANH_P1);
+        p       = fmaf(p, z, VM_TANH_P0);
+        r       = fmaf(p, z * ax, ax);
+    } else {
+        float e = vm_expf(2.0f * (ax < VM_TANH_CLAMP ? ax : VM_TANH_CLAMP));
+        r       = 1.0f - 2.0f / (e + 1.0f);
+    }
+    return copysignf(r, x);
+}
+
+static inline VM_AVX512 __m512 vm_tanh512(__m512 x) {
+    /* AVX-512F has no float and/or: use the integer forms on the bits */
+    __m512i sign = _mm512_set1_epi32((int)0x80000000u), xi = _mm512_castps_si512(x);
+    __m512  ax = _mm512_castsi512_ps(_mm512_andnot_si512(sign, xi));
+    __m512  z  = _mm512_mul_ps(ax, ax);
+    __m512  p  = _mm512_fmadd_ps(_mm512_set1_ps(VM_TANH_P4), z, _mm512_set1_ps(VM_TANH_P3));
+    p          = _mm512_fmadd_ps(p, z, _mm512_set1_ps(VM_TANH_P2));
+    p          = _mm512_fmadd_ps(p, z, _mm512_set1_ps(VM_TANH_P1));
+    p          = _mm512_fmadd_ps(p, z, _mm512_set1_ps(VM_TANH_P0));
+    __m512 sm  = _mm512_fmadd_ps(p, _mm512_mul_ps(z, ax), ax);
+    __m512 e   = vm_exp512(
+          _mm512_mul_ps(_mm512_set1_ps(2.0f), _mm512_min_ps(ax, _mm512_set1_ps(VM_TANH_CLAMP))));
+    __m512 one = _mm512_set1_ps(1.0f);
+    __m512 lg  = _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, one)));
+    __m512 r   = _mm512_mask_mov_ps(
+          lg, _mm512_cmp_ps_mask(ax, _mm512_set1_ps(VM_TANH_SMALL), _CMP_LT_OQ), sm);
+    r = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(r), _mm512_and_si512(sign, xi)));
+    return _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q), x);
+}
+
+static inline VM_AVX2 __m256 vm_tanh256(__m256 x) {
+    __m256 sign = _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u));
+    __m256 ax   = _mm256_andnot_ps(sign, x);
+    __m256 z    = _mm256_mul_ps(ax, ax);
+    __m256 p    = _mm256_fmadd_ps(_mm256_set1_ps(VM_TANH_P4), z, _mm256_set1_ps(VM_TANH_P3));
+    p           = _mm256_fmadd_ps(p, z, _mm256_set1_ps(VM_TANH_P2));
+    p           = _mm256_fmadd_ps(p, z, _mm256_set1_ps(VM_TANH_P1));
+    p           = _mm256_fmadd_ps(p, z, _mm256_set1_ps(VM_TANH_P0));
+    __m256 sm   = _mm256_fmadd_ps(p, _mm256_mul_ps(z, ax), ax);
+    __m256 e    = vm_exp256(
+           _mm256_mul_ps(_mm256_set1_ps(2.0f), _mm256_min_ps(ax, _mm256_set1_ps(VM_TANH_CLAMP))));
+    __m256 one = _mm256_set1_ps(1.0f);
+    __m256 lg  = _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
+    __m256 r =
+        _mm256_blendv_ps(lg, sm, _mm256_cmp_ps(ax, _mm256_set1_ps(VM_TANH_SMALL), _CMP_LT_OQ));
+    r = _mm256_or_ps(r, _mm256_and_ps(sign, x));
+    return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+}
+
+/* out (16) / (8) = the vector tanh of x; for tests */
+static inline VM_AVX512 void vm_store_tanh512(float *out, const float *x) {
+    _mm512_storeu_ps(out, vm_tanh512(_mm512_loadu_ps(x)));
+}
+static inline VM_AVX2 void vm_store_tanh256(float *out, const float *x) {
+    _mm256_storeu_ps(out, vm_tanh256(_mm256_loadu_ps(x)));
+}
+
 /* Canonical 16-lane reductions: element i goes to lane i % 16 (lane sums in i order), then the
  * lanes fold as l + (l + 8), l + (l + 4), l + (l + 2), l + (l + 1). */
 static inline float vm_fold16f(float *a) {
