@@ -179,17 +179,6 @@ static cJSON *tensor_entry(const char *name, const char *type, int ndim, const i
     return t;
 }
 
-/* The shortest decimal that reads back as the same float: 1e-06, not 9.99999997475243e-07. */
-static double short_float(float f) {
-    char buf[32];
-    for (int prec = 1; prec <= 9; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
-        if (strtof(buf, NULL) == f)
-            return strtod(buf, NULL);
-    }
-    return (double)f;
-}
-
 static void add_model_fields(cJSON *o, const model_config *c, int64_t params) {
     cJSON_AddStringToObject(o, "architecture", c->arch_name);
     cJSON_AddStringToObject(o, "model_type", c->model_type);
@@ -202,7 +191,7 @@ static void add_model_fields(cJSON *o, const model_config *c, int64_t params) {
     cJSON_AddNumberToObject(o, "head_dim", c->head_dim);
     cJSON_AddNumberToObject(o, "ffn_dim", c->ffn_dim);
     cJSON_AddStringToObject(o, "norm", c->norm == NORM_RMS ? "RMSNorm" : "LayerNorm");
-    cJSON_AddNumberToObject(o, "norm_eps", short_float(c->norm_eps));
+    cJSON_AddNumberToObject(o, "norm_eps", float_shortest_decimal(c->norm_eps));
     cJSON_AddStringToObject(o, "activation", c->act == ACT_SILU ? "silu (SwiGLU)" : "gelu_new");
     if (c->learned_pos) {
         cJSON_AddStringToObject(o, "positions", "learned");
@@ -210,12 +199,14 @@ static void add_model_fields(cJSON *o, const model_config *c, int64_t params) {
         cJSON                   *r       = cJSON_AddObjectToObject(o, "rope");
         static const char *const kinds[] = {"none", "default", "linear", "llama3"};
         cJSON_AddStringToObject(r, "type", kinds[c->rope <= ROPE_LLAMA3 ? c->rope : 0]);
-        cJSON_AddNumberToObject(r, "theta", short_float(c->rope_theta));
+        cJSON_AddNumberToObject(r, "theta", float_shortest_decimal(c->rope_theta));
         if (c->rope == ROPE_LINEAR || c->rope == ROPE_LLAMA3)
-            cJSON_AddNumberToObject(r, "factor", short_float(c->rope_factor));
+            cJSON_AddNumberToObject(r, "factor", float_shortest_decimal(c->rope_factor));
         if (c->rope == ROPE_LLAMA3) {
-            cJSON_AddNumberToObject(r, "low_freq_factor", short_float(c->rope_low_freq_factor));
-            cJSON_AddNumberToObject(r, "high_freq_factor", short_float(c->rope_high_freq_factor));
+            cJSON_AddNumberToObject(r, "low_freq_factor",
+                                    float_shortest_decimal(c->rope_low_freq_factor));
+            cJSON_AddNumberToObject(r, "high_freq_factor",
+                                    float_shortest_decimal(c->rope_high_freq_factor));
             cJSON_AddNumberToObject(r, "original_max_position_embeddings", c->rope_orig_max_pos);
         }
         cJSON_AddStringToObject(o, "positions", "rope");

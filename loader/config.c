@@ -537,18 +537,6 @@ int config_load(model_config *cfg, const char *path, assay_error *err) {
 
 /* ---- config.json output ---- */
 
-/* The shortest decimal that reads back as the same float, so 1e-5f is written "1e-05" and not
- * "9.9999997473787516e-06". */
-static double float_as_decimal(float f) {
-    char buf[32];
-    for (int prec = 1; prec <= 9; prec++) {
-        snprintf(buf, sizeof buf, "%.*g", prec, (double)f);
-        if (strtof(buf, NULL) == f)
-            return strtod(buf, NULL);
-    }
-    return (double)f;
-}
-
 static void add_token_id(cJSON *o, const char *key, int id) {
     if (id >= 0)
         cJSON_AddNumberToObject(o, key, id);
@@ -580,7 +568,7 @@ char *config_to_json(const model_config *cfg) {
         cJSON_AddNumberToObject(o, "n_head", cfg->n_heads);
         cJSON_AddNumberToObject(o, "n_inner", cfg->ffn_dim);
         cJSON_AddStringToObject(o, "activation_function", "gelu_new");
-        cJSON_AddNumberToObject(o, "layer_norm_epsilon", float_as_decimal(cfg->norm_eps));
+        cJSON_AddNumberToObject(o, "layer_norm_epsilon", float_shortest_decimal(cfg->norm_eps));
         cJSON_AddBoolToObject(o, "scale_attn_weights", 1);
         cJSON_AddBoolToObject(o, "tie_word_embeddings", 1);
     } else {
@@ -592,7 +580,7 @@ char *config_to_json(const model_config *cfg) {
         cJSON_AddNumberToObject(o, "num_key_value_heads", cfg->n_kv_heads);
         cJSON_AddNumberToObject(o, "head_dim", cfg->head_dim);
         cJSON_AddNumberToObject(o, "max_position_embeddings", cfg->max_pos);
-        cJSON_AddNumberToObject(o, "rms_norm_eps", float_as_decimal(cfg->norm_eps));
+        cJSON_AddNumberToObject(o, "rms_norm_eps", float_shortest_decimal(cfg->norm_eps));
         cJSON_AddStringToObject(o, "hidden_act", "silu");
         cJSON_AddBoolToObject(o, "tie_word_embeddings", cfg->tie_embeddings);
         if (cfg->arch == ARCH_LLAMA) {
@@ -600,18 +588,18 @@ char *config_to_json(const model_config *cfg) {
             cJSON_AddBoolToObject(o, "mlp_bias", 0);
         }
         /* 4.x layout (rope_theta + rope_scaling), which transformers 5 still reads */
-        cJSON_AddNumberToObject(o, "rope_theta", float_as_decimal(cfg->rope_theta));
+        cJSON_AddNumberToObject(o, "rope_theta", float_shortest_decimal(cfg->rope_theta));
         if (cfg->rope == ROPE_LINEAR || cfg->rope == ROPE_LLAMA3) {
             cJSON *rs = cJSON_AddObjectToObject(o, "rope_scaling");
             if (rs) {
                 cJSON_AddStringToObject(rs, "rope_type",
                                         cfg->rope == ROPE_LINEAR ? "linear" : "llama3");
-                cJSON_AddNumberToObject(rs, "factor", float_as_decimal(cfg->rope_factor));
+                cJSON_AddNumberToObject(rs, "factor", float_shortest_decimal(cfg->rope_factor));
                 if (cfg->rope == ROPE_LLAMA3) {
                     cJSON_AddNumberToObject(rs, "low_freq_factor",
-                                            float_as_decimal(cfg->rope_low_freq_factor));
+                                            float_shortest_decimal(cfg->rope_low_freq_factor));
                     cJSON_AddNumberToObject(rs, "high_freq_factor",
-                                            float_as_decimal(cfg->rope_high_freq_factor));
+                                            float_shortest_decimal(cfg->rope_high_freq_factor));
                     cJSON_AddNumberToObject(rs, "original_max_position_embeddings",
                                             cfg->rope_orig_max_pos);
                 }

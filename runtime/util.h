@@ -45,6 +45,10 @@ int str_ends_with(const char *s, const char *suffix);
 int size_mul(size_t a, size_t b, size_t *out);
 int size_add(size_t a, size_t b, size_t *out);
 
+/* The shortest decimal that reads back as the same float, as a double: 1e-5f gives 1e-05, not
+ * 9.9999997473787516e-06 (for JSON output). */
+double float_shortest_decimal(float f);
+
 /* Monotonic clock in seconds. */
 double time_now(void);
 
