@@ -67,3 +67,11 @@ Test(cli, unknown_command_exits_2) {
     cr_assert(strstr(out, "cpu: available"));
     free(out);
 }
+
+Test(util, shortest_float_decimal_reads_back_exactly) {
+    cr_assert_eq(float_shortest_decimal(1e-5f), 1e-05);
+    cr_assert_eq(float_shortest_decimal(500000.0f), 500000.0);
+    cr_assert_eq(float_shortest_decimal(0.1f), 0.1);
+    for (float f = 1e-7f; f < 1e7f; f *= 1.37f)
+        cr_assert_eq((float)float_shortest_decimal(f), f);
+}
