@@ -38,7 +38,7 @@ static const char inspect_help[] =
     "              attention mask buffers)\n"
     "  --help      this text\n"
     "\n"
-    "exit codes: 0 success, 2 bad input or usage, 3 environment failure (I/O, memory)\n";
+    "exit codes: 0 success, 2 bad input or usage (an unreadable file included), 3 internal error\n";
 
 /* ---- tokenizer description ---- */
 

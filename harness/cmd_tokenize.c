@@ -29,7 +29,7 @@ static const char usage[] =
     "  --file F            read the input from F (mapped, not copied: a long file is encoded in\n"
     "                      pieces and printed as it goes, in memory that does not grow with it)\n"
     "Default output: one \"id<TAB>piece\" line per token (control characters escaped).\n"
-    "Exit codes: 0 ok, 2 bad input or usage, 3 I/O failure.\n";
+    "Exit codes: 0 ok, 2 bad input or usage (an unreadable file included), 3 internal error.\n";
 
 static int read_stream(FILE *f, char **out, size_t *len) {
     size_t cap = 1 << 16, n = 0;

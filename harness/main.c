@@ -29,8 +29,8 @@ static void usage(FILE *f) {
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "  %-10s %s\n", "devices", "list the compute devices assay can use");
     fprintf(f, "  %-10s %s\n", "version", "print the version");
-    fprintf(f, "\nexit codes: 0 success, 1 a gate failed, 2 bad input or usage, 3 environment "
-               "failure (device, internal)\n");
+    fprintf(f, "\nexit codes: 0 success, 1 a gate failed, 2 bad input or usage, 3 device "
+               "failure or internal error\n");
 }
 
 static int cmd_devices(void) {
