@@ -131,6 +131,81 @@ int cli_common_parse(cli_common *c, int argc, char **argv, int *i, assay_error *
     return 0;
 }
 
+/* "--mode: expected sliding or rolling, got 'x'" */
+static int cli_parse_choice(const cli_opt *o, const char *v, assay_error *err) {
+    char   want[256] = "";
+    size_t len       = 0;
+    for (int k = 0; o->choices[k]; k++) {
+        const char *sep = k == 0 ? "" : o->choices[k + 1] ? ", " : " or ";
+        if (!strcmp(v, o->choices[k])) {
+            *(const char **)o->target = o->choices[k];
+            return ASSAY_OK;
+        }
+        int w = snprintf(want + len, sizeof want - len, "%s%s", sep, o->choices[k]);
+        if (w > 0 && (size_t)w < sizeof want - len)
+            len += (size_t)w;
+    }
+    return assay_fail(err, ASSAY_EINVAL, "%s: expected %s, got '%s'", o->name, want, v);
+}
+
+/* 1 when argv[*i] is option `o` (its value stored), 0 when it is not, -1 with err set. */
+static int cli_parse_opt(const cli_opt *o, int argc, char **argv, int *i, assay_error *err) {
+    const char *v = NULL;
+    int         r = cli_take_value(o->name, argc, argv, i, &v, err);
+    if (r <= 0)
+        return r;
+    switch (o->kind) {
+    case CLI_STR: *(const char **)o->target = v; break;
+    case CLI_INT:
+        if (cli_parse_int(o->name, v, o->min, o->max, (int64_t *)o->target, err))
+            return -1;
+        break;
+    case CLI_CHOICE:
+        if (cli_parse_choice(o, v, err))
+            return -1;
+        break;
+    case CLI_STR_LIST: {
+        cli_list *l  = o->target;
+        l->v[l->n++] = v;
+        break;
+    }
+    }
+    return 1;
+}
+
+int cli_parse(const cli_cmd *cmd, int argc, char **argv, cli_common *cc, cli_list *positional,
+              assay_error *err) {
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        int         r = 0;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h"))
+            return 1;
+        if ((r = cli_common_parse(cc, argc, argv, &i, err)) != 0) {
+            if (r < 0)
+                return -1;
+            continue;
+        }
+        for (int k = 0; k < cmd->n_opts && r == 0; k++)
+            r = cli_parse_opt(&cmd->opts[k], argc, argv, &i, err);
+        if (r < 0)
+            return -1;
+        if (r > 0)
+            continue;
+        if (a[0] == '-' && a[1]) {
+            assay_fail(err, ASSAY_EINVAL, "%s: unknown option '%s' (see assay %s --help)",
+                       cmd->name, a, cmd->name);
+            return -1;
+        }
+        if (cmd->max_positional && positional->n >= cmd->max_positional) {
+            assay_fail(err, ASSAY_EINVAL, "%s: unexpected argument '%s' %s", cmd->name, a,
+                       cmd->extra_hint);
+            return -1;
+        }
+        positional->v[positional->n++] = a;
+    }
+    return 0;
+}
+
 void cli_summary(const char *cmd, const char *what, int64_t count, double seconds) {
     fflush(stdout); /* results first, so a terminal or a 2>&1 capture never splits them */
     fprintf(stderr, "%s: %lld %s in %.2f s (%.1f %s/s)\n", cmd, (long long)count, what, seconds,

@@ -32,6 +32,44 @@ int cli_common_parse(cli_common *c, int argc, char **argv, int *i, assay_error *
 int cli_take_value(const char *name, int argc, char **argv, int *i, const char **val,
                    assay_error *err);
 
+/* One command-specific option for cli_parse. */
+typedef enum cli_kind {
+    CLI_STR,      /* target: const char **, the last value given wins */
+    CLI_INT,      /* target: int64_t *, a whole number in [min, max] */
+    CLI_CHOICE,   /* target: const char **, one of `choices` (NULL-terminated) */
+    CLI_STR_LIST, /* target: cli_list *, every value appended (repeatable) */
+} cli_kind;
+
+/* Strings with room for argc entries (at most argc values can be given). */
+typedef struct cli_list {
+    const char **v;
+    int          n;
+} cli_list;
+
+typedef struct cli_opt {
+    const char        *name; /* "--ctx" */
+    cli_kind           kind;
+    void              *target;
+    int64_t            min, max;
+    const char *const *choices;
+} cli_opt;
+
+typedef struct cli_cmd {
+    const char    *name; /* "ppl": names the command in messages */
+    const cli_opt *opts;
+    int            n_opts;
+    int            max_positional; /* 0: any number */
+    const char    *extra_hint;     /* after "unexpected argument 'X'" when there are too many */
+} cli_cmd;
+
+#define CLI_N_OPTS(a) ((int)(sizeof(a) / sizeof *(a)))
+
+/* Parses argv[1..]: the common options into *cc, cmd->opts into their targets, other arguments
+ * into *positional. Returns 0, 1 when --help or -h came first (the caller prints its help), or -1
+ * with err set (missing or invalid value, unknown option, too many positional arguments). */
+int cli_parse(const cli_cmd *cmd, int argc, char **argv, cli_common *cc, cli_list *positional,
+              assay_error *err);
+
 /* Parses a whole decimal integer in [min, max]; the message names the option. */
 int cli_parse_int(const char *opt, const char *val, int64_t min, int64_t max, int64_t *out,
                   assay_error *err);

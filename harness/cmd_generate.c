@@ -293,57 +293,27 @@ int cmd_generate(int argc, char **argv) {
     atomic_file  af      = {0};
     int          af_open = 0;
     progress     prog;
-    gen_ctx      g = {0};
+    gen_ctx      g         = {0};
+    cli_list     stop_list = {stops, 0};
     if (!stops)
         return cli_report(&(assay_error){ASSAY_ENOMEM, "out of memory"});
 
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        int         r;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf(generate_help, cli_common_help);
-            free(stops);
-            return 0;
-        }
-        if ((r = cli_common_parse(&cc, argc, argv, &i, &err)) != 0) {
-            if (r < 0)
-                goto fail;
-            continue;
-        }
-        if ((r = cli_take_value("--prompts", argc, argv, &i, &v, &err)) != 0) {
-            if (r < 0)
-                goto fail;
-            prompt_path = v;
-            continue;
-        }
-        if ((r = cli_take_value("--output", argc, argv, &i, &v, &err)) != 0) {
-            if (r < 0)
-                goto fail;
-            out_path = v;
-            continue;
-        }
-        if ((r = cli_take_value("--stop", argc, argv, &i, &v, &err)) != 0) {
-            if (r < 0)
-                goto fail;
-            stops[n_stops++] = v;
-            continue;
-        }
-        if ((r = cli_take_value("--max-new-tokens", argc, argv, &i, &v, &err)) != 0) {
-            if (r < 0 || cli_parse_int("--max-new-tokens", v, 1, 1 << 24, &max_new, &err))
-                goto fail;
-            continue;
-        }
-        if (a[0] == '-' && a[1]) {
-            assay_fail(&err, ASSAY_EINVAL,
-                       "generate: unknown option '%s' (see assay generate --help)", a);
-            goto fail;
-        }
-        if (model_dir) {
-            assay_fail(&err, ASSAY_EINVAL,
-                       "generate: unexpected argument '%s' (prompts go in --prompts FILE)", a);
-            goto fail;
-        }
-        model_dir = a;
+    const cli_opt opts[] = {
+        {"--prompts", CLI_STR, &prompt_path, 0, 0, NULL},
+        {"--output", CLI_STR, &out_path, 0, 0, NULL},
+        {"--stop", CLI_STR_LIST, &stop_list, 0, 0, NULL},
+        {"--max-new-tokens", CLI_INT, &max_new, 1, 1 << 24, NULL},
+    };
+    const cli_cmd cmd  = {"generate", opts, CLI_N_OPTS(opts), 1, "(prompts go in --prompts FILE)"};
+    cli_list      args = {&model_dir, 0};
+    int           r    = cli_parse(&cmd, argc, argv, &cc, &args, &err);
+    n_stops            = (size_t)stop_list.n;
+    if (r < 0)
+        goto fail;
+    if (r > 0) {
+        printf(generate_help, cli_common_help);
+        free(stops);
+        return 0;
     }
     if (!model_dir || !prompt_path) {
         fprintf(stderr, generate_help, cli_common_help);

@@ -206,47 +206,26 @@ int cmd_ppl(int argc, char **argv) {
     if (!files)
         return cli_report(&(assay_error){ASSAY_ENOMEM, "out of memory"});
 
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        int         r;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf(ppl_help, cli_common_help);
-            free(files);
-            return 0;
-        }
-        if ((r = cli_common_parse(&cc, argc, argv, &i, &err)) != 0) {
-            if (r < 0)
-                goto fail;
-            continue;
-        }
-        if ((r = cli_take_value("--mode", argc, argv, &i, &v, &err)) != 0) {
-            if (r < 0)
-                goto fail;
-            if (strcmp(v, "sliding") && strcmp(v, "rolling")) {
-                assay_fail(&err, ASSAY_EINVAL, "--mode: expected sliding or rolling, got '%s'", v);
-                goto fail;
-            }
-            mode = v;
-            continue;
-        }
-        if ((r = cli_take_value("--ctx", argc, argv, &i, &v, &err)) != 0) {
-            if (r < 0 || cli_parse_int("--ctx", v, 2, 1 << 24, &ctx, &err))
-                goto fail;
-            continue;
-        }
-        if ((r = cli_take_value("--stride", argc, argv, &i, &v, &err)) != 0) {
-            if (r < 0 || cli_parse_int("--stride", v, 1, 1 << 24, &stride, &err))
-                goto fail;
-            continue;
-        }
-        if (a[0] == '-' && a[1]) {
-            assay_fail(&err, ASSAY_EINVAL, "ppl: unknown option '%s' (see assay ppl --help)", a);
-            goto fail;
-        }
-        if (!model_dir)
-            model_dir = a;
-        else
-            files[n_files++] = a;
+    static const char *const modes[] = {"sliding", "rolling", NULL};
+    const cli_opt            opts[]  = {
+                    {"--mode", CLI_CHOICE, &mode, 0, 0, modes},
+                    {"--ctx", CLI_INT, &ctx, 2, 1 << 24, NULL},
+                    {"--stride", CLI_INT, &stride, 1, 1 << 24, NULL},
+    };
+    const cli_cmd cmd  = {"ppl", opts, CLI_N_OPTS(opts), 0, NULL};
+    cli_list      args = {files, 0};
+    int           r    = cli_parse(&cmd, argc, argv, &cc, &args, &err);
+    if (r < 0)
+        goto fail;
+    if (r > 0) {
+        printf(ppl_help, cli_common_help);
+        free(files);
+        return 0;
+    }
+    /* MODEL, then the FILEs. */
+    if (args.n > 0) {
+        model_dir = files[0];
+        n_files   = args.n - 1;
     }
     if (!model_dir || n_files == 0) {
         fprintf(stderr, ppl_help, cli_common_help);
@@ -284,7 +263,7 @@ int cmd_ppl(int argc, char **argv) {
         goto fail;
     }
     for (int f = 0; f < n_files; f++)
-        if ((rc = read_documents(files[f], &docs, &err)))
+        if ((rc = read_documents(files[1 + f], &docs, &err)))
             goto fail;
     if (!(tok = tok_load(model_dir, &err)))
         goto fail;

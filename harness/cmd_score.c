@@ -214,48 +214,19 @@ int cmd_score(int argc, char **argv) {
     int            af_open = 0;
     progress       prog;
 
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v = NULL;
-        int         r;
-        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
-            printf(score_help, cli_common_help);
-            return 0;
-        }
-        if ((r = cli_common_parse(&cc, argc, argv, &i, &err)) != 0) {
-            if (r < 0)
-                goto fail;
-            continue;
-        }
-        if ((r = cli_take_value("--requests", argc, argv, &i, &v, &err)) != 0) {
-            if (r < 0)
-                goto fail;
-            req_path = v;
-            continue;
-        }
-        if ((r = cli_take_value("--output", argc, argv, &i, &v, &err)) != 0) {
-            if (r < 0)
-                goto fail;
-            out_path = v;
-            continue;
-        }
-        if ((r = cli_take_value("--ctx", argc, argv, &i, &v, &err)) != 0) {
-            if (r < 0 || cli_parse_int("--ctx", v, 1, 1 << 24, &ctx, &err))
-                goto fail;
-            continue;
-        }
-        if (a[0] == '-' && a[1]) {
-            assay_fail(&err, ASSAY_EINVAL, "score: unknown option '%s' (see assay score --help)",
-                       a);
-            goto fail;
-        }
-        if (model_dir) {
-            assay_fail(&err, ASSAY_EINVAL,
-                       "score: unexpected argument '%s' (requests go in "
-                       "--requests FILE)",
-                       a);
-            goto fail;
-        }
-        model_dir = a;
+    const cli_opt opts[] = {
+        {"--requests", CLI_STR, &req_path, 0, 0, NULL},
+        {"--output", CLI_STR, &out_path, 0, 0, NULL},
+        {"--ctx", CLI_INT, &ctx, 1, 1 << 24, NULL},
+    };
+    const cli_cmd cmd  = {"score", opts, CLI_N_OPTS(opts), 1, "(requests go in --requests FILE)"};
+    cli_list      args = {&model_dir, 0};
+    int           r    = cli_parse(&cmd, argc, argv, &cc, &args, &err);
+    if (r < 0)
+        goto fail;
+    if (r > 0) {
+        printf(score_help, cli_common_help);
+        return 0;
     }
     if (!model_dir || !req_path) {
         fprintf(stderr, score_help, cli_common_help);
