@@ -322,12 +322,7 @@ int cmd_generate(int argc, char **argv) {
     }
 
     model_config cfg;
-    char         cfg_path[4200];
-    if (path_join(cfg_path, sizeof cfg_path, model_dir, "config.json")) {
-        assay_fail(&err, ASSAY_EINVAL, "%s: path too long", model_dir);
-        goto fail;
-    }
-    if ((rc = config_load(&cfg, cfg_path, &err)))
+    if ((rc = config_load_dir(&cfg, model_dir, &err)))
         goto fail;
     if (!(tok = tok_load(model_dir, &err)))
         goto fail;

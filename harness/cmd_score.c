@@ -234,19 +234,15 @@ int cmd_score(int argc, char **argv) {
     }
 
     model_config cfg;
-    char         cfg_path[4200];
-    if (path_join(cfg_path, sizeof cfg_path, model_dir, "config.json")) {
-        assay_fail(&err, ASSAY_EINVAL, "%s: path too long", model_dir);
-        goto fail;
-    }
-    if ((rc = config_load(&cfg, cfg_path, &err)))
+    if ((rc = config_load_dir(&cfg, model_dir, &err)))
         goto fail;
     if (ctx == 0)
         ctx = cfg.max_pos;
     if (ctx > cfg.max_pos) {
         assay_fail(&err, ASSAY_EINVAL,
-                   "--ctx %lld is larger than the model's context (%s: max positions %d)",
-                   (long long)ctx, cfg_path, cfg.max_pos);
+                   "--ctx %lld is larger than the model's context (%s/config.json: max "
+                   "positions %d)",
+                   (long long)ctx, model_dir, cfg.max_pos);
         goto fail;
     }
     if (!(tok = tok_load(model_dir, &err)))

@@ -535,6 +535,13 @@ int config_load(model_config *cfg, const char *path, assay_error *err) {
     return rc;
 }
 
+int config_load_dir(model_config *cfg, const char *dir, assay_error *err) {
+    char path[4200];
+    if (path_join(path, sizeof path, dir, "config.json"))
+        return assay_fail(err, ASSAY_EINVAL, "%s: path too long", dir);
+    return config_load(cfg, path, err);
+}
+
 /* ---- config.json output ---- */
 
 static void add_token_id(cJSON *o, const char *key, int id) {

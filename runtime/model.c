@@ -358,17 +358,12 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
         o.kv_block_tokens = 16;
     model    *m  = calloc(1, sizeof *m);
     st_model *sm = NULL;
-    char      cfg_path[1100];
     if (!m) {
         assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", dir);
         return NULL;
     }
     snprintf(m->dir, sizeof m->dir, "%s", dir);
-    if (path_join(cfg_path, sizeof cfg_path, dir, "config.json") != 0) {
-        assay_fail(err, ASSAY_EINVAL, "%s: path too long", dir);
-        goto fail;
-    }
-    if (config_load(&m->cfg, cfg_path, err) != 0)
+    if (config_load_dir(&m->cfg, dir, err) != 0)
         goto fail;
     model_config *c = &m->cfg;
     if (c->n_layers <= 0 || c->dim <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
@@ -376,10 +371,10 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
         c->n_heads % c->n_kv_heads != 0 || (c->rope != ROPE_NONE && c->head_dim % 2 != 0) ||
         (c->learned_pos && c->max_pos <= 0)) {
         assay_fail(err, ASSAY_EFORMAT,
-                   "%s: inconsistent model sizes (layers %d, dim %d, heads "
+                   "%s/config.json: inconsistent model sizes (layers %d, dim %d, heads "
                    "%d/%d, head_dim %d, ffn %d, vocab %d)",
-                   cfg_path, c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->head_dim,
-                   c->ffn_dim, c->vocab_size);
+                   dir, c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn_dim,
+                   c->vocab_size);
         goto fail;
     }
     m->q_dim   = c->n_heads * c->head_dim;
