@@ -67,4 +67,38 @@ static inline void test_tmpdir(char *buf, size_t cap) {
         cr_skip_test("SKIP: %s missing", var);                                                     \
     }
 
+/* ASan keeps freed memory in quarantine and copies on realloc, so resident memory says nothing
+ * there: memory bounds are checked in normal builds only. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_CHECK_MEMORY 0
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_CHECK_MEMORY 0
+#endif
+#endif
+#ifndef TEST_CHECK_MEMORY
+#define TEST_CHECK_MEMORY 1
+#endif
+
+/* A /proc/self/status value in bytes ("VmRSS:", "VmHWM:"), 0 if unknown. reset: first reset the
+ * peak (VmHWM) to the current RSS when the kernel allows. */
+static inline size_t test_proc_mem(const char *key, int reset) {
+    if (reset) {
+        FILE *f = fopen("/proc/self/clear_refs", "w");
+        if (f) {
+            fputs("5", f);
+            fclose(f);
+        }
+    }
+    FILE  *f = fopen("/proc/self/status", "r");
+    char   line[256];
+    size_t kb = 0, kl = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, key, kl))
+            kb = strtoull(line + kl, NULL, 10);
+    if (f)
+        fclose(f);
+    return kb * 1024;
+}
+
 #endif

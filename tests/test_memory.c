@@ -10,38 +10,6 @@
 #include "runtime/model.h"
 #include "tests/helpers.h"
 
-/* ASan keeps freed memory in quarantine, so resident memory says nothing there. */
-#if defined(__SANITIZE_ADDRESS__)
-#define MEM_CHECK 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define MEM_CHECK 0
-#endif
-#endif
-#ifndef MEM_CHECK
-#define MEM_CHECK 1
-#endif
-
-/* VmHWM (after resetting it to the current RSS when the kernel allows) or VmRSS, in bytes. */
-static size_t mem_vm(const char *key, int reset) {
-    if (reset) {
-        FILE *f = fopen("/proc/self/clear_refs", "w");
-        if (f) {
-            fputs("5", f);
-            fclose(f);
-        }
-    }
-    FILE  *f = fopen("/proc/self/status", "r");
-    char   line[256];
-    size_t kb = 0, kl = strlen(key);
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, key, kl))
-            kb = strtoull(line + kl, NULL, 10);
-    if (f)
-        fclose(f);
-    return kb * 1024;
-}
-
 /* 256 requests of 500 tokens on the tiny llama (vocab 400): 127,744 scored targets, whose logits
  * would take 204 MB as one tokens x vocab tensor. The outputs (float + flag per target) are
  * 0.6 MB; the bound allows 16 MB for batch workspace first touched by the bigger batches and
@@ -77,10 +45,10 @@ Test(memory, scoring_many_tokens_does_not_grow_with_tokens_x_vocab, .timeout = 3
         if (model_score(m, reqs, 1, out, &err))
             _exit(3);
         score_results_free(out, 1);
-        size_t before = mem_vm("VmRSS:", 1);
+        size_t before = test_proc_mem("VmRSS:", 1);
         if (model_score(m, reqs, n_req, out, &err))
             _exit(3);
-        size_t peak = mem_vm("VmHWM:", 0);
+        size_t peak = test_proc_mem("VmHWM:", 0);
         size_t grow = peak > before ? peak - before : 0;
         long   tgt  = 0;
         for (int r = 0; r < n_req; r++)
@@ -91,7 +59,7 @@ Test(memory, scoring_many_tokens_does_not_grow_with_tokens_x_vocab, .timeout = 3
         model_free(m);
         if (tgt != (long)n_req * (len - 1))
             _exit(3);
-        if (MEM_CHECK && grow > 16u * 1000 * 1000)
+        if (TEST_CHECK_MEMORY && grow > 16u * 1000 * 1000)
             _exit(2);
         _exit(0);
     }

@@ -2454,40 +2454,6 @@ Test(tokenizer, pipelines_without_a_safe_cut_are_encoded_whole) {
     }
 }
 
-/* ASan keeps freed memory in quarantine and copies on realloc, so resident memory says nothing
- * about the tokenizer there: the memory bound is checked in normal builds only. */
-#if defined(__SANITIZE_ADDRESS__)
-#define CHUNK_CHECK_MEMORY 0
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CHUNK_CHECK_MEMORY 0
-#endif
-#endif
-#ifndef CHUNK_CHECK_MEMORY
-#define CHUNK_CHECK_MEMORY 1
-#endif
-
-/* Peak resident memory (VmHWM) in bytes, after resetting it to the current RSS when the kernel
- * allows; 0 if unknown. */
-static size_t chunk_vm(const char *key, int reset) {
-    if (reset) {
-        FILE *f = fopen("/proc/self/clear_refs", "w");
-        if (f) {
-            fputs("5", f);
-            fclose(f);
-        }
-    }
-    FILE  *f = fopen("/proc/self/status", "r");
-    char   line[256];
-    size_t kb = 0, kl = strlen(key);
-    while (f && fgets(line, sizeof line, f))
-        if (!strncmp(line, key, kl))
-            kb = strtoull(line + kl, NULL, 10);
-    if (f)
-        fclose(f);
-    return kb * 1024;
-}
-
 /* 20 MB of generated text: the same paragraph over and over. The paragraph ends with a newline
  * and starts with a letter, so for cl100k-style regexes its tokens repeat exactly; encoding the
  * big text must give them, in memory that does not grow with the text. */
@@ -2516,11 +2482,11 @@ Test(tokenizer, a_20_mb_text_encodes_in_bounded_memory_to_the_same_ids, .timeout
                 _exit(3);
             for (size_t r = 0; r < reps; r++)
                 memcpy(big + r * plen, para, plen);
-            size_t  before = chunk_vm("VmRSS:", 1);
+            size_t  before = test_proc_mem("VmRSS:", 1);
             tok_ids v      = {0};
             if (tok_encode(t, big, n, &o, 1, &v, &err))
                 _exit(3);
-            size_t peak = chunk_vm("VmHWM:", 0);
+            size_t peak = test_proc_mem("VmHWM:", 0);
             /* output arrays: 4 + 8 bytes per token (capacity beyond n is never touched) */
             size_t outb = v.n * 12, grow = peak > before ? peak - before : 0;
             fprintf(stderr,
@@ -2536,7 +2502,7 @@ Test(tokenizer, a_20_mb_text_encodes_in_bounded_memory_to_the_same_ids, .timeout
             /* Working memory is sized by the 256 KiB pieces (normalized copy, alignments, split
              * lists, BPE symbols: a few MB) plus the word cache (2.2 MB); 32 MB leaves room for
              * allocator slack. Encoding it whole takes over 1 GB. */
-            if (!CHUNK_CHECK_MEMORY)
+            if (!TEST_CHECK_MEMORY)
                 fprintf(stderr, "memory bound not checked under ASan\n");
             else if (grow > outb + 32u * 1000 * 1000)
                 _exit(2);
