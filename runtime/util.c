@@ -9,33 +9,69 @@
 #include <time.h>
 #include <unistd.h>
 
-int file_map(mapped_file *m, const char *path, assay_error *err) {
-    m->data = NULL;
-    m->size = 0;
-    int fd  = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return assay_fail(err, ASSAY_EIO, "%s: cannot open: %s", path, strerror(errno));
+static const char *file_kind(mode_t m) {
+    if (S_ISDIR(m))
+        return "a directory";
+    if (S_ISFIFO(m))
+        return "a FIFO (named pipe)";
+    if (S_ISSOCK(m))
+        return "a socket";
+    if (S_ISCHR(m))
+        return "a character device";
+    if (S_ISBLK(m))
+        return "a block device";
+    return "not a regular file";
+}
+
+int file_open_regular(const char *path, size_t *size_out, assay_error *err) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) {
+        assay_fail(err, ASSAY_EIO, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
     struct stat st;
     if (fstat(fd, &st) != 0) {
         int e = errno;
         close(fd);
-        return assay_fail(err, ASSAY_EIO, "%s: cannot stat: %s", path, strerror(e));
+        assay_fail(err, ASSAY_EIO, "%s: cannot stat: %s", path, strerror(e));
+        return -1;
     }
     if (!S_ISREG(st.st_mode)) {
         close(fd);
-        return assay_fail(err, ASSAY_EIO, "%s: not a regular file", path);
+        assay_fail(err, ASSAY_EIO, "%s: is %s; expected a regular file", path,
+                   file_kind(st.st_mode));
+        return -1;
     }
-    if (st.st_size == 0) {
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl & ~O_NONBLOCK) != 0) {
+        int e = errno;
+        close(fd);
+        assay_fail(err, ASSAY_EIO, "%s: cannot open: %s", path, strerror(e));
+        return -1;
+    }
+    if (size_out)
+        *size_out = (size_t)st.st_size;
+    return fd;
+}
+
+int file_map(mapped_file *m, const char *path, assay_error *err) {
+    m->data     = NULL;
+    m->size     = 0;
+    size_t size = 0;
+    int    fd   = file_open_regular(path, &size, err);
+    if (fd < 0)
+        return ASSAY_EIO;
+    if (size == 0) {
         close(fd);
         return ASSAY_OK;
     }
-    void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int   e = errno;
     close(fd);
     if (p == MAP_FAILED)
         return assay_fail(err, ASSAY_EIO, "%s: cannot mmap: %s", path, strerror(e));
     m->data = p;
-    m->size = (size_t)st.st_size;
+    m->size = size;
     return ASSAY_OK;
 }
 

@@ -14,6 +14,13 @@ typedef struct mapped_file {
     size_t         size;
 } mapped_file;
 
+/* Opens `path` for reading without ever blocking on it: O_NONBLOCK until fstat has said what it is
+ * (open() on a FIFO blocks until a writer comes; /dev/zero never ends), then blocking again.
+ * Anything but a regular file (directory, FIFO, socket, device) is refused with a message naming
+ * the path and what it is. Returns an fd (O_CLOEXEC) or -1 with err set (ASSAY_EIO);
+ * *size_out (may be NULL) gets the file's size. */
+int file_open_regular(const char *path, size_t *size_out, assay_error *err);
+
 int  file_map(mapped_file *m, const char *path, assay_error *err);
 void file_unmap(mapped_file *m); /* NULL-safe, idempotent */
 
