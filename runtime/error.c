@@ -30,6 +30,7 @@ const char *assay_status_name(int code) {
     case ASSAY_EIO: return "I/O error";
     case ASSAY_ENOMEM: return "out of memory";
     case ASSAY_EDEVICE: return "device error";
+    case ASSAY_ECHECK: return "check failed";
     default: return "internal error";
     }
 }
@@ -37,6 +38,7 @@ const char *assay_status_name(int code) {
 int assay_exit_code(int code) {
     switch (code) {
     case ASSAY_OK: return 0;
+    case ASSAY_ECHECK: return 1;
     case ASSAY_EINVAL:
     case ASSAY_EFORMAT:
     case ASSAY_EUNSUPPORTED:

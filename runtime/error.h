@@ -13,7 +13,8 @@ typedef enum assay_status {
     ASSAY_EIO,          /* open/read/write failed */
     ASSAY_ENOMEM,       /* allocation failed or over the memory budget */
     ASSAY_EDEVICE,      /* accelerator missing or failed */
-    ASSAY_EINTERNAL     /* a bug: an invariant did not hold */
+    ASSAY_EINTERNAL,    /* a bug: an invariant did not hold */
+    ASSAY_ECHECK        /* the run worked but a check failed (non-finite scores, a gate) */
 } assay_status;
 
 typedef struct assay_error {
@@ -31,8 +32,9 @@ void assay_error_clear(assay_error *err);
 /* Short name of a status, e.g. "format error". */
 const char *assay_status_name(int code);
 
-/* Exit code the CLI uses for a status: 0 success, 2 bad input / usage / unsupported / unreadable
- * file / over the memory budget, 3 for device failures and internal errors. */
+/* Exit code the CLI uses for a status: 0 success, 1 a failed check (ASSAY_ECHECK), 2 bad input /
+ * usage / unsupported / unreadable file / over the memory budget, 3 for device failures and
+ * internal errors. */
 int assay_exit_code(int code);
 
 #endif

@@ -83,44 +83,79 @@ void file_unmap(mapped_file *m) {
     }
 }
 
-int file_read_all(const char *path, char **out, size_t *size_out, assay_error *err) {
-    *out    = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return assay_fail(err, ASSAY_EIO, "%s: cannot open: %s", path, strerror(errno));
-    size_t cap = 1 << 16, n = 0;
+static void size_human(char *buf, size_t cap, size_t n) {
+    if (n >= ((size_t)1 << 30) && n % ((size_t)1 << 30) == 0)
+        snprintf(buf, cap, "%zu GiB", n >> 30);
+    else if (n >= ((size_t)1 << 20) && n % ((size_t)1 << 20) == 0)
+        snprintf(buf, cap, "%zu MiB", n >> 20);
+    else
+        snprintf(buf, cap, "%zu bytes", n);
+}
+
+int file_read_capped(const char *path, size_t max, char **out, size_t *size_out, assay_error *err) {
+    *out        = NULL;
+    size_t size = 0;
+    int    fd   = file_open_regular(path, &size, err);
+    if (fd < 0)
+        return ASSAY_EIO;
+    if (size > max) {
+        close(fd);
+        char h[32];
+        size_human(h, sizeof h, max);
+        return assay_fail(err, ASSAY_EINVAL, "%s: %zu bytes, more than the %s this file may have",
+                          path, size, h);
+    }
+    /* The size from fstat is a hint: the file may grow or shrink while we read it. Read at most
+     * max + 1 bytes so growth past the cap is caught, never more. */
+    size_t cap = size + 1, n = 0;
     char  *buf = malloc(cap + 1);
     if (!buf) {
-        fclose(f);
+        close(fd);
         return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", path);
     }
     for (;;) {
         if (n == cap) {
-            char *nb = cap <= SIZE_MAX / 2 - 1 ? realloc(buf, cap * 2 + 1) : NULL;
+            if (cap > max) {
+                free(buf);
+                close(fd);
+                char h[32];
+                size_human(h, sizeof h, max);
+                return assay_fail(err, ASSAY_EINVAL, "%s: grew past the %s this file may have",
+                                  path, h);
+            }
+            size_t ncap = cap < max / 2 ? cap * 2 : max + 1;
+            char  *nb   = realloc(buf, ncap + 1);
             if (!nb) {
                 free(buf);
-                fclose(f);
+                close(fd);
                 return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", path);
             }
             buf = nb;
-            cap *= 2;
+            cap = ncap;
         }
-        size_t r = fread(buf + n, 1, cap - n, f);
-        n += r;
+        ssize_t r = read(fd, buf + n, cap - n);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            int e = errno;
+            free(buf);
+            close(fd);
+            return assay_fail(err, ASSAY_EIO, "%s: read error: %s", path, strerror(e));
+        }
         if (r == 0)
             break;
+        n += (size_t)r;
     }
-    int bad = ferror(f);
-    fclose(f);
-    if (bad) {
-        free(buf);
-        return assay_fail(err, ASSAY_EIO, "%s: read error", path);
-    }
+    close(fd);
     buf[n] = '\0';
     *out   = buf;
     if (size_out)
         *size_out = n;
     return ASSAY_OK;
+}
+
+int file_read_all(const char *path, char **out, size_t *size_out, assay_error *err) {
+    return file_read_capped(path, FILE_READ_MAX, out, size_out, err);
 }
 
 int atomic_open(atomic_file *af, const char *path, assay_error *err) {

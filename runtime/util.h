@@ -24,8 +24,12 @@ int file_open_regular(const char *path, size_t *size_out, assay_error *err);
 int  file_map(mapped_file *m, const char *path, assay_error *err);
 void file_unmap(mapped_file *m); /* NULL-safe, idempotent */
 
-/* Reads a whole file into a NUL-terminated malloc'd buffer (caller frees). *size_out may be NULL.
- */
+/* Reads a whole regular file (file_open_regular: FIFOs, devices and directories are refused) into
+ * a NUL-terminated malloc'd buffer (caller frees). *size_out may be NULL. A file larger than
+ * `max` bytes is refused before anything is read, with a message naming the path and the cap.
+ * file_read_all uses FILE_READ_MAX. */
+#define FILE_READ_MAX ((size_t)1 << 30) /* 1 GiB */
+int file_read_capped(const char *path, size_t max, char **out, size_t *size_out, assay_error *err);
 int file_read_all(const char *path, char **out, size_t *size_out, assay_error *err);
 
 /* Atomic output: write to "<path>.tmp.<pid>" and rename into place on commit. */
