@@ -22,15 +22,18 @@ PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
 BLAS_LIBS   := $(or $(shell pkg-config --libs openblas 2>/dev/null),-lopenblas)
 
+# CFLAGS is the user's (optimisation, debug info: `make CFLAGS=-O3` works); the flags the code
+# needs to build at all live in ASSAY_CFLAGS and are always added.
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 -D_GNU_SOURCE $(WARN) -fopenmp -I. $(PKG_CFLAGS) $(BLAS_CFLAGS)
-LDLIBS  := $(PKG_LIBS) $(BLAS_LIBS) -fopenmp -lm -lpthread
+ASSAY_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -fopenmp -I. $(PKG_CFLAGS) $(BLAS_CFLAGS)
+LDLIBS  := $(PKG_LIBS) $(BLAS_LIBS) -fopenmp -lm -lpthread -ldl
 
 ifeq ($(SAN),1)
   B       ?= build/san
   SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-  CFLAGS  := $(filter-out -O2,$(CFLAGS)) -O1 $(SANFLAGS)
+  ASSAY_CFLAGS += -O1 $(SANFLAGS)
+  CFLAGS  := $(filter-out -O2 -O3,$(CFLAGS))
   LDLIBS  += $(SANFLAGS)
 else
   B       ?= build
@@ -48,7 +51,7 @@ ifeq ($(CUDA),1)
   CU_OBJS   := $(CU_SRCS:%.cu=$(OBJDIR)/%.cu.o)
   NVFLAGS   := -O2 -std=c++17 -I. -Xcompiler -Wall,-Werror \
                -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90
-  CFLAGS    += -DASSAY_CUDA=1 -I$(CUDA_HOME)/include
+  ASSAY_CFLAGS += -DASSAY_CUDA=1 -I$(CUDA_HOME)/include
   LDLIBS    += -L$(CUDA_HOME)/lib64 -lcudart_static -ldl -lrt -lstdc++
 else
   CU_OBJS   :=
@@ -69,38 +72,40 @@ $(B)/.variant-$(VARIANT):
 
 $(OBJDIR)/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -MMD -MP -c $< -o $@
+	$(CC) $(ASSAY_CFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
 $(OBJDIR)/%.cu.o: %.cu
 	@mkdir -p $(dir $@)
-	$(NVCC) $(NVFLAGS) -c $< -o $@
+	$(NVCC) $(NVFLAGS) -MMD -MP -c $< -o $@
 
 $(B)/libassay.a: $(LIB_OBJS) $(CU_OBJS) $(B)/.variant-$(VARIANT)
 	@rm -f $@
 	ar rcs $@ $(LIB_OBJS) $(CU_OBJS)
 
 $(B)/assay: $(OBJDIR)/harness/main.o $(B)/libassay.a
-	$(CC) $(CFLAGS) -o $@ $< $(B)/libassay.a $(LDLIBS)
+	$(CC) $(ASSAY_CFLAGS) $(CFLAGS) -o $@ $< $(B)/libassay.a $(LDLIBS)
 
 # Each test file is its own binary (handy while working on one module); `make test` runs the
 # single binary that links them all, so Criterion prints one closing summary.
 $(B)/tests/%: tests/%.c $(B)/libassay.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Wno-missing-prototypes -o $@ $< $(B)/libassay.a $(LDLIBS) -lcriterion
+	$(CC) $(ASSAY_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $< $(B)/libassay.a $(LDLIBS) -lcriterion
 
 $(B)/tests/all: $(TEST_SRCS) $(wildcard tests/*.h) $(B)/libassay.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Wno-missing-prototypes -o $@ $(TEST_SRCS) $(B)/libassay.a $(LDLIBS) -lcriterion
+	$(CC) $(ASSAY_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $(TEST_SRCS) $(B)/libassay.a $(LDLIBS) -lcriterion
 
 # Fuzz corpus replay: the libFuzzer entry point driven by a plain main over the committed corpus.
 $(B)/replay/%: fuzz/%.c fuzz/replay.c $(B)/libassay.a
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -Wno-missing-prototypes -o $@ $< fuzz/replay.c $(B)/libassay.a $(LDLIBS)
+	$(CC) $(ASSAY_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $< fuzz/replay.c $(B)/libassay.a $(LDLIBS)
 
 test: $(B)/assay $(B)/tests/all $(REPLAY_BINS)
 	@set -e; for r in $(REPLAY_BINS); do n=$$(basename $$r); n=$${n#fuzz_}; \
 	  $$r fuzz/corpus/$$n; done
-	OMP_WAIT_POLICY=passive ASSAY_BIN=$(B)/assay $(B)/tests/all --jobs 2
+	@rc=0; OMP_WAIT_POLICY=passive ASSAY_BIN=$(B)/assay $(B)/tests/all --jobs 2 \
+	  --json=$(B)/test-report.json || rc=$$?; \
+	  bash tools/test_summary.sh $(B)/test-report.json || rc=1; exit $$rc
 
 # libFuzzer targets: the library compiled once with clang (fuzzer-no-link instrumentation), then
 # each target linked against it.

@@ -93,7 +93,7 @@ int cli_parse_bytes(const char *opt, const char *val, size_t *out, assay_error *
 int cli_common_parse(cli_common *c, int argc, char **argv, int *i, assay_error *err) {
     const char *v = NULL;
     int         r;
-    int64_t     n;
+    int64_t     n = 0;
     if (!strcmp(argv[*i], "--json")) {
         c->json = 1;
         return 1;

@@ -10,6 +10,10 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_ppl(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_devices(int argc, char **argv);
+int cmd_version(int argc, char **argv);
+
+#define ASSAY_VERSION "0.1.0"
 
 /* Prints "assay: <msg>" to stderr and returns the exit code for err->code. */
 struct assay_error;

@@ -5,10 +5,7 @@
 #include <unistd.h>
 
 #include "harness/commands.h"
-#include "runtime/device.h"
 #include "runtime/error.h"
-
-#define ASSAY_VERSION "0.1.0"
 
 static const struct {
     const char *name;
@@ -21,28 +18,16 @@ static const struct {
     {"ppl", cmd_ppl, "perplexity of text files (sliding or rolling windows)"},
     {"score", cmd_score, "log-likelihood of continuations given contexts"},
     {"generate", cmd_generate, "greedy generation for a set of prompts"},
+    {"devices", cmd_devices, "list the compute devices assay can use"},
+    {"version", cmd_version, "print the version and what this build contains"},
 };
 
 static void usage(FILE *f) {
     fprintf(f, "usage: assay <command> [options]   (assay <command> --help for details)\n\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
-    fprintf(f, "  %-10s %s\n", "devices", "list the compute devices assay can use");
-    fprintf(f, "  %-10s %s\n", "version", "print the version");
-    fprintf(f, "\nexit codes: 0 success, 1 a gate failed, 2 bad input or usage, 3 device "
+    fprintf(f, "\nexit codes: 0 success, 1 a check failed, 2 bad input or usage, 3 device "
                "failure or internal error\n");
-}
-
-static int cmd_devices(void) {
-    cuda_device_info info;
-    device_cuda_probe(&info);
-    printf("cpu: available\n");
-    if (info.count > 0)
-        printf("cuda: %d device(s); 0: %s, %.1f GiB, sm_%d%d\n", info.count, info.name,
-               (double)info.total_mem / (1024.0 * 1024.0 * 1024.0), info.cc_major, info.cc_minor);
-    else
-        printf("cuda: %s\n", info.why_none);
-    return 0;
 }
 
 /* OpenMP threads that spin at barriers collapse throughput as soon as another process takes a
@@ -66,13 +51,8 @@ int main(int argc, char **argv) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
-    if (!strcmp(argv[1], "version") || !strcmp(argv[1], "--version")) {
-        printf("assay %s (%s)\n", ASSAY_VERSION,
-               device_cuda_compiled() ? "cpu + cuda backends" : "cpu backend");
-        return 0;
-    }
-    if (!strcmp(argv[1], "devices"))
-        return cmd_devices();
+    if (!strcmp(argv[1], "--version"))
+        return cmd_version(1, (char *[]){"version", NULL});
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         if (!strcmp(argv[1], commands[i].name))
             return commands[i].fn(argc - 1, argv + 1);

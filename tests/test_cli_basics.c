@@ -1,0 +1,129 @@
+/* tests/test_cli_basics.c — commands every user meets first: devices, version, usage errors. */
+#include <dlfcn.h>
+#include <sys/stat.h>
+
+#include "tests/helpers.h"
+
+Test(cli_basics, devices_and_version_honour_help_json_and_reject_unknown_options) {
+    static const char *const cmds[] = {"devices", "version"};
+    for (int i = 0; i < 2; i++) {
+        char *out = NULL;
+        cr_assert_eq(test_run(&out, "%s --help", cmds[i]), 0, "%s", out);
+        cr_assert(strstr(out, "usage: assay") && strstr(out, "--json"), "%s", out);
+        free(out);
+        cr_assert_eq(test_run(&out, "%s --json", cmds[i]), 0, "%s", out);
+        cr_assert(out[0] == '{' && strstr(out, "}\n"), "%s --json: %s", cmds[i], out);
+        free(out);
+        cr_assert_eq(test_run(&out, "%s --bogus", cmds[i]), 2, "%s", out);
+        cr_assert(strstr(out, "unknown option '--bogus'") && strstr(out, "usage: assay"), "%s",
+                  out);
+        free(out);
+        cr_assert_eq(test_run(&out, "%s extra", cmds[i]), 2, "%s", out);
+        cr_assert(strstr(out, "unexpected argument 'extra'"), "%s", out);
+        free(out);
+    }
+}
+
+/* The build has no CUDA model runtime: version must not claim a CUDA backend. */
+Test(cli_basics, version_says_models_run_on_the_cpu) {
+    char *out = NULL;
+    cr_assert_eq(test_run(&out, "version"), 0, "%s", out);
+    cr_assert(strstr(out, "CPU model runtime") && !strstr(out, "cuda backends"), "%s", out);
+    free(out);
+}
+
+/* With no NVIDIA driver library on the machine (CI, laptops), say so instead of the CUDA
+ * runtime's "driver version is insufficient". */
+Test(cli_basics, devices_says_no_driver_when_there_is_none) {
+    void *drv = dlopen("libcuda.so.1", RTLD_LAZY | RTLD_LOCAL);
+    if (drv) {
+        dlclose(drv);
+        fprintf(stderr, "SKIP: an NVIDIA driver is installed here\n");
+        cr_skip_test("an NVIDIA driver is installed");
+    }
+    char *out = NULL;
+    cr_assert_eq(test_run(&out, "devices"), 0, "%s", out);
+    cr_assert(strstr(out, "no NVIDIA driver/GPU found") || strstr(out, "built without CUDA"), "%s",
+              out);
+    cr_assert_null(strstr(out, "insufficient"), "%s", out);
+    free(out);
+}
+
+/* Runs a shell command; returns its exit code and its output in *out (malloc'd). */
+static int sh_run(char **out, const char *cmd) {
+    char full[4096];
+    snprintf(full, sizeof full, "%s 2>&1", cmd);
+    FILE *p = popen(full, "r");
+    cr_assert_not_null(p);
+    size_t cap = 1 << 16, n = 0, r;
+    char  *buf = malloc(cap);
+    while ((r = fread(buf + n, 1, cap - n - 1, p)) > 0) {
+        n += r;
+        if (cap - n < 2)
+            buf = realloc(buf, cap *= 2);
+    }
+    buf[n]  = '\0';
+    int st  = pclose(p);
+    *out    = buf;
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+/* `make CFLAGS=-O3` replaced the flags the code needs (-I., -std=c11, -fopenmp); and .cu objects
+ * had no dependency files, so editing a header did not rebuild them. */
+Test(cli_basics, make_keeps_required_flags_when_cflags_is_overridden) {
+    char *out = NULL;
+    int   rc  = sh_run(&out, "make -n -B CFLAGS=-O3 B=/tmp/assay-make-n /tmp/assay-make-n/libassay.a");
+    cr_assert_eq(rc, 0, "%s", out);
+    const char *line = strstr(out, "-c runtime/util.c");
+    cr_assert_not_null(line, "%s", out);
+    const char *start = line;
+    while (start > out && start[-1] != '\n')
+        start--;
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%.*s", (int)(strchr(line, '\n') - start), start);
+    cr_assert(strstr(cmd, " -O3") && strstr(cmd, " -I. ") && strstr(cmd, "-std=c11") &&
+                  strstr(cmd, "-fopenmp") && strstr(cmd, "-MMD"),
+              "%s", cmd);
+    free(out);
+    if (access("/usr/local/cuda/bin/nvcc", X_OK) == 0) {
+        rc = sh_run(&out, "make -n -B CUDA=1 B=/tmp/assay-make-n /tmp/assay-make-n/libassay.a | grep nvcc");
+        cr_assert_eq(rc, 0, "%s", out);
+        cr_assert(strstr(out, "-MMD"), "nvcc without dependency files: %s", out);
+        free(out);
+    }
+}
+
+/* The closing line of `make test` counts skips, and a skipped ../shared test fails the run when
+ * ../shared is there. */
+Test(cli_basics, test_summary_counts_skips_and_fails_on_skipped_shared_tests) {
+    char dir[64], path[128], *out = NULL;
+    test_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/r.json", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("{\n  \"id\": \"Criterion v2.4.1\",\n  \"passed\": 5,\n  \"failed\": 1,\n"
+          "  \"errored\": 0,\n  \"skipped\": 2,\n  \"test_suites\": [\n    {\n"
+          "      \"name\": \"gguf\",\n      \"tests\": [\n        {\n"
+          "          \"name\": \"reads_stories\",\n          \"status\": \"SKIPPED\",\n"
+          "          \"messages\": [\"SKIP: ../shared/models/x missing\"]\n        },\n"
+          "        {\n          \"name\": \"other\",\n          \"status\": \"SKIPPED\",\n"
+          "          \"messages\": [\"no driver\"]\n        }\n      ]\n    }\n  ]\n}\n",
+          f);
+    fclose(f);
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "cd %s && mkdir -p a/b && cd a/b && bash %s/tools/test_summary.sh %s",
+             dir, getcwd((char[1024]){0}, 1024), path);
+    /* No ../shared next to a/b: the skips are listed, the run passes. */
+    cr_assert_eq(sh_run(&out, cmd), 0, "%s", out);
+    cr_assert(strstr(out, "tests: 5 passed, 1 failed, 2 skipped"), "%s", out);
+    cr_assert(strstr(out, "gguf/reads_stories") && strstr(out, "gguf/other"), "%s", out);
+    free(out);
+    char shared[160];
+    snprintf(shared, sizeof shared, "%s/a/shared", dir);
+    cr_assert_eq(mkdir(shared, 0755), 0);
+    cr_assert_eq(sh_run(&out, cmd), 1, "%s", out);
+    cr_assert(strstr(out, "../shared is present but tests that need it skipped"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}
