@@ -13,8 +13,8 @@ const char cli_common_help[] =
     "  --device D          auto, cpu or cuda (default auto; models run on the CPU in this\n"
     "                      build, so cuda is refused with exit 2)\n"
     "  --mem-budget SIZE   memory for weights, workspace and KV cache, e.g. 512M or 8G (default\n"
-    "                      80% of available memory); a model that needs more is refused before\n"
-    "                      its weights are read\n";
+    "                      80% of available memory; must be more than 0); a model that needs\n"
+    "                      more is refused before its weights are read\n";
 
 int cli_take_value(const char *name, int argc, char **argv, int *i, const char **val,
                    assay_error *err) {
@@ -126,6 +126,13 @@ int cli_common_parse(cli_common *c, int argc, char **argv, int *i, assay_error *
             return -1;
         if (cli_parse_bytes("--mem-budget", v, &c->mem_budget, err))
             return -1;
+        if (c->mem_budget == 0) {
+            /* 0 used to mean "the default" silently; a budget of nothing is a mistake. */
+            assay_fail(err, ASSAY_EINVAL,
+                       "--mem-budget: must be more than 0 (leave it out for the default, 80%% of "
+                       "available memory)");
+            return -1;
+        }
         return 1;
     }
     return 0;

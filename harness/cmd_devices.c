@@ -18,14 +18,13 @@ static const char devices_help[] =
     "\n"
     "exit codes: 0 success, 2 usage\n";
 
-static const char version_help[] =
-    "usage: assay version [--json]\n"
-    "\n"
-    "Prints the version and what this build contains.\n"
-    "\n"
-    "  --json   one JSON object on stdout\n"
-    "\n"
-    "exit codes: 0 success, 2 usage\n";
+static const char version_help[] = "usage: assay version [--json]\n"
+                                   "\n"
+                                   "Prints the version and what this build contains.\n"
+                                   "\n"
+                                   "  --json   one JSON object on stdout\n"
+                                   "\n"
+                                   "exit codes: 0 success, 2 usage\n";
 
 /* Parses [--json] [--help]: returns 0 to run, 1 after printing help, 2 on a usage error. */
 static int parse_json_only(int argc, char **argv, const char *help, int *json) {

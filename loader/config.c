@@ -3,6 +3,7 @@
  * (LlamaConfig, MistralConfig, Qwen2Config, GPT2Config), in both the 4.x layout (rope_theta +
  * rope_scaling) and the 5.x one (rope_parameters, "dtype"). */
 #include "loader/config.h"
+#include "loader/modeldir.h"
 
 #include <cJSON.h>
 #include <math.h>
@@ -537,6 +538,9 @@ int config_load(model_config *cfg, const char *path, assay_error *err) {
 
 int config_load_dir(model_config *cfg, const char *dir, assay_error *err) {
     char path[4200];
+    int  rc = model_dir_check(dir, err);
+    if (rc)
+        return rc;
     if (path_join(path, sizeof path, dir, "config.json"))
         return assay_fail(err, ASSAY_EINVAL, "%s: path too long", dir);
     return config_load(cfg, path, err);

@@ -62,9 +62,9 @@ static int sh_run(char **out, const char *cmd) {
         if (cap - n < 2)
             buf = realloc(buf, cap *= 2);
     }
-    buf[n]  = '\0';
-    int st  = pclose(p);
-    *out    = buf;
+    buf[n] = '\0';
+    int st = pclose(p);
+    *out   = buf;
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
 }
 
@@ -72,7 +72,7 @@ static int sh_run(char **out, const char *cmd) {
  * had no dependency files, so editing a header did not rebuild them. */
 Test(cli_basics, make_keeps_required_flags_when_cflags_is_overridden) {
     char *out = NULL;
-    int   rc  = sh_run(&out, "make -n -B CFLAGS=-O3 B=/tmp/assay-make-n /tmp/assay-make-n/libassay.a");
+    int rc = sh_run(&out, "make -n -B CFLAGS=-O3 B=/tmp/assay-make-n /tmp/assay-make-n/libassay.a");
     cr_assert_eq(rc, 0, "%s", out);
     const char *line = strstr(out, "-c runtime/util.c");
     cr_assert_not_null(line, "%s", out);
@@ -86,7 +86,8 @@ Test(cli_basics, make_keeps_required_flags_when_cflags_is_overridden) {
               "%s", cmd);
     free(out);
     if (access("/usr/local/cuda/bin/nvcc", X_OK) == 0) {
-        rc = sh_run(&out, "make -n -B CUDA=1 B=/tmp/assay-make-n /tmp/assay-make-n/libassay.a | grep nvcc");
+        rc = sh_run(
+            &out, "make -n -B CUDA=1 B=/tmp/assay-make-n /tmp/assay-make-n/libassay.a | grep nvcc");
         cr_assert_eq(rc, 0, "%s", out);
         cr_assert(strstr(out, "-MMD"), "nvcc without dependency files: %s", out);
         free(out);
@@ -126,4 +127,35 @@ Test(cli_basics, test_summary_counts_skips_and_fails_on_skipped_shared_tests) {
     free(out);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
+}
+
+/* A .gguf (or a lone weights file) where a model directory belongs: say what to do. */
+Test(cli_basics, model_commands_explain_a_gguf_or_weights_file_given_as_model) {
+    static const char *const fmts[]    = {"ppl %s demo/text.txt", "score %s --requests x.jsonl",
+                                          "generate %s --prompts x.jsonl"};
+    char                     gguf[512] = "";
+    FILE                    *ls        = popen("ls tests/fixtures/gguf/*.gguf | head -1", "r");
+    cr_assert_not_null(ls);
+    cr_assert_not_null(fgets(gguf, sizeof gguf, ls));
+    pclose(ls);
+    gguf[strcspn(gguf, "\n")] = '\0';
+    for (int i = 0; i < 3; i++) {
+        char *out = NULL;
+        cr_assert_eq(test_run(&out, fmts[i], gguf), 2, "%s", out);
+        cr_assert(strstr(out, "this is a GGUF file; run `assay convert"), "%s", out);
+        free(out);
+        cr_assert_eq(test_run(&out, fmts[i], "tests/fixtures/models/llama/model.safetensors"), 2,
+                     "%s", out);
+        cr_assert(strstr(out, "model.safetensors: this is a weights file"), "%s", out);
+        free(out);
+    }
+}
+
+/* --mem-budget 0 used to mean "the default" without saying so. */
+Test(cli_basics, mem_budget_zero_is_refused) {
+    char *out = NULL;
+    cr_assert_eq(test_run(&out, "ppl tests/fixtures/models/llama demo/text.txt --mem-budget 0"), 2,
+                 "%s", out);
+    cr_assert(strstr(out, "--mem-budget: must be more than 0"), "%s", out);
+    free(out);
 }
