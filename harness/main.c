@@ -7,6 +7,7 @@
 #include "harness/commands.h"
 #include "runtime/device.h"
 #include "runtime/error.h"
+#include "runtime/util.h"
 
 #define ASSAY_VERSION "0.1.0"
 
@@ -61,6 +62,7 @@ static void ensure_wait_policy(char **argv) {
 
 int main(int argc, char **argv) {
     ensure_wait_policy(argv);
+    util_install_signal_handlers();
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
