@@ -488,8 +488,8 @@ int dir_publish(const char *tmp, const char *out, int force, assay_error *err) {
             return assay_fail(err, ASSAY_EIO, "%s: cannot stat: %s", out, strerror(errno));
         }
         if (!S_ISDIR(st.st_mode))
-            return assay_fail(err, ASSAY_EINVAL,
-                              "%s: exists and is not a directory; not replacing it", out);
+            return assay_fail(err, ASSAY_EINVAL, "%s: exists and is %s; not replacing it", out,
+                              S_ISLNK(st.st_mode) ? "a symbolic link" : "not a directory");
         if (renameat2(AT_FDCWD, tmp, AT_FDCWD, out, RENAME_EXCHANGE) == 0) {
             dir_discard_temp(tmp); /* the old tree, now under tmp's name */
             return ASSAY_OK;

@@ -662,33 +662,48 @@ Test(convert, converts_smollm2_from_the_demo_cache) {
 
 /* ---- values the loader would refuse or read differently are refused at convert time ---- */
 
-/* tiny.gguf with llama.rope.freq_base (an F32) set to +inf: before, config.json got
- * "rope_theta": null and the model then ran with the default 10000. */
-Test(convert, refuses_a_rope_freq_base_config_json_cannot_hold) {
-    char  *buf = NULL, tmp[64], bad[128], out[128], *log = NULL;
-    size_t n = 0;
+/* tiny.gguf with llama.rope.freq_base (an F32) patched to `value`; returns convert's exit code
+ * and its output in *log, checking that nothing is left behind. */
+static int convert_with_freq_base(float value, char **log) {
+    char  *buf = NULL, tmp[64], bad[128], out[128];
+    size_t n   = 0;
     cr_assert_eq(file_read_all(TINY, &buf, &n, NULL), 0);
     static const char key[] = "llama.rope.freq_base";
     char             *at    = memmem(buf, n, key, sizeof key - 1);
     cr_assert_not_null(at);
     at += sizeof key - 1;
-    uint32_t type, inf_bits = 0x7f800000u;
+    uint32_t type;
     memcpy(&type, at, 4);
     cr_assert_eq(type, GGUF_T_F32);
-    memcpy(at + 4, &inf_bits, 4);
+    memcpy(at + 4, &value, 4);
     test_tmpdir(tmp, sizeof tmp);
-    snprintf(bad, sizeof bad, "%s/inf.gguf", tmp);
+    snprintf(bad, sizeof bad, "%s/patched.gguf", tmp);
     snprintf(out, sizeof out, "%s/out", tmp);
     cr_assert_eq(file_write_atomic(bad, buf, n, NULL), 0);
     free(buf);
-    cr_assert_eq(test_run(&log, "convert %s %s", bad, out), 2, "%s", log);
-    cr_assert(strstr(log, "inf.gguf") && strstr(log, "'llama.rope.freq_base'") &&
+    int rc = test_run(log, "convert %s %s", bad, out);
+    if (rc != 0) {
+        cr_assert(!path_exists(out));
+        assert_no_tmp(tmp);
+    }
+    rm_out(tmp);
+    return rc;
+}
+
+/* +inf used to become "rope_theta": null, and the model then ran with the default 10000; 1e13
+ * was written and then refused by the loader (rope_theta is at most 1e12 there). */
+Test(convert, refuses_a_rope_freq_base_config_json_cannot_hold_or_the_loader_refuses) {
+    char *log = NULL;
+    cr_assert_eq(convert_with_freq_base(INFINITY, &log), 2, "%s", log);
+    cr_assert(strstr(log, "patched.gguf") && strstr(log, "llama.rope.freq_base") &&
                   strstr(log, "inf"),
               "%s", log);
     free(log);
-    cr_assert(!path_exists(out));
-    assert_no_tmp(tmp);
-    rm_out(tmp);
+    cr_assert_eq(convert_with_freq_base(1e13f, &log), 2, "%s", log);
+    cr_assert(strstr(log, "patched.gguf") && strstr(log, "rope_theta"), "%s", log);
+    free(log);
+    cr_assert_eq(convert_with_freq_base(123456.0f, &log), 0, "%s", log);
+    free(log);
 }
 
 /* A merge must name two tokens of the vocabulary whose concatenation is one too: tokenizers (and
