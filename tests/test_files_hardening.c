@@ -19,8 +19,7 @@
 #define SH_PREFIX "version >/dev/null; "
 
 /* `timeout 10` so that a regression that blocks fails the test instead of hanging it. */
-#define RUN_T(out, fmt, ...)                                                                       \
-    test_run(out, SH_PREFIX "timeout 10 %s " fmt, test_bin(), __VA_ARGS__)
+#define RUN_T(out, fmt, ...) test_run(out, SH_PREFIX "timeout 10 %s " fmt, test_bin(), __VA_ARGS__)
 
 static void put_file(const char *path, const char *text) {
     FILE *f = fopen(path, "wb");
@@ -131,8 +130,9 @@ Test(files, concurrent_converts_to_one_out_dir_leave_one_winner) {
     test_tmpdir(dir, sizeof dir);
     snprintf(out, sizeof out, "%s/out", dir);
     test_run(&log,
-             SH_PREFIX "for i in 1 2 3 4 5 6; do (%s convert %s %s >/dev/null 2>&1; echo \"rc=$?\") "
-                       "& done; wait",
+             SH_PREFIX
+             "for i in 1 2 3 4 5 6; do (%s convert %s %s >/dev/null 2>&1; echo \"rc=$?\") "
+             "& done; wait",
              test_bin(), TINY, out);
     int wins = 0, refused = 0;
     for (const char *s = log; (s = strstr(s, "rc=")); s += 3) {
@@ -230,8 +230,7 @@ Test(files, output_errors_name_the_path_not_the_temporary) {
     cr_assert_eq(
         test_run(&log, "score " LLAMA " --requests %s --output %s/no/such/out.jsonl", req, dir), 2,
         "%s", log);
-    cr_assert(strstr(log, "/no/such/out.jsonl: cannot create") && !strstr(log, ".tmp."), "%s",
-              log);
+    cr_assert(strstr(log, "/no/such/out.jsonl: cannot create") && !strstr(log, ".tmp."), "%s", log);
     free(log);
     cr_assert_eq(test_run(&log, "score " LLAMA " --requests %s --output %s", req, dir), 2, "%s",
                  log);
@@ -401,7 +400,7 @@ Test(signals, file_size_limit_is_an_error_that_leaves_nothing) {
 /* ---- item 4: bounded, non-blocking reads; write errors say why ---- */
 
 Test(files, fifos_and_endless_devices_as_inputs_exit_2_promptly) {
-    char dir[64], fifo[128], fifo_gguf[128], zero_gguf[128], m1[128], m2[128], p[256];
+    char  dir[64], fifo[128], fifo_gguf[128], zero_gguf[128], m1[128], m2[128], p[256];
     char *log = NULL;
     test_tmpdir(dir, sizeof dir);
     snprintf(fifo, sizeof fifo, "%s/fifo", dir);
@@ -480,8 +479,7 @@ Test(files, tokenize_endless_stdin_stops_at_the_cap) {
         cr_skip_test("sanitizer build");
     }
     char *log = NULL;
-    int   rc  = test_run(&log, SH_PREFIX "timeout 60 %s tokenize " LLAMA " < /dev/zero",
-                         test_bin());
+    int   rc = test_run(&log, SH_PREFIX "timeout 60 %s tokenize " LLAMA " < /dev/zero", test_bin());
     cr_assert_eq(rc, 2, "exit %d\n%s", rc, log);
     cr_assert(strstr(log, "stdin: more than 1024 MiB"), "%s", log);
     free(log);
@@ -490,8 +488,8 @@ Test(files, tokenize_endless_stdin_stops_at_the_cap) {
 Test(files, tokenize_to_a_full_disk_says_why) {
     char *log = NULL;
     /* stdout to the device, stderr to the pipe test_run reads */
-    int rc = test_run(&log, SH_PREFIX "{ %s tokenize " LLAMA " 'hello world' >/dev/full; }",
-                      test_bin());
+    int rc =
+        test_run(&log, SH_PREFIX "{ %s tokenize " LLAMA " 'hello world' >/dev/full; }", test_bin());
     cr_assert_eq(rc, 2, "%s", log);
     cr_assert(strstr(log, "stdout") && strstr(log, "No space left on device"), "%s", log);
     free(log);
