@@ -1,9 +1,10 @@
 /* harness/cmd_convert.c — `assay convert IN.gguf OUT_DIR`: a llama GGUF file becomes a Hugging
  * Face checkpoint directory (model.safetensors, config.json, tokenizer.json,
  * tokenizer_config.json). Everything is validated before anything is written; the directory is
- * built under OUT_DIR.tmp.<pid> and renamed into place, so a failure leaves nothing behind. */
+ * built under OUT_DIR.tmp.<pid> and published in one rename (dir_publish), so a failure leaves
+ * nothing behind and an OUT_DIR that is not ours is never touched without --force. */
 #include <errno.h>
-#include <ftw.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,7 +32,9 @@ static const char convert_help[] =
     "llama.cpp reads them); a pre-tokenizer it does not know is refused (exit 2).\n"
     "\n"
     "  --dtype f32|bf16  dtype of the written tensors (default f32; bf16 rounds to nearest even)\n"
-    "  --force           replace OUT_DIR if it exists (otherwise an existing OUT_DIR is an error)\n"
+    "  --force           replace OUT_DIR if it is a directory, in one step (otherwise an existing\n"
+    "                    OUT_DIR, even one created while convert runs, is an error and is left\n"
+    "                    as it is)\n"
     "\n"
     "exit codes: 0 converted; 2 bad input or usage, or a file that cannot be read or written, or\n"
     "out of memory (nothing is left behind); 3 internal error\n";
@@ -249,15 +252,6 @@ static int plan_tensors(const gguf_file *g, const model_config *cfg, const char 
     return 0;
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(p);
-}
-
-static void remove_tree(const char *path) { nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
-
 static int write_text(const char *dir, const char *name, const char *text, assay_error *err) {
     char path[4096];
     if (path_join(path, sizeof path, dir, name))
@@ -265,29 +259,86 @@ static int write_text(const char *dir, const char *name, const char *text, assay
     return file_write_atomic(path, text, strlen(text), err);
 }
 
+/* The GGUF keys behind config.json's floats: each must give a finite float that config.json
+ * can hold (a double beyond float range becomes inf, which JSON writes as null). */
+static int check_config_floats(const gguf_file *g, const char *in, assay_error *err) {
+    static const char *const keys[] = {"llama.rope.freq_base",
+                                       "llama.attention.layer_norm_rms_epsilon",
+                                       "llama.rope.scaling.factor", "llama.rope.scale_linear"};
+    for (size_t i = 0; i < sizeof keys / sizeof *keys; i++) {
+        double v;
+        if (gguf_get_float(g, keys[i], &v) != 0)
+            continue;
+        float f = (float)v;
+        if (!isfinite(f) || (v != 0 && f == 0))
+            return assay_fail(err, ASSAY_EFORMAT,
+                              "%s: metadata '%s' is %g, which a float in config.json cannot hold",
+                              in, keys[i], v);
+    }
+    return ASSAY_OK;
+}
+
+/* config.json must read back as the config it was written from: what the loader would see is
+ * what was converted, or nothing is written. */
+static int check_config_round_trip(const model_config *cfg, const char *json, const char *in,
+                                   assay_error *err) {
+    model_config back;
+    assay_error  perr;
+    if (config_parse(&back, json, strlen(json), "config.json", &perr))
+        return assay_fail(err, ASSAY_EFORMAT, "%s: the config.json it converts to is refused: %s",
+                          in, perr.msg);
+    const struct {
+        const char *name;
+        double      want, got;
+    } f[] = {
+        {"num_hidden_layers", cfg->n_layers, back.n_layers},
+        {"hidden_size", cfg->dim, back.dim},
+        {"num_attention_heads", cfg->n_heads, back.n_heads},
+        {"num_key_value_heads", cfg->n_kv_heads, back.n_kv_heads},
+        {"head_dim", cfg->head_dim, back.head_dim},
+        {"intermediate_size", cfg->ffn_dim, back.ffn_dim},
+        {"vocab_size", cfg->vocab_size, back.vocab_size},
+        {"max_position_embeddings", cfg->max_pos, back.max_pos},
+        {"rms_norm_eps", cfg->norm_eps, back.norm_eps},
+        {"rope_scaling", cfg->rope, back.rope},
+        {"rope_theta", cfg->rope_theta, back.rope_theta},
+        {"rope_scaling.factor", cfg->rope == ROPE_LINEAR ? cfg->rope_factor : 0,
+         back.rope == ROPE_LINEAR ? back.rope_factor : 0},
+        {"tie_word_embeddings", cfg->tie_embeddings, back.tie_embeddings},
+        {"bos_token_id", cfg->bos_token_id, back.bos_token_id},
+        {"eos_token_id", cfg->eos_token_id, back.eos_token_id},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof *f; i++)
+        if (!(f[i].want == f[i].got))
+            return assay_fail(err, ASSAY_EFORMAT,
+                              "%s: config.json would read back %s = %.9g, not %.9g; not writing a "
+                              "checkpoint that loads differently",
+                              in, f[i].name, f[i].got, f[i].want);
+    return ASSAY_OK;
+}
+
 static int convert_run(const char *in, const char *out_dir, dtype out_dt, int force,
                        assay_error *err) {
-    gguf_file       *g = NULL;
-    out_tensor      *t = NULL;
-    int              n = 0, rc, made_tmp = 0;
+    gguf_file       *g        = NULL;
+    out_tensor      *t        = NULL;
+    int              n        = 0, rc;
     char            *tok_json = NULL, *tok_cfg = NULL, *cfg_json = NULL;
-    st_write_tensor *w = NULL;
-    char             tmp[4096], old[4096], path[4096];
+    st_write_tensor *w         = NULL;
+    char             tmp[4096] = "", path[4096];
     model_config     cfg;
 
-    if (path_exists(out_dir) && !force)
+    /* early answers for the common cases; dir_publish decides at the moment of the rename */
+    if (path_present(out_dir) && !force)
         return assay_fail(err, ASSAY_EINVAL, "%s: already exists (use --force to replace it)",
                           out_dir);
-    if (path_exists(out_dir) && !path_is_dir(out_dir))
+    if (path_present(out_dir) && !path_is_dir(out_dir))
         return assay_fail(err, ASSAY_EINVAL, "%s: exists and is not a directory; not replacing it",
                           out_dir);
-    if (snprintf(tmp, sizeof tmp, "%s.tmp.%ld", out_dir, (long)getpid()) >= (int)sizeof tmp ||
-        snprintf(old, sizeof old, "%s.old.%ld", out_dir, (long)getpid()) >= (int)sizeof old)
-        return assay_fail(err, ASSAY_EINVAL, "%s: path too long", out_dir);
 
     if (!(g = gguf_open(in, err)))
         return err->code;
-    if ((rc = gguf_to_config(g, &cfg, err)) || (rc = plan_tensors(g, &cfg, in, &t, &n, err)))
+    if ((rc = gguf_to_config(g, &cfg, err)) || (rc = check_config_floats(g, in, err)) ||
+        (rc = plan_tensors(g, &cfg, in, &t, &n, err)))
         goto fail;
     snprintf(cfg.torch_dtype, sizeof cfg.torch_dtype, "%s",
              out_dt == DTYPE_BF16 ? "bfloat16" : "float32");
@@ -297,6 +348,8 @@ static int convert_run(const char *in, const char *out_dir, dtype out_dt, int fo
         rc = assay_fail(err, ASSAY_ENOMEM, "%s: cannot serialize config.json", in);
         goto fail;
     }
+    if ((rc = check_config_round_trip(&cfg, cfg_json, in, err)))
+        goto fail;
     if (!(w = calloc((size_t)(n ? n : 1), sizeof *w))) {
         rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", in);
         goto fail;
@@ -312,11 +365,10 @@ static int convert_run(const char *in, const char *out_dir, dtype out_dt, int fo
         w[i].data     = t[i].buf ? t[i].buf : t[i].src->data;
     }
 
-    if (mkdir(tmp, 0777) != 0) {
-        rc = assay_fail(err, ASSAY_EIO, "%s: cannot create: %s", tmp, strerror(errno));
+    if ((rc = dir_create_temp(tmp, sizeof tmp, out_dir, err))) {
+        tmp[0] = '\0';
         goto fail;
     }
-    made_tmp                        = 1;
     static const char *const meta[] = {"format", "pt", NULL};
     if (path_join(path, sizeof path, tmp, "model.safetensors")) {
         rc = assay_fail(err, ASSAY_EINVAL, "%s: path too long", tmp);
@@ -325,31 +377,13 @@ static int convert_run(const char *in, const char *out_dir, dtype out_dt, int fo
     if ((rc = st_write(path, w, n, meta, err)) ||
         (rc = write_text(tmp, "config.json", cfg_json, err)) ||
         (rc = write_text(tmp, "tokenizer.json", tok_json, err)) ||
-        (rc = write_text(tmp, "tokenizer_config.json", tok_cfg, err)))
+        (rc = write_text(tmp, "tokenizer_config.json", tok_cfg, err)) ||
+        (rc = dir_publish(tmp, out_dir, force, err)))
         goto fail;
-    int replaced = 0;
-    if (path_exists(out_dir)) { /* --force: move the old one aside, then drop it */
-        if (rename(out_dir, old) != 0) {
-            rc = assay_fail(err, ASSAY_EIO, "%s: cannot move the existing directory aside: %s",
-                            out_dir, strerror(errno));
-            goto fail;
-        }
-        replaced = 1;
-    }
-    if (rename(tmp, out_dir) != 0) {
-        rc = assay_fail(err, ASSAY_EIO, "%s: cannot rename %s into place: %s", out_dir, tmp,
-                        strerror(errno));
-        if (replaced)
-            rename(old, out_dir);
-        goto fail;
-    }
-    made_tmp = 0;
-    if (replaced)
-        remove_tree(old);
-    rc = ASSAY_OK;
+    tmp[0] = '\0';
+    rc     = ASSAY_OK;
 fail:
-    if (made_tmp)
-        remove_tree(tmp);
+    dir_discard_temp(tmp);
     for (int i = 0; t && i < n; i++)
         free(t[i].buf);
     free(t);

@@ -3,10 +3,12 @@
  * Everything is collected into one cJSON object first; the text view is rendered from it, so
  * `--json` and the text always agree. */
 #include <cJSON.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "harness/commands.h"
 #include "loader/config.h"
@@ -125,7 +127,7 @@ static int describe_dir_tokenizer(const char *dir, char *kind, size_t cap, int *
     snprintf(kind, cap, "none");
     if (path_join(p, sizeof p, dir, "tokenizer.json"))
         return assay_fail(err, ASSAY_EINVAL, "%s: path too long", dir);
-    if (path_exists(p)) {
+    if (path_present(p)) { /* a broken link or a link loop is an error, not "no tokenizer" */
         if (describe_tokenizer_json(p, kind, cap, err))
             return err->code;
     } else if (!path_join(p, sizeof p, dir, "encoder.json") &&
@@ -138,7 +140,7 @@ static int describe_dir_tokenizer(const char *dir, char *kind, size_t cap, int *
         *chat = 1;
     if (!path_join(p, sizeof p, dir, "chat_template.json") && path_exists(p))
         *chat = 1;
-    if (path_join(p, sizeof p, dir, "tokenizer_config.json") || !path_exists(p))
+    if (path_join(p, sizeof p, dir, "tokenizer_config.json") || !path_present(p))
         return 0;
     char  *text = NULL;
     size_t len  = 0;
@@ -255,7 +257,7 @@ static int inspect_safetensors(cJSON *o, const inspect_opts *opt, int is_dir, as
     if (is_dir) {
         if (path_join(p, sizeof p, opt->path, "config.json"))
             return assay_fail(err, ASSAY_EINVAL, "%s: path too long", opt->path);
-        if (path_exists(p)) {
+        if (path_present(p)) { /* a broken link or a link loop is an error, not "no config" */
             if ((rc = config_load(&cfg, p, err)))
                 return rc;
             have_config = 1;
@@ -565,8 +567,10 @@ int cmd_inspect(int argc, char **argv) {
         assay_fail(&err, ASSAY_EINVAL, "inspect: missing PATH (see assay inspect --help)");
         return cli_report(&err);
     }
-    if (!path_exists(opt.path)) {
-        assay_fail(&err, ASSAY_EINVAL, "%s: no such file or directory", opt.path);
+    struct stat st;
+    if (stat(opt.path, &st) != 0) {
+        assay_fail(&err, ASSAY_EINVAL, "%s: %s", opt.path,
+                   errno == ENOENT ? "no such file or directory" : strerror(errno));
         return cli_report(&err);
     }
 

@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/stat.h>
 
 #include "harness/commands.h"
 #include "loader/tokenizer.h"
@@ -26,28 +25,41 @@ static const char usage[] =
     "  --plain-special     special-token text in the input is plain text, not special tokens\n"
     "  --replace-invalid   invalid UTF-8 becomes U+FFFD (default: an error naming the byte)\n"
     "  --decode            the input is ids (separated by spaces, commas or newlines); print text\n"
-    "  --file F            read the input from F (mapped, not copied: a long file is encoded in\n"
-    "                      pieces and printed as it goes, in memory that does not grow with it)\n"
+    "  --file F            read the input from regular file F (mapped, not copied: a long file\n"
+    "                      is encoded in pieces and printed as it goes, in memory that does not\n"
+    "                      grow with it); stdin is read up to 1 GiB\n"
     "Default output: one \"id<TAB>piece\" line per token (control characters escaped).\n"
     "Exit codes: 0 ok, 2 bad input or usage (an unreadable file included), 3 internal error.\n";
 
-static int read_stream(FILE *f, char **out, size_t *len) {
+/* Reads stdin whole, at most `max` bytes: a pipe or /dev/zero never says how long it is. */
+static int read_stdin_capped(size_t max, char **out, size_t *len, assay_error *err) {
     size_t cap = 1 << 16, n = 0;
     char  *b = malloc(cap);
     if (!b)
-        return -1;
+        return assay_fail(err, ASSAY_ENOMEM, "stdin: out of memory");
     size_t r;
-    while ((r = fread(b + n, 1, cap - n - 1, f)) > 0) {
+    while ((r = fread(b + n, 1, cap - n - 1, stdin)) > 0) {
         n += r;
+        if (n > max) {
+            free(b);
+            return assay_fail(err, ASSAY_EINVAL,
+                              "stdin: more than %zu MiB of text; give a file with --file",
+                              max >> 20);
+        }
         if (cap - n < 2) {
             char *nb = realloc(b, cap * 2);
             if (!nb) {
                 free(b);
-                return -1;
+                return assay_fail(err, ASSAY_ENOMEM, "stdin: out of memory");
             }
             b = nb;
             cap *= 2;
         }
+    }
+    if (ferror(stdin)) {
+        int e = errno;
+        free(b);
+        return assay_fail(err, ASSAY_EIO, "stdin: read error: %s", strerror(e));
     }
     b[n] = 0;
     *out = b;
@@ -232,30 +244,16 @@ int cmd_tokenize(int argc, char **argv) {
     mapped_file map = {0};
     size_t      len = 0;
     int         rc  = 0;
-    struct stat st;
-    if (file && stat(file, &st) == 0 && S_ISREG(st.st_mode)) {
+    if (file) { /* a regular file only: a FIFO or a device could block or never end */
         if (file_map(&map, file, &err))
             return cli_report(&err);
         len = map.size;
         if (map.data) /* read once, front to back */
             madvise((void *)map.data, map.size, MADV_SEQUENTIAL);
-    } else if (file) { /* a pipe or device: read it */
-        FILE *f = fopen(file, "rb");
-        if (!f) {
-            fprintf(stderr, "assay tokenize: %s: cannot open: %s\n", file, strerror(errno));
-            return 2;
-        }
-        int r = read_stream(f, &buf, &len);
-        fclose(f);
-        if (r) {
-            fprintf(stderr, "assay tokenize: %s: cannot read\n", file);
-            return 3;
-        }
     } else if (text) {
         len = strlen(text);
-    } else if (read_stream(stdin, &buf, &len)) {
-        fprintf(stderr, "assay tokenize: cannot read stdin\n");
-        return 3;
+    } else if (read_stdin_capped(FILE_READ_MAX, &buf, &len, &err)) {
+        return cli_report(&err);
     }
     const char *in = map.data ? (const char *)map.data : buf ? buf : text ? text : "";
     tokenizer  *t  = tok_load(model, &err);
@@ -282,15 +280,25 @@ int cmd_tokenize(int argc, char **argv) {
     }
     print_ctx pc = {t, ids_only, 0};
     rc           = tok_encode_stream(t, in, len, &o, 0, print_part, &pc, &err);
-    if (rc == ASSAY_EIO && !err.msg[0])
-        assay_fail(&err, ASSAY_EIO, "tokenize: cannot write the output");
     if (!rc && ids_only)
         putchar('\n');
 out:
     tok_free(t);
     file_unmap(&map);
     free(buf);
-    if (rc)
+    if (rc == ASSAY_EIO && ferror(stdout)) /* print_part stopped the encoding */
+        rc = 0;
+    else if (rc == ASSAY_ENOMEM)
         return cli_report(&err);
-    return fflush(stdout) == 0 ? 0 : 3;
+    else if (rc) { /* about the input: say which */
+        char msg[sizeof err.msg];
+        snprintf(msg, sizeof msg, "%s", err.msg);
+        assay_fail(&err, rc, "%s: %s", file ? file : text ? "TEXT" : "stdin", msg);
+        return cli_report(&err);
+    }
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        assay_fail(&err, ASSAY_EIO, "stdout: write error: %s", strerror(errno ? errno : EIO));
+        return cli_report(&err);
+    }
+    return 0;
 }

@@ -6,6 +6,7 @@
 
 #include "harness/commands.h"
 #include "runtime/error.h"
+#include "runtime/util.h"
 
 static const struct {
     const char *name;
@@ -46,6 +47,7 @@ static void ensure_wait_policy(char **argv) {
 
 int main(int argc, char **argv) {
     ensure_wait_policy(argv);
+    util_install_signal_handlers();
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);

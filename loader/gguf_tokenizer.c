@@ -519,6 +519,34 @@ static void write_post_processor(sbuf *b, const tok_ctx *c) {
     sb_str(b, "}},");
 }
 
+/* A BPE merge "l r" needs l, r and the merged "lr" in the vocabulary (tokenizers refuses the file
+ * otherwise, and so does our loader): checked here so convert never writes such a file.
+ * *joined is a scratch buffer (grown as needed; caller frees). */
+static int check_merge(const tok_ctx *c, int64_t i, const char *l, size_t ln, const char *r,
+                       size_t rn, char **joined, size_t *jcap, assay_error *err) {
+    const char *which = map_get(&c->map, l, ln) < 0 ? l : map_get(&c->map, r, rn) < 0 ? r : NULL;
+    size_t      wn    = which == l ? ln : rn;
+    if (!which) {
+        if (ln + rn > *jcap) {
+            char *nb = realloc(*joined, ln + rn);
+            if (!nb)
+                return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", c->name);
+            *joined = nb;
+            *jcap   = ln + rn;
+        }
+        memcpy(*joined, l, ln);
+        memcpy(*joined + ln, r, rn);
+        if (map_get(&c->map, *joined, ln + rn) >= 0)
+            return ASSAY_OK;
+        which = *joined;
+        wn    = ln + rn;
+    }
+    return assay_fail(err, ASSAY_EFORMAT,
+                      "%s: tokenizer.ggml.merges[%lld] names '%.*s', which is not in "
+                      "tokenizer.ggml.tokens",
+                      c->name, (long long)i, (int)(wn > 64 ? 64 : wn), which);
+}
+
 static int write_merges(sbuf *b, tok_ctx *c, assay_error *err) {
     int     n_file_merges = 0;
     int     et;
@@ -531,6 +559,9 @@ static int write_merges(sbuf *b, tok_ctx *c, assay_error *err) {
     }
     sb_str(b, "\"merges\":[");
     if (n_file_merges) {
+        char  *joined = NULL;
+        size_t jcap   = 0;
+        int    rc;
         for (int64_t i = 0; i < nm; i++) {
             size_t      len;
             const char *s  = gguf_get_arr_str(c->f, "tokenizer.ggml.merges", i, &len);
@@ -540,12 +571,18 @@ static int write_merges(sbuf *b, tok_ctx *c, assay_error *err) {
                                   "%s: tokenizer.ggml.merges[%lld] is not two tokens separated by "
                                   "one space in valid UTF-8",
                                   c->name, (long long)i);
+            if ((rc = check_merge(c, i, s, (size_t)(sp - s), sp + 1, len - (size_t)(sp - s) - 1,
+                                  &joined, &jcap, err))) {
+                free(joined);
+                return rc;
+            }
             sb_str(b, i ? ",[" : "[");
             sb_json(b, s, (size_t)(sp - s));
             sb_str(b, ",");
             sb_json(b, sp + 1, len - (size_t)(sp - s) - 1);
             sb_str(b, "]");
         }
+        free(joined);
     } else {
         merge *m;
         size_t n;
@@ -691,8 +728,12 @@ static char *config_json(const tok_ctx *c, int max_len, int sentencepiece) {
     if (sentencepiece)
         cJSON_AddBoolToObject(o, "legacy", 1);
     cJSON_AddNumberToObject(o, "model_max_length", max_len);
-    cJSON_AddStringToObject(o, "tokenizer_class",
-                            sentencepiece ? "LlamaTokenizer" : "GPT2Tokenizer");
+    /* A named class (LlamaTokenizer, GPT2Tokenizer) makes transformers 5 rebuild its own
+     * normalizer and pre-tokenizer around the vocabulary, dropping tokenizer.json's (a digit split,
+     * leading-space handling): AutoTokenizer then disagrees with tokenizer.json and with assay.
+     * PreTrainedTokenizerFast runs tokenizer.json as written (tools/check_converted_tokenizer.py).
+     */
+    cJSON_AddStringToObject(o, "tokenizer_class", "PreTrainedTokenizerFast");
     size_t      tlen;
     const char *tmpl = gguf_get_str(c->f, "tokenizer.chat_template", &tlen);
     if (tmpl) {

@@ -8,6 +8,7 @@
 
 #include <cJSON.h>
 #include <dirent.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -260,8 +261,8 @@ int st_write(const char *path, const st_write_tensor *tensors, int n, const char
     }
     free(header);
     if (!ok) {
-        atomic_abort(&af);
-        return assay_fail(err, ASSAY_EIO, "%s: write failed", path);
+        atomic_abort(&af); /* keeps errno */
+        return assay_fail(err, ASSAY_EIO, "%s: write failed: %s", path, strerror(errno));
     }
     return atomic_commit(&af, err);
 }

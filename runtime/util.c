@@ -1,13 +1,180 @@
 #include "runtime/util.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+
+/* ---- what the signal handlers must know: temporary paths and mapped files ----
+ * Fixed tables, no allocation, so a handler can read them at any moment. A slot is claimed with
+ * a compare-and-swap (BUSY), filled, then published (READY); handlers look at READY slots only.
+ * A table that is full just means that one path or map goes unreported. */
+enum { SLOT_FREE = 0, SLOT_BUSY, SLOT_READY };
+#define TEMP_SLOTS 32
+#define MAP_SLOTS 256
+
+typedef struct temp_slot {
+    int  state, is_dir;
+    char path[4096 + 32];
+} temp_slot;
+
+typedef struct map_slot {
+    int            state;
+    const uint8_t *addr;
+    size_t         size;
+    char           path[512];
+} map_slot;
+
+static temp_slot temp_slots[TEMP_SLOTS];
+static map_slot  map_slots[MAP_SLOTS];
+
+static int slot_claim(int *state) {
+    int want = SLOT_FREE;
+    return __atomic_compare_exchange_n(state, &want, SLOT_BUSY, 0, __ATOMIC_ACQ_REL,
+                                       __ATOMIC_RELAXED);
+}
+
+static int slot_ready(const int *state) {
+    return __atomic_load_n(state, __ATOMIC_ACQUIRE) == SLOT_READY;
+}
+
+static void temp_register(const char *path, int is_dir) {
+    if (strlen(path) >= sizeof temp_slots[0].path)
+        return;
+    for (int i = 0; i < TEMP_SLOTS; i++)
+        if (slot_claim(&temp_slots[i].state)) {
+            strcpy(temp_slots[i].path, path);
+            temp_slots[i].is_dir = is_dir;
+            __atomic_store_n(&temp_slots[i].state, SLOT_READY, __ATOMIC_RELEASE);
+            return;
+        }
+}
+
+static void temp_unregister(const char *path) {
+    for (int i = 0; i < TEMP_SLOTS; i++)
+        if (slot_ready(&temp_slots[i].state) && !strcmp(temp_slots[i].path, path)) {
+            __atomic_store_n(&temp_slots[i].state, SLOT_FREE, __ATOMIC_RELEASE);
+            return;
+        }
+}
+
+static void map_register(const uint8_t *addr, size_t size, const char *path) {
+    for (int i = 0; i < MAP_SLOTS; i++)
+        if (slot_claim(&map_slots[i].state)) {
+            map_slots[i].addr = addr;
+            map_slots[i].size = size;
+            snprintf(map_slots[i].path, sizeof map_slots[i].path, "%s", path);
+            __atomic_store_n(&map_slots[i].state, SLOT_READY, __ATOMIC_RELEASE);
+            return;
+        }
+}
+
+static void map_unregister(const uint8_t *addr) {
+    for (int i = 0; i < MAP_SLOTS; i++)
+        if (slot_ready(&map_slots[i].state) && map_slots[i].addr == addr) {
+            __atomic_store_n(&map_slots[i].state, SLOT_FREE, __ATOMIC_RELEASE);
+            return;
+        }
+}
+
+/* Async-signal-safe: a temporary directory is flat (convert writes files only), so unlinking its
+ * entries one level deep and then the directory is enough; getdents64 needs no allocation. */
+static void temp_dir_remove_flat(const char *path) {
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        char    buf[4096] __attribute__((aligned(8)));
+        ssize_t n;
+        while ((n = getdents64(fd, buf, sizeof buf)) > 0) {
+            for (ssize_t off = 0; off < n;) {
+                struct dirent64 *d = (struct dirent64 *)(buf + off);
+                off += d->d_reclen;
+                if (strcmp(d->d_name, ".") && strcmp(d->d_name, ".."))
+                    unlinkat(fd, d->d_name, 0);
+            }
+        }
+        close(fd);
+    }
+    rmdir(path);
+}
+
+/* Async-signal-safe. Files first: a temporary file may live inside a temporary directory. */
+static void temps_remove_all(void) {
+    for (int pass = 0; pass < 2; pass++)
+        for (int i = 0; i < TEMP_SLOTS; i++) {
+            temp_slot *t = &temp_slots[i];
+            if (!slot_ready(&t->state) || t->is_dir != pass)
+                continue;
+            if (t->is_dir)
+                temp_dir_remove_flat(t->path);
+            else
+                unlink(t->path);
+        }
+}
+
+static void write_str(const char *s) {
+    size_t n = strlen(s);
+    while (n > 0) {
+        ssize_t w = write(STDERR_FILENO, s, n);
+        if (w <= 0)
+            return;
+        s += w;
+        n -= (size_t)w;
+    }
+}
+
+static void on_terminate(int sig) {
+    temps_remove_all();
+    /* SA_RESETHAND restored the default action: die of the same signal, as the caller expects */
+    raise(sig);
+}
+
+static void on_sigbus(int sig, siginfo_t *si, void *ctx) {
+    (void)sig;
+    (void)ctx;
+    const uint8_t *a = si->si_addr;
+    for (int i = 0; i < MAP_SLOTS; i++) {
+        const map_slot *m = &map_slots[i];
+        if (slot_ready(&m->state) && a >= m->addr && a < m->addr + m->size) {
+            write_str("assay: ");
+            write_str(m->path);
+            write_str(": file changed while being read (truncated?)\n");
+            temps_remove_all();
+            _exit(2);
+        }
+    }
+    /* Not one of our files: a real fault. The default action (restored by SA_RESETHAND) takes over
+     * when the faulting access runs again. */
+    temps_remove_all();
+}
+
+void util_install_signal_handlers(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sigemptyset(&sa.sa_mask);
+    sa.sa_handler           = on_terminate;
+    sa.sa_flags             = SA_RESETHAND;
+    static const int term[] = {SIGINT, SIGTERM, SIGHUP};
+    for (size_t i = 0; i < sizeof term / sizeof *term; i++) {
+        struct sigaction old;
+        /* a signal the caller chose to ignore (nohup) stays ignored */
+        if (sigaction(term[i], NULL, &old) == 0 && old.sa_handler != SIG_IGN)
+            sigaction(term[i], &sa, NULL);
+    }
+    sa.sa_handler   = NULL;
+    sa.sa_sigaction = on_sigbus;
+    sa.sa_flags     = SA_SIGINFO | SA_RESETHAND;
+    sigaction(SIGBUS, &sa, NULL);
+    signal(SIGXFSZ, SIG_IGN);
+}
 
 static const char *file_kind(mode_t m) {
     if (S_ISDIR(m))
@@ -72,11 +239,13 @@ int file_map(mapped_file *m, const char *path, assay_error *err) {
         return assay_fail(err, ASSAY_EIO, "%s: cannot mmap: %s", path, strerror(e));
     m->data = p;
     m->size = size;
+    map_register(m->data, size, path);
     return ASSAY_OK;
 }
 
 void file_unmap(mapped_file *m) {
     if (m && m->data) {
+        map_unregister(m->data);
         munmap((void *)m->data, m->size);
         m->data = NULL;
         m->size = 0;
@@ -159,45 +328,105 @@ int file_read_all(const char *path, char **out, size_t *size_out, assay_error *e
 }
 
 int atomic_open(atomic_file *af, const char *path, assay_error *err) {
-    af->fp = NULL;
+    af->fp          = NULL;
+    af->tmp_path[0] = '\0';
     if (strlen(path) >= sizeof af->path)
         return assay_fail(err, ASSAY_EINVAL, "%s: path too long", path);
     strcpy(af->path, path);
-    snprintf(af->tmp_path, sizeof af->tmp_path, "%s.tmp.%ld", path, (long)getpid());
-    af->fp = fopen(af->tmp_path, "wb");
-    if (!af->fp)
-        return assay_fail(err, ASSAY_EIO, "%s: cannot create: %s", af->tmp_path, strerror(errno));
+    strcpy(af->target, path);
+    struct stat st;
+    int         exists = stat(path, &st) == 0;
+    if (exists && S_ISDIR(st.st_mode))
+        return assay_fail(err, ASSAY_EINVAL, "%s: is a directory; expected a file to write", path);
+    if (exists && !S_ISREG(st.st_mode)) {
+        /* a device or FIFO is where the output goes, not a file to replace */
+        int fd = open(path, O_WRONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0 || !(af->fp = fdopen(fd, "wb"))) {
+            int e = errno;
+            if (fd >= 0)
+                close(fd);
+            return assay_fail(err, ASSAY_EIO, "%s: cannot open for writing: %s", path, strerror(e));
+        }
+        return ASSAY_OK;
+    }
+    struct stat lst;
+    if (exists && lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)) {
+        char real[PATH_MAX];
+        if (!realpath(path, real) || strlen(real) >= sizeof af->target)
+            return assay_fail(err, ASSAY_EIO, "%s: cannot resolve the symbolic link: %s", path,
+                              strerror(errno ? errno : ENAMETOOLONG));
+        strcpy(af->target, real);
+    }
+    snprintf(af->tmp_path, sizeof af->tmp_path, "%s.tmp.%ld", af->target, (long)getpid());
+    int fd = open(af->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd < 0 && errno == EEXIST) { /* left by a killed process that had our pid */
+        unlink(af->tmp_path);
+        fd = open(af->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    }
+    if (fd < 0 || !(af->fp = fdopen(fd, "wb"))) {
+        int e = errno;
+        if (fd >= 0) {
+            close(fd);
+            unlink(af->tmp_path);
+        }
+        af->tmp_path[0] = '\0';
+        return assay_fail(err, ASSAY_EIO, "%s: cannot create: %s", path, strerror(e));
+    }
+    temp_register(af->tmp_path, 0);
     return ASSAY_OK;
+}
+
+static void atomic_drop_tmp(atomic_file *af) {
+    if (af->tmp_path[0]) {
+        unlink(af->tmp_path);
+        temp_unregister(af->tmp_path);
+        af->tmp_path[0] = '\0';
+    }
 }
 
 int atomic_commit(atomic_file *af, assay_error *err) {
     if (!af->fp)
         return assay_fail(err, ASSAY_EINTERNAL, "%s: not open", af->path);
-    int bad = fflush(af->fp) != 0 || ferror(af->fp);
-    if (!bad)
-        bad = fsync(fileno(af->fp)) != 0 && errno != EINVAL;
-    int e = errno;
-    bad |= fclose(af->fp) != 0;
+    /* errno of the first failure: an earlier fwrite's, else fflush's, fsync's or fclose's */
+    int bad = ferror(af->fp), e = bad ? errno : 0;
+    if (fflush(af->fp) != 0 && !bad) {
+        bad = 1;
+        e   = errno;
+    }
+    if (!bad && af->tmp_path[0] && fsync(fileno(af->fp)) != 0 && errno != EINVAL) {
+        bad = 1;
+        e   = errno;
+    }
+    if (fclose(af->fp) != 0 && !bad) {
+        bad = 1;
+        e   = errno;
+    }
     af->fp = NULL;
     if (bad) {
-        unlink(af->tmp_path);
-        return assay_fail(err, ASSAY_EIO, "%s: write failed: %s", af->path, strerror(e));
+        atomic_drop_tmp(af);
+        return assay_fail(err, ASSAY_EIO, "%s: write failed: %s", af->path, strerror(e ? e : EIO));
     }
-    if (rename(af->tmp_path, af->path) != 0) {
+    if (!af->tmp_path[0])
+        return ASSAY_OK;
+    if (rename(af->tmp_path, af->target) != 0) {
         e = errno;
-        unlink(af->tmp_path);
+        atomic_drop_tmp(af);
         return assay_fail(err, ASSAY_EIO, "%s: cannot rename into place: %s", af->path,
                           strerror(e));
     }
+    temp_unregister(af->tmp_path);
+    af->tmp_path[0] = '\0';
     return ASSAY_OK;
 }
 
 void atomic_abort(atomic_file *af) {
+    int e = errno;
     if (af && af->fp) {
         fclose(af->fp);
         af->fp = NULL;
-        unlink(af->tmp_path);
+        atomic_drop_tmp(af);
     }
+    errno = e;
 }
 
 int file_write_atomic(const char *path, const void *data, size_t size, assay_error *err) {
@@ -206,10 +435,70 @@ int file_write_atomic(const char *path, const void *data, size_t size, assay_err
     if (rc)
         return rc;
     if (size && fwrite(data, 1, size, af.fp) != size) {
+        int e = errno;
         atomic_abort(&af);
-        return assay_fail(err, ASSAY_EIO, "%s: write failed", path);
+        return assay_fail(err, ASSAY_EIO, "%s: write failed: %s", path, strerror(e ? e : EIO));
     }
     return atomic_commit(&af, err);
+}
+
+static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(p);
+}
+
+int dir_create_temp(char *tmp, size_t cap, const char *out, assay_error *err) {
+    int n = snprintf(tmp, cap, "%s.tmp.%ld", out, (long)getpid());
+    if (n < 0 || (size_t)n >= cap)
+        return assay_fail(err, ASSAY_EINVAL, "%s: path too long", out);
+    if (mkdir(tmp, 0777) != 0)
+        return assay_fail(err, ASSAY_EIO, "%s: cannot create the temporary directory %s: %s", out,
+                          tmp, strerror(errno));
+    temp_register(tmp, 1);
+    return ASSAY_OK;
+}
+
+void dir_discard_temp(const char *tmp) {
+    if (!tmp || !tmp[0])
+        return;
+    nftw(tmp, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    temp_unregister(tmp);
+}
+
+int dir_publish(const char *tmp, const char *out, int force, assay_error *err) {
+    /* Each step is one system call that either happens whole or not at all; the loop only runs
+     * again when `out` vanished between the two renames. */
+    for (int tries = 0; tries < 8; tries++) {
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, out, RENAME_NOREPLACE) == 0) {
+            temp_unregister(tmp);
+            return ASSAY_OK;
+        }
+        if (errno != EEXIST)
+            return assay_fail(err, ASSAY_EIO, "%s: cannot rename %s into place: %s", out, tmp,
+                              strerror(errno));
+        if (!force)
+            return assay_fail(err, ASSAY_EINVAL, "%s: already exists (use --force to replace it)",
+                              out);
+        struct stat st;
+        if (lstat(out, &st) != 0) {
+            if (errno == ENOENT)
+                continue;
+            return assay_fail(err, ASSAY_EIO, "%s: cannot stat: %s", out, strerror(errno));
+        }
+        if (!S_ISDIR(st.st_mode))
+            return assay_fail(err, ASSAY_EINVAL, "%s: exists and is %s; not replacing it", out,
+                              S_ISLNK(st.st_mode) ? "a symbolic link" : "not a directory");
+        if (renameat2(AT_FDCWD, tmp, AT_FDCWD, out, RENAME_EXCHANGE) == 0) {
+            dir_discard_temp(tmp); /* the old tree, now under tmp's name */
+            return ASSAY_OK;
+        }
+        if (errno != ENOENT)
+            return assay_fail(err, ASSAY_EIO, "%s: cannot exchange it with %s: %s", out, tmp,
+                              strerror(errno));
+    }
+    return assay_fail(err, ASSAY_EIO, "%s: kept appearing and vanishing while being replaced", out);
 }
 
 int path_is_dir(const char *path) {
@@ -220,6 +509,11 @@ int path_is_dir(const char *path) {
 int path_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;
+}
+
+int path_present(const char *path) {
+    struct stat st;
+    return lstat(path, &st) == 0;
 }
 
 int path_join(char *out, size_t cap, const char *dir, const char *name) {

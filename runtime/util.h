@@ -21,6 +21,8 @@ typedef struct mapped_file {
  * *size_out (may be NULL) gets the file's size. */
 int file_open_regular(const char *path, size_t *size_out, assay_error *err);
 
+/* Maps a regular file read-only. While mapped, the region is known to the signal handlers: a
+ * SIGBUS inside it (the file was truncated meanwhile) is reported naming the file. */
 int  file_map(mapped_file *m, const char *path, assay_error *err);
 void file_unmap(mapped_file *m); /* NULL-safe, idempotent */
 
@@ -32,23 +34,46 @@ void file_unmap(mapped_file *m); /* NULL-safe, idempotent */
 int file_read_capped(const char *path, size_t max, char **out, size_t *size_out, assay_error *err);
 int file_read_all(const char *path, char **out, size_t *size_out, assay_error *err);
 
-/* Atomic output: write to "<path>.tmp.<pid>" and rename into place on commit. */
+/* Atomic output: a regular file (or a new path) is written to "<path>.tmp.<pid>" and renamed into
+ * place on commit; through a symlink, the file it points to is the one replaced. Something that
+ * is not a regular file (a character device such as /dev/null, a FIFO) is written in place, never
+ * replaced; a directory is refused. Errors name `path`, and a failed write says why (strerror).
+ * The temporary file is removed on abort, on a failed commit and by the signal handlers. */
 typedef struct atomic_file {
     FILE *fp;
-    char  path[4096];
-    char  tmp_path[4096 + 32];
+    char  path[4096];          /* what the caller asked for (messages) */
+    char  target[4096];        /* the file replaced: path, or where its symlink points */
+    char  tmp_path[4096 + 32]; /* "" when writing in place */
 } atomic_file;
 
 int  atomic_open(atomic_file *af, const char *path, assay_error *err);
 int  atomic_commit(atomic_file *af, assay_error *err); /* fclose + fsync + rename */
-void atomic_abort(atomic_file *af);                    /* fclose + unlink; NULL-safe */
+void atomic_abort(atomic_file *af);                    /* fclose + unlink; NULL-safe; keeps errno */
 
 /* Writes a whole buffer atomically. */
 int file_write_atomic(const char *path, const void *data, size_t size, assay_error *err);
 
+/* Output directories built under a temporary sibling and published in one step.
+ * dir_create_temp makes "<out>.tmp.<pid>" (into tmp, cap bytes) and registers it for the signal
+ * handlers. dir_publish renames it to `out`: without `force` an existing `out` (even one that
+ * appeared a moment ago) is never touched (RENAME_NOREPLACE); with `force` an existing directory
+ * is exchanged atomically and the old tree, now under tmp's name, removed afterwards.
+ * dir_discard_temp removes the temporary tree (NULL-safe). */
+int  dir_create_temp(char *tmp, size_t cap, const char *out, assay_error *err);
+int  dir_publish(const char *tmp, const char *out, int force, assay_error *err);
+void dir_discard_temp(const char *tmp);
+
+/* Signal handling for the CLI (call once, first thing in main):
+ * SIGINT, SIGTERM, SIGHUP: remove the registered temporary files and directories, then die of the
+ * signal as before. SIGBUS inside a file_map region: "assay: PATH: file changed while being read
+ * (truncated?)", temporaries removed, exit 2. SIGXFSZ is ignored, so a write over `ulimit -f`
+ * fails with EFBIG and takes the normal error path. */
+void util_install_signal_handlers(void);
+
 /* Path helpers. */
 int path_is_dir(const char *path);
 int path_exists(const char *path);
+int path_present(const char *path); /* lstat: anything at that name, even a dangling symlink */
 int path_join(char *out, size_t cap, const char *dir, const char *name); /* 0 ok, -1 too long */
 int str_ends_with(const char *s, const char *suffix);
 

@@ -444,9 +444,9 @@ static void byte_token(int byte, char out[4]) {
     }
 }
 
-/* Vocabulary: 0 <|endoftext|> (control), 1..256 the byte tokens, 257 "ĠĠ", 258 "Ġa"; merges
- * "Ġ Ġ" and "Ġ a". pre == NULL leaves tokenizer.ggml.pre out. */
-static gbuf byte_level_gguf(const char *pre) {
+/* Vocabulary: 0 <|endoftext|> (control), 1..256 the byte tokens, 257 "ĠĠ", 258 "Ġa"; merges as
+ * given. pre == NULL leaves tokenizer.ggml.pre out. */
+static gbuf byte_level_gguf_merges(const char *pre, const char *const *merges, int n_merges) {
     gbuf b = {0};
     gb_put(&b, "GGUF", 4);
     gb_u32(&b, 3);
@@ -479,10 +479,16 @@ static gbuf byte_level_gguf(const char *pre) {
         gb_u32(&b, i == 0 ? 3 : 1);
     gb_key(&b, "tokenizer.ggml.merges", GGUF_T_ARRAY);
     gb_u32(&b, GGUF_T_STRING);
-    gb_u64(&b, 2);
-    gb_str(&b, "\xc4\xa0 \xc4\xa0");
-    gb_str(&b, "\xc4\xa0 a");
+    gb_u64(&b, (uint64_t)n_merges);
+    for (int i = 0; i < n_merges; i++)
+        gb_str(&b, merges[i]);
     return b;
+}
+
+/* The merges "Ġ Ġ" and "Ġ a", which build tokens 257 and 258. */
+static gbuf byte_level_gguf(const char *pre) {
+    static const char *const merges[] = {"\xc4\xa0 \xc4\xa0", "\xc4\xa0 a"};
+    return byte_level_gguf_merges(pre, merges, 2);
 }
 
 /* tokenizer.json for a byte-level vocabulary with this pre (rc must be 0). */
@@ -612,15 +618,19 @@ Test(convert, rejects_an_unknown_pre_tokenizer_naming_it) {
     }
 }
 
-/* SmolLM2-135M-Instruct (the README's default model; tools/fetch_smollm2.sh downloads it):
- * Q4_1 + Q8_0 tensors, tied embeddings, a "smollm" byte-level vocabulary. Not in ../shared (98
- * MB), so this runs when ASSAY_SMOLLM2_GGUF names the file. Expected ids: llama.cpp's split for
- * "smollm" (tools/check_convert.py's reference); "x  7" is where GPT-2's regex alone differs. */
-Test(convert, converts_smollm2_when_assay_smollm2_gguf_is_set) {
+/* SmolLM2-135M-Instruct (the README's default model): Q4_1 + Q8_0 tensors, tied embeddings, a
+ * "smollm" byte-level vocabulary. Not in ../shared (98 MB): the test reads the GGUF that `make
+ * demo` (tools/fetch_smollm2.sh) leaves in its cache, or the file ASSAY_SMOLLM2_GGUF names, and
+ * skips when neither is there. Expected ids: llama.cpp's split for "smollm"
+ * (tools/check_convert.py's reference); "x  7" is where GPT-2's regex alone differs. */
+#define SMOLLM2_CACHED "build/models/cache/SmolLM2-135M-Instruct.Q4_1.gguf"
+Test(convert, converts_smollm2_from_the_demo_cache) {
     const char *gguf = getenv("ASSAY_SMOLLM2_GGUF");
-    if (!gguf || !*gguf || access(gguf, R_OK) != 0) {
-        fprintf(stderr, "SKIP: ASSAY_SMOLLM2_GGUF not set to a readable SmolLM2 GGUF\n");
-        cr_skip_test("ASSAY_SMOLLM2_GGUF not set");
+    if (!gguf || !*gguf)
+        gguf = SMOLLM2_CACHED;
+    if (access(gguf, R_OK) != 0) {
+        fprintf(stderr, "SKIP: %s missing (run make demo, or set ASSAY_SMOLLM2_GGUF)\n", gguf);
+        cr_skip_test("%s missing", gguf);
     }
     char tmp[64], out[128];
     test_tmpdir(tmp, sizeof tmp);
@@ -648,4 +658,112 @@ Test(convert, converts_smollm2_when_assay_smollm2_gguf_is_set) {
     static const int32_t chat[] = {1, 4093, 198, 1780, 314, 216, 34, 27, 34, 47, 2, 198};
     expect_ids(out, "<|im_start|>user\nWhat is 2+2?<|im_end|>\n", chat, sizeof chat / 4);
     rm_out(tmp);
+}
+
+/* ---- values the loader would refuse or read differently are refused at convert time ---- */
+
+/* tiny.gguf with llama.rope.freq_base (an F32) patched to `value`; returns convert's exit code
+ * and its output in *log, checking that nothing is left behind. */
+static int convert_with_freq_base(float value, char **log) {
+    char  *buf = NULL, tmp[64], bad[128], out[128];
+    size_t n   = 0;
+    cr_assert_eq(file_read_all(TINY, &buf, &n, NULL), 0);
+    static const char key[] = "llama.rope.freq_base";
+    char             *at    = memmem(buf, n, key, sizeof key - 1);
+    cr_assert_not_null(at);
+    at += sizeof key - 1;
+    uint32_t type;
+    memcpy(&type, at, 4);
+    cr_assert_eq(type, GGUF_T_F32);
+    memcpy(at + 4, &value, 4);
+    test_tmpdir(tmp, sizeof tmp);
+    snprintf(bad, sizeof bad, "%s/patched.gguf", tmp);
+    snprintf(out, sizeof out, "%s/out", tmp);
+    cr_assert_eq(file_write_atomic(bad, buf, n, NULL), 0);
+    free(buf);
+    int rc = test_run(log, "convert %s %s", bad, out);
+    if (rc != 0) {
+        cr_assert(!path_exists(out));
+        assert_no_tmp(tmp);
+    }
+    rm_out(tmp);
+    return rc;
+}
+
+/* +inf used to become "rope_theta": null, and the model then ran with the default 10000; 1e13
+ * was written and then refused by the loader (rope_theta is at most 1e12 there). */
+Test(convert, refuses_a_rope_freq_base_config_json_cannot_hold_or_the_loader_refuses) {
+    char *log = NULL;
+    cr_assert_eq(convert_with_freq_base(INFINITY, &log), 2, "%s", log);
+    cr_assert(strstr(log, "patched.gguf") && strstr(log, "llama.rope.freq_base") &&
+                  strstr(log, "inf"),
+              "%s", log);
+    free(log);
+    cr_assert_eq(convert_with_freq_base(1e13f, &log), 2, "%s", log);
+    cr_assert(strstr(log, "patched.gguf") && strstr(log, "rope_theta"), "%s", log);
+    free(log);
+    cr_assert_eq(convert_with_freq_base(123456.0f, &log), 0, "%s", log);
+    free(log);
+}
+
+/* A merge must name two tokens of the vocabulary whose concatenation is one too: tokenizers (and
+ * our loader) refuse anything else, so convert refuses it, naming the merge. */
+Test(convert, refuses_merges_that_name_tokens_outside_the_vocabulary) {
+    static const char *const unknown_left[]  = {"\xc4\xa0 \xc4\xa0", "zz a"};
+    static const char *const unknown_joint[] = {"\xc4\xa0 q"};
+    const struct {
+        const char *const *merges;
+        int                n;
+        const char        *want;
+    } cases[] = {
+        {unknown_left, 2, "tokenizer.ggml.merges[1] names 'zz'"},
+        {unknown_joint, 1, "tokenizer.ggml.merges[0] names '\xc4\xa0q'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        gbuf        b = byte_level_gguf_merges("gpt-2", cases[i].merges, cases[i].n);
+        assay_error err;
+        assay_error_clear(&err);
+        gguf_file *g = gguf_open_buffer(b.p, b.n, "bl.gguf", &err);
+        cr_assert_not_null(g, "%s", err.msg);
+        char *tj = NULL, *cfg = NULL;
+        cr_assert_eq(gguf_tokenizer_to_json(g, "bl.gguf", 64, &tj, &cfg, &err), ASSAY_EFORMAT,
+                     "case %zu accepted", i);
+        cr_assert(strstr(err.msg, "bl.gguf") && strstr(err.msg, cases[i].want), "%s", err.msg);
+        cr_assert_null(tj);
+        gguf_close(g);
+        free(b.p);
+    }
+}
+
+/* A named class (LlamaTokenizer, GPT2Tokenizer) makes transformers 5's AutoTokenizer rebuild the
+ * pre-tokenizer and ignore tokenizer.json's (tools/check_converted_tokenizer.py measures it). */
+Test(convert, tokenizer_config_names_pretrainedtokenizerfast) {
+    char tmp[64], out[128], p[256], *text = NULL;
+    test_tmpdir(tmp, sizeof tmp);
+    snprintf(out, sizeof out, "%s/tok", tmp);
+    cr_assert_eq(test_run(NULL, "convert %s %s", TINY, out), 0);
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", out);
+    cr_assert_eq(file_read_all(p, &text, NULL, NULL), 0);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    cr_assert_str_eq(cJSON_GetObjectItem(j, "tokenizer_class")->valuestring,
+                     "PreTrainedTokenizerFast");
+    cJSON_Delete(j);
+    rm_out(tmp);
+
+    /* byte-level vocabularies too */
+    gbuf        b = byte_level_gguf("smollm");
+    assay_error err;
+    gguf_file  *g = gguf_open_buffer(b.p, b.n, "bl.gguf", &err);
+    cr_assert_not_null(g, "%s", err.msg);
+    char *tj = NULL, *cfg = NULL;
+    cr_assert_eq(gguf_tokenizer_to_json(g, "bl.gguf", 64, &tj, &cfg, &err), 0, "%s", err.msg);
+    j = cJSON_Parse(cfg);
+    cr_assert_str_eq(cJSON_GetObjectItem(j, "tokenizer_class")->valuestring,
+                     "PreTrainedTokenizerFast");
+    cJSON_Delete(j);
+    free(tj);
+    free(cfg);
+    gguf_close(g);
+    free(b.p);
 }

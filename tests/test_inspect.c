@@ -321,3 +321,30 @@ Test(inspect, usage_errors_exit_2_and_help_exits_0) {
               out);
     free(out);
 }
+
+/* A config.json that cannot be read is an error saying why, never "config missing". */
+Test(inspect, config_symlink_loop_is_reported_not_called_missing) {
+    char dir[64], p[128], *out = NULL;
+    test_tmpdir(dir, sizeof dir);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "cp tests/fixtures/models/llama/model.safetensors %s/", dir);
+    cr_assert_eq(system(cmd), 0);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    cr_assert_eq(symlink("config.json", p), 0);
+    cr_assert_eq(test_run(&out, "inspect %s", dir), 2, "%s", out);
+    cr_assert(strstr(out, p) && strstr(out, "Too many levels of symbolic links") &&
+                  !strstr(out, "missing"),
+              "%s", out);
+    free(out);
+    /* a dangling tokenizer.json is not "no tokenizer" either */
+    cr_assert_eq(unlink(p), 0);
+    snprintf(cmd, sizeof cmd, "cp tests/fixtures/models/llama/config.json %s/", dir);
+    cr_assert_eq(system(cmd), 0);
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    cr_assert_eq(symlink("nowhere.json", p), 0);
+    cr_assert_eq(test_run(&out, "inspect %s", dir), 2, "%s", out);
+    cr_assert(strstr(out, p) && strstr(out, "No such file"), "%s", out);
+    free(out);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+}
