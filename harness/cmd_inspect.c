@@ -531,7 +531,8 @@ static void print_text(const cJSON *o, const inspect_opts *opt) {
             }
             if (k < sizeof shape)
                 snprintf(shape + k, sizeof shape - k, "]");
-            printf("  %-56s %-5s %s\n", str(d, "name"), str(d, "dtype"), shape);
+            const char *nm = str(d, "name"), *dt = str(d, "dtype");
+            printf("  %-56s %-5s %s\n", nm ? nm : "?", dt ? dt : "?", shape);
         }
     }
 }
