@@ -292,7 +292,7 @@ Test(loglik, requests_are_truncated_from_the_left_to_the_model_length) {
 Test(stop, finds_a_stop_string_split_across_three_pieces) {
     const char  *stops[] = {"</answer>"};
     stop_matcher m;
-    cr_assert_eq(stop_init(&m, stops, 1, NULL), 0);
+    cr_assert_eq(stop_init(&m, stops, NULL, 1, NULL), 0);
     cr_expect_eq(stop_feed(&m, "42</an", 6, NULL), 0);
     cr_expect_eq(stop_final_len(&m), 2); /* "</an" might still become the stop string */
     cr_expect_eq(stop_feed(&m, "sw", 2, NULL), 0);
@@ -309,7 +309,7 @@ Test(stop, finds_a_stop_string_split_across_three_pieces) {
 Test(stop, earliest_occurrence_wins_and_shorter_stops_are_not_hidden) {
     const char  *stops[] = {"abcdef", "x", ""};
     stop_matcher m;
-    cr_assert_eq(stop_init(&m, stops, 3, NULL), 0);
+    cr_assert_eq(stop_init(&m, stops, NULL, 3, NULL), 0);
     cr_expect_eq(stop_feed(&m, "ab", 2, NULL), 0);
     cr_expect_eq(stop_feed(&m, "x", 1, NULL), 1);
     size_t len;
@@ -322,7 +322,7 @@ Test(stop, earliest_occurrence_wins_and_shorter_stops_are_not_hidden) {
 Test(stop, text_without_stops_is_all_final) {
     const char  *stops[] = {"\n\n"};
     stop_matcher m;
-    cr_assert_eq(stop_init(&m, stops, 1, NULL), 0);
+    cr_assert_eq(stop_init(&m, stops, NULL, 1, NULL), 0);
     cr_expect_eq(stop_feed(&m, "hello", 5, NULL), 0);
     cr_expect_eq(stop_final_len(&m), 5);
     cr_expect_eq(stop_feed(&m, "\n", 1, NULL), 0);
