@@ -431,7 +431,8 @@ static int window_run(model *m, const tokenizer *tok, const model_config *cfg, g
                 printf("prompt: %s%s\n", pv, it->preview_len < GEN_PREVIEW_BYTES ? "" : " ...");
             else
                 printf("prompt: %zu token ids\n", it->n_prompt);
-            fwrite(it->text, 1, it->text_len, stdout);
+            if (it->text_len) /* NULs included */
+                fwrite(it->text, 1, it->text_len, stdout);
             putchar('\n');
             free(id);
             free(pv);

@@ -13,7 +13,9 @@
 int jsonl_open(jsonl_reader *r, const char *path, assay_error *err) {
     memset(r, 0, sizeof *r);
     snprintf(r->path, sizeof r->path, "%s", path);
-    int fd = file_open_regular(path, NULL, err);
+    r->line_max   = JSONL_LINE_MAX;
+    r->values_max = JSONL_VALUES_MAX;
+    int fd        = file_open_regular(path, NULL, err);
     if (fd < 0)
         return err && err->code ? err->code : ASSAY_EIO;
     r->fp = fdopen(fd, "rb");
@@ -53,9 +55,13 @@ static int read_line(jsonl_reader *r, size_t *len, assay_error *err) {
     int    c;
     errno = 0;
     while ((c = getc_unlocked(r->fp)) != EOF && c != '\n') {
-        if (n == JSONL_LINE_MAX)
-            return assay_fail(err, ASSAY_EFORMAT, "%s:%zu: line longer than %zu MiB", r->path,
-                              r->line + 1, JSONL_LINE_MAX >> 20);
+        if (n == r->line_max) {
+            if (r->line_max >= (1u << 20))
+                return assay_fail(err, ASSAY_EFORMAT, "%s:%zu: line longer than %zu MiB", r->path,
+                                  r->line + 1, r->line_max >> 20);
+            return assay_fail(err, ASSAY_EFORMAT, "%s:%zu: line longer than %zu bytes", r->path,
+                              r->line + 1, r->line_max);
+        }
         if (n + 1 >= r->cap) {
             size_t cap = r->cap ? r->cap * 2 : 4096;
             char  *nb  = realloc(r->buf, cap);
@@ -150,10 +156,10 @@ static int prepare_line(jsonl_reader *r, size_t *len, assay_error *err) {
                                   r->line, JSONL_DEPTH_MAX, i + 1);
         } else if (c == ']' || c == '}') {
             depth--;
-        } else if (c == ',' && ++values > JSONL_VALUES_MAX) {
+        } else if (c == ',' && ++values > r->values_max) {
             return assay_fail(err, ASSAY_EFORMAT,
                               "%s:%zu: more than %zu JSON values on one line (column %zu)", r->path,
-                              r->line, JSONL_VALUES_MAX, i + 1);
+                              r->line, r->values_max, i + 1);
         }
         b[o++] = b[i++];
     }

@@ -29,10 +29,12 @@ typedef struct jsonl_reader {
     size_t line; /* 1-based number of the line last returned */
     char  *buf;
     size_t cap;
-    const char
-          *shape; /* an example line for messages, e.g. {"prompt": "..."}; may be NULL, not owned */
-    char  *warned[JSONL_WARN_MAX]; /* unknown field names already warned about */
-    size_t n_warned;
+    /* an example line for messages, e.g. {"prompt": "..."}; may be NULL, not owned */
+    const char *shape;
+    size_t      line_max;   /* bytes; jsonl_open sets JSONL_LINE_MAX (smaller in the fuzzer) */
+    size_t      values_max; /* jsonl_open sets JSONL_VALUES_MAX */
+    char       *warned[JSONL_WARN_MAX]; /* unknown field names already warned about */
+    size_t      n_warned;
 } jsonl_reader;
 
 /* Opens a regular file (FIFOs, devices and directories are refused at once). Set r->shape after
