@@ -121,7 +121,7 @@ Test(requests_hardening, generate_keeps_escaped_nuls_in_prompt_stop_and_text_out
     int rc = test_run(&out, "generate " LLAMA " --prompts %s --max-new-tokens 8 --json", p);
     cr_assert_eq(rc, 0, "exit %d:\n%s", rc, out);
     cr_expect(strstr(out, "\"id\":\"s\\u0000t\""), "%s", out);
-    cJSON *j = json_of(out);
+    cJSON       *j      = json_of(out);
     const cJSON *finish = cJSON_GetObjectItem(result(j, 0), "finish");
     cr_expect(cJSON_IsString(finish) && !strcmp(finish->valuestring, "length"), "%s", out);
     cr_expect_gt(field(result(j, 1), "n_prompt"), field(result(j, 2), "n_prompt"),
@@ -214,8 +214,7 @@ Test(requests_hardening, score_memory_does_not_grow_with_the_number_of_requests,
              "%s score " LLAMA " --requests %s --json --output %s >%s/many.out 2>&1", test_bin(),
              many, outp, dir);
     size_t kb_many = child_peak_kb(cmd);
-    fprintf(stderr, "score peak RSS: 20k requests %zu KB, 200k requests %zu KB\n", kb_few,
-            kb_many);
+    fprintf(stderr, "score peak RSS: 20k requests %zu KB, 200k requests %zu KB\n", kb_few, kb_many);
     if (TEST_CHECK_MEMORY)
         cr_expect_lt(kb_many, kb_few + 16000, "20k: %zu KB, 200k: %zu KB", kb_few, kb_many);
     /* every result, in input order */
@@ -236,8 +235,7 @@ Test(requests_hardening, score_memory_does_not_grow_with_the_number_of_requests,
     rm_rf(dir);
 }
 
-Test(requests_hardening, generate_memory_does_not_grow_with_the_number_of_prompts,
-     .timeout = 300) {
+Test(requests_hardening, generate_memory_does_not_grow_with_the_number_of_prompts, .timeout = 300) {
     char dir[64], few[128], many[128], outp[128], cmd[1024];
     test_tmpdir(dir, sizeof dir);
     snprintf(few, sizeof few, "%s/few.jsonl", dir);
@@ -259,8 +257,7 @@ Test(requests_hardening, generate_memory_does_not_grow_with_the_number_of_prompt
              " --prompts %s --max-new-tokens 2 --json --output %s >%s/many.out 2>&1",
              test_bin(), many, outp, dir);
     size_t kb_many = child_peak_kb(cmd);
-    fprintf(stderr, "generate peak RSS: 5k prompts %zu KB, 50k prompts %zu KB\n", kb_few,
-            kb_many);
+    fprintf(stderr, "generate peak RSS: 5k prompts %zu KB, 50k prompts %zu KB\n", kb_few, kb_many);
     if (TEST_CHECK_MEMORY)
         cr_expect_lt(kb_many, kb_few + 16000, "5k: %zu KB, 50k: %zu KB", kb_few, kb_many);
     FILE *f = fopen(outp, "rb");
@@ -320,7 +317,7 @@ static void put_req(FILE *f, int c0, int nc, int k0, int nk) {
  * the request already cut by hand. A continuation of P + 1 tokens cannot fit (exit 2). */
 Test(requests_hardening, score_truncates_at_the_exact_context_boundary_of_every_fixture,
      .timeout = 300) {
-    const char *models[] = {"gpt2",     "llama",   "llama3", "llama_hd",
+    const char *models[] = {"gpt2",         "llama",   "llama3", "llama_hd",
                             "llama_linear", "mistral", "qwen2"};
     char        dir[64], p[128], m[128], *out = NULL;
     test_tmpdir(dir, sizeof dir);
@@ -330,18 +327,17 @@ Test(requests_hardening, score_truncates_at_the_exact_context_boundary_of_every_
         int   P = max_positions(m);
         FILE *f = fopen(p, "wb");
         cr_assert(f);
-        put_req(f, 0, P, P, 1);          /* exactly P + 1 tokens */
-        put_req(f, 0, P, P, 1);          /* again, so the shared-context path runs too */
+        put_req(f, 0, P, P, 1);           /* exactly P + 1 tokens */
+        put_req(f, 0, P, P, 1);           /* again, so the shared-context path runs too */
         put_req(f, 0, P + 40, P + 40, 1); /* cut to the last P context tokens: */
-        put_req(f, 40, P, P + 40, 1);    /* ... this one */
-        put_req(f, 0, 5, 5, P);          /* the continuation fills the window: */
-        put_req(f, 4, 1, 5, P);          /* ... one context token is left */
+        put_req(f, 40, P, P + 40, 1);     /* ... this one */
+        put_req(f, 0, 5, 5, P);           /* the continuation fills the window: */
+        put_req(f, 4, 1, 5, P);           /* ... one context token is left */
         fclose(f);
         int rc = test_run(&out, "score %s --requests %s --json", m, p);
         cr_assert_eq(rc, 0, "%s: exit %d:\n%.3000s", models[k], rc, out);
         cJSON *j = json_of(out);
-        cr_expect_eq(field(j, "ctx"), P, "%s: default ctx is the model's max positions",
-                     models[k]);
+        cr_expect_eq(field(j, "ctx"), P, "%s: default ctx is the model's max positions", models[k]);
         cr_expect_eq(field(result(j, 0), "n_context"), P, "%s", models[k]);
         cr_expect_eq(field(result(j, 0), "logprob"), field(result(j, 1), "logprob"), "%s",
                      models[k]);
@@ -396,7 +392,8 @@ static void poisoned_copy(char *model, size_t cap, const char *dir, const char *
     const cJSON *t = cJSON_GetObjectItem(j, tensor);
     cr_assert(t, "%s: no tensor %s", st, tensor);
     cr_assert_str_eq(cJSON_GetObjectItem(t, "dtype")->valuestring, "F32");
-    long  off = (long)(8 + hlen) + cJSON_GetArrayItem(cJSON_GetObjectItem(t, "data_offsets"), 0)->valueint;
+    long off =
+        (long)(8 + hlen) + cJSON_GetArrayItem(cJSON_GetObjectItem(t, "data_offsets"), 0)->valueint;
     float nan = __builtin_nanf("");
     cr_assert_eq(fseek(f, off, SEEK_SET), 0);
     cr_assert_eq(fwrite(&nan, sizeof nan, 1, f), 1);
@@ -518,8 +515,8 @@ Test(requests_hardening, score_table_shows_the_id_and_the_unit) {
     cr_expect(strstr(out, "\"arc-17\""), "%s", out);
     cr_expect(strstr(out, "nats"), "%s", out);
     free(out);
-    rc = test_run(&out, "score " LLAMA " --requests %s --json", p);
-    cJSON *j = json_of(out);
+    rc                = test_run(&out, "score " LLAMA " --requests %s --json", p);
+    cJSON       *j    = json_of(out);
     const cJSON *unit = cJSON_GetObjectItem(j, "logprob_unit");
     cr_expect(cJSON_IsString(unit) && !strcmp(unit->valuestring, "nats"), "%s", out);
     cJSON_Delete(j);
