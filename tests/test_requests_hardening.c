@@ -153,7 +153,7 @@ static size_t child_peak_kb(const char *cmd) {
     return (size_t)ru.ru_maxrss;
 }
 
-Test(requests_hardening, a_line_over_64_mib_is_refused_naming_file_and_line, .timeout = 120) {
+Test(requests_hardening, a_line_over_64_mib_is_refused_naming_file_and_line) {
     char dir[64], p[128], *out = NULL;
     test_tmpdir(dir, sizeof dir);
     snprintf(p, sizeof p, "%s/big.jsonl", dir);
@@ -199,7 +199,7 @@ static void write_many(const char *path, int n) {
  * allocator noise. The bound (16 MB) is far below what holding every request costs (the
  * issue measured 361 MB per 1M requests for the table, 1.85 GB for --json: 72 MB / 370 MB
  * at 200k). */
-Test(requests_hardening, score_memory_does_not_grow_with_the_number_of_requests, .timeout = 300) {
+Test(requests_hardening, score_memory_does_not_grow_with_the_number_of_requests) {
     char dir[64], few[128], many[128], outp[128], cmd[1024];
     test_tmpdir(dir, sizeof dir);
     snprintf(few, sizeof few, "%s/few.jsonl", dir);
@@ -242,7 +242,7 @@ Test(requests_hardening, score_memory_does_not_grow_with_the_number_of_requests,
     rm_rf(dir);
 }
 
-Test(requests_hardening, generate_memory_does_not_grow_with_the_number_of_prompts, .timeout = 300) {
+Test(requests_hardening, generate_memory_does_not_grow_with_the_number_of_prompts) {
     char dir[64], few[128], many[128], outp[128], cmd[1024];
     test_tmpdir(dir, sizeof dir);
     snprintf(few, sizeof few, "%s/few.jsonl", dir);
@@ -322,8 +322,7 @@ static void put_req(FILE *f, int c0, int nc, int k0, int nk) {
  * max_length tokens. For every fixture with P positions: P context tokens + 1 (the issue's
  * case), a longer context cut to P, and a continuation of P tokens; each equals, bit for bit,
  * the request already cut by hand. A continuation of P + 1 tokens cannot fit (exit 2). */
-Test(requests_hardening, score_truncates_at_the_exact_context_boundary_of_every_fixture,
-     .timeout = 300) {
+Test(requests_hardening, score_truncates_at_the_exact_context_boundary_of_every_fixture) {
     const char *models[] = {"gpt2",         "llama",   "llama3", "llama_hd",
                             "llama_linear", "mistral", "qwen2"};
     char        dir[64], p[128], m[128], *out = NULL;
@@ -408,7 +407,7 @@ static void poisoned_copy(char *model, size_t cap, const char *dir, const char *
     cJSON_Delete(j);
 }
 
-Test(requests_hardening, nan_weights_fail_the_check_naming_the_request, .timeout = 120) {
+Test(requests_hardening, nan_weights_fail_the_check_naming_the_request) {
     char dir[64], model[128], req[128], prm[128], *out = NULL;
     test_tmpdir(dir, sizeof dir);
     snprintf(req, sizeof req, "%s/req.jsonl", dir);
@@ -493,7 +492,7 @@ Test(requests_hardening, unknown_fields_warn_once_per_name_and_fail_with_strict)
     rm_rf(dir);
 }
 
-Test(requests_hardening, fifo_and_device_inputs_are_refused_at_once, .timeout = 60) {
+Test(requests_hardening, fifo_and_device_inputs_are_refused_at_once) {
     char dir[64], fifo[128], *out = NULL;
     test_tmpdir(dir, sizeof dir);
     snprintf(fifo, sizeof fifo, "%s/fifo", dir);
@@ -532,7 +531,7 @@ Test(requests_hardening, score_table_shows_the_id_and_the_unit) {
 }
 
 /* A file size limit stands in for a full disk: writes fail (EFBIG) once the output passes it. */
-Test(requests_hardening, output_write_errors_name_the_file_and_the_reason, .timeout = 120) {
+Test(requests_hardening, output_write_errors_name_the_file_and_the_reason) {
     char dir[64], req[128], prm[128], outp[128], *out = NULL;
     test_tmpdir(dir, sizeof dir);
     snprintf(req, sizeof req, "%s/req.jsonl", dir);
