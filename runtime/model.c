@@ -44,7 +44,7 @@ struct model {
     uint8_t *sel_gr;
     kv_cache kv;
     size_t   mem_bytes;
-    int      last_nonfinite; /* the linear weight loaded last held NaN or Inf */
+    int      last_nonfinite; /* the head or embedding loaded last held NaN or Inf */
     int      head_nonfinite; /* the LM head holds NaN or Inf: every logit row is suspect */
 };
 
@@ -207,10 +207,12 @@ static int load_linear(model *m, const st_model *sm, float *dst, const char *con
     int rc = 0;
     for (int i = 0, r0 = 0; i < n && !rc; r0 += (int)rows[i], i++)
         rc = read_tensor(m, sm, names[i], host + (size_t)r0 * cols, rows[i], cols, transpose, err);
-    /* generation only sees argmax ids, so a non-finite LM head must be known beforehand */
+    /* generation only sees argmax ids, so a non-finite LM head must be known beforehand (the
+     * head is the embedding when tied; other weights show in the hidden states) */
     m->last_nonfinite = 0;
-    for (size_t i = 0; !rc && i < total * cols && !m->last_nonfinite; i++)
-        m->last_nonfinite = !isfinite(host[i]);
+    if (dst == m->head || dst == m->tok_emb)
+        for (size_t i = 0; !rc && i < total * cols && !m->last_nonfinite; i++)
+            m->last_nonfinite = !isfinite(host[i]);
     if (!rc && (rc = m->be->ops->upload_weight(m->be, dst, host, (int)total, (int)cols)) != 0)
         assay_fail(err, rc, "%s: uploading '%s': %s", m->dir, names[0], m->be->last_error.msg);
     free(host);
