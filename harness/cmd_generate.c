@@ -33,7 +33,7 @@ static const char generate_usage[] =
 static const char generate_help[] =
     "\n"
     "Greedy generation under MODEL (a Hugging Face checkpoint directory with its tokenizer) for\n"
-    "every prompt of FILE.jsonl, all decoded together with continuous batching. Each line is\n"
+    "every prompt of FILE.jsonl, decoded together with continuous batching. Each line is\n"
     "  {\"prompt\": \"...\"}          text, tokenized as tokenizer(text) (BOS when the tokenizer\n"
     "                              adds it; special-token text becomes special tokens)\n"
     "  {\"prompt_ids\": [...]}       token ids as they are\n"
@@ -74,6 +74,11 @@ static const char generate_help[] =
     "room in the model's context, model over the memory budget), 3 environment failure.\n"
     "Results of windows before a failing line are already on stdout; OUT.jsonl is only written\n"
     "when every prompt succeeded.\n";
+
+/* the help states these numbers */
+_Static_assert(GEN_WINDOW_PROMPTS == 1024 && JSONL_LINE_MAX == 64 << 20 &&
+                   JSONL_VALUES_MAX == 1048576 && JSONL_DEPTH_MAX == 64,
+               "update generate_help");
 
 static const char *const gen_fields[] = {"prompt", "prompt_ids", "max_new_tokens",
                                          "stop",   "id",         NULL};

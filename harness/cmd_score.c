@@ -74,6 +74,12 @@ static const char score_help[] =
     "3 environment failure. Results of windows before a failing line are already on stdout;\n"
     "OUT.jsonl is only written when every request succeeded.\n";
 
+/* the help states these numbers */
+_Static_assert(SCORE_WINDOW_REQUESTS == 4096 && SCORE_WINDOW_TOKENS == 1048576 &&
+                   JSONL_LINE_MAX == 64 << 20 && JSONL_VALUES_MAX == 1048576 &&
+                   JSONL_DEPTH_MAX == 64,
+               "update score_help");
+
 static const char *const score_fields[] = {"context",          "continuation", "context_ids",
                                            "continuation_ids", "id",           NULL};
 
