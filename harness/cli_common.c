@@ -157,6 +157,12 @@ static int cli_parse_choice(const cli_opt *o, const char *v, assay_error *err) {
 
 /* 1 when argv[*i] is option `o` (its value stored), 0 when it is not, -1 with err set. */
 static int cli_parse_opt(const cli_opt *o, int argc, char **argv, int *i, assay_error *err) {
+    if (o->kind == CLI_FLAG) {
+        if (strcmp(argv[*i], o->name))
+            return 0;
+        *(int *)o->target = 1;
+        return 1;
+    }
     const char *v = NULL;
     int         r = cli_take_value(o->name, argc, argv, i, &v, err);
     if (r <= 0)
@@ -176,6 +182,7 @@ static int cli_parse_opt(const cli_opt *o, int argc, char **argv, int *i, assay_
         l->v[l->n++] = v;
         break;
     }
+    case CLI_FLAG: break;
     }
     return 1;
 }

@@ -38,6 +38,7 @@ typedef enum cli_kind {
     CLI_INT,      /* target: int64_t *, a whole number in [min, max] */
     CLI_CHOICE,   /* target: const char **, one of `choices` (NULL-terminated) */
     CLI_STR_LIST, /* target: cli_list *, every value appended (repeatable) */
+    CLI_FLAG,     /* target: int *, set to 1; takes no value */
 } cli_kind;
 
 /* Strings with room for argc entries (at most argc values can be given). */

@@ -1,7 +1,11 @@
 /* harness/cmd_score.c — `assay score`: log-likelihood of continuations given contexts, the way
- * lm-eval's loglikelihood requests are built. Requests that share a context run it once (the
- * engine's shared-prefix path); the rest go through batched scoring. */
+ * lm-eval's loglikelihood requests are built. Requests stream through in windows (bounded memory
+ * for any number of them); within a window, requests that share a context run it once (the
+ * engine's shared-prefix path) and the rest go through batched scoring. Results leave in input
+ * order after each window. */
 #include <cJSON.h>
+#include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,40 +21,67 @@
 #include "runtime/util.h"
 #include "scoring/loglik.h"
 
-static const char score_help[] =
+/* The reorder buffer: a window holds at most this many requests or tokens. */
+#define SCORE_WINDOW_REQUESTS 4096
+#define SCORE_WINDOW_TOKENS ((size_t)1 << 20)
+
+static const char score_usage[] =
     "usage: assay score MODEL --requests FILE.jsonl [--output OUT.jsonl] [--ctx N] [--json]\n"
-    "                   [--threads N] [--device auto|cpu|cuda] [--mem-budget SIZE]\n"
+    "                   [--strict] [--threads N] [--device auto|cpu|cuda] [--mem-budget SIZE]\n";
+
+static const char score_help[] =
     "\n"
     "Log-likelihood of each continuation given its context under MODEL (a Hugging Face\n"
     "checkpoint directory with its tokenizer). Each line of FILE.jsonl is one request:\n"
     "  {\"context\": \"...\", \"continuation\": \"...\"}            text, tokenized as lm-eval "
     "does\n"
     "  {\"context_ids\": [...], \"continuation_ids\": [...]}    token ids as they are\n"
-    "An optional \"id\" field (any JSON value) is copied to the result.\n"
+    "An optional \"id\" field (any JSON value) is copied to the result. Other fields are\n"
+    "ignored with a warning (an error with --strict). Strings may hold any Unicode, \\u0000\n"
+    "included. A line may be at most 64 MiB and hold at most 1,048,576 JSON values nested at\n"
+    "most 64 deep.\n"
     "\n"
     "Text requests follow lm-eval: trailing whitespace of the context moves to the front of the\n"
     "continuation; the continuation's tokens are encode(context + continuation) after the\n"
     "tokens of encode(context), no special tokens added; an empty context becomes the prefix\n"
     "token (BOS, or EOS when there is no BOS). Context + continuation is cut from the left to\n"
-    "--ctx + 1 tokens (the model reads --ctx positions). Requests with the same context tokens\n"
-    "share one pass over the context.\n"
+    "--ctx + 1 tokens and the model reads all but the last, i.e. at most --ctx positions (as\n"
+    "lm-eval's (context + continuation)[-(max_length + 1):][:-1]).\n"
+    "\n"
+    "Requests are read, scored and written in windows of at most 4096 requests or 1,048,576\n"
+    "tokens, so memory does not grow with the file; results keep the input order. Requests with\n"
+    "the same context tokens in one window share one pass over the context.\n"
     "\n"
     "options:\n"
     "  --requests FILE     the requests (JSON Lines)\n"
     "  --output OUT.jsonl  also write one result per line to OUT.jsonl (written atomically)\n"
-    "  --ctx N             model length for truncation (default: the model's context)\n"
+    "  --ctx N             model length for truncation (default: the model's max positions,\n"
+    "                      n_positions or max_position_embeddings of config.json)\n"
+    "  --strict            unknown fields in a request are an error\n"
     "%s"
     "  --help              this text\n"
     "\n"
-    "Result per request: line (in FILE), logprob (sum over the continuation tokens, double),\n"
-    "is_greedy (every continuation token is the argmax), n_tokens (continuation tokens),\n"
-    "n_context (context tokens after truncation), logprobs (per token) and tokens. Without\n"
-    "--json a table goes to stdout; with --json one JSON object holding all results.\n"
-    "A progress line is shown on a terminal; a summary line with tokens/s goes to stderr.\n"
+    "Result per request: line (in FILE), id, logprob (sum over the continuation tokens in nats,\n"
+    "i.e. natural log, double), is_greedy (every continuation token is the argmax), n_tokens\n"
+    "(continuation tokens), n_context (context tokens after truncation), logprobs (per token,\n"
+    "nats) and tokens. Without --json a table goes to stdout; with --json one JSON object\n"
+    "holding all results. A progress line is shown on a terminal; a summary line with\n"
+    "tokens/s goes to stderr.\n"
     "\n"
-    "exit codes: 0 success, 2 bad input or usage (invalid JSONL names file:line, empty\n"
+    "exit codes: 0 success, 1 a non-finite log-probability (NaN/Inf weights or overflow; the\n"
+    "message names the request), 2 bad input or usage (invalid JSONL names file:line, empty\n"
     "continuation, continuation longer than the context window, model over the memory budget),\n"
-    "3 environment failure\n";
+    "3 environment failure. Results of windows before a failing line are already on stdout;\n"
+    "OUT.jsonl is only written when every request succeeded.\n";
+
+/* the help states these numbers */
+_Static_assert(SCORE_WINDOW_REQUESTS == 4096 && SCORE_WINDOW_TOKENS == 1048576 &&
+                   JSONL_LINE_MAX == 64 << 20 && JSONL_VALUES_MAX == 1048576 &&
+                   JSONL_DEPTH_MAX == 64,
+               "update score_help");
+
+static const char *const score_fields[] = {"context",          "continuation", "context_ids",
+                                           "continuation_ids", "id",           NULL};
 
 typedef struct score_item {
     size_t       line;
@@ -60,6 +91,19 @@ typedef struct score_item {
     size_t       score_from;
     score_result res;
 } score_item;
+
+/* One window of requests and what reading them needs between windows. */
+typedef struct score_window {
+    jsonl_reader r;
+    tokenizer   *tok;
+    int32_t      prefix;
+    size_t       max_len;
+    int64_t      vocab;
+    int          strict;
+    score_item  *items; /* SCORE_WINDOW_REQUESTS */
+    size_t       n;
+    tok_ids      c, k;
+} score_window;
 
 static score_item *g_items; /* qsort has no user pointer */
 
@@ -77,6 +121,15 @@ static int cmp_ctx(const void *a, const void *b) {
 static int same_ctx(const score_item *x, const score_item *y) {
     return x->score_from == y->score_from &&
            !memcmp(x->tokens, y->tokens, x->score_from * sizeof *x->tokens);
+}
+
+static void window_clear(score_window *w) {
+    for (size_t i = 0; i < w->n; i++) {
+        score_results_free(&w->items[i].res, 1);
+        free(w->items[i].tokens);
+        cJSON_Delete(w->items[i].id);
+    }
+    w->n = 0;
 }
 
 static cJSON *item_json(const score_item *it) {
@@ -98,126 +151,224 @@ static cJSON *item_json(const score_item *it) {
     return o;
 }
 
-/* Reads every request and builds its tokens; fails with file:line on the first bad one. */
-static int read_requests(const char *path, tokenizer *tok, int32_t prefix, size_t max_len,
-                         int64_t vocab, score_item **out, size_t *n_out, assay_error *err) {
-    jsonl_reader r;
-    score_item  *items = NULL;
-    size_t       n = 0, cap = 0;
-    cJSON       *obj = NULL;
-    tok_ids      c = {0}, k = {0};
-    int32_t     *ci = NULL, *ki = NULL;
-    int          rc = jsonl_open(&r, path, err), got;
-    if (rc)
+/* One request from the current line into *it. */
+static int read_item(score_window *w, const cJSON *obj, score_item *it, assay_error *err) {
+    char     what[1100];
+    size_t   nc = 0, nk = 0;
+    int32_t *ci = NULL, *ki = NULL;
+    int      rc;
+    memset(it, 0, sizeof *it);
+    it->line = w->r.line;
+    snprintf(what, sizeof what, "%s:%zu", w->r.path, w->r.line);
+    if ((rc = jsonl_check_fields(&w->r, obj, score_fields, w->strict, err)))
         return rc;
-    while ((got = jsonl_next(&r, &obj, err)) == 1) {
-        char   what[1100];
-        size_t nc = 0, nk = 0;
-        snprintf(what, sizeof what, "%s:%zu", path, r.line);
-        const cJSON *has_ids = cJSON_GetObjectItemCaseSensitive(obj, "context_ids");
-        if (has_ids) {
-            if ((rc = jsonl_get_ids(&r, obj, "context_ids", vocab, &ci, &nc, err)) ||
-                (rc = jsonl_get_ids(&r, obj, "continuation_ids", vocab, &ki, &nk, err)))
-                goto fail;
-        } else {
-            const char *cs, *ks;
-            size_t      cl, kl;
-            if ((rc = jsonl_get_string(&r, obj, "context", 1, &cs, &cl, err)) ||
-                (rc = jsonl_get_string(&r, obj, "continuation", 1, &ks, &kl, err)))
-                goto fail;
-            if (rc == 0 && (rc = loglik_encode_pair(loglik_encode_tokenizer, tok, cs, cl, ks, kl,
-                                                    prefix, &c, &k, err))) {
-                char msg[sizeof err->msg];
-                snprintf(msg, sizeof msg, "%s", err->msg);
-                assay_fail(err, rc, "%s: %s", what, msg);
-                goto fail;
-            }
-            if (prefix < 0 && cl == 0) {
-                rc = assay_fail(err, ASSAY_EUNSUPPORTED,
-                                "%s: empty context, and the tokenizer has no BOS or EOS token",
-                                what);
-                goto fail;
-            }
-        }
-        if (n == cap) {
-            cap              = cap ? cap * 2 : 64;
-            score_item *grow = realloc(items, cap * sizeof *grow);
-            if (!grow) {
-                rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", what);
-                goto fail;
-            }
-            items = grow;
-        }
-        score_item *it = &items[n];
-        memset(it, 0, sizeof *it);
-        it->line = r.line;
-        rc = has_ids ? loglik_build_request(ci, nc, ki, nk, max_len, what, &it->tokens, &it->n,
-                                            &it->score_from, err)
-                     : loglik_build_request(c.ids, c.n, k.ids, k.n, max_len, what, &it->tokens,
-                                            &it->n, &it->score_from, err);
-        if (rc)
-            goto fail;
+    const cJSON *has_ids = cJSON_GetObjectItemCaseSensitive(obj, "context_ids");
+    if (has_ids) {
+        if ((rc = jsonl_get_ids(&w->r, obj, "context_ids", w->vocab, &ci, &nc, err)) ||
+            (rc = jsonl_get_ids(&w->r, obj, "continuation_ids", w->vocab, &ki, &nk, err)))
+            goto done;
+        rc = loglik_build_request(ci, nc, ki, nk, w->max_len, what, &it->tokens, &it->n,
+                                  &it->score_from, err);
+        goto done;
+    }
+    const char *cs, *ks;
+    size_t      cl, kl;
+    if ((rc = jsonl_get_string(&w->r, obj, "context", 1, &cs, &cl, err)) ||
+        (rc = jsonl_get_string(&w->r, obj, "continuation", 1, &ks, &kl, err)))
+        goto done;
+    if ((rc = loglik_encode_pair(loglik_encode_tokenizer, w->tok, cs, cl, ks, kl, w->prefix, &w->c,
+                                 &w->k, err))) {
+        char msg[sizeof err->msg];
+        snprintf(msg, sizeof msg, "%s", err->msg);
+        assay_fail(err, rc, "%s: %s", what, msg);
+        goto done;
+    }
+    if (w->prefix < 0 && cl == 0) {
+        rc = assay_fail(err, ASSAY_EUNSUPPORTED,
+                        "%s: empty context, and the tokenizer has no BOS or EOS token", what);
+        goto done;
+    }
+    rc = loglik_build_request(w->c.ids, w->c.n, w->k.ids, w->k.n, w->max_len, what, &it->tokens,
+                              &it->n, &it->score_from, err);
+done:
+    if (!rc) {
         const cJSON *id = cJSON_GetObjectItemCaseSensitive(obj, "id");
         it->id          = id ? cJSON_Duplicate(id, 1) : NULL;
-        n++;
-        free(ci);
-        free(ki);
-        ci = ki = NULL;
-        cJSON_Delete(obj);
-        obj = NULL;
     }
-    if (got != 0) {
-        rc = got;
-        goto fail;
-    }
-    if (n == 0) {
-        rc = assay_fail(err, ASSAY_EINVAL,
-                        "%s: no requests (expected lines like {\"context\": ..., \"continuation\": "
-                        "...})",
-                        path);
-        goto fail;
-    }
-    tok_ids_free(&c);
-    tok_ids_free(&k);
-    jsonl_close(&r);
-    *out   = items;
-    *n_out = n;
-    return ASSAY_OK;
-fail:
-    for (size_t i = 0; i < n; i++) {
-        free(items[i].tokens);
-        cJSON_Delete(items[i].id);
-    }
-    free(items);
     free(ci);
     free(ki);
-    cJSON_Delete(obj);
-    tok_ids_free(&c);
-    tok_ids_free(&k);
-    jsonl_close(&r);
     return rc;
+}
+
+/* Reads the next window (w->n == 0 at end of file); fails with file:line on a bad request. */
+static int window_read(score_window *w, assay_error *err) {
+    size_t tokens = 0;
+    int    got    = 0;
+    cJSON *obj    = NULL;
+    window_clear(w);
+    while (w->n < SCORE_WINDOW_REQUESTS && tokens < SCORE_WINDOW_TOKENS &&
+           (got = jsonl_next(&w->r, &obj, err)) == 1) {
+        int rc = read_item(w, obj, &w->items[w->n], err);
+        cJSON_Delete(obj);
+        if (rc) {
+            free(w->items[w->n].tokens);
+            return rc;
+        }
+        tokens += w->items[w->n].n;
+        w->n++;
+    }
+    if (w->n < SCORE_WINDOW_REQUESTS && tokens < SCORE_WINDOW_TOKENS && got != 0)
+        return got;
+    return ASSAY_OK;
+}
+
+/* Scores the window's requests into items[].res; *done counts scored tokens. */
+static int window_score(model *m, score_window *w, size_t *order, score_request *reqs,
+                        score_result *tmp, int64_t *done, progress *prog, assay_error *err) {
+    score_item *items = w->items;
+    size_t      n     = w->n;
+    int         rc;
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    g_items = items;
+    qsort(order, n, sizeof *order, cmp_ctx);
+    /* Group by context tokens: groups of two or more share one pass over their context. */
+    size_t n_single = 0;
+    for (size_t g = 0; g < n;) {
+        size_t e = g + 1;
+        while (e < n && same_ctx(&items[order[g]], &items[order[e]]))
+            e++;
+        if (e - g == 1) {
+            order[n_single++] = order[g]; /* singles are scored together below */
+            g                 = e;
+            continue;
+        }
+        const score_item *head = &items[order[g]];
+        for (size_t k = g; k < e; k++) {
+            const score_item *it = &items[order[k]];
+            reqs[k - g]          = (score_request){.tokens     = it->tokens + it->score_from,
+                                                   .n_tokens   = (int)(it->n - it->score_from),
+                                                   .score_from = 0};
+        }
+        if ((rc = model_score_shared(m, head->tokens, (int)head->score_from, reqs, (int)(e - g),
+                                     tmp, err)))
+            return rc;
+        for (size_t k = g; k < e; k++) {
+            items[order[k]].res = tmp[k - g];
+            *done += tmp[k - g].n_targets;
+            memset(&tmp[k - g], 0, sizeof tmp[k - g]);
+        }
+        progress_update(prog, *done);
+        g = e;
+    }
+    /* Singles in groups of about eight forward passes. */
+    int64_t budget = (int64_t)model_max_batch_tokens(m) * 8;
+    for (size_t s = 0; s < n_single;) {
+        size_t  first = s;
+        int64_t used  = 0;
+        while (s < n_single && (s == first || used + (int64_t)items[order[s]].n <= budget)) {
+            const score_item *it = &items[order[s]];
+            reqs[s - first]      = (score_request){
+                     .tokens = it->tokens, .n_tokens = (int)it->n, .score_from = (int)it->score_from};
+            used += (int64_t)it->n;
+            s++;
+        }
+        if ((rc = model_score(m, reqs, (int)(s - first), tmp, err)))
+            return rc;
+        for (size_t k = first; k < s; k++) {
+            items[order[k]].res = tmp[k - first];
+            *done += tmp[k - first].n_targets;
+            memset(&tmp[k - first], 0, sizeof tmp[k - first]);
+        }
+        progress_update(prog, *done);
+    }
+    return ASSAY_OK;
+}
+
+/* "requests.jsonl:7 (id "q7")" for messages. */
+static void item_where(char *buf, size_t cap, const char *path, const score_item *it) {
+    char *id = it->id ? jsonl_print(it->id, 0) : NULL;
+    if (id && strlen(id) > 80)
+        memcpy(id + 74, " ...", 5);
+    snprintf(buf, cap, "%s:%zu%s%s%s", path, it->line, id ? " (id " : "", id ? id : "",
+             id ? ")" : "");
+    free(id);
+}
+
+/* Writes the window's results in input order: OUT.jsonl lines, --json array elements or table
+ * rows. A non-finite score stops everything with ASSAY_ECHECK naming the request. */
+static int window_emit(const score_window *w, FILE *out_fp, const char *out_path, int json,
+                       size_t *n_emitted, assay_error *err) {
+    for (size_t i = 0; i < w->n; i++) {
+        const score_item *it = &w->items[i];
+        if (!isfinite(it->res.sum)) {
+            char where[1200];
+            item_where(where, sizeof where, w->r.path, it);
+            return assay_fail(err, ASSAY_ECHECK,
+                              "%s: the log-probability is %s: the model's weights or activations "
+                              "hold NaN or Inf",
+                              where, isnan(it->res.sum) ? "NaN" : "infinite");
+        }
+        char *line = NULL;
+        if (out_fp || json) {
+            cJSON *o = item_json(it);
+            line     = o ? jsonl_print(o, 0) : NULL;
+            cJSON_Delete(o);
+            if (!line)
+                return assay_fail(err, ASSAY_ENOMEM, "out of memory writing results");
+        }
+        if (out_fp && fprintf(out_fp, "%s\n", line) < 0) {
+            int e = errno;
+            free(line);
+            return assay_fail(err, ASSAY_EIO, "%s: write failed: %s", out_path, strerror(e));
+        }
+        if (json) {
+            printf("%s    %s", *n_emitted ? ",\n" : "", line);
+        } else {
+            char *id = it->id ? jsonl_print(it->id, 0) : NULL;
+            printf("%8zu %8zu %8d %16.6f %9s  %s\n", it->line, it->score_from, it->res.n_targets,
+                   it->res.sum, it->res.n_greedy == it->res.n_targets ? "yes" : "no",
+                   id ? id : "-");
+            free(id);
+        }
+        free(line);
+        (*n_emitted)++;
+    }
+    /* a full disk shows at the latest here, while the message can still name the file */
+    if (out_fp && fflush(out_fp) != 0) {
+        int e = errno;
+        return assay_fail(err, ASSAY_EIO, "%s: write failed: %s", out_path, strerror(e));
+    }
+    return ASSAY_OK;
+}
+
+static void json_field(const char *key, cJSON *v) {
+    char *s = v ? jsonl_print(v, 0) : NULL;
+    printf("  \"%s\": %s,\n", key, s ? s : "null");
+    free(s);
+    cJSON_Delete(v);
 }
 
 int cmd_score(int argc, char **argv) {
     cli_common     cc        = {0};
     assay_error    err       = {0};
     const char    *model_dir = NULL, *req_path = NULL, *out_path = NULL;
-    int64_t        ctx = 0;
-    int            rc;
-    tokenizer     *tok     = NULL;
-    model         *m       = NULL;
-    score_item    *items   = NULL;
-    size_t         n_items = 0, *order = NULL;
+    int64_t        ctx = 0, done = 0;
+    int            rc, strict = 0, started = 0;
+    model         *m     = NULL;
+    size_t        *order = NULL, n_emitted = 0;
     score_request *reqs    = NULL;
     score_result  *tmp     = NULL;
     atomic_file    af      = {0};
     int            af_open = 0;
     progress       prog;
+    score_window   w = {0};
 
     const cli_opt opts[] = {
         {"--requests", CLI_STR, &req_path, 0, 0, NULL},
         {"--output", CLI_STR, &out_path, 0, 0, NULL},
         {"--ctx", CLI_INT, &ctx, 1, 1 << 24, NULL},
+        {"--strict", CLI_FLAG, &strict, 0, 0, NULL},
     };
     const cli_cmd cmd  = {"score", opts, CLI_N_OPTS(opts), 1, "(requests go in --requests FILE)"};
     cli_list      args = {&model_dir, 0};
@@ -225,11 +376,14 @@ int cmd_score(int argc, char **argv) {
     if (r < 0)
         goto fail;
     if (r > 0) {
+        printf("%s", score_usage);
         printf(score_help, cli_common_help);
         return 0;
     }
     if (!model_dir || !req_path) {
-        fprintf(stderr, score_help, cli_common_help);
+        fprintf(stderr, "assay: score: missing %s (see assay score --help)\n%s",
+                !model_dir ? "MODEL (a checkpoint directory)" : "--requests FILE.jsonl",
+                score_usage);
         return 2;
     }
 
@@ -245,153 +399,101 @@ int cmd_score(int argc, char **argv) {
                    (long long)ctx, model_dir, cfg.max_pos);
         goto fail;
     }
-    if (!(tok = tok_load(model_dir, &err)))
+    if (!(w.tok = tok_load(model_dir, &err)))
         goto fail;
-    int32_t prefix = tok_bos_id(tok) >= 0 ? tok_bos_id(tok) : tok_eos_id(tok);
-    if ((rc = read_requests(req_path, tok, prefix, (size_t)ctx, cfg.vocab_size, &items, &n_items,
-                            &err)))
+    w.prefix  = tok_bos_id(w.tok) >= 0 ? tok_bos_id(w.tok) : tok_eos_id(w.tok);
+    w.max_len = (size_t)ctx;
+    w.vocab   = cfg.vocab_size;
+    w.strict  = strict;
+    w.items   = calloc(SCORE_WINDOW_REQUESTS, sizeof *w.items);
+    order     = malloc(SCORE_WINDOW_REQUESTS * sizeof *order);
+    reqs      = malloc(SCORE_WINDOW_REQUESTS * sizeof *reqs);
+    tmp       = calloc(SCORE_WINDOW_REQUESTS, sizeof *tmp);
+    if (!w.items || !order || !reqs || !tmp) {
+        assay_fail(&err, ASSAY_ENOMEM, "out of memory for a window of %d requests",
+                   SCORE_WINDOW_REQUESTS);
         goto fail;
+    }
+    if ((rc = jsonl_open(&w.r, req_path, &err)))
+        goto fail;
+    w.r.shape = "{\"context\": \"The sky is\", \"continuation\": \" blue\"}";
+    /* the first window is read before the model loads: most bad files fail in a moment */
+    if ((rc = window_read(&w, &err)))
+        goto fail;
+    if (w.n == 0) {
+        assay_fail(&err, ASSAY_EINVAL,
+                   "%s: no requests (expected lines like {\"context\": \"...\", "
+                   "\"continuation\": \"...\"})",
+                   req_path);
+        goto fail;
+    }
     if (out_path && (rc = atomic_open(&af, out_path, &err)))
         goto fail;
     af_open = out_path != NULL;
     if ((rc = cli_load_model(model_dir, &cc, &m, &err)))
         goto fail;
 
-    /* Group by context tokens: groups of two or more share one pass over their context. */
-    order = malloc(n_items * sizeof *order);
-    reqs  = malloc(n_items * sizeof *reqs);
-    tmp   = calloc(n_items, sizeof *tmp);
-    if (!order || !reqs || !tmp) {
-        assay_fail(&err, ASSAY_ENOMEM, "out of memory for %zu requests", n_items);
-        goto fail;
+    if (cc.json) {
+        printf("{\n");
+        json_field("model", cJSON_CreateString(model_dir));
+        json_field("requests_file", cJSON_CreateString(req_path));
+        json_field("ctx", cJSON_CreateNumber((double)ctx));
+        json_field("prefix_token", cJSON_CreateNumber(w.prefix));
+        json_field("logprob_unit", cJSON_CreateString("nats"));
+        printf("  \"results\": [\n");
+    } else {
+        printf("# context window %lld tokens; logprob in nats (natural log)\n", (long long)ctx);
+        printf("%8s %8s %8s %16s %9s  %s\n", "line", "context", "tokens", "logprob", "is_greedy",
+               "id");
     }
-    for (size_t i = 0; i < n_items; i++)
-        order[i] = i;
-    g_items = items;
-    qsort(order, n_items, sizeof *order, cmp_ctx);
-
-    int64_t total_targets = 0, done = 0;
-    for (size_t i = 0; i < n_items; i++)
-        total_targets += (int64_t)(items[i].n - items[i].score_from);
+    started   = 1;
     double t0 = time_now();
-    progress_init(&prog, "score", "tok", total_targets);
-    size_t n_single = 0;
-    for (size_t g = 0; g < n_items;) {
-        size_t e = g + 1;
-        while (e < n_items && same_ctx(&items[order[g]], &items[order[e]]))
-            e++;
-        if (e - g == 1) {
-            order[n_single++] = order[g]; /* singles are scored together below */
-            g                 = e;
-            continue;
+    progress_init(&prog, "score", "tok", 0);
+    while (w.n > 0) {
+        if ((rc = window_score(m, &w, order, reqs, tmp, &done, &prog, &err)) ||
+            (rc = window_emit(&w, af_open ? af.fp : NULL, out_path, cc.json, &n_emitted, &err)) ||
+            (rc = window_read(&w, &err))) {
+            progress_finish(&prog);
+            goto fail;
         }
-        const score_item *head = &items[order[g]];
-        for (size_t k = g; k < e; k++) {
-            const score_item *it = &items[order[k]];
-            reqs[k - g]          = (score_request){.tokens     = it->tokens + it->score_from,
-                                                   .n_tokens   = (int)(it->n - it->score_from),
-                                                   .score_from = 0};
-        }
-        if ((rc = model_score_shared(m, head->tokens, (int)head->score_from, reqs, (int)(e - g),
-                                     tmp, &err)))
-            goto fail_progress;
-        for (size_t k = g; k < e; k++) {
-            items[order[k]].res = tmp[k - g];
-            done += tmp[k - g].n_targets;
-            memset(&tmp[k - g], 0, sizeof tmp[k - g]);
-        }
-        progress_update(&prog, done);
-        g = e;
-    }
-    /* Singles in groups of about eight forward passes. */
-    int64_t budget = (int64_t)model_max_batch_tokens(m) * 8;
-    for (size_t s = 0; s < n_single;) {
-        size_t  first = s;
-        int64_t used  = 0;
-        while (s < n_single && (s == first || used + (int64_t)items[order[s]].n <= budget)) {
-            const score_item *it = &items[order[s]];
-            reqs[s - first]      = (score_request){
-                     .tokens = it->tokens, .n_tokens = (int)it->n, .score_from = (int)it->score_from};
-            used += (int64_t)it->n;
-            s++;
-        }
-        if ((rc = model_score(m, reqs, (int)(s - first), tmp, &err)))
-            goto fail_progress;
-        for (size_t k = first; k < s; k++) {
-            items[order[k]].res = tmp[k - first];
-            done += tmp[k - first].n_targets;
-            memset(&tmp[k - first], 0, sizeof tmp[k - first]);
-        }
-        progress_update(&prog, done);
     }
     progress_finish(&prog);
     double wall = time_now() - t0;
 
     if (af_open) {
-        for (size_t i = 0; i < n_items; i++) {
-            cJSON *o = item_json(&items[i]);
-            char  *s = cJSON_PrintUnformatted(o);
-            if (!s || fprintf(af.fp, "%s\n", s) < 0) {
-                free(s);
-                cJSON_Delete(o);
-                assay_fail(&err, ASSAY_EIO, "%s: write failed", out_path);
-                goto fail;
-            }
-            free(s);
-            cJSON_Delete(o);
-        }
         af_open = 0;
         if ((rc = atomic_commit(&af, &err)))
             goto fail;
     }
     if (cc.json) {
-        cJSON *root = cJSON_CreateObject(), *arr = cJSON_CreateArray();
-        cJSON_AddStringToObject(root, "model", model_dir);
-        cJSON_AddStringToObject(root, "requests_file", req_path);
-        cJSON_AddNumberToObject(root, "ctx", (double)ctx);
-        cJSON_AddNumberToObject(root, "prefix_token", prefix);
-        for (size_t i = 0; i < n_items; i++)
-            cJSON_AddItemToArray(arr, item_json(&items[i]));
-        cJSON_AddItemToObject(root, "results", arr);
-        cJSON_AddNumberToObject(root, "tokens_scored", (double)done);
-        cJSON_AddNumberToObject(root, "wall_s", wall);
-        cJSON_AddNumberToObject(root, "tokens_per_s", wall > 0 ? (double)done / wall : 0);
-        char *s = cJSON_Print(root);
-        if (s)
-            printf("%s\n", s);
-        free(s);
-        cJSON_Delete(root);
-    } else {
-        printf("%8s %8s %8s %16s %9s\n", "line", "context", "tokens", "logprob", "is_greedy");
-        for (size_t i = 0; i < n_items; i++)
-            printf("%8zu %8zu %8d %16.6f %9s\n", items[i].line, items[i].score_from,
-                   items[i].res.n_targets, items[i].res.sum,
-                   items[i].res.n_greedy == items[i].res.n_targets ? "yes" : "no");
+        printf("\n  ],\n  \"tokens_scored\": %lld,\n  \"wall_s\": %.6g,\n  \"tokens_per_s\": "
+               "%.6g\n}\n",
+               (long long)done, wall, wall > 0 ? (double)done / wall : 0);
     }
     cli_summary("score", "tokens", done, wall);
     rc = 0;
     goto cleanup;
 
-fail_progress:
-    progress_finish(&prog);
 fail:
     if (!err.code)
         err.code = ASSAY_EINTERNAL;
+    if (started)
+        fflush(stdout); /* the results before the failure, then the message */
     rc = cli_report(&err);
 cleanup:
     if (af_open)
         atomic_abort(&af);
-    score_results_free(tmp, tmp ? (int)n_items : 0);
+    score_results_free(tmp, tmp ? SCORE_WINDOW_REQUESTS : 0);
     free(tmp);
     free(reqs);
     free(order);
-    for (size_t i = 0; i < n_items; i++) {
-        score_results_free(&items[i].res, 1);
-        free(items[i].tokens);
-        cJSON_Delete(items[i].id);
-    }
-    free(items);
+    if (w.items)
+        window_clear(&w);
+    free(w.items);
+    tok_ids_free(&w.c);
+    tok_ids_free(&w.k);
+    jsonl_close(&w.r);
     model_free(m);
-    tok_free(tok);
+    tok_free(w.tok);
     return rc;
 }

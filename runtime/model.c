@@ -1,6 +1,7 @@
 /* runtime/model.c — weights, the forward pass over a packed ragged batch, and the scoring and
  * generation loops on top of it. Model code talks to the device only through backend_ops. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,8 @@ struct model {
     uint8_t *sel_gr;
     kv_cache kv;
     size_t   mem_bytes;
+    int      last_nonfinite; /* the head or embedding loaded last held NaN or Inf */
+    int      head_nonfinite; /* the LM head holds NaN or Inf: every logit row is suspect */
 };
 
 /* ---- memory plan ------------------------------------------------------------------------- */
@@ -204,6 +207,12 @@ static int load_linear(model *m, const st_model *sm, float *dst, const char *con
     int rc = 0;
     for (int i = 0, r0 = 0; i < n && !rc; r0 += (int)rows[i], i++)
         rc = read_tensor(m, sm, names[i], host + (size_t)r0 * cols, rows[i], cols, transpose, err);
+    /* generation only sees argmax ids, so a non-finite LM head must be known beforehand (the
+     * head is the embedding when tied; other weights show in the hidden states) */
+    m->last_nonfinite = 0;
+    if (dst == m->head || dst == m->tok_emb)
+        for (size_t i = 0; !rc && i < total * cols && !m->last_nonfinite; i++)
+            m->last_nonfinite = !isfinite(host[i]);
     if (!rc && (rc = m->be->ops->upload_weight(m->be, dst, host, (int)total, (int)cols)) != 0)
         assay_fail(err, rc, "%s: uploading '%s': %s", m->dir, names[0], m->be->last_error.msg);
     free(host);
@@ -241,6 +250,7 @@ static int load_weights(model *m, const st_model *sm, assay_error *err) {
 
     m->tok_emb = take(m, linear_floats(m->be, V, D));
     LINEAR(m->tok_emb, V, D, 0, gpt2 ? "%swte.weight" : "model.embed_tokens.weight", pfx);
+    m->head_nonfinite = m->last_nonfinite;
     if (c->learned_pos) {
         m->pos_emb = take(m, (size_t)c->max_pos * D);
         LOAD(m->pos_emb, (size_t)c->max_pos, D, "%swpe.weight", pfx);
@@ -313,6 +323,7 @@ static int load_weights(model *m, const st_model *sm, assay_error *err) {
     } else {
         m->head = take(m, linear_floats(m->be, V, D));
         LINEAR(m->head, V, D, 0, "lm_head.weight");
+        m->head_nonfinite = m->last_nonfinite;
     }
 #undef LINEAR
 #undef CHECK
@@ -671,8 +682,9 @@ static void result_finish(score_result *r) {
     }
 }
 
-/* A sequence fed through the KV cache chunk by chunk: rows r in [first_row, n-1) predict
- * tokens[r+1] and land in lp/gr[r - first_row]. */
+/* A sequence fed through the KV cache chunk by chunk: n tokens are fed (tokens[n] exists when
+ * the last row is scored); rows r in [first_row, n) predict tokens[r+1] and land in
+ * lp/gr[r - first_row]. */
 typedef struct cjob {
     const int32_t *tokens;
     int            n;
@@ -696,7 +708,11 @@ static int run_cached_jobs(model *m, cjob *jobs, int n_jobs, assay_error *err) {
         rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", m->dir);
         goto done;
     }
-    while (next < n_jobs) {
+    for (;;) {
+        while (next < n_jobs && jobs[next].done == jobs[next].n)
+            next++;
+        if (next == n_jobs)
+            break;
         int used = 0, nb = 0, n_sel = 0;
         for (int j = next; j < n_jobs && used < m->max_T; j++) {
             cjob *jb = &jobs[j];
@@ -724,7 +740,7 @@ static int run_cached_jobs(model *m, cjob *jobs, int n_jobs, assay_error *err) {
             seqs[nb] = (fwd_seq){jb->tokens + jb->done, take, jb->start_pos + jb->done, &jb->kv};
             who[nb]  = j;
             int lo   = jb->done > jb->first_row ? jb->done : jb->first_row;
-            int hi   = jb->done + take < jb->n - 1 ? jb->done + take : jb->n - 1;
+            int hi   = jb->done + take;
             for (int r = lo; r < hi; r++) {
                 m->sel[n_sel]     = used + (r - jb->done);
                 m->sel_tgt[n_sel] = jb->tokens[r + 1];
@@ -739,7 +755,7 @@ static int run_cached_jobs(model *m, cjob *jobs, int n_jobs, assay_error *err) {
         for (int b = 0; b < nb; b++) {
             cjob *jb = &jobs[who[b]];
             int   lo = jb->done > jb->first_row ? jb->done : jb->first_row;
-            int   hi = jb->done + seqs[b].n_new < jb->n - 1 ? jb->done + seqs[b].n_new : jb->n - 1;
+            int   hi = jb->done + seqs[b].n_new;
             for (int r = lo; r < hi; r++, k++) {
                 jb->lp[r - jb->first_row] = m->sel_lp[k];
                 jb->gr[r - jb->first_row] = m->sel_gr[k];
@@ -748,8 +764,6 @@ static int run_cached_jobs(model *m, cjob *jobs, int n_jobs, assay_error *err) {
             if (jb->done == jb->n)
                 kv_seq_release(&m->kv, &jb->kv);
         }
-        while (next < n_jobs && jobs[next].done == jobs[next].n)
-            next++;
     }
 done:
     for (int j = 0; j < n_jobs; j++)
@@ -757,6 +771,15 @@ done:
     free(seqs);
     free(who);
     return rc;
+}
+
+/* Every id in range, the last (a target only, never fed to forward) included. */
+static int check_ids(const model *m, const int32_t *ids, int n, assay_error *err) {
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= m->cfg.vocab_size)
+            return assay_fail(err, ASSAY_EINVAL, "%s: token id %d out of range (vocab %d)", m->dir,
+                              ids[i], m->cfg.vocab_size);
+    return ASSAY_OK;
 }
 
 static int cmp_len_desc(const void *a, const void *b, void *ctx) {
@@ -783,6 +806,8 @@ int model_score(model *m, const score_request *reqs, int n, score_result *out, a
                             i, r->n_tokens, r->score_from);
             goto fail;
         }
+        if ((rc = check_ids(m, r->tokens, r->n_tokens, err)))
+            goto fail;
         if (result_alloc(&out[i], r->n_tokens - r->score_from) != 0) {
             rc = assay_fail(err, ASSAY_ENOMEM, "model_score: out of memory");
             goto fail;
@@ -799,12 +824,18 @@ int model_score(model *m, const score_request *reqs, int n, score_result *out, a
         order[i] = i;
     qsort_r(order, (size_t)n, sizeof(int), cmp_len_desc, (void *)reqs);
 
+    /* The last token is only a target: it is never fed, so a request of max_pos + 1 tokens
+     * fits a model with max_pos (learned) positions, as lm-eval's input[:-1]. Requests of one
+     * token feed nothing (and score nothing); they sort last. */
+    int n_work = n;
+    while (n_work > 0 && reqs[order[n_work - 1]].n_tokens == 1)
+        n_work--;
     /* long requests go through the cache in chunks */
     int i = 0;
-    for (; i < n && reqs[order[i]].n_tokens > m->max_T; i++) {
+    for (; i < n_work && reqs[order[i]].n_tokens - 1 > m->max_T; i++) {
         const score_request *r = &reqs[order[i]];
         jobs[n_long++]         = (cjob){.tokens    = r->tokens,
-                                        .n         = r->n_tokens,
+                                        .n         = r->n_tokens - 1,
                                         .first_row = r->score_from - 1,
                                         .lp        = out[order[i]].logprob,
                                         .gr        = out[order[i]].is_greedy};
@@ -812,17 +843,17 @@ int model_score(model *m, const score_request *reqs, int n, score_result *out, a
     if (n_long && (rc = run_cached_jobs(m, jobs, n_long, err)) != 0)
         goto fail;
     /* the rest packed whole, longest first, under the token budget */
-    while (i < n) {
+    while (i < n_work) {
         int used = 0, nb = 0, n_sel = 0, first = i;
-        for (; i < n && used + reqs[order[i]].n_tokens <= m->max_T; i++) {
+        for (; i < n_work && used + reqs[order[i]].n_tokens - 1 <= m->max_T; i++) {
             const score_request *r = &reqs[order[i]];
-            seqs[nb++]             = (fwd_seq){r->tokens, r->n_tokens, 0, NULL};
+            seqs[nb++]             = (fwd_seq){r->tokens, r->n_tokens - 1, 0, NULL};
             for (int row = r->score_from - 1; row < r->n_tokens - 1; row++) {
                 m->sel[n_sel]     = used + row;
                 m->sel_tgt[n_sel] = r->tokens[row + 1];
                 n_sel++;
             }
-            used += r->n_tokens;
+            used += r->n_tokens - 1;
         }
         if ((rc = forward(m, seqs, nb, 0, n_sel, err)) != 0 || (rc = head_logprob(m, n_sel, err)))
             goto fail;
@@ -867,6 +898,8 @@ int model_score_shared(model *m, const int32_t *ctx, int n_ctx, const score_requ
                             i, r->n_tokens, r->score_from, n_ctx);
             goto fail;
         }
+        if ((rc = check_ids(m, r->tokens, r->n_tokens, err)))
+            goto fail;
         need_last |= r->score_from == 0;
         if (result_alloc(&out[i], r->n_tokens - r->score_from) != 0) {
             rc = assay_fail(err, ASSAY_ENOMEM, "model_score_shared: out of memory");
@@ -926,7 +959,7 @@ int model_score_shared(model *m, const int32_t *ctx, int n_ctx, const score_requ
         const score_request *r     = &conts[i];
         int                  first = (r->score_from > 1 ? r->score_from : 1) - 1;
         jobs[i]                    = (cjob){.tokens    = r->tokens,
-                                            .n         = r->n_tokens,
+                                            .n         = r->n_tokens - 1, /* the last: target only */
                                             .start_pos = n_ctx,
                                             .base      = &base,
                                             .first_row = first,
@@ -956,6 +989,20 @@ void gen_results_free(gen_result *out, int n) {
         free(out[i].tokens);
         memset(&out[i], 0, sizeof out[i]);
     }
+}
+
+/* Row k of m->hsel (final-normed hidden state) or the LM head holds NaN or Inf, so its logits
+ * do. Only host-memory backends are checked here. */
+static int row_nonfinite(const model *m, int k) {
+    if (m->head_nonfinite)
+        return 1;
+    if (!m->be->host_memory)
+        return 0;
+    const float *h = m->hsel + (size_t)k * m->cfg.dim;
+    for (int i = 0; i < m->cfg.dim; i++)
+        if (!isfinite(h[i]))
+            return 1;
+    return 0;
 }
 
 typedef struct gjob {
@@ -1067,6 +1114,14 @@ int model_generate_greedy(model *m, const gen_request *reqs, int n, const int32_
             gjob   *g   = &jobs[j];
             int32_t t   = m->sel_tgt[k];
             int     eos = 0, stop = 0;
+            if (row_nonfinite(m, k)) { /* its argmax means nothing: the request ends here */
+                if (out)
+                    out[j].finish = GEN_NONFINITE;
+                g->state = 2;
+                n_finished++;
+                kv_seq_release(&m->kv, &g->kv);
+                continue;
+            }
             for (int e = 0; e < n_eos; e++)
                 eos |= eos_ids[e] == t;
             if (!eos) {

@@ -61,7 +61,9 @@ typedef struct score_result {
 } score_result;
 
 /* Scores n requests into out[0..n-1] (caller-provided array; fill with score_result_free).
- * Requests longer than the batch budget run in chunks through the KV cache (same bits). */
+ * Requests longer than the batch budget run in chunks through the KV cache (same bits). The last
+ * token is only a target and is never fed, so a request may be max positions + 1 tokens long.
+ * Non-finite weights or activations show as NaN/Inf log-probs (the caller checks). */
 int model_score(model *m, const score_request *reqs, int n, score_result *out, assay_error *err);
 
 /* Scores continuations on top of one shared context: the context is computed once, each
@@ -86,7 +88,8 @@ typedef struct gen_request {
 typedef enum gen_finish {
     GEN_LENGTH = 0, /* max_new_tokens reached */
     GEN_EOS,        /* the argmax was an end-of-sequence id (not emitted) */
-    GEN_STOPPED     /* the callback asked to stop (that token is kept) */
+    GEN_STOPPED,    /* the callback asked to stop (that token is kept) */
+    GEN_NONFINITE   /* the logits held NaN or Inf (broken weights or overflow); no token emitted */
 } gen_finish;
 
 /* Called for every emitted token, in order per request: index = 0-based position in the

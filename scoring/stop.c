@@ -5,7 +5,8 @@
 
 #include "runtime/util.h"
 
-int stop_init(stop_matcher *m, const char *const *stops, size_t n_stops, assay_error *err) {
+int stop_init(stop_matcher *m, const char *const *stops, const size_t *lens, size_t n_stops,
+              assay_error *err) {
     memset(m, 0, sizeof *m);
     m->text = malloc(64);
     m->cap  = 64;
@@ -19,12 +20,13 @@ int stop_init(stop_matcher *m, const char *const *stops, size_t n_stops, assay_e
             goto oom;
     }
     for (size_t i = 0; i < n_stops; i++) {
-        size_t l = stops[i] ? strlen(stops[i]) : 0;
+        size_t l = !stops[i] ? 0 : lens ? lens[i] : strlen(stops[i]);
         if (l == 0)
             continue;
-        char *c = strdup(stops[i]);
+        char *c = malloc(l);
         if (!c)
             goto oom;
+        memcpy(c, stops[i], l);
         m->stops[m->n_stops]  = c;
         m->lens[m->n_stops++] = l;
         if (l > m->max_len)

@@ -13,7 +13,7 @@ typedef struct stop_matcher {
     size_t *lens;
     size_t  n_stops;
     size_t  max_len; /* longest stop string */
-    char   *text;    /* everything fed so far, NUL-terminated */
+    char   *text;    /* everything fed so far (may hold NULs), NUL-terminated */
     size_t  len, cap;
     size_t  scanned; /* occurrences starting before this offset have been ruled out */
     int     hit;     /* 1 once a stop string was found */
@@ -21,8 +21,10 @@ typedef struct stop_matcher {
     int     hit_which;
 } stop_matcher;
 
-/* Copies the stop strings (empty ones are ignored: an empty stop would stop before any text). */
-int  stop_init(stop_matcher *m, const char *const *stops, size_t n_stops, assay_error *err);
+/* Copies the stop strings (empty ones are ignored: an empty stop would stop before any text).
+ * lens[i] is the byte length of stops[i], which may hold NUL bytes; lens NULL: strlen. */
+int  stop_init(stop_matcher *m, const char *const *stops, const size_t *lens, size_t n_stops,
+               assay_error *err);
 void stop_free(stop_matcher *m); /* NULL-safe */
 
 /* Appends a piece. Returns 1 when the text now contains a stop string (the earliest one wins;

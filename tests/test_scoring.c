@@ -292,7 +292,7 @@ Test(loglik, requests_are_truncated_from_the_left_to_the_model_length) {
 Test(stop, finds_a_stop_string_split_across_three_pieces) {
     const char  *stops[] = {"</answer>"};
     stop_matcher m;
-    cr_assert_eq(stop_init(&m, stops, 1, NULL), 0);
+    cr_assert_eq(stop_init(&m, stops, NULL, 1, NULL), 0);
     cr_expect_eq(stop_feed(&m, "42</an", 6, NULL), 0);
     cr_expect_eq(stop_final_len(&m), 2); /* "</an" might still become the stop string */
     cr_expect_eq(stop_feed(&m, "sw", 2, NULL), 0);
@@ -309,7 +309,7 @@ Test(stop, finds_a_stop_string_split_across_three_pieces) {
 Test(stop, earliest_occurrence_wins_and_shorter_stops_are_not_hidden) {
     const char  *stops[] = {"abcdef", "x", ""};
     stop_matcher m;
-    cr_assert_eq(stop_init(&m, stops, 3, NULL), 0);
+    cr_assert_eq(stop_init(&m, stops, NULL, 3, NULL), 0);
     cr_expect_eq(stop_feed(&m, "ab", 2, NULL), 0);
     cr_expect_eq(stop_feed(&m, "x", 1, NULL), 1);
     size_t len;
@@ -322,7 +322,7 @@ Test(stop, earliest_occurrence_wins_and_shorter_stops_are_not_hidden) {
 Test(stop, text_without_stops_is_all_final) {
     const char  *stops[] = {"\n\n"};
     stop_matcher m;
-    cr_assert_eq(stop_init(&m, stops, 1, NULL), 0);
+    cr_assert_eq(stop_init(&m, stops, NULL, 1, NULL), 0);
     cr_expect_eq(stop_feed(&m, "hello", 5, NULL), 0);
     cr_expect_eq(stop_final_len(&m), 5);
     cr_expect_eq(stop_feed(&m, "\n", 1, NULL), 0);
@@ -333,6 +333,22 @@ Test(stop, text_without_stops_is_all_final) {
     size_t len;
     stop_text(&m, &len);
     cr_expect_eq(len, 7);
+    stop_free(&m);
+}
+
+Test(stop, stop_strings_with_nul_bytes_match_by_their_length) {
+    const char  *stops[] = {"a\0b"};
+    const size_t lens[]  = {3};
+    stop_matcher m;
+    cr_assert_eq(stop_init(&m, stops, lens, 1, NULL), 0);
+    cr_expect_eq(stop_feed(&m, "xa\0c", 4, NULL), 0); /* "a" alone is not the stop string */
+    cr_expect_eq(stop_feed(&m, "a", 1, NULL), 0);
+    cr_expect_eq(stop_final_len(&m), 4); /* the trailing "a" may start it */
+    cr_expect_eq(stop_feed(&m, "\0b!", 3, NULL), 1);
+    size_t      len;
+    const char *t = stop_text(&m, &len);
+    cr_expect_eq(len, 4);
+    cr_expect(!memcmp(t, "xa\0c", 4));
     stop_free(&m);
 }
 
@@ -459,4 +475,104 @@ Test(cli_common, parses_shared_options_and_names_bad_values) {
     i++;
     cr_expect_eq(cli_common_parse(&c, 11, argv, &i, &err), -1);
     cr_expect(strstr(err.msg, "tpu"), "%s", err.msg);
+}
+
+Test(jsonl, escaped_nuls_come_back_with_their_lengths_in_every_field) {
+    char dir[64], path[128];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/nul.jsonl", dir);
+    /* \\u0000 is an escaped backslash followed by "u0000": six characters, no NUL */
+    const char data[] = "{\"text\": \"a\\u0000b\\u0000\", \"stop\": [\"\\u0000\", \"x\\u0000y\"], "
+                        "\"lit\": \"\\\\u0000\", \"id\": [\"i\\u0000d\"]}\n";
+    write_file(path, data, sizeof data - 1);
+    jsonl_reader r;
+    assay_error  err;
+    cJSON       *o = NULL;
+    const char  *s, **strs;
+    size_t       n, *lens;
+    cr_assert_eq(jsonl_open(&r, path, &err), 0);
+    cr_assert_eq(jsonl_next(&r, &o, &err), 1, "%s", err.msg);
+    cr_assert_eq(jsonl_get_string(&r, o, "text", 1, &s, &n, &err), 0);
+    cr_expect_eq(n, 4);
+    cr_expect(!memcmp(s, "a\0b\0", 4));
+    cr_assert_eq(jsonl_get_string(&r, o, "text", 1, &s, &n, &err), 0); /* again: same bytes */
+    cr_expect_eq(n, 4);
+    cr_expect(!memcmp(s, "a\0b\0", 4));
+    cr_assert_eq(jsonl_get_strings(&r, o, "stop", &strs, &lens, &n, &err), 0);
+    cr_assert_eq(n, 2);
+    cr_expect(lens[0] == 1 && strs[0][0] == '\0');
+    cr_expect(lens[1] == 3 && !memcmp(strs[1], "x\0y", 3));
+    free(strs);
+    free(lens);
+    cr_assert_eq(jsonl_get_string(&r, o, "lit", 1, &s, &n, &err), 0);
+    cr_expect(n == 6 && !memcmp(s, "\\u0000", 6), "%.*s", (int)n, s);
+    /* a field no helper read prints back as it was written */
+    char *id = jsonl_print(cJSON_GetObjectItem(o, "id"), 0);
+    cr_expect_str_eq(id, "[\"i\\u0000d\"]");
+    free(id);
+    cJSON_Delete(o);
+    jsonl_close(&r);
+    /* output strings: NUL as \u0000, a stray 0xFF byte as U+FFFD (never mistaken for a NUL) */
+    cJSON *c = jsonl_string_create("p\0q\xff", 4);
+    char  *p = jsonl_print(c, 0);
+    cr_expect_str_eq(p, "\"p\\u0000q\xef\xbf\xbd\"");
+    free(p);
+    cJSON_Delete(c);
+    unlink(path);
+    rmdir(dir);
+}
+
+Test(jsonl, invalid_utf8_and_deep_nesting_are_refused_naming_line_and_column) {
+    char dir[64], path[128];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/bad.jsonl", dir);
+    char data[512];
+    int  n = snprintf(data, sizeof data,
+                      "{\"text\": \"caf\xc3\xa9 \xff\"}\n{\"text\": \"\xed\xa0\x80\"}\n{\"a\": ");
+    for (int i = 0; i < 70; i++)
+        data[n++] = '[';
+    for (int i = 0; i < 70; i++)
+        data[n++] = ']';
+    n += snprintf(data + n, sizeof data - (size_t)n, "}\n");
+    write_file(path, data, (size_t)n);
+    jsonl_reader r;
+    assay_error  err;
+    cJSON       *o = NULL;
+    cr_assert_eq(jsonl_open(&r, path, &err), 0);
+    cr_expect_eq(jsonl_next(&r, &o, &err), ASSAY_EFORMAT);
+    cr_expect(strstr(err.msg, "bad.jsonl:1: invalid UTF-8 at column 17"), "%s", err.msg);
+    cr_expect_eq(jsonl_next(&r, &o, &err), ASSAY_EFORMAT); /* a UTF-16 surrogate */
+    cr_expect(strstr(err.msg, "bad.jsonl:2: invalid UTF-8 at column 11"), "%s", err.msg);
+    cr_expect_eq(jsonl_next(&r, &o, &err), ASSAY_EFORMAT);
+    cr_expect(strstr(err.msg, "bad.jsonl:3: JSON nested deeper than 64 levels"), "%s", err.msg);
+    cr_expect_eq(jsonl_next(&r, &o, &err), 0);
+    jsonl_close(&r);
+    unlink(path);
+    rmdir(dir);
+}
+
+Test(jsonl, unknown_fields_are_named_with_the_known_ones) {
+    char dir[64], path[128];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/p.jsonl", dir);
+    const char data[] = "{\"prompt\": \"a\", \"max_new_token\": 3}\n";
+    write_file(path, data, sizeof data - 1);
+    static const char *const known[] = {"prompt", "max_new_tokens", NULL};
+    jsonl_reader             r;
+    assay_error              err;
+    cJSON                   *o = NULL;
+    cr_assert_eq(jsonl_open(&r, path, &err), 0);
+    cr_assert_eq(jsonl_next(&r, &o, &err), 1);
+    cr_expect_eq(jsonl_check_fields(&r, o, known, 1, &err), ASSAY_EFORMAT);
+    cr_expect(strstr(err.msg, "p.jsonl:1: unknown field \"max_new_token\" (known: prompt, "
+                              "max_new_tokens)"),
+              "%s", err.msg);
+    cr_expect_eq(jsonl_check_fields(&r, o, known, 0, &err), 0); /* a warning only */
+    cr_expect_eq(r.n_warned, 1);
+    cr_expect_eq(jsonl_check_fields(&r, o, known, 0, &err), 0);
+    cr_expect_eq(r.n_warned, 1, "the same name twice");
+    cJSON_Delete(o);
+    jsonl_close(&r);
+    unlink(path);
+    rmdir(dir);
 }
