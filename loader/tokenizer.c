@@ -46,6 +46,7 @@ typedef struct lctx {
 
 static void pattern_free(tok_pattern *p) {
     free(p->str);
+    free(p->src);
     if (p->re)
         pcre2_code_free(p->re);
     memset(p, 0, sizeof *p);
@@ -89,6 +90,7 @@ static void trie_free(tok_trie *tr) {
 void tok_free(tokenizer *t) {
     if (!t)
         return;
+    free(t->path);
     tok_smap_free(&t->vocab);
     tok_smap_free(&t->raw);
     tok_pmap_free(&t->merges);
@@ -169,7 +171,8 @@ static int parse_pattern(lctx *c, const cJSON *o, const char *where, tok_pattern
         if (!p->re)
             return assay_fail(c->err, ASSAY_EFORMAT, "%s: %s regex '%s' rejected by PCRE2: %s",
                               c->name, where, s, msg);
-        return 0;
+        p->src = xstrndup(s, p->len);
+        return p->src ? 0 : nomem(c);
     }
     return assay_fail(c->err, ASSAY_EFORMAT,
                       "%s: %s needs a \"pattern\" object with a \"String\" or \"Regex\"", c->name,
@@ -291,7 +294,8 @@ static int compile_builtin(lctx *c, const char *pat, tok_pattern *p) {
     p->re       = tok_regex_compile(pat, strlen(pat), msg, sizeof msg);
     if (!p->re)
         return assay_fail(c->err, ASSAY_EINTERNAL, "%s: built-in regex failed: %s", c->name, msg);
-    return 0;
+    p->src = xstrndup(pat, strlen(pat));
+    return p->src ? 0 : nomem(c);
 }
 
 static int parse_pre(lctx *c, const cJSON *o, tok_pre *p) {
@@ -1126,6 +1130,8 @@ static int tok_from_json(tokenizer *t, const cJSON *root, lctx *c) {
     int32_t max_id = -1;
     if (!cJSON_IsObject(root))
         return assay_fail(c->err, ASSAY_EFORMAT, "%s: not a JSON object", c->name);
+    if (!(t->path = xstrndup(c->name, strlen(c->name))))
+        return nomem(c);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!cJSON_IsObject(model))
         return assay_fail(c->err, ASSAY_EFORMAT, "%s: no \"model\" object", c->name);

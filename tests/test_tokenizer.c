@@ -2535,3 +2535,29 @@ Test(tokenizer, a_20_mb_text_encodes_in_bounded_memory_to_the_same_ids, .timeout
         tok_free(t);
     }
 }
+
+/* A Split regex PCRE2 cannot compile, or one that hits PCRE2's match limit on some input: either
+ * way the message names the tokenizer file and the pattern, and the exit code is 2. */
+Test(tokenizer, cli_names_the_file_and_pattern_of_a_failing_regex) {
+    char dir[64], tj[128];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(tj, sizeof tj, "%s/tokenizer.json", dir);
+    const char bad[] = "{" MODEL_OK ",\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":"
+                       "\"a[b\"},\"behavior\":\"Isolated\"}}";
+    write_file(tj, bad, strlen(bad));
+    char *out = NULL;
+    cr_expect_eq(test_run(&out, "tokenize %s ab", dir), 2, "%s", out);
+    cr_expect(strstr(out, tj) && strstr(out, "'a[b'"), "%s", out);
+    free(out);
+
+    /* (x+x+)+y backtracks exponentially on x...xzy: PCRE2 gives up at its match limit */
+    const char slow[] =
+        "{" MODEL_OK ",\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":"
+        "\"(x+x+)+y\"},\"behavior\":\"Isolated\"}}";
+    write_file(tj, slow, strlen(slow));
+    cr_expect_eq(test_run(&out, "tokenize %s xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxzy", dir), 2,
+                 "%s", out);
+    cr_expect(strstr(out, tj) && strstr(out, "'(x+x+)+y'") && strstr(out, "match limit"), "%s",
+              out);
+    free(out);
+}
