@@ -724,7 +724,7 @@ static st_model *st_model_open_index(const char *index_path, assay_error *err) {
     st_model     *m       = st_model_new(index_path, err);
     if (!m)
         return NULL;
-    if (file_read_all(index_path, &text, &len, err))
+    if (file_read_capped(index_path, ST_INDEX_MAX, &text, &len, err))
         goto fail;
     const char *json_end = NULL;
     root                 = cJSON_ParseWithLengthOpts(text, len, &json_end, 0);

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <utf8proc.h>
 
+#include "loader/config.h"
 #include "loader/tok_internal.h"
 #include "runtime/util.h"
 
@@ -1219,7 +1220,8 @@ tokenizer *tok_load_buffer(const char *json, size_t len, const char *name, assay
         tok_free(t);
         return NULL;
     }
-    int rc = tok_from_json(t, root, &c);
+    /* HF's vocab is a map: a repeated piece keeps its last id */
+    int rc = config_json_keep_last(root) ? nomem(&c) : tok_from_json(t, root, &c);
     cJSON_Delete(root);
     if (rc) {
         tok_free(t);
@@ -1239,11 +1241,16 @@ static cJSON *gpt2_json(const char *dir, assay_error *err) {
         assay_fail(err, ASSAY_EINVAL, "%s: path too long", dir);
         return NULL;
     }
-    if (file_read_all(p1, &enc, &enc_len, err) || file_read_all(p2, &bpe, &bpe_len, err))
+    if (file_read_capped(p1, TOKENIZER_JSON_MAX, &enc, &enc_len, err) ||
+        file_read_capped(p2, TOKENIZER_JSON_MAX, &bpe, &bpe_len, err))
         goto fail;
     vocab = cJSON_ParseWithLength(enc, enc_len);
     if (!cJSON_IsObject(vocab)) {
         assay_fail(err, ASSAY_EFORMAT, "%s: not a JSON object of token -> id", p1);
+        goto fail;
+    }
+    if (config_json_keep_last(vocab)) {
+        assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", p1);
         goto fail;
     }
     root         = cJSON_CreateObject();
@@ -1347,7 +1354,7 @@ tokenizer *tok_load(const char *path, assay_error *err) {
         t->bos_id = t->eos_id = tok_piece_to_id(t, "<|endoftext|>");
         t->max_len            = 1024;
     } else {
-        if (file_read_all(json_path, &buf, &len, err))
+        if (file_read_capped(json_path, TOKENIZER_JSON_MAX, &buf, &len, err))
             return NULL;
         t = tok_load_buffer(buf, len, json_path, err);
         free(buf);
@@ -1357,12 +1364,17 @@ tokenizer *tok_load(const char *path, assay_error *err) {
     }
     if (path_join(cfg_path, sizeof cfg_path, dir, "tokenizer_config.json") == 0 &&
         path_exists(cfg_path)) {
-        if (file_read_all(cfg_path, &cfg_buf, &cfg_len, err))
+        if (file_read_capped(cfg_path, TOKENIZER_CONFIG_MAX, &cfg_buf, &cfg_len, err))
             goto fail;
         cJSON *cfg = cJSON_ParseWithLength(cfg_buf, cfg_len);
         if (!cJSON_IsObject(cfg)) {
             cJSON_Delete(cfg);
             assay_fail(err, ASSAY_EFORMAT, "%s: invalid JSON", cfg_path);
+            goto fail;
+        }
+        if (config_json_keep_last(cfg)) {
+            cJSON_Delete(cfg);
+            assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", cfg_path);
             goto fail;
         }
         apply_config(t, cfg);

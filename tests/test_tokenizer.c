@@ -2561,3 +2561,22 @@ Test(tokenizer, cli_names_the_file_and_pattern_of_a_failing_regex) {
               out);
     free(out);
 }
+
+/* tokenizer_config.json is read by Python's json: a repeated key keeps its last value. */
+Test(tokenizer, config_repeated_key_keeps_the_last_value) {
+    char dir[64], p[128];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    const char json[] = "{" MODEL_OK "}";
+    write_file(p, json, strlen(json));
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+    const char cfg[] = "{\"model_max_length\": 5, \"add_bos_token\": true, \"model_max_length\": 7,"
+                       " \"add_bos_token\": false}";
+    write_file(p, cfg, strlen(cfg));
+    assay_error err;
+    tokenizer  *t = tok_load(dir, &err);
+    cr_assert_not_null(t, "%s", err.msg);
+    cr_expect_eq(t->max_len, 7);
+    cr_expect_eq(t->add_bos_cfg, 0);
+    tok_free(t);
+}
