@@ -54,9 +54,10 @@ static const char ppl_help[] =
     "text))), byte perplexity exp(nll/bytes) over UTF-8 bytes, and bits per byte\n"
     "nll/bytes/ln 2. Totals sum NLL, tokens, words and bytes first (lm-eval's\n"
     "weighted_perplexity). The window length used, and where it came from, is printed too.\n"
-    "In sliding mode the total also gives the figure the Hugging Face docs' code prints\n"
-    "(hf_recipe_ppl): it multiplies each window's mean loss by one token fewer than the mean\n"
-    "was taken over, so it differs slightly from ppl, which counts every token once.\n"
+    "When sliding windows overlap (--stride < --ctx), the total also gives the figure the\n"
+    "Hugging Face docs' code prints (JSON hf_recipe_ppl, always present in sliding mode): it\n"
+    "multiplies each window's mean loss by one token fewer than the mean was taken over, so\n"
+    "it differs slightly from ppl, which counts every token once.\n"
     "A progress line is shown on a terminal; a summary line with tokens/s goes to stderr.\n"
     "\n"
     "exit codes: 0 success, 1 a log-prob came out NaN or infinite (broken weights: the message\n"
@@ -436,7 +437,7 @@ int cmd_ppl(int argc, char **argv) {
             print_row(docs.d[d].name, &docs.d[d].st);
         if (docs.n > 1)
             print_row("total", &total);
-        if (sliding)
+        if (sliding && stride < ctx) /* without overlap the two figures are the same */
             printf("Hugging Face docs' loop prints ppl %.6g (it weights each window's mean loss by "
                    "one token fewer than it averages; see --help)\n",
                    ppl_hf_recipe_ppl(&total));

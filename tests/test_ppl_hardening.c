@@ -11,8 +11,8 @@
 #include "runtime/util.h"
 #include "tests/helpers.h"
 
-static const char *const fixtures[] = {"llama",        "llama3",  "llama_hd", "llama_linear",
-                                       "mistral",      "qwen2",   "gpt2"};
+static const char *const fixtures[] = {"llama",   "llama3", "llama_hd", "llama_linear",
+                                       "mistral", "qwen2",  "gpt2"};
 #define N_FIXTURES (sizeof fixtures / sizeof fixtures[0])
 
 static void write_text(const char *path, const char *s) {
@@ -48,7 +48,7 @@ static void write_long_doc(const char *path, int words) {
                                     "sail",  "past",       "every",  "night,",  "counting",
                                     "waves", "and",        "stars."};
     size_t                   cap = (size_t)words * 12 + 1, n = 0;
-    char                    *s   = malloc(cap);
+    char                    *s = malloc(cap);
     cr_assert_not_null(s);
     for (int i = 0; i < words; i++)
         n += (size_t)snprintf(s + n, cap - n, "%s ", w[(i * 7) % 13]);
@@ -127,7 +127,7 @@ Test(ppl_hardening, text_output_states_the_window_and_units) {
     test_tmpdir(dir, sizeof dir);
     snprintf(doc, sizeof doc, "%s/doc.txt", dir);
     write_long_doc(doc, 200);
-    int rc = test_run(&out, "ppl tests/fixtures/models/gpt2 %s", doc);
+    int rc = test_run(&out, "ppl tests/fixtures/models/gpt2 %s --stride 100", doc);
     cr_assert_eq(rc, 0, "%s", out);
     cr_expect(strstr(out, "ctx 128 (the model's max positions)"), "%s", out);
     cr_expect(strstr(out, "nll (nats)"), "%s", out);
@@ -156,14 +156,14 @@ static void copy_fixture(const char *name, const char *dir, const char *poison) 
     assay_error err;
     st_file    *f = st_open(src, &err);
     cr_assert_not_null(f, "%s", err.msg);
-    int              n = st_file_count(f);
-    st_write_tensor *w = calloc((size_t)n, sizeof *w);
+    int              n       = st_file_count(f);
+    st_write_tensor *w       = calloc((size_t)n, sizeof *w);
     float           *patched = NULL;
     cr_assert_not_null(w);
     for (int i = 0; i < n; i++) {
         const st_tensor *t = st_file_tensor(f, i);
-        w[i] = (st_write_tensor){.name = t->name, .dtype = t->dtype, .ndim = t->ndim,
-                                 .data = t->data};
+        w[i] =
+            (st_write_tensor){.name = t->name, .dtype = t->dtype, .ndim = t->ndim, .data = t->data};
         memcpy(w[i].shape, t->shape, sizeof w[i].shape);
         if (poison && !strcmp(t->name, poison)) {
             cr_assert_eq(t->dtype, DTYPE_F32, "the fixtures are float32");
@@ -262,7 +262,7 @@ Test(ppl_hardening, default_window_is_the_max_positions_beyond_2048) {
     assay_error err;
     cr_assert_eq(file_read_all(cfg_path, &text, &len, &err), 0, "%s", err.msg);
     const char *key = "\"max_position_embeddings\": 512";
-    char       *at  = strstr(text, key), *patched = malloc(len + 8);
+    char       *at = strstr(text, key), *patched = malloc(len + 8);
     cr_assert(at && patched);
     snprintf(patched, len + 8, "%.*s\"max_position_embeddings\": 4096%s", (int)(at - text), text,
              at + strlen(key));
