@@ -498,8 +498,8 @@ static int st_prescan(const st_file *f, const char *text, size_t n, assay_error 
         items++;
         if (depth > 0 && is_array[depth] && ++count[depth] > ST_MAX_ARRAY)
             return assay_fail(err, ASSAY_EFORMAT,
-                              "%s: header array ending past byte %zu has more than %d elements "
-                              "(a shape has at most %d dimensions)",
+                              "%s: header byte %zu: an array of more than %d elements (a shape "
+                              "has at most %d dimensions)",
                               f->path, i, ST_MAX_ARRAY, ST_MAX_DIMS);
         if (ch == '{' || ch == '[') {
             if (depth == ST_MAX_NESTING)

@@ -570,9 +570,9 @@ Test(safetensors, refuses_value_heavy_headers_quickly_in_bounded_memory) {
     struct {
         const char *name, *head, *unit, *tail, *word;
     } cases[] = {
-        {"zeros.safetensors", "[", "0,", "0]", "more than 64 elements"},
+        {"zeros.safetensors", "[", "0,", "0]", "array of more than 64 elements"},
         {"shape.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[", "0,", "0]}}",
-         "more than 64 elements"},
+         "array of more than 64 elements"},
         {"deep.safetensors", "{\"a\":{\"b\":", "[", "", "nests deeper than 3"},
         {"dense.safetensors", "{\"a\":{\"dtype\":\"F32\"", ",\"s\":[0,0,0,0,0,0,0,0]", "}}",
          "JSON values in 16777216 bytes"},
