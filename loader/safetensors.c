@@ -480,8 +480,9 @@ static int st_check_unique(const st_file *f, assay_error *err) {
  * One pass over the text first enforces what a safetensors header can hold: containers at most
  * ST_MAX_NESTING deep, arrays of at most ST_MAX_ARRAY elements (a shape; data_offsets has 2),
  * and at least ST_MIN_BYTES_PER_ITEM bytes per string or value (the tightest valid header, an
- * 8-dimensional empty tensor per entry, spends 3.7), so the parse needs at most a few dozen
- * bytes per header byte and hostile headers fail at their first excess, before any allocation.
+ * 8-dimensional empty tensor per entry, spends 3.7). Parse memory then stays near 20x the
+ * header (measured: 16 MB of '"x":0,' members peaked at 341 MB), and hostile headers fail at
+ * their first excess, before any copy or allocation.
  * Malformed JSON is left to cJSON, which reports it. */
 static int st_prescan(const st_file *f, const char *text, size_t n, assay_error *err) {
     size_t items = 0, count[ST_MAX_NESTING + 1] = {0};
