@@ -42,17 +42,14 @@ const char *config_supported_archs(void) {
 /* ---- duplicate keys ---- */
 
 typedef struct json_member {
-    cJSON *item;
-    size_t index;
+    const char *key; /* copied out of the item: the sort then touches one array */
+    cJSON      *item;
+    size_t      index;
 } json_member;
-
-static const char *member_key(const json_member *m) {
-    return m->item->string ? m->item->string : "";
-}
 
 static int cmp_member(const void *a, const void *b) {
     const json_member *x = a, *y = b;
-    int                c = strcmp(member_key(x), member_key(y));
+    int                c = strcmp(x->key, y->key);
     if (c)
         return c;
     return x->index < y->index ? -1 : x->index > y->index;
@@ -70,10 +67,10 @@ int config_json_keep_last(cJSON *node) {
             return -1;
         size_t i = 0;
         for (cJSON *it = node->child; it; it = it->next, i++)
-            m[i] = (json_member){it, i};
+            m[i] = (json_member){it->string ? it->string : "", it, i};
         qsort(m, n, sizeof *m, cmp_member);
         for (i = 0; i + 1 < n; i++)
-            if (!strcmp(member_key(&m[i]), member_key(&m[i + 1])))
+            if (!strcmp(m[i].key, m[i + 1].key))
                 cJSON_Delete(cJSON_DetachItemViaPointer(node, m[i].item));
         free(m);
     }
