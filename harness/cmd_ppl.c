@@ -303,7 +303,7 @@ int cmd_ppl(int argc, char **argv) {
     tok_encode_opts eo       = tok_default_opts();
     eo.add_special           = sliding;
     eo.split_special         = 0;
-    int64_t total_req_tokens = 0, total_scored = 0;
+    int64_t total_req_tokens = 0, total_scored = 0, longest = 0;
     for (size_t d = 0; d < docs.n; d++) {
         ppl_doc *doc = &docs.d[d];
         if ((rc = tok_encode(tok, doc->text, doc->len, &eo, 0, &doc->ids, &err))) {
@@ -334,10 +334,16 @@ int cmd_ppl(int argc, char **argv) {
         for (size_t k = 0; k < plan.n; k++) {
             work[n_work++] = (ppl_work){.doc = d, .span = plan.spans[k]};
             total_req_tokens += (int64_t)win_len(&plan.spans[k]);
+            if ((int64_t)win_len(&plan.spans[k]) > longest)
+                longest = (int64_t)win_len(&plan.spans[k]);
             total_scored += (int64_t)win_scored(&plan.spans[k]);
         }
     }
 
+    /* A window longer than a batch runs through the KV cache: size it for the longest window
+     * (the default window can be 128k tokens; the runtime's default cache holds 8192). The
+     * memory budget check then covers it. */
+    cc.kv_tokens = (int)longest;
     if ((rc = cli_load_model(model_dir, &cc, &m, &err)))
         goto fail;
     if (model_get_config(m)->vocab_size < tok_vocab_size(tok)) {

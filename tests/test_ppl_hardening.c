@@ -251,8 +251,10 @@ Test(ppl_hardening, config_repeated_key_keeps_the_last_value) {
     remove_dir(dir);
 }
 
-/* lm-eval's max_length is the model's max positions, not 2048: a RoPE model configured for 4096
- * positions gets 4096-token windows by default, in both modes. */
+/* lm-eval's max_length is the model's max positions, not 2048: a RoPE model configured for 16384
+ * positions gets 16384-token windows by default, in both modes. A document of ~9,000 tokens is
+ * then one window, longer than the runtime's default KV cache (8192 tokens): ppl sizes the
+ * cache for its longest window. */
 Test(ppl_hardening, default_window_is_the_max_positions_beyond_2048) {
     char dir[64], cfg_path[128], doc[128], *out = NULL, *text = NULL;
     test_tmpdir(dir, sizeof dir);
@@ -264,19 +266,23 @@ Test(ppl_hardening, default_window_is_the_max_positions_beyond_2048) {
     const char *key = "\"max_position_embeddings\": 512";
     char       *at = strstr(text, key), *patched = malloc(len + 8);
     cr_assert(at && patched);
-    snprintf(patched, len + 8, "%.*s\"max_position_embeddings\": 4096%s", (int)(at - text), text,
+    snprintf(patched, len + 8, "%.*s\"max_position_embeddings\": 16384%s", (int)(at - text), text,
              at + strlen(key));
     write_text(cfg_path, patched);
     free(patched);
     free(text);
-    cr_assert_eq(fixture_max_pos(dir), 4096);
+    cr_assert_eq(fixture_max_pos(dir), 16384);
     snprintf(doc, sizeof doc, "%s/doc.txt", dir);
-    write_long_doc(doc, 60);
     for (int rolling = 0; rolling < 2; rolling++) {
+        write_long_doc(doc, rolling ? 2700 : 60);
         int rc = test_run(&out, "ppl %s %s --json%s", dir, doc, rolling ? " --mode rolling" : "");
         cr_assert_eq(rc, 0, "exit %d\n%s", rc, out);
         cJSON *j = parse_output(out);
-        cr_expect_eq(num(j, "ctx"), 4096, "%s", out);
+        cr_expect_eq(num(j, "ctx"), 16384, "%s", out);
+        if (rolling) {
+            cr_expect_gt(num(cJSON_GetObjectItem(j, "total"), "tokens"), 8192, "%s", out);
+            cr_expect_eq(num(j, "windows"), 1, "%s", out);
+        }
         cJSON_Delete(j);
         free(out);
     }
