@@ -2165,6 +2165,10 @@ static int dec_step(const tok_dec *d, slist *in, slist *out) {
                     if (!md)
                         return -1;
                     int rc = pcre2_match(d->pat.re, (PCRE2_SPTR)s, n, pos, 0, md, NULL);
+                    if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) { /* a limit: see tok_decode */
+                        pcre2_match_data_free(md);
+                        return rc;
+                    }
                     if (rc > 0) {
                         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
                         ms             = ov[0];
@@ -2294,16 +2298,22 @@ static int dec_step(const tok_dec *d, slist *in, slist *out) {
     return -1;
 }
 
-static int dec_run(const tok_dec *d, slist *a, slist *b, slist **cur) {
+/* Returns 0, -1 out of memory, or a PCRE2 error of the regex of *failed. */
+static int dec_run(const tok_dec *d, slist *a, slist *b, slist **cur, const tok_dec **failed) {
     if (d->type == DEC_SEQ) {
-        for (size_t i = 0; i < d->nkids; i++)
-            if (dec_run(&d->kids[i], a, b, cur))
-                return -1;
+        for (size_t i = 0; i < d->nkids; i++) {
+            int rc = dec_run(&d->kids[i], a, b, cur, failed);
+            if (rc)
+                return rc;
+        }
         return 0;
     }
     slist *in = *cur, *out = in == a ? b : a;
-    if (dec_step(d, in, out))
-        return -1;
+    int    rc = dec_step(d, in, out);
+    if (rc) {
+        *failed = d;
+        return rc;
+    }
     *cur = out;
     return 0;
 }
@@ -2326,10 +2336,19 @@ int tok_decode(const tokenizer *t, const int32_t *ids, size_t n, int skip_specia
         if (sl_push(&a, t->piece[id], t->piece_len[id]))
             goto nomem;
     }
-    if (t->dec) {
-        if (dec_run(t->dec, &a, &b, &cur))
-            goto nomem;
+    const tok_dec *failed = NULL;
+    int            drc    = t->dec ? dec_run(t->dec, &a, &b, &cur, &failed) : 0;
+    if (drc < -1) {
+        PCRE2_UCHAR msg[160];
+        if (pcre2_get_error_message(drc, msg, sizeof msg) < 0)
+            snprintf((char *)msg, sizeof msg, "PCRE2 error %d", drc);
+        rc = assay_fail(err, ASSAY_EFORMAT, "%s: decoder regex '%.300s' failed on this input: %s",
+                        t->path ? t->path : "tokenizer", failed->pat.src ? failed->pat.src : "?",
+                        (const char *)msg);
+        goto done;
     }
+    if (drc)
+        goto nomem;
     {
         size_t total = 0;
         for (size_t i = 0; i < cur->n; i++)

@@ -2580,3 +2580,27 @@ Test(tokenizer, config_repeated_key_keeps_the_last_value) {
     cr_expect_eq(t->add_bos_cfg, 0);
     tok_free(t);
 }
+
+/* A Replace decoder's regex that hits PCRE2's match limit is an error naming the file and the
+ * pattern, not a silent "no match". */
+Test(tokenizer, decoder_regex_failure_names_file_and_pattern) {
+    const char  json[] = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,"
+                         "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxzy\":3},\"merges\":[\"a b\"]},"
+                         "\"decoder\":{\"type\":\"Replace\",\"pattern\":{\"Regex\":\"(x+x+)+y\"},"
+                         "\"content\":\"-\"}}";
+    assay_error err;
+    tokenizer  *t = tok_load_buffer(json, strlen(json), "dec/tokenizer.json", &err);
+    cr_assert_not_null(t, "%s", err.msg);
+    char   *out  = NULL;
+    int32_t ok[] = {2, 0}, slow[] = {3};
+    cr_assert_eq(tok_decode(t, ok, 2, 0, &out, NULL, &err), 0, "%s", err.msg);
+    cr_expect_str_eq(out, "aba");
+    free(out);
+    out = NULL;
+    cr_expect_eq(tok_decode(t, slow, 1, 0, &out, NULL, &err), ASSAY_EFORMAT, "%s", err.msg);
+    cr_expect_null(out);
+    cr_expect(strstr(err.msg, "dec/tokenizer.json") && strstr(err.msg, "'(x+x+)+y'") &&
+                  strstr(err.msg, "match limit"),
+              "%s", err.msg);
+    tok_free(t);
+}
