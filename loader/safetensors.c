@@ -487,15 +487,17 @@ static int st_check_unique(const st_file *f, assay_error *err) {
 static int st_prescan(const st_file *f, const char *text, size_t n, assay_error *err) {
     size_t items = 0, count[ST_MAX_NESTING + 1] = {0};
     int    depth = 0, is_array[ST_MAX_NESTING + 1] = {0};
-    for (size_t i = 0; i < n; i++) {
+    /* cJSON skips a UTF-8 BOM at the start and takes every byte <= 32 for whitespace */
+    size_t start = n >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3) ? 3 : 0;
+    for (size_t i = start; i < n; i++) {
         char ch = text[i];
-        if (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r' || ch == ',' || ch == ':')
+        if ((unsigned char)ch <= 32 || ch == ',' || ch == ':')
             continue;
         if (ch == '}' || ch == ']') {
             depth -= depth > 0;
             continue;
         }
-        /* a string, scalar or container starts here */
+        /* a string, scalar or container starts here (or junk cJSON will stop at: counted too) */
         items++;
         if (depth > 0 && is_array[depth] && ++count[depth] > ST_MAX_ARRAY)
             return assay_fail(err, ASSAY_EFORMAT,
@@ -515,7 +517,7 @@ static int st_prescan(const st_file *f, const char *text, size_t n, assay_error 
             for (i++; i < n && text[i] != '"'; i++)
                 i += text[i] == '\\';
         } else {
-            while (i + 1 < n && !strchr(" \t\n\r,:{}[]\"", text[i + 1]))
+            while (i + 1 < n && (unsigned char)text[i + 1] > 32 && !strchr(",:{}[]\"", text[i + 1]))
                 i++;
         }
         if (items > 64 && items > n / ST_MIN_BYTES_PER_ITEM)

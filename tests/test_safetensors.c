@@ -571,6 +571,8 @@ Test(safetensors, refuses_value_heavy_headers_quickly_in_bounded_memory) {
         const char *name, *head, *unit, *tail, *word;
     } cases[] = {
         {"zeros.safetensors", "[", "0,", "0]", "array of more than 64 elements"},
+        /* what cJSON skips (a BOM, control bytes) must not hide the rest from the scan */
+        {"bom.safetensors", "\xEF\xBB\xBF\x01\x1f[", "0,", "0]", "array of more than 64 elements"},
         {"shape.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[", "0,", "0]}}",
          "array of more than 64 elements"},
         {"deep.safetensors", "{\"a\":{\"b\":", "[", "", "nests deeper than 3"},
