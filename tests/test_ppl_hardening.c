@@ -93,7 +93,7 @@ static void check_sliding_at_max_positions(const char *fixture, const char *doc)
     free(out);
 }
 
-Test(ppl_hardening, windows_at_the_models_max_positions_on_every_fixture, .timeout = 240) {
+Test(ppl_hardening, windows_at_the_models_max_positions_on_every_fixture) {
     char dir[64], doc[128];
     test_tmpdir(dir, sizeof dir);
     snprintf(doc, sizeof doc, "%s/long.txt", dir);
