@@ -235,6 +235,7 @@ int cli_load_model(const char *dir, const cli_common *c, model **out, assay_erro
     model_opts o = {0};
     o.n_threads  = c->threads;
     o.mem_budget = c->mem_budget;
+    o.kv_tokens  = c->kv_tokens;
     model *m     = model_load(dir, &o, err);
     if (!m)
         return err && err->code ? err->code : ASSAY_EINTERNAL;

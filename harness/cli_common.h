@@ -16,6 +16,7 @@ typedef struct cli_common {
     int        threads; /* 0: the runtime's default */
     cli_device device;
     size_t     mem_budget; /* bytes; 0: no budget */
+    int        kv_tokens;  /* KV cache capacity a command needs; 0: the runtime's default */
 } cli_common;
 
 /* Help text for the common options, one per line, indented two spaces. */

@@ -41,23 +41,28 @@ static const char ppl_help[] =
     "\n"
     "options:\n"
     "  --mode M            sliding or rolling (default sliding)\n"
-    "  --ctx N             window length in tokens (default: the model's context, at most 2048;\n"
-    "                      may not exceed it)\n"
+    "  --ctx N             window length in tokens (default: the model's max positions,\n"
+    "                      config.json n_positions / max_position_embeddings, as lm-eval's\n"
+    "                      max_length; a larger N is lowered to it, with a note on stderr)\n"
     "  --stride S          sliding only: step between windows, 1..ctx (default ctx)\n"
     "%s"
     "  --help              this text\n"
     "\n"
-    "Output, per document and in total: tokens scored, NLL (natural log, summed in double),\n"
-    "token perplexity exp(nll/tokens), word perplexity exp(nll/words) with words counted as\n"
-    "lm-eval does (len(re.split(r\"\\s+\", text))), byte perplexity exp(nll/bytes) over UTF-8\n"
-    "bytes, and bits per byte nll/bytes/ln 2. Totals sum NLL, tokens, words and bytes first\n"
-    "(lm-eval's weighted_perplexity). In sliding mode the total also gives the recipe's own\n"
-    "arithmetic (hf_recipe_ppl: each window's mean loss times num_valid_tokens - 1).\n"
+    "Output, per document and in total: tokens scored, the negative log-likelihood in nats\n"
+    "(natural log, summed in double; JSON nll_nats), token perplexity exp(nll/tokens), word\n"
+    "perplexity exp(nll/words) with words counted as lm-eval does (len(re.split(r\"\\s+\",\n"
+    "text))), byte perplexity exp(nll/bytes) over UTF-8 bytes, and bits per byte\n"
+    "nll/bytes/ln 2. Totals sum NLL, tokens, words and bytes first (lm-eval's\n"
+    "weighted_perplexity). The window length used, and where it came from, is printed too.\n"
+    "When sliding windows overlap (--stride < --ctx), the total also gives the figure the\n"
+    "Hugging Face docs' code prints (JSON hf_recipe_ppl, always present in sliding mode): it\n"
+    "multiplies each window's mean loss by one token fewer than the mean was taken over, so\n"
+    "it differs slightly from ppl, which counts every token once.\n"
     "A progress line is shown on a terminal; a summary line with tokens/s goes to stderr.\n"
     "\n"
-    "exit codes: 0 success, 2 bad input or usage (empty file, document under 2 tokens, --ctx\n"
-    "over the model's context, invalid JSONL, model over the memory budget), 3 environment\n"
-    "failure\n";
+    "exit codes: 0 success, 1 a log-prob came out NaN or infinite (broken weights: the message\n"
+    "names the document and window), 2 bad input or usage (empty file, document under 2\n"
+    "tokens, invalid JSONL, model over the memory budget), 3 environment failure\n";
 
 typedef struct ppl_doc {
     char      name[1100]; /* "file" or "file:line" */
@@ -165,7 +170,7 @@ static cJSON *stats_json(const char *name, const ppl_stats *s, int sliding) {
     cJSON_AddNumberToObject(o, "tokens", (double)s->tokens);
     cJSON_AddNumberToObject(o, "words", (double)s->words);
     cJSON_AddNumberToObject(o, "bytes", (double)s->bytes);
-    cJSON_AddNumberToObject(o, "nll", s->nll);
+    cJSON_AddNumberToObject(o, "nll_nats", s->nll);
     cJSON_AddNumberToObject(o, "ppl", ppl_token_ppl(s));
     cJSON_AddNumberToObject(o, "word_ppl", ppl_word_ppl(s));
     cJSON_AddNumberToObject(o, "byte_ppl", ppl_byte_ppl(s));
@@ -183,6 +188,25 @@ static void print_row(const char *name, const ppl_stats *s) {
     printf("%-28s %8lld %14.6f %12.6g %12.6g %10.6g %10.6f\n", nl > 28 ? name + nl - 28 : name,
            (long long)s->tokens, s->nll, ppl_token_ppl(s), ppl_word_ppl(s), ppl_byte_ppl(s),
            ppl_bits_per_byte(s));
+}
+
+/* A NaN or infinite log-prob: a perplexity computed from it would mean nothing. Names the
+ * document, the window (1-based within the document) and the token. */
+static int ppl_fail_nonfinite(const ppl_doc *doc, const ppl_work *work, size_t k,
+                              const score_result *r, const char *model_dir, assay_error *err) {
+    size_t nth = 1;
+    while (nth <= k && work[k - nth].doc == work[k].doc)
+        nth++;
+    int at = 0;
+    while (at + 1 < r->n_targets && isfinite(r->logprob[at]))
+        at++;
+    const win_span *s = &work[k].span;
+    /* request index score_from + at is document token start + that, less the prefix token */
+    size_t tok = s->start + s->score_from + (size_t)at - (s->prefix ? 1 : 0);
+    return assay_fail(err, ASSAY_ECHECK,
+                      "%s: window %zu (tokens %zu..%zu) gives log-prob %g for token %zu: %s has "
+                      "NaN or infinite weights or activations, so no perplexity is reported",
+                      doc->name, nth, s->start, s->end - 1, (double)r->logprob[at], tok, model_dir);
 }
 
 int cmd_ppl(int argc, char **argv) {
@@ -242,14 +266,19 @@ int cmd_ppl(int argc, char **argv) {
     model_config cfg;
     if ((rc = config_load_dir(&cfg, model_dir, &err)))
         goto fail;
-    if (ctx == 0)
-        ctx = cfg.max_pos < 2048 ? cfg.max_pos : 2048;
-    if (ctx > cfg.max_pos) {
-        assay_fail(&err, ASSAY_EINVAL,
-                   "--ctx %lld is larger than the model's context (%s/config.json: max "
-                   "positions %d)",
-                   (long long)ctx, model_dir, cfg.max_pos);
-        goto fail;
+    /* lm-eval's HFLM max_length: the config's n_positions / max_position_embeddings. No window
+     * may read more positions than the model has (GPT-2's are a learned table). */
+    const char *ctx_from = "--ctx";
+    if (ctx == 0) {
+        ctx      = cfg.max_pos;
+        ctx_from = "the model's max positions";
+    } else if (ctx > cfg.max_pos) {
+        fprintf(stderr,
+                "assay ppl: note: --ctx %lld is more than the model's %d positions "
+                "(%s/config.json); using %d\n",
+                (long long)ctx, cfg.max_pos, model_dir, cfg.max_pos);
+        ctx      = cfg.max_pos;
+        ctx_from = "--ctx, lowered to the model's max positions";
     }
     if (stride == 0)
         stride = ctx;
@@ -274,7 +303,7 @@ int cmd_ppl(int argc, char **argv) {
     tok_encode_opts eo       = tok_default_opts();
     eo.add_special           = sliding;
     eo.split_special         = 0;
-    int64_t total_req_tokens = 0, total_scored = 0;
+    int64_t total_req_tokens = 0, total_scored = 0, longest = 0;
     for (size_t d = 0; d < docs.n; d++) {
         ppl_doc *doc = &docs.d[d];
         if ((rc = tok_encode(tok, doc->text, doc->len, &eo, 0, &doc->ids, &err))) {
@@ -305,10 +334,16 @@ int cmd_ppl(int argc, char **argv) {
         for (size_t k = 0; k < plan.n; k++) {
             work[n_work++] = (ppl_work){.doc = d, .span = plan.spans[k]};
             total_req_tokens += (int64_t)win_len(&plan.spans[k]);
+            if ((int64_t)win_len(&plan.spans[k]) > longest)
+                longest = (int64_t)win_len(&plan.spans[k]);
             total_scored += (int64_t)win_scored(&plan.spans[k]);
         }
     }
 
+    /* A window longer than a batch runs through the KV cache: size it for the longest window
+     * (the default window can be 128k tokens; the runtime's default cache holds 8192). The
+     * memory budget check then covers it. */
+    cc.kv_tokens = (int)longest;
     if ((rc = cli_load_model(model_dir, &cc, &m, &err)))
         goto fail;
     if (model_get_config(m)->vocab_size < tok_vocab_size(tok)) {
@@ -356,6 +391,10 @@ int cmd_ppl(int argc, char **argv) {
                            docs.d[work[k].doc].name, res[k].n_targets, win_scored(s));
                 goto fail_progress;
             }
+            if (!isfinite(res[k].sum)) {
+                rc = ppl_fail_nonfinite(&docs.d[work[k].doc], work, k, &res[k], model_dir, &err);
+                goto fail_progress;
+            }
             ppl_stats_add_window(&docs.d[work[k].doc].st, -res[k].sum, res[k].n_targets,
                                  (int64_t)s->hf_count);
             done += res[k].n_targets;
@@ -374,6 +413,8 @@ int cmd_ppl(int argc, char **argv) {
         cJSON_AddStringToObject(root, "model", model_dir);
         cJSON_AddStringToObject(root, "mode", mode);
         cJSON_AddNumberToObject(root, "ctx", (double)ctx);
+        cJSON_AddStringToObject(root, "ctx_from", ctx_from);
+        cJSON_AddNumberToObject(root, "model_max_positions", cfg.max_pos);
         if (sliding)
             cJSON_AddNumberToObject(root, "stride", (double)stride);
         else
@@ -392,20 +433,20 @@ int cmd_ppl(int argc, char **argv) {
         free(s);
         cJSON_Delete(root);
     } else {
-        printf("mode %s, ctx %lld", mode, (long long)ctx);
+        printf("mode %s, ctx %lld (%s)", mode, (long long)ctx, ctx_from);
         if (sliding)
             printf(", stride %lld", (long long)stride);
         printf(", %zu windows\n", n_work);
-        printf("%-28s %8s %14s %12s %12s %10s %10s\n", "document", "tokens", "nll", "ppl",
+        printf("%-28s %8s %14s %12s %12s %10s %10s\n", "document", "tokens", "nll (nats)", "ppl",
                "word_ppl", "byte_ppl", "bits/byte");
         for (size_t d = 0; d < docs.n; d++)
             print_row(docs.d[d].name, &docs.d[d].st);
         if (docs.n > 1)
             print_row("total", &total);
-        if (sliding)
-            printf("hf recipe arithmetic (mean loss x (valid - 1) per window): ppl %.6g over %lld "
-                   "tokens\n",
-                   ppl_hf_recipe_ppl(&total), (long long)total.hf_tokens);
+        if (sliding && stride < ctx) /* without overlap the two figures are the same */
+            printf("Hugging Face docs' loop prints ppl %.6g (it weights each window's mean loss by "
+                   "one token fewer than it averages; see --help)\n",
+                   ppl_hf_recipe_ppl(&total));
     }
     cli_summary("ppl", "tokens", total.tokens, wall);
     goto out;

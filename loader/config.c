@@ -40,6 +40,47 @@ const char *config_supported_archs(void) {
     return "LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, GPT2LMHeadModel";
 }
 
+/* ---- duplicate keys ---- */
+
+typedef struct json_member {
+    const char *key; /* copied out of the item: the sort then touches one array */
+    cJSON      *item;
+    size_t      index;
+} json_member;
+
+static int cmp_member(const void *a, const void *b) {
+    const json_member *x = a, *y = b;
+    int                c = strcmp(x->key, y->key);
+    if (c)
+        return c;
+    return x->index < y->index ? -1 : x->index > y->index;
+}
+
+int config_json_keep_last(cJSON *node) {
+    if (!cJSON_IsObject(node) && !cJSON_IsArray(node))
+        return 0;
+    size_t n = 0;
+    for (cJSON *it = node->child; it; it = it->next)
+        n++;
+    if (cJSON_IsObject(node) && n > 1) {
+        json_member *m = malloc(n * sizeof *m);
+        if (!m)
+            return -1;
+        size_t i = 0;
+        for (cJSON *it = node->child; it; it = it->next, i++)
+            m[i] = (json_member){it->string ? it->string : "", it, i};
+        qsort(m, n, sizeof *m, cmp_member);
+        for (i = 0; i + 1 < n; i++)
+            if (!strcmp(m[i].key, m[i + 1].key))
+                cJSON_Delete(cJSON_DetachItemViaPointer(node, m[i].item));
+        free(m);
+    }
+    for (cJSON *it = node->child; it; it = it->next)
+        if (config_json_keep_last(it))
+            return -1;
+    return 0;
+}
+
 /* ---- typed field readers: absent and null mean "use the default" ---- */
 
 static int is_absent(const cJSON *it) { return !it || cJSON_IsNull(it); }
@@ -447,6 +488,10 @@ int config_parse(model_config *cfg, const char *json, size_t len, const char *na
         rc = assay_fail(err, ASSAY_EFORMAT, "%s: top level must be a JSON object", name);
         goto fail;
     }
+    if (config_json_keep_last(root)) {
+        rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", name);
+        goto fail;
+    }
 
     const char  *arch_name  = NULL;
     const cJSON *archs      = cJSON_GetObjectItemCaseSensitive(root, "architectures");
@@ -526,7 +571,7 @@ fail:
 int config_load(model_config *cfg, const char *path, assay_error *err) {
     char  *text = NULL;
     size_t len  = 0;
-    int    rc   = file_read_all(path, &text, &len, err);
+    int    rc   = file_read_capped(path, CONFIG_JSON_MAX, &text, &len, err);
     if (rc) {
         memset(cfg, 0, sizeof *cfg);
         return rc;

@@ -44,6 +44,18 @@ typedef struct model_config {
     char       torch_dtype[16];       /* "" when absent */
 } model_config;
 
+/* Size caps for the JSON files of a checkpoint directory, checked before reading (real ones are
+ * kilobytes; tokenizer.json reaches tens of megabytes with a 256k vocabulary). */
+#define CONFIG_JSON_MAX ((size_t)16 << 20)      /* config.json */
+#define TOKENIZER_JSON_MAX ((size_t)512 << 20)  /* tokenizer.json, encoder.json, vocab.bpe */
+#define TOKENIZER_CONFIG_MAX ((size_t)64 << 20) /* tokenizer_config.json */
+
+/* Python's json (and so transformers) keeps the LAST value of a repeated key; cJSON lookups find
+ * the first. Removes every earlier duplicate from every object under `node`, in O(n log n) per
+ * object. Returns 0, or -1 when out of memory. */
+struct cJSON;
+int config_json_keep_last(struct cJSON *node);
+
 /* Parses config.json text. `name` is used in messages (usually the path). */
 int config_parse(model_config *cfg, const char *json, size_t len, const char *name,
                  assay_error *err);

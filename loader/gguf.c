@@ -35,6 +35,7 @@ struct gguf_file {
     uint32_t       version;
     gguf_kv       *kv;
     int            n_kv;
+    gguf_kv      **kv_sorted; /* kv sorted by key, for lookup and duplicate checks */
     gguf_tensor   *tensors;
     int            n_tensors;
     gguf_tensor  **sorted; /* tensors sorted by name, for lookup and duplicate checks */
@@ -260,6 +261,18 @@ static int cmp_tensor_name(const void *a, const void *b) {
     return strcmp((*(gguf_tensor *const *)a)->name, (*(gguf_tensor *const *)b)->name);
 }
 
+static int cmp_kv_key(const void *a, const void *b) {
+    return strcmp((*(gguf_kv *const *)a)->key, (*(gguf_kv *const *)b)->key);
+}
+
+static const gguf_kv *find_kv(const gguf_file *f, const char *key) {
+    if (!f->kv_sorted || f->n_kv == 0)
+        return NULL;
+    gguf_kv         probe = {.key = (char *)key}, *pp = &probe;
+    gguf_kv *const *hit = bsearch(&pp, f->kv_sorted, (size_t)f->n_kv, sizeof pp, cmp_kv_key);
+    return hit ? *hit : NULL;
+}
+
 static int parse_kv(gguf_file *f, cursor *c, gguf_kv *kv) {
     size_t koff, klen;
     if (cur_str(c, &koff, &klen, "metadata key"))
@@ -430,11 +443,18 @@ static int gguf_parse(gguf_file *f, assay_error *err) {
         f->n_kv = (int)i + 1; /* so cleanup frees what parse_kv allocated */
         if (parse_kv(f, &c, &f->kv[i]))
             return -1;
-        for (uint64_t j = 0; j < i; j++)
-            if (!strcmp(f->kv[j].key, f->kv[i].key))
-                return assay_fail(err, ASSAY_EFORMAT, "%s: metadata key '%s' appears twice",
-                                  f->name, f->kv[i].key);
     }
+    /* Sorted, not pairwise: a file may hold up to GGUF_MAX_KV keys. */
+    f->kv_sorted = calloc(nkv ? nkv : 1, sizeof *f->kv_sorted);
+    if (!f->kv_sorted)
+        return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", f->name);
+    for (int i = 0; i < f->n_kv; i++)
+        f->kv_sorted[i] = &f->kv[i];
+    qsort(f->kv_sorted, (size_t)f->n_kv, sizeof *f->kv_sorted, cmp_kv_key);
+    for (int i = 1; i < f->n_kv; i++)
+        if (!strcmp(f->kv_sorted[i - 1]->key, f->kv_sorted[i]->key))
+            return assay_fail(err, ASSAY_EFORMAT, "%s: metadata key '%s' appears twice", f->name,
+                              f->kv_sorted[i]->key);
     f->alignment = GGUF_DEFAULT_ALIGN;
     int64_t al;
     if (gguf_get_int(f, "general.alignment", &al) == 0) {
@@ -443,11 +463,8 @@ static int gguf_parse(gguf_file *f, assay_error *err) {
                               "%s: general.alignment is %lld, expected a power of two", f->name,
                               (long long)al);
         f->alignment = (size_t)al;
-    } else {
-        for (int i = 0; i < f->n_kv; i++)
-            if (!strcmp(f->kv[i].key, "general.alignment"))
-                return assay_fail(err, ASSAY_EFORMAT, "%s: general.alignment must be an integer",
-                                  f->name);
+    } else if (find_kv(f, "general.alignment")) {
+        return assay_fail(err, ASSAY_EFORMAT, "%s: general.alignment must be an integer", f->name);
     }
     for (uint64_t i = 0; i < nt; i++) {
         f->n_tensors = (int)i + 1;
@@ -518,6 +535,7 @@ void gguf_close(gguf_file *f) {
     for (int i = 0; i < f->n_tensors; i++)
         free((char *)f->tensors[i].name);
     free(f->kv);
+    free(f->kv_sorted);
     free(f->tensors);
     free(f->sorted);
     free(f->rel);
@@ -553,13 +571,6 @@ const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name) {
 
 const char *gguf_kv_key(const gguf_file *f, int i) {
     return i >= 0 && i < f->n_kv ? f->kv[i].key : NULL;
-}
-
-static const gguf_kv *find_kv(const gguf_file *f, const char *key) {
-    for (int i = 0; i < f->n_kv; i++)
-        if (!strcmp(f->kv[i].key, key))
-            return &f->kv[i];
-    return NULL;
 }
 
 /* Reads one scalar at p as int (ok=1) or float (ok=2); 0 when not a number. */

@@ -472,6 +472,64 @@ static int st_check_unique(const st_file *f, assay_error *err) {
     return rc;
 }
 
+/* Header shape limits checked before cJSON sees the text (see st_prescan). */
+#define ST_MAX_NESTING 3 /* header object > tensor entry > shape / data_offsets */
+#define ST_MAX_ARRAY 64  /* shapes beyond ST_MAX_DIMS get their own message from the parse */
+#define ST_MIN_BYTES_PER_ITEM 3
+
+/* cJSON spends about 100 bytes per JSON value: a 100 MB header of "[0,0,0,..." grew to 4.3 GB.
+ * One pass over the text first enforces what a safetensors header can hold: containers at most
+ * ST_MAX_NESTING deep, arrays of at most ST_MAX_ARRAY elements (a shape; data_offsets has 2),
+ * and at least ST_MIN_BYTES_PER_ITEM bytes per string or value (the tightest valid header, an
+ * 8-dimensional empty tensor per entry, spends 3.7). Parse memory then stays near 20x the
+ * header (measured: 16 MB of '"x":0,' members peaked at 341 MB), and hostile headers fail at
+ * their first excess, before any copy or allocation.
+ * Malformed JSON is left to cJSON, which reports it. */
+static int st_prescan(const st_file *f, const char *text, size_t n, assay_error *err) {
+    size_t items = 0, count[ST_MAX_NESTING + 1] = {0};
+    int    depth = 0, is_array[ST_MAX_NESTING + 1] = {0};
+    /* cJSON skips a UTF-8 BOM at the start and takes every byte <= 32 for whitespace */
+    size_t start = n >= 3 && !memcmp(text, "\xEF\xBB\xBF", 3) ? 3 : 0;
+    for (size_t i = start; i < n; i++) {
+        char ch = text[i];
+        if ((unsigned char)ch <= 32 || ch == ',' || ch == ':')
+            continue;
+        if (ch == '}' || ch == ']') {
+            depth -= depth > 0;
+            continue;
+        }
+        /* a string, scalar or container starts here (or junk cJSON will stop at: counted too) */
+        items++;
+        if (depth > 0 && is_array[depth] && ++count[depth] > ST_MAX_ARRAY)
+            return assay_fail(err, ASSAY_EFORMAT,
+                              "%s: header byte %zu: an array of more than %d elements (a shape "
+                              "has at most %d dimensions)",
+                              f->path, i, ST_MAX_ARRAY, ST_MAX_DIMS);
+        if (ch == '{' || ch == '[') {
+            if (depth == ST_MAX_NESTING)
+                return assay_fail(err, ASSAY_EFORMAT,
+                                  "%s: header nests deeper than %d levels at header byte %zu "
+                                  "(a safetensors header is an object of tensor entries)",
+                                  f->path, ST_MAX_NESTING, i);
+            depth++;
+            is_array[depth] = ch == '[';
+            count[depth]    = 0;
+        } else if (ch == '"') {
+            for (i++; i < n && text[i] != '"'; i++)
+                i += text[i] == '\\';
+        } else {
+            while (i + 1 < n && (unsigned char)text[i + 1] > 32 && !strchr(",:{}[]\"", text[i + 1]))
+                i++;
+        }
+        if (items > 64 && items > n / ST_MIN_BYTES_PER_ITEM)
+            return assay_fail(err, ASSAY_EFORMAT,
+                              "%s: header holds more than %zu JSON values in %zu bytes (a "
+                              "safetensors header spends at least %d bytes per value)",
+                              f->path, items - 1, n, ST_MIN_BYTES_PER_ITEM);
+    }
+    return ASSAY_OK;
+}
+
 static int st_parse(st_file *f, const uint8_t *buf, size_t size, assay_error *err) {
     char    *text  = NULL;
     cJSON   *root  = NULL;
@@ -499,6 +557,9 @@ static int st_parse(st_file *f, const uint8_t *buf, size_t size, assay_error *er
                         f->path, hlen, size);
         goto fail;
     }
+    /* Over the mapped bytes, so a refused header costs no copy. */
+    if ((rc = st_prescan(f, (const char *)buf + 8, (size_t)hlen, err)))
+        goto fail;
     /* A NUL-terminated copy: cJSON then never reads past the header, whatever it contains. */
     text = malloc((size_t)hlen + 1);
     if (!text) {
@@ -725,7 +786,7 @@ static st_model *st_model_open_index(const char *index_path, assay_error *err) {
     st_model     *m       = st_model_new(index_path, err);
     if (!m)
         return NULL;
-    if (file_read_all(index_path, &text, &len, err))
+    if (file_read_capped(index_path, ST_INDEX_MAX, &text, &len, err))
         goto fail;
     const char *json_end = NULL;
     root                 = cJSON_ParseWithLengthOpts(text, len, &json_end, 0);

@@ -13,6 +13,8 @@
 #define ST_MAX_DIMS 8
 /* Largest header we accept: real checkpoints stay well under a few MB. */
 #define ST_MAX_HEADER (100u * 1024u * 1024u)
+/* model.safetensors.index.json: a few hundred kilobytes even for the largest models */
+#define ST_INDEX_MAX ((size_t)64 << 20)
 
 typedef struct st_tensor {
     const char *name; /* owned by the st_file / st_model */

@@ -68,6 +68,7 @@ typedef struct tok_pattern {
     char       *str;   /* String pattern (may be empty) */
     size_t      len;
     pcre2_code *re;
+    char       *src; /* regex as written in tokenizer.json, for messages */
 } tok_pattern;
 
 /* Returns the TOK_RE_* of a regex given as it is written in tokenizer.json. */
@@ -207,6 +208,7 @@ enum { TOK_CHUNK_NONE, TOK_CHUNK_BOUNDARY, TOK_CHUNK_SPAN };
 /* ---- the tokenizer ------------------------------------------------------------------------ */
 
 struct tokenizer {
+    char *path; /* the file it was loaded from, for messages */
     /* model: BPE */
     tok_smap vocab;        /* HF piece string -> id (model vocab only) */
     tok_smap raw;          /* byte-level mode: raw bytes -> id */
@@ -290,6 +292,8 @@ typedef struct tok_work {
     pcre2_match_data    *md;
     pcre2_match_context *mctx;
     pcre2_jit_stack     *jit;
+    const tok_pattern   *re_failed; /* the regex whose match failed (limit hit), and its */
+    int                  re_rc;     /* PCRE2 error, for the message */
     int                  want_offsets;
     int                  no_prepend; /* this stretch continues one cut by chunking: no Prepend */
     tok_ids             *out;

@@ -296,8 +296,9 @@ pcre2_code *tok_regex_compile(const char *pat, size_t len, char *msg, size_t msg
 
 /* Finds the next match of re in s[0..n) from `start`, handling a small JIT stack by retrying with
  * a large one. Returns 1 and sets *ms, *me; 0 no match; -1 error. */
-static int regex_next(tok_work *w, const pcre2_code *re, const char *s, size_t n, size_t start,
+static int regex_next(tok_work *w, const tok_pattern *pat, const char *s, size_t n, size_t start,
                       size_t *ms, size_t *me) {
+    const pcre2_code *re = pat->re;
     if (!w->md) {
         w->md = pcre2_match_data_create(32, NULL);
         if (!w->md)
@@ -315,8 +316,11 @@ static int regex_next(tok_work *w, const pcre2_code *re, const char *s, size_t n
             pcre2_jit_stack_assign(w->mctx, NULL, w->jit);
             continue;
         }
-        if (rc < 0)
+        if (rc < 0) {
+            w->re_failed = pat;
+            w->re_rc     = rc;
             return -1;
+        }
         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(w->md);
         *ms            = ov[0];
         *me            = ov[1];
@@ -640,7 +644,7 @@ static int norm_replace_emit(tok_work *w, const tok_norm *nm, const nbuf *in, no
         size_t ms, me;
         int    found;
         if (nm->pat.is_regex) {
-            found = regex_next(w, nm->pat.re, in->s, in->n, pos, &ms, &me);
+            found = regex_next(w, &nm->pat, in->s, in->n, pos, &ms, &me);
             if (found < 0)
                 return -1;
             while (found && ms == me) { /* skip empty matches */
@@ -648,7 +652,7 @@ static int norm_replace_emit(tok_work *w, const tok_norm *nm, const nbuf *in, no
                     found = 0;
                     break;
                 }
-                found = regex_next(w, nm->pat.re, in->s, in->n,
+                found = regex_next(w, &nm->pat, in->s, in->n,
                                    me + tok_utf8_len((unsigned char)in->s[me]), &ms, &me);
                 if (found < 0)
                     return -1;
@@ -787,7 +791,22 @@ static int norm_run(const tok_norm *nm, nstate *st) {
     return norm_one(nm, st);
 }
 
+/* A failed normalizer or pre-tokenizer: a regex that hit a PCRE2 limit (match or depth limit)
+ * is named with the tokenizer file, since the text alone does not say what went wrong. */
+static int stage_fail(const tokenizer *t, tok_work *w, const char *stage, assay_error *err) {
+    if (!w->re_failed)
+        return assay_fail(err, ASSAY_ENOMEM, "tokenizer: %s ran out of memory", stage);
+    PCRE2_UCHAR msg[160];
+    if (pcre2_get_error_message(w->re_rc, msg, sizeof msg) < 0)
+        snprintf((char *)msg, sizeof msg, "PCRE2 error %d", w->re_rc);
+    const char *src = w->re_failed->src ? w->re_failed->src : "?";
+    w->re_failed    = NULL;
+    return assay_fail(err, ASSAY_EFORMAT, "%s: %s regex '%.300s' failed on this input: %s",
+                      t->path ? t->path : "tokenizer", stage, src, (const char *)msg);
+}
+
 int tok_normalize(const tokenizer *t, tok_work *w, size_t a, size_t b, assay_error *err) {
+    w->re_failed = NULL;
     if (!t->norm) {
         tok_split sp = {a, b - a, a, -1, 0};
         if (push_split(&w->sp, &w->nsp, &w->capsp, sp))
@@ -810,8 +829,7 @@ int tok_normalize(const tokenizer *t, tok_work *w, size_t a, size_t b, assay_err
     }
     nstate st = {w, 0, n};
     if (norm_run(t->norm, &st))
-        return assay_fail(err, ASSAY_ENOMEM,
-                          "tokenizer: normalizer failed (out of memory or regex error)");
+        return stage_fail(t, w, "normalizer", err);
     if (arena_reserve(w, st.n))
         return assay_fail(err, ASSAY_ENOMEM, "tokenizer: out of memory");
     memcpy(w->arena + w->alen, w->nb[st.cur], st.n);
@@ -862,8 +880,9 @@ static int pred_delim(int32_t c, const tok_pre *p) {
 }
 
 /* Finds matches (HF Pattern::find_matches) of a regex, string or char predicate. */
-static int find_matches(tok_work *w, const char *s, size_t n, const pcre2_code *re, const char *lit,
-                        size_t litlen, char_pred pred, const tok_pre *pp, ptmp *out) {
+static int find_matches(tok_work *w, const char *s, size_t n, const tok_pattern *re,
+                        const char *lit, size_t litlen, char_pred pred, const tok_pre *pp,
+                        ptmp *out) {
     out->n = 0;
     if (n == 0)
         return ptmp_push(out, 0, 0, 0);
@@ -990,7 +1009,7 @@ typedef struct pstate {
 } pstate;
 
 /* Replaces w->sp by splitting each text split with the given matcher + behavior. */
-static int split_all(pstate *ps, const pcre2_code *re, const char *lit, size_t litlen,
+static int split_all(pstate *ps, const tok_pattern *re, const char *lit, size_t litlen,
                      char_pred pred, const tok_pre *pp, int behavior, int invert) {
     tok_work *w = ps->w;
     w->nsp2     = 0;
@@ -1082,11 +1101,10 @@ static int pre_run(const tokenizer *t, const tok_pre *p, pstate *ps) {
                 return -1;
         return 0;
     case PRE_SPLIT:
-        return split_all(ps, p->pat.is_regex ? p->pat.re : NULL,
-                         p->pat.is_regex ? NULL : p->pat.str, p->pat.len, NULL, p, p->behavior,
-                         p->invert);
+        return split_all(ps, p->pat.is_regex ? &p->pat : NULL, p->pat.is_regex ? NULL : p->pat.str,
+                         p->pat.len, NULL, p, p->behavior, p->invert);
     case PRE_WS: /* HF Whitespace: keep the matches of \w+|[^\w\s]+ */
-        return split_all(ps, p->pat.re, NULL, 0, NULL, p, BEH_REMOVED, 1);
+        return split_all(ps, &p->pat, NULL, 0, NULL, p, BEH_REMOVED, 1);
     case PRE_WSSPLIT: return split_all(ps, NULL, NULL, 0, pred_ws, p, BEH_REMOVED, 0);
     case PRE_PUNCT: return split_all(ps, NULL, NULL, 0, pred_punct, p, p->behavior, 0);
     case PRE_BERT:
@@ -1106,7 +1124,7 @@ static int pre_run(const tokenizer *t, const tok_pre *p, pstate *ps) {
                         return -1;
             }
         if (p->use_regex)
-            return split_all(ps, p->pat.re, NULL, 0, NULL, p, BEH_ISOLATED, 0);
+            return split_all(ps, &p->pat, NULL, 0, NULL, p, BEH_ISOLATED, 0);
         return 0;
     case PRE_METASPACE:
         for (size_t i = 0; i < w->nsp; i++) {
@@ -1137,11 +1155,11 @@ static int pre_run(const tokenizer *t, const tok_pre *p, pstate *ps) {
 int tok_pretokenize(const tokenizer *t, tok_work *w, assay_error *err) {
     if (!t->pre)
         return 0;
-    pstate ps = {w, {NULL, 0, 0}};
-    int    rc = pre_run(t, t->pre, &ps);
+    pstate ps    = {w, {NULL, 0, 0}};
+    w->re_failed = NULL;
+    int rc       = pre_run(t, t->pre, &ps);
     free(ps.tmp.v);
     if (rc)
-        return assay_fail(err, ASSAY_ENOMEM,
-                          "tokenizer: pre-tokenizer failed (out of memory or regex error)");
+        return stage_fail(t, w, "pre-tokenizer", err);
     return 0;
 }

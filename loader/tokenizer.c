@@ -9,6 +9,7 @@
 #include <string.h>
 #include <utf8proc.h>
 
+#include "loader/config.h"
 #include "loader/tok_internal.h"
 #include "runtime/util.h"
 
@@ -46,6 +47,7 @@ typedef struct lctx {
 
 static void pattern_free(tok_pattern *p) {
     free(p->str);
+    free(p->src);
     if (p->re)
         pcre2_code_free(p->re);
     memset(p, 0, sizeof *p);
@@ -89,6 +91,7 @@ static void trie_free(tok_trie *tr) {
 void tok_free(tokenizer *t) {
     if (!t)
         return;
+    free(t->path);
     tok_smap_free(&t->vocab);
     tok_smap_free(&t->raw);
     tok_pmap_free(&t->merges);
@@ -169,7 +172,8 @@ static int parse_pattern(lctx *c, const cJSON *o, const char *where, tok_pattern
         if (!p->re)
             return assay_fail(c->err, ASSAY_EFORMAT, "%s: %s regex '%s' rejected by PCRE2: %s",
                               c->name, where, s, msg);
-        return 0;
+        p->src = xstrndup(s, p->len);
+        return p->src ? 0 : nomem(c);
     }
     return assay_fail(c->err, ASSAY_EFORMAT,
                       "%s: %s needs a \"pattern\" object with a \"String\" or \"Regex\"", c->name,
@@ -291,7 +295,8 @@ static int compile_builtin(lctx *c, const char *pat, tok_pattern *p) {
     p->re       = tok_regex_compile(pat, strlen(pat), msg, sizeof msg);
     if (!p->re)
         return assay_fail(c->err, ASSAY_EINTERNAL, "%s: built-in regex failed: %s", c->name, msg);
-    return 0;
+    p->src = xstrndup(pat, strlen(pat));
+    return p->src ? 0 : nomem(c);
 }
 
 static int parse_pre(lctx *c, const cJSON *o, tok_pre *p) {
@@ -1126,6 +1131,8 @@ static int tok_from_json(tokenizer *t, const cJSON *root, lctx *c) {
     int32_t max_id = -1;
     if (!cJSON_IsObject(root))
         return assay_fail(c->err, ASSAY_EFORMAT, "%s: not a JSON object", c->name);
+    if (!(t->path = xstrndup(c->name, strlen(c->name))))
+        return nomem(c);
     const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
     if (!cJSON_IsObject(model))
         return assay_fail(c->err, ASSAY_EFORMAT, "%s: no \"model\" object", c->name);
@@ -1213,7 +1220,8 @@ tokenizer *tok_load_buffer(const char *json, size_t len, const char *name, assay
         tok_free(t);
         return NULL;
     }
-    int rc = tok_from_json(t, root, &c);
+    /* HF's vocab is a map: a repeated piece keeps its last id */
+    int rc = config_json_keep_last(root) ? nomem(&c) : tok_from_json(t, root, &c);
     cJSON_Delete(root);
     if (rc) {
         tok_free(t);
@@ -1233,11 +1241,16 @@ static cJSON *gpt2_json(const char *dir, assay_error *err) {
         assay_fail(err, ASSAY_EINVAL, "%s: path too long", dir);
         return NULL;
     }
-    if (file_read_all(p1, &enc, &enc_len, err) || file_read_all(p2, &bpe, &bpe_len, err))
+    if (file_read_capped(p1, TOKENIZER_JSON_MAX, &enc, &enc_len, err) ||
+        file_read_capped(p2, TOKENIZER_JSON_MAX, &bpe, &bpe_len, err))
         goto fail;
     vocab = cJSON_ParseWithLength(enc, enc_len);
     if (!cJSON_IsObject(vocab)) {
         assay_fail(err, ASSAY_EFORMAT, "%s: not a JSON object of token -> id", p1);
+        goto fail;
+    }
+    if (config_json_keep_last(vocab)) {
+        assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", p1);
         goto fail;
     }
     root         = cJSON_CreateObject();
@@ -1341,7 +1354,7 @@ tokenizer *tok_load(const char *path, assay_error *err) {
         t->bos_id = t->eos_id = tok_piece_to_id(t, "<|endoftext|>");
         t->max_len            = 1024;
     } else {
-        if (file_read_all(json_path, &buf, &len, err))
+        if (file_read_capped(json_path, TOKENIZER_JSON_MAX, &buf, &len, err))
             return NULL;
         t = tok_load_buffer(buf, len, json_path, err);
         free(buf);
@@ -1351,12 +1364,17 @@ tokenizer *tok_load(const char *path, assay_error *err) {
     }
     if (path_join(cfg_path, sizeof cfg_path, dir, "tokenizer_config.json") == 0 &&
         path_exists(cfg_path)) {
-        if (file_read_all(cfg_path, &cfg_buf, &cfg_len, err))
+        if (file_read_capped(cfg_path, TOKENIZER_CONFIG_MAX, &cfg_buf, &cfg_len, err))
             goto fail;
         cJSON *cfg = cJSON_ParseWithLength(cfg_buf, cfg_len);
         if (!cJSON_IsObject(cfg)) {
             cJSON_Delete(cfg);
             assay_fail(err, ASSAY_EFORMAT, "%s: invalid JSON", cfg_path);
+            goto fail;
+        }
+        if (config_json_keep_last(cfg)) {
+            cJSON_Delete(cfg);
+            assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", cfg_path);
             goto fail;
         }
         apply_config(t, cfg);
@@ -2147,6 +2165,10 @@ static int dec_step(const tok_dec *d, slist *in, slist *out) {
                     if (!md)
                         return -1;
                     int rc = pcre2_match(d->pat.re, (PCRE2_SPTR)s, n, pos, 0, md, NULL);
+                    if (rc < 0 && rc != PCRE2_ERROR_NOMATCH) { /* a limit: see tok_decode */
+                        pcre2_match_data_free(md);
+                        return rc;
+                    }
                     if (rc > 0) {
                         PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
                         ms             = ov[0];
@@ -2276,16 +2298,22 @@ static int dec_step(const tok_dec *d, slist *in, slist *out) {
     return -1;
 }
 
-static int dec_run(const tok_dec *d, slist *a, slist *b, slist **cur) {
+/* Returns 0, -1 out of memory, or a PCRE2 error of the regex of *failed. */
+static int dec_run(const tok_dec *d, slist *a, slist *b, slist **cur, const tok_dec **failed) {
     if (d->type == DEC_SEQ) {
-        for (size_t i = 0; i < d->nkids; i++)
-            if (dec_run(&d->kids[i], a, b, cur))
-                return -1;
+        for (size_t i = 0; i < d->nkids; i++) {
+            int rc = dec_run(&d->kids[i], a, b, cur, failed);
+            if (rc)
+                return rc;
+        }
         return 0;
     }
     slist *in = *cur, *out = in == a ? b : a;
-    if (dec_step(d, in, out))
-        return -1;
+    int    rc = dec_step(d, in, out);
+    if (rc) {
+        *failed = d;
+        return rc;
+    }
     *cur = out;
     return 0;
 }
@@ -2308,10 +2336,19 @@ int tok_decode(const tokenizer *t, const int32_t *ids, size_t n, int skip_specia
         if (sl_push(&a, t->piece[id], t->piece_len[id]))
             goto nomem;
     }
-    if (t->dec) {
-        if (dec_run(t->dec, &a, &b, &cur))
-            goto nomem;
+    const tok_dec *failed = NULL;
+    int            drc    = t->dec ? dec_run(t->dec, &a, &b, &cur, &failed) : 0;
+    if (drc < -1) {
+        PCRE2_UCHAR msg[160];
+        if (pcre2_get_error_message(drc, msg, sizeof msg) < 0)
+            snprintf((char *)msg, sizeof msg, "PCRE2 error %d", drc);
+        rc = assay_fail(err, ASSAY_EFORMAT, "%s: decoder regex '%.300s' failed on this input: %s",
+                        t->path ? t->path : "tokenizer", failed->pat.src ? failed->pat.src : "?",
+                        (const char *)msg);
+        goto done;
     }
+    if (drc)
+        goto nomem;
     {
         size_t total = 0;
         for (size_t i = 0; i < cur->n; i++)

@@ -671,3 +671,57 @@ Test(config_check, gpt2_stored_lm_head_must_match_wte) {
     st_model_close(m);
     remove_model_dir(dir);
 }
+
+/* Python's json.load (so transformers) keeps the last value of a repeated key, nested too. */
+Test(config, a_repeated_key_keeps_its_last_value_as_python_does) {
+    static const char json[] =
+        "{\"architectures\": [\"LlamaForCausalLM\"], \"num_hidden_layers\": 99,"
+        " \"hidden_size\": 64, \"intermediate_size\": 128, \"num_attention_heads\": 4,"
+        " \"rope_theta\": 1.0, \"max_position_embeddings\": 256, \"vocab_size\": 100,"
+        " \"rope_scaling\": {\"rope_type\": \"linear\", \"factor\": 8.0, \"factor\": 2.0},"
+        " \"rope_theta\": 10000.0, \"num_hidden_layers\": 2, \"rope_theta\": 500000.0}";
+    model_config cfg;
+    assay_error  err;
+    cr_assert_eq(parse(&cfg, json, &err), 0, "%s", err.msg);
+    cr_expect_eq(cfg.n_layers, 2);
+    cr_expect_float_eq(cfg.rope_theta, 500000.0f, 0);
+    cr_expect_eq(cfg.rope, ROPE_LINEAR);
+    cr_expect_float_eq(cfg.rope_factor, 2.0f, 0);
+}
+
+/* 2^18 keys, every one repeated: a pairwise search would take minutes. */
+Test(config, removing_repeated_keys_is_not_quadratic) {
+    alarm(60); /* a quadratic removal would run for minutes: end it as a failure */
+    const int n   = 1 << 18;
+    cJSON    *obj = cJSON_CreateObject();
+    cr_assert_not_null(obj);
+    for (int r = 0; r < 2; r++)
+        for (int i = 0; i < n; i++) {
+            char key[16];
+            snprintf(key, sizeof key, "k%d", i);
+            cJSON_AddItemToObject(obj, key, cJSON_CreateNumber(r * n + i));
+        }
+    cJSON_AddItemToObject(obj, "k7", cJSON_CreateString("last"));
+    cr_assert_eq(config_json_keep_last(obj), 0);
+    cr_expect_eq(cJSON_GetArraySize(obj), n);
+    cr_expect_eq(cJSON_GetObjectItemCaseSensitive(obj, "k5")->valuedouble, n + 5);
+    cr_expect_str_eq(cJSON_GetObjectItemCaseSensitive(obj, "k7")->valuestring, "last");
+    cJSON_Delete(obj);
+}
+
+/* config.json is read whole: one over CONFIG_JSON_MAX is refused before reading. */
+Test(config, load_refuses_a_config_over_its_size_cap) {
+    char dir[64], p[128];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    FILE *f = fopen(p, "w");
+    cr_assert_not_null(f);
+    cr_assert_eq(ftruncate(fileno(f), (off_t)CONFIG_JSON_MAX + 1), 0);
+    fclose(f);
+    model_config cfg;
+    assay_error  err;
+    cr_assert_eq(config_load(&cfg, p, &err), ASSAY_EINVAL);
+    cr_expect(strstr(err.msg, p) && strstr(err.msg, "more than"), "%s", err.msg);
+    unlink(p);
+    rmdir(dir);
+}

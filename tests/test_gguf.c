@@ -404,3 +404,58 @@ Test(gguf, open_names_a_missing_file) {
     cr_assert_eq(err.code, ASSAY_EIO);
     cr_assert(strstr(err.msg, "nope.gguf"), "%s", err.msg);
 }
+
+/* A GGUF holding only n u8 keys "k.<8 hex digits>" (key i + 1 is named i when dup_at == i + 1). */
+static uint8_t *make_many_keys(uint32_t n, uint32_t dup_at, size_t *size) {
+    const size_t per = 8 + 10 + 4 + 1;
+    *size            = 4 + 4 + 8 + 8 + (size_t)n * per;
+    uint8_t *buf = malloc(*size), *p = buf;
+    cr_assert_not_null(buf);
+    uint32_t version = 3;
+    uint64_t n_t = 0, n_kv = n, klen = 10;
+    memcpy(p, "GGUF", 4), p += 4;
+    memcpy(p, &version, 4), p += 4;
+    memcpy(p, &n_t, 8), p += 8;
+    memcpy(p, &n_kv, 8), p += 8;
+    for (uint32_t i = 0; i < n; i++) {
+        char     key[11];
+        uint32_t type = GGUF_T_U8;
+        snprintf(key, sizeof key, "k.%08x", i == dup_at ? i - 1 : i);
+        memcpy(p, &klen, 8), p += 8;
+        memcpy(p, key, 10), p += 10;
+        memcpy(p, &type, 4), p += 4;
+        *p++ = (uint8_t)i;
+    }
+    return buf;
+}
+
+/* A pairwise duplicate check took ~35 minutes on 2^20 keys. */
+Test(gguf, checks_a_million_keys_for_duplicates_in_seconds) {
+    alarm(60); /* the quadratic check would run for half an hour: end it as a failure */
+    const uint32_t n = 1u << 20;
+    size_t         size;
+    uint8_t       *buf = make_many_keys(n, UINT32_MAX, &size);
+    assay_error    err;
+    double         t0 = time_now();
+    gguf_file     *f  = gguf_open_buffer(buf, size, "many.gguf", &err);
+    cr_assert_not_null(f, "%s", err.msg);
+    cr_assert_lt(time_now() - t0, 10.0, "took %.1f s", time_now() - t0);
+    int64_t v;
+    cr_assert_eq(gguf_get_int(f, "k.000abcde", &v), 0);
+    cr_assert_eq(v, (int64_t)(uint8_t)0xabcde);
+    gguf_close(f);
+    free(buf);
+
+    /* a duplicate at the very end, and one in the middle, are still named */
+    const uint32_t at[] = {n - 1, n / 2 + 7};
+    for (size_t k = 0; k < 2; k++) {
+        buf = make_many_keys(n, at[k], &size);
+        char key[16];
+        snprintf(key, sizeof key, "'k.%08x'", at[k] - 1);
+        expect_reject(buf, size, ASSAY_EFORMAT, "appears twice");
+        assay_error_clear(&err);
+        cr_assert_null(gguf_open_buffer(buf, size, "bad.gguf", &err));
+        cr_assert(strstr(err.msg, key), "message does not name %s: %s", key, err.msg);
+        free(buf);
+    }
+}

@@ -546,3 +546,49 @@ Test(safetensors, reads_every_fixture_checkpoint_written_by_python) {
         cr_skip_test("SKIP: no fixtures");
     }
 }
+
+/* A header of `hlen` bytes: `head`, then `unit` repeated, then `tail`, then space padding. */
+static void write_big_header(const char *name, size_t hlen, const char *head, const char *unit,
+                             const char *tail) {
+    char  *h = malloc(hlen + 1);
+    size_t n = strlen(head), u = strlen(unit), t = strlen(tail);
+    cr_assert(h);
+    memcpy(h, head, n);
+    while (n + u + t <= hlen)
+        memcpy(h + n, unit, u), n += u;
+    memcpy(h + n, tail, t);
+    memset(h + n + t, ' ', hlen - n - t);
+    h[hlen] = '\0';
+    write_raw(name, h, 0);
+    free(h);
+}
+
+/* cJSON spends ~100 bytes per value: 100 MB of "[0,0,0,..." reached 4.3 GB. Hostile headers are
+ * refused from a scan of the text, before any of it is parsed or copied. */
+Test(safetensors, refuses_value_heavy_headers_quickly_in_bounded_memory) {
+    const size_t hlen = (size_t)16 << 20;
+    struct {
+        const char *name, *head, *unit, *tail, *word;
+    } cases[] = {
+        {"zeros.safetensors", "[", "0,", "0]", "array of more than 64 elements"},
+        /* what cJSON skips (a BOM, control bytes) must not hide the rest from the scan */
+        {"bom.safetensors", "\xEF\xBB\xBF\x01\x1f[", "0,", "0]", "array of more than 64 elements"},
+        {"shape.safetensors", "{\"a\":{\"dtype\":\"F32\",\"shape\":[", "0,", "0]}}",
+         "array of more than 64 elements"},
+        {"deep.safetensors", "{\"a\":{\"b\":", "[", "", "nests deeper than 3"},
+        {"dense.safetensors", "{\"a\":{\"dtype\":\"F32\"", ",\"s\":[0,0,0,0,0,0,0,0]", "}}",
+         "JSON values in 16777216 bytes"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        write_big_header(cases[c].name, hlen, cases[c].head, cases[c].unit, cases[c].tail);
+        size_t before = test_proc_mem("VmRSS:", 1);
+        double t0     = time_now();
+        expect_open_fails(cases[c].name, ASSAY_EFORMAT, cases[c].word);
+        double secs = time_now() - t0;
+        size_t peak = test_proc_mem("VmHWM:", 0);
+        cr_expect_lt(secs, 2.0, "%s: %.2f s", cases[c].name, secs);
+        if (TEST_CHECK_MEMORY && before && peak)
+            cr_expect_lt(peak - before, 2 * hlen, "%s: peak RSS grew %.1f MB for a %zu MB header",
+                         cases[c].name, (double)(peak - before) / 1e6, hlen >> 20);
+    }
+}

@@ -296,7 +296,7 @@ Test(stories, cli_ppl_matches_the_hf_sliding_window_reference) {
     cr_assert_not_null(tot, "%s", log);
     int    n_tok = cJSON_GetObjectItem(run, "n_tokens")->valueint;
     double want  = cJSON_GetObjectItem(run, "nll_sum")->valuedouble;
-    double got   = cJSON_GetObjectItem(tot, "nll")->valuedouble;
+    double got   = cJSON_GetObjectItem(tot, "nll_nats")->valuedouble;
     cr_assert_eq(cJSON_GetObjectItem(tot, "tokens")->valueint, n_tok, "%s", log);
     cr_assert_leq(fabs(got - want), n_tok * LOGPROB_TOL, "NLL %.6f, transformers %.6f", got, want);
     cr_assert_leq(fabs(cJSON_GetObjectItem(tot, "ppl")->valuedouble -

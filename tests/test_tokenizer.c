@@ -2535,3 +2535,72 @@ Test(tokenizer, a_20_mb_text_encodes_in_bounded_memory_to_the_same_ids, .timeout
         tok_free(t);
     }
 }
+
+/* A Split regex PCRE2 cannot compile, or one that hits PCRE2's match limit on some input: either
+ * way the message names the tokenizer file and the pattern, and the exit code is 2. */
+Test(tokenizer, cli_names_the_file_and_pattern_of_a_failing_regex) {
+    char dir[64], tj[128];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(tj, sizeof tj, "%s/tokenizer.json", dir);
+    const char bad[] = "{" MODEL_OK ",\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":"
+                       "\"a[b\"},\"behavior\":\"Isolated\"}}";
+    write_file(tj, bad, strlen(bad));
+    char *out = NULL;
+    cr_expect_eq(test_run(&out, "tokenize %s ab", dir), 2, "%s", out);
+    cr_expect(strstr(out, tj) && strstr(out, "'a[b'"), "%s", out);
+    free(out);
+
+    /* (x+x+)+y backtracks exponentially on x...xzy: PCRE2 gives up at its match limit */
+    const char slow[] =
+        "{" MODEL_OK ",\"pre_tokenizer\":{\"type\":\"Split\",\"pattern\":{\"Regex\":"
+        "\"(x+x+)+y\"},\"behavior\":\"Isolated\"}}";
+    write_file(tj, slow, strlen(slow));
+    cr_expect_eq(test_run(&out, "tokenize %s xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxzy", dir), 2,
+                 "%s", out);
+    cr_expect(strstr(out, tj) && strstr(out, "'(x+x+)+y'") && strstr(out, "match limit"), "%s",
+              out);
+    free(out);
+}
+
+/* tokenizer_config.json is read by Python's json: a repeated key keeps its last value. */
+Test(tokenizer, config_repeated_key_keeps_the_last_value) {
+    char dir[64], p[128];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(p, sizeof p, "%s/tokenizer.json", dir);
+    const char json[] = "{" MODEL_OK "}";
+    write_file(p, json, strlen(json));
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", dir);
+    const char cfg[] = "{\"model_max_length\": 5, \"add_bos_token\": true, \"model_max_length\": 7,"
+                       " \"add_bos_token\": false}";
+    write_file(p, cfg, strlen(cfg));
+    assay_error err;
+    tokenizer  *t = tok_load(dir, &err);
+    cr_assert_not_null(t, "%s", err.msg);
+    cr_expect_eq(t->max_len, 7);
+    cr_expect_eq(t->add_bos_cfg, 0);
+    tok_free(t);
+}
+
+/* A Replace decoder's regex that hits PCRE2's match limit is an error naming the file and the
+ * pattern, not a silent "no match". */
+Test(tokenizer, decoder_regex_failure_names_file_and_pattern) {
+    const char  json[] = "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0,\"b\":1,\"ab\":2,"
+                         "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxzy\":3},\"merges\":[\"a b\"]},"
+                         "\"decoder\":{\"type\":\"Replace\",\"pattern\":{\"Regex\":\"(x+x+)+y\"},"
+                         "\"content\":\"-\"}}";
+    assay_error err;
+    tokenizer  *t = tok_load_buffer(json, strlen(json), "dec/tokenizer.json", &err);
+    cr_assert_not_null(t, "%s", err.msg);
+    char   *out  = NULL;
+    int32_t ok[] = {2, 0}, slow[] = {3};
+    cr_assert_eq(tok_decode(t, ok, 2, 0, &out, NULL, &err), 0, "%s", err.msg);
+    cr_expect_str_eq(out, "aba");
+    free(out);
+    out = NULL;
+    cr_expect_eq(tok_decode(t, slow, 1, 0, &out, NULL, &err), ASSAY_EFORMAT, "%s", err.msg);
+    cr_expect_null(out);
+    cr_expect(strstr(err.msg, "dec/tokenizer.json") && strstr(err.msg, "'(x+x+)+y'") &&
+                  strstr(err.msg, "match limit"),
+              "%s", err.msg);
+    tok_free(t);
+}
