@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "runtime/error.h"
+#include "core/error.h"
 
 typedef enum cli_device { CLI_DEVICE_AUTO = 0, CLI_DEVICE_CPU, CLI_DEVICE_CUDA } cli_device;
 

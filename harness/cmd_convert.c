@@ -11,14 +11,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/util.h"
 #include "harness/commands.h"
 #include "loader/config.h"
-#include "loader/dtype.h"
 #include "loader/gguf.h"
 #include "loader/gguf_tokenizer.h"
 #include "loader/safetensors.h"
-#include "runtime/error.h"
-#include "runtime/util.h"
 
 static const char convert_help[] =
     "usage: assay convert IN.gguf OUT_DIR [--dtype f32|bf16] [--force]\n"

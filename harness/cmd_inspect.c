@@ -10,12 +10,12 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/error.h"
+#include "core/util.h"
 #include "harness/commands.h"
 #include "loader/config.h"
 #include "loader/gguf.h"
 #include "loader/safetensors.h"
-#include "runtime/error.h"
-#include "runtime/util.h"
 
 static const char inspect_help[] =
     "usage: assay inspect PATH [--tensors] [--json] [--verbose]\n"

@@ -7,15 +7,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/error.h"
+#include "core/util.h"
 #include "harness/cli_common.h"
 #include "harness/commands.h"
 #include "harness/jsonl.h"
 #include "harness/progress.h"
 #include "loader/config.h"
 #include "loader/tokenizer.h"
-#include "runtime/error.h"
 #include "runtime/model.h"
-#include "runtime/util.h"
 #include "scoring/ppl.h"
 #include "scoring/windows.h"
 

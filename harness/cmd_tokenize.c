@@ -7,9 +7,9 @@
 #include <string.h>
 #include <sys/mman.h>
 
+#include "core/util.h"
 #include "harness/commands.h"
 #include "loader/tokenizer.h"
-#include "runtime/util.h"
 
 static const char usage[] =
     "usage: assay tokenize MODEL_OR_TOKENIZER [options] [TEXT | --file F]\n"

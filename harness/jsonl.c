@@ -6,7 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "runtime/util.h"
+#include "core/util.h"
 
 #define NUL_MARK 0xFF /* stands for an escaped NUL inside parsed strings (see jsonl.h) */
 

@@ -16,7 +16,7 @@
 
 #include <cJSON.h>
 
-#include "runtime/error.h"
+#include "core/error.h"
 
 #define JSONL_LINE_MAX ((size_t)64 << 20)  /* 64 MiB */
 #define JSONL_VALUES_MAX ((size_t)1 << 20) /* JSON values (array elements, members) per line */

@@ -4,9 +4,9 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/error.h"
+#include "core/util.h"
 #include "harness/commands.h"
-#include "runtime/error.h"
-#include "runtime/util.h"
 
 static const struct {
     const char *name;

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
-#include "runtime/util.h"
+#include "core/util.h"
 
 void progress_init(progress *p, const char *label, const char *unit, int64_t total) {
     p->enabled = isatty(2);

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/util.h"
+#include "core/util.h"
 
 /* Upper bounds that no real checkpoint of these families comes near, chosen so that every
  * tensor size computed from them fits easily in int64 (vocab * dim < 2^41). */

@@ -5,8 +5,8 @@
 
 #include <stdint.h>
 
+#include "core/error.h"
 #include "loader/safetensors.h"
-#include "runtime/error.h"
 
 typedef enum model_arch { ARCH_LLAMA = 0, ARCH_MISTRAL, ARCH_QWEN2, ARCH_GPT2 } model_arch;
 typedef enum norm_kind { NORM_RMS = 0, NORM_LAYER } norm_kind;

@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "loader/dtype.h"
-#include "runtime/util.h"
+#include "core/dtype.h"
+#include "core/util.h"
 
 /* Caps that no real file comes near; they bound allocations driven by untrusted counts. */
 #define GGUF_MAX_TENSORS (1 << 20)

@@ -6,8 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/error.h"
 #include "loader/config.h"
-#include "runtime/error.h"
 
 /* ggml tensor types we name (values as in the GGUF spec). */
 enum {

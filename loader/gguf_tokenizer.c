@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/util.h"
+#include "core/util.h"
 
 #define TOK_NORMAL 1
 #define TOK_UNKNOWN 2

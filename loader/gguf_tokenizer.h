@@ -8,8 +8,8 @@
 #ifndef ASSAY_GGUF_TOKENIZER_H
 #define ASSAY_GGUF_TOKENIZER_H
 
+#include "core/error.h"
 #include "loader/gguf.h"
-#include "runtime/error.h"
 
 /* Fills *tokenizer_json and *tokenizer_config_json (malloc'd NUL-terminated text; caller frees).
  * `max_len` becomes model_max_length. Anything the JSON cannot express (duplicate tokens, invalid

@@ -6,7 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "runtime/util.h"
+#include "core/util.h"
 
 /* Reads the first 4 bytes of a regular file without blocking; 0 when they are "GGUF". */
 static int has_gguf_magic(const char *path) {

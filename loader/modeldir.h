@@ -4,7 +4,7 @@
 #ifndef ASSAY_MODELDIR_H
 #define ASSAY_MODELDIR_H
 
-#include "runtime/error.h"
+#include "core/error.h"
 
 /* ASSAY_OK when `path` is a directory. Otherwise an error (ASSAY_EINVAL, or ASSAY_EIO when it
  * cannot be examined) naming the path and, for a GGUF or safetensors file, the way out. */

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/util.h"
+#include "core/util.h"
 
 /* Header integers arrive as JSON numbers (doubles): above 2^53 they are no longer exact. */
 #define ST_MAX_JSON_INT 9007199254740992.0

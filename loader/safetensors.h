@@ -7,8 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "loader/dtype.h"
-#include "runtime/error.h"
+#include "core/dtype.h"
+#include "core/error.h"
 
 #define ST_MAX_DIMS 8
 /* Largest header we accept: real checkpoints stay well under a few MB. */

@@ -5,8 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/util.h"
 #include "loader/tok_internal.h"
-#include "runtime/util.h"
 
 int tok_grow(void **p, size_t *cap, size_t need, size_t elem) {
     if (need <= *cap)

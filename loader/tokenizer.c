@@ -9,9 +9,9 @@
 #include <string.h>
 #include <utf8proc.h>
 
+#include "core/util.h"
 #include "loader/config.h"
 #include "loader/tok_internal.h"
-#include "runtime/util.h"
 
 #define TOK_MAX_ID                                                                                 \
     (1 << 24) /* ids above this are treated as corrupt (largest real vocab: 262144) */

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "runtime/error.h"
+#include "core/error.h"
 
 typedef struct tokenizer tokenizer;
 

@@ -16,8 +16,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "loader/dtype.h"
-#include "runtime/error.h"
+#include "core/dtype.h"
+#include "core/error.h"
 
 typedef struct backend backend;
 

@@ -3,8 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/util.h"
 #include "runtime/kvcache.h"
-#include "runtime/util.h"
 
 size_t kv_pool_bytes(int n_layers, int kv_dim, int block_tokens, int n_blocks) {
     size_t b = sizeof(float);

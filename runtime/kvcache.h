@@ -8,8 +8,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/error.h"
 #include "runtime/backend.h"
-#include "runtime/error.h"
 
 typedef struct kv_cache {
     backend *be;

@@ -8,12 +8,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/util.h"
 #include "kernels/cpu/ops.h"
 #include "loader/safetensors.h"
 #include "runtime/backend.h"
 #include "runtime/kvcache.h"
 #include "runtime/model.h"
-#include "runtime/util.h"
 
 #define WEIGHT_ALIGN 16 /* floats: every tensor starts on a 64-byte boundary */
 

@@ -12,8 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/error.h"
 #include "loader/config.h"
-#include "runtime/error.h"
 
 typedef struct model_opts {
     int    n_threads;        /* <= 0: OpenMP default (OMP_NUM_THREADS or all cores) */

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/util.h"
+#include "core/util.h"
 #include "scoring/ppl.h"
 
 int loglik_encode_tokenizer(void *ctx, const char *text, size_t len, tok_ids *out,

@@ -6,8 +6,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/error.h"
 #include "loader/tokenizer.h"
-#include "runtime/error.h"
 
 /* Encodes text[0..len) without special tokens and appends to out (lm-eval HFLM.tok_encode with
  * add_special_tokens=False). A callback so tests can use a fake tokenizer. */

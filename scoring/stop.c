@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "runtime/util.h"
+#include "core/util.h"
 
 int stop_init(stop_matcher *m, const char *const *stops, const size_t *lens, size_t n_stops,
               assay_error *err) {

@@ -6,7 +6,7 @@
 
 #include <stddef.h>
 
-#include "runtime/error.h"
+#include "core/error.h"
 
 typedef struct stop_matcher {
     char  **stops; /* owned copies of the non-empty stop strings */

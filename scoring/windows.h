@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "runtime/error.h"
+#include "core/error.h"
 
 /* One score request cut from a document's tokens t[0..n):
  *   request tokens = (prefix ? [prefix token] : []) + t[start..end)

@@ -74,7 +74,7 @@ Test(cli_basics, make_keeps_required_flags_when_cflags_is_overridden) {
     char *out = NULL;
     int rc = sh_run(&out, "make -n -B CFLAGS=-O3 B=/tmp/assay-make-n /tmp/assay-make-n/libassay.a");
     cr_assert_eq(rc, 0, "%s", out);
-    const char *line = strstr(out, "-c runtime/util.c");
+    const char *line = strstr(out, "-c core/util.c");
     cr_assert_not_null(line, "%s", out);
     const char *start = line;
     while (start > out && start[-1] != '\n')

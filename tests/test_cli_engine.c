@@ -6,7 +6,7 @@
 #include <cJSON.h>
 #include <math.h>
 
-#include "runtime/util.h"
+#include "core/util.h"
 #include "tests/helpers.h"
 
 #define LLAMA "tests/fixtures/models/llama"

@@ -7,13 +7,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "core/dtype.h"
+#include "core/util.h"
 #include "loader/config.h"
-#include "loader/dtype.h"
 #include "loader/gguf.h"
 #include "loader/gguf_tokenizer.h"
 #include "loader/safetensors.h"
 #include "loader/tokenizer.h"
-#include "runtime/util.h"
 #include "tests/helpers.h"
 
 #define TINY "tests/fixtures/gguf/tiny.gguf"

@@ -8,7 +8,7 @@
 #include <sys/sysmacros.h>
 #include <sys/wait.h>
 
-#include "runtime/util.h"
+#include "core/util.h"
 #include "tests/helpers.h"
 
 #define TINY "tests/fixtures/gguf/tiny.gguf"

@@ -4,10 +4,10 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "loader/dtype.h"
+#include "core/dtype.h"
+#include "core/util.h"
 #include "loader/gguf.h"
 #include "loader/safetensors.h"
-#include "runtime/util.h"
 #include "tests/helpers.h"
 
 #define TINY "tests/fixtures/gguf/tiny.gguf"

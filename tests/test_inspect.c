@@ -3,9 +3,9 @@
 
 #include <cJSON.h>
 
+#include "core/util.h"
 #include "loader/config.h"
 #include "loader/safetensors.h"
-#include "runtime/util.h"
 #include "tests/helpers.h"
 
 #define FIXTURES "tests/fixtures/models"

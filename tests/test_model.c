@@ -8,8 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/util.h"
 #include "runtime/model.h"
-#include "runtime/util.h"
 #include "tests/helpers.h"
 
 #define FIXTURES "tests/fixtures/models"

@@ -6,9 +6,9 @@
 #include <cJSON.h>
 #include <math.h>
 
+#include "core/util.h"
 #include "loader/config.h"
 #include "loader/safetensors.h"
-#include "runtime/util.h"
 #include "tests/helpers.h"
 
 static const char *const fixtures[] = {"llama",   "llama3", "llama_hd", "llama_linear",

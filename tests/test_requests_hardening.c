@@ -7,7 +7,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 
-#include "runtime/util.h"
+#include "core/util.h"
 #include "tests/helpers.h"
 
 #define LLAMA "tests/fixtures/models/llama"

@@ -5,8 +5,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/util.h"
 #include "loader/safetensors.h"
-#include "runtime/util.h"
 #include "tests/helpers.h"
 
 static char tmp[256];

@@ -14,8 +14,8 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "core/util.h"
 #include "runtime/model.h"
-#include "runtime/util.h"
 #include "tests/helpers.h"
 
 #define STORIES "models/stories260K/stories260K.gguf"

@@ -15,9 +15,9 @@
 #include <sys/resource.h>
 #include <sys/wait.h>
 
+#include "core/util.h"
 #include "loader/tok_internal.h"
 #include "loader/tokenizer.h"
-#include "runtime/util.h"
 #include "tests/helpers.h"
 
 typedef struct tok_case_row {

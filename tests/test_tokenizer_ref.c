@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/util.h"
 #include "loader/tokenizer.h"
-#include "runtime/util.h"
 #include "tests/helpers.h"
 
 /* TOKREF_DIR in the environment points elsewhere (used to test this harness itself). */

@@ -1,8 +1,8 @@
 #include <math.h>
 #include <stdint.h>
 
-#include "loader/dtype.h"
-#include "runtime/util.h"
+#include "core/dtype.h"
+#include "core/util.h"
 #include "tests/helpers.h"
 
 Test(dtype, bf16_round_trip_and_rounding) {

@@ -1,4 +1,4 @@
-#include "runtime/util.h"
+#include "core/util.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -1,4 +1,4 @@
-/* runtime/error.h — status codes and error messages. Library code never exits: it returns a
+/* core/error.h — status codes and error messages. Library code never exits: it returns a
  * status and fills an assay_error; the CLI turns statuses into exit codes. */
 #ifndef ASSAY_ERROR_H
 #define ASSAY_ERROR_H

@@ -1,4 +1,4 @@
-/* loader/dtype.h — element types of checkpoint tensors and conversions to f32. */
+/* core/dtype.h — element types of checkpoint tensors and conversions to f32. */
 #ifndef ASSAY_DTYPE_H
 #define ASSAY_DTYPE_H
 

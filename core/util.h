@@ -1,4 +1,4 @@
-/* runtime/util.h — small file and memory helpers shared by every layer. */
+/* core/util.h — small file and memory helpers shared by every layer. */
 #ifndef ASSAY_UTIL_H
 #define ASSAY_UTIL_H
 
@@ -6,7 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "runtime/error.h"
+#include "core/error.h"
 
 /* A read-only memory map of a whole file. Empty files map to data == NULL, size == 0. */
 typedef struct mapped_file {
