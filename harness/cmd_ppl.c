@@ -252,7 +252,10 @@ int cmd_ppl(int argc, char **argv) {
         n_files   = args.n - 1;
     }
     if (!model_dir || n_files == 0) {
-        fprintf(stderr, ppl_help, cli_common_help);
+        /* one line naming what is missing and the usage line, not the whole help */
+        fprintf(stderr, "assay: ppl: missing %s (see assay ppl --help)\n%.*s",
+                !model_dir ? "MODEL (a checkpoint directory) and FILE" : "FILE (text to score)",
+                (int)(strstr(ppl_help, "\n\n") - ppl_help) + 1, ppl_help);
         free(files);
         return 2;
     }

@@ -186,3 +186,13 @@ Test(cli_basics, demo_fetch_explains_a_tls_failure_and_the_ways_out) {
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     cr_assert_eq(system(cmd), 0);
 }
+
+/* A missing argument gets one line and the usage line, not the whole help. */
+Test(cli_basics, ppl_without_a_file_says_what_is_missing_in_one_line) {
+    char *out = NULL;
+    cr_assert_eq(test_run(&out, "ppl tests/fixtures/models/llama"), 2, "%s", out);
+    cr_assert(strstr(out, "assay: ppl: missing FILE") && strstr(out, "usage: assay ppl"), "%s",
+              out);
+    cr_assert_null(strstr(out, "modes:"), "the whole help was printed: %s", out);
+    free(out);
+}
