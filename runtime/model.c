@@ -430,7 +430,12 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
     m->be            = backend_create(spec, &bo, err);
     if (!m->be)
         goto fail;
-    snprintf(m->device, sizeof m->device, "%s", m->be->ops->name);
+    /* "cuda:N" as asked (auto and cuda mean device 0); the CPU has no number */
+    const char *name = m->be->ops->name, *colon = strchr(spec, ':');
+    if (!strcmp(name, "cpu") || strchr(name, ':'))
+        snprintf(m->device, sizeof m->device, "%s", name);
+    else
+        snprintf(m->device, sizeof m->device, "%s:%s", name, colon ? colon + 1 : "0");
     m->act_bytes = backend_dtype_bytes(m->be->caps.act_dtype);
     size_t kv_el = backend_dtype_bytes(m->be->caps.kv_dtype);
     if (!m->act_bytes || !kv_el) {
