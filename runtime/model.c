@@ -17,8 +17,9 @@
 #include "runtime/model.h"
 #include "runtime/rope.h"
 
-#define WEIGHT_ALIGN 64 /* bytes: every tensor starts on a cache line (and a GPU's 16-byte rule)   \
-                         */
+#define WEIGHT_ALIGN                                                                               \
+    64 /* bytes: every tensor starts on a cache line (and a GPU's 16-byte rule)                    \
+        */
 
 typedef struct layer_weights {
     float *attn_norm_w, *attn_norm_b; /* (dim) f32 */
@@ -393,10 +394,13 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
     model    *m  = calloc(1, sizeof *m);
     st_model *sm = NULL;
     if (!m) {
+        backend_free(o.backend);
         assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", dir);
         return NULL;
     }
     snprintf(m->dir, sizeof m->dir, "%s", dir);
+    /* the model owns a given backend from here: model_free frees it on every failure */
+    m->be = o.backend;
     if (o.gpu_mem_fraction > 1) {
         assay_fail(err, ASSAY_EINVAL, "gpu_mem_fraction %g: expected a share in (0, 1]",
                    o.gpu_mem_fraction);
@@ -427,7 +431,7 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
     backend_opts bo = {
         .n_threads = o.n_threads, .gpu_mem_fraction = o.gpu_mem_fraction, .fast = o.fast};
     const char *spec = o.device && *o.device ? o.device : "cpu";
-    m->be            = backend_create(spec, &bo, err);
+    m->be            = m->be ? m->be : backend_create(spec, &bo, err);
     if (!m->be)
         goto fail;
     /* "cuda:N" as asked (auto and cuda mean device 0); the CPU has no number */

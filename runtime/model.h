@@ -20,17 +20,20 @@
 #include "loader/config.h"
 
 typedef struct model_opts {
-    const char *device;      /* "cpu", "cuda", "cuda:N" or "auto" (backend_create); NULL:
-                                "cpu" (the CLI defaults to "auto") */
-    double gpu_mem_fraction; /* GPU: share of free device memory to use; 0: 0.9 */
-    int    fast;             /* 1: the backend may drop batch invariance for speed */
-    int    n_threads;        /* <= 0: OpenMP default (OMP_NUM_THREADS or all cores) */
-    size_t mem_budget;       /* bytes for weights + workspace + KV cache; 0: 80% of MemAvailable
-                                on the CPU, free device memory * gpu_mem_fraction on a GPU */
-    int max_batch_tokens;    /* tokens per forward pass; 0: 2048 */
-    int kv_tokens;           /* KV cache capacity in tokens; 0: max(4 * batch, 8192), less if the
-                                budget is short (at least one batch + one block) */
-    int kv_block_tokens;     /* tokens per KV block; 0: 16 */
+    const char *device;               /* "cpu", "cuda", "cuda:N" or "auto" (backend_create); NULL:
+                                         "cpu" (the CLI defaults to "auto") */
+    double          gpu_mem_fraction; /* GPU: share of free device memory to use; 0: 0.9 */
+    int             fast;             /* 1: the backend may drop batch invariance for speed */
+    struct backend *backend;          /* optional: run on this backend instead of creating one from
+                                         `device` (the model frees it, also when loading fails); for
+                                         tests that watch what the model asks of a backend */
+    int    n_threads;                 /* <= 0: OpenMP default (OMP_NUM_THREADS or all cores) */
+    size_t mem_budget;    /* bytes for weights + workspace + KV cache; 0: 80% of MemAvailable
+                             on the CPU, free device memory * gpu_mem_fraction on a GPU */
+    int max_batch_tokens; /* tokens per forward pass; 0: 2048 */
+    int kv_tokens;        /* KV cache capacity in tokens; 0: max(4 * batch, 8192), less if the
+                             budget is short (at least one batch + one block) */
+    int kv_block_tokens;  /* tokens per KV block; 0: 16 */
 } model_opts;
 
 typedef struct model model;

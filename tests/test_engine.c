@@ -14,6 +14,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "runtime/backend.h"
+#include "runtime/device.h"
+#include "runtime/kvcache.h"
 #include "runtime/model.h"
 #include "tests/helpers.h"
 
@@ -248,4 +251,372 @@ Test(engine, cpu_results_are_bit_identical_to_the_golden_files, .timeout = 600) 
     }
     if (n_checked == 0)
         cr_skip_test("SKIP: no fixtures in " FIXTURES);
+}
+
+/* ---- backend registry ---------------------------------------------------------------------- */
+
+Test(engine, backend_create_parses_device_specs_and_names_bad_ones) {
+    assay_error  err;
+    backend_opts o  = {.n_threads = 1};
+    backend     *be = backend_create("cpu", &o, &err);
+    cr_assert(be, "%s", err.msg);
+    cr_assert_str_eq(be->ops->name, "cpu");
+    backend_free(be);
+    /* auto is the CPU where no GPU works (this machine unless one is probed) */
+    cuda_device_info info;
+    device_cuda_probe(&info);
+    be = backend_create("auto", &o, &err);
+    cr_assert(be, "%s", err.msg);
+    if (info.count == 0)
+        cr_assert_str_eq(be->ops->name, "cpu");
+    backend_free(be);
+    backend_free(NULL);
+    /* malformed specs are usage errors naming the spec */
+    static const char *const bad[] = {"tpu", "cuda:x", "cuda:-1", "cuda:",  "cuda:1x",
+                                      "CPU", "cuda0",  "cuda: 1", "cuda:+1"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+        assay_error_clear(&err);
+        cr_assert_null(backend_create(bad[i], &o, &err), "%s accepted", bad[i]);
+        cr_assert_eq(err.code, ASSAY_EINVAL, "%s: %s", bad[i], err.msg);
+        cr_assert(strstr(err.msg, bad[i]), "%s: %s", bad[i], err.msg);
+    }
+    /* a well-formed cuda spec without a usable GPU is a device error with the reason */
+    if (info.count == 0) {
+        static const char *const none[] = {"cuda", "cuda:0", "cuda:7"};
+        for (size_t i = 0; i < sizeof none / sizeof *none; i++) {
+            cr_assert_null(backend_create(none[i], &o, &err), "%s", none[i]);
+            cr_assert_eq(err.code, ASSAY_EDEVICE, "%s: %s", none[i], err.msg);
+            cr_assert(strstr(err.msg, "cuda") && strlen(err.msg) > 10, "%s", err.msg);
+        }
+    }
+    cr_assert_eq(backend_dtype_bytes(DTYPE_F32), 4);
+    cr_assert_eq(backend_dtype_bytes(DTYPE_BF16), 2);
+    cr_assert_eq(backend_dtype_bytes(DTYPE_F16), 2);
+    cr_assert_eq(backend_dtype_bytes(DTYPE_I32), 0);
+}
+
+/* ---- memory plan ----------------------------------------------------------------------------- */
+
+#define MiB ((size_t)1 << 20)
+
+Test(engine, memory_plan_takes_the_budget_from_mem_info_then_the_kv_cache_from_the_rest) {
+    model_mem_plan p;
+    assay_error    err;
+    /* CPU-like: 80% of 1000 MiB free; 100 MiB fixed; 1 KiB of KV per token: the default 8192
+     * tokens (4 x 2048 = 8192) fit */
+    model_mem_need n = {.weights      = 60 * MiB,
+                        .workspace    = 30 * MiB,
+                        .scratch      = 10 * MiB,
+                        .kv_per_token = 1024,
+                        .batch_tokens = 2048,
+                        .block_tokens = 16,
+                        .mem_free     = 1000 * MiB,
+                        .fraction     = 0.8};
+    cr_assert_eq(model_plan_memory(&p, &n, "m", &err), 0, "%s", err.msg);
+    cr_assert_eq(p.budget, 800 * MiB);
+    cr_assert_eq(p.fixed, 100 * MiB);
+    cr_assert_eq(p.kv_tokens, 8192);
+    /* a bigger batch wants 4 batches of cache */
+    n.batch_tokens = 4096;
+    cr_assert_eq(model_plan_memory(&p, &n, "m", &err), 0);
+    cr_assert_eq(p.kv_tokens, 4 * 4096);
+    /* GPU-like: 90% of 80 GiB free, 64 KiB per token: what is left after the fixed part caps
+     * the default */
+    n = (model_mem_need){.weights      = 2048 * MiB,
+                         .workspace    = 512 * MiB,
+                         .scratch      = 512 * MiB,
+                         .kv_per_token = 64 * 1024,
+                         .batch_tokens = 8192,
+                         .block_tokens = 16,
+                         .mem_free     = 81920 * MiB,
+                         .fraction     = 0.9};
+    cr_assert_eq(model_plan_memory(&p, &n, "m", &err), 0);
+    cr_assert_eq(p.budget, (size_t)(81920.0 * 0.9 * MiB));
+    cr_assert_eq(p.kv_tokens, 4 * 8192, "32768 tokens x 64 KiB = 2 GiB fits in 69 GiB");
+    n.kv_per_token = 4 * MiB; /* 32768 tokens would take 128 GiB: take what is left */
+    cr_assert_eq(model_plan_memory(&p, &n, "m", &err), 0);
+    cr_assert_eq(p.kv_tokens, (int)((p.budget - p.fixed) / (4 * MiB)));
+    /* an explicit budget wins over mem_info */
+    n = (model_mem_need){.weights      = 1 * MiB,
+                         .kv_per_token = 1024,
+                         .batch_tokens = 64,
+                         .block_tokens = 16,
+                         .mem_budget   = 2 * MiB,
+                         .mem_free     = 1000 * MiB,
+                         .fraction     = 0.8};
+    cr_assert_eq(model_plan_memory(&p, &n, "m", &err), 0);
+    cr_assert_eq(p.budget, 2 * MiB);
+    cr_assert_eq(p.kv_tokens, 1024, "1 MiB left / 1 KiB per token");
+    /* unknown free memory and no budget: nothing to check, the default cache */
+    n.mem_budget = 0;
+    n.mem_free   = 0;
+    cr_assert_eq(model_plan_memory(&p, &n, "m", &err), 0);
+    cr_assert_eq(p.budget, 0);
+    cr_assert_eq(p.kv_tokens, 8192);
+    /* the cache never drops under one batch + one block; under that it is an error naming the
+     * model, the need and the budget */
+    n.mem_budget = 1 * MiB + 79 * 1024; /* 79 tokens of KV: the minimum is 64 + 16 */
+    cr_assert_eq(model_plan_memory(&p, &n, "dir/x on cpu", &err), ASSAY_ENOMEM);
+    cr_assert(strstr(err.msg, "dir/x on cpu") && strstr(err.msg, "memory budget") &&
+                  strstr(err.msg, "for 80 tokens"),
+              "%s", err.msg);
+    n.mem_budget = 1 * MiB + 80 * 1024;
+    cr_assert_eq(model_plan_memory(&p, &n, "m", &err), 0, "%s", err.msg);
+    cr_assert_eq(p.kv_tokens, 80);
+    /* an asked-for cache that does not fit says what would */
+    n.mem_budget = 2 * MiB;
+    n.kv_tokens  = 5000;
+    cr_assert_eq(model_plan_memory(&p, &n, "m", &err), ASSAY_ENOMEM);
+    cr_assert(strstr(err.msg, "requested 5000 tokens") && strstr(err.msg, "1024 tokens would fit"),
+              "%s", err.msg);
+    n.kv_tokens = 1000;
+    cr_assert_eq(model_plan_memory(&p, &n, "m", &err), 0);
+    cr_assert_eq(p.kv_tokens, 1000);
+}
+
+/* ---- what the model hands a backend ---------------------------------------------------------- */
+
+/* A spy: the CPU backend with set_batch, lm_head, fetch and kv_block_copy wrapped to check every
+ * batch the model packs (offsets, positions, block tables, selected rows, targets) and the order
+ * of a pass (one fetch after one lm_head per pass that selects rows). */
+static backend_ops spy_ops, real_ops;
+static struct {
+    int vocab, max_T, n_blocks;
+    int passes, cached_passes, fetches, heads, block_copies, expect_fetch, max_seqs;
+} spy;
+
+static int spy_set_batch(backend *be, const be_batch *b) {
+    cr_assert(!spy.expect_fetch, "a pass selected rows but never fetched them");
+    cr_assert(b->n_tokens >= 1 && b->n_tokens <= spy.max_T, "%d tokens", b->n_tokens);
+    cr_assert(b->n_seqs >= 1 && b->q_off[0] == 0 && b->q_off[b->n_seqs] == b->n_tokens);
+    cr_assert(b->targets && b->n_sel >= 0 && b->n_sel <= b->n_tokens);
+    uint8_t *slot = b->block_table ? calloc((size_t)spy.n_blocks * b->block_tokens, 1) : NULL;
+    for (int s = 0; s < b->n_seqs; s++) {
+        cr_assert(b->q_off[s + 1] > b->q_off[s], "sequence %d has no rows", s);
+        cr_assert(b->block_table || b->start_pos[s] == 0, "a start position without a cache");
+        for (int r = b->q_off[s]; r < b->q_off[s + 1]; r++) {
+            int p = b->start_pos[s] + (r - b->q_off[s]);
+            cr_assert_eq(b->pos[r], p, "row %d: position %d, expected %d", r, b->pos[r], p);
+            cr_assert(b->ids[r] >= 0 && b->ids[r] < spy.vocab);
+        }
+        if (!b->block_table)
+            continue;
+        /* every position up to the last new one has a block; new rows write distinct slots */
+        int last = b->start_pos[s] + (b->q_off[s + 1] - b->q_off[s]) - 1;
+        cr_assert(last / b->block_tokens < b->max_blocks, "sequence %d: %d positions, %d blocks", s,
+                  last + 1, b->max_blocks);
+        for (int p = 0; p <= last; p++) {
+            int blk = b->block_table[s * b->max_blocks + p / b->block_tokens];
+            cr_assert(blk >= 0 && blk < spy.n_blocks, "block %d of %d", blk, spy.n_blocks);
+            if (p >= b->start_pos[s]) {
+                size_t k = (size_t)blk * b->block_tokens + p % b->block_tokens;
+                cr_assert(!slot[k], "two new rows write KV slot %zu", k);
+                slot[k] = 1;
+            }
+        }
+    }
+    free(slot);
+    for (int i = 0; i < b->n_sel; i++) {
+        cr_assert(b->sel[i] >= 0 && b->sel[i] < b->n_tokens);
+        cr_assert(i == 0 || b->sel[i] > b->sel[i - 1], "selected rows out of order");
+        cr_assert(b->targets[i] >= 0 && b->targets[i] < spy.vocab);
+    }
+    spy.passes++;
+    spy.cached_passes += b->block_table != NULL;
+    spy.expect_fetch = b->n_sel > 0;
+    if (b->n_seqs > spy.max_seqs)
+        spy.max_seqs = b->n_seqs;
+    return real_ops.set_batch(be, b);
+}
+static int spy_lm_head(backend *be, const void *h, const void *w, int dim, int vocab,
+                       be_head_mode mode) {
+    cr_assert(spy.expect_fetch, "lm_head on a pass without selected rows");
+    spy.heads++;
+    return real_ops.lm_head(be, h, w, dim, vocab, mode);
+}
+static int spy_fetch(backend *be, float *lp, uint8_t *is_max, int32_t *am) {
+    cr_assert(spy.expect_fetch && spy.heads == spy.fetches + 1, "fetch without lm_head");
+    spy.expect_fetch = 0;
+    spy.fetches++;
+    return real_ops.fetch(be, lp, is_max, am);
+}
+static int spy_kv_block_copy(backend *be, void *k, void *v, int n_layers, size_t layer_bytes,
+                             size_t block_bytes, int dst, int src) {
+    cr_assert(dst != src && dst >= 0 && src >= 0 && dst < spy.n_blocks && src < spy.n_blocks);
+    cr_assert_eq(layer_bytes, (size_t)spy.n_blocks * block_bytes);
+    spy.block_copies++;
+    return real_ops.kv_block_copy(be, k, v, n_layers, layer_bytes, block_bytes, dst, src);
+}
+
+static model *spy_load(const char *dir, int batch_tokens, int kv_tokens) {
+    assay_error  err;
+    backend_opts bo = {.n_threads = 2};
+    backend     *be = backend_cpu_create(&bo, &err);
+    cr_assert(be, "%s", err.msg);
+    real_ops              = *be->ops;
+    spy_ops               = real_ops;
+    spy_ops.set_batch     = spy_set_batch;
+    spy_ops.lm_head       = spy_lm_head;
+    spy_ops.fetch         = spy_fetch;
+    spy_ops.kv_block_copy = spy_kv_block_copy;
+    be->ops               = &spy_ops;
+    model_opts o = {.backend = be, .max_batch_tokens = batch_tokens, .kv_tokens = kv_tokens};
+    model     *m = model_load(dir, &o, &err);
+    cr_assert(m, "%s", err.msg);
+    memset(&spy, 0, sizeof spy);
+    spy.vocab    = model_get_config(m)->vocab_size;
+    spy.max_T    = model_max_batch_tokens(m);
+    spy.n_blocks = model_kv_tokens(m) / 16;
+    return m;
+}
+
+static void same_scores(const score_result *a, const score_result *b, int n, const char *what) {
+    for (int i = 0; i < n; i++) {
+        cr_assert_eq(a[i].n_targets, b[i].n_targets);
+        cr_assert(!memcmp(a[i].logprob, b[i].logprob, (size_t)a[i].n_targets * sizeof(float)) &&
+                      !memcmp(a[i].is_greedy, b[i].is_greedy, (size_t)a[i].n_targets),
+                  "%s: request %d", what, i);
+    }
+}
+
+Test(engine, batches_handed_to_the_backend_are_packed_consistently, .timeout = 300) {
+    static const char *const names[] = {"llama", "gpt2", "mistral"};
+    for (size_t mi = 0; mi < sizeof names / sizeof *names; mi++) {
+        char dir[256];
+        snprintf(dir, sizeof dir, FIXTURES "/%s", names[mi]);
+        if (access(dir, R_OK) != 0) {
+            fprintf(stderr, "SKIP: %s missing\n", dir);
+            continue;
+        }
+        assay_error  err;
+        model       *ref = golden_load(dir, 0), *m = spy_load(dir, 24, 256);
+        golden_set  *g = calloc(1, sizeof *g);
+        score_result a[N_REQ], b[N_REQ];
+        gen_result   ga[N_GEN], gb[N_GEN];
+        golden_make(g, spy.vocab);
+        /* chunked through the cache (24-token passes), several sequences per pass */
+        cr_assert_eq(model_score(m, g->req, N_REQ, a, &err), 0, "%s", err.msg);
+        cr_assert_eq(model_score(ref, g->req, N_REQ, b, &err), 0, "%s", err.msg);
+        same_scores(a, b, N_REQ, "score");
+        cr_assert(spy.cached_passes > 0 && spy.passes > spy.cached_passes && spy.max_seqs > 1,
+                  "%d passes, %d cached, at most %d sequences", spy.passes, spy.cached_passes,
+                  spy.max_seqs);
+        score_results_free(a, N_REQ);
+        score_results_free(b, N_REQ);
+        /* a shared context of 37 tokens: 36 go into the cache, which ends inside a block, so each
+         * fork copies that block */
+        cr_assert_eq(model_score_shared(m, g->ctx, CTX_LEN, g->conts, N_CONT, a, &err), 0, "%s",
+                     err.msg);
+        cr_assert_eq(model_score_shared(ref, g->ctx, CTX_LEN, g->conts, N_CONT, b, &err), 0);
+        same_scores(a, b, N_CONT, "shared");
+        cr_assert_eq(spy.block_copies, N_CONT);
+        score_results_free(a, N_CONT);
+        score_results_free(b, N_CONT);
+        cr_assert_eq(model_generate_greedy(m, g->gens, N_GEN, NULL, 0, NULL, NULL, ga, &err), 0);
+        cr_assert_eq(model_generate_greedy(ref, g->gens, N_GEN, NULL, 0, NULL, NULL, gb, &err), 0);
+        for (int i = 0; i < N_GEN; i++) {
+            cr_assert_eq(ga[i].n_tokens, gb[i].n_tokens);
+            cr_assert(!memcmp(ga[i].tokens, gb[i].tokens, (size_t)ga[i].n_tokens * 4));
+        }
+        gen_results_free(ga, N_GEN);
+        gen_results_free(gb, N_GEN);
+        cr_assert(!spy.expect_fetch && spy.fetches == spy.heads && spy.fetches > 0);
+        model_free(m);
+        model_free(ref);
+        free(g);
+    }
+}
+
+/* ---- the KV cache's fork copies through the backend --------------------------------------------
+ */
+
+Test(engine, kv_fork_copies_a_partial_block_in_every_layer_and_shares_full_ones) {
+    assay_error  err;
+    backend_opts bo = {.n_threads = 1};
+    backend     *be = backend_cpu_create(&bo, &err);
+    kv_cache     kv;
+    cr_assert(be, "%s", err.msg);
+    cr_assert_eq(kv_create(&kv, be, 3, 8, 4, 10, &err), 0, "%s", err.msg);
+    cr_assert_eq(kv.elem_bytes, 4);
+    cr_assert_eq(kv_pool_bytes(3, 8, 4, 10, 4), (size_t)3 * 8 * 4 * 10 * 4 * 2);
+    cr_assert_eq(kv_pool_bytes(3, 8, 4, 10, 2), (size_t)3 * 8 * 4 * 10 * 2 * 2);
+    cr_assert_eq(kv_pool_bytes(1 << 30, 1 << 30, 1 << 30, 1 << 30, 4), SIZE_MAX);
+    kv_seq src = {0}, dst = {0};
+    cr_assert_eq(kv_seq_reserve(&kv, &src, 6), 0); /* one full block of 4, one partial */
+    src.n_tokens = 6;
+    for (int l = 0; l < 3; l++) {
+        float *k = kv_layer_k(&kv, l), *v = kv_layer_v(&kv, l);
+        for (int i = 0; i < 10 * 4 * 8; i++) {
+            k[i] = (float)(l * 1000 + i);
+            v[i] = (float)(-l * 1000 - i);
+        }
+    }
+    int n_free = kv.n_free;
+    cr_assert_eq(kv_seq_fork(&kv, &dst, &src), 0);
+    cr_assert_eq(dst.n_tokens, 6);
+    cr_assert_eq(dst.blocks[0], src.blocks[0], "full blocks are shared");
+    cr_assert_neq(dst.blocks[1], src.blocks[1], "the partial block is copied");
+    cr_assert_eq(kv.n_free, n_free - 1);
+    cr_assert_eq(kv.refs[src.blocks[0]], 2);
+    size_t blk = 4 * 8;
+    for (int l = 0; l < 3; l++) {
+        float *k = kv_layer_k(&kv, l), *v = kv_layer_v(&kv, l);
+        cr_assert(!memcmp(k + dst.blocks[1] * blk, k + src.blocks[1] * blk, blk * 4), "layer %d",
+                  l);
+        cr_assert(!memcmp(v + dst.blocks[1] * blk, v + src.blocks[1] * blk, blk * 4), "layer %d",
+                  l);
+    }
+    kv_seq_release(&kv, &dst);
+    cr_assert_eq(kv.refs[src.blocks[0]], 1);
+    kv_seq_release(&kv, &src);
+    cr_assert_eq(kv.n_free, 10);
+    kv_destroy(&kv);
+    backend_free(be);
+}
+
+/* ---- the CLI says where it ran ------------------------------------------------------------------
+ */
+
+Test(engine, cli_reports_the_device_and_refuses_devices_it_cannot_use) {
+    const char *dir = FIXTURES "/llama";
+    if (access(dir, R_OK) != 0)
+        cr_skip_test("SKIP: %s missing", dir);
+    char *out = NULL;
+    int   rc  = test_run(&out, "ppl %s README.md --device cpu --json 2>/dev/null", dir);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "\"device\":\t\"cpu\"") && strstr(out, "\"batch_invariant\":\ttrue"),
+              "%s", out);
+    free(out);
+    rc = test_run(&out, "ppl %s README.md --device cpu", dir);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "on cpu, batch-invariant"), "%s", out);
+    free(out);
+    rc = test_run(&out, "ppl %s README.md --device tpu", dir);
+    cr_assert_eq(rc, 2, "%s", out);
+    cr_assert(strstr(out, "'tpu'"), "%s", out);
+    free(out);
+    rc = test_run(&out, "ppl %s README.md --gpu-mem-fraction 0", dir);
+    cr_assert_eq(rc, 2, "%s", out);
+    free(out);
+    cuda_device_info info;
+    device_cuda_probe(&info);
+    if (info.count == 0) { /* no GPU here: an explicit cuda is a usage error with the reason */
+        char tmp[64], req[128];
+        test_tmpdir(tmp, sizeof tmp);
+        snprintf(req, sizeof req, "%s/req.jsonl", tmp);
+        FILE *f = fopen(req, "w");
+        cr_assert(f);
+        fputs("{\"context\": \"a\", \"continuation\": \" b\", \"prompt\": \"a\"}\n", f);
+        fclose(f);
+        rc = test_run(&out, "score %s --requests %s --device cuda:1", dir, req);
+        cr_assert_eq(rc, 2, "%s", out);
+        cr_assert(strstr(out, "cuda:1") && strstr(out, "use --device cpu or auto"), "%s", out);
+        free(out);
+        rc = test_run(&out, "generate %s --prompts %s --device cuda", dir, req);
+        cr_assert_eq(rc, 2, "%s", out);
+        cr_assert(strstr(out, "cuda:0"), "%s", out);
+        free(out);
+        unlink(req);
+        rmdir(tmp);
+    }
 }
