@@ -257,8 +257,8 @@ static char cli_ran_on[64];
 
 void cli_summary(const char *cmd, const char *what, int64_t count, double seconds) {
     fflush(stdout); /* results first, so a terminal or a 2>&1 capture never splits them */
-    fprintf(stderr, "%s: %lld %s in %.2f s (%.1f %s/s)%s%s\n", cmd, (long long)count, what,
-            seconds, seconds > 0 ? (double)count / seconds : 0.0, what, cli_ran_on[0] ? " on " : "",
+    fprintf(stderr, "%s: %lld %s in %.2f s (%.1f %s/s)%s%s\n", cmd, (long long)count, what, seconds,
+            seconds > 0 ? (double)count / seconds : 0.0, what, cli_ran_on[0] ? " on " : "",
             cli_ran_on);
 }
 
@@ -291,10 +291,9 @@ int cli_load_model(const char *dir, const cli_common *c, model **out, assay_erro
             return assay_fail(err, ASSAY_EUNSUPPORTED, "--device %s: %s; use --device cpu or auto",
                               spec, info.why_none);
         if (c->device_index >= info.count)
-            return assay_fail(err, ASSAY_EUNSUPPORTED,
-                              "--device %s: no such device (%d CUDA device%s: cuda:0%s)", spec,
-                              info.count, info.count == 1 ? "" : "s",
-                              info.count == 1 ? "" : " and up");
+            return assay_fail(
+                err, ASSAY_EUNSUPPORTED, "--device %s: no such device (%d CUDA device%s: cuda:0%s)",
+                spec, info.count, info.count == 1 ? "" : "s", info.count == 1 ? "" : " and up");
     }
     model_opts o       = {0};
     o.device           = spec;

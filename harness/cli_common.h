@@ -18,8 +18,8 @@ typedef struct cli_common {
     int        device_index;     /* cuda:N; 0 for plain "cuda" */
     double     gpu_mem_fraction; /* 0: the runtime's default (0.9) */
     int        fast;             /* --fast: the GPU may drop batch invariance */
-    size_t     mem_budget; /* bytes; 0: no budget */
-    int        kv_tokens;  /* KV cache capacity a command needs; 0: the runtime's default */
+    size_t     mem_budget;       /* bytes; 0: no budget */
+    int        kv_tokens;        /* KV cache capacity a command needs; 0: the runtime's default */
 } cli_common;
 
 /* Help text for the common options, one per line, indented two spaces. */

@@ -27,7 +27,8 @@
 
 static const char score_usage[] =
     "usage: assay score MODEL --requests FILE.jsonl [--output OUT.jsonl] [--ctx N] [--json]\n"
-    "                   [--strict] [--threads N] [--device auto|cpu|cuda[:N]] [--mem-budget SIZE]\n";
+    "                   [--strict] [--threads N] [--device auto|cpu|cuda[:N]] [--mem-budget "
+    "SIZE]\n";
 
 static const char score_help[] =
     "\n"

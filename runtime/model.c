@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/util.h"
+#include "loader/arch.h"
 #include "loader/safetensors.h"
 #include "runtime/backend.h"
 #include "runtime/kvcache.h"
@@ -241,114 +242,121 @@ static int load_linear(model *m, const st_model *sm, void *dst, const char *cons
     free(host);
     return rc;
 }
-static int load_weights(model *m, const st_model *sm, assay_error *err) {
-    const model_config *c = &m->cfg;
-    size_t              D = (size_t)c->dim, V = (size_t)c->vocab_size, F = (size_t)c->ffn_dim;
-    size_t              Q = (size_t)m->q_dim, KV = (size_t)m->kv_dim, QKV = (size_t)m->qkv_dim;
-    int                 gpt2 = c->arch == ARCH_GPT2;
-    char                name[256];
-    const char         *pfx = "";
-    if (gpt2 && st_model_find(sm, "transformer.wte.weight"))
-        pfx = "transformer.";
-#define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
-#define CHECK(dst, call)                                                                           \
-    do {                                                                                           \
-        if (!(dst))                                                                                \
-            return assay_fail(err, ASSAY_EINTERNAL, "%s: weight arena too small", m->dir);         \
-        int rc_ = (call);                                                                          \
-        if (rc_)                                                                                   \
-            return rc_;                                                                            \
-    } while (0)
-#define LOAD(dst, rows, cols, ...)                                                                 \
-    CHECK(dst, load_tensor(m, sm, NAME(__VA_ARGS__), (dst), (rows), (cols), err))
-        /* a linear weight from one tensor */
-#define LINEAR(dst, rows, cols, tr, ...)                                                           \
-    do {                                                                                           \
-        const char *n_[1] = {NAME(__VA_ARGS__)};                                                   \
-        size_t      r_[1] = {(rows)};                                                              \
-        CHECK(dst, load_linear(m, sm, (dst), n_, r_, 1, (cols), (tr), err));                       \
-    } while (0)
-    char n1[256], n2[256], n3[256];
+/* The arena slice for a tensor of `bytes`, or an internal error (the arena is sized by
+ * weights_bytes from the same config). */
+static int take_checked(model *m, void **dst, size_t bytes, assay_error *err) {
+    *dst = take(m, bytes);
+    if (!*dst)
+        return assay_fail(err, ASSAY_EINTERNAL, "%s: weight arena too small", m->dir);
+    return 0;
+}
 
-    m->tok_emb = take(m, linear_bytes(m->be, V, D));
-    LINEAR(m->tok_emb, V, D, 0, gpt2 ? "%swte.weight" : "model.embed_tokens.weight", pfx);
-    if (c->learned_pos) {
-        m->pos_emb = take(m, ((size_t)c->max_pos * D) * sizeof(float));
-        LOAD(m->pos_emb, (size_t)c->max_pos, D, "%swpe.weight", pfx);
+/* An f32 vector (norm weight, bias) or table (positions) of `role` into a fresh arena slice. */
+static int load_role_f32(model *m, const st_model *sm, const char *pfx, arch_role role, int layer,
+                         float **dst, assay_error *err) {
+    const arch_tensor *t = arch_find(m->cfg.arch, role);
+    char               name[128];
+    if (!t)
+        return assay_fail(err, ASSAY_EINTERNAL, "%s: architecture table has no tensor role %d",
+                          m->dir, (int)role);
+    size_t rows = (size_t)arch_dim_size(&m->cfg, t->rows);
+    size_t cols = t->cols == DIM_NONE ? 1 : (size_t)arch_dim_size(&m->cfg, t->cols);
+    int    rc   = take_checked(m, (void **)dst, rows * cols * sizeof(float), err);
+    return rc ? rc
+              : load_tensor(m, sm, arch_name(name, sizeof name, t, layer, pfx), *dst, rows, cols,
+                            err);
+}
+
+/* A linear weight stacked from the tensors of `roles` (q|k|v, gate|up, or one), as (out, in),
+ * into a fresh arena slice in the backend's weight layout. */
+static int load_role_linear(model *m, const st_model *sm, const char *pfx, const arch_role *roles,
+                            int n, int layer, void **dst, assay_error *err) {
+    char        names[3][128];
+    const char *np[3];
+    size_t      rows[3], total = 0, in = 0;
+    int         transposed = 0;
+    for (int i = 0; i < n; i++) {
+        const arch_tensor *t = arch_find(m->cfg.arch, roles[i]);
+        if (!t)
+            return assay_fail(err, ASSAY_EINTERNAL, "%s: architecture table has no tensor role %d",
+                              m->dir, (int)roles[i]);
+        /* stored (out, in), or (in, out) when transposed */
+        size_t r   = (size_t)arch_dim_size(&m->cfg, t->rows),
+               c   = (size_t)arch_dim_size(&m->cfg, t->cols);
+        rows[i]    = t->transposed ? c : r;
+        in         = t->transposed ? r : c;
+        transposed = t->transposed;
+        np[i]      = arch_name(names[i], sizeof names[i], t, layer, pfx);
+        total += rows[i];
     }
+    int rc = take_checked(m, dst, linear_bytes(m->be, total, in), err);
+    return rc ? rc : load_linear(m, sm, *dst, np, rows, n, in, transposed, err);
+}
+
+static int load_weights(model *m, const st_model *sm, assay_error *err) {
+    const model_config    *c     = &m->cfg;
+    int                    gpt2  = c->arch == ARCH_GPT2;
+    const char            *pfx   = gpt2 ? config_gpt2_prefix(sm) : "";
+    static const arch_role emb[] = {ROLE_TOK_EMB}, head[] = {ROLE_HEAD},
+                           qkv3[] = {ROLE_Q, ROLE_K, ROLE_V}, qkv1[] = {ROLE_QKV}, o[] = {ROLE_O},
+                           gate_up[] = {ROLE_GATE, ROLE_UP}, up[] = {ROLE_UP}, down[] = {ROLE_DOWN};
+    int rc;
+#define TRY(call)                                                                                  \
+    do {                                                                                           \
+        if ((rc = (call)) != 0)                                                                    \
+            return rc;                                                                             \
+    } while (0)
+    TRY(load_role_linear(m, sm, pfx, emb, 1, 0, &m->tok_emb, err));
+    if (c->learned_pos)
+        TRY(load_role_f32(m, sm, pfx, ROLE_POS_EMB, 0, &m->pos_emb, err));
     for (int i = 0; i < c->n_layers; i++) {
         layer_weights *L = &m->layers[i];
-        L->attn_norm_w   = take(m, (D) * sizeof(float));
-        L->ffn_norm_w    = take(m, (D) * sizeof(float));
-        L->wqkv          = take(m, linear_bytes(m->be, QKV, D));
-        L->wo            = take(m, linear_bytes(m->be, D, Q));
+        TRY(load_role_f32(m, sm, pfx, ROLE_ATTN_NORM_W, i, &L->attn_norm_w, err));
+        if (c->norm == NORM_LAYER)
+            TRY(load_role_f32(m, sm, pfx, ROLE_ATTN_NORM_B, i, &L->attn_norm_b, err));
         if (gpt2) {
-            L->attn_norm_b = take(m, (D) * sizeof(float));
-            L->ffn_norm_b  = take(m, (D) * sizeof(float));
-            L->bqkv        = take(m, (QKV) * sizeof(float));
-            L->bo          = take(m, (D) * sizeof(float));
-            L->w_up        = take(m, linear_bytes(m->be, F, D));
-            L->b_up        = take(m, (F) * sizeof(float));
-            L->w_down      = take(m, linear_bytes(m->be, D, F));
-            L->b_down      = take(m, (D) * sizeof(float));
-            LOAD(L->attn_norm_w, 1, D, "%sh.%d.ln_1.weight", pfx, i);
-            LOAD(L->attn_norm_b, 1, D, "%sh.%d.ln_1.bias", pfx, i);
-            LOAD(L->ffn_norm_w, 1, D, "%sh.%d.ln_2.weight", pfx, i);
-            LOAD(L->ffn_norm_b, 1, D, "%sh.%d.ln_2.bias", pfx, i);
-            LINEAR(L->wqkv, QKV, D, 1, "%sh.%d.attn.c_attn.weight", pfx, i);
-            LOAD(L->bqkv, 1, QKV, "%sh.%d.attn.c_attn.bias", pfx, i);
-            LINEAR(L->wo, D, Q, 1, "%sh.%d.attn.c_proj.weight", pfx, i);
-            LOAD(L->bo, 1, D, "%sh.%d.attn.c_proj.bias", pfx, i);
-            LINEAR(L->w_up, F, D, 1, "%sh.%d.mlp.c_fc.weight", pfx, i);
-            LOAD(L->b_up, 1, F, "%sh.%d.mlp.c_fc.bias", pfx, i);
-            LINEAR(L->w_down, D, F, 1, "%sh.%d.mlp.c_proj.weight", pfx, i);
-            LOAD(L->b_down, 1, D, "%sh.%d.mlp.c_proj.bias", pfx, i);
-            continue;
+            TRY(load_role_linear(m, sm, pfx, qkv1, 1, i, &L->wqkv, err));
+            TRY(load_role_f32(m, sm, pfx, ROLE_QKV_BIAS, i, &L->bqkv, err));
+        } else {
+            TRY(load_role_linear(m, sm, pfx, qkv3, 3, i, &L->wqkv, err));
+            if (c->qkv_bias) {
+                /* q | k | v biases in one slice, as the fused weight */
+                static const arch_role qkv_b[] = {ROLE_Q_BIAS, ROLE_K_BIAS, ROLE_V_BIAS};
+                TRY(take_checked(m, (void **)&L->bqkv, (size_t)m->qkv_dim * sizeof(float), err));
+                for (int k = 0, at = 0; k < 3; k++) {
+                    const arch_tensor *t = arch_find(c->arch, qkv_b[k]);
+                    char               name[128];
+                    size_t             n = (size_t)arch_dim_size(c, t->rows);
+                    TRY(load_tensor(m, sm, arch_name(name, sizeof name, t, i, pfx), L->bqkv + at, 1,
+                                    n, err));
+                    at += (int)n;
+                }
+            }
         }
-        L->w_up   = take(m, linear_bytes(m->be, 2 * F, D));
-        L->w_down = take(m, linear_bytes(m->be, D, F));
-        LOAD(L->attn_norm_w, 1, D, "model.layers.%d.input_layernorm.weight", i);
-        LOAD(L->ffn_norm_w, 1, D, "model.layers.%d.post_attention_layernorm.weight", i);
-        {
-            snprintf(n1, sizeof n1, "model.layers.%d.self_attn.q_proj.weight", i);
-            snprintf(n2, sizeof n2, "model.layers.%d.self_attn.k_proj.weight", i);
-            snprintf(n3, sizeof n3, "model.layers.%d.self_attn.v_proj.weight", i);
-            const char *names[3] = {n1, n2, n3};
-            size_t      rows[3]  = {Q, KV, KV};
-            CHECK(L->wqkv, load_linear(m, sm, L->wqkv, names, rows, 3, D, 0, err));
-        }
-        if (c->qkv_bias) {
-            L->bqkv = take(m, (QKV) * sizeof(float));
-            LOAD(L->bqkv, 1, Q, "model.layers.%d.self_attn.q_proj.bias", i);
-            LOAD(L->bqkv + Q, 1, KV, "model.layers.%d.self_attn.k_proj.bias", i);
-            LOAD(L->bqkv + Q + KV, 1, KV, "model.layers.%d.self_attn.v_proj.bias", i);
-        }
-        LINEAR(L->wo, D, Q, 0, "model.layers.%d.self_attn.o_proj.weight", i);
-        {
-            snprintf(n1, sizeof n1, "model.layers.%d.mlp.gate_proj.weight", i);
-            snprintf(n2, sizeof n2, "model.layers.%d.mlp.up_proj.weight", i);
-            const char *names[2] = {n1, n2};
-            size_t      rows[2]  = {F, F};
-            CHECK(L->w_up, load_linear(m, sm, L->w_up, names, rows, 2, D, 0, err));
-        }
-        LINEAR(L->w_down, D, F, 0, "model.layers.%d.mlp.down_proj.weight", i);
+        TRY(load_role_linear(m, sm, pfx, o, 1, i, &L->wo, err));
+        if (c->mlp_bias)
+            TRY(load_role_f32(m, sm, pfx, ROLE_O_BIAS, i, &L->bo, err));
+        TRY(load_role_f32(m, sm, pfx, ROLE_FFN_NORM_W, i, &L->ffn_norm_w, err));
+        if (c->norm == NORM_LAYER)
+            TRY(load_role_f32(m, sm, pfx, ROLE_FFN_NORM_B, i, &L->ffn_norm_b, err));
+        if (c->act == ACT_SILU)
+            TRY(load_role_linear(m, sm, pfx, gate_up, 2, i, &L->w_up, err));
+        else
+            TRY(load_role_linear(m, sm, pfx, up, 1, i, &L->w_up, err));
+        if (c->mlp_bias)
+            TRY(load_role_f32(m, sm, pfx, ROLE_UP_BIAS, i, &L->b_up, err));
+        TRY(load_role_linear(m, sm, pfx, down, 1, i, &L->w_down, err));
+        if (c->mlp_bias)
+            TRY(load_role_f32(m, sm, pfx, ROLE_DOWN_BIAS, i, &L->b_down, err));
     }
-    m->final_w = take(m, (D) * sizeof(float));
-    LOAD(m->final_w, 1, D, gpt2 ? "%sln_f.weight" : "model.norm.weight", pfx);
-    if (gpt2) {
-        m->final_b = take(m, (D) * sizeof(float));
-        LOAD(m->final_b, 1, D, "%sln_f.bias", pfx);
-    }
-    if (c->tie_embeddings) {
+    TRY(load_role_f32(m, sm, pfx, ROLE_FINAL_NORM_W, 0, &m->final_w, err));
+    if (c->norm == NORM_LAYER)
+        TRY(load_role_f32(m, sm, pfx, ROLE_FINAL_NORM_B, 0, &m->final_b, err));
+    if (c->tie_embeddings)
         m->head = m->tok_emb;
-    } else {
-        m->head = take(m, linear_bytes(m->be, V, D));
-        LINEAR(m->head, V, D, 0, "lm_head.weight");
-    }
-#undef LINEAR
-#undef CHECK
-#undef LOAD
-#undef NAME
+    else
+        TRY(load_role_linear(m, sm, pfx, head, 1, 0, &m->head, err));
+#undef TRY
     if (c->rope != ROPE_NONE) {
         float *inv  = malloc((size_t)c->head_dim / 2 * sizeof(float) + sizeof(float));
         m->inv_freq = take(m, ((size_t)c->head_dim / 2 + 1) * sizeof(float));
@@ -359,8 +367,7 @@ static int load_weights(model *m, const st_model *sm, assay_error *err) {
         rope_table_inv_freq(inv, c->head_dim, c->rope_theta, (int)c->rope, c->rope_factor,
                             c->rope_low_freq_factor, c->rope_high_freq_factor,
                             c->rope_orig_max_pos);
-        int rc =
-            m->be->ops->upload(m->be, m->inv_freq, inv, (size_t)c->head_dim / 2 * sizeof(float));
+        rc = m->be->ops->upload(m->be, m->inv_freq, inv, (size_t)c->head_dim / 2 * sizeof(float));
         free(inv);
         if (rc)
             return assay_fail(err, rc, "%s: uploading RoPE tables: %s", m->dir,

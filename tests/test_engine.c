@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "loader/arch.h"
 #include "runtime/backend.h"
 #include "runtime/device.h"
 #include "runtime/kvcache.h"
@@ -619,4 +620,43 @@ Test(engine, cli_reports_the_device_and_refuses_devices_it_cannot_use) {
         unlink(req);
         rmdir(tmp);
     }
+}
+
+/* ---- the architecture table -------------------------------------------------------------------
+ */
+
+Test(engine, architecture_table_has_one_entry_per_role_and_names_that_format) {
+    static const model_arch archs[] = {ARCH_LLAMA, ARCH_MISTRAL, ARCH_QWEN2, ARCH_GPT2};
+    for (size_t a = 0; a < sizeof archs / sizeof *archs; a++) {
+        int                n                = 0;
+        const arch_tensor *t                = arch_tensors(archs[a], &n);
+        int                seen[ROLE_COUNT] = {0};
+        cr_assert(t && n > 0);
+        for (int i = 0; i < n; i++) {
+            cr_assert(t[i].role >= 0 && t[i].role < ROLE_COUNT);
+            cr_assert(!seen[t[i].role]++, "arch %d: role %d twice", (int)archs[a], t[i].role);
+            cr_assert_eq(arch_find(archs[a], t[i].role), &t[i]);
+            /* per-layer names hold the layer number, global ones do not */
+            cr_assert_eq(strstr(t[i].name, "%d") != NULL, t[i].section == 1, "%s", t[i].name);
+            cr_assert(i == 0 || t[i].section >= t[i - 1].section, "%s out of order", t[i].name);
+            cr_assert(t[i].rows != DIM_NONE);
+        }
+        cr_assert(seen[ROLE_TOK_EMB] && seen[ROLE_HEAD] && seen[ROLE_FINAL_NORM_W]);
+    }
+    char buf[128];
+    cr_assert_str_eq(arch_name(buf, sizeof buf, arch_find(ARCH_GPT2, ROLE_QKV), 3, "transformer."),
+                     "transformer.h.3.attn.c_attn.weight");
+    cr_assert_str_eq(arch_name(buf, sizeof buf, arch_find(ARCH_GPT2, ROLE_TOK_EMB), 0, ""),
+                     "wte.weight");
+    cr_assert_str_eq(arch_name(buf, sizeof buf, arch_find(ARCH_QWEN2, ROLE_K_BIAS), 11, ""),
+                     "model.layers.11.self_attn.k_proj.bias");
+    cr_assert_null(arch_find(ARCH_LLAMA, ROLE_QKV));
+    model_config c = {.dim = 64, .n_heads = 4, .n_kv_heads = 2, .head_dim = 16, .ffn_dim = 160};
+    cr_assert_eq(arch_dim_size(&c, DIM_Q), 64);
+    cr_assert_eq(arch_dim_size(&c, DIM_KV), 32);
+    cr_assert_eq(arch_dim_size(&c, DIM_3D), 192);
+    cr_assert_eq(arch_dim_size(&c, DIM_NONE), 0);
+    cr_assert(!arch_present(&c, arch_find(ARCH_QWEN2, ROLE_Q_BIAS)));
+    c.qkv_bias = 1;
+    cr_assert(arch_present(&c, arch_find(ARCH_QWEN2, ROLE_Q_BIAS)));
 }
