@@ -764,6 +764,7 @@ typedef struct cjob {
     uint8_t       *gr;
     kv_seq         kv;
     int            done, started;
+    int            index; /* the request's (or continuation's) index, for messages */
 } cjob;
 
 /* Runs jobs through the cache, packing chunks of several jobs into each pass under the token
@@ -793,12 +794,18 @@ static int run_cached_jobs(model *m, cjob *jobs, int n_jobs, assay_error *err) {
                     kv_seq_release(&m->kv, &jb->kv);
                     r = ASSAY_ENOMEM;
                 }
+                if (r != 0 && r != ASSAY_ENOMEM) { /* the backend failed to copy a block */
+                    rc = assay_fail(err, r, "%s: %s", m->dir, m->be->last_error.msg);
+                    goto done;
+                }
                 if (r != 0) {
                     if (nb == 0) {
                         rc = assay_fail(err, ASSAY_ENOMEM,
-                                        "%s: a sequence of %d tokens does not "
-                                        "fit the KV cache (%d tokens); raise kv_tokens",
-                                        m->dir, jb->start_pos + jb->n, model_kv_tokens(m));
+                                        "%s: %s %d needs %d tokens of KV cache, the cache holds "
+                                        "%d (a bigger --mem-budget or --gpu-mem-fraction gives "
+                                        "a bigger cache)",
+                                        m->dir, jb->base ? "continuation" : "request", jb->index,
+                                        jb->start_pos + jb->n, model_kv_tokens(m));
                         goto done;
                     }
                     break; /* wait for running jobs to free blocks */
@@ -903,7 +910,8 @@ int model_score(model *m, const score_request *reqs, int n, score_result *out, a
     int i = 0;
     for (; i < n_work && reqs[order[i]].n_tokens - 1 > m->max_T; i++) {
         const score_request *r = &reqs[order[i]];
-        jobs[n_long++]         = (cjob){.tokens    = r->tokens,
+        jobs[n_long++]         = (cjob){.index     = order[i],
+                                        .tokens    = r->tokens,
                                         .n         = r->n_tokens - 1,
                                         .first_row = r->score_from - 1,
                                         .lp        = out[order[i]].logprob,
@@ -1013,7 +1021,8 @@ int model_score_shared(model *m, const int32_t *ctx, int n_ctx, const score_requ
              * predicts continuation token k */
             t[0] = ctx[n_ctx - 1];
             memcpy(t + 1, r->tokens, (size_t)r->n_tokens * sizeof(int32_t));
-            jobs[i] = (cjob){.tokens    = t,
+            jobs[i] = (cjob){.index     = i,
+                             .tokens    = t,
                              .n         = r->n_tokens,
                              .start_pos = n_base,
                              .base      = &base,
@@ -1023,7 +1032,8 @@ int model_score_shared(model *m, const int32_t *ctx, int n_ctx, const score_requ
             t += r->n_tokens + 1;
         } else {
             /* no context: scoring starts at continuation token score_from >= 1 */
-            jobs[i] = (cjob){.tokens    = r->tokens,
+            jobs[i] = (cjob){.index     = i,
+                             .tokens    = r->tokens,
                              .n         = r->n_tokens - 1, /* the last: target only */
                              .start_pos = 0,
                              .base      = NULL,

@@ -660,3 +660,25 @@ Test(engine, architecture_table_has_one_entry_per_role_and_names_that_format) {
     c.qkv_bias = 1;
     cr_assert(arch_present(&c, arch_find(ARCH_QWEN2, ROLE_Q_BIAS)));
 }
+
+Test(engine, a_request_over_the_kv_cache_is_an_error_naming_it_and_the_capacity) {
+    const char *dir = FIXTURES "/llama";
+    if (access(dir, R_OK) != 0)
+        cr_skip_test("SKIP: %s missing", dir);
+    model_opts  o = {.max_batch_tokens = 24, .kv_tokens = 48};
+    assay_error err;
+    model      *m = model_load(dir, &o, &err);
+    cr_assert(m, "%s", err.msg);
+    cr_assert_eq(model_kv_tokens(m), 48);
+    int32_t       toks[100] = {0};
+    score_request r[2]      = {{toks, 10, 1}, {toks, 100, 1}};
+    score_result  res[2];
+    cr_assert_eq(model_score(m, r, 2, res, &err), ASSAY_ENOMEM);
+    cr_assert(strstr(err.msg, "request 1 needs 99 tokens of KV cache, the cache holds 48"), "%s",
+              err.msg);
+    /* a continuation on a shared context counts the context */
+    score_request c = {toks, 30, 1};
+    cr_assert_eq(model_score_shared(m, toks, 40, &c, 1, res, &err), ASSAY_ENOMEM);
+    cr_assert(strstr(err.msg, "continuation 0 needs 69 tokens"), "%s", err.msg);
+    model_free(m);
+}
