@@ -559,14 +559,15 @@ void model_free(model *m) {
 
 const model_config *model_get_config(const model *m) { return &m->cfg; }
 size_t              model_mem_bytes(const model *m) { return m->mem_bytes; }
-void                model_set_threads(model *m, int n_threads) {
-                   if (m->be->ops->set_threads)
+const char         *model_device_name(const model *m) { return m->device; }
+int                 model_batch_invariant(const model *m) { return m->be->caps.batch_invariant; }
+int                 model_max_batch_tokens(const model *m) { return m->max_T; }
+int                 model_kv_tokens(const model *m) { return m->kv.n_blocks * m->kv.block_tokens; }
+
+void model_set_threads(model *m, int n_threads) {
+    if (m->be->ops->set_threads) /* optional: a GPU has no thread count */
         m->be->ops->set_threads(m->be, n_threads);
 }
-const char *model_device_name(const model *m) { return m->device; }
-int         model_batch_invariant(const model *m) { return m->be->caps.batch_invariant; }
-int         model_max_batch_tokens(const model *m) { return m->max_T; }
-int         model_kv_tokens(const model *m) { return m->kv.n_blocks * m->kv.block_tokens; }
 
 /* ---- forward ----------------------------------------------------------------------------- */
 
