@@ -592,6 +592,11 @@ Test(engine, cli_reports_the_device_and_refuses_devices_it_cannot_use) {
     cr_assert_eq(rc, 0, "%s", out);
     cr_assert(strstr(out, "on cpu, batch-invariant"), "%s", out);
     free(out);
+    /* --fast lets a GPU drop invariance; the CPU keeps it and says so */
+    rc = test_run(&out, "ppl %s README.md --device cpu --fast --gpu-mem-fraction 0.5", dir);
+    cr_assert_eq(rc, 0, "%s", out);
+    cr_assert(strstr(out, "on cpu, batch-invariant"), "%s", out);
+    free(out);
     rc = test_run(&out, "ppl %s README.md --device tpu", dir);
     cr_assert_eq(rc, 2, "%s", out);
     cr_assert(strstr(out, "'tpu'"), "%s", out);
