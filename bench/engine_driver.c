@@ -2,6 +2,7 @@
  * straight from token ids, so the numbers are the engine's: no tokenizer, no JSONL, no CLI.
  *
  *   engine_driver MODEL_DIR WORK.json [--threads N] [--batch-tokens N] [--repeats R]
+ *                 [--device cpu|cuda[:N]|auto] [--fast]
  *
  * WORK.json (written by bench/engine_bench.py):
  *   {"kind": "score", "seqs": [[id, ...], ...]}      every token after the first is a target
@@ -200,8 +201,8 @@ static int run_generate(model *m, const seqs *s, int n_req, int max_new, gen_clo
 }
 
 int main(int argc, char **argv) {
-    const char *dir = NULL, *work = NULL;
-    int         threads = 0, batch_tokens = 0, repeats = 1;
+    const char *dir = NULL, *work = NULL, *device = "cpu";
+    int         threads = 0, batch_tokens = 0, repeats = 1, fast = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--threads") && i + 1 < argc)
             threads = atoi(argv[++i]);
@@ -209,6 +210,10 @@ int main(int argc, char **argv) {
             batch_tokens = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--repeats") && i + 1 < argc)
             repeats = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--device") && i + 1 < argc)
+            device = argv[++i];
+        else if (!strcmp(argv[i], "--fast"))
+            fast = 1;
         else if (!dir)
             dir = argv[i];
         else if (!work)
@@ -218,7 +223,7 @@ int main(int argc, char **argv) {
     }
     if (!dir || !work || repeats < 1) {
         fprintf(stderr, "usage: engine_driver MODEL_DIR WORK.json [--threads N] "
-                        "[--batch-tokens N] [--repeats R]\n");
+                        "[--batch-tokens N] [--repeats R] [--device D] [--fast]\n");
         return 2;
     }
 
@@ -261,8 +266,9 @@ int main(int argc, char **argv) {
     }
 
     status          = 3;
-    model_opts opts = {.n_threads = threads, .max_batch_tokens = batch_tokens};
-    double     t0   = now_s();
+    model_opts opts = {
+        .device = device, .fast = fast, .n_threads = threads, .max_batch_tokens = batch_tokens};
+    double t0 = now_s();
     if (!(m = model_load(dir, &opts, &err))) {
         fprintf(stderr, "engine_driver: %s\n", err.msg);
         goto done;
@@ -338,6 +344,8 @@ int main(int argc, char **argv) {
     cJSON_AddStringToObject(res, "impl", "assay");
     cJSON_AddStringToObject(res, "kind", is_score ? "score" : "generate");
     cJSON_AddNumberToObject(res, "threads", threads);
+    cJSON_AddStringToObject(res, "device", model_device_name(m));
+    cJSON_AddBoolToObject(res, "batch_invariant", model_batch_invariant(m));
     cJSON_AddNumberToObject(res, "max_batch_tokens", model_max_batch_tokens(m));
     cJSON_AddNumberToObject(res, "kv_tokens", model_kv_tokens(m));
     cJSON_AddNumberToObject(res, "load_s", load_s);

@@ -1,7 +1,9 @@
 #include "harness/cli_common.h"
 
+#include "runtime/device.h"
 #include "runtime/model.h"
 
+#include <cJSON.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,8 +12,13 @@
 const char cli_common_help[] =
     "  --json              print results as JSON on stdout\n"
     "  --threads N         CPU threads (default: OMP_NUM_THREADS, else all cores)\n"
-    "  --device D          auto, cpu or cuda (default auto; models run on the CPU in this\n"
-    "                      build, so cuda is refused with exit 2)\n"
+    "  --device D          auto, cpu, cuda or cuda:N (default auto: the first GPU when one\n"
+    "                      works, else the CPU); a cuda device this build or machine cannot\n"
+    "                      use is refused with exit 2 and the reason\n"
+    "  --gpu-mem-fraction F  share of the GPU's free memory for weights, workspace and KV\n"
+    "                      cache (default 0.9)\n"
+    "  --fast              on a GPU, allow kernels whose results depend on the batch (faster;\n"
+    "                      the output then says scores are not batch-invariant)\n"
     "  --mem-budget SIZE   memory for weights, workspace and KV cache, e.g. 512M or 8G (default\n"
     "                      80% of available memory; must be more than 0); a model that needs\n"
     "                      more is refused before its weights are read\n";
@@ -109,16 +116,41 @@ int cli_common_parse(cli_common *c, int argc, char **argv, int *i, assay_error *
     if ((r = cli_take_value("--device", argc, argv, i, &v, err)) != 0) {
         if (r < 0)
             return -1;
+        c->device_index = 0;
         if (!strcmp(v, "auto"))
             c->device = CLI_DEVICE_AUTO;
         else if (!strcmp(v, "cpu"))
             c->device = CLI_DEVICE_CPU;
         else if (!strcmp(v, "cuda"))
             c->device = CLI_DEVICE_CUDA;
-        else {
-            assay_fail(err, ASSAY_EINVAL, "--device: expected auto, cpu or cuda, got '%s'", v);
+        else if (!strncmp(v, "cuda:", 5) && v[5] >= '0' && v[5] <= '9' &&
+                 !cli_parse_int("--device cuda:N", v + 5, 0, 1023, &n, NULL)) {
+            c->device       = CLI_DEVICE_CUDA;
+            c->device_index = (int)n;
+        } else {
+            assay_fail(err, ASSAY_EINVAL,
+                       "--device: expected auto, cpu, cuda or cuda:N (N a device number), got "
+                       "'%s'",
+                       v);
             return -1;
         }
+        return 1;
+    }
+    if ((r = cli_take_value("--gpu-mem-fraction", argc, argv, i, &v, err)) != 0) {
+        if (r < 0)
+            return -1;
+        char  *end = NULL;
+        double f   = strtod(v, &end);
+        if (!*v || !end || *end || !(f > 0 && f <= 1)) {
+            assay_fail(err, ASSAY_EINVAL,
+                       "--gpu-mem-fraction: expected a share in (0, 1] such as 0.9, got '%s'", v);
+            return -1;
+        }
+        c->gpu_mem_fraction = f;
+        return 1;
+    }
+    if (!strcmp(argv[*i], "--fast")) {
+        c->fast = 1;
         return 1;
     }
     if ((r = cli_take_value("--mem-budget", argc, argv, i, &v, err)) != 0) {
@@ -220,25 +252,61 @@ int cli_parse(const cli_cmd *cmd, int argc, char **argv, cli_common *cc, cli_lis
     return 0;
 }
 
+/* The device of the model cli_load_model loaded last (the CLI runs one model per process). */
+static char cli_ran_on[64];
+
 void cli_summary(const char *cmd, const char *what, int64_t count, double seconds) {
     fflush(stdout); /* results first, so a terminal or a 2>&1 capture never splits them */
-    fprintf(stderr, "%s: %lld %s in %.2f s (%.1f %s/s)\n", cmd, (long long)count, what, seconds,
-            seconds > 0 ? (double)count / seconds : 0.0, what);
+    fprintf(stderr, "%s: %lld %s in %.2f s (%.1f %s/s)%s%s\n", cmd, (long long)count, what, seconds,
+            seconds > 0 ? (double)count / seconds : 0.0, what, cli_ran_on[0] ? " on " : "",
+            cli_ran_on);
+}
+
+void cli_device_spec(const cli_common *c, char *buf, size_t cap) {
+    if (c->device == CLI_DEVICE_CPU)
+        snprintf(buf, cap, "cpu");
+    else if (c->device == CLI_DEVICE_CUDA)
+        snprintf(buf, cap, "cuda:%d", c->device_index);
+    else
+        snprintf(buf, cap, "auto");
+}
+
+void cli_json_device(cJSON *o, const model *m) {
+    cJSON_AddStringToObject(o, "device", model_device_name(m));
+    cJSON_AddBoolToObject(o, "batch_invariant", model_batch_invariant(m));
 }
 
 int cli_load_model(const char *dir, const cli_common *c, model **out, assay_error *err) {
+    char spec[32];
     *out = NULL;
-    if (c->device == CLI_DEVICE_CUDA)
-        return assay_fail(err, ASSAY_EUNSUPPORTED,
-                          "--device cuda: the model runtime runs on the CPU in this build; use "
-                          "--device cpu or auto");
-    model_opts o = {0};
-    o.n_threads  = c->threads;
-    o.mem_budget = c->mem_budget;
-    o.kv_tokens  = c->kv_tokens;
-    model *m     = model_load(dir, &o, err);
+    cli_device_spec(c, spec, sizeof spec);
+    if (c->device == CLI_DEVICE_CUDA) {
+        /* a device that is not there is a usage error (exit 2), found before anything loads */
+        cuda_device_info info;
+        device_cuda_probe(&info);
+        if (!device_cuda_compiled())
+            return assay_fail(err, ASSAY_EUNSUPPORTED,
+                              "--device %s: built without CUDA; use --device cpu or auto", spec);
+        if (info.count <= 0)
+            return assay_fail(err, ASSAY_EUNSUPPORTED, "--device %s: %s; use --device cpu or auto",
+                              spec, info.why_none);
+        if (c->device_index >= info.count)
+            return assay_fail(
+                err, ASSAY_EUNSUPPORTED, "--device %s: no such device (%d CUDA device%s: cuda:0%s)",
+                spec, info.count, info.count == 1 ? "" : "s", info.count == 1 ? "" : " and up");
+    }
+    model_opts o       = {0};
+    o.device           = spec;
+    o.gpu_mem_fraction = c->gpu_mem_fraction;
+    o.fast             = c->fast;
+    o.n_threads        = c->threads;
+    o.mem_budget       = c->mem_budget;
+    o.kv_tokens        = c->kv_tokens;
+    model *m           = model_load(dir, &o, err);
     if (!m)
         return err && err->code ? err->code : ASSAY_EINTERNAL;
+    snprintf(cli_ran_on, sizeof cli_ran_on, "%s, %s", model_device_name(m),
+             model_batch_invariant(m) ? "batch-invariant" : "not batch-invariant");
     *out = m;
     return ASSAY_OK;
 }

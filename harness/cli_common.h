@@ -1,6 +1,6 @@
 /* harness/cli_common.h — options every model command shares (--json, --threads, --device,
- * --mem-budget), numeric option parsing with messages that name the option, and the final
- * summary line. */
+ * --gpu-mem-fraction, --fast, --mem-budget), numeric option parsing with messages that name the
+ * option, and the final summary line (which says the device that ran). */
 #ifndef ASSAY_CLI_COMMON_H
 #define ASSAY_CLI_COMMON_H
 
@@ -15,8 +15,11 @@ typedef struct cli_common {
     int        json;
     int        threads; /* 0: the runtime's default */
     cli_device device;
-    size_t     mem_budget; /* bytes; 0: no budget */
-    int        kv_tokens;  /* KV cache capacity a command needs; 0: the runtime's default */
+    int        device_index;     /* cuda:N; 0 for plain "cuda" */
+    double     gpu_mem_fraction; /* 0: the runtime's default (0.9) */
+    int        fast;             /* --fast: the GPU may drop batch invariance */
+    size_t     mem_budget;       /* bytes; 0: no budget */
+    int        kv_tokens;        /* KV cache capacity a command needs; 0: the runtime's default */
 } cli_common;
 
 /* Help text for the common options, one per line, indented two spaces. */
@@ -79,13 +82,24 @@ int cli_parse_int(const char *opt, const char *val, int64_t min, int64_t max, in
  * accepted after it). */
 int cli_parse_bytes(const char *opt, const char *val, size_t *out, assay_error *err);
 
+/* The backend spec of c's device choice: "auto", "cpu" or "cuda:N". */
+void cli_device_spec(const cli_common *c, char *buf, size_t cap);
+
 /* Loads the model in `dir` for the chosen device, thread count and memory budget (checked
- * before any weight is read). --device cuda is refused until the model runtime has a CUDA
- * path. */
+ * before any weight is read). An explicit --device cuda[:N] that this build or machine cannot
+ * serve (built without CUDA, no GPU or driver, no device N) is ASSAY_EUNSUPPORTED with the
+ * reason (exit 2: nothing ran); a GPU that fails while loading is ASSAY_EDEVICE (exit 3). The
+ * device that ran is remembered for cli_summary and cli_json_device. */
 struct model;
+struct cJSON;
 int cli_load_model(const char *dir, const cli_common *c, struct model **out, assay_error *err);
 
-/* "name: 1234 tokens in 1.23 s (1003.2 tokens/s)" on stderr. */
+/* Adds "device" ("cpu", "cuda:0") and "batch_invariant" (scores independent of the batch) to a
+ * JSON object, from the model cli_load_model loaded. */
+void cli_json_device(struct cJSON *o, const struct model *m);
+
+/* "name: 1234 tokens in 1.23 s (1003.2 tokens/s) on cpu, batch-invariant" on stderr (the device
+ * part once cli_load_model has loaded a model). */
 void cli_summary(const char *cmd, const char *what, int64_t count, double seconds);
 
 #endif

@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "core/util.h"
 #include "harness/commands.h"
+#include "loader/arch.h"
 #include "loader/config.h"
 #include "loader/gguf.h"
 #include "loader/gguf_tokenizer.h"
@@ -39,33 +40,6 @@ static const char convert_help[] =
     "exit codes: 0 converted; 2 bad input or usage, or a file that cannot be read or written, or\n"
     "out of memory (nothing is left behind); 3 internal error\n";
 
-/* GGUF tensor name → HF name. kind: 0 plain, 1 q (permute with n_heads), 2 k (n_kv_heads). */
-typedef struct name_map {
-    const char *gguf, *hf;
-    int         kind;
-} name_map;
-
-static const name_map global_names[] = {
-    {"token_embd.weight", "model.embed_tokens.weight", 0},
-    {"output_norm.weight", "model.norm.weight", 0},
-    {"output.weight", "lm_head.weight", 0},
-};
-
-static const name_map layer_names[] = {
-    {"attn_norm.weight", "input_layernorm.weight", 0},
-    {"attn_q.weight", "self_attn.q_proj.weight", 1},
-    {"attn_k.weight", "self_attn.k_proj.weight", 2},
-    {"attn_v.weight", "self_attn.v_proj.weight", 0},
-    {"attn_output.weight", "self_attn.o_proj.weight", 0},
-    {"ffn_norm.weight", "post_attention_layernorm.weight", 0},
-    {"ffn_gate.weight", "mlp.gate_proj.weight", 0},
-    {"ffn_up.weight", "mlp.up_proj.weight", 0},
-    {"ffn_down.weight", "mlp.down_proj.weight", 0},
-};
-
-#define N_GLOBAL (int)(sizeof global_names / sizeof *global_names)
-#define N_LAYER (int)(sizeof layer_names / sizeof *layer_names)
-
 typedef struct out_tensor {
     const gguf_tensor *src;
     char               hf[128];
@@ -74,51 +48,33 @@ typedef struct out_tensor {
     void              *buf;        /* converted data (NULL when the mapped file is used as is) */
 } out_tensor;
 
-/* HF shape each tensor must have under cfg: rows, cols (0 for a vector). */
-static void expected_shape(const model_config *c, const char *hf, int64_t *rows, int64_t *cols) {
-    int64_t q = (int64_t)c->n_heads * c->head_dim, kv = (int64_t)c->n_kv_heads * c->head_dim;
-    *cols = c->dim;
-    if (strstr(hf, "embed_tokens") || strstr(hf, "lm_head"))
-        *rows = c->vocab_size;
-    else if (strstr(hf, "norm")) {
-        *rows = c->dim;
-        *cols = 0;
-    } else if (strstr(hf, "q_proj"))
-        *rows = q;
-    else if (strstr(hf, "k_proj") || strstr(hf, "v_proj"))
-        *rows = kv;
-    else if (strstr(hf, "o_proj")) {
-        *rows = c->dim;
-        *cols = q;
-    } else if (strstr(hf, "gate_proj") || strstr(hf, "up_proj"))
-        *rows = c->ffn_dim;
-    else { /* down_proj */
-        *rows = c->dim;
-        *cols = c->ffn_dim;
+/* Maps one GGUF name through the llama architecture table (loader/arch.h); returns 0 and fills
+ * hf, kind (llama.cpp's RoPE permutation: 0 none, 1 q, 2 k) and the HF shape rows, cols (0 for
+ * a vector), or -1 when it has no HF llama equivalent. */
+static int map_name(const model_config *c, const char *g, char *hf, size_t cap, int *kind,
+                    int64_t *rows, int64_t *cols) {
+    int                n_t   = 0;
+    const arch_tensor *t     = arch_tensors(ARCH_LLAMA, &n_t);
+    int                layer = -1, used = 0;
+    if (sscanf(g, "blk.%d.%n", &layer, &used) == 1 && used > 0) {
+        char digits[16];
+        snprintf(digits, sizeof digits, "blk.%d.", layer);
+        if (layer < 0 || layer >= c->n_layers || (size_t)used != strlen(digits) ||
+            strncmp(g, digits, (size_t)used)) /* no "blk.01." */
+            return -1;
+    } else {
+        layer = -1;
+        used  = 0;
     }
-}
-
-/* Maps one GGUF name; returns 0 and fills hf/kind, or -1 when it has no HF llama equivalent. */
-static int map_name(const char *g, int n_layers, char *hf, size_t cap, int *kind) {
-    for (int i = 0; i < N_GLOBAL; i++)
-        if (!strcmp(g, global_names[i].gguf)) {
-            snprintf(hf, cap, "%s", global_names[i].hf);
-            *kind = global_names[i].kind;
-            return 0;
-        }
-    int layer, used = 0;
-    if (sscanf(g, "blk.%d.%n", &layer, &used) != 1 || used == 0 || layer < 0 || layer >= n_layers)
-        return -1;
-    char digits[16];
-    snprintf(digits, sizeof digits, "blk.%d.", layer);
-    if ((size_t)used != strlen(digits) || strncmp(g, digits, (size_t)used)) /* no "blk.01." */
-        return -1;
-    for (int i = 0; i < N_LAYER; i++)
-        if (!strcmp(g + used, layer_names[i].gguf)) {
-            snprintf(hf, cap, "model.layers.%d.%s", layer, layer_names[i].hf);
-            *kind = layer_names[i].kind;
-            return 0;
-        }
+    for (int i = 0; i < n_t; i++) {
+        if (!t[i].gguf || (t[i].section == 1) != (layer >= 0) || strcmp(g + used, t[i].gguf))
+            continue;
+        arch_name(hf, cap, &t[i], layer, "");
+        *kind = t[i].gguf_permute;
+        *rows = arch_dim_size(c, t[i].rows);
+        *cols = arch_dim_size(c, t[i].cols);
+        return 0;
+    }
     return -1;
 }
 
@@ -197,15 +153,14 @@ static int plan_tensors(const gguf_file *g, const model_config *cfg, const char 
         const gguf_tensor *s = gguf_tensor_at(g, i);
         out_tensor        *o = &t[i];
         o->src               = s;
-        if (map_name(s->name, cfg->n_layers, o->hf, sizeof o->hf, &o->kind)) {
+        int64_t rows, cols;
+        if (map_name(cfg, s->name, o->hf, sizeof o->hf, &o->kind, &rows, &cols)) {
             free(t);
             return assay_fail(err, ASSAY_EUNSUPPORTED,
                               "%s: tensor '%s' has no equivalent in a Hugging Face Llama "
                               "checkpoint (%d layers)",
                               path, s->name, cfg->n_layers);
         }
-        int64_t rows, cols;
-        expected_shape(cfg, o->hf, &rows, &cols);
         /* GGUF ne = [cols, rows]: ne[0] varies fastest, so the data is already row-major. */
         int ok = cols ? (s->ndim == 2 && s->ne[0] == cols && s->ne[1] == rows)
                       : (s->ndim == 1 && s->ne[0] == rows);
@@ -231,16 +186,19 @@ static int plan_tensors(const gguf_file *g, const model_config *cfg, const char 
         o->rows = rows;
         o->cols = cols;
     }
-    /* every tensor the architecture needs must be there (lm_head only when not tied) */
-    char need[128];
+    /* every tensor the architecture needs must be there (lm_head only when not tied): the
+     * global ones first, then layer by layer */
+    char               need[128];
+    int                n_a = 0;
+    const arch_tensor *a   = arch_tensors(ARCH_LLAMA, &n_a);
     for (int l = -1; l < cfg->n_layers; l++) {
-        for (int k = 0; k < (l < 0 ? N_GLOBAL : N_LAYER); k++) {
-            if (l < 0 && !strcmp(global_names[k].gguf, "output.weight"))
+        for (int k = 0; k < n_a; k++) {
+            if (!a[k].gguf || (a[k].section == 1) != (l >= 0) || a[k].when == WHEN_UNTIED)
                 continue;
             if (l < 0)
-                snprintf(need, sizeof need, "%s", global_names[k].gguf);
+                snprintf(need, sizeof need, "%s", a[k].gguf);
             else
-                snprintf(need, sizeof need, "blk.%d.%s", l, layer_names[k].gguf);
+                snprintf(need, sizeof need, "blk.%d.%s", l, a[k].gguf);
             if (!gguf_find_tensor(g, need)) {
                 free(t);
                 return assay_fail(err, ASSAY_EFORMAT, "%s: tensor '%s' is missing", path, need);

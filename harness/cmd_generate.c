@@ -28,7 +28,7 @@
 static const char generate_usage[] =
     "usage: assay generate MODEL --prompts FILE.jsonl [--max-new-tokens N] [--stop S]...\n"
     "                      [--output OUT.jsonl] [--json] [--strict] [--threads N]\n"
-    "                      [--device auto|cpu|cuda] [--mem-budget SIZE]\n";
+    "                      [--device auto|cpu|cuda[:N]] [--mem-budget SIZE]\n";
 
 static const char generate_help[] =
     "\n"
@@ -544,7 +544,9 @@ int cmd_generate(int argc, char **argv) {
         cJSON *a = cJSON_CreateString(model_dir), *b = cJSON_CreateString(prompt_path);
         mp = a ? jsonl_print(a, 0) : NULL;
         pp = b ? jsonl_print(b, 0) : NULL;
-        printf("{\n  \"model\": %s,\n  \"prompts_file\": %s,\n  \"results\": [\n", mp ? mp : "null",
+        printf("{\n  \"model\": %s,\n  \"device\": \"%s\",\n  \"batch_invariant\": %s,\n"
+               "  \"prompts_file\": %s,\n  \"results\": [\n",
+               mp ? mp : "null", model_device_name(m), model_batch_invariant(m) ? "true" : "false",
                pp ? pp : "null");
         free(mp);
         free(pp);

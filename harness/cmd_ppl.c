@@ -21,7 +21,7 @@
 
 static const char ppl_help[] =
     "usage: assay ppl MODEL FILE... [--mode sliding|rolling] [--ctx N] [--stride S] [--json]\n"
-    "                 [--threads N] [--device auto|cpu|cuda] [--mem-budget SIZE]\n"
+    "                 [--threads N] [--device auto|cpu|cuda[:N]] [--mem-budget SIZE]\n"
     "\n"
     "Perplexity of text under MODEL (a Hugging Face checkpoint directory with its tokenizer).\n"
     "A FILE ending in .jsonl holds one document per line as {\"text\": \"...\"}; any other FILE\n"
@@ -414,6 +414,7 @@ int cmd_ppl(int argc, char **argv) {
     if (cc.json) {
         cJSON *root = cJSON_CreateObject(), *arr = cJSON_CreateArray();
         cJSON_AddStringToObject(root, "model", model_dir);
+        cli_json_device(root, m);
         cJSON_AddStringToObject(root, "mode", mode);
         cJSON_AddNumberToObject(root, "ctx", (double)ctx);
         cJSON_AddStringToObject(root, "ctx_from", ctx_from);

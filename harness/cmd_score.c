@@ -27,7 +27,8 @@
 
 static const char score_usage[] =
     "usage: assay score MODEL --requests FILE.jsonl [--output OUT.jsonl] [--ctx N] [--json]\n"
-    "                   [--strict] [--threads N] [--device auto|cpu|cuda] [--mem-budget SIZE]\n";
+    "                   [--strict] [--threads N] [--device auto|cpu|cuda[:N]] [--mem-budget "
+    "SIZE]\n";
 
 static const char score_help[] =
     "\n"
@@ -436,6 +437,8 @@ int cmd_score(int argc, char **argv) {
     if (cc.json) {
         printf("{\n");
         json_field("model", cJSON_CreateString(model_dir));
+        json_field("device", cJSON_CreateString(model_device_name(m)));
+        json_field("batch_invariant", cJSON_CreateBool(model_batch_invariant(m)));
         json_field("requests_file", cJSON_CreateString(req_path));
         json_field("ctx", cJSON_CreateNumber((double)ctx));
         json_field("prefix_token", cJSON_CreateNumber(w.prefix));

@@ -3,6 +3,7 @@
  * (LlamaConfig, MistralConfig, Qwen2Config, GPT2Config), in both the 4.x layout (rope_theta +
  * rope_scaling) and the 5.x one (rope_parameters, "dtype"). */
 #include "loader/config.h"
+#include "loader/arch.h"
 #include "loader/modeldir.h"
 
 #include <cJSON.h>
@@ -730,59 +731,30 @@ static int specs_build(const model_config *c, const char *gpt2_prefix, model_ten
     *n_out = 0;
     if (!config_is_sane(c))
         return assay_fail(err, ASSAY_EINVAL, "model config: sizes out of range (not parsed?)");
-    int       per_layer = c->arch == ARCH_GPT2 ? 12 : (c->qkv_bias ? 12 : 9);
-    spec_list l         = {0};
-    l.cap               = 5 + c->n_layers * per_layer;
-    l.v                 = calloc((size_t)l.cap, sizeof *l.v);
+    int                n_t = 0;
+    const arch_tensor *t   = arch_tensors(c->arch, &n_t);
+    int                n_g = 0, n_l = 0;
+    for (int k = 0; k < n_t; k++)
+        if (arch_present(c, &t[k]))
+            *(t[k].section == 1 ? &n_l : &n_g) += 1;
+    spec_list l = {0};
+    l.cap       = n_g + c->n_layers * n_l;
+    l.v         = calloc((size_t)l.cap, sizeof *l.v);
     if (!l.v)
         return assay_fail(err, ASSAY_ENOMEM, "model config: out of memory for %d tensor specs",
                           l.cap);
-    int64_t D = c->dim, F = c->ffn_dim, V = c->vocab_size;
-    int     rc = 0;
-    if (c->arch == ARCH_GPT2) {
-        const char *p = gpt2_prefix;
-        rc |= spec_add(&l, -1, 0, V, D, "%swte.weight", p);
-        rc |= spec_add(&l, -1, 0, c->max_pos, D, "%swpe.weight", p);
-        for (int i = 0; i < c->n_layers; i++) {
-            /* Conv1D stores [in, out] */
-            rc |= spec_add(&l, i, 0, D, 0, "%sh.%d.ln_1.weight", p, i);
-            rc |= spec_add(&l, i, 0, D, 0, "%sh.%d.ln_1.bias", p, i);
-            rc |= spec_add(&l, i, 0, D, 3 * D, "%sh.%d.attn.c_attn.weight", p, i);
-            rc |= spec_add(&l, i, 0, 3 * D, 0, "%sh.%d.attn.c_attn.bias", p, i);
-            rc |= spec_add(&l, i, 0, D, D, "%sh.%d.attn.c_proj.weight", p, i);
-            rc |= spec_add(&l, i, 0, D, 0, "%sh.%d.attn.c_proj.bias", p, i);
-            rc |= spec_add(&l, i, 0, D, 0, "%sh.%d.ln_2.weight", p, i);
-            rc |= spec_add(&l, i, 0, D, 0, "%sh.%d.ln_2.bias", p, i);
-            rc |= spec_add(&l, i, 0, D, F, "%sh.%d.mlp.c_fc.weight", p, i);
-            rc |= spec_add(&l, i, 0, F, 0, "%sh.%d.mlp.c_fc.bias", p, i);
-            rc |= spec_add(&l, i, 0, F, D, "%sh.%d.mlp.c_proj.weight", p, i);
-            rc |= spec_add(&l, i, 0, D, 0, "%sh.%d.mlp.c_proj.bias", p, i);
-        }
-        rc |= spec_add(&l, -1, 0, D, 0, "%sln_f.weight", p);
-        rc |= spec_add(&l, -1, 0, D, 0, "%sln_f.bias", p);
-        rc |= spec_add(&l, -1, 1, V, D, "lm_head.weight");
-    } else {
-        int64_t Q = (int64_t)c->n_heads * c->head_dim, KV = (int64_t)c->n_kv_heads * c->head_dim;
-        rc |= spec_add(&l, -1, 0, V, D, "model.embed_tokens.weight");
-        for (int i = 0; i < c->n_layers; i++) {
-            rc |= spec_add(&l, i, 0, D, 0, "model.layers.%d.input_layernorm.weight", i);
-            rc |= spec_add(&l, i, 0, Q, D, "model.layers.%d.self_attn.q_proj.weight", i);
-            rc |= spec_add(&l, i, 0, KV, D, "model.layers.%d.self_attn.k_proj.weight", i);
-            rc |= spec_add(&l, i, 0, KV, D, "model.layers.%d.self_attn.v_proj.weight", i);
-            if (c->qkv_bias) {
-                rc |= spec_add(&l, i, 0, Q, 0, "model.layers.%d.self_attn.q_proj.bias", i);
-                rc |= spec_add(&l, i, 0, KV, 0, "model.layers.%d.self_attn.k_proj.bias", i);
-                rc |= spec_add(&l, i, 0, KV, 0, "model.layers.%d.self_attn.v_proj.bias", i);
+    int  rc = 0;
+    char name[96];
+    for (int section = 0; section < 3; section++)
+        for (int i = 0; i < (section == 1 ? c->n_layers : 1); i++)
+            for (int k = 0; k < n_t; k++) {
+                if (t[k].section != section || !arch_present(c, &t[k]))
+                    continue;
+                int layer = section == 1 ? i : -1;
+                rc |= spec_add(&l, layer, t[k].when == WHEN_UNTIED && c->tie_embeddings,
+                               arch_dim_size(c, t[k].rows), arch_dim_size(c, t[k].cols), "%s",
+                               arch_name(name, sizeof name, &t[k], i, gpt2_prefix));
             }
-            rc |= spec_add(&l, i, 0, D, Q, "model.layers.%d.self_attn.o_proj.weight", i);
-            rc |= spec_add(&l, i, 0, D, 0, "model.layers.%d.post_attention_layernorm.weight", i);
-            rc |= spec_add(&l, i, 0, F, D, "model.layers.%d.mlp.gate_proj.weight", i);
-            rc |= spec_add(&l, i, 0, F, D, "model.layers.%d.mlp.up_proj.weight", i);
-            rc |= spec_add(&l, i, 0, D, F, "model.layers.%d.mlp.down_proj.weight", i);
-        }
-        rc |= spec_add(&l, -1, 0, D, 0, "model.norm.weight");
-        rc |= spec_add(&l, -1, c->tie_embeddings, V, D, "lm_head.weight");
-    }
     if (rc) {
         free(l.v);
         return assay_fail(err, ASSAY_EINTERNAL, "model config: tensor spec list overflow");

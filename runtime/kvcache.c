@@ -6,8 +6,8 @@
 #include "core/util.h"
 #include "runtime/kvcache.h"
 
-size_t kv_pool_bytes(int n_layers, int kv_dim, int block_tokens, int n_blocks) {
-    size_t b = sizeof(float);
+size_t kv_pool_bytes(int n_layers, int kv_dim, int block_tokens, int n_blocks, size_t elem_bytes) {
+    size_t b = elem_bytes;
     if (n_layers < 0 || kv_dim < 0 || block_tokens < 0 || n_blocks < 0)
         return SIZE_MAX;
     if (size_mul(b, (size_t)n_layers, &b) || size_mul(b, (size_t)kv_dim, &b) ||
@@ -20,8 +20,10 @@ size_t kv_pool_bytes(int n_layers, int kv_dim, int block_tokens, int n_blocks) {
 int kv_create(kv_cache *kv, backend *be, int n_layers, int kv_dim, int block_tokens, int n_blocks,
               assay_error *err) {
     memset(kv, 0, sizeof *kv);
-    size_t bytes = kv_pool_bytes(n_layers, kv_dim, block_tokens, n_blocks);
-    if (n_layers <= 0 || kv_dim <= 0 || block_tokens <= 0 || n_blocks <= 0 || bytes == SIZE_MAX)
+    size_t elem  = backend_dtype_bytes(be->caps.kv_dtype);
+    size_t bytes = kv_pool_bytes(n_layers, kv_dim, block_tokens, n_blocks, elem);
+    if (n_layers <= 0 || kv_dim <= 0 || block_tokens <= 0 || n_blocks <= 0 || elem == 0 ||
+        bytes == SIZE_MAX)
         return assay_fail(err, ASSAY_EINVAL,
                           "kv cache: bad geometry (%d layers, kv_dim %d, %d tokens/block, %d "
                           "blocks)",
@@ -31,6 +33,7 @@ int kv_create(kv_cache *kv, backend *be, int n_layers, int kv_dim, int block_tok
     kv->kv_dim       = kv_dim;
     kv->block_tokens = block_tokens;
     kv->n_blocks     = n_blocks;
+    kv->elem_bytes   = elem;
     kv->free_ids     = malloc((size_t)n_blocks * sizeof(int32_t));
     kv->refs         = calloc((size_t)n_blocks, sizeof(int32_t));
     if (!kv->free_ids || !kv->refs)
@@ -67,11 +70,14 @@ void kv_destroy(kv_cache *kv) {
     memset(kv, 0, sizeof *kv);
 }
 
-float *kv_layer_k(const kv_cache *kv, int layer) {
-    return kv->k + (size_t)layer * kv->n_blocks * kv->block_tokens * kv->kv_dim;
+static size_t layer_bytes(const kv_cache *kv) {
+    return (size_t)kv->n_blocks * kv->block_tokens * kv->kv_dim * kv->elem_bytes;
 }
-float *kv_layer_v(const kv_cache *kv, int layer) {
-    return kv->v + (size_t)layer * kv->n_blocks * kv->block_tokens * kv->kv_dim;
+void *kv_layer_k(const kv_cache *kv, int layer) {
+    return (char *)kv->k + (size_t)layer * layer_bytes(kv);
+}
+void *kv_layer_v(const kv_cache *kv, int layer) {
+    return (char *)kv->v + (size_t)layer * layer_bytes(kv);
 }
 
 int kv_blocks_for(const kv_cache *kv, int n_tokens) {
@@ -117,16 +123,19 @@ int kv_seq_fork(kv_cache *kv, kv_seq *dst, const kv_seq *src) {
     }
     dst->n_blocks = full;
     if (partial) {
-        int32_t id   = kv->free_ids[--kv->n_free];
-        int32_t sid  = src->blocks[full];
-        kv->refs[id] = 1;
-        size_t rows  = (size_t)kv->block_tokens * kv->kv_dim;
-        for (int l = 0; l < kv->n_layers; l++) {
-            kv->be->ops->copy(kv->be, kv_layer_k(kv, l) + (size_t)id * rows,
-                              kv_layer_k(kv, l) + (size_t)sid * rows, rows * sizeof(float));
-            kv->be->ops->copy(kv->be, kv_layer_v(kv, l) + (size_t)id * rows,
-                              kv_layer_v(kv, l) + (size_t)sid * rows, rows * sizeof(float));
+        int32_t id          = kv->free_ids[kv->n_free - 1];
+        int32_t sid         = src->blocks[full];
+        size_t  block_bytes = (size_t)kv->block_tokens * kv->kv_dim * kv->elem_bytes;
+        int     rc = kv->be->ops->kv_block_copy(kv->be, kv->k, kv->v, kv->n_layers, layer_bytes(kv),
+                                                block_bytes, id, sid);
+        if (rc) {
+            for (int i = 0; i < full; i++)
+                kv->refs[src->blocks[i]]--;
+            dst->n_blocks = 0;
+            return rc;
         }
+        kv->n_free--;
+        kv->refs[id]                 = 1;
         dst->blocks[dst->n_blocks++] = id;
     }
     dst->n_tokens = src->n_tokens;

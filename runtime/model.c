@@ -1,5 +1,7 @@
 /* runtime/model.c — weights, the forward pass over a packed ragged batch, and the scoring and
- * generation loops on top of it. Model code talks to the device only through backend_ops. */
+ * generation loops on top of it. Model code talks to the device only through backend_ops, with
+ * one code path for every backend: element types come from the backend's caps, index data goes
+ * over once per pass (set_batch), results come back once per pass (fetch). */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -9,119 +11,148 @@
 #include <unistd.h>
 
 #include "core/util.h"
-#include "kernels/cpu/ops.h"
+#include "loader/arch.h"
 #include "loader/safetensors.h"
 #include "runtime/backend.h"
 #include "runtime/kvcache.h"
 #include "runtime/model.h"
+#include "runtime/rope.h"
 
-#define WEIGHT_ALIGN 16 /* floats: every tensor starts on a 64-byte boundary */
+#define WEIGHT_ALIGN                                                                               \
+    64 /* bytes: every tensor starts on a cache line (and a GPU's 16-byte rule)                    \
+        */
 
 typedef struct layer_weights {
-    float *attn_norm_w, *attn_norm_b; /* (dim) */
-    float *wqkv, *bqkv;               /* (q_dim + 2 kv_dim, dim), rows q | k | v */
-    float *wo, *bo;                   /* (dim, q_dim) */
-    float *ffn_norm_w, *ffn_norm_b;   /* (dim) */
-    float *w_up, *b_up;               /* SwiGLU: (2 ffn, dim) rows gate | up; GELU: (ffn, dim) */
-    float *w_down, *b_down;           /* (dim, ffn) */
+    float *attn_norm_w, *attn_norm_b; /* (dim) f32 */
+    void  *wqkv;                      /* (q_dim + 2 kv_dim, dim), rows q | k | v; weight layout */
+    float *bqkv;                      /* f32 */
+    void  *wo;                        /* (dim, q_dim) */
+    float *bo;
+    float *ffn_norm_w, *ffn_norm_b; /* (dim) */
+    void  *w_up;                    /* SwiGLU: (2 ffn, dim) rows gate | up; GELU: (ffn, dim) */
+    float *b_up;
+    void  *w_down; /* (dim, ffn) */
+    float *b_down;
 } layer_weights;
 
 struct model {
     model_config   cfg;
     char           dir[1024];
     backend       *be;
-    float         *arena; /* all weights, backend memory */
-    size_t         arena_floats, arena_used;
-    float         *tok_emb, *pos_emb, *final_w, *final_b, *head, *inv_freq;
+    char           device[32]; /* "cpu", "cuda:0" */
+    char          *arena;      /* all weights, backend memory */
+    size_t         arena_bytes, arena_used;
+    void          *tok_emb, *head; /* weight layout */
+    float         *pos_emb, *final_w, *final_b, *inv_freq;
     layer_weights *layers;
     int            q_dim, kv_dim, qkv_dim, up_dim, max_T;
-    /* workspace, backend memory, max_T rows each */
-    float *x, *xn, *qkv, *att, *up, *act, *hsel, *saved_h;
-    /* host workspace */
-    int32_t *ids, *pos, *sel_tgt, *sel_id;
-    int     *q_off, *start, *sel;
+    size_t         act_bytes; /* bytes per activation element (caps.act_dtype) */
+    /* workspace, backend memory, max_T rows each: x and hsel f32 (the residual stream), the rest
+     * in the activation dtype */
+    float *x, *hsel;
+    void  *xn, *qkv, *att, *up, *act, *proj, *h;
+    /* host workspace: the batch's index data */
+    int32_t *ids, *pos, *q_off, *start, *sel, *sel_tgt, *sel_id, *sel_am, *bt;
+    size_t   bt_cap;
     float   *sel_lp;
     uint8_t *sel_gr;
     kv_cache kv;
     size_t   mem_bytes;
-    int      last_nonfinite; /* the head or embedding loaded last held NaN or Inf */
-    int      head_nonfinite; /* the LM head holds NaN or Inf: every logit row is suspect */
 };
 
 /* ---- memory plan ------------------------------------------------------------------------- */
 
-typedef struct mem_plan {
-    size_t weights, workspace, scratch, kv_min, kv_want;
-    int    kv_tokens_want;
-} mem_plan;
+#define MIB(b) ((double)(b) / (1024.0 * 1024.0))
 
-/* Floats a linear weight (rows, cols) takes in the backend's layout (the CPU packs panels). */
-static size_t linear_floats(backend *be, size_t rows, size_t cols) {
-    return (be->ops->weight_bytes(be, (int)rows, (int)cols) + sizeof(float) - 1) / sizeof(float);
+static size_t align_up(size_t n) { return (n + WEIGHT_ALIGN - 1) / WEIGHT_ALIGN * WEIGHT_ALIGN; }
+
+/* Bytes of a linear weight (rows, cols) in the backend's layout (the CPU packs panels). */
+static size_t linear_bytes(backend *be, size_t rows, size_t cols) {
+    return align_up(be->ops->weight_bytes(be, (int)rows, (int)cols));
 }
+static size_t f32_bytes(size_t n) { return align_up(n * sizeof(float)); }
 
-static size_t weights_floats(const model_config *c, backend *be) {
+static size_t weights_bytes(const model_config *c, backend *be) {
     size_t D = (size_t)c->dim, V = (size_t)c->vocab_size, F = (size_t)c->ffn_dim;
     size_t Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
-    size_t QKV = Q + 2 * KV, norm = c->norm == NORM_LAYER ? 2 * D : D;
-    size_t per = 2 * norm + linear_floats(be, QKV, D) + (c->qkv_bias ? QKV : 0) +
-                 linear_floats(be, D, Q) + (c->mlp_bias ? D : 0) + linear_floats(be, D, F);
+    size_t QKV = Q + 2 * KV, norms = (c->norm == NORM_LAYER ? 2 : 1) * f32_bytes(D);
+    size_t per = 2 * norms + linear_bytes(be, QKV, D) + (c->qkv_bias ? f32_bytes(QKV) : 0) +
+                 linear_bytes(be, D, Q) + (c->mlp_bias ? f32_bytes(D) : 0) + linear_bytes(be, D, F);
     if (c->act == ACT_SILU)
-        per += linear_floats(be, 2 * F, D);
+        per += linear_bytes(be, 2 * F, D);
     else
-        per += linear_floats(be, F, D) + (c->mlp_bias ? F + D : 0);
-    size_t emb   = linear_floats(be, V, D);
-    size_t total = emb + (c->learned_pos ? (size_t)c->max_pos * D : 0) + norm +
-                   (c->tie_embeddings ? 0 : emb) + (size_t)c->n_layers * per + (size_t)c->head_dim;
-    return total + WEIGHT_ALIGN * (size_t)(16 * c->n_layers + 16);
+        per += linear_bytes(be, F, D) + (c->mlp_bias ? f32_bytes(F) + f32_bytes(D) : 0);
+    size_t emb = linear_bytes(be, V, D);
+    return emb + (c->learned_pos ? f32_bytes((size_t)c->max_pos * D) : 0) + norms +
+           (c->tie_embeddings ? 0 : emb) + (size_t)c->n_layers * per +
+           f32_bytes((size_t)c->head_dim / 2 + 1);
 }
 
-static size_t workspace_floats_per_token(const model_config *c) {
+/* Workspace bytes per batch token: x and hsel f32; xn, qkv, att, up, act, proj, h in the
+ * activation dtype. */
+static size_t workspace_bytes_per_token(const model_config *c, size_t act_bytes) {
     size_t D = (size_t)c->dim, F = (size_t)c->ffn_dim;
     size_t Q = (size_t)c->n_heads * c->head_dim, KV = (size_t)c->n_kv_heads * c->head_dim;
     size_t up = c->act == ACT_SILU ? 2 * F : F;
-    return 2 * D + (Q + 2 * KV) + Q + up + F + 2 * D;
+    return 2 * D * sizeof(float) + (D + (Q + 2 * KV) + Q + up + F + D + D) * act_bytes;
 }
 
-static size_t kv_bytes_per_token(const model_config *c) {
-    return (size_t)c->n_layers * 2 * (size_t)c->n_kv_heads * c->head_dim * sizeof(float);
+int model_plan_memory(model_mem_plan *plan, const model_mem_need *n, const char *what,
+                      assay_error *err) {
+    memset(plan, 0, sizeof *plan);
+    size_t budget = n->mem_budget;
+    if (!budget && n->mem_free) {
+        double f = n->fraction > 0 && n->fraction <= 1 ? n->fraction : 1.0;
+        budget   = (size_t)((double)n->mem_free * f);
+    }
+    size_t fixed  = n->weights + n->workspace + n->scratch;
+    int    kv_min = n->batch_tokens + n->block_tokens;
+    int    want   = 4 * n->batch_tokens > 8192 ? 4 * n->batch_tokens : 8192;
+    size_t per    = n->kv_per_token;
+    plan->budget  = budget;
+    plan->fixed   = fixed;
+    if (budget && fixed + (size_t)kv_min * per > budget) {
+        /* what would fit: the batch budget that leaves room for its own KV minimum */
+        long fit =
+            budget > fixed ? (long)((budget - fixed) / (per ? per : 1)) - n->block_tokens : -1;
+        return assay_fail(err, ASSAY_ENOMEM,
+                          "%s: needs %.1f MiB (weights %.1f + workspace %.1f + scratch %.1f + KV "
+                          "cache %.1f for %d tokens) but the memory budget is %.1f MiB%s",
+                          what, MIB(fixed + (size_t)kv_min * per), MIB(n->weights),
+                          MIB(n->workspace), MIB(n->scratch), MIB((size_t)kv_min * per), kv_min,
+                          MIB(budget),
+                          budget > fixed && fit > 0 ? " (the weights and workspace fit; a smaller "
+                                                      "batch or KV cache might)"
+                          : budget > n->weights     ? " (the weights alone fit)"
+                                                    : " (the weights alone do not fit)");
+    }
+    if (budget && n->kv_tokens > 0 && fixed + (size_t)n->kv_tokens * per > budget) {
+        long fit = (long)((budget - fixed) / (per ? per : 1));
+        return assay_fail(err, ASSAY_ENOMEM,
+                          "%s: needs %.1f MiB (weights %.1f + workspace %.1f + scratch %.1f + KV "
+                          "cache %.1f for the requested %d tokens) but the memory budget is %.1f "
+                          "MiB: a KV cache of %ld tokens would fit",
+                          what, MIB(fixed + (size_t)n->kv_tokens * per), MIB(n->weights),
+                          MIB(n->workspace), MIB(n->scratch), MIB((size_t)n->kv_tokens * per),
+                          n->kv_tokens, MIB(budget), fit);
+    }
+    long kv_tokens = n->kv_tokens > 0 ? n->kv_tokens : want;
+    if (n->kv_tokens <= 0 && budget && fixed + (size_t)want * per > budget)
+        kv_tokens = (long)((budget - fixed) / (per ? per : 1));
+    if (kv_tokens < kv_min)
+        kv_tokens = kv_min;
+    if (kv_tokens > INT32_MAX / 2)
+        kv_tokens = INT32_MAX / 2;
+    plan->kv_tokens = (int)kv_tokens;
+    return 0;
 }
-
-static size_t mem_available(void) {
-    FILE *f = fopen("/proc/meminfo", "r");
-    if (!f)
-        return 0;
-    char               line[256];
-    unsigned long long kb = 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "MemAvailable: %llu kB", &kb) == 1)
-            break;
-    fclose(f);
-    return (size_t)kb * 1024;
-}
-
-static void plan_memory(const model_config *c, backend *be, int T, int block, mem_plan *p) {
-    int max_in        = c->ffn_dim > c->dim ? c->ffn_dim : c->dim;
-    int q_dim         = c->n_heads * c->head_dim;
-    max_in            = q_dim > max_in ? q_dim : max_in;
-    p->weights        = weights_floats(c, be) * sizeof(float);
-    p->workspace      = (size_t)T * workspace_floats_per_token(c) * sizeof(float);
-    p->scratch        = backend_cpu_scratch_bytes(T, max_in, c->dim, c->vocab_size);
-    int kv_min_tok    = T + block;
-    int want          = 4 * T > 8192 ? 4 * T : 8192;
-    p->kv_min         = (size_t)kv_min_tok * kv_bytes_per_token(c);
-    p->kv_want        = (size_t)want * kv_bytes_per_token(c);
-    p->kv_tokens_want = want;
-}
-
-#define MIB(b) ((double)(b) / (1024.0 * 1024.0))
 
 /* ---- weights ----------------------------------------------------------------------------- */
 
-static float *take(model *m, size_t n) {
+static void *take(model *m, size_t bytes) {
     size_t at = m->arena_used;
-    m->arena_used += (n + WEIGHT_ALIGN - 1) / WEIGHT_ALIGN * WEIGHT_ALIGN;
-    if (m->arena_used > m->arena_floats)
+    m->arena_used += align_up(bytes);
+    if (m->arena_used > m->arena_bytes)
         return NULL;
     return m->arena + at;
 }
@@ -179,11 +210,10 @@ static int read_tensor(model *m, const st_model *sm, const char *name, float *ho
     return 0;
 }
 
-/* A plain array (norm weight, bias, position table) into backend memory dst. */
+/* A plain f32 array (norm weight, bias, position table) into backend memory dst, through one
+ * host buffer (a backend's memory may not be host memory). */
 static int load_tensor(model *m, const st_model *sm, const char *name, float *dst, size_t rows,
                        size_t cols, assay_error *err) {
-    if (m->be->host_memory) /* CPU: convert straight into the arena */
-        return read_tensor(m, sm, name, dst, rows, cols, 0, err);
     float *host = malloc(rows * cols * sizeof(float) + 1);
     if (!host)
         return assay_fail(err, ASSAY_ENOMEM, "%s: no memory to convert '%s'", m->dir, name);
@@ -196,7 +226,7 @@ static int load_tensor(model *m, const st_model *sm, const char *name, float *ds
 
 /* A linear weight (sum of rows, cols) stacked from n tensors (rows[i], cols) — q|k|v or
  * gate|up — stored in the backend's weight layout at dst. */
-static int load_linear(model *m, const st_model *sm, float *dst, const char *const *names,
+static int load_linear(model *m, const st_model *sm, void *dst, const char *const *names,
                        const size_t *rows, int n, size_t cols, int transpose, assay_error *err) {
     size_t total = 0;
     for (int i = 0; i < n; i++)
@@ -207,155 +237,154 @@ static int load_linear(model *m, const st_model *sm, float *dst, const char *con
     int rc = 0;
     for (int i = 0, r0 = 0; i < n && !rc; r0 += (int)rows[i], i++)
         rc = read_tensor(m, sm, names[i], host + (size_t)r0 * cols, rows[i], cols, transpose, err);
-    /* generation only sees argmax ids, so a non-finite LM head must be known beforehand (the
-     * head is the embedding when tied; other weights show in the hidden states) */
-    m->last_nonfinite = 0;
-    if (dst == m->head || dst == m->tok_emb)
-        for (size_t i = 0; !rc && i < total * cols && !m->last_nonfinite; i++)
-            m->last_nonfinite = !isfinite(host[i]);
     if (!rc && (rc = m->be->ops->upload_weight(m->be, dst, host, (int)total, (int)cols)) != 0)
         assay_fail(err, rc, "%s: uploading '%s': %s", m->dir, names[0], m->be->last_error.msg);
     free(host);
     return rc;
 }
+/* The arena slice for a tensor of `bytes`, or an internal error (the arena is sized by
+ * weights_bytes from the same config). */
+static int take_checked(model *m, void **dst, size_t bytes, assay_error *err) {
+    *dst = take(m, bytes);
+    if (!*dst)
+        return assay_fail(err, ASSAY_EINTERNAL, "%s: weight arena too small", m->dir);
+    return 0;
+}
+
+/* An f32 vector (norm weight, bias) or table (positions) of `role` into a fresh arena slice. */
+static int load_role_f32(model *m, const st_model *sm, const char *pfx, arch_role role, int layer,
+                         float **dst, assay_error *err) {
+    const arch_tensor *t = arch_find(m->cfg.arch, role);
+    char               name[128];
+    if (!t)
+        return assay_fail(err, ASSAY_EINTERNAL, "%s: architecture table has no tensor role %d",
+                          m->dir, (int)role);
+    size_t rows = (size_t)arch_dim_size(&m->cfg, t->rows);
+    size_t cols = t->cols == DIM_NONE ? 1 : (size_t)arch_dim_size(&m->cfg, t->cols);
+    int    rc   = take_checked(m, (void **)dst, rows * cols * sizeof(float), err);
+    return rc ? rc
+              : load_tensor(m, sm, arch_name(name, sizeof name, t, layer, pfx), *dst, rows, cols,
+                            err);
+}
+
+/* A linear weight stacked from the tensors of `roles` (q|k|v, gate|up, or one), as (out, in),
+ * into a fresh arena slice in the backend's weight layout. */
+static int load_role_linear(model *m, const st_model *sm, const char *pfx, const arch_role *roles,
+                            int n, int layer, void **dst, assay_error *err) {
+    char        names[3][128];
+    const char *np[3];
+    size_t      rows[3], total = 0, in = 0;
+    int         transposed = 0;
+    for (int i = 0; i < n; i++) {
+        const arch_tensor *t = arch_find(m->cfg.arch, roles[i]);
+        if (!t)
+            return assay_fail(err, ASSAY_EINTERNAL, "%s: architecture table has no tensor role %d",
+                              m->dir, (int)roles[i]);
+        /* stored (out, in), or (in, out) when transposed */
+        size_t r   = (size_t)arch_dim_size(&m->cfg, t->rows),
+               c   = (size_t)arch_dim_size(&m->cfg, t->cols);
+        rows[i]    = t->transposed ? c : r;
+        in         = t->transposed ? r : c;
+        transposed = t->transposed;
+        np[i]      = arch_name(names[i], sizeof names[i], t, layer, pfx);
+        total += rows[i];
+    }
+    int rc = take_checked(m, dst, linear_bytes(m->be, total, in), err);
+    return rc ? rc : load_linear(m, sm, *dst, np, rows, n, in, transposed, err);
+}
 
 static int load_weights(model *m, const st_model *sm, assay_error *err) {
-    const model_config *c = &m->cfg;
-    size_t              D = (size_t)c->dim, V = (size_t)c->vocab_size, F = (size_t)c->ffn_dim;
-    size_t              Q = (size_t)m->q_dim, KV = (size_t)m->kv_dim, QKV = (size_t)m->qkv_dim;
-    int                 gpt2 = c->arch == ARCH_GPT2;
-    char                name[256];
-    const char         *pfx = "";
-    if (gpt2 && st_model_find(sm, "transformer.wte.weight"))
-        pfx = "transformer.";
-#define NAME(...) (snprintf(name, sizeof name, __VA_ARGS__), name)
-#define CHECK(dst, call)                                                                           \
+    const model_config    *c     = &m->cfg;
+    int                    gpt2  = c->arch == ARCH_GPT2;
+    const char            *pfx   = gpt2 ? config_gpt2_prefix(sm) : "";
+    static const arch_role emb[] = {ROLE_TOK_EMB}, head[] = {ROLE_HEAD},
+                           qkv3[] = {ROLE_Q, ROLE_K, ROLE_V}, qkv1[] = {ROLE_QKV}, o[] = {ROLE_O},
+                           gate_up[] = {ROLE_GATE, ROLE_UP}, up[] = {ROLE_UP}, down[] = {ROLE_DOWN};
+    int rc;
+#define TRY(call)                                                                                  \
     do {                                                                                           \
-        if (!(dst))                                                                                \
-            return assay_fail(err, ASSAY_EINTERNAL, "%s: weight arena too small", m->dir);         \
-        int rc_ = (call);                                                                          \
-        if (rc_)                                                                                   \
-            return rc_;                                                                            \
+        if ((rc = (call)) != 0)                                                                    \
+            return rc;                                                                             \
     } while (0)
-#define LOAD(dst, rows, cols, ...)                                                                 \
-    CHECK(dst, load_tensor(m, sm, NAME(__VA_ARGS__), (dst), (rows), (cols), err))
-        /* a linear weight from one tensor */
-#define LINEAR(dst, rows, cols, tr, ...)                                                           \
-    do {                                                                                           \
-        const char *n_[1] = {NAME(__VA_ARGS__)};                                                   \
-        size_t      r_[1] = {(rows)};                                                              \
-        CHECK(dst, load_linear(m, sm, (dst), n_, r_, 1, (cols), (tr), err));                       \
-    } while (0)
-    char n1[256], n2[256], n3[256];
-
-    m->tok_emb = take(m, linear_floats(m->be, V, D));
-    LINEAR(m->tok_emb, V, D, 0, gpt2 ? "%swte.weight" : "model.embed_tokens.weight", pfx);
-    m->head_nonfinite = m->last_nonfinite;
-    if (c->learned_pos) {
-        m->pos_emb = take(m, (size_t)c->max_pos * D);
-        LOAD(m->pos_emb, (size_t)c->max_pos, D, "%swpe.weight", pfx);
-    }
+    TRY(load_role_linear(m, sm, pfx, emb, 1, 0, &m->tok_emb, err));
+    if (c->learned_pos)
+        TRY(load_role_f32(m, sm, pfx, ROLE_POS_EMB, 0, &m->pos_emb, err));
     for (int i = 0; i < c->n_layers; i++) {
         layer_weights *L = &m->layers[i];
-        L->attn_norm_w   = take(m, D);
-        L->ffn_norm_w    = take(m, D);
-        L->wqkv          = take(m, linear_floats(m->be, QKV, D));
-        L->wo            = take(m, linear_floats(m->be, D, Q));
+        TRY(load_role_f32(m, sm, pfx, ROLE_ATTN_NORM_W, i, &L->attn_norm_w, err));
+        if (c->norm == NORM_LAYER)
+            TRY(load_role_f32(m, sm, pfx, ROLE_ATTN_NORM_B, i, &L->attn_norm_b, err));
         if (gpt2) {
-            L->attn_norm_b = take(m, D);
-            L->ffn_norm_b  = take(m, D);
-            L->bqkv        = take(m, QKV);
-            L->bo          = take(m, D);
-            L->w_up        = take(m, linear_floats(m->be, F, D));
-            L->b_up        = take(m, F);
-            L->w_down      = take(m, linear_floats(m->be, D, F));
-            L->b_down      = take(m, D);
-            LOAD(L->attn_norm_w, 1, D, "%sh.%d.ln_1.weight", pfx, i);
-            LOAD(L->attn_norm_b, 1, D, "%sh.%d.ln_1.bias", pfx, i);
-            LOAD(L->ffn_norm_w, 1, D, "%sh.%d.ln_2.weight", pfx, i);
-            LOAD(L->ffn_norm_b, 1, D, "%sh.%d.ln_2.bias", pfx, i);
-            LINEAR(L->wqkv, QKV, D, 1, "%sh.%d.attn.c_attn.weight", pfx, i);
-            LOAD(L->bqkv, 1, QKV, "%sh.%d.attn.c_attn.bias", pfx, i);
-            LINEAR(L->wo, D, Q, 1, "%sh.%d.attn.c_proj.weight", pfx, i);
-            LOAD(L->bo, 1, D, "%sh.%d.attn.c_proj.bias", pfx, i);
-            LINEAR(L->w_up, F, D, 1, "%sh.%d.mlp.c_fc.weight", pfx, i);
-            LOAD(L->b_up, 1, F, "%sh.%d.mlp.c_fc.bias", pfx, i);
-            LINEAR(L->w_down, D, F, 1, "%sh.%d.mlp.c_proj.weight", pfx, i);
-            LOAD(L->b_down, 1, D, "%sh.%d.mlp.c_proj.bias", pfx, i);
-            continue;
+            TRY(load_role_linear(m, sm, pfx, qkv1, 1, i, &L->wqkv, err));
+            TRY(load_role_f32(m, sm, pfx, ROLE_QKV_BIAS, i, &L->bqkv, err));
+        } else {
+            TRY(load_role_linear(m, sm, pfx, qkv3, 3, i, &L->wqkv, err));
+            if (c->qkv_bias) {
+                /* q | k | v biases in one slice, as the fused weight */
+                static const arch_role qkv_b[] = {ROLE_Q_BIAS, ROLE_K_BIAS, ROLE_V_BIAS};
+                TRY(take_checked(m, (void **)&L->bqkv, (size_t)m->qkv_dim * sizeof(float), err));
+                for (int k = 0, at = 0; k < 3; k++) {
+                    const arch_tensor *t = arch_find(c->arch, qkv_b[k]);
+                    char               name[128];
+                    size_t             n = (size_t)arch_dim_size(c, t->rows);
+                    TRY(load_tensor(m, sm, arch_name(name, sizeof name, t, i, pfx), L->bqkv + at, 1,
+                                    n, err));
+                    at += (int)n;
+                }
+            }
         }
-        L->w_up   = take(m, linear_floats(m->be, 2 * F, D));
-        L->w_down = take(m, linear_floats(m->be, D, F));
-        LOAD(L->attn_norm_w, 1, D, "model.layers.%d.input_layernorm.weight", i);
-        LOAD(L->ffn_norm_w, 1, D, "model.layers.%d.post_attention_layernorm.weight", i);
-        {
-            snprintf(n1, sizeof n1, "model.layers.%d.self_attn.q_proj.weight", i);
-            snprintf(n2, sizeof n2, "model.layers.%d.self_attn.k_proj.weight", i);
-            snprintf(n3, sizeof n3, "model.layers.%d.self_attn.v_proj.weight", i);
-            const char *names[3] = {n1, n2, n3};
-            size_t      rows[3]  = {Q, KV, KV};
-            CHECK(L->wqkv, load_linear(m, sm, L->wqkv, names, rows, 3, D, 0, err));
-        }
-        if (c->qkv_bias) {
-            L->bqkv = take(m, QKV);
-            LOAD(L->bqkv, 1, Q, "model.layers.%d.self_attn.q_proj.bias", i);
-            LOAD(L->bqkv + Q, 1, KV, "model.layers.%d.self_attn.k_proj.bias", i);
-            LOAD(L->bqkv + Q + KV, 1, KV, "model.layers.%d.self_attn.v_proj.bias", i);
-        }
-        LINEAR(L->wo, D, Q, 0, "model.layers.%d.self_attn.o_proj.weight", i);
-        {
-            snprintf(n1, sizeof n1, "model.layers.%d.mlp.gate_proj.weight", i);
-            snprintf(n2, sizeof n2, "model.layers.%d.mlp.up_proj.weight", i);
-            const char *names[2] = {n1, n2};
-            size_t      rows[2]  = {F, F};
-            CHECK(L->w_up, load_linear(m, sm, L->w_up, names, rows, 2, D, 0, err));
-        }
-        LINEAR(L->w_down, D, F, 0, "model.layers.%d.mlp.down_proj.weight", i);
+        TRY(load_role_linear(m, sm, pfx, o, 1, i, &L->wo, err));
+        if (c->mlp_bias)
+            TRY(load_role_f32(m, sm, pfx, ROLE_O_BIAS, i, &L->bo, err));
+        TRY(load_role_f32(m, sm, pfx, ROLE_FFN_NORM_W, i, &L->ffn_norm_w, err));
+        if (c->norm == NORM_LAYER)
+            TRY(load_role_f32(m, sm, pfx, ROLE_FFN_NORM_B, i, &L->ffn_norm_b, err));
+        if (c->act == ACT_SILU)
+            TRY(load_role_linear(m, sm, pfx, gate_up, 2, i, &L->w_up, err));
+        else
+            TRY(load_role_linear(m, sm, pfx, up, 1, i, &L->w_up, err));
+        if (c->mlp_bias)
+            TRY(load_role_f32(m, sm, pfx, ROLE_UP_BIAS, i, &L->b_up, err));
+        TRY(load_role_linear(m, sm, pfx, down, 1, i, &L->w_down, err));
+        if (c->mlp_bias)
+            TRY(load_role_f32(m, sm, pfx, ROLE_DOWN_BIAS, i, &L->b_down, err));
     }
-    m->final_w = take(m, D);
-    LOAD(m->final_w, 1, D, gpt2 ? "%sln_f.weight" : "model.norm.weight", pfx);
-    if (gpt2) {
-        m->final_b = take(m, D);
-        LOAD(m->final_b, 1, D, "%sln_f.bias", pfx);
-    }
-    if (c->tie_embeddings) {
+    TRY(load_role_f32(m, sm, pfx, ROLE_FINAL_NORM_W, 0, &m->final_w, err));
+    if (c->norm == NORM_LAYER)
+        TRY(load_role_f32(m, sm, pfx, ROLE_FINAL_NORM_B, 0, &m->final_b, err));
+    if (c->tie_embeddings)
         m->head = m->tok_emb;
-    } else {
-        m->head = take(m, linear_floats(m->be, V, D));
-        LINEAR(m->head, V, D, 0, "lm_head.weight");
-        m->head_nonfinite = m->last_nonfinite;
-    }
-#undef LINEAR
-#undef CHECK
-#undef LOAD
-#undef NAME
+    else
+        TRY(load_role_linear(m, sm, pfx, head, 1, 0, &m->head, err));
+#undef TRY
     if (c->rope != ROPE_NONE) {
         float *inv  = malloc((size_t)c->head_dim / 2 * sizeof(float) + sizeof(float));
-        m->inv_freq = take(m, (size_t)c->head_dim / 2 + 1);
+        m->inv_freq = take(m, ((size_t)c->head_dim / 2 + 1) * sizeof(float));
         if (!inv || !m->inv_freq) {
             free(inv);
             return assay_fail(err, ASSAY_ENOMEM, "%s: no memory for RoPE tables", m->dir);
         }
-        rope_inv_freq(inv, c->head_dim, c->rope_theta, (int)c->rope, c->rope_factor,
-                      c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_orig_max_pos);
-        int rc =
-            m->be->ops->upload(m->be, m->inv_freq, inv, (size_t)c->head_dim / 2 * sizeof(float));
+        rope_table_inv_freq(inv, c->head_dim, c->rope_theta, (int)c->rope, c->rope_factor,
+                            c->rope_low_freq_factor, c->rope_high_freq_factor,
+                            c->rope_orig_max_pos);
+        rc = m->be->ops->upload(m->be, m->inv_freq, inv, (size_t)c->head_dim / 2 * sizeof(float));
         free(inv);
         if (rc)
-            return assay_fail(err, rc, "%s: uploading RoPE tables", m->dir);
+            return assay_fail(err, rc, "%s: uploading RoPE tables: %s", m->dir,
+                              m->be->last_error.msg);
     }
     return 0;
 }
 
 /* ---- load / free ------------------------------------------------------------------------- */
 
-static int alloc_be(model *m, float **p, size_t floats, assay_error *err) {
+static int alloc_be(model *m, void **p, size_t bytes, assay_error *err) {
     void *ptr = NULL;
-    if (m->be->ops->alloc(m->be, &ptr, floats * sizeof(float)) != 0)
-        return assay_fail(err, ASSAY_ENOMEM, "%s: cannot allocate %.1f MiB of workspace", m->dir,
-                          MIB(floats * sizeof(float)));
+    if (m->be->ops->alloc(m->be, &ptr, bytes) != 0)
+        return assay_fail(err, ASSAY_ENOMEM, "%s: cannot allocate %.1f MiB of workspace on %s: %s",
+                          m->dir, MIB(bytes), m->device, m->be->last_error.msg);
     *p = ptr;
-    m->mem_bytes += floats * sizeof(float);
+    m->mem_bytes += bytes;
     return 0;
 }
 
@@ -367,13 +396,23 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
         o.max_batch_tokens = 2048;
     if (o.kv_block_tokens <= 0)
         o.kv_block_tokens = 16;
+    if (o.gpu_mem_fraction <= 0)
+        o.gpu_mem_fraction = 0.9;
     model    *m  = calloc(1, sizeof *m);
     st_model *sm = NULL;
     if (!m) {
+        backend_free(o.backend);
         assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", dir);
         return NULL;
     }
     snprintf(m->dir, sizeof m->dir, "%s", dir);
+    /* the model owns a given backend from here: model_free frees it on every failure */
+    m->be = o.backend;
+    if (o.gpu_mem_fraction > 1) {
+        assay_fail(err, ASSAY_EINVAL, "gpu_mem_fraction %g: expected a share in (0, 1]",
+                   o.gpu_mem_fraction);
+        goto fail;
+    }
     if (config_load_dir(&m->cfg, dir, err) != 0)
         goto fail;
     model_config *c = &m->cfg;
@@ -394,38 +433,49 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
     m->up_dim  = c->act == ACT_SILU ? 2 * c->ffn_dim : c->ffn_dim;
     m->max_T   = o.max_batch_tokens;
 
-    /* the budget check needs only config.json (and the backend's weight layout): nothing big is
-     * read or allocated before it */
-    m->be = backend_cpu_create(o.n_threads, err);
+    /* the budget check needs only config.json and the backend's sizes: nothing big is read or
+     * allocated before it */
+    backend_opts bo = {
+        .n_threads = o.n_threads, .gpu_mem_fraction = o.gpu_mem_fraction, .fast = o.fast};
+    const char *spec = o.device && *o.device ? o.device : "cpu";
+    m->be            = m->be ? m->be : backend_create(spec, &bo, err);
     if (!m->be)
         goto fail;
-    mem_plan p;
-    plan_memory(c, m->be, m->max_T, o.kv_block_tokens, &p);
-    size_t budget = o.mem_budget ? o.mem_budget : mem_available() / 10 * 8;
-    size_t fixed  = p.weights + p.workspace + p.scratch;
-    if (budget && fixed + p.kv_min > budget) {
-        assay_fail(err, ASSAY_ENOMEM,
-                   "%s: needs %.1f MiB (weights %.1f + workspace %.1f + "
-                   "scratch %.1f + KV cache %.1f for %d tokens) but the memory budget is %.1f MiB",
-                   dir, MIB(fixed + p.kv_min), MIB(p.weights), MIB(p.workspace), MIB(p.scratch),
-                   MIB(p.kv_min), m->max_T + o.kv_block_tokens, MIB(budget));
+    /* "cuda:N" as asked (auto and cuda mean device 0); the CPU has no number */
+    const char *name = m->be->ops->name, *colon = strchr(spec, ':');
+    if (!strcmp(name, "cpu") || strchr(name, ':'))
+        snprintf(m->device, sizeof m->device, "%s", name);
+    else
+        snprintf(m->device, sizeof m->device, "%s:%s", name, colon ? colon + 1 : "0");
+    m->act_bytes = backend_dtype_bytes(m->be->caps.act_dtype);
+    size_t kv_el = backend_dtype_bytes(m->be->caps.kv_dtype);
+    if (!m->act_bytes || !kv_el) {
+        assay_fail(err, ASSAY_EINTERNAL, "%s: backend %s has no activation or KV element type", dir,
+                   m->device);
         goto fail;
     }
-    if (budget && o.kv_tokens > 0 && fixed + (size_t)o.kv_tokens * kv_bytes_per_token(c) > budget) {
-        assay_fail(err, ASSAY_ENOMEM,
-                   "%s: needs %.1f MiB (weights %.1f + workspace %.1f + "
-                   "scratch %.1f + KV cache %.1f for the requested %d tokens) but the memory "
-                   "budget is %.1f MiB",
-                   dir, MIB(fixed + (size_t)o.kv_tokens * kv_bytes_per_token(c)), MIB(p.weights),
-                   MIB(p.workspace), MIB(p.scratch),
-                   MIB((size_t)o.kv_tokens * kv_bytes_per_token(c)), o.kv_tokens, MIB(budget));
+    int max_in      = c->ffn_dim > c->dim ? c->ffn_dim : c->dim;
+    max_in          = m->q_dim > max_in ? m->q_dim : max_in;
+    size_t mem_free = 0, mem_total = 0;
+    if (m->be->ops->mem_info(m->be, &mem_free, &mem_total) != 0)
+        mem_free = 0; /* unknown: only an explicit budget is checked */
+    model_mem_need need = {
+        .weights      = weights_bytes(c, m->be),
+        .workspace    = (size_t)m->max_T * workspace_bytes_per_token(c, m->act_bytes),
+        .scratch      = m->be->ops->scratch_bytes(m->be, m->max_T, max_in, c->dim, c->vocab_size),
+        .kv_per_token = kv_pool_bytes(c->n_layers, m->kv_dim, 1, 1, kv_el),
+        .batch_tokens = m->max_T,
+        .block_tokens = o.kv_block_tokens,
+        .mem_budget   = o.mem_budget,
+        .mem_free     = mem_free,
+        /* host memory is shared with everything else on the machine: leave a fifth of it */
+        .fraction  = m->be->caps.host_memory ? 0.8 : o.gpu_mem_fraction,
+        .kv_tokens = o.kv_tokens};
+    model_mem_plan plan;
+    char           what[1100];
+    snprintf(what, sizeof what, "%s on %s", dir, m->device);
+    if (model_plan_memory(&plan, &need, what, err) != 0)
         goto fail;
-    }
-    int kv_tokens = o.kv_tokens > 0 ? o.kv_tokens : p.kv_tokens_want;
-    if (o.kv_tokens <= 0 && budget && fixed + p.kv_want > budget)
-        kv_tokens = (int)((budget - fixed) / kv_bytes_per_token(c));
-    if (kv_tokens < m->max_T + o.kv_block_tokens)
-        kv_tokens = m->max_T + o.kv_block_tokens;
 
     sm = st_model_open(dir, err);
     if (!sm)
@@ -436,39 +486,44 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
         goto fail;
     free(ignored);
 
-    m->layers       = calloc((size_t)c->n_layers, sizeof *m->layers);
-    m->arena_floats = weights_floats(c, m->be);
-    if (!m->layers || alloc_be(m, &m->arena, m->arena_floats, err) != 0)
+    m->layers      = calloc((size_t)c->n_layers, sizeof *m->layers);
+    m->arena_bytes = need.weights;
+    if (!m->layers || alloc_be(m, (void **)&m->arena, m->arena_bytes, err) != 0)
         goto fail;
     if (load_weights(m, sm, err) != 0)
         goto fail;
     st_model_close(sm);
     sm = NULL;
 
-    size_t T = (size_t)m->max_T;
-    if (alloc_be(m, &m->x, T * c->dim, err) || alloc_be(m, &m->xn, T * c->dim, err) ||
-        alloc_be(m, &m->qkv, T * m->qkv_dim, err) || alloc_be(m, &m->att, T * m->q_dim, err) ||
-        alloc_be(m, &m->up, T * m->up_dim, err) || alloc_be(m, &m->act, T * c->ffn_dim, err) ||
-        alloc_be(m, &m->hsel, T * c->dim, err) || alloc_be(m, &m->saved_h, (size_t)c->dim, err))
+    size_t T = (size_t)m->max_T, A = m->act_bytes, D = (size_t)c->dim;
+    if (alloc_be(m, (void **)&m->x, T * D * sizeof(float), err) ||
+        alloc_be(m, (void **)&m->hsel, T * D * sizeof(float), err) ||
+        alloc_be(m, &m->xn, T * D * A, err) || alloc_be(m, &m->qkv, T * m->qkv_dim * A, err) ||
+        alloc_be(m, &m->att, T * m->q_dim * A, err) ||
+        alloc_be(m, &m->up, T * m->up_dim * A, err) ||
+        alloc_be(m, &m->act, T * c->ffn_dim * A, err) || alloc_be(m, &m->proj, T * D * A, err) ||
+        alloc_be(m, &m->h, T * D * A, err))
         goto fail;
     m->ids     = malloc(T * sizeof(int32_t));
     m->pos     = malloc(T * sizeof(int32_t));
+    m->q_off   = malloc((T + 1) * sizeof(int32_t));
+    m->start   = malloc(T * sizeof(int32_t));
+    m->sel     = malloc(T * sizeof(int32_t));
     m->sel_tgt = malloc(T * sizeof(int32_t));
     m->sel_id  = malloc(T * sizeof(int32_t));
-    m->q_off   = malloc((T + 1) * sizeof(int));
-    m->start   = malloc(T * sizeof(int));
-    m->sel     = malloc(T * sizeof(int));
+    m->sel_am  = malloc(T * sizeof(int32_t));
     m->sel_lp  = malloc(T * sizeof(float));
     m->sel_gr  = malloc(T);
-    if (!m->ids || !m->pos || !m->sel_tgt || !m->sel_id || !m->q_off || !m->start || !m->sel ||
-        !m->sel_lp || !m->sel_gr) {
+    if (!m->ids || !m->pos || !m->q_off || !m->start || !m->sel || !m->sel_tgt || !m->sel_id ||
+        !m->sel_am || !m->sel_lp || !m->sel_gr) {
         assay_fail(err, ASSAY_ENOMEM, "%s: out of memory for batch tables", dir);
         goto fail;
     }
-    int n_blocks = (kv_tokens + o.kv_block_tokens - 1) / o.kv_block_tokens;
+    int n_blocks = (plan.kv_tokens + o.kv_block_tokens - 1) / o.kv_block_tokens;
     if (kv_create(&m->kv, m->be, c->n_layers, m->kv_dim, o.kv_block_tokens, n_blocks, err) != 0)
         goto fail;
-    m->mem_bytes += kv_pool_bytes(c->n_layers, m->kv_dim, o.kv_block_tokens, n_blocks) + p.scratch;
+    m->mem_bytes +=
+        kv_pool_bytes(c->n_layers, m->kv_dim, o.kv_block_tokens, n_blocks, kv_el) + need.scratch;
     return m;
 fail:
     st_model_close(sm);
@@ -481,7 +536,8 @@ void model_free(model *m) {
         return;
     kv_destroy(&m->kv);
     if (m->be) {
-        float *bufs[] = {m->arena, m->x, m->xn, m->qkv, m->att, m->up, m->act, m->hsel, m->saved_h};
+        void *bufs[] = {m->arena, m->x,  m->hsel, m->xn,   m->qkv,
+                        m->att,   m->up, m->act,  m->proj, m->h};
         for (size_t i = 0; i < sizeof bufs / sizeof *bufs; i++)
             m->be->ops->release(m->be, bufs[i]);
     }
@@ -489,21 +545,29 @@ void model_free(model *m) {
     free(m->layers);
     free(m->ids);
     free(m->pos);
-    free(m->sel_tgt);
-    free(m->sel_id);
     free(m->q_off);
     free(m->start);
     free(m->sel);
+    free(m->sel_tgt);
+    free(m->sel_id);
+    free(m->sel_am);
     free(m->sel_lp);
     free(m->sel_gr);
+    free(m->bt);
     free(m);
 }
 
 const model_config *model_get_config(const model *m) { return &m->cfg; }
 size_t              model_mem_bytes(const model *m) { return m->mem_bytes; }
-void model_set_threads(model *m, int n_threads) { backend_cpu_set_threads(m->be, n_threads); }
-int  model_max_batch_tokens(const model *m) { return m->max_T; }
-int  model_kv_tokens(const model *m) { return m->kv.n_blocks * m->kv.block_tokens; }
+const char         *model_device_name(const model *m) { return m->device; }
+int                 model_batch_invariant(const model *m) { return m->be->caps.batch_invariant; }
+int                 model_max_batch_tokens(const model *m) { return m->max_T; }
+int                 model_kv_tokens(const model *m) { return m->kv.n_blocks * m->kv.block_tokens; }
+
+void model_set_threads(model *m, int n_threads) {
+    if (m->be->ops->set_threads) /* optional: a GPU has no thread count */
+        m->be->ops->set_threads(m->be, n_threads);
+}
 
 /* ---- forward ----------------------------------------------------------------------------- */
 
@@ -519,23 +583,21 @@ typedef struct fwd_seq {
     do {                                                                                           \
         int rc_ = (call);                                                                          \
         if (rc_)                                                                                   \
-            return assay_fail(err, rc_, "%s: %s", m->dir, m->be->last_error.msg);                  \
+            return assay_fail(err, rc_, "%s: %s", m->dir, be->last_error.msg);                     \
     } while (0)
 
-/* Runs every layer over the packed new tokens of seqs (total <= max_T). use_cache: K/V go into
- * each sequence's KV blocks (reserved by the caller for start_pos + n_new tokens) and attention
- * reads them from there; else attention runs over the batch alone. Then the rows listed in
- * m->sel[0..n_sel) (packed indices) are gathered into m->hsel and final-normed. */
-static int forward(model *m, const fwd_seq *seqs, int n_seqs, int use_cache, int n_sel,
-                   assay_error *err) {
-    const model_config *c  = &m->cfg;
-    backend            *be = m->be;
-    const backend_ops  *op = be->ops;
+/* Packs seqs into b (the model's host tables): ids, positions, row offsets, start positions and,
+ * with the cache, a block table of max_blocks columns per sequence (unused entries 0). Rows
+ * m->sel[0..n_sel) reach the LM head with targets m->sel_tgt (NULL: argmax only). */
+static int pack_batch(model *m, be_batch *b, const fwd_seq *seqs, int n_seqs, int use_cache,
+                      int n_sel, const int32_t *targets, assay_error *err) {
+    const model_config *c = &m->cfg;
     int                 T = 0, max_blocks = 0;
-    int32_t            *bt = NULL;
     for (int s = 0; s < n_seqs; s++) {
         m->q_off[s] = T;
         m->start[s] = seqs[s].start_pos;
+        if (seqs[s].n_new > m->max_T - T)
+            return assay_fail(err, ASSAY_EINTERNAL, "%s: batch over %d tokens", m->dir, m->max_T);
         for (int i = 0; i < seqs[s].n_new; i++) {
             int32_t id = seqs[s].tokens[i], p = seqs[s].start_pos + i;
             if (id < 0 || id >= c->vocab_size)
@@ -554,102 +616,110 @@ static int forward(model *m, const fwd_seq *seqs, int n_seqs, int use_cache, int
             max_blocks = seqs[s].kv->n_blocks;
     }
     m->q_off[n_seqs] = T;
-    if (T == 0 || T > m->max_T)
-        return assay_fail(err, ASSAY_EINTERNAL, "%s: batch of %d tokens (budget %d)", m->dir, T,
-                          m->max_T);
+    if (T == 0)
+        return assay_fail(err, ASSAY_EINTERNAL, "%s: empty batch", m->dir);
+    for (int i = 0; i < n_sel; i++)
+        if (m->sel[i] < 0 || m->sel[i] >= T)
+            return assay_fail(err, ASSAY_EINTERNAL, "%s: selected row %d of a %d-row batch", m->dir,
+                              m->sel[i], T);
     if (use_cache) {
-        bt = calloc((size_t)n_seqs * (max_blocks ? max_blocks : 1), sizeof(int32_t));
-        if (!bt)
-            return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory for block tables", m->dir);
-        for (int s = 0; s < n_seqs; s++)
-            memcpy(bt + (size_t)s * max_blocks, seqs[s].kv->blocks,
+        size_t need = (size_t)n_seqs * (size_t)(max_blocks ? max_blocks : 1);
+        if (need > m->bt_cap) {
+            int32_t *bt = realloc(m->bt, need * sizeof(int32_t));
+            if (!bt)
+                return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory for block tables", m->dir);
+            m->bt     = bt;
+            m->bt_cap = need;
+        }
+        memset(m->bt, 0, need * sizeof(int32_t));
+        for (int s = 0; s < n_seqs; s++) {
+            if (seqs[s].kv->n_blocks * m->kv.block_tokens < seqs[s].start_pos + seqs[s].n_new)
+                return assay_fail(err, ASSAY_EINTERNAL,
+                                  "%s: sequence %d has no KV blocks for "
+                                  "%d tokens",
+                                  m->dir, s, seqs[s].start_pos + seqs[s].n_new);
+            memcpy(m->bt + (size_t)s * max_blocks, seqs[s].kv->blocks,
                    (size_t)seqs[s].kv->n_blocks * sizeof(int32_t));
+        }
     }
-    int rc = 0;
-#undef BE_CALL
-#define BE_CALL(call)                                                                              \
-    do {                                                                                           \
-        rc = (call);                                                                               \
-        if (rc) {                                                                                  \
-            assay_fail(err, rc, "%s: %s", m->dir, be->last_error.msg);                             \
-            goto done;                                                                             \
-        }                                                                                          \
-    } while (0)
-    int D = c->dim, F = c->ffn_dim, hd = c->head_dim;
-    BE_CALL(op->embed(be, m->x, m->tok_emb, m->ids, T, D));
-    if (c->learned_pos)
-        BE_CALL(op->pos_embed_add(be, m->x, m->pos_emb, m->pos, T, D));
+    *b = (be_batch){.n_tokens     = T,
+                    .n_seqs       = n_seqs,
+                    .ids          = m->ids,
+                    .pos          = m->pos,
+                    .q_off        = m->q_off,
+                    .start_pos    = m->start,
+                    .block_table  = use_cache ? m->bt : NULL,
+                    .max_blocks   = use_cache ? max_blocks : 0,
+                    .block_tokens = m->kv.block_tokens,
+                    .n_sel        = n_sel,
+                    .sel          = m->sel,
+                    .targets      = targets};
+    return 0;
+}
+
+/* One pass: runs every layer over the packed new tokens of seqs (total <= max_T). use_cache: K/V
+ * go into each sequence's KV blocks (reserved by the caller for start_pos + n_new tokens) and
+ * attention reads them from there; else attention runs over the batch alone. Then the rows
+ * m->sel[0..n_sel) go through the final norm and the LM head, whose results come back in one
+ * fetch: the log-probs of targets m->sel_tgt into m->sel_lp and the greedy flags into m->sel_gr;
+ * greedy: the argmax into m->sel_am, and into m->sel_lp the log-prob of the (dummy) targets in
+ * m->sel_tgt, which is NaN or Inf exactly when the row's logits are not all finite (a NaN logit
+ * makes the log-sum-exp NaN, +Inf makes it Inf). */
+static int forward(model *m, const fwd_seq *seqs, int n_seqs, int use_cache, int n_sel, int greedy,
+                   assay_error *err) {
+    const model_config *c  = &m->cfg;
+    backend            *be = m->be;
+    const backend_ops  *op = be->ops;
+    be_batch            b;
+    int                 rc = pack_batch(m, &b, seqs, n_seqs, use_cache, n_sel, m->sel_tgt, err);
+    if (rc)
+        return rc;
+    int T = b.n_tokens, D = c->dim, F = c->ffn_dim, hd = c->head_dim;
+    BE_CALL(op->set_batch(be, &b));
+    BE_CALL(op->embed(be, m->x, m->tok_emb, c->learned_pos ? m->pos_emb : NULL, D));
+    be_norm nk = c->norm == NORM_RMS ? BE_NORM_RMS : BE_NORM_LAYER;
     for (int l = 0; l < c->n_layers; l++) {
-        const layer_weights *L = &m->layers[l];
-        if (c->norm == NORM_RMS)
-            BE_CALL(op->rmsnorm(be, m->xn, m->x, L->attn_norm_w, T, D, c->norm_eps));
-        else
-            BE_CALL(
-                op->layernorm(be, m->xn, m->x, L->attn_norm_w, L->attn_norm_b, T, D, c->norm_eps));
-        BE_CALL(op->matmul(be, m->qkv, m->xn, L->wqkv, L->bqkv, T, D, m->qkv_dim));
-        float *q = m->qkv, *k = m->qkv + m->q_dim, *v = k + m->kv_dim;
-        if (c->rope != ROPE_NONE) {
-            BE_CALL(op->rope(be, q, m->pos, m->inv_freq, T, c->n_heads, hd, m->qkv_dim));
-            BE_CALL(op->rope(be, k, m->pos, m->inv_freq, T, c->n_kv_heads, hd, m->qkv_dim));
-        }
-        if (use_cache) {
-            BE_CALL(op->kv_store(be, kv_layer_k(&m->kv, l), kv_layer_v(&m->kv, l), k, v, m->qkv_dim,
-                                 m->kv_dim, bt, max_blocks, m->kv.block_tokens, m->q_off, m->start,
-                                 n_seqs));
-            BE_CALL(op->attention_paged(be, m->att, q, kv_layer_k(&m->kv, l), kv_layer_v(&m->kv, l),
-                                        bt, max_blocks, m->kv.block_tokens, m->q_off, m->start,
-                                        n_seqs, c->n_heads, c->n_kv_heads, hd, m->qkv_dim,
-                                        c->sliding_window));
-        } else {
-            BE_CALL(op->attention_varlen(be, m->att, q, k, v, m->q_off, n_seqs, c->n_heads,
-                                         c->n_kv_heads, hd, m->qkv_dim, m->qkv_dim,
-                                         c->sliding_window));
-        }
-        BE_CALL(op->matmul(be, m->xn, m->att, L->wo, L->bo, T, m->q_dim, D));
-        BE_CALL(op->add(be, m->x, m->x, m->xn, (size_t)T * D));
-        if (c->norm == NORM_RMS)
-            BE_CALL(op->rmsnorm(be, m->xn, m->x, L->ffn_norm_w, T, D, c->norm_eps));
-        else
-            BE_CALL(
-                op->layernorm(be, m->xn, m->x, L->ffn_norm_w, L->ffn_norm_b, T, D, c->norm_eps));
+        const layer_weights *L  = &m->layers[l];
+        void                *kp = use_cache ? kv_layer_k(&m->kv, l) : NULL,
+             *vp                = use_cache ? kv_layer_v(&m->kv, l) : NULL;
+        /* the previous layer's MLP output joins the residual stream here */
+        BE_CALL(op->add_norm(be, m->x, m->xn, l ? m->proj : NULL, L->attn_norm_w, L->attn_norm_b,
+                             nk, T, D, c->norm_eps));
+        BE_CALL(op->matmul(be, m->qkv, m->xn, L->wqkv, L->bqkv, T, D, m->qkv_dim, BE_EPI_NONE));
+        BE_CALL(op->rope_kv(be, m->qkv, kp, vp, c->rope != ROPE_NONE ? m->inv_freq : NULL,
+                            c->n_heads, c->n_kv_heads, hd));
+        BE_CALL(op->attention(be, m->att, m->qkv, kp, vp, c->n_heads, c->n_kv_heads, hd,
+                              c->sliding_window));
+        BE_CALL(op->matmul(be, m->proj, m->att, L->wo, L->bo, T, m->q_dim, D, BE_EPI_NONE));
+        BE_CALL(op->add_norm(be, m->x, m->xn, m->proj, L->ffn_norm_w, L->ffn_norm_b, nk, T, D,
+                             c->norm_eps));
         if (c->act == ACT_SILU) {
-            BE_CALL(op->matmul(be, m->up, m->xn, L->w_up, NULL, T, D, 2 * F));
+            BE_CALL(op->matmul(be, m->up, m->xn, L->w_up, NULL, T, D, 2 * F, BE_EPI_NONE));
             BE_CALL(op->swiglu(be, m->act, m->up, T, F));
-        } else if (op->matmul_gelu) {
-            BE_CALL(op->matmul_gelu(be, m->act, m->xn, L->w_up, L->b_up, T, D, F));
         } else {
-            BE_CALL(op->matmul(be, m->up, m->xn, L->w_up, L->b_up, T, D, F));
-            BE_CALL(op->gelu_new(be, m->act, m->up, (size_t)T * F));
+            BE_CALL(op->matmul(be, m->act, m->xn, L->w_up, L->b_up, T, D, F, BE_EPI_GELU_NEW));
         }
-        BE_CALL(op->matmul(be, m->xn, m->act, L->w_down, L->b_down, T, F, D));
-        BE_CALL(op->add(be, m->x, m->x, m->xn, (size_t)T * D));
+        BE_CALL(op->matmul(be, m->proj, m->act, L->w_down, L->b_down, T, F, D, BE_EPI_NONE));
     }
     if (use_cache)
         for (int s = 0; s < n_seqs; s++)
             seqs[s].kv->n_tokens = seqs[s].start_pos + seqs[s].n_new;
-    for (int i = 0; i < n_sel; i++)
-        BE_CALL(op->copy(be, m->hsel + (size_t)i * D, m->x + (size_t)m->sel[i] * D,
-                         (size_t)D * sizeof(float)));
-    if (n_sel > 0) {
-        if (c->norm == NORM_RMS)
-            BE_CALL(op->rmsnorm(be, m->hsel, m->hsel, m->final_w, n_sel, D, c->norm_eps));
-        else
-            BE_CALL(
-                op->layernorm(be, m->hsel, m->hsel, m->final_w, m->final_b, n_sel, D, c->norm_eps));
-    }
-done:
-    free(bt);
-    return rc;
-}
-
-/* LM head over m->hsel[0..n) with targets m->sel_tgt into m->sel_lp / m->sel_gr. */
-static int head_logprob(model *m, int n, assay_error *err) {
-    if (n == 0)
+    if (n_sel == 0) {
+        /* a pass that only fills the cache: the last layer's output goes nowhere */
         return 0;
-    int rc = m->be->ops->target_logprob(m->be, m->sel_lp, m->sel_gr, m->hsel, m->head, m->sel_tgt,
-                                        n, m->cfg.dim, m->cfg.vocab_size);
-    if (rc)
-        return assay_fail(err, rc, "%s: %s", m->dir, m->be->last_error.msg);
+    }
+    /* the last residual add runs on every row (the norm computed with it is discarded: one
+     * norm over the batch is cheap next to its GEMMs), then the selected rows are gathered and
+     * final-normed on their own */
+    BE_CALL(op->add_norm(be, m->x, m->xn, m->proj, m->final_w, m->final_b, nk, T, D, c->norm_eps));
+    BE_CALL(op->gather(be, m->hsel, m->x, D));
+    BE_CALL(
+        op->add_norm(be, m->hsel, m->h, NULL, m->final_w, m->final_b, nk, n_sel, D, c->norm_eps));
+    BE_CALL(op->lm_head(be, m->h, m->head, D, c->vocab_size, BE_HEAD_LOGPROB));
+    if (greedy)
+        BE_CALL(op->fetch(be, m->sel_lp, NULL, m->sel_am));
+    else
+        BE_CALL(op->fetch(be, m->sel_lp, m->sel_gr, NULL));
     return 0;
 }
 
@@ -695,6 +765,7 @@ typedef struct cjob {
     uint8_t       *gr;
     kv_seq         kv;
     int            done, started;
+    int            index; /* the request's (or continuation's) index, for messages */
 } cjob;
 
 /* Runs jobs through the cache, packing chunks of several jobs into each pass under the token
@@ -724,12 +795,18 @@ static int run_cached_jobs(model *m, cjob *jobs, int n_jobs, assay_error *err) {
                     kv_seq_release(&m->kv, &jb->kv);
                     r = ASSAY_ENOMEM;
                 }
+                if (r != 0 && r != ASSAY_ENOMEM) { /* the backend failed to copy a block */
+                    rc = assay_fail(err, r, "%s: %s", m->dir, m->be->last_error.msg);
+                    goto done;
+                }
                 if (r != 0) {
                     if (nb == 0) {
                         rc = assay_fail(err, ASSAY_ENOMEM,
-                                        "%s: a sequence of %d tokens does not "
-                                        "fit the KV cache (%d tokens); raise kv_tokens",
-                                        m->dir, jb->start_pos + jb->n, model_kv_tokens(m));
+                                        "%s: %s %d needs %d tokens of KV cache, the cache holds "
+                                        "%d (a bigger --mem-budget or --gpu-mem-fraction gives "
+                                        "a bigger cache)",
+                                        m->dir, jb->base ? "continuation" : "request", jb->index,
+                                        jb->start_pos + jb->n, model_kv_tokens(m));
                         goto done;
                     }
                     break; /* wait for running jobs to free blocks */
@@ -749,7 +826,7 @@ static int run_cached_jobs(model *m, cjob *jobs, int n_jobs, assay_error *err) {
             used += take;
             nb++;
         }
-        if ((rc = forward(m, seqs, nb, 1, n_sel, err)) != 0 || (rc = head_logprob(m, n_sel, err)))
+        if ((rc = forward(m, seqs, nb, 1, n_sel, 0, err)) != 0)
             goto done;
         int k = 0;
         for (int b = 0; b < nb; b++) {
@@ -834,7 +911,8 @@ int model_score(model *m, const score_request *reqs, int n, score_result *out, a
     int i = 0;
     for (; i < n_work && reqs[order[i]].n_tokens - 1 > m->max_T; i++) {
         const score_request *r = &reqs[order[i]];
-        jobs[n_long++]         = (cjob){.tokens    = r->tokens,
+        jobs[n_long++]         = (cjob){.index     = order[i],
+                                        .tokens    = r->tokens,
                                         .n         = r->n_tokens - 1,
                                         .first_row = r->score_from - 1,
                                         .lp        = out[order[i]].logprob,
@@ -855,7 +933,7 @@ int model_score(model *m, const score_request *reqs, int n, score_result *out, a
             }
             used += r->n_tokens - 1;
         }
-        if ((rc = forward(m, seqs, nb, 0, n_sel, err)) != 0 || (rc = head_logprob(m, n_sel, err)))
+        if ((rc = forward(m, seqs, nb, 0, n_sel, 0, err)) != 0)
             goto fail;
         int k = 0;
         for (int b = first; b < i; b++) {
@@ -881,13 +959,14 @@ fail:
 
 int model_score_shared(model *m, const int32_t *ctx, int n_ctx, const score_request *conts, int n,
                        score_result *out, assay_error *err) {
-    int    rc   = 0;
-    cjob  *jobs = NULL;
-    kv_seq base = {0};
+    int      rc   = 0;
+    cjob    *jobs = NULL;
+    int32_t *toks = NULL;
+    kv_seq   base = {0};
     if (n < 0 || n_ctx < 0 || (n_ctx > 0 && !ctx) || (n > 0 && (!conts || !out)))
         return assay_fail(err, ASSAY_EINVAL, "model_score_shared: bad arguments");
     memset(out, 0, (size_t)n * sizeof *out);
-    int need_last = 0;
+    size_t n_toks = 1;
     for (int i = 0; i < n; i++) {
         const score_request *r = &conts[i];
         if (r->n_tokens < 1 || !r->tokens || r->score_from < 0 || r->score_from > r->n_tokens ||
@@ -900,71 +979,69 @@ int model_score_shared(model *m, const int32_t *ctx, int n_ctx, const score_requ
         }
         if ((rc = check_ids(m, r->tokens, r->n_tokens, err)))
             goto fail;
-        need_last |= r->score_from == 0;
         if (result_alloc(&out[i], r->n_tokens - r->score_from) != 0) {
             rc = assay_fail(err, ASSAY_ENOMEM, "model_score_shared: out of memory");
             goto fail;
         }
+        n_toks += (size_t)r->n_tokens + 1;
     }
+    if (n_ctx > 0 && (rc = check_ids(m, ctx, n_ctx, err)))
+        goto fail;
     jobs = calloc((size_t)(n ? n : 1), sizeof *jobs);
-    if (!jobs) {
+    toks = malloc(n_toks * sizeof(int32_t));
+    if (!jobs || !toks) {
         rc = assay_fail(err, ASSAY_ENOMEM, "model_score_shared: out of memory");
         goto fail;
     }
-    /* the context, once, in chunks; keep its last row's final hidden state */
-    if (n_ctx > 0 && kv_seq_reserve(&m->kv, &base, n_ctx) != 0) {
+    /* The context but its last token, once, in chunks, into the cache. Each continuation then
+     * feeds the context's last token itself (one extra row per continuation), so the row that
+     * predicts the first continuation token comes from an ordinary pass with its targets: no
+     * hidden state is kept between passes, and the bits equal model_score's (every op is
+     * row-invariant and the paged attention path equals the packed one). */
+    int n_base = n_ctx > 0 ? n_ctx - 1 : 0;
+    if (n_base > 0 && kv_seq_reserve(&m->kv, &base, n_base) != 0) {
         rc = assay_fail(err, ASSAY_ENOMEM,
                         "%s: a context of %d tokens does not fit the KV cache "
                         "(%d tokens)",
                         m->dir, n_ctx, model_kv_tokens(m));
         goto fail;
     }
-    for (int done = 0; done < n_ctx;) {
-        int     take = n_ctx - done < m->max_T ? n_ctx - done : m->max_T;
+    for (int done = 0; done < n_base;) {
+        int     take = n_base - done < m->max_T ? n_base - done : m->max_T;
         fwd_seq s    = {ctx + done, take, done, &base};
-        int     last = done + take == n_ctx && need_last;
-        m->sel[0]    = take - 1;
-        if ((rc = forward(m, &s, 1, 1, last, err)) != 0)
+        if ((rc = forward(m, &s, 1, 1, 0, 0, err)) != 0)
             goto fail;
-        if (last)
-            m->be->ops->copy(m->be, m->saved_h, m->hsel, (size_t)m->cfg.dim * sizeof(float));
         done += take;
     }
-    /* first continuation tokens, predicted from the context's last row: one LM-head row per
-     * continuation (the head is row-invariant, so these bits equal model_score's) */
-    if (need_last) {
-        int pending = 0, first = 0;
-        for (int i = 0; i < n; i++) {
-            if (conts[i].score_from == 0) {
-                m->be->ops->copy(m->be, m->hsel + (size_t)pending * m->cfg.dim, m->saved_h,
-                                 (size_t)m->cfg.dim * sizeof(float));
-                m->sel_tgt[pending++] = conts[i].tokens[0];
-            }
-            if (pending > 0 && (pending == m->max_T || i == n - 1)) {
-                if ((rc = head_logprob(m, pending, err)) != 0)
-                    goto fail;
-                for (int j = first, k = 0; j <= i; j++)
-                    if (conts[j].score_from == 0) {
-                        out[j].logprob[0]   = m->sel_lp[k];
-                        out[j].is_greedy[0] = m->sel_gr[k];
-                        k++;
-                    }
-                pending = 0;
-                first   = i + 1;
-            }
-        }
-    }
     /* the continuations on forks of the context's blocks */
+    int32_t *t = toks;
     for (int i = 0; i < n; i++) {
-        const score_request *r     = &conts[i];
-        int                  first = (r->score_from > 1 ? r->score_from : 1) - 1;
-        jobs[i]                    = (cjob){.tokens    = r->tokens,
-                                            .n         = r->n_tokens - 1, /* the last: target only */
-                                            .start_pos = n_ctx,
-                                            .base      = &base,
-                                            .first_row = first,
-                                            .lp        = out[i].logprob + (first + 1 - r->score_from),
-                                            .gr        = out[i].is_greedy + (first + 1 - r->score_from)};
+        const score_request *r = &conts[i];
+        if (n_ctx > 0) {
+            /* fed: the context's last token, then the continuation but its last token; row k
+             * predicts continuation token k */
+            t[0] = ctx[n_ctx - 1];
+            memcpy(t + 1, r->tokens, (size_t)r->n_tokens * sizeof(int32_t));
+            jobs[i] = (cjob){.index     = i,
+                             .tokens    = t,
+                             .n         = r->n_tokens,
+                             .start_pos = n_base,
+                             .base      = &base,
+                             .first_row = r->score_from,
+                             .lp        = out[i].logprob,
+                             .gr        = out[i].is_greedy};
+            t += r->n_tokens + 1;
+        } else {
+            /* no context: scoring starts at continuation token score_from >= 1 */
+            jobs[i] = (cjob){.index     = i,
+                             .tokens    = r->tokens,
+                             .n         = r->n_tokens - 1, /* the last: target only */
+                             .start_pos = 0,
+                             .base      = NULL,
+                             .first_row = r->score_from - 1,
+                             .lp        = out[i].logprob,
+                             .gr        = out[i].is_greedy};
+        }
     }
     if ((rc = run_cached_jobs(m, jobs, n, err)) != 0)
         goto fail;
@@ -972,10 +1049,12 @@ int model_score_shared(model *m, const int32_t *ctx, int n_ctx, const score_requ
     for (int j = 0; j < n; j++)
         result_finish(&out[j]);
     free(jobs);
+    free(toks);
     return 0;
 fail:
     kv_seq_release(&m->kv, &base);
     free(jobs);
+    free(toks);
     score_results_free(out, n);
     return rc;
 }
@@ -989,20 +1068,6 @@ void gen_results_free(gen_result *out, int n) {
         free(out[i].tokens);
         memset(&out[i], 0, sizeof out[i]);
     }
-}
-
-/* Row k of m->hsel (final-normed hidden state) or the LM head holds NaN or Inf, so its logits
- * do. Only host-memory backends are checked here. */
-static int row_nonfinite(const model *m, int k) {
-    if (m->head_nonfinite)
-        return 1;
-    if (!m->be->host_memory)
-        return 0;
-    const float *h = m->hsel + (size_t)k * m->cfg.dim;
-    for (int i = 0; i < m->cfg.dim; i++)
-        if (!isfinite(h[i]))
-            return 1;
-    return 0;
 }
 
 typedef struct gjob {
@@ -1102,19 +1167,16 @@ int model_generate_greedy(model *m, const gen_request *reqs, int n, const int32_
             }
             used += take;
         }
-        if ((rc = forward(m, seqs, nb, 1, n_sel, err)) != 0)
+        /* dummy targets: their log-probs only tell whether the logits are finite */
+        memset(m->sel_tgt, 0, (size_t)n_sel * sizeof(int32_t));
+        if ((rc = forward(m, seqs, nb, 1, n_sel, 1, err)) != 0)
             goto done;
-        if (n_sel > 0 && (rc = m->be->ops->argmax(m->be, m->sel_tgt, m->hsel, m->head, n_sel,
-                                                  m->cfg.dim, m->cfg.vocab_size)) != 0) {
-            rc = assay_fail(err, rc, "%s: %s", m->dir, m->be->last_error.msg);
-            goto done;
-        }
         for (int k = 0; k < n_sel; k++) {
             int     j   = m->sel_id[k];
             gjob   *g   = &jobs[j];
-            int32_t t   = m->sel_tgt[k];
+            int32_t t   = m->sel_am[k];
             int     eos = 0, stop = 0;
-            if (row_nonfinite(m, k)) { /* its argmax means nothing: the request ends here */
+            if (!isfinite(m->sel_lp[k])) { /* its argmax means nothing: the request ends here */
                 if (out)
                     out[j].finish = GEN_NONFINITE;
                 g->state = 2;

@@ -3,9 +3,13 @@
  * greedy generation with continuous batching. Requests are packed into ragged batches (no
  * padding, sorted by length, under a token budget); the LM head runs only on scored rows.
  *
- * Reproducibility: a request's log-probs are bitwise identical whatever else is in the batch,
- * its position in the request list, the thread count, and whether its prefix came from the KV
- * cache (model_score_shared) or was computed in the same pass (model_score). */
+ * The model runs on one backend (runtime/backend.h: the CPU, or a GPU) through one code path.
+ *
+ * Reproducibility is per backend. When model_batch_invariant(m) is 1 (the CPU always; a GPU
+ * unless `fast`), a request's log-probs are bitwise identical whatever else is in the batch and
+ * its position in the request list; on the CPU also whatever the thread count and whether its
+ * prefix came from the KV cache (model_score_shared) or was computed in the same pass
+ * (model_score). A GPU states its tolerance for the latter (bf16 activations). */
 #ifndef ASSAY_MODEL_H
 #define ASSAY_MODEL_H
 
@@ -16,12 +20,20 @@
 #include "loader/config.h"
 
 typedef struct model_opts {
-    int    n_threads;        /* <= 0: OpenMP default (OMP_NUM_THREADS or all cores) */
-    size_t mem_budget;       /* bytes for weights + workspace + KV cache; 0: 80% of MemAvailable */
-    int    max_batch_tokens; /* tokens per forward pass; 0: 2048 */
-    int    kv_tokens;        /* KV cache capacity in tokens; 0: max(4 * batch, 8192), less if the
-                                budget is short (at least one batch + one block) */
-    int kv_block_tokens;     /* tokens per KV block; 0: 16 */
+    const char *device;               /* "cpu", "cuda", "cuda:N" or "auto" (backend_create); NULL:
+                                         "cpu" (the CLI defaults to "auto") */
+    double          gpu_mem_fraction; /* GPU: share of free device memory to use; 0: 0.9 */
+    int             fast;             /* 1: the backend may drop batch invariance for speed */
+    struct backend *backend;          /* optional: run on this backend instead of creating one from
+                                         `device` (the model frees it, also when loading fails); for
+                                         tests that watch what the model asks of a backend */
+    int    n_threads;                 /* <= 0: OpenMP default (OMP_NUM_THREADS or all cores) */
+    size_t mem_budget;    /* bytes for weights + workspace + KV cache; 0: 80% of MemAvailable
+                             on the CPU, free device memory * gpu_mem_fraction on a GPU */
+    int max_batch_tokens; /* tokens per forward pass; 0: 2048 */
+    int kv_tokens;        /* KV cache capacity in tokens; 0: max(4 * batch, 8192), less if the
+                             budget is short (at least one batch + one block) */
+    int kv_block_tokens;  /* tokens per KV block; 0: 16 */
 } model_opts;
 
 typedef struct model model;
@@ -38,9 +50,39 @@ const model_config *model_get_config(const model *m);
 size_t model_mem_bytes(const model *m);
 /* Sets the compute threads (process-wide on the CPU backend; results do not depend on it). */
 void model_set_threads(model *m, int n_threads);
+/* The backend the model runs on: "cpu", "cuda:0", ... */
+const char *model_device_name(const model *m);
+/* 1 when a request's results never depend on the rest of the batch on this backend. */
+int model_batch_invariant(const model *m);
 /* Effective settings after defaults. */
 int model_max_batch_tokens(const model *m);
 int model_kv_tokens(const model *m);
+
+/* ---- memory plan ------------------------------------------------------------------------ */
+
+/* What a model needs, in bytes, and what the device has (mem_info). */
+typedef struct model_mem_need {
+    size_t weights, workspace, scratch; /* fixed */
+    size_t kv_per_token;                /* KV cache, all layers, K and V */
+    int    batch_tokens, block_tokens;  /* the cache holds at least one batch + one block */
+    size_t mem_budget;                  /* model_opts.mem_budget (0: from mem_free) */
+    size_t mem_free;                    /* backend mem_info free bytes (0: unknown) */
+    double fraction;                    /* of mem_free to use when mem_budget is 0 */
+    int    kv_tokens;                   /* model_opts.kv_tokens (0: the default) */
+} model_mem_need;
+
+typedef struct model_mem_plan {
+    size_t budget;    /* 0: none (mem_free unknown and no mem_budget) */
+    size_t fixed;     /* weights + workspace + scratch */
+    int    kv_tokens; /* KV cache capacity */
+} model_mem_plan;
+
+/* The budget (mem_budget, else mem_free * fraction), then the KV cache from what is left:
+ * kv_tokens when asked, else max(4 * batch, 8192) tokens, fewer when the budget is short but
+ * never under batch + block. Over budget is ASSAY_ENOMEM with a message that starts with `what`
+ * and names the need and what would fit. Pure arithmetic (tests/test_engine.c). */
+int model_plan_memory(model_mem_plan *plan, const model_mem_need *need, const char *what,
+                      assay_error *err);
 
 /* ---- scoring ---------------------------------------------------------------------------- */
 

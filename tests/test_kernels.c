@@ -11,6 +11,7 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/vmath.h"
 #include "runtime/backend.h"
+#include "runtime/rope.h"
 #include "tests/helpers.h"
 
 /* fp32 rounding: a sum of K products is within K * 2^-24 * sum|terms| of the exact value
@@ -31,7 +32,7 @@ static float *frandv(size_t n) {
         v[i] = frand();
     return v;
 }
-static void set_threads(int n) { backend_cpu_set_threads(NULL, n); }
+static void set_threads(int n) { omp_set_num_threads(n); }
 
 /* w (n, k) row-major packed into the GEMM's panel layout (malloc'd) */
 static float *packed(const float *w, int n, int k) {
@@ -423,15 +424,43 @@ Test(kernels, embedding_gathers_rows_and_adds_positions) {
 }
 
 Test(backend, cpu_backend_fills_every_slot) {
-    assay_error err;
-    backend    *be = backend_cpu_create(2, &err);
+    assay_error  err;
+    backend_opts o  = {.n_threads = 2};
+    backend     *be = backend_cpu_create(&o, &err);
     cr_assert(be, "%s", err.msg);
-    const void *const *slots = (const void *const *)&be->ops->alloc;
-    size_t             n = (sizeof(backend_ops) - offsetof(backend_ops, alloc)) / sizeof(void *);
+    const void *const *slots = (const void *const *)&be->ops->destroy;
+    size_t             n = (sizeof(backend_ops) - offsetof(backend_ops, destroy)) / sizeof(void *);
     for (size_t i = 0; i < n; i++)
         cr_assert(slots[i] != NULL, "slot %zu is NULL", i);
     cr_assert_str_eq(be->ops->name, "cpu");
+    cr_assert_eq(be->n_threads, 2);
+    /* the CPU's types are f32 and its results batch invariant (kernels/cpu/ops.h contract) */
+    cr_assert(be->caps.batch_invariant && be->caps.host_memory);
+    cr_assert(be->caps.act_dtype == DTYPE_F32 && be->caps.kv_dtype == DTYPE_F32 &&
+              be->caps.weight_dtype == DTYPE_F32);
+    size_t free_b = 0, total_b = 0;
+    cr_assert_eq(be->ops->mem_info(be, &free_b, &total_b), 0);
+    cr_assert(free_b > 0 && total_b >= free_b, "MemAvailable %zu, MemTotal %zu", free_b, total_b);
     backend_free(be);
+}
+
+/* model.c takes its RoPE table from runtime/rope.c: it must be this kernel's table bit for bit,
+ * for every kind and some real settings, or the CPU's scores would move */
+Test(kernels, runtime_rope_table_equals_the_kernel_table_bitwise) {
+    static const struct {
+        int   dim, kind, orig;
+        float theta, factor, lo, hi;
+    } cases[] = {{16, 1, 0, 500000.0f, 0, 0, 0},   {16, 3, 64, 500000.0f, 8.0f, 1.0f, 4.0f},
+                 {64, 2, 0, 10000.0f, 4.0f, 0, 0}, {128, 3, 8192, 500000.0f, 32.0f, 1.0f, 4.0f},
+                 {80, 1, 0, 1000000.0f, 0, 0, 0},  {128, 3, 8192, 500000.0f, 8.0f, 1.0f, 4.0f}};
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        float a[64], b[64];
+        rope_inv_freq(a, cases[i].dim, cases[i].theta, cases[i].kind, cases[i].factor, cases[i].lo,
+                      cases[i].hi, cases[i].orig);
+        rope_table_inv_freq(b, cases[i].dim, cases[i].theta, cases[i].kind, cases[i].factor,
+                            cases[i].lo, cases[i].hi, cases[i].orig);
+        cr_assert(memcmp(a, b, (size_t)cases[i].dim / 2 * sizeof(float)) == 0, "case %zu", i);
+    }
 }
 
 Test(kernels, vm_expf_is_within_two_ulp_and_simd_gives_the_same_bits) {
