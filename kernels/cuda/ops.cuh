@@ -50,7 +50,8 @@ cudaError_t cuda_bias_act(bf16 *y, const float *acc, const float *bias, int rows
 cudaError_t cuda_rope_kv(bf16 *qkv, bf16 *k_pool, bf16 *v_pool, const float *inv_freq,
                          const int32_t *pos, const int32_t *block_table, int max_blocks,
                          int block_tokens, const int32_t *q_off, const int32_t *start_pos,
-                         int n_seqs, int rows, int n_heads, int n_kv_heads, int hd, cudaStream_t s);
+                         int n_seqs, int rows, int n_heads, int n_kv_heads, int hd,
+                         cudaStream_t s);
 
 // ---- attention.cu -----------------------------------------------------------------------------
 // Prefill over packed variable-length sequences, flash-attention style (tiles of queries and
@@ -68,11 +69,12 @@ cudaError_t cuda_attention_prefill(bf16 *out, const bf16 *qkv, const int32_t *q_
 // partial: cuda_attention_paged_partial_bytes(...) bytes of device scratch.
 size_t      cuda_attention_paged_partial_bytes(int rows, int n_heads, int hd, int max_ctx,
                                                int split_keys);
-cudaError_t cuda_attention_paged(bf16 *out, const bf16 *qkv, const bf16 *k_pool, const bf16 *v_pool,
-                                 const int32_t *block_table, int max_blocks, int block_tokens,
-                                 const int32_t *q_off, const int32_t *start_pos, int n_seqs,
-                                 int rows, int max_ctx, int n_heads, int n_kv_heads, int hd,
-                                 int window, int split_keys, float *partial, cudaStream_t s);
+cudaError_t cuda_attention_paged(bf16 *out, const bf16 *qkv, const bf16 *k_pool,
+                                 const bf16 *v_pool, const int32_t *block_table, int max_blocks,
+                                 int block_tokens, const int32_t *q_off, const int32_t *start_pos,
+                                 int n_seqs, int rows, int max_ctx, int n_heads, int n_kv_heads,
+                                 int hd, int window, int split_keys, float *partial,
+                                 cudaStream_t s);
 
 // ---- logits.cu --------------------------------------------------------------------------------
 // One pass per row over a chunk of logits (rows, vocab) f32 that a GEMM wrote: fp32 online
