@@ -141,3 +141,15 @@ clean:
 	rm -rf build
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# GPU op check (tests/gpu/ops_check.cu): every CUDA op against the CPU reference, for a GPU
+# machine (tests/gpu/check.sh runs it). Needs CUDA=1; linked like build/assay.
+.PHONY: gpu-ops-check
+gpu-ops-check: $(B)/gpu/ops_check
+$(B)/gpu/ops_check: tests/gpu/ops_check.cu tests/gpu/ops_ref.h $(wildcard kernels/cuda/*.cuh) \
+                    $(B)/libassay.a
+	@test "$(CUDA)" = 1 || { echo "gpu-ops-check: needs CUDA=1 (nvcc at $(NVCC))"; exit 1; }
+	@mkdir -p $(dir $@) $(OBJDIR)/tests/gpu
+	$(NVCC) $(NVFLAGS) -c $< -o $(OBJDIR)/tests/gpu/ops_check.cu.o
+	$(CC) $(ASSAY_CFLAGS) $(CFLAGS) -o $@ $(OBJDIR)/tests/gpu/ops_check.cu.o $(B)/libassay.a \
+	  $(LDLIBS)
