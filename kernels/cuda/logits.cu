@@ -30,7 +30,7 @@ static __global__ void logits_reduce_kernel(float *out_logprob, uint8_t *out_is_
         ops_argmax_merge(&m, &am, l[j], j);
     block_argmax(&m, &am, &sh);
 
-    if (target) {
+    if (target && (out_logprob || out_is_max)) {
         double sum = 0.0;
         for (int j = threadIdx.x; j < vocab; j += blockDim.x)
             sum = __dadd_rn(sum, (double)expf(__fsub_rn(l[j], m)));
@@ -56,8 +56,9 @@ extern "C" cudaError_t cuda_logits_reduce(float *out_logprob, uint8_t *out_is_ma
         return cudaErrorInvalidValue;
     if (rows == 0)
         return cudaSuccess;
-    if (!logits || (!target && (out_logprob || out_is_max)) ||
-        (!out_logprob && !out_is_max && !out_argmax))
+    // target NULL: argmax only, out_logprob and out_is_max are left alone (a caller may pass
+    // the same output set in both modes)
+    if (!logits || (!out_argmax && (!target || (!out_logprob && !out_is_max))))
         return cudaErrorInvalidValue;
     logits_reduce_kernel<<<rows, ops_row_threads(vocab), 0, s>>>(out_logprob, out_is_max,
                                                                  out_argmax, logits, target, vocab);

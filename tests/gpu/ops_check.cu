@@ -392,6 +392,29 @@ static void check_add_norm(int kind, int rows, int dim, int with_delta) {
         cmp_add(c, xg.size() + i, bf16_to_f32(xn[i]), ref[i], 1e-6, BF16_REL);
     c.guards_ok = guard_ok(d_x, "x") & guard_ok(d_xn, "xn");
     report("cuda_add_norm", shape, c);
+
+    // The last row alone gives the batch's bits: the block size and the reduction tree depend
+    // on dim only.
+    if (rows > 1) {
+        size_t                last = (size_t)(rows - 1) * dim;
+        std::vector<float>    x1(x.begin() + last, x.end());
+        std::vector<uint16_t> d1(delta_b.begin() + last, delta_b.end());
+        dbuf                  d_x1 = dfrom(x1), d_d1 = dfrom(d1), d_xn1 = dnew((size_t)dim * 2);
+        sync_check(cuda_add_norm((float *)d_x1.p, (bf16 *)d_xn1.p,
+                                 with_delta ? (const bf16 *)d_d1.p : NULL, (const float *)d_w.p,
+                                 kind ? (const float *)d_b.p : NULL, kind, 1, dim, eps, g_s),
+                   "add_norm (one row)");
+        std::vector<uint16_t> xn1(dim);
+        dget(xn1.data(), d_xn1, (size_t)dim * 2);
+        cmp ci = cmp_new();
+        for (int i = 0; i < dim; i++)
+            cmp_int(ci, i, xn1[i], xn[last + i]);
+        ci.guards_ok = guard_ok(d_xn1, "xn (one row)");
+        report("  alone == in batch", shape, ci);
+        dfree(&d_x1);
+        dfree(&d_d1);
+        dfree(&d_xn1);
+    }
     dfree(&d_x);
     dfree(&d_delta);
     dfree(&d_w);
@@ -651,8 +674,9 @@ static void check_logits(int rows, int vocab, int ties, int argmax_only, int nan
     }
     dbuf d_l = dfrom(l), d_t = dfrom(target);
     dbuf d_lp = dnew((size_t)rows * 4), d_im = dnew((size_t)rows), d_am = dnew((size_t)rows * 4);
-    sync_check(cuda_logits_reduce(argmax_only ? NULL : (float *)d_lp.p,
-                                  argmax_only ? NULL : (uint8_t *)d_im.p, (int32_t *)d_am.p,
+    // argmax only: no target; the log-prob and is-argmax outputs are passed and must stay
+    // untouched (still the poison)
+    sync_check(cuda_logits_reduce((float *)d_lp.p, (uint8_t *)d_im.p, (int32_t *)d_am.p,
                                   (const float *)d_l.p, argmax_only ? NULL : (const int32_t *)d_t.p,
                                   rows, vocab, g_s),
                "logits_reduce");
@@ -664,6 +688,12 @@ static void check_logits(int rows, int vocab, int ties, int argmax_only, int nan
     dget(am.data(), d_am, rows * 4);
     cmp c = cmp_new();
     for (int r = 0; r < rows; r++) {
+        if (argmax_only) {
+            uint32_t lp_bits;
+            memcpy(&lp_bits, &lp[r], 4);
+            cmp_int(c, r, lp_bits, 0xFFFFFFFFu);
+            cmp_int(c, r, im[r], 0xFF);
+        }
         if (r == nan_row) {
             cmp_int(c, r, am[r], first_nan);
             if (!argmax_only) {
@@ -678,10 +708,34 @@ static void check_logits(int rows, int vocab, int ties, int argmax_only, int nan
             cmp_int(c, r, im[r], im_ref[r]);
         }
     }
-    c.guards_ok = guard_ok(d_am, "argmax");
-    if (!argmax_only) // the unused outputs stay poisoned: checked only when written
-        c.guards_ok &= guard_ok(d_lp, "logprob") & guard_ok(d_im, "is_max");
+    c.guards_ok = guard_ok(d_am, "argmax") & guard_ok(d_lp, "logprob") & guard_ok(d_im, "is_max");
     report("cuda_logits_reduce", shape, c);
+
+    if (rows > 1 && !argmax_only) { // the last row alone gives the batch's bits
+        std::vector<float>   l1(l.end() - vocab, l.end());
+        std::vector<int32_t> t1   = {target[rows - 1]};
+        dbuf                 d_l1 = dfrom(l1), d_t1 = dfrom(t1), d_o1 = dnew(16);
+        sync_check(cuda_logits_reduce((float *)d_o1.p, (uint8_t *)(d_o1.p + 4),
+                                      (int32_t *)(d_o1.p + 8), (const float *)d_l1.p,
+                                      (const int32_t *)d_t1.p, 1, vocab, g_s),
+                   "logits_reduce (one row)");
+        unsigned char o1[16];
+        dget(o1, d_o1, 16);
+        uint32_t lp_bits, lp1_bits;
+        int32_t  am1;
+        memcpy(&lp1_bits, o1, 4);
+        memcpy(&am1, o1 + 8, 4);
+        memcpy(&lp_bits, &lp[rows - 1], 4);
+        cmp ci = cmp_new();
+        cmp_int(ci, 0, lp1_bits, lp_bits);
+        cmp_int(ci, 1, o1[4], im[rows - 1]);
+        cmp_int(ci, 2, am1, am[rows - 1]);
+        ci.guards_ok = guard_ok(d_o1, "outputs (one row)");
+        report("  alone == in batch", shape, ci);
+        dfree(&d_l1);
+        dfree(&d_t1);
+        dfree(&d_o1);
+    }
     dbuf *all[] = {&d_l, &d_t, &d_lp, &d_im, &d_am};
     for (dbuf *b : all)
         dfree(b);
