@@ -89,6 +89,9 @@ static std::vector<float> rand_f32(size_t n, float scale, float offset) {
 }
 
 // ---- device buffers with a sentinel after each ----------------------------------------------
+// Every copy and memset runs on g_s, the stream the launchers get, then waits for it: the
+// synchronous cudaMemset / cudaMemcpy run on the legacy default stream and may return before the
+// device is done, with no ordering against a separate stream.
 
 struct dbuf {
     unsigned char *p;
@@ -97,8 +100,9 @@ struct dbuf {
 static dbuf dnew(size_t bytes) {
     dbuf b = {NULL, bytes};
     CK(cudaMalloc((void **)&b.p, bytes + GUARD_BYTES));
-    CK(cudaMemset(b.p, 0xFF, bytes));
-    CK(cudaMemset(b.p + bytes, GUARD_BYTE, GUARD_BYTES));
+    CK(cudaMemsetAsync(b.p, 0xFF, bytes, g_s));
+    CK(cudaMemsetAsync(b.p + bytes, GUARD_BYTE, GUARD_BYTES, g_s));
+    CK(cudaStreamSynchronize(g_s));
     return b;
 }
 static void dfree(dbuf *b) {
@@ -111,10 +115,12 @@ static void dput(dbuf &b, const void *h, size_t bytes) {
         fprintf(stderr, "ops_check: upload of %zu bytes into a %zu-byte buffer\n", bytes, b.bytes);
         exit(1);
     }
-    CK(cudaMemcpy(b.p, h, bytes, cudaMemcpyHostToDevice));
+    CK(cudaMemcpyAsync(b.p, h, bytes, cudaMemcpyHostToDevice, g_s));
+    CK(cudaStreamSynchronize(g_s));
 }
 static void dget(void *h, const dbuf &b, size_t bytes) {
-    CK(cudaMemcpy(h, b.p, bytes, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpyAsync(h, b.p, bytes, cudaMemcpyDeviceToHost, g_s));
+    CK(cudaStreamSynchronize(g_s));
 }
 template <class T> static dbuf dfrom(const std::vector<T> &v) {
     dbuf b = dnew(v.size() * sizeof(T) + (v.empty() ? 1 : 0));
@@ -125,7 +131,8 @@ template <class T> static dbuf dfrom(const std::vector<T> &v) {
 // 1 when the sentinel after b is intact; names the buffer otherwise.
 static int guard_ok(const dbuf &b, const char *what) {
     unsigned char g[GUARD_BYTES];
-    CK(cudaMemcpy(g, b.p + b.bytes, GUARD_BYTES, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpyAsync(g, b.p + b.bytes, GUARD_BYTES, cudaMemcpyDeviceToHost, g_s));
+    CK(cudaStreamSynchronize(g_s));
     for (int i = 0; i < GUARD_BYTES; i++)
         if (g[i] != GUARD_BYTE) {
             printf("    %s: byte %d past the end was written (0x%02x)\n", what, i, g[i]);

@@ -35,6 +35,15 @@ static inline cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcp
     memcpy(d, s, n);
     return cudaSuccess;
 }
+static inline cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t) {
+    memset(p, v, n);
+    return cudaSuccess;
+}
+static inline cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind,
+                                          cudaStream_t) {
+    memcpy(d, s, n);
+    return cudaSuccess;
+}
 static inline const char *cudaGetErrorString(cudaError_t e) {
     return e == cudaSuccess ? "no error" : "host emulation error";
 }
