@@ -141,3 +141,29 @@ clean:
 	rm -rf build
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# GPU op check (tests/gpu/ops_check.cu): every CUDA op against the CPU reference, for a GPU
+# machine (tests/gpu/check.sh runs it). Needs CUDA=1; linked like build/assay.
+.PHONY: gpu-ops-check
+gpu-ops-check: $(B)/gpu/ops_check
+$(B)/gpu/ops_check: tests/gpu/ops_check.cu tests/gpu/ops_ref.h $(wildcard kernels/cuda/*.cuh) \
+                    $(B)/libassay.a
+	@test "$(CUDA)" = 1 || { echo "gpu-ops-check: needs CUDA=1 (nvcc at $(NVCC))"; exit 1; }
+	@mkdir -p $(dir $@) $(OBJDIR)/tests/gpu
+	$(NVCC) $(NVFLAGS) -c $< -o $(OBJDIR)/tests/gpu/ops_check.cu.o
+	$(CC) $(ASSAY_CFLAGS) $(CFLAGS) -o $@ $(OBJDIR)/tests/gpu/ops_check.cu.o $(B)/libassay.a \
+	  $(LDLIBS)
+
+# The same checker on a host-memory stand-in for the CUDA runtime, the launchers emulated on the
+# CPU (tests/gpu/hostsim/): checks the checker itself (shapes, poison, sentinels, tolerances,
+# references) without a GPU. Any CUDA setting; the library's CUDA objects are not linked in.
+.PHONY: gpu-ops-check-hostsim
+gpu-ops-check-hostsim: $(B)/gpu/ops_check_hostsim
+	$(B)/gpu/ops_check_hostsim --quick
+$(B)/gpu/ops_check_hostsim: tests/gpu/ops_check.cu tests/gpu/ops_ref.h \
+                            $(wildcard tests/gpu/hostsim/*) $(wildcard kernels/cuda/*.h) \
+                            $(B)/libassay.a
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++17 -O1 -g -Wall -Wextra -Werror -Itests/gpu/hostsim -I. \
+	  -x c++ tests/gpu/ops_check.cu -x c++ tests/gpu/hostsim/ops_emulated.cpp -x none \
+	  -o $@ $(B)/libassay.a $(LDLIBS)
