@@ -58,6 +58,7 @@ typedef struct lt_api {
     decltype(&cublasLtMatmulAlgoGetHeuristic)       heuristic;
     decltype(&cublasLtMatmulAlgoCheck)              algo_check;
     decltype(&cublasLtMatmulAlgoConfigGetAttribute) algo_get;
+    decltype(&cublasLtMatmulAlgoConfigSetAttribute) algo_set;
     decltype(&cublasLtMatmul)                       matmul;
     decltype(&cublasLtGetStatusString)              status_string; // optional
 } lt_api;
@@ -188,6 +189,7 @@ static int lt_load(lt_api *lt, assay_error *err) {
     LT_SYM(heuristic, cublasLtMatmulAlgoGetHeuristic)
     LT_SYM(algo_check, cublasLtMatmulAlgoCheck)
     LT_SYM(algo_get, cublasLtMatmulAlgoConfigGetAttribute)
+    LT_SYM(algo_set, cublasLtMatmulAlgoConfigSetAttribute)
     LT_SYM(matmul, cublasLtMatmul)
 #undef LT_SYM
     lt_sym(&lt->status_string, lt->lib, "cublasLtGetStatusString", 1);
@@ -425,6 +427,7 @@ static int cbe_set_batch(backend *be, const be_batch *b) {
     CUDA_CHECK(be, cudaEventSynchronize(cb->batch_copied));
     if (L.total > cb->batch_cap) {
         size_t want = L.total > 2 * cb->batch_cap ? L.total : 2 * cb->batch_cap;
+        want        = want > 4096 ? want : 4096; // the pinned minimum: both buffers alike
         size_t hcap = cb->batch_cap, dcap = cb->batch_cap;
         if ((rc = pinned_grow(cb, &cb->batch_host, &hcap, want)) ||
             (rc = scratch_grow(cb, &cb->batch_dev, &dcap, want)))
@@ -521,9 +524,12 @@ static int gemm_algo_usable(cuda_be *cb, const cublasLtMatmulAlgo_t *algo, int n
     return st == CUBLAS_STATUS_SUCCESS && res.workspaceSize <= CUDA_LT_WORKSPACE;
 }
 
-// Chooses the algorithm of a cache key. Invariant keys: heuristics at CUDA_GEMM_REP_ROWS with
-// split-K filtered out, and the first candidate that also runs at 1 and 7 rows (any row count a
-// pass may bring: cuBLASLt kernels handle partial tiles, these checks catch one that does not).
+// Chooses the algorithm of a cache key. Invariant keys: among the heuristic's candidates at
+// CUDA_GEMM_REP_ROWS rows, the first without split-K (SPLITK_NUM 1, no reduction scheme) that also
+// runs at 1 and 7 rows (cuBLASLt kernels handle partial tiles; the checks catch one that does
+// not). If every candidate splits K, the first is forced to SPLITK_NUM 1 and checked again.
+// (The preference's reduction-scheme mask is not used: NONE is 0, and a mask of 0 reads as
+// "nothing allowed" as much as "no reduction".)
 static int gemm_plan(cuda_be *cb, cuda_gemm_key key, int *index) {
     backend                   *be    = cb->be;
     const lt_api              *lt    = &cb->lt;
@@ -537,7 +543,6 @@ static int gemm_plan(cuda_be *cb, cuda_gemm_key key, int *index) {
     int                             n_cand = 0;
     uint64_t                        ws     = CUDA_LT_WORKSPACE;
     uint32_t                        al     = (uint32_t)align;
-    uint32_t                        mask   = CUBLASLT_REDUCTION_SCHEME_NONE;
     cublasStatus_t                  st;
     memset(cand, 0, sizeof cand);
     if ((st = lt->pref_create(&pref)) ||
@@ -546,33 +551,44 @@ static int gemm_plan(cuda_be *cb, cuda_gemm_key key, int *index) {
         (st = lt->pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al, sizeof al)) ||
         (st = lt->pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al, sizeof al)) ||
         (st = lt->pref_set(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al, sizeof al)) ||
-        (inv && (st = lt->pref_set(pref, CUBLASLT_MATMUL_PREF_REDUCTION_SCHEME_MASK, &mask,
-                                   sizeof mask))) ||
         (st = gemm_layouts_make(lt, &g, key.n, key.k, rows, key.out_f32)) ||
         (st = lt->heuristic(cb->lt_handle, cb->lt_desc, g.a, g.b, g.d, g.d, pref, N_CAND, cand,
                             &n_cand))) {
         gemm_layouts_free(lt, &g);
         if (pref)
             lt->pref_destroy(pref);
-        return lt_fail_call(be, lt, st, "choosing a GEMM algorithm", __FILE__, __LINE__);
+        return lt_fail_call(be, lt, st, "cublasLtMatmulAlgoGetHeuristic (choosing a GEMM)",
+                            __FILE__, __LINE__);
     }
     gemm_layouts_free(lt, &g);
     lt->pref_destroy(pref);
-    int pick = -1;
-    for (int i = 0; i < n_cand && pick < 0; i++) {
+    cublasLtMatmulAlgo_t chosen;
+    int                  found = 0;
+    for (int i = 0; i < n_cand && !found; i++) {
         if (cand[i].state != CUBLAS_STATUS_SUCCESS)
             continue;
         if (inv && !(gemm_algo_usable(cb, &cand[i].algo, key.n, key.k, rows, key.out_f32, 1) &&
                      gemm_algo_usable(cb, &cand[i].algo, key.n, key.k, 1, key.out_f32, 1) &&
                      gemm_algo_usable(cb, &cand[i].algo, key.n, key.k, 7, key.out_f32, 1)))
             continue;
-        pick = i;
+        chosen = cand[i].algo;
+        found  = 1;
     }
-    if (pick < 0)
+    if (!found && inv && n_cand > 0 && cand[0].state == CUBLAS_STATUS_SUCCESS) {
+        int32_t  one  = 1;
+        uint32_t none = CUBLASLT_REDUCTION_SCHEME_NONE;
+        chosen        = cand[0].algo;
+        found         = !lt->algo_set(&chosen, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &one, sizeof one) &&
+                !lt->algo_set(&chosen, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &none, sizeof none) &&
+                gemm_algo_usable(cb, &chosen, key.n, key.k, rows, key.out_f32, 1) &&
+                gemm_algo_usable(cb, &chosen, key.n, key.k, 1, key.out_f32, 1) &&
+                gemm_algo_usable(cb, &chosen, key.n, key.k, 7, key.out_f32, 1);
+    }
+    if (!found)
         return assay_fail(&be->last_error, ASSAY_EDEVICE,
-                          "cuBLASLt has no %s bf16 GEMM algorithm for (%d x %d) weights with %s "
+                          "cuBLASLt has no %sbf16 GEMM algorithm for (%d x %d) weights with %s "
                           "output (%d candidates, pointer alignment %d bytes)",
-                          inv ? "batch-invariant (no split-K)" : "", key.n, key.k,
+                          inv ? "batch-invariant (no split-K) " : "", key.n, key.k,
                           key.out_f32 ? "f32" : "bf16", n_cand, align);
     if (!inv && cb->algos.n >= CUDA_GEMM_FAST_MAX)
         cuda_gemm_cache_clear(&cb->algos); // fast mode keys on row counts: keep it bounded
@@ -580,7 +596,7 @@ static int gemm_plan(cuda_be *cb, cuda_gemm_key key, int *index) {
     memset(&e, 0, sizeof e);
     e.key   = key;
     e.align = align;
-    memcpy(e.algo, &cand[pick].algo, sizeof e.algo);
+    memcpy(e.algo, &chosen, sizeof e.algo);
     *index = cuda_gemm_cache_add(&cb->algos, &e);
     if (*index < 0)
         return assay_fail(&be->last_error, ASSAY_ENOMEM, "CUDA: GEMM algorithm cache is full");
@@ -738,11 +754,11 @@ static int cbe_lm_head(backend *be, const void *h, const void *w_head, int dim, 
                            (const bf16 *)w_head, m, dim, vocab)))
             return rc;
         const int32_t *tgt = mode == BE_HEAD_LOGPROB ? cb->d[CB_TARGETS] + r0 : NULL;
-        CUDA_CHECK(be, cuda_logits_reduce(
-                           mode == BE_HEAD_LOGPROB ? (float *)(base + L.off_logprob) + r0 : NULL,
-                           mode == BE_HEAD_LOGPROB ? (uint8_t *)(base + L.off_is_max) + r0 : NULL,
-                           (int32_t *)(base + L.off_argmax) + r0, cb->logits, tgt, m, vocab,
-                           cb->stream));
+        // every output pointer is valid memory even in argmax mode (where they go unread)
+        CUDA_CHECK(be, cuda_logits_reduce((float *)(base + L.off_logprob) + r0,
+                                          (uint8_t *)(base + L.off_is_max) + r0,
+                                          (int32_t *)(base + L.off_argmax) + r0, cb->logits, tgt, m,
+                                          vocab, cb->stream));
     }
     cb->head_rows     = n;
     cb->head_has_prob = mode == BE_HEAD_LOGPROB;
@@ -755,9 +771,9 @@ static int cbe_fetch(backend *be, float *logprob, uint8_t *is_max, int32_t *argm
     int      rc;
     if (n < 0)
         return assay_fail(&be->last_error, ASSAY_EINVAL, "CUDA fetch: no lm_head in this pass");
-    if ((logprob || is_max) && !cb->head_has_prob && n > 0)
-        return assay_fail(&be->last_error, ASSAY_EINVAL,
-                          "CUDA fetch: log-probs asked after an argmax-only lm_head");
+    // after an argmax-only lm_head there are no log-probs: only argmax is written (as the CPU)
+    if (!cb->head_has_prob)
+        logprob = NULL, is_max = NULL;
     if (n == 0)
         return 0;
     cuda_head_layout L;
