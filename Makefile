@@ -141,3 +141,13 @@ clean:
 	rm -rf build
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# ---- GPU checks (cuda-backend) ------------------------------------------------------------------
+# Both need an NVIDIA GPU: tests/gpu/check.sh builds, runs the op parity check and the sanitizers,
+# CPU vs CUDA parity, batch invariance and the benchmark (its header says how long and what);
+# bench/gpu_bench.sh is the benchmark alone.
+.PHONY: gpu-check gpu-bench
+gpu-check:
+	bash tests/gpu/check.sh
+gpu-bench:
+	bash bench/gpu_bench.sh
