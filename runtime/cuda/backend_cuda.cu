@@ -31,6 +31,7 @@ extern "C" {
 #include "core/error.h"
 #include "runtime/backend.h"
 #include "runtime/cuda/cuda_plan.h"
+#include "runtime/device.h"
 }
 
 static_assert(sizeof(cublasLtMatmulAlgo_t) == CUDA_GEMM_ALGO_WORDS * sizeof(uint64_t),
@@ -169,7 +170,7 @@ static int lt_load(lt_api *lt, assay_error *err) {
     lt->lib = lt_open(tried, sizeof tried);
     if (!lt->lib)
         return assay_fail(err, ASSAY_EDEVICE,
-                          "CUDA: cuBLASLt not found (tried %s; set ASSAY_CUBLASLT to the "
+                          "cuBLASLt not found (tried %s; set ASSAY_CUBLASLT to the "
                           "library's path)",
                           tried);
     const char *missing = NULL;
@@ -196,7 +197,7 @@ static int lt_load(lt_api *lt, assay_error *err) {
     if (missing) {
         dlclose(lt->lib);
         lt->lib = NULL;
-        return assay_fail(err, ASSAY_EDEVICE, "CUDA: cuBLASLt has no symbol %s", missing);
+        return assay_fail(err, ASSAY_EDEVICE, "cuBLASLt has no symbol %s", missing);
     }
     return 0;
 }
@@ -841,9 +842,9 @@ static int cuda_probe_kernels(cuda_be *cb, const cudaDeviceProp *p) {
     cudaFree(flag);
     if (e != cudaSuccess || host != 42)
         return assay_fail(&be->last_error, ASSAY_EDEVICE,
-                          "CUDA: device %d (%s, compute capability %d.%d) cannot run this build's "
-                          "kernels (built for sm_80 and sm_90): %s",
-                          cb->ordinal, p->name, p->major, p->minor,
+                          "%s (compute capability %d.%d) cannot run this build's kernels (built "
+                          "for sm_80 and sm_90): %s",
+                          p->name, p->major, p->minor,
                           e != cudaSuccess ? cudaGetErrorString(e) : "wrong result");
     return 0;
 }
@@ -853,12 +854,17 @@ extern "C" backend *backend_cuda_create(int ordinal, const backend_opts *opts, a
     cudaError_t e     = cudaGetDeviceCount(&count);
     if (e != cudaSuccess || count <= 0) {
         cudaGetLastError();
-        assay_fail(err, ASSAY_EDEVICE, "CUDA: no usable GPU (%s)",
-                   e != cudaSuccess ? cudaGetErrorString(e) : "no device");
+        // the probe tells "no driver" from "no GPU" from "driver too old"
+        cuda_device_info info;
+        device_cuda_probe(&info);
+        assay_fail(err, ASSAY_EDEVICE, "cuda:%d: %s", ordinal,
+                   info.count == 0 && info.why_none[0]
+                       ? info.why_none
+                       : (e != cudaSuccess ? cudaGetErrorString(e) : "no device"));
         return NULL;
     }
     if (ordinal < 0 || ordinal >= count) {
-        assay_fail(err, ASSAY_EDEVICE, "CUDA: no device cuda:%d (%d device%s)", ordinal, count,
+        assay_fail(err, ASSAY_EDEVICE, "cuda:%d: no such device (%d CUDA device%s)", ordinal, count,
                    count == 1 ? "" : "s");
         return NULL;
     }
@@ -866,14 +872,13 @@ extern "C" backend *backend_cuda_create(int ordinal, const backend_opts *opts, a
     if ((e = cudaSetDevice(ordinal)) != cudaSuccess ||
         (e = cudaGetDeviceProperties(&p, ordinal)) != cudaSuccess) {
         cudaGetLastError();
-        assay_fail(err, ASSAY_EDEVICE, "CUDA: device %d unusable (%s)", ordinal,
-                   cudaGetErrorString(e));
+        assay_fail(err, ASSAY_EDEVICE, "cuda:%d: unusable (%s)", ordinal, cudaGetErrorString(e));
         return NULL;
     }
     if (p.major < 8) {
         assay_fail(err, ASSAY_EDEVICE,
-                   "CUDA: %s has compute capability %d.%d; bf16 tensor cores need 8.0 or newer",
-                   p.name, p.major, p.minor);
+                   "cuda:%d: %s has compute capability %d.%d; bf16 tensor cores need 8.0 or newer",
+                   ordinal, p.name, p.major, p.minor);
         return NULL;
     }
     backend *be = (backend *)calloc(1, sizeof *be);
@@ -881,7 +886,7 @@ extern "C" backend *backend_cuda_create(int ordinal, const backend_opts *opts, a
     if (!be || !cb) {
         free(be);
         free(cb);
-        assay_fail(err, ASSAY_ENOMEM, "CUDA: out of host memory");
+        assay_fail(err, ASSAY_EDEVICE, "cuda:%d: out of host memory", ordinal);
         return NULL;
     }
     be->ops                  = &cuda_ops;
@@ -921,10 +926,8 @@ extern "C" backend *backend_cuda_create(int ordinal, const backend_opts *opts, a
         }();
     }
     if (rc) {
-        if (err) {
-            *err      = be->last_error;
-            err->code = ASSAY_EDEVICE;
-        }
+        // the device spec first, so the reason reads "cuda:0: cuBLASLt not found ..."
+        assay_fail(err, ASSAY_EDEVICE, "cuda:%d: %s", ordinal, be->last_error.msg);
         cbe_destroy(be);
         return NULL;
     }
