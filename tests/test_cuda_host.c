@@ -243,3 +243,77 @@ Test(cuda_host, weight_conversion_rounds_to_nearest_even) {
     free(big);
     free(got);
 }
+
+/* Every row of the pass must reach the kernel exactly once, with the block-table row of its own
+ * sequence and its own position, whatever the grouping; each group's split buffer must fit the
+ * cap unless the group is a single row (the least a call can hold). */
+static void check_attn_groups(const int32_t *q_off, const int32_t *start, int n_seqs, int split,
+                              size_t unit, size_t cap, int *n_groups_out) {
+    int              n_tok = q_off[n_seqs];
+    cuda_attn_group *g     = malloc(cuda_attn_groups_cap(n_seqs, n_tok) * sizeof *g);
+    int32_t         *idx   = malloc(cuda_attn_idx_cap(n_seqs, n_tok) * sizeof *idx);
+    size_t           used  = 0;
+    int              n = cuda_attn_groups(g, idx, &used, q_off, start, n_seqs, split, unit, cap);
+    cr_assert_leq((size_t)n, cuda_attn_groups_cap(n_seqs, n_tok));
+    cr_assert_leq(used, cuda_attn_idx_cap(n_seqs, n_tok));
+    int next_row = 0;
+    for (int k = 0; k < n; k++) {
+        const cuda_attn_group *G  = &g[k];
+        const int32_t         *qo = idx + G->idx_off, *sp = qo + G->n_seqs + 1;
+        cr_assert_eq(G->row0, next_row, "group %d starts at row %d, expected %d", k, G->row0,
+                     next_row);
+        cr_assert_eq(qo[0], 0);
+        cr_assert_eq(qo[G->n_seqs], G->rows);
+        int mc = 0;
+        for (int j = 0; j < G->n_seqs; j++)
+            for (int i = qo[j]; i < qo[j + 1]; i++) {
+                int r = G->row0 + i, s = 0;
+                while (q_off[s + 1] <= r)
+                    s++;
+                cr_assert_eq(G->seq0 + j, s, "row %d: block-table row %d, expected %d", r,
+                             G->seq0 + j, s);
+                int pos = sp[j] + (i - qo[j]);
+                cr_assert_eq(pos, start[s] + (r - q_off[s]), "row %d: position", r);
+                mc = pos + 1 > mc ? pos + 1 : mc;
+            }
+        cr_assert_eq(G->max_ctx, mc, "group %d: max_ctx %d, its rows reach %d", k, G->max_ctx, mc);
+        size_t chunks = (size_t)(G->max_ctx + split - 1) / (size_t)split;
+        if (G->rows > 1)
+            cr_assert_leq((size_t)G->rows * chunks * unit, cap, "group %d over the cap", k);
+        next_row += G->rows;
+    }
+    cr_assert_eq(next_row, n_tok, "rows covered");
+    *n_groups_out = n;
+    free(g);
+    free(idx);
+}
+
+Test(cuda_host, paged_attention_groups_keep_every_row_its_sequence_and_position) {
+    /* 4 sequences: a decode row, a chunk of 300 new rows after 1000 cached, an empty one, 40 rows
+     * from position 0 */
+    int32_t q_off[5] = {0, 1, 301, 301, 341}, start[4] = {700, 1000, 5, 0};
+    int     n;
+    check_attn_groups(q_off, start, 4, 256, 100, SIZE_MAX, &n);
+    cr_assert_eq(n, 1, "everything fits: one call");
+    /* sequence 1 alone needs 300 x 6 chunks x 100 bytes: a cap of 60000 splits it in 100-row
+     * pieces and puts the others in runs */
+    check_attn_groups(q_off, start, 4, 256, 100, 60000, &n);
+    cr_assert_geq(n, 4);
+    /* a cap below one row: single-row groups, still every row once */
+    check_attn_groups(q_off, start, 4, 256, 100, 1, &n);
+    cr_assert_eq(n, 341 + 1, "one group per row, plus the empty sequence's run");
+    /* random passes */
+    uint32_t x = 99;
+    for (int t = 0; t < 200; t++) {
+        int32_t qo[17], sp[16];
+        int     ns = 1 + t % 16;
+        qo[0]      = 0;
+        for (int s = 0; s < ns; s++) {
+            x         = x * 1664525u + 1013904223u;
+            qo[s + 1] = qo[s] + (int)((x >> 8) % 70);
+            sp[s]     = (int)((x >> 20) % 900);
+        }
+        x = x * 1664525u + 1013904223u;
+        check_attn_groups(qo, sp, ns, 64, 8, (size_t)((x >> 8) % 20000), &n);
+    }
+}

@@ -21,6 +21,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <dlfcn.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -92,10 +93,22 @@ typedef struct cuda_be {
     size_t logits_bytes;
     float *partial;
     size_t partial_bytes;
-    void  *head_dev, *head_host; // lm_head results (cuda_head_layout), device and pinned
-    size_t head_cap, head_host_cap;
-    int    head_rows;     // rows of the last lm_head (-1: none since the last set_batch)
-    int    head_has_prob; // the last lm_head computed log-probs
+    // paged attention in groups when one call's split buffer would pass CUDA_ATTN_PARTIAL_CAP:
+    // host copies of the pass's q_off and start_pos, the plan (for grp_heads x grp_hd; 0: none
+    // yet this pass) and its rebased index arrays on the device
+    int32_t         *h_q_off, *h_start;
+    size_t           h_idx_cap;
+    cuda_attn_group *grp;
+    int32_t         *grp_idx;
+    size_t           grp_cap, grp_idx_cap;
+    int              n_grp, grp_heads, grp_hd;
+    void            *grp_dev;
+    size_t           grp_dev_bytes;
+    size_t           grp_partial;          // the largest group's split buffer
+    void            *head_dev, *head_host; // lm_head results (cuda_head_layout), device and pinned
+    size_t           head_cap, head_host_cap;
+    int              head_rows;     // rows of the last lm_head (-1: none since the last set_batch)
+    int              head_has_prob; // the last lm_head computed log-probs
 
     uint16_t   *stage[2]; // pinned bf16 staging for upload_weight
     cudaEvent_t stage_free[2];
@@ -257,6 +270,11 @@ static void cbe_destroy(backend *be) {
         cudaFree(cb->acc);
         cudaFree(cb->logits);
         cudaFree(cb->partial);
+        cudaFree(cb->grp_dev);
+        free(cb->h_q_off);
+        free(cb->h_start);
+        free(cb->grp);
+        free(cb->grp_idx);
         cudaFree(cb->head_dev);
         cudaFreeHost(cb->head_host);
         cudaFree(cb->lt_ws);
@@ -435,6 +453,22 @@ static int cbe_set_batch(backend *be, const be_batch *b) {
             return rc;
         cb->batch_cap = hcap < dcap ? hcap : dcap;
     }
+    if ((size_t)b->n_seqs + 1 > cb->h_idx_cap) {
+        size_t   cap = (size_t)b->n_seqs + 1;
+        int32_t *q   = (int32_t *)realloc(cb->h_q_off, cap * sizeof(int32_t));
+        if (q)
+            cb->h_q_off = q;
+        int32_t *st = q ? (int32_t *)realloc(cb->h_start, cap * sizeof(int32_t)) : NULL;
+        if (st)
+            cb->h_start = st;
+        if (!q || !st)
+            return assay_fail(&be->last_error, ASSAY_ENOMEM, "CUDA batch: out of host memory");
+        cb->h_idx_cap = cap;
+    }
+    memcpy(cb->h_q_off, src[CB_Q_OFF], ((size_t)b->n_seqs + 1) * sizeof(int32_t));
+    if (b->n_seqs > 0)
+        memcpy(cb->h_start, b->start_pos, (size_t)b->n_seqs * sizeof(int32_t));
+    cb->grp_heads = 0;
     cuda_batch_pack(cb->batch_host, &L, src);
     CUDA_CHECK(be, cudaMemcpyAsync(cb->batch_dev, cb->batch_host, L.total, cudaMemcpyHostToDevice,
                                    cb->stream));
@@ -691,6 +725,71 @@ static int cbe_rope_kv(backend *be, void *qkv, void *k_pool, void *v_pool, const
     return 0;
 }
 
+// The paged call in groups of rows whose split buffers fit CUDA_ATTN_PARTIAL_CAP (cuda_plan.h):
+// planned at the pass's first attention (every layer has the same heads), its rebased q_off and
+// start_pos uploaded once (a pageable copy: staged before cudaMemcpyAsync returns).
+static int attention_grouped(cuda_be *cb, bf16 *out, const bf16 *qkv, const bf16 *k_pool,
+                             const bf16 *v_pool, int n_heads, int n_kv_heads, int hd, int window) {
+    backend *be = cb->be;
+    int      rc;
+    if (cb->grp_heads != n_heads || cb->grp_hd != hd) {
+        size_t gcap = cuda_attn_groups_cap(cb->n_seqs, cb->n_tokens);
+        size_t icap = cuda_attn_idx_cap(cb->n_seqs, cb->n_tokens);
+        if (gcap > cb->grp_cap) {
+            cuda_attn_group *g = (cuda_attn_group *)realloc(cb->grp, gcap * sizeof *g);
+            if (!g)
+                return assay_fail(&be->last_error, ASSAY_ENOMEM, "CUDA attention: out of memory");
+            cb->grp     = g;
+            cb->grp_cap = gcap;
+        }
+        if (icap > cb->grp_idx_cap) {
+            int32_t *ix = (int32_t *)realloc(cb->grp_idx, icap * sizeof *ix);
+            if (!ix)
+                return assay_fail(&be->last_error, ASSAY_ENOMEM, "CUDA attention: out of memory");
+            cb->grp_idx     = ix;
+            cb->grp_idx_cap = icap;
+        }
+        // one row, two chunks: the partial of one (row, chunk)
+        size_t unit = cuda_attention_paged_partial_bytes(1, n_heads, hd, 2 * CUDA_SPLIT_KEYS,
+                                                         CUDA_SPLIT_KEYS) /
+                      2;
+        size_t used = 0;
+        cb->n_grp   = cuda_attn_groups(cb->grp, cb->grp_idx, &used, cb->h_q_off, cb->h_start,
+                                       cb->n_seqs, CUDA_SPLIT_KEYS, unit, CUDA_ATTN_PARTIAL_CAP);
+        if ((rc = scratch_grow(cb, &cb->grp_dev, &cb->grp_dev_bytes, used * sizeof(int32_t))))
+            return rc;
+        CUDA_CHECK(be, cudaMemcpyAsync(cb->grp_dev, cb->grp_idx, used * sizeof(int32_t),
+                                       cudaMemcpyHostToDevice, cb->stream));
+        cb->grp_partial = 0;
+        for (int k = 0; k < cb->n_grp; k++) {
+            const cuda_attn_group *G = &cb->grp[k];
+            size_t b        = G->rows > 0 ? cuda_attention_paged_partial_bytes(G->rows, n_heads, hd,
+                                                                               G->max_ctx, CUDA_SPLIT_KEYS)
+                                          : 0;
+            cb->grp_partial = b > cb->grp_partial ? b : cb->grp_partial;
+        }
+        cb->grp_heads = n_heads;
+        cb->grp_hd    = hd;
+    }
+    if (cb->grp_partial > cb->partial_bytes &&
+        (rc = scratch_grow(cb, (void **)&cb->partial, &cb->partial_bytes, cb->grp_partial)))
+        return rc;
+    size_t qkv_stride = (size_t)(n_heads + 2 * n_kv_heads) * hd, out_stride = (size_t)n_heads * hd;
+    for (int k = 0; k < cb->n_grp; k++) {
+        const cuda_attn_group *G = &cb->grp[k];
+        if (G->rows == 0)
+            continue;
+        const int32_t *qo = (const int32_t *)cb->grp_dev + G->idx_off;
+        CUDA_CHECK(be, cuda_attention_paged(
+                           out + (size_t)G->row0 * out_stride, qkv + (size_t)G->row0 * qkv_stride,
+                           k_pool, v_pool, cb->d[CB_BLOCKS] + (size_t)G->seq0 * cb->max_blocks,
+                           cb->max_blocks, cb->block_tokens, qo, qo + G->n_seqs + 1, G->n_seqs,
+                           G->rows, G->max_ctx, n_heads, n_kv_heads, hd, window, CUDA_SPLIT_KEYS,
+                           cb->partial, cb->stream));
+    }
+    return 0;
+}
+
 static int cbe_attention(backend *be, void *out, const void *qkv, const void *k_pool,
                          const void *v_pool, int n_heads, int n_kv_heads, int head_dim,
                          int window) {
@@ -709,6 +808,13 @@ static int cbe_attention(backend *be, void *out, const void *qkv, const void *k_
     size_t need = cuda_attention_paged_partial_bytes(cb->n_tokens, n_heads, head_dim, cb->max_ctx,
                                                      CUDA_SPLIT_KEYS);
     int    rc;
+    if (need == SIZE_MAX)
+        return assay_fail(&be->last_error, ASSAY_EINVAL,
+                          "CUDA attention: %d heads of %d dims over %d tokens are not supported",
+                          n_heads, head_dim, cb->max_ctx);
+    if (need > CUDA_ATTN_PARTIAL_CAP)
+        return attention_grouped(cb, (bf16 *)out, (const bf16 *)qkv, (const bf16 *)k_pool,
+                                 (const bf16 *)v_pool, n_heads, n_kv_heads, head_dim, window);
     if (need > cb->partial_bytes &&
         (rc = scratch_grow(cb, (void **)&cb->partial, &cb->partial_bytes, need)))
         return rc;

@@ -121,6 +121,86 @@ int cuda_acc_chunk_rows(int rows, int out_dim, size_t cap_bytes) {
     return (int)fit;
 }
 
+size_t cuda_attn_groups_cap(int n_seqs, int n_tokens) {
+    return (size_t)(n_seqs > 0 ? n_seqs : 0) + (size_t)(n_tokens > 0 ? n_tokens : 0);
+}
+
+size_t cuda_attn_idx_cap(int n_seqs, int n_tokens) {
+    return 3 * cuda_attn_groups_cap(n_seqs, n_tokens) + 1;
+}
+
+static size_t attn_cost(size_t rows, int64_t max_ctx, int split_keys, size_t unit) {
+    int64_t chunks = (max_ctx + split_keys - 1) / split_keys;
+    return rows * (size_t)(chunks > 0 ? chunks : 0) * unit;
+}
+
+/* Closes the open run of whole sequences [s0, s1) as one group. */
+static void attn_close_run(cuda_attn_group *g, int *n_g, int32_t *idx, size_t *used,
+                           const int32_t *q_off, const int32_t *start_pos, int s0, int s1,
+                           int max_ctx) {
+    if (s1 <= s0)
+        return;
+    cuda_attn_group *G = &g[(*n_g)++];
+    G->row0            = q_off[s0];
+    G->rows            = q_off[s1] - q_off[s0];
+    G->seq0            = s0;
+    G->n_seqs          = s1 - s0;
+    G->max_ctx         = max_ctx;
+    G->idx_off         = *used;
+    for (int s = s0; s <= s1; s++)
+        idx[(*used)++] = q_off[s] - q_off[s0];
+    for (int s = s0; s < s1; s++)
+        idx[(*used)++] = start_pos[s];
+}
+
+int cuda_attn_groups(cuda_attn_group *g, int32_t *idx, size_t *idx_used, const int32_t *q_off,
+                     const int32_t *start_pos, int n_seqs, int split_keys, size_t unit_bytes,
+                     size_t cap_bytes) {
+    int    n_g = 0, s0 = 0, run_ctx = 0;
+    size_t used = 0;
+    if (split_keys < 1)
+        split_keys = 1;
+    for (int s = 0; s < n_seqs; s++) {
+        /* a sequence without new rows adds no keys to read: its context does not count */
+        int len = q_off[s + 1] - q_off[s], ctx = len > 0 ? start_pos[s] + len : 0;
+        int mc = ctx > run_ctx ? ctx : run_ctx;
+        if (attn_cost((size_t)(q_off[s + 1] - q_off[s0]), mc, split_keys, unit_bytes) <=
+            cap_bytes) {
+            run_ctx = mc;
+            continue;
+        }
+        attn_close_run(g, &n_g, idx, &used, q_off, start_pos, s0, s, run_ctx);
+        s0      = s;
+        run_ctx = ctx;
+        if (attn_cost((size_t)len, ctx, split_keys, unit_bytes) <= cap_bytes)
+            continue;
+        /* alone it is too large: pieces of rows, each a sequence starting at its first row */
+        size_t per = attn_cost(1, ctx, split_keys, unit_bytes);
+        int    piece =
+            per ? (int)(cap_bytes / per < (size_t)len ? cap_bytes / per : (size_t)len) : len;
+        if (piece < 1)
+            piece = 1;
+        for (int i0 = 0; i0 < len; i0 += piece) {
+            int              n = len - i0 < piece ? len - i0 : piece;
+            cuda_attn_group *G = &g[n_g++];
+            G->row0            = q_off[s] + i0;
+            G->rows            = n;
+            G->seq0            = s;
+            G->n_seqs          = 1;
+            G->max_ctx         = start_pos[s] + i0 + n;
+            G->idx_off         = used;
+            idx[used++]        = 0;
+            idx[used++]        = n;
+            idx[used++]        = start_pos[s] + i0;
+        }
+        s0      = s + 1;
+        run_ctx = 0;
+    }
+    attn_close_run(g, &n_g, idx, &used, q_off, start_pos, s0, n_seqs, run_ctx);
+    *idx_used = used;
+    return n_g;
+}
+
 cuda_gemm_key cuda_gemm_key_make(int n, int k, int out_f32, int rows, int fast) {
     cuda_gemm_key key = {n, k, out_f32 ? 1 : 0, fast ? rows : 0};
     return key;

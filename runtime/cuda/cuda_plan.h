@@ -66,6 +66,32 @@ int cuda_head_chunk_rows(int vocab, size_t cap_bytes, int max_rows);
  * (rows x out_dim) must fit in cap_bytes; 0 when not even one row fits. */
 int cuda_acc_chunk_rows(int rows, int out_dim, size_t cap_bytes);
 
+/* ---- paged attention in groups -----------------------------------------------------------------
+ * The paged attention kernel keeps, per row, head and key chunk of the call's longest context, an
+ * fp32 partial (max, sum, accumulator): rows x ceil(max_ctx / split_keys) x unit bytes, which for
+ * a long prefill against the cache is gigabytes. When that exceeds the cap, the call is split into
+ * groups (runs of whole sequences; a sequence too large alone goes in pieces of rows, each a
+ * sequence of its own starting at its first row's position) whose buffers fit. A row's result
+ * does not depend on its group: its key chunks sit at absolute positions and merge in order. */
+#define CUDA_ATTN_PARTIAL_CAP ((size_t)512 << 20)
+
+typedef struct cuda_attn_group {
+    int    row0, rows; /* the packed rows of the group */
+    int    seq0;       /* the block-table row of its first sequence */
+    int    n_seqs;     /* sequences in the call (1 for a piece of a sequence) */
+    int    max_ctx;    /* longest context of its rows (0: no rows, nothing to run) */
+    size_t idx_off;    /* its q_off (n_seqs + 1, from 0) then start_pos (n_seqs) in idx */
+} cuda_attn_group;
+
+/* Capacities the caller provides: groups n_seqs + n_tokens, idx 3 * (n_seqs + n_tokens) + 1. */
+size_t cuda_attn_groups_cap(int n_seqs, int n_tokens);
+size_t cuda_attn_idx_cap(int n_seqs, int n_tokens);
+/* Fills g (returns the number of groups) and idx (*idx_used int32s) from the pass's q_off and
+ * start_pos; unit_bytes: the partial of one row and one chunk. */
+int cuda_attn_groups(cuda_attn_group *g, int32_t *idx, size_t *idx_used, const int32_t *q_off,
+                     const int32_t *start_pos, int n_seqs, int split_keys, size_t unit_bytes,
+                     size_t cap_bytes);
+
 /* ---- GEMM algorithm cache ---------------------------------------------------------------------
  * Batch invariance on the GPU: a row's result must not depend on the row count. cuBLASLt picks a
  * kernel (tile, stages, split-K) per problem shape, and a different kernel sums in a different
