@@ -105,6 +105,7 @@ typedef struct cuda_be {
     void            *grp_dev;
     size_t           grp_dev_bytes;
     size_t           grp_partial;          // the largest group's split buffer
+    size_t           attn_cap;             // CUDA_ATTN_PARTIAL_CAP, or ASSAY_CUDA_ATTN_CAP (tests)
     void            *head_dev, *head_host; // lm_head results (cuda_head_layout), device and pinned
     size_t           head_cap, head_host_cap;
     int              head_rows;     // rows of the last lm_head (-1: none since the last set_batch)
@@ -755,7 +756,7 @@ static int attention_grouped(cuda_be *cb, bf16 *out, const bf16 *qkv, const bf16
                       2;
         size_t used = 0;
         cb->n_grp   = cuda_attn_groups(cb->grp, cb->grp_idx, &used, cb->h_q_off, cb->h_start,
-                                       cb->n_seqs, CUDA_SPLIT_KEYS, unit, CUDA_ATTN_PARTIAL_CAP);
+                                       cb->n_seqs, CUDA_SPLIT_KEYS, unit, cb->attn_cap);
         if ((rc = scratch_grow(cb, &cb->grp_dev, &cb->grp_dev_bytes, used * sizeof(int32_t))))
             return rc;
         CUDA_CHECK(be, cudaMemcpyAsync(cb->grp_dev, cb->grp_idx, used * sizeof(int32_t),
@@ -812,7 +813,7 @@ static int cbe_attention(backend *be, void *out, const void *qkv, const void *k_
         return assay_fail(&be->last_error, ASSAY_EINVAL,
                           "CUDA attention: %d heads of %d dims over %d tokens are not supported",
                           n_heads, head_dim, cb->max_ctx);
-    if (need > CUDA_ATTN_PARTIAL_CAP)
+    if (need > cb->attn_cap)
         return attention_grouped(cb, (bf16 *)out, (const bf16 *)qkv, (const bf16 *)k_pool,
                                  (const bf16 *)v_pool, n_heads, n_kv_heads, head_dim, window);
     if (need > cb->partial_bytes &&
@@ -1008,6 +1009,11 @@ extern "C" backend *backend_cuda_create(int ordinal, const backend_opts *opts, a
     cb->mem_fraction         = opts ? opts->gpu_mem_fraction : 0;
     cb->head_rows            = -1;
     be->caps.batch_invariant = !cb->fast;
+    cb->attn_cap             = CUDA_ATTN_PARTIAL_CAP;
+    // tests/gpu/check.sh sets a tiny cap to run the grouped attention path on small models
+    const char *cap_env = getenv("ASSAY_CUDA_ATTN_CAP");
+    if (cap_env && *cap_env)
+        cb->attn_cap = (size_t)strtoull(cap_env, NULL, 10);
 
     int rc = lt_load(&cb->lt, &be->last_error);
     if (!rc) {

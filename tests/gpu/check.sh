@@ -13,6 +13,7 @@
 #   5. the benchmark (bench/gpu_bench.sh, time-boxed; SKIP_BENCH=1 leaves it out);
 #   6. a short table.
 # Logs go to $OUT (default build/gpu-check). Exit 0 when every FAIL-able step passed.
+# SKIP_RANDOM=1 leaves out the random real-shaped checkpoints (their CPU reference is slow).
 # DRY_CPU=1 runs the script's plumbing on a machine without a GPU: a CUDA=0 build, and the CPU
 # standing in for the GPU (every comparison then holds trivially).
 set -uo pipefail
@@ -112,7 +113,9 @@ done
 # Real shapes in few layers (GEMMs of 896..14336 features, head dims 64 and 128, vocabularies of
 # 128k-152k, q/k/v bias), made here with random weights.
 RANDOM_MODELS=()
-for spec in qwen2.5-0.5b:2 llama-3.2-1b:2 llama-3-8b:1; do
+SPECS="qwen2.5-0.5b:2 llama-3.2-1b:2 llama-3-8b:1"
+[ "${SKIP_RANDOM:-0}" = 1 ] && SPECS=""
+for spec in $SPECS; do
     d="$OUT/models/${spec%%:*}-${spec##*:}l"
     if python3 tools/make_random_checkpoint.py "${spec%%:*}" "$d" --layers "${spec##*:}" \
         2>>"$OUT/models.log"; then
@@ -155,6 +158,47 @@ for m in "${MODELS[@]}"; do
         result "greedy CPU vs CUDA: $name" PASS "${msg#generate: }"
     else
         result "greedy CPU vs CUDA: $name" WARN "${msg#generate: }"
+    fi
+done
+
+# ---- 3b. shared contexts (the KV-cache path) and grouped paged attention ----------------------
+# Requests in groups of 4 sharing a context run the context once and the continuations against
+# its cache; ASSAY_CUDA_ATTN_CAP=1 makes the backend split every paged attention call into
+# one-row groups, which must not change a bit (cuda_plan.h: cuda_attn_groups).
+SHARED_MODELS=("${MODELS[0]}")
+[ -n "$STORIES" ] && SHARED_MODELS=("$STORIES")
+[ ${#RANDOM_MODELS[@]} -gt 0 ] && SHARED_MODELS+=("${RANDOM_MODELS[0]}")
+for m in "${SHARED_MODELS[@]}"; do
+    name=$(basename "$m")
+    w="$OUT/shared/$name"
+    mkdir -p "$w"
+    python3 $P requests "$m" "$w/req.jsonl" --n 24 --max-len 300 --seed 5 --shared 4 || continue
+    ok=1
+    msg2=""
+    ./$A score "$m" --requests "$w/req.jsonl" --json --device cpu >"$w/cpu.json" \
+        2>"$w/cpu.err" || ok=0
+    ./$A score "$m" --requests "$w/req.jsonl" --json --device $GPU >"$w/gpu.json" \
+        2>"$w/gpu.err" || ok=0
+    ASSAY_CUDA_ATTN_CAP=1 ./$A score "$m" --requests "$w/req.jsonl" --json --device $GPU \
+        >"$w/gpu_cap1.json" 2>"$w/gpu_cap1.err" || ok=0
+    ./$A generate "$m" --prompts "$OUT/e2e/$name/prompts.jsonl" --max-new-tokens 24 --json \
+        --device $GPU >"$w/gen.json" 2>"$w/gen.err" || ok=0
+    ASSAY_CUDA_ATTN_CAP=1 ./$A generate "$m" --prompts "$OUT/e2e/$name/prompts.jsonl" \
+        --max-new-tokens 24 --json --device $GPU >"$w/gen_cap1.json" 2>"$w/gen_cap1.err" || ok=0
+    if [ $ok = 0 ]; then
+        result "shared contexts $name" FAIL "a run failed (see $w/*.err)"
+        continue
+    fi
+    if msg=$(python3 $P score "$w/cpu.json" "$w/gpu.json"); then
+        result "shared-context log-probs: $name" PASS "${msg#score: }"
+    else
+        result "shared-context log-probs: $name" FAIL "${msg#score: }"
+    fi
+    if msg=$(python3 $P same "$w/gpu.json" "$w/gpu_cap1.json") &&
+        msg2=$(python3 $P generate "$w/gen.json" "$w/gen_cap1.json"); then
+        result "grouped paged attention: $name" PASS "${msg#same: }; ${msg2#generate: }"
+    else
+        result "grouped paged attention: $name" FAIL "${msg#same: } ${msg2:-}"
     fi
 done
 

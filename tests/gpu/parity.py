@@ -3,9 +3,11 @@
 the comparisons of CPU and CUDA outputs.
 
   parity.py requests MODEL_DIR OUT.jsonl [--n N] [--max-len L] [--seed S] [--shuffle]
+                    [--shared K]
       score requests {"context_ids", "continuation_ids"} with random ids below the model's
       vocabulary; every context is different (so each request is scored on its own, never
-      through a shared-context pass) and lengths vary from 2 to L tokens
+      through a shared-context pass) and lengths vary from 2 to L tokens; --shared K: groups of
+      K requests share a context instead (the engine's KV-cache path)
   parity.py prompts MODEL_DIR OUT.jsonl [--n N] [--len L] [--seed S]
       generation prompts {"prompt_ids"}
   parity.py split IN.jsonl DIR
@@ -14,6 +16,8 @@ the comparisons of CPU and CUDA outputs.
       per-token log-probs: |cpu - cuda| <= A + R * |cpu|; prints the largest difference
   parity.py generate CPU.json CUDA.json
       greedy tokens: identical, or where they first differ
+  parity.py same A.json B.json
+      two score runs give the same log-probs, bit for bit
   parity.py invariant BATCH.json ALONE_DIR
       the log-probs of every request scored alone equal (bit for bit) those of the big batch
 
@@ -65,16 +69,24 @@ def cmd_requests(args):
     max_len = opt(args, "--max-len", 96)
     seed = opt(args, "--seed", 1)
     shuffle = flag(args, "--shuffle")
+    shared = opt(args, "--shared", 1)
     model_dir, out = args
     vocab, n_pos = vocab_of(model_dir)
     max_len = max(4, min(max_len, n_pos - 1))
     rng = random.Random(seed)
     lines = []
+    context = []
     for i in range(n):
         total = rng.randint(4, max_len)
+        if shared > 1 and i % shared:
+            # the group's context, a continuation of its own
+            cont = [rng.randrange(vocab) for _ in range(rng.randint(1, max(1, total // 4)))]
+            lines.append({"id": i, "context_ids": context, "continuation_ids": cont})
+            continue
         ctx = rng.randint(1, total - 1)
         # the first id makes every context distinct
         ids = [i % vocab] + [rng.randrange(vocab) for _ in range(total - 1)]
+        context = ids[:ctx]
         lines.append({"id": i, "context_ids": ids[:ctx], "continuation_ids": ids[ctx:]})
     if shuffle:
         rng.shuffle(lines)
@@ -175,6 +187,16 @@ def cmd_generate(args):
     return 1 if diffs else 0
 
 
+def cmd_same(args):
+    a_path, b_path = args
+    a = by_id(load_results(a_path, "results"))
+    b = by_id(load_results(b_path, "results"))
+    bad = [k for k in a if k not in b or a[k]["logprobs"] != b[k]["logprobs"]]
+    print("same: %d requests: %s" % (len(a), "bitwise identical" if not bad and a else
+                                     "DIFFER on " + ", ".join(bad[:10]) if bad else "none"))
+    return 1 if bad or not a else 0
+
+
 def cmd_invariant(args):
     batch_path, alone_dir = args
     batch = by_id(load_results(batch_path, "results"))
@@ -199,7 +221,8 @@ def main():
     if len(sys.argv) < 2:
         sys.exit(__doc__)
     cmds = {"requests": cmd_requests, "prompts": cmd_prompts, "split": cmd_split,
-            "score": cmd_score, "generate": cmd_generate, "invariant": cmd_invariant}
+            "score": cmd_score, "generate": cmd_generate, "invariant": cmd_invariant,
+            "same": cmd_same}
     cmd = cmds.get(sys.argv[1])
     if not cmd:
         sys.exit(__doc__)
