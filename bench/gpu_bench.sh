@@ -17,7 +17,9 @@
 # Env: OUT_BENCH (build/gpu-bench), MODELS_DIR ($OUT_BENCH/models), SHAPES ("qwen2.5-0.5b
 # llama-3.2-1b llama-3-8b"), LAYERS_8B (8: the 8B shape with 8 of its 32 layers, said in the
 # table; 0 = all), SCORE_SEQS (64), SCORE_LEN (512), GEN_NEW (64), BATCHES ("1 32 256"),
-# SKIP_HF=1, STEP_TIMEOUT (300 s per command).
+# SKIP_HF=1, STEP_TIMEOUT (300 s per command), LAYERS (N: every shape with N layers, for a quick
+# look), DEVICE (cuda; DEVICE=cpu runs the script's plumbing on a machine without a GPU, with a
+# CPU-only build).
 # Exit 0 when every assay run worked, 1 otherwise (the table still prints).
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -30,6 +32,9 @@ SCORE_LEN=${SCORE_LEN:-512}
 GEN_NEW=${GEN_NEW:-64}
 BATCHES=${BATCHES:-"1 32 256"}
 STEP_TIMEOUT=${STEP_TIMEOUT:-300}
+DEVICE=${DEVICE:-cuda}
+BUILD_CUDA=1
+[ "$DEVICE" = cpu ] && BUILD_CUDA=0
 export PATH="$PATH:/usr/local/cuda/bin"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_VERBOSITY=error PYTHONWARNINGS=ignore
 mkdir -p "$OUT" "$MODELS_DIR"
@@ -37,7 +42,7 @@ status=0
 log() { echo "[gpu_bench $(date +%H:%M:%S)] $*" >&2; }
 
 # ---- build -------------------------------------------------------------------------------------
-make -s -j"$(nproc)" CUDA=1 build/assay >&2 || { log "build failed"; exit 1; }
+make -s -j"$(nproc)" CUDA=$BUILD_CUDA build/assay >&2 || { log "build failed"; exit 1; }
 A=build/assay
 nvcc -O2 -std=c++17 -gencode arch=compute_80,code=sm_80 -gencode arch=compute_90,code=sm_90 \
     -o "$OUT/gpu_gemm_rate" bench/gpu_gemm_rate.cu -lcublas >&2 ||
@@ -149,6 +154,7 @@ ROWS=()
 for shape in $SHAPES; do
     layers=""
     [ "$shape" = llama-3-8b ] && [ "$LAYERS_8B" != 0 ] && layers=$LAYERS_8B
+    [ -n "${LAYERS:-}" ] && layers=$LAYERS
     d="$MODELS_DIR/$shape${layers:+-${layers}l}"
     w="$OUT/$shape${layers:+-${layers}l}"
     mkdir -p "$w"
@@ -167,7 +173,7 @@ for shape in $SHAPES; do
     fi
     log "$shape: assay score"
     score_tps="" fast_tps="" mfu=""
-    if timeout "$STEP_TIMEOUT" $A score "$d" --requests "$w/score.jsonl" --json --device cuda \
+    if timeout "$STEP_TIMEOUT" $A score "$d" --requests "$w/score.jsonl" --json --device "$DEVICE" \
         >"$w/score.json" 2>"$w/score.err"; then
         score_tps=$(jget "$w/score.json" tokens_per_s)
     else
@@ -175,7 +181,7 @@ for shape in $SHAPES; do
         log "$shape: score failed: $(tail -1 "$w/score.err")"
     fi
     if [ $have_fast = 1 ] && timeout "$STEP_TIMEOUT" $A score "$d" --requests "$w/score.jsonl" \
-        --json --device cuda --fast >"$w/score_fast.json" 2>"$w/score_fast.err"; then
+        --json --device "$DEVICE" --fast >"$w/score_fast.json" 2>"$w/score_fast.err"; then
         fast_tps=$(jget "$w/score_fast.json" tokens_per_s)
     fi
     flops=$($H flops "$d" "$w")
@@ -187,7 +193,7 @@ for shape in $SHAPES; do
     for b in $BATCHES; do
         log "$shape: assay generate, batch $b"
         if timeout "$STEP_TIMEOUT" $A generate "$d" --prompts "$w/prompts_$b.jsonl" \
-            --max-new-tokens "$GEN_NEW" --json --device cuda >"$w/gen_$b.json" \
+            --max-new-tokens "$GEN_NEW" --json --device "$DEVICE" >"$w/gen_$b.json" \
             2>"$w/gen_$b.err"; then
             t=$(jget "$w/gen_$b.json" decode_tokens_per_s)
             dec+=("$(printf '%.0f' "${t:-0}")")

@@ -161,6 +161,19 @@ for m in "${MODELS[@]}"; do
     fi
 done
 
+# --fast (per-shape GEMM algorithms, split-K allowed): still within the bf16 tolerance of the CPU
+if [ ${#RANDOM_MODELS[@]} -gt 0 ] && ./$A score --help 2>&1 | grep -q -- --fast; then
+    m=${RANDOM_MODELS[0]}
+    w="$OUT/e2e/$(basename "$m")"
+    if ./$A score "$m" --requests "$w/req.jsonl" --json --device $GPU --fast \
+        >"$w/score_fast.json" 2>"$w/score_fast.err" &&
+        msg=$(python3 $P score "$w/score_cpu.json" "$w/score_fast.json"); then
+        result "--fast log-probs: $(basename "$m")" PASS "${msg#score: }"
+    else
+        result "--fast log-probs: $(basename "$m")" FAIL "${msg:-$(tail -1 "$w/score_fast.err")}"
+    fi
+fi
+
 # ---- 3b. shared contexts (the KV-cache path) and grouped paged attention ----------------------
 # Requests in groups of 4 sharing a context run the context once and the continuations against
 # its cache; ASSAY_CUDA_ATTN_CAP=1 makes the backend split every paged attention call into
