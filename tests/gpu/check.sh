@@ -165,6 +165,7 @@ done
 if [ ${#RANDOM_MODELS[@]} -gt 0 ] && ./$A score --help 2>&1 | grep -q -- --fast; then
     m=${RANDOM_MODELS[0]}
     w="$OUT/e2e/$(basename "$m")"
+    msg=""
     if ./$A score "$m" --requests "$w/req.jsonl" --json --device $GPU --fast \
         >"$w/score_fast.json" 2>"$w/score_fast.err" &&
         msg=$(python3 $P score "$w/score_cpu.json" "$w/score_fast.json"); then
