@@ -60,7 +60,9 @@ A=build/assay
 log "assay devices: $(tr '\n' ' ' <"$OUT/devices.txt")"
 
 # ---- 2. op parity and sanitizers -------------------------------------------------------------
-if make -n gpu-ops-check >/dev/null 2>&1; then
+if [ "$GPU" = cpu ]; then
+    result "op parity (ops_check)" SKIP "DRY_CPU=1"
+elif make -n gpu-ops-check >/dev/null 2>&1; then
     if make -j"$JOBS" gpu-ops-check >"$OUT/ops_build.log" 2>&1; then
         if timeout 180 build/gpu/ops_check >"$OUT/ops_check.log" 2>&1; then
             result "op parity (ops_check)" PASS "$(tail -1 "$OUT/ops_check.log")"
