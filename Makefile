@@ -42,7 +42,7 @@ endif
 VARIANT := cuda$(CUDA)-san$(SAN)
 OBJDIR  := $(B)/obj-$(VARIANT)
 
-LIB_DIRS := core runtime loader kernels/cpu scoring harness
+LIB_DIRS := core runtime runtime/cuda loader kernels/cpu kernels/cuda scoring harness
 LIB_SRCS := $(filter-out harness/main.c,$(wildcard $(addsuffix /*.c,$(LIB_DIRS))))
 LIB_OBJS := $(LIB_SRCS:%.c=$(OBJDIR)/%.o)
 
@@ -167,3 +167,12 @@ $(B)/gpu/ops_check_hostsim: tests/gpu/ops_check.cu tests/gpu/ops_ref.h \
 	$(CXX) -std=c++17 -O1 -g -Wall -Wextra -Werror -Itests/gpu/hostsim -I. \
 	  -x c++ tests/gpu/ops_check.cu -x c++ tests/gpu/hostsim/ops_emulated.cpp -x none \
 	  -o $@ $(B)/libassay.a $(LDLIBS)
+# ---- GPU checks (cuda-backend) ------------------------------------------------------------------
+# Both need an NVIDIA GPU: tests/gpu/check.sh builds, runs the op parity check and the sanitizers,
+# CPU vs CUDA parity, batch invariance and the benchmark (its header says how long and what);
+# bench/gpu_bench.sh is the benchmark alone.
+.PHONY: gpu-check gpu-bench
+gpu-check:
+	bash tests/gpu/check.sh
+gpu-bench:
+	bash bench/gpu_bench.sh

@@ -71,18 +71,11 @@ void backend_free(backend *be) {
         be->ops->destroy(be);
 }
 
-/* The CUDA backend lives in runtime/cuda/backend_cuda.cu. Without it (a CPU-only build, or a
- * CUDA build of a tree that has only the device probe) this stand-in says why; __has_include
- * keeps the CUDA build of such a tree linking. */
-#if !defined(ASSAY_CUDA) || !__has_include("runtime/cuda/backend_cuda.cu")
+/* The CUDA backend lives in runtime/cuda/backend_cuda.cu, compiled when the build has CUDA. */
+#ifndef ASSAY_CUDA
 backend *backend_cuda_create(int ordinal, const backend_opts *opts, assay_error *err) {
     (void)opts;
-#ifdef ASSAY_CUDA
-    assay_fail(err, ASSAY_EDEVICE, "cuda:%d: this build has no CUDA backend (device probe only)",
-               ordinal);
-#else
     assay_fail(err, ASSAY_EDEVICE, "cuda:%d: built without CUDA", ordinal);
-#endif
     return NULL;
 }
 #endif

@@ -1,0 +1,161 @@
+/* runtime/cuda/cuda_plan.h — the host-side arithmetic of the CUDA backend (batch packing, index
+ * validation, LM-head result layout and chunking, GEMM algorithm cache, memory plan, bf16
+ * conversion). Plain C with no CUDA types, so the CPU test suite checks all of it without a GPU
+ * (tests/test_cuda_host.c); runtime/cuda/backend_cuda.cu only moves the results to the device. */
+#ifndef ASSAY_CUDA_PLAN_H
+#define ASSAY_CUDA_PLAN_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+/* ---- batch packing ----------------------------------------------------------------------------
+ * Every index array of a pass goes into ONE pinned host buffer and reaches the device in ONE copy.
+ * Each array starts at a multiple of CUDA_BATCH_ALIGN bytes (a cache line: the kernels may load
+ * them with vector loads, and no two arrays share a line). */
+#define CUDA_BATCH_ALIGN 64
+
+enum {
+    CB_IDS = 0, /* n_tokens */
+    CB_POS,     /* n_tokens */
+    CB_Q_OFF,   /* n_seqs + 1 */
+    CB_START,   /* n_seqs */
+    CB_BLOCKS,  /* n_seqs * max_blocks, or 0: no block table */
+    CB_SEL,     /* n_sel */
+    CB_TARGETS, /* n_sel, or 0: no targets */
+    CB_COUNT
+};
+
+typedef struct cuda_batch_layout {
+    size_t count[CB_COUNT]; /* int32 elements of each array (0: absent) */
+    size_t off[CB_COUNT];   /* byte offset of each array in the packed buffer */
+    size_t total;           /* bytes of the packed buffer (a multiple of CUDA_BATCH_ALIGN) */
+} cuda_batch_layout;
+
+/* Fills L from the element counts; ASSAY_EINVAL when the sizes overflow. */
+int cuda_batch_plan(cuda_batch_layout *L, const size_t count[CB_COUNT], assay_error *err);
+/* dst (L->total bytes) = the arrays src[i] (count[i] int32 each; NULL when count is 0) at their
+ * offsets; the padding between arrays is zeroed so the buffer's bytes are deterministic. */
+void cuda_batch_pack(void *dst, const cuda_batch_layout *L, const int32_t *const src[CB_COUNT]);
+
+/* Validates the index data of a pass (it is trusted by the kernels, so a wrong offset here would
+ * be an out-of-bounds access there) and derives the launch sizes: the longest new-row run of a
+ * sequence (max_len) and the longest context (max_ctx = start_pos + new rows). q_off must run
+ * from 0 to n_tokens without decreasing; start_pos must be 0 when there is no block table;
+ * with a table, every context must fit in max_blocks * block_tokens and every block id used
+ * must be >= 0; sel in [0, n_tokens). */
+int cuda_batch_check(int *max_len, int *max_ctx, int n_tokens, int n_seqs, const int32_t *q_off,
+                     const int32_t *start_pos, const int32_t *block_table, int max_blocks,
+                     int block_tokens, int n_sel, const int32_t *sel, assay_error *err);
+
+/* ---- LM head ----------------------------------------------------------------------------------
+ * The results of one lm_head (n_sel rows) sit in one device buffer, laid out from n_sel so that
+ * fetch downloads them in one copy: logprob f32 [n], argmax i32 [n], is_max u8 [n]. */
+typedef struct cuda_head_layout {
+    size_t off_logprob, off_argmax, off_is_max, total;
+} cuda_head_layout;
+void cuda_head_plan(cuda_head_layout *h, int n_sel);
+
+/* Rows per LM-head chunk: the f32 logits chunk (rows x vocab) stays within cap_bytes, at most
+ * max_rows rows, at least 1. */
+#define CUDA_HEAD_CHUNK_ROWS 256
+int cuda_head_chunk_rows(int vocab, size_t cap_bytes, int max_rows);
+
+/* Rows per chunk of a GEMM with a bias / activation epilogue, whose f32 accumulator
+ * (rows x out_dim) must fit in cap_bytes; 0 when not even one row fits. */
+int cuda_acc_chunk_rows(int rows, int out_dim, size_t cap_bytes);
+
+/* ---- paged attention in groups -----------------------------------------------------------------
+ * The paged attention kernel keeps, per row, head and key chunk of the call's longest context, an
+ * fp32 partial (max, sum, accumulator): rows x ceil(max_ctx / split_keys) x unit bytes, which for
+ * a long prefill against the cache is gigabytes. When that exceeds the cap, the call is split into
+ * groups (runs of whole sequences; a sequence too large alone goes in pieces of rows, each a
+ * sequence of its own starting at its first row's position) whose buffers fit. A row's result
+ * does not depend on its group: its key chunks sit at absolute positions and merge in order. */
+#define CUDA_ATTN_PARTIAL_CAP ((size_t)512 << 20)
+
+typedef struct cuda_attn_group {
+    int    row0, rows; /* the packed rows of the group */
+    int    seq0;       /* the block-table row of its first sequence */
+    int    n_seqs;     /* sequences in the call (1 for a piece of a sequence) */
+    int    max_ctx;    /* longest context of its rows (0: no rows, nothing to run) */
+    size_t idx_off;    /* its q_off (n_seqs + 1, from 0) then start_pos (n_seqs) in idx */
+} cuda_attn_group;
+
+/* Capacities the caller provides: groups n_seqs + n_tokens, idx 3 * (n_seqs + n_tokens) + 1. */
+size_t cuda_attn_groups_cap(int n_seqs, int n_tokens);
+size_t cuda_attn_idx_cap(int n_seqs, int n_tokens);
+/* Fills g (returns the number of groups) and idx (*idx_used int32s) from the pass's q_off and
+ * start_pos; unit_bytes: the partial of one row and one chunk. */
+int cuda_attn_groups(cuda_attn_group *g, int32_t *idx, size_t *idx_used, const int32_t *q_off,
+                     const int32_t *start_pos, int n_seqs, int split_keys, size_t unit_bytes,
+                     size_t cap_bytes);
+
+/* ---- GEMM algorithm cache ---------------------------------------------------------------------
+ * Batch invariance on the GPU: a row's result must not depend on the row count. cuBLASLt picks a
+ * kernel (tile, stages, split-K) per problem shape, and a different kernel sums in a different
+ * order. So the invariant path chooses ONE algorithm per (out features n, in features k, output
+ * type), from a heuristic query at a fixed representative row count with split-K excluded, and
+ * uses it for every row count. rows == 0 in a key means "any row count"; --fast keys on the exact
+ * row count (per-shape heuristics, split-K allowed). */
+#define CUDA_GEMM_REP_ROWS 512
+#define CUDA_GEMM_ALGO_WORDS 8  /* sizeof(cublasLtMatmulAlgo_t) / 8, checked in backend_cuda.cu */
+#define CUDA_GEMM_FAST_MAX 4096 /* fast-mode entries kept before the cache is cleared */
+
+typedef struct cuda_gemm_key {
+    int n, k;    /* out features, in features */
+    int out_f32; /* 1: f32 output (LM-head logits, epilogue accumulators); 0: bf16 */
+    int rows;    /* 0: every row count (invariant); else the exact row count (fast) */
+} cuda_gemm_key;
+
+typedef struct cuda_gemm_entry {
+    cuda_gemm_key key;
+    int           align;                      /* pointer alignment the algorithm was chosen for */
+    uint64_t      algo[CUDA_GEMM_ALGO_WORDS]; /* the opaque cublasLtMatmulAlgo_t */
+} cuda_gemm_entry;
+
+typedef struct cuda_gemm_cache {
+    cuda_gemm_entry *e;
+    int              n, cap;
+} cuda_gemm_cache;
+
+cuda_gemm_key cuda_gemm_key_make(int n, int k, int out_f32, int rows, int fast);
+/* Index of the entry with key, or -1. */
+int cuda_gemm_cache_find(const cuda_gemm_cache *c, cuda_gemm_key key);
+/* Appends an entry (returns its index) or -1 when memory runs out. */
+int  cuda_gemm_cache_add(cuda_gemm_cache *c, const cuda_gemm_entry *entry);
+void cuda_gemm_cache_clear(cuda_gemm_cache *c); /* keeps the storage */
+void cuda_gemm_cache_free(cuda_gemm_cache *c);
+/* Pointer alignment (bytes, a power of two <= 16) every operand of a GEMM with this shape can
+ * promise: rows of k bf16 inputs start at multiples of 2k bytes and rows of n outputs at
+ * multiples of n * out_bytes, from 256-byte aligned allocations. */
+int cuda_gemm_align(int n, int k, int out_bytes);
+
+/* ---- memory -----------------------------------------------------------------------------------*/
+/* Bytes the backend may use out of free_bytes of free device memory: fraction of it (<= 0 means
+ * the default 0.9; above 1 is clamped to 1). */
+size_t cuda_mem_usable(size_t free_bytes, double fraction);
+
+#define CUDA_LT_WORKSPACE (32u << 20) /* cuBLASLt workspace (Hopper kernels want 32 MiB) */
+#define CUDA_HEAD_CAP (256u << 20)    /* cap of the f32 logits chunk */
+#define CUDA_ACC_CHUNK_ROWS 1024      /* rows per chunk of an epilogue GEMM */
+
+typedef struct cuda_scratch_plan {
+    size_t workspace; /* cuBLASLt */
+    size_t acc;       /* f32 accumulator of epilogue GEMMs */
+    size_t logits;    /* f32 LM-head chunk */
+    size_t head;      /* LM-head results (cuda_head_layout of max_rows) */
+    size_t batch;     /* packed index data of a pass of max_rows tokens, one sequence each */
+    size_t total;
+} cuda_scratch_plan;
+/* Workspace for passes of up to max_rows tokens, GEMMs of up to max_in input features (their
+ * outputs at most 2 * max(max_in, dim) wide: the fused gate|up), an LM head (dim, vocab). The
+ * attention split buffer grows with the context and is not included. */
+void cuda_scratch_plan_make(cuda_scratch_plan *p, int max_rows, int max_in, int dim, int vocab);
+
+/* ---- weights ----------------------------------------------------------------------------------*/
+/* dst (n) bf16 bits = round-to-nearest-even(src (n)); NaN stays NaN. */
+void cuda_bf16_from_f32(uint16_t *dst, const float *src, size_t n);
+
+#endif
