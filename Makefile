@@ -141,3 +141,14 @@ clean:
 	rm -rf build
 
 -include $(shell find build -name '*.d' 2>/dev/null)
+
+# ---- attention: timing and bit checks on a GPU (tests/gpu/attn_bench.cu) ------------------------
+.PHONY: gpu-attn-bench
+gpu-attn-bench: $(B)/gpu/attn_bench
+$(B)/gpu/attn_bench: tests/gpu/attn_bench.cu $(wildcard kernels/cuda/*.cuh kernels/cuda/*.h) \
+                     $(B)/libassay.a
+	@test "$(CUDA)" = 1 || { echo "gpu-attn-bench: needs CUDA=1 (nvcc at $(NVCC))"; exit 1; }
+	@mkdir -p $(dir $@) $(OBJDIR)/tests/gpu
+	$(NVCC) $(NVFLAGS) -c $< -o $(OBJDIR)/tests/gpu/attn_bench.cu.o
+	$(CC) $(ASSAY_CFLAGS) $(CFLAGS) -o $@ $(OBJDIR)/tests/gpu/attn_bench.cu.o $(B)/libassay.a \
+	  $(LDLIBS)
