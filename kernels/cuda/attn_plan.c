@@ -111,6 +111,7 @@ int attn_plan_paged(attn_plan *p, int rows, int n_seqs, int max_ctx, int n_heads
                           max_ctx, split_keys);
     attn_geom *g  = &p->geom;
     g->paged      = 1;
+    g->rows       = rows;
     g->n_seqs     = n_seqs;
     g->max_ctx    = max_ctx;
     g->split_keys = split_keys;

@@ -50,6 +50,7 @@ typedef struct attn_geom {
     int rows_per_block;                /* consecutive rows of one sequence in a block */
     int row_tiles;                     /* prefill: ceil(max_len / rows_per_block); paged: 0 */
     int max_ctx, split_keys, n_chunks; /* paged: n_chunks = ceil(max_ctx / split_keys) */
+    int rows;                          /* paged: rows the caller sized out and partial for */
 } attn_geom;
 
 typedef struct attn_plan {
@@ -154,7 +155,9 @@ ATTN_FN int attn_block_decode(attn_block *b, const attn_geom *ge, const int32_t 
         b->chunk_hi = b->chunk_lo + ge->split_keys;
         if (b->i0 % ge->rows_per_block)
             return 0; /* a row inside another block's tile */
-        b->nr = attn_imax(0, attn_imin(ge->rows_per_block, q_off[b->s + 1] - r));
+        /* never past the rows out and partial were sized for, whatever q_off says */
+        b->nr =
+            attn_imax(0, attn_imin(ge->rows_per_block, attn_imin(q_off[b->s + 1], ge->rows) - r));
         if (b->nr == 0)
             return 0; /* r beyond the batch */
         if (b->chunk == 0 && b->start + b->i0 + b->nr > ge->max_ctx) {
