@@ -37,9 +37,10 @@
 // association: each score carries at most gamma_hd = hd * 2^-24 relative error of
 // scale * sum_d |q_d k_d|, which moves the normalised weights, so the output, by at most
 // 2 * gamma_hd * scale * max sum_d |q_d k_d| * max|v| (<= 5e-4 * max|v| for |q| <= 3,
-// |k| <= 1, hd = 128; typically 100x less); then the bf16 output rounding, half an ulp, 2^-9
-// relative. Expect |gpu - cpu| <= 2^-8 * |cpu| + 2^-10 * max|v|, inside ops_check's
-// 2^-7 * max|v| + 2^-8 * |cpu|. Merging chunks adds a few fp32 roundings (2^-22 relative).
+// |k| <= 1, hd = 128, a worst case; tests/test_attn_plan.c's C model of this order measures
+// <= 3e-7 * max|v| on such inputs, with and without chunk merges); then the bf16 output
+// rounding, half an ulp, 2^-9 relative. Expect |gpu - cpu| <= 2^-8 * |cpu| + 2^-12 * max|v|
+// (tests/gpu/ops_check.cu's tolerance; the model meets it).
 //
 // Preconditions the kernel cannot check on the host (device data): q_off ascending, sequence
 // lengths <= max_len (prefill), positions start_pos[s] + i < max_ctx (paged), block table
