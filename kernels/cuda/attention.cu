@@ -39,8 +39,9 @@
 // 2 * gamma_hd * scale * max sum_d |q_d k_d| * max|v| (<= 5e-4 * max|v| for |q| <= 3,
 // |k| <= 1, hd = 128, a worst case; tests/test_attn_plan.c's C model of this order measures
 // <= 3e-7 * max|v| on such inputs, with and without chunk merges); then the bf16 output
-// rounding, half an ulp, 2^-9 relative. Expect |gpu - cpu| <= 2^-8 * |cpu| + 2^-12 * max|v|
-// (tests/gpu/ops_check.cu's tolerance; the model meets it).
+// rounding, half an ulp: up to 2^-8 relative. Expect |gpu - cpu| <= 2^-8 * |cpu| + 2^-12 *
+// max|v| (tests/gpu/ops_check.cu's tolerance; the model meets it, and so does this source run
+// on the CPU by tests/gpu/attn_emu.cc: worst error 0.89 of that).
 //
 // Preconditions the kernel cannot check on the host (device data): q_off ascending, sequence
 // lengths <= max_len (prefill), positions start_pos[s] + i < max_ctx (paged), block table
