@@ -161,7 +161,7 @@ $(B)/gpu/attn_emu: tests/gpu/attn_emu.cc kernels/cuda/attention.cu kernels/cuda/
                    $(wildcard tests/gpu/emu/*.h) $(B)/libassay.a
 	@test "$(CUDA)" = 0 || { echo "attn-emu: needs a CPU-only build (SAN=1 or CUDA=0)"; exit 1; }
 	@mkdir -p $(dir $@) $(B)/emu
-	sed -e 's/extern __shared__ float smem\[\];/float *smem = emu_smem();/' \
+	sed -e 's/extern __shared__ __align__(16) float smem\[\];/float *smem = emu_smem();/' \
 	    -e 's/\([A-Za-z_][A-Za-z_0-9]*\)<<<\(.*\), \([^,]*\), \([^,]*\), s>>>(\(.*\));/emu_launch(\1, \2, \3, \4, \5);/' \
 	    kernels/cuda/attention.cu >$(B)/emu/attention_emu.cc
 	$(CXX) -std=c++20 -O1 -g -pthread -Itests/gpu/emu -I. $(PKG_CFLAGS) \

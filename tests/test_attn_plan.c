@@ -73,16 +73,17 @@ Test(attn_plan, shared_memory_fits_and_key_rows_hit_distinct_banks) {
     cr_assert_leq(attn_smem_bytes(80), (size_t)ATTN_SMEM_DEFAULT);
     cr_assert_leq(attn_smem_bytes(128), (size_t)ATTN_SMEM_DEFAULT);
     cr_assert_leq(attn_smem_bytes(ATTN_MAX_HD), (size_t)163 * 1024);
-    cr_assert_eq(attn_smem_bytes(128), (size_t)(16 * 128 + 32 * 129 + 32 * 128) * 4);
+    cr_assert_eq(attn_smem_bytes(128), (size_t)(16 * 128 + 128 * 33 + 32 * 128) * 4);
     cr_assert_eq(attn_smem_bytes(0), (size_t)0);
-    for (int hd = 1; hd <= ATTN_MAX_HD; hd++) {
-        int ks = attn_key_stride(hd);
-        cr_assert(ks >= hd && ks % 2 == 1, "hd %d stride %d", hd, ks);
-        /* lane j reads k_s[j * ks + d] in the same instruction: 32 distinct banks */
-        unsigned banks = 0;
-        for (int lane = 0; lane < 32; lane++)
-            banks |= 1u << ((lane * ks) % 32);
-        cr_assert_eq(banks, 0xffffffffu, "hd %d", hd);
+    /* the transposed key tile: lane j reading (d, j), and lane d writing (d, j) */
+    for (int x = 0; x < 32; x++) {
+        unsigned reads = 0, writes = 0;
+        for (int lane = 0; lane < 32; lane++) {
+            reads |= 1u << ((x * ATTN_KEY_STRIDE + lane) % 32);
+            writes |= 1u << ((lane * ATTN_KEY_STRIDE + x) % 32);
+        }
+        cr_assert_eq(reads, 0xffffffffu);
+        cr_assert_eq(writes, 0xffffffffu);
     }
 }
 

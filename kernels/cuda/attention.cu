@@ -6,8 +6,8 @@
 // Method. Both entry points run one kernel template, flash-attention style, in plain SIMT fp32
 // (no tensor cores): a block of 4 warps holds ATTN_SLOTS = 16 query slots, (row, query head)
 // pairs of one sequence and one KV head, in shared memory, walks the keys in tiles of 32
-// (K and V converted from bf16 to fp32 in shared memory), and keeps an fp32 online softmax per
-// query in registers. Lane j of a warp owns key j of the tile for the scores and dims
+// (K, transposed, and V converted from bf16 to fp32 in shared memory), and keeps an fp32 online
+// softmax per query in registers. Lane j of a warp owns key j of the tile for the scores and dims
 // d = lane + 32t of the output. There is never an S x S matrix. SIMT rather than mma.sync,
 // because this was written without a GPU to debug on: simple to get right, at a cost. Expect
 // ~10-20 TFLOP/s on an H100/H200, 10-30x below a tensor-core flash kernel; at 1k tokens
@@ -86,18 +86,18 @@ __device__ __forceinline__ float warp_sum(float v) {
 // of one chunk, paged, or all, prefill). HD: the head dim, 0 for any (<= ATTN_MAX_HD).
 template <int HD, bool PAGED>
 __global__ void __launch_bounds__(ATTN_THREADS) attn_kernel(const attn_args a) {
-    constexpr int           QW = ATTN_SLOTS_PER_WARP;
-    constexpr int           T  = HD ? (HD + 31) / 32 : ATTN_MAX_HD / 32; // output dims per lane
-    const attn_geom        &ge = a.ge;
-    const int               hd = HD ? HD : ge.hd;
-    const int               ks = hd % 2 ? hd : hd + 1; // attn_key_stride
-    extern __shared__ float smem[];
-    float *const            q_s  = smem;                     // ATTN_SLOTS x hd
-    float *const            k_s  = q_s + ATTN_SLOTS * hd;    // ATTN_KEY_TILE x ks
-    float *const            v_s  = k_s + ATTN_KEY_TILE * ks; // ATTN_KEY_TILE x hd
-    const int               warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-    const int               q_stride = (ge.n_heads + 2 * ge.n_kv_heads) * hd; // qkv row (elements)
-    const int               kv_dim   = ge.n_kv_heads * hd;                    // pool row (elements)
+    constexpr int     QW = ATTN_SLOTS_PER_WARP;
+    constexpr int     T  = HD ? (HD + 31) / 32 : ATTN_MAX_HD / 32; // output dims per lane
+    const attn_geom  &ge = a.ge;
+    const int         hd = HD ? HD : ge.hd;
+    constexpr int     KS = ATTN_KEY_STRIDE;
+    extern __shared__ __align__(16) float smem[];
+    float *const q_s  = smem;                  // ATTN_SLOTS x hd (16-byte rows when hd % 4 == 0)
+    float *const k_s  = q_s + ATTN_SLOTS * hd; // hd x KS: the key tile transposed
+    float *const v_s  = k_s + hd * KS;         // ATTN_KEY_TILE x hd
+    const int    warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    const int    q_stride = (ge.n_heads + 2 * ge.n_kv_heads) * hd; // qkv row (elements)
+    const int    kv_dim   = ge.n_kv_heads * hd;                    // pool row (elements)
 
     attn_block b;
     const int  work =
@@ -174,7 +174,7 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_kernel(const attn_args a) {
             // Keys outside the block's range are zeros, never stale shared memory: their
             // weight is 0, and 0 * NaN would not be.
             for (int d = lane; d < hd; d += 32) {
-                k_s[j * ks + d] = ok ? __bfloat162float(k_src[off + d]) : 0.0f;
+                k_s[d * KS + j] = ok ? __bfloat162float(k_src[off + d]) : 0.0f;
                 v_s[j * hd + d] = ok ? __bfloat162float(v_src[off + d]) : 0.0f;
             }
         }
@@ -186,13 +186,32 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_kernel(const attn_args a) {
 #pragma unroll
         for (int q = 0; q < QW; q++)
             sc[q] = 0.0f;
-        const float *k_row = k_s + lane * ks; // odd stride: 32 lanes, 32 banks
-        for (int d = 0; d < hd; d++) {
-            const float kv = k_row[d];
+        const float *k_col = k_s + lane; // key `lane`, dim d at k_col[d * KS]
+        if (HD % 4 == 0 && HD) {
+            // Four dims at a time: one 16-byte broadcast read of each query serves four fmas
+            // (the chain over d is the same as below, so are the bits).
+            for (int d = 0; d < hd; d += 4) {
+                const float k0 = k_col[d * KS], k1 = k_col[(d + 1) * KS];
+                const float k2 = k_col[(d + 2) * KS], k3 = k_col[(d + 3) * KS];
 #pragma unroll
-            for (int q = 0; q < QW; q++)
-                if (q < nq)
-                    sc[q] = fmaf(q_s[(warp + ATTN_WARPS * q) * hd + d], kv, sc[q]);
+                for (int q = 0; q < QW; q++)
+                    if (q < nq) {
+                        const float4 qv = *reinterpret_cast<const float4 *>(
+                            q_s + (warp + ATTN_WARPS * q) * hd + d);
+                        sc[q] = fmaf(qv.x, k0, sc[q]);
+                        sc[q] = fmaf(qv.y, k1, sc[q]);
+                        sc[q] = fmaf(qv.z, k2, sc[q]);
+                        sc[q] = fmaf(qv.w, k3, sc[q]);
+                    }
+            }
+        } else {
+            for (int d = 0; d < hd; d++) {
+                const float kv = k_col[d * KS];
+#pragma unroll
+                for (int q = 0; q < QW; q++)
+                    if (q < nq)
+                        sc[q] = fmaf(q_s[(warp + ATTN_WARPS * q) * hd + d], kv, sc[q]);
+            }
         }
 
         const int kpos = kt + lane;

@@ -9,13 +9,11 @@
 #define GRID_X_MAX 2147483647u
 #define GRID_YZ_MAX 65535u
 
-int attn_key_stride(int hd) { return hd % 2 ? hd : hd + 1; }
-
 size_t attn_smem_bytes(int hd) {
     if (hd < 1 || hd > ATTN_MAX_HD)
         return 0;
-    size_t floats = (size_t)ATTN_SLOTS * hd + (size_t)ATTN_KEY_TILE * attn_key_stride(hd) +
-                    (size_t)ATTN_KEY_TILE * hd;
+    size_t floats =
+        (size_t)ATTN_SLOTS * hd + (size_t)hd * ATTN_KEY_STRIDE + (size_t)ATTN_KEY_TILE * hd;
     return floats * sizeof(float);
 }
 

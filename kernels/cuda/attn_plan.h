@@ -32,6 +32,7 @@ enum {
     ATTN_SLOTS_PER_WARP = 4,                                /* queries a warp carries at once */
     ATTN_SLOTS          = ATTN_WARPS * ATTN_SLOTS_PER_WARP, /* query slots per block */
     ATTN_KEY_TILE       = 32,        /* keys per shared-memory tile: a lane each */
+    ATTN_KEY_STRIDE     = 33,        /* row stride of the transposed key tile (floats) */
     ATTN_MAX_HD         = 256,       /* largest head dim (the generic path) */
     ATTN_SMEM_DEFAULT   = 48 * 1024, /* dynamic shared memory a kernel gets without opting in */
     /* A fixed split for callers that have no reason to pick another: a multiple of the key tile
@@ -65,11 +66,11 @@ typedef struct attn_plan {
     size_t partial_bytes;  /* paged: scratch for the chunk partials (0: none needed) */
 } attn_plan;
 
-/* Shared-memory bytes of one block: the slots' queries, a key tile (rows padded to an odd stride
- * so the 32 lanes' dot products hit 32 distinct banks) and a value tile, all fp32. */
+/* Shared-memory bytes of one block, all fp32: the slots' queries (ATTN_SLOTS x hd), the key
+ * tile transposed (hd x ATTN_KEY_STRIDE: lane j reads key j of dim d at d * 33 + j, and the
+ * loader, lane d writing dim d of one key, hits 32 distinct banks too) and the value tile
+ * (ATTN_KEY_TILE x hd). */
 size_t attn_smem_bytes(int hd);
-/* Row stride (floats) of the key tile in shared memory: hd rounded up to an odd number. */
-int attn_key_stride(int hd);
 
 /* Bytes of partial scratch for the paged kernel: rows * n_heads * n_chunks * (hd + 2) floats when
  * a key range can span more than one chunk (n_chunks > 1), else 0. SIZE_MAX on invalid arguments

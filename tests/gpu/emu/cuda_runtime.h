@@ -27,6 +27,9 @@ struct dim3 {
     unsigned x, y, z;
     dim3(unsigned a = 1, unsigned b = 1, unsigned c = 1) : x(a), y(b), z(c) {}
 };
+struct float4 {
+    float x, y, z, w;
+};
 struct uint3_ {
     unsigned x, y, z;
 };
