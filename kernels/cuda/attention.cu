@@ -65,6 +65,7 @@ struct attn_args {
     const int32_t *block_table, *q_off, *start_pos;
     float         *partial;
     int            max_blocks, block_tokens;
+    int            vec16; // K and V bases 16-byte aligned: the templated kernels load 8 at once
     float          scale;
 };
 
@@ -80,6 +81,18 @@ __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1)
         v += __shfl_xor_sync(FULL_MASK, v, o);
     return v;
+}
+
+// Element offset of key position kpos's row (its KV head's slice starts there): the paged pool
+// row through the block table, or the packed qkv row.
+template <bool PAGED>
+__device__ __forceinline__ size_t key_offset(const attn_args &a, const attn_block &b, int row0,
+                                             int kpos, int q_stride, int kv_dim) {
+    if (PAGED) {
+        const int blk = a.block_table[(size_t)b.s * a.max_blocks + kpos / a.block_tokens];
+        return ((size_t)blk * a.block_tokens + kpos % a.block_tokens) * kv_dim;
+    }
+    return (size_t)(row0 + kpos) * q_stride;
 }
 
 // One block: the work attn_block_decode gives it (rows x query heads of one KV head; the keys
@@ -158,24 +171,39 @@ __global__ void __launch_bounds__(ATTN_THREADS) attn_kernel(const attn_args a) {
 
     for (int kt = b.t0; kt <= b.hi; kt += ATTN_KEY_TILE) {
         __syncthreads(); // the previous tile (the first time: nothing) is consumed
-        for (int j = warp; j < ATTN_KEY_TILE; j += ATTN_WARPS) {
-            const int  kpos = kt + j;
-            const bool ok   = kpos >= b.lo && kpos <= b.hi;
-            size_t     off  = 0;
-            if (ok) {
-                if (PAGED) {
-                    const int blk =
-                        a.block_table[(size_t)b.s * a.max_blocks + kpos / a.block_tokens];
-                    off = ((size_t)blk * a.block_tokens + kpos % a.block_tokens) * kv_dim;
-                } else {
-                    off = (size_t)(row0 + kpos) * q_stride;
+        if (HD % 8 == 0 && HD && a.vec16) {
+            // 16-byte loads, 8 dims of one key each: thread e of the tile takes key e / (HD/8),
+            // dims 8 * (e % (HD/8)) .. + 7 (every row offset is a multiple of 8 elements, and
+            // the launcher checked the base pointers)
+            constexpr int PER = HD >= 8 ? HD / 8 : 1; // (HD 0: a branch never taken)
+            for (int e = threadIdx.x; e < ATTN_KEY_TILE * PER; e += ATTN_THREADS) {
+                const int j = e / PER, d0 = 8 * (e % PER), kpos = kt + j;
+                uint4     kw = {0, 0, 0, 0}, vw = {0, 0, 0, 0};
+                if (kpos >= b.lo && kpos <= b.hi) {
+                    const size_t off = key_offset<PAGED>(a, b, row0, kpos, q_stride, kv_dim);
+                    kw               = *reinterpret_cast<const uint4 *>(k_src + off + d0);
+                    vw               = *reinterpret_cast<const uint4 *>(v_src + off + d0);
+                }
+                const unsigned kk[4] = {kw.x, kw.y, kw.z, kw.w}, vv4[4] = {vw.x, vw.y, vw.z, vw.w};
+#pragma unroll
+                for (int t = 0; t < 4; t++) { // bf16 -> f32 is exact: the bits moved up
+                    k_s[(d0 + 2 * t) * KS + j]     = __uint_as_float(kk[t] << 16);
+                    k_s[(d0 + 2 * t + 1) * KS + j] = __uint_as_float(kk[t] & 0xffff0000u);
+                    v_s[j * HD + d0 + 2 * t]       = __uint_as_float(vv4[t] << 16);
+                    v_s[j * HD + d0 + 2 * t + 1]   = __uint_as_float(vv4[t] & 0xffff0000u);
                 }
             }
-            // Keys outside the block's range are zeros, never stale shared memory: their
-            // weight is 0, and 0 * NaN would not be.
-            for (int d = lane; d < hd; d += 32) {
-                k_s[d * KS + j] = ok ? __bfloat162float(k_src[off + d]) : 0.0f;
-                v_s[j * hd + d] = ok ? __bfloat162float(v_src[off + d]) : 0.0f;
+        } else {
+            for (int j = warp; j < ATTN_KEY_TILE; j += ATTN_WARPS) {
+                const int    kpos = kt + j;
+                const bool   ok   = kpos >= b.lo && kpos <= b.hi;
+                const size_t off  = ok ? key_offset<PAGED>(a, b, row0, kpos, q_stride, kv_dim) : 0;
+                // Keys outside the block's range are zeros, never stale shared memory: their
+                // weight is 0, and 0 * NaN would not be.
+                for (int d = lane; d < hd; d += 32) {
+                    k_s[d * KS + j] = ok ? __bfloat162float(k_src[off + d]) : 0.0f;
+                    v_s[j * hd + d] = ok ? __bfloat162float(v_src[off + d]) : 0.0f;
+                }
             }
         }
         __syncthreads();
@@ -343,6 +371,8 @@ cudaError_t launch_attention(const attn_plan &p, const attn_args &a, cudaStream_
     }
 }
 
+int aligned16(const void *p) { return ((uintptr_t)p & 15) == 0; }
+
 attn_args args_common(bf16 *out, const bf16 *qkv, const int32_t *q_off, const attn_plan &p) {
     attn_args a = {};
     a.ge        = p.geom;
@@ -366,6 +396,7 @@ extern "C" cudaError_t cuda_attention_prefill(bf16 *out, const bf16 *qkv, const 
     if (!out || !qkv || !q_off)
         return cudaErrorInvalidValue;
     attn_args a = args_common(out, qkv, q_off, p);
+    a.vec16     = aligned16(qkv);
     return launch_attention<false>(p, a, s);
 }
 
@@ -391,6 +422,7 @@ extern "C" cudaError_t cuda_attention_paged(bf16 *out, const bf16 *qkv, const bf
         (p.partial_bytes && !partial))
         return cudaErrorInvalidValue;
     attn_args a    = args_common(out, qkv, q_off, p);
+    a.vec16        = aligned16(k_pool) && aligned16(v_pool);
     a.k_pool       = k_pool;
     a.v_pool       = v_pool;
     a.block_table  = block_table;

@@ -270,6 +270,7 @@ static void case_paged_equals_prefill(int n_heads, int n_kv, int hd, int window,
 }
 
 int main() {
+    setvbuf(stdout, NULL, _IOLBF, 0); // progress shows even when a run is cut short
     // prefill: MHA, GQA, MQA with a window, head dims 64 / 80 / 128 and two generic ones (96;
     // 256, over 48 KiB of shared memory), a group wider than a block (20 heads per KV head)
     case_prefill(4, 4, 64, 0, {1, 17, 5});

@@ -30,6 +30,14 @@ struct dim3 {
 struct float4 {
     float x, y, z, w;
 };
+struct uint4 {
+    unsigned x, y, z, w;
+};
+inline float __uint_as_float(unsigned u) {
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 struct uint3_ {
     unsigned x, y, z;
 };
