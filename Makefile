@@ -176,3 +176,28 @@ gpu-check:
 	bash tests/gpu/check.sh
 gpu-bench:
 	bash bench/gpu_bench.sh
+# ---- attention: timing and bit checks on a GPU (tests/gpu/attn_bench.cu) ------------------------
+.PHONY: gpu-attn-bench
+gpu-attn-bench: $(B)/gpu/attn_bench
+$(B)/gpu/attn_bench: tests/gpu/attn_bench.cu $(wildcard kernels/cuda/*.cuh kernels/cuda/*.h) \
+                     $(B)/libassay.a
+	@test "$(CUDA)" = 1 || { echo "gpu-attn-bench: needs CUDA=1 (nvcc at $(NVCC))"; exit 1; }
+	@mkdir -p $(dir $@) $(OBJDIR)/tests/gpu
+	$(NVCC) $(NVFLAGS) -c $< -o $(OBJDIR)/tests/gpu/attn_bench.cu.o
+	$(CC) $(ASSAY_CFLAGS) $(CFLAGS) -o $@ $(OBJDIR)/tests/gpu/attn_bench.cu.o $(B)/libassay.a \
+	  $(LDLIBS)
+
+# ---- attention on the CPU: the kernel's own source under a thin emulation (tests/gpu/emu/):
+# threads, barriers, shuffles, ASan on every buffer. Needs a CPU-only library: make SAN=1 attn-emu
+.PHONY: attn-emu
+attn-emu: $(B)/gpu/attn_emu
+$(B)/gpu/attn_emu: tests/gpu/attn_emu.cc kernels/cuda/attention.cu kernels/cuda/attn_plan.h \
+                   $(wildcard tests/gpu/emu/*.h) $(B)/libassay.a
+	@test "$(CUDA)" = 0 || { echo "attn-emu: needs a CPU-only build (SAN=1 or CUDA=0)"; exit 1; }
+	@mkdir -p $(dir $@) $(B)/emu
+	sed -e 's/extern __shared__ __align__(16) float smem\[\];/float *smem = emu_smem();/' \
+	    -e 's/\([A-Za-z_][A-Za-z_0-9]*\)<<<\(.*\), \([^,]*\), \([^,]*\), s>>>(\(.*\));/emu_launch(\1, \2, \3, \4, \5);/' \
+	    kernels/cuda/attention.cu >$(B)/emu/attention_emu.cc
+	$(CXX) -std=c++20 -O1 -g -pthread -Itests/gpu/emu -I. $(PKG_CFLAGS) \
+	  $(if $(filter 1,$(SAN)),$(SANFLAGS)) -o $@ tests/gpu/attn_emu.cc $(B)/emu/attention_emu.cc \
+	  $(B)/libassay.a $(LDLIBS)
