@@ -11,8 +11,9 @@
 static const char devices_help[] =
     "usage: assay devices [--json]\n"
     "\n"
-    "Lists the compute devices assay can use. Models run on the CPU backend in this build;\n"
-    "the CUDA line reports the GPU the device probe sees (or why there is none).\n"
+    "Lists the compute devices assay can use: the CPU always; an NVIDIA GPU (compute\n"
+    "capability 8.0 or newer) when the build has the CUDA backend and a driver and GPU are\n"
+    "present (otherwise the CUDA line says why not).\n"
     "\n"
     "  --json   one JSON object on stdout\n"
     "\n"
@@ -65,22 +66,20 @@ int cmd_devices(int argc, char **argv) {
     cuda_device_info info;
     device_cuda_probe(&info);
     if (!json) {
-        printf("cpu: available (runs models)\n");
+        printf("cpu: available\n");
         if (info.count > 0)
-            printf("cuda: %d device(s); 0: %s, %.1f GiB, sm_%d%d (seen by the probe; models do "
-                   "not run on it in this build)\n",
-                   info.count, info.name, (double)info.total_mem / (1024.0 * 1024.0 * 1024.0),
-                   info.cc_major, info.cc_minor);
+            printf("cuda: %d device(s); 0: %s, %.1f GiB, sm_%d%d\n", info.count, info.name,
+                   (double)info.total_mem / (1024.0 * 1024.0 * 1024.0), info.cc_major,
+                   info.cc_minor);
         else
             printf("cuda: %s\n", info.why_none);
         return 0;
     }
     cJSON *o = cJSON_CreateObject(), *cpu = cJSON_AddObjectToObject(o, "cpu");
     cJSON_AddBoolToObject(cpu, "available", 1);
-    cJSON_AddBoolToObject(cpu, "runs_models", 1);
+
     cJSON *cu = cJSON_AddObjectToObject(o, "cuda");
-    cJSON_AddBoolToObject(cu, "probe_compiled", device_cuda_compiled());
-    cJSON_AddBoolToObject(cu, "runs_models", 0);
+    cJSON_AddBoolToObject(cu, "compiled", device_cuda_compiled());
     cJSON_AddNumberToObject(cu, "count", info.count);
     if (info.count > 0) {
         cJSON_AddStringToObject(cu, "name", info.name);
@@ -98,20 +97,19 @@ int cmd_version(int argc, char **argv) {
     int json, rc = parse_json_only(argc, argv, version_help, &json);
     if (rc)
         return rc == 1 ? 0 : rc;
-    /* Say what the build holds today: the CUDA part is a device probe only, no model runtime. */
     const char *what = device_cuda_compiled()
-                           ? "CPU model runtime; CUDA device probe only, models do not run on GPUs "
-                             "in this build)"
-                           : "CPU model runtime; built without CUDA";
+                           ? "backends: cpu, cuda (bf16; sm_80, sm_90; cuBLASLt loaded at run time)"
+                           : "backends: cpu; built without CUDA";
     if (!json) {
         printf("assay %s (%s)\n", ASSAY_VERSION, what);
         return 0;
     }
     cJSON *o = cJSON_CreateObject();
     cJSON_AddStringToObject(o, "version", ASSAY_VERSION);
-    cJSON *b = cJSON_AddArrayToObject(o, "model_backends");
+    cJSON *b = cJSON_AddArrayToObject(o, "backends");
     cJSON_AddItemToArray(b, cJSON_CreateString("cpu"));
-    cJSON_AddBoolToObject(o, "cuda_probe_compiled", device_cuda_compiled());
+    if (device_cuda_compiled())
+        cJSON_AddItemToArray(b, cJSON_CreateString("cuda"));
     cJSON_AddStringToObject(o, "build", what);
     return print_json(o);
 }

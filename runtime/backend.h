@@ -62,8 +62,9 @@ typedef enum be_head_mode {
 typedef struct backend_ops {
     const char *name;
     /* lifecycle and queries */
-    void (*destroy)(backend *be);                                          /* frees be; NULL-safe */
-    int (*mem_info)(backend *be, size_t *free_bytes, size_t *total_bytes); /* memory it may use */
+    void (*destroy)(backend *be); /* frees be; NULL-safe */
+    int (*mem_info)(backend *be, size_t *free_bytes,
+                    size_t *total_bytes); /* raw free / total; the model takes its share */
     /* bytes of workspace the backend keeps for passes of up to max_rows tokens, GEMM inputs of up
      * to max_in features and an LM head (dim, vocab) */
     size_t (*scratch_bytes)(backend *be, int max_rows, int max_in, int dim, int vocab);

@@ -195,15 +195,6 @@ Test(cuda_host, gemm_alignment_follows_the_row_strides) {
     cr_assert_eq(cuda_gemm_align(64, 33, 2), 2);
 }
 
-Test(cuda_host, usable_memory_is_the_fraction_of_free_memory) {
-    size_t gib = (size_t)1 << 30;
-    cr_assert_eq(cuda_mem_usable(10 * gib, 0.5), 5 * gib);
-    cr_assert_eq(cuda_mem_usable(10 * gib, 0), 9 * gib);
-    cr_assert_eq(cuda_mem_usable(10 * gib, -1), 9 * gib);
-    cr_assert_eq(cuda_mem_usable(10 * gib, NAN), 9 * gib);
-    cr_assert_eq(cuda_mem_usable(10 * gib, 3), 10 * gib);
-}
-
 Test(cuda_host, scratch_plan_adds_up_and_bounds_the_logits_chunk) {
     cuda_scratch_plan p;
     cuda_scratch_plan_make(&p, 8192, 14336, 4096, 128256);

@@ -69,7 +69,6 @@ typedef struct cuda_be {
     backend     *be;
     int          ordinal;
     int          fast;
-    double       mem_fraction;
     cudaStream_t stream;
 
     lt_api               lt;
@@ -302,11 +301,12 @@ static void cbe_destroy(backend *be) {
 }
 
 static int cbe_mem_info(backend *be, size_t *free_bytes, size_t *total_bytes) {
-    cuda_be *cb = impl_of(be);
-    size_t   f = 0, t = 0;
+    /* Raw numbers: the model applies --gpu-mem-fraction (applying it here too would take the
+     * share twice). */
+    size_t f = 0, t = 0;
     CUDA_CHECK(be, cudaMemGetInfo(&f, &t));
     if (free_bytes)
-        *free_bytes = cuda_mem_usable(f, cb->mem_fraction);
+        *free_bytes = f;
     if (total_bytes)
         *total_bytes = t;
     return 0;
@@ -1006,7 +1006,6 @@ extern "C" backend *backend_cuda_create(int ordinal, const backend_opts *opts, a
     cb->be                   = be;
     cb->ordinal              = ordinal;
     cb->fast                 = opts && opts->fast;
-    cb->mem_fraction         = opts ? opts->gpu_mem_fraction : 0;
     cb->head_rows            = -1;
     be->caps.batch_invariant = !cb->fast;
     cb->attn_cap             = CUDA_ATTN_PARTIAL_CAP;

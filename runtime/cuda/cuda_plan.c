@@ -250,14 +250,6 @@ int cuda_gemm_align(int n, int k, int out_bytes) {
     return a < d ? a : d;
 }
 
-size_t cuda_mem_usable(size_t free_bytes, double fraction) {
-    if (!(fraction > 0))
-        fraction = 0.9;
-    if (fraction > 1)
-        fraction = 1;
-    return (size_t)((double)free_bytes * fraction);
-}
-
 void cuda_scratch_plan_make(cuda_scratch_plan *p, int max_rows, int max_in, int dim, int vocab) {
     size_t rows     = max_rows > 0 ? (size_t)max_rows : 1;
     size_t in       = (size_t)(max_in > dim ? max_in : dim);

@@ -133,10 +133,6 @@ void cuda_gemm_cache_free(cuda_gemm_cache *c);
 int cuda_gemm_align(int n, int k, int out_bytes);
 
 /* ---- memory -----------------------------------------------------------------------------------*/
-/* Bytes the backend may use out of free_bytes of free device memory: fraction of it (<= 0 means
- * the default 0.9; above 1 is clamped to 1). */
-size_t cuda_mem_usable(size_t free_bytes, double fraction);
-
 #define CUDA_LT_WORKSPACE (32u << 20) /* cuBLASLt workspace (Hopper kernels want 32 MiB) */
 #define CUDA_HEAD_CAP (256u << 20)    /* cap of the f32 logits chunk */
 #define CUDA_ACC_CHUNK_ROWS 1024      /* rows per chunk of an epilogue GEMM */
