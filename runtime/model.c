@@ -10,13 +10,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "core/rope.h"
 #include "core/util.h"
 #include "loader/arch.h"
 #include "loader/safetensors.h"
 #include "runtime/backend.h"
 #include "runtime/kvcache.h"
 #include "runtime/model.h"
-#include "runtime/rope.h"
 
 #define WEIGHT_ALIGN                                                                               \
     64 /* bytes: every tensor starts on a cache line (and a GPU's 16-byte rule)                    \
@@ -364,9 +364,8 @@ static int load_weights(model *m, const st_model *sm, assay_error *err) {
             free(inv);
             return assay_fail(err, ASSAY_ENOMEM, "%s: no memory for RoPE tables", m->dir);
         }
-        rope_table_inv_freq(inv, c->head_dim, c->rope_theta, (int)c->rope, c->rope_factor,
-                            c->rope_low_freq_factor, c->rope_high_freq_factor,
-                            c->rope_orig_max_pos);
+        rope_inv_freq(inv, c->head_dim, c->rope_theta, (int)c->rope, c->rope_factor,
+                      c->rope_low_freq_factor, c->rope_high_freq_factor, c->rope_orig_max_pos);
         rc = m->be->ops->upload(m->be, m->inv_freq, inv, (size_t)c->head_dim / 2 * sizeof(float));
         free(inv);
         if (rc)

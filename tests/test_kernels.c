@@ -11,7 +11,6 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/vmath.h"
 #include "runtime/backend.h"
-#include "runtime/rope.h"
 #include "tests/helpers.h"
 
 /* fp32 rounding: a sum of K products is within K * 2^-24 * sum|terms| of the exact value
@@ -442,25 +441,6 @@ Test(backend, cpu_backend_fills_every_slot) {
     cr_assert_eq(be->ops->mem_info(be, &free_b, &total_b), 0);
     cr_assert(free_b > 0 && total_b >= free_b, "MemAvailable %zu, MemTotal %zu", free_b, total_b);
     backend_free(be);
-}
-
-/* model.c takes its RoPE table from runtime/rope.c: it must be this kernel's table bit for bit,
- * for every kind and some real settings, or the CPU's scores would move */
-Test(kernels, runtime_rope_table_equals_the_kernel_table_bitwise) {
-    static const struct {
-        int   dim, kind, orig;
-        float theta, factor, lo, hi;
-    } cases[] = {{16, 1, 0, 500000.0f, 0, 0, 0},   {16, 3, 64, 500000.0f, 8.0f, 1.0f, 4.0f},
-                 {64, 2, 0, 10000.0f, 4.0f, 0, 0}, {128, 3, 8192, 500000.0f, 32.0f, 1.0f, 4.0f},
-                 {80, 1, 0, 1000000.0f, 0, 0, 0},  {128, 3, 8192, 500000.0f, 8.0f, 1.0f, 4.0f}};
-    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
-        float a[64], b[64];
-        rope_inv_freq(a, cases[i].dim, cases[i].theta, cases[i].kind, cases[i].factor, cases[i].lo,
-                      cases[i].hi, cases[i].orig);
-        rope_table_inv_freq(b, cases[i].dim, cases[i].theta, cases[i].kind, cases[i].factor,
-                            cases[i].lo, cases[i].hi, cases[i].orig);
-        cr_assert(memcmp(a, b, (size_t)cases[i].dim / 2 * sizeof(float)) == 0, "case %zu", i);
-    }
 }
 
 Test(kernels, vm_expf_is_within_two_ulp_and_simd_gives_the_same_bits) {

@@ -14,6 +14,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "core/rope.h"
+
 /* Linear weights are packed once at load (gemm_pack) into panels of CPU_PANEL output features:
  * W (n, k) row-major becomes ceil(n / 32) panels; panel p holds, for kk = 0..k-1, the 32 floats
  * W[p*32 + j][kk] (j = 0..31; rows past n are zero). So W[j][kk] sits at
@@ -77,12 +79,7 @@ void gelu_new_forward(float *out, const float *x, size_t n);
  * epilogues; out may alias x */
 void gelu_new_span(float *out, const float *x, size_t n, int isa);
 
-/* RoPE inverse frequencies (rot_dim / 2 floats) computed in float32 the way transformers does:
- * default: 1 / theta^(2i/rot_dim); linear: default / factor; llama3: the piecewise
- * low/high-frequency scaling of _compute_llama3_parameters. kind: 1 default, 2 linear, 3 llama3
- * (matches loader/config.h rope_kind). */
-void rope_inv_freq(float *inv_freq, int rot_dim, float theta, int kind, float factor,
-                   float low_freq_factor, float high_freq_factor, int orig_max_pos);
+/* rope_inv_freq (the table rope_forward takes) lives in core/rope.h. */
 /* In place on x (rows, stride): heads h = 0..n_heads-1 at x + r*stride + h*head_dim, rotated
  * in the rotate-half layout by angle pos[r] * inv_freq (head_dim / 2 floats). */
 void rope_forward(float *x, const int32_t *pos, const float *inv_freq, int rows, int n_heads,

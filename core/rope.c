@@ -1,11 +1,9 @@
-/* runtime/rope.c — RoPE inverse frequencies on the host (model.c uploads them; no backend
- * computes them). */
+#include "core/rope.h"
+
 #include <math.h>
 
-#include "runtime/rope.h"
-
-void rope_table_inv_freq(float *inv_freq, int rot_dim, float theta, int kind, float factor,
-                         float low_freq_factor, float high_freq_factor, int orig_max_pos) {
+void rope_inv_freq(float *inv_freq, int rot_dim, float theta, int kind, float factor,
+                   float low_freq_factor, float high_freq_factor, int orig_max_pos) {
     int half = rot_dim / 2;
     for (int i = 0; i < half; i++) {
         /* torch: 1.0 / (base ** (arange(0, dim, 2).float() / dim)), all float32 */
