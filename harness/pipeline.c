@@ -26,7 +26,7 @@ static int cmp_ref(const void *a, const void *b) {
     if (x->score_from != y->score_from)
         return x->score_from < y->score_from ? -1 : 1;
     size_t kx = x->n - x->score_from, ky = y->n - y->score_from;
-    size_t k  = kx < ky ? kx : ky;
+    size_t k = kx < ky ? kx : ky;
     if ((c = memcmp(x->tokens + x->score_from, y->tokens + y->score_from, k * sizeof *x->tokens)))
         return c;
     if (kx != ky)
@@ -46,10 +46,10 @@ static int same_req(const pipe_request *x, const pipe_request *y) {
 }
 
 static int result_copy(score_result *dst, const score_result *src, assay_error *err) {
-    *dst            = *src;
-    size_t k        = (size_t)(src->n_targets > 0 ? src->n_targets : 0);
-    dst->logprob    = malloc((k ? k : 1) * sizeof *dst->logprob);
-    dst->is_greedy  = malloc(k ? k : 1);
+    *dst           = *src;
+    size_t k       = (size_t)(src->n_targets > 0 ? src->n_targets : 0);
+    dst->logprob   = malloc((k ? k : 1) * sizeof *dst->logprob);
+    dst->is_greedy = malloc(k ? k : 1);
     if (!dst->logprob || !dst->is_greedy) {
         free(dst->logprob);
         free(dst->is_greedy);
@@ -65,9 +65,9 @@ int pipe_score_loglik(model *m, const pipe_request *reqs, size_t n, score_result
                       pipe_counts *counts, progress *prog, assay_error *err) {
     if (n == 0)
         return ASSAY_OK;
-    int            rc    = ASSAY_OK;
-    pipe_ref      *refs  = malloc(n * sizeof *refs);
-    size_t        *uniq  = malloc(n * sizeof *uniq);   /* first ref index of each distinct request */
+    int            rc     = ASSAY_OK;
+    pipe_ref      *refs   = malloc(n * sizeof *refs);
+    size_t        *uniq   = malloc(n * sizeof *uniq); /* first ref index of each distinct request */
     size_t        *dup_of = malloc(n * sizeof *dup_of); /* ref index -> its distinct one's ref */
     size_t        *single = malloc(n * sizeof *single);
     score_request *sr     = malloc(n * sizeof *sr);
@@ -104,9 +104,9 @@ int pipe_score_loglik(model *m, const pipe_request *reqs, size_t n, score_result
         const pipe_request *head = refs[g].r;
         for (size_t u = 0; u < n_uniq; u++) {
             const pipe_request *r = refs[uniq[u]].r;
-            sr[u] = (score_request){.tokens     = r->tokens + r->score_from,
-                                    .n_tokens   = (int)(r->n - r->score_from),
-                                    .score_from = 0};
+            sr[u]                 = (score_request){.tokens     = r->tokens + r->score_from,
+                                                    .n_tokens   = (int)(r->n - r->score_from),
+                                                    .score_from = 0};
             counts->computed += (int64_t)(r->n - r->score_from) - 1;
         }
         counts->computed += (int64_t)head->score_from;
@@ -129,8 +129,8 @@ int pipe_score_loglik(model *m, const pipe_request *reqs, size_t n, score_result
         int64_t used  = 0;
         while (s < n_single && (s == first || used + (int64_t)refs[single[s]].r->n <= budget)) {
             const pipe_request *r = refs[single[s]].r;
-            sr[s - first] = (score_request){
-                .tokens = r->tokens, .n_tokens = (int)r->n, .score_from = (int)r->score_from};
+            sr[s - first]         = (score_request){
+                        .tokens = r->tokens, .n_tokens = (int)r->n, .score_from = (int)r->score_from};
             used += (int64_t)r->n;
             counts->computed += (int64_t)r->n - 1;
             s++;
@@ -200,8 +200,8 @@ int pipe_ppl_plan_make(pipe_ppl_plan *p, const pipe_doc *docs, size_t n_docs, in
         }
         p->w = nw;
         for (size_t k = 0; k < plan.n; k++) {
-            int64_t len    = (int64_t)win_len(&plan.spans[k]);
-            p->w[p->n++]   = (pipe_window){.doc = d, .span = plan.spans[k]};
+            int64_t len  = (int64_t)win_len(&plan.spans[k]);
+            p->w[p->n++] = (pipe_window){.doc = d, .span = plan.spans[k]};
             p->request_tokens += len;
             p->scored += (int64_t)win_scored(&plan.spans[k]);
             if (len > p->longest)
@@ -239,10 +239,10 @@ int pipe_ppl_run(model *m, const pipe_ppl_plan *p, const pipe_doc *docs, int32_t
     int64_t group_tokens = (int64_t)model_max_batch_tokens(m) * PIPE_GROUP_BATCHES;
     if (group_tokens < p->longest)
         group_tokens = p->longest;
-    int            rc   = ASSAY_OK;
-    int32_t       *buf  = malloc((size_t)(group_tokens + p->longest) * sizeof *buf);
-    score_request *reqs = malloc((p->n ? p->n : 1) * sizeof *reqs);
-    score_result  *res  = calloc(p->n ? p->n : 1, sizeof *res);
+    int            rc    = ASSAY_OK;
+    int32_t       *buf   = malloc((size_t)(group_tokens + p->longest) * sizeof *buf);
+    score_request *reqs  = malloc((p->n ? p->n : 1) * sizeof *reqs);
+    score_result  *res   = calloc(p->n ? p->n : 1, sizeof *res);
     int            n_res = 0;
     if (!buf || !reqs || !res) {
         rc = assay_fail(err, ASSAY_ENOMEM, "out of memory for %zu windows", p->n);
