@@ -61,18 +61,65 @@ static int result_copy(score_result *dst, const score_result *src, assay_error *
     return ASSAY_OK;
 }
 
+/* Tokens two contexts share at the start. */
+static size_t common_prefix(const pipe_request *x, const pipe_request *y) {
+    size_t n = x->score_from < y->score_from ? x->score_from : y->score_from, i = 0;
+    while (i < n && x->tokens[i] == y->tokens[i])
+        i++;
+    return i;
+}
+
+/* Positions the model runs when group g's context is computed once and its distinct
+ * continuations on top (a group of one is the plain request). */
+static int64_t group_cost(const pipe_ref *refs, const size_t *uniq, const size_t *u_off, size_t g) {
+    int64_t c = (int64_t)refs[uniq[u_off[g]]].r->score_from;
+    for (size_t u = u_off[g]; u < u_off[g + 1]; u++)
+        c += (int64_t)(refs[uniq[u]].r->n - refs[uniq[u]].r->score_from) - 1;
+    return c;
+}
+
+/* Runs the distinct requests uniq[u0..u1) on top of the shared first p tokens. */
+static int run_shared(model *m, const pipe_ref *refs, const size_t *uniq, size_t u0, size_t u1,
+                      size_t p, score_request *sr, score_result *tmp, score_result *out,
+                      pipe_counts *counts, assay_error *err) {
+    const pipe_request *head = refs[uniq[u0]].r;
+    for (size_t u = u0; u < u1; u++) {
+        const pipe_request *r = refs[uniq[u]].r;
+        sr[u - u0]            = (score_request){.tokens     = r->tokens + p,
+                                                .n_tokens   = (int)(r->n - p),
+                                                .score_from = (int)(r->score_from - p)};
+        counts->computed += (int64_t)(r->n - p) - 1;
+    }
+    counts->computed += (int64_t)p;
+    int rc = model_score_shared(m, head->tokens, (int)p, sr, (int)(u1 - u0), tmp, err);
+    if (rc)
+        return rc;
+    for (size_t u = u0; u < u1; u++) {
+        out[refs[uniq[u]].i] = tmp[u - u0];
+        counts->scored += tmp[u - u0].n_targets;
+        memset(&tmp[u - u0], 0, sizeof tmp[u - u0]);
+    }
+    return ASSAY_OK;
+}
+
+/* A prefix shorter than this is not worth a shared pass across contexts. */
+#define PIPE_MIN_SHARED_PREFIX 32
+/* How many following groups are tried for a shared prefix (bounds the search). */
+#define PIPE_MAX_CLUSTER_SCAN 4096
+
 int pipe_score_loglik(model *m, const pipe_request *reqs, size_t n, score_result *out,
                       pipe_counts *counts, progress *prog, assay_error *err) {
     if (n == 0)
         return ASSAY_OK;
     int            rc     = ASSAY_OK;
     pipe_ref      *refs   = malloc(n * sizeof *refs);
-    size_t        *uniq   = malloc(n * sizeof *uniq); /* first ref index of each distinct request */
+    size_t        *uniq   = malloc(n * sizeof *uniq); /* ref index of each distinct request */
+    size_t        *u_off  = malloc((n + 1) * sizeof *u_off); /* per group: its first in uniq */
     size_t        *dup_of = malloc(n * sizeof *dup_of); /* ref index -> its distinct one's ref */
     size_t        *single = malloc(n * sizeof *single);
     score_request *sr     = malloc(n * sizeof *sr);
     score_result  *tmp    = calloc(n, sizeof *tmp);
-    if (!refs || !uniq || !dup_of || !single || !sr || !tmp) {
+    if (!refs || !uniq || !u_off || !dup_of || !single || !sr || !tmp) {
         rc = assay_fail(err, ASSAY_ENOMEM, "out of memory for %zu requests", n);
         goto done;
     }
@@ -82,12 +129,13 @@ int pipe_score_loglik(model *m, const pipe_request *reqs, size_t n, score_result
     for (size_t i = 0; i < n; i++)
         counts->naive += (int64_t)reqs[i].n - 1;
 
-    size_t n_single = 0;
+    /* Groups: equal context tokens; inside, distinct requests (duplicates point at them). */
+    size_t n_groups = 0, n_uniq = 0;
     for (size_t g = 0; g < n;) {
         size_t e = g + 1;
         while (e < n && same_ctx(refs[g].r, refs[e].r))
             e++;
-        size_t n_uniq = 0;
+        u_off[n_groups++] = n_uniq;
         for (size_t k = g; k < e; k++) {
             if (k > g && same_req(refs[uniq[n_uniq - 1]].r, refs[k].r)) {
                 dup_of[k] = uniq[n_uniq - 1];
@@ -96,31 +144,54 @@ int pipe_score_loglik(model *m, const pipe_request *reqs, size_t n, score_result
             dup_of[k]      = k;
             uniq[n_uniq++] = k;
         }
-        if (n_uniq == 1) {
-            single[n_single++] = uniq[0]; /* scored with the other singles below */
-            g                  = e;
+        g = e;
+    }
+    u_off[n_groups] = n_uniq;
+
+    /* Sorted contexts put those with a common start (an MMLU subject's few-shot block) next to
+     * each other. A run of groups is scored on one shared pass over their common prefix when
+     * that computes fewer positions than one pass per context; otherwise each group with two or
+     * more continuations shares its own context, and the rest are batched as singles. */
+    size_t n_single = 0;
+    for (size_t g = 0; g < n_groups;) {
+        const pipe_request *first = refs[uniq[u_off[g]]].r;
+        size_t              p = first->score_from, best_end = g + 1, best_p = 0;
+        int64_t             cost_a = group_cost(refs, uniq, u_off, g), sum_after = 0;
+        for (size_t u = u_off[g]; u < u_off[g + 1]; u++)
+            sum_after += (int64_t)refs[uniq[u]].r->n - 1;
+        for (size_t h = g + 1; h < n_groups && h - g <= PIPE_MAX_CLUSTER_SCAN; h++) {
+            size_t l = common_prefix(first, refs[uniq[u_off[h]]].r);
+            if (l < p)
+                p = l;
+            if (p < PIPE_MIN_SHARED_PREFIX)
+                break;
+            cost_a += group_cost(refs, uniq, u_off, h);
+            for (size_t u = u_off[h]; u < u_off[h + 1]; u++)
+                sum_after += (int64_t)refs[uniq[u]].r->n - 1;
+            /* one pass over p tokens, then every distinct request from p on */
+            int64_t cost_b =
+                (int64_t)p + sum_after - (int64_t)p * (int64_t)(u_off[h + 1] - u_off[g]);
+            if (cost_b < cost_a) {
+                best_end = h + 1;
+                best_p   = p;
+            }
+        }
+        if (best_end > g + 1) {
+            if ((rc = run_shared(m, refs, uniq, u_off[g], u_off[best_end], best_p, sr, tmp, out,
+                                 counts, err)))
+                goto done;
+        } else if (u_off[g + 1] - u_off[g] > 1) {
+            if ((rc = run_shared(m, refs, uniq, u_off[g], u_off[g + 1], first->score_from, sr, tmp,
+                                 out, counts, err)))
+                goto done;
+        } else {
+            single[n_single++] = uniq[u_off[g]]; /* scored with the other singles below */
+            g                  = best_end;
             continue;
-        }
-        const pipe_request *head = refs[g].r;
-        for (size_t u = 0; u < n_uniq; u++) {
-            const pipe_request *r = refs[uniq[u]].r;
-            sr[u]                 = (score_request){.tokens     = r->tokens + r->score_from,
-                                                    .n_tokens   = (int)(r->n - r->score_from),
-                                                    .score_from = 0};
-            counts->computed += (int64_t)(r->n - r->score_from) - 1;
-        }
-        counts->computed += (int64_t)head->score_from;
-        if ((rc = model_score_shared(m, head->tokens, (int)head->score_from, sr, (int)n_uniq, tmp,
-                                     err)))
-            goto done;
-        for (size_t u = 0; u < n_uniq; u++) {
-            out[refs[uniq[u]].i] = tmp[u];
-            counts->scored += tmp[u].n_targets;
-            memset(&tmp[u], 0, sizeof tmp[u]);
         }
         if (prog)
             progress_update(prog, counts->scored);
-        g = e;
+        g = best_end;
     }
     /* Singles in groups of about PIPE_GROUP_BATCHES forward passes. */
     int64_t budget = (int64_t)model_max_batch_tokens(m) * PIPE_GROUP_BATCHES;
@@ -161,6 +232,7 @@ done:
     free(sr);
     free(single);
     free(dup_of);
+    free(u_off);
     free(uniq);
     free(refs);
     return rc;

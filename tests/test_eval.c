@@ -432,3 +432,37 @@ Test(cli_eval, bad_inputs_exit_2_naming_the_problem) {
     expect_fail(dir, "hellaswag", extra, "exists and is not a directory");
     expect_fail(dir, "arc_easy", "--num-fewshot 2", "not implement");
 }
+
+Test(eval_pipeline, contexts_with_a_long_common_start_share_one_pass_bitwise) {
+    assay_error err = {0};
+    model      *m   = model_load(MODEL, NULL, &err);
+    cr_assert(m, "%s", err.msg);
+    /* 3 questions after a 40-token shared block, 4 one-token choices each (MMLU's shape) */
+    enum { P = 40, Q = 5, NQ = 3, NC = 4 };
+    int32_t      tok[NQ * NC][P + Q + 1];
+    pipe_request r[NQ * NC];
+    for (int q = 0; q < NQ; q++)
+        for (int c = 0; c < NC; c++) {
+            int32_t *t = tok[q * NC + c];
+            for (int i = 0; i < P; i++)
+                t[i] = 3 + (i * 7) % 300;
+            for (int i = 0; i < Q; i++)
+                t[P + i] = 10 + q * 20 + i;
+            t[P + Q]      = 200 + c;
+            r[q * NC + c] = (pipe_request){t, P + Q + 1, P + Q};
+        }
+    score_result out[NQ * NC] = {{0}};
+    pipe_counts  counts       = {0};
+    cr_assert_eq(pipe_score_loglik(m, r, NQ * NC, out, &counts, NULL, &err), 0, "%s", err.msg);
+    /* one pass over the block, then each request's own 5 positions */
+    cr_expect_eq(counts.computed, P + NQ * NC * Q, "computed %lld", (long long)counts.computed);
+    for (int i = 0; i < NQ * NC; i++) {
+        score_request sr  = {r[i].tokens, (int)r[i].n, (int)r[i].score_from};
+        score_result  ref = {0};
+        cr_assert_eq(model_score(m, &sr, 1, &ref, &err), 0);
+        cr_expect_eq(memcmp(out[i].logprob, ref.logprob, sizeof(float)), 0, "request %d", i);
+        score_results_free(&ref, 1);
+    }
+    score_results_free(out, NQ * NC);
+    model_free(m);
+}
