@@ -40,6 +40,11 @@ static const char eval_help[] =
     "                      hashes, device, cost) and, with --log-samples,\n"
     "                      OUT/samples_<task>.jsonl; OUT is checked writable before any work\n"
     "  --log-samples       per-document requests, log-likelihoods, prediction and gold\n"
+    "  --task-file F       also run a user task from a JSON spec F: {\"task\", \"data\" (JSONL "
+    "under\n"
+    "                      DIR), \"context\" (a template, {field}), \"choices\" (a field or\n"
+    "                      templates), \"gold_index\" or \"gold_text\" (a field), \"metrics\"\n"
+    "                      ([\"acc\", \"acc_norm\"]), \"target_delimiter\"}\n"
     "  --seed S            few-shot sampler seed, recorded (default 1234, as lm-eval)\n"
     "  --price-per-hour X  the machine's price per hour: results.json gets the cost per run, per\n"
     "                      task and per 1,000 samples\n"
@@ -91,18 +96,13 @@ int cmd_eval(int argc, char **argv) {
         printf(eval_help, tasks_help, cli_common_help);
         return 0;
     }
-    if (!model_dir || !tasks_arg || !data) {
+    if (!model_dir || (!tasks_arg && !task_file) || !data) {
         fprintf(stderr, "assay: eval: missing %s (see assay eval --help)\n%s",
-                !model_dir   ? "MODEL (a checkpoint directory)"
-                : !tasks_arg ? "--tasks LIST"
-                             : "--data DIR",
+                !model_dir ? "MODEL (a checkpoint directory)"
+                : !data    ? "--data DIR"
+                           : "--tasks LIST or --task-file F",
                 eval_usage);
         return 2;
-    }
-    if (task_file) {
-        assay_fail(&err, ASSAY_EUNSUPPORTED,
-                   "--task-file: user task specs are not implemented yet (built-in tasks only)");
-        goto fail;
     }
     if (log_samples && !out) {
         assay_fail(&err, ASSAY_EINVAL, "--log-samples needs --output-path OUT");
@@ -124,8 +124,8 @@ int cmd_eval(int argc, char **argv) {
     /* the output folder is checked before anything slow happens */
     if (out && (rc = eval_check_output_dir(out, &err)))
         goto fail;
-    list  = strdup(tasks_arg);
-    names = calloc(strlen(tasks_arg) + 1, sizeof *names);
+    list  = strdup(tasks_arg ? tasks_arg : "");
+    names = calloc(strlen(list ? list : "") + 1, sizeof *names);
     if (!list || !names) {
         assay_fail(&err, ASSAY_ENOMEM, "out of memory");
         goto fail;
@@ -133,13 +133,14 @@ int cmd_eval(int argc, char **argv) {
     int n_names = 0;
     for (char *save = NULL, *t = strtok_r(list, ",", &save); t; t = strtok_r(NULL, ",", &save))
         names[n_names++] = t;
-    if (n_names == 0) {
+    if (n_names == 0 && !task_file) {
         assay_fail(&err, ASSAY_EINVAL, "--tasks: no task names");
         goto fail;
     }
     eval_opts o = {.model_dir      = model_dir,
                    .data_dir       = data,
                    .out_dir        = out,
+                   .task_file      = task_file,
                    .tasks          = names,
                    .n_tasks        = n_names,
                    .num_fewshot    = (int)fewshot,

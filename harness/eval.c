@@ -53,6 +53,22 @@ static int encode_hf_default(void *ctx, const char *text, size_t len, tok_ids *o
     return tok_encode((const tokenizer *)ctx, text, len, &o, 0, out, err);
 }
 
+static const char *task_delim(const eval_task *t) { return t->delim[0] ? t->delim : " "; }
+
+/* target delimiter + choice, malloc'd */
+static char *make_cont(const eval_task *t, const eval_doc *doc, int ch, size_t *len) {
+    const char *d  = task_delim(t);
+    size_t      dl = strlen(d);
+    char       *s  = malloc(dl + doc->choice_len[ch] + 1);
+    if (s) {
+        memcpy(s, d, dl);
+        memcpy(s + dl, doc->choices[ch], doc->choice_len[ch]);
+        s[dl + doc->choice_len[ch]] = '\0';
+    }
+    *len = dl + doc->choice_len[ch];
+    return s;
+}
+
 typedef struct ereq {
     int32_t *tokens;
     size_t   n, score_from;
@@ -178,7 +194,7 @@ static cJSON *task_config(const etask *et, const char *name, const eval_opts *o)
     cJSON *c = cJSON_CreateObject();
     cJSON_AddStringToObject(c, "task", name);
     cJSON_AddStringToObject(c, "output_type", "multiple_choice");
-    cJSON_AddStringToObject(c, "target_delimiter", " ");
+    cJSON_AddStringToObject(c, "target_delimiter", task_delim(&et->t));
     cJSON_AddStringToObject(c, "fewshot_delimiter", "\n\n");
     cJSON_AddNumberToObject(c, "num_fewshot", et->t.num_fewshot);
     cJSON_AddStringToObject(c, "data_layout", et->t.layout);
@@ -286,7 +302,7 @@ static int write_samples(const char *out_dir, const char *name, const etask *et,
 }
 
 int eval_run(const eval_opts *o, assay_error *err) {
-    etask        *tasks = calloc((size_t)o->n_tasks, sizeof *tasks);
+    etask        *tasks = calloc((size_t)o->n_tasks + 1, sizeof *tasks); /* + a user task */
     int           n_t = 0, rc = ASSAY_OK;
     tokenizer    *tok   = NULL;
     model        *m     = NULL;
@@ -330,8 +346,20 @@ int eval_run(const eval_opts *o, assay_error *err) {
         goto done;
     }
     eval_task_opts to = {o->data_dir, o->num_fewshot, o->limit};
+    if (o->task_file) {
+        if ((rc = task_user_load(&tasks[n_t].t, o->task_file, &to, err)))
+            goto done;
+        for (int j = 0; j < n_t; j++)
+            if (!strcmp(tasks[j].t.def->name, tasks[n_t].t.def->name)) {
+                rc = assay_fail(err, ASSAY_EINVAL, "%s: task '%s' is also a built-in task's name",
+                                o->task_file, tasks[n_t].t.def->name);
+                n_t++;
+                goto done;
+            }
+        n_t++;
+    }
     for (int i = 0; i < n_t; i++) {
-        if ((rc = tasks[i].t.def->load(&tasks[i].t, &to, err)))
+        if (!tasks[i].t.own_def && (rc = tasks[i].t.def->load(&tasks[i].t, &to, err)))
             goto done;
         if (tasks[i].t.n == 0) {
             rc = assay_fail(err, ASSAY_EINVAL, "%s: no documents in %s", tasks[i].t.def->name,
@@ -369,15 +397,14 @@ int eval_run(const eval_opts *o, assay_error *err) {
                     }
                     reqs = nr;
                 }
-                char *cont = malloc(doc->choice_len[ch] + 1);
+                size_t cont_len;
+                char  *cont = make_cont(&et->t, doc, ch, &cont_len);
                 if (!cont) {
                     rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
                     goto done;
                 }
-                cont[0] = ' ';
-                memcpy(cont + 1, doc->choices[ch], doc->choice_len[ch]);
                 rc = loglik_encode_pair(encode_hf_default, tok, doc->context, doc->ctx_len, cont,
-                                        doc->choice_len[ch] + 1, prefix, &c, &k, err);
+                                        cont_len, prefix, &c, &k, err);
                 free(cont);
                 if (rc)
                     goto done;
@@ -690,7 +717,7 @@ done:
     free(reqs);
     tok_ids_free(&c);
     tok_ids_free(&k);
-    for (int i = 0; i < o->n_tasks; i++) {
+    for (int i = 0; i <= o->n_tasks; i++) {
         eval_task_free(&tasks[i].t);
         free(tasks[i].req0);
     }

@@ -13,7 +13,8 @@
 typedef struct eval_opts {
     const char        *model_dir;
     const char        *data_dir;
-    const char        *out_dir; /* NULL: results.json goes to stdout only */
+    const char        *out_dir;   /* NULL: results.json goes to stdout only */
+    const char        *task_file; /* a user task spec (harness/tasks/user.c), or NULL */
     const char *const *tasks;
     int                n_tasks;
     int                num_fewshot; /* -1: each task's default */

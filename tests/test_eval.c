@@ -466,3 +466,90 @@ Test(eval_pipeline, contexts_with_a_long_common_start_share_one_pass_bitwise) {
     score_results_free(out, NQ * NC);
     model_free(m);
 }
+
+Test(cli_eval, mmlu_reads_the_cais_jsonl_layout_like_the_csv_one) {
+    char dir[64], out[128], path[256];
+    test_tmpdir(dir, sizeof dir);
+    write_file(
+        dir, "mmlu/test.jsonl",
+        "{\"question\": \"Bones?\", \"subject\": \"anatomy\", \"choices\": [\"206\", \"12\", "
+        "\"3\", \"1\"], \"answer\": 0}\n{\"question\": \" 2+2? \", \"subject\": "
+        "\"abstract_algebra\", \"choices\": [\"4\", \"5\", \"6\", \"7\"], \"answer\": 0}\n");
+    write_file(dir, "mmlu/dev.jsonl",
+               "{\"question\": \"1+1?\", \"subject\": \"abstract_algebra\", \"choices\": [\"1\", "
+               "\"2\", \"3\", \"4\"], \"answer\": 1}\n{\"question\": \"Skin?\", \"subject\": "
+               "\"anatomy\", \"choices\": [\"organ\", \"bone\", \"hair\", \"none\"], \"answer\": "
+               "0}\n");
+    snprintf(out, sizeof out, "%s/out", dir);
+    char *o  = NULL;
+    int   rc = test_run(&o,
+                        "eval " MODEL " --tasks mmlu --data %s --num-fewshot 1 --output-path %s "
+                          "--log-samples",
+                        dir, out);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    snprintf(path, sizeof path, "%s/samples_mmlu_abstract_algebra.jsonl", out);
+    cJSON *s = first_sample(path);
+    cr_expect_str_eq(arg0(s, 0), "The following are multiple choice questions (with answers) about "
+                                 "abstract algebra.\n\n1+1?\nA. 1\nB. 2\nC. 3\nD. 4\nAnswer: "
+                                 "B\n\n2+2?\nA. 4\nB. 5\nC. 6\nD. 7\nAnswer:");
+    cJSON_Delete(s);
+    snprintf(path, sizeof path, "%s/results.json", out);
+    cJSON *r  = read_json(path);
+    cJSON *gs = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "group_subtasks"), "mmlu");
+    cr_assert_eq(cJSON_GetArraySize(gs), 2);
+    cr_expect_str_eq(cJSON_GetArrayItem(gs, 0)->valuestring, "mmlu_abstract_algebra");
+    cJSON_Delete(r);
+}
+
+Test(cli_eval, a_user_task_spec_renders_fields_and_finds_gold_by_text) {
+    char dir[64], out[128], path[256], spec[128];
+    test_tmpdir(dir, sizeof dir);
+    write_file(dir, "mine.jsonl",
+               "{\"q\": \"Sky color?\", \"n\": 3, \"opts\": [\"blue\", \"green\"], \"ans\": "
+               "\"green\"}\n{\"q\": \"Grass?\", \"n\": 4, \"opts\": [\"red\", \"green\"], \"ans\": "
+               "\"green\"}\n");
+    write_file(dir, "spec.json",
+               "{\"task\": \"colors\", \"data\": \"mine.jsonl\", \"context\": \"Q{n} {{x}}: "
+               "{q}\\nA:\", \"choices\": \"opts\", \"gold_text\": \"ans\", \"metrics\": [\"acc\", "
+               "\"acc_norm\"]}");
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(spec, sizeof spec, "%s/spec.json", dir);
+    char *o = NULL;
+    int rc  = test_run(&o, "eval " MODEL " --task-file %s --data %s --output-path %s --log-samples",
+                       spec, dir, out);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    snprintf(path, sizeof path, "%s/samples_colors.jsonl", out);
+    cJSON *s = first_sample(path);
+    cr_expect_str_eq(arg0(s, 0), "Q3 {x}: Sky color?\nA:");
+    cr_expect_str_eq(arg1(s, 1), " green");
+    cr_expect_eq(cJSON_GetObjectItem(s, "target")->valueint, 1);
+    cr_expect(cJSON_IsNumber(cJSON_GetObjectItem(s, "acc_norm")));
+    cJSON_Delete(s);
+    /* bad specs and rows name what is wrong */
+    write_file(dir, "spec.json",
+               "{\"task\": \"colors\", \"data\": \"mine.jsonl\", \"context\": "
+               "\"{missing}\", \"choices\": \"opts\", \"gold_text\": \"ans\"}");
+    rc = test_run(&o, "eval " MODEL " --task-file %s --data %s", spec, dir);
+    cr_expect_eq(rc, 2);
+    cr_expect(
+        strstr(o, "mine.jsonl:1: field 'missing' (named in the spec's \"context\") is missing"),
+        "%s", o);
+    free(o);
+    write_file(dir, "spec.json",
+               "{\"task\": \"colors\", \"data\": \"mine.jsonl\", \"context\": "
+               "\"{q}\", \"choices\": \"opts\"}");
+    rc = test_run(&o, "eval " MODEL " --task-file %s --data %s", spec, dir);
+    cr_expect_eq(rc, 2);
+    cr_expect(strstr(o, "the spec needs a string \"gold_index or gold_text\""), "%s", o);
+    free(o);
+    write_file(dir, "mine.jsonl", "{\"q\": \"x\", \"opts\": [], \"ans\": \"a\"}\n");
+    write_file(dir, "spec.json",
+               "{\"task\": \"colors\", \"data\": \"mine.jsonl\", \"context\": "
+               "\"{q}\", \"choices\": \"opts\", \"gold_index\": \"ans\"}");
+    rc = test_run(&o, "eval " MODEL " --task-file %s --data %s", spec, dir);
+    cr_expect_eq(rc, 2);
+    cr_expect(strstr(o, "mine.jsonl:1: the choice list is empty"), "%s", o);
+    free(o);
+}

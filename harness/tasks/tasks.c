@@ -56,6 +56,7 @@ void eval_task_free(eval_task *t) {
     for (size_t i = 0; i < t->n_files; i++)
         free(t->files[i]);
     free(t->files);
+    free(t->own_def);
     memset(t, 0, sizeof *t);
 }
 

@@ -50,6 +50,8 @@ struct eval_task {
     size_t               n_files;
     int                  num_fewshot;
     char                 layout[160]; /* which input layout was read, and its caveats */
+    char                 delim[16];   /* target delimiter; "" means lm-eval's " " */
+    eval_task_def       *own_def;     /* a user task's definition (freed with the task) */
 };
 
 /* The registry, in the order `assay eval --help` lists it. NULL-terminated. */
@@ -93,5 +95,7 @@ int hellaswag_preprocess(tbuf *out, const char *s, size_t len);
 int task_mmlu_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_hellaswag_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_arc_load(eval_task *t, const eval_task_opts *o, assay_error *err);
+/* A user task from a JSON spec (harness/tasks/user.c says the format); sets t->def. */
+int task_user_load(eval_task *t, const char *spec_path, const eval_task_opts *o, assay_error *err);
 
 #endif
