@@ -66,7 +66,14 @@ def main():
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--mmlu-per-subject", type=int, default=40)
     ap.add_argument("--fewshot", type=int, default=5)
+    ap.add_argument("--out", default=OUT, help="where data/ and <model>/ go (bench/ uses a temp dir)")
+    ap.add_argument("--subjects", default=",".join(SUBJECTS))
+    ap.add_argument("--tasks", default="mmlu,hellaswag,arc_easy")
+    ap.add_argument("--batch-size", type=int, default=16)
     a = ap.parse_args()
+    global OUT, SUBJECTS
+    OUT, SUBJECTS = a.out, a.subjects.split(",")
+    want = a.tasks.split(",")
 
     data = os.path.join(OUT, "data")
     mmlu_test = [r for s in SUBJECTS for r in read_mmlu("test", s)[:a.mmlu_per_subject]]
@@ -76,6 +83,8 @@ def main():
     write_jsonl(os.path.join(data, "hellaswag", "validation.jsonl"), hellaswag_rows(a.n))
     write_jsonl(os.path.join(data, "arc_easy", "test.jsonl"), arc_rows(a.n // 2))
 
+    import time
+    t0 = time.time()
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -112,9 +121,11 @@ def main():
     for k in ("bos_token", "eos_token", "unk_token", "pad_token"):
         if isinstance(cfg.get(k), str):
             setattr(tok, k, cfg[k])
-    lm = HFLM(pretrained=a.model, tokenizer=tok, dtype="float32", device="cpu", batch_size=16)
+    lm = HFLM(pretrained=a.model, tokenizer=tok, dtype="float32", device="cpu", batch_size=a.batch_size)
     tm = TaskManager(include_path=inc, include_defaults=False)
-    runs = [([f"mmlu_{s}" for s in SUBJECTS], a.fewshot), (["hellaswag", "arc_easy"], 0)]
+    runs = [(names, shots) for names, shots in
+            [([f"mmlu_{s}" for s in SUBJECTS] if "mmlu" in want else [], a.fewshot),
+             ([t for t in ("hellaswag", "arc_easy") if t in want], 0)] if names]
     model_name = os.path.basename(os.path.normpath(a.model))
     dest = os.path.join(OUT, model_name)
     os.makedirs(dest, exist_ok=True)
@@ -141,7 +152,7 @@ def main():
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
     with open(os.path.join(dest, "results.json"), "w") as f:
         json.dump(summary, f, indent=1, default=str)
-    print("wrote", dest)
+    print("wrote", dest, "lm-eval seconds (import to results):", round(time.time() - t0, 2))
 
 
 if __name__ == "__main__":
