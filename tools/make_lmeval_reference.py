@@ -61,6 +61,7 @@ def arc_rows(n):
 
 
 def main():
+    global OUT, SUBJECTS
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=os.path.join(ROOT, "tests", "fixtures", "models", "llama"))
     ap.add_argument("--n", type=int, default=200)
@@ -71,7 +72,6 @@ def main():
     ap.add_argument("--tasks", default="mmlu,hellaswag,arc_easy")
     ap.add_argument("--batch-size", type=int, default=16)
     a = ap.parse_args()
-    global OUT, SUBJECTS
     OUT, SUBJECTS = a.out, a.subjects.split(",")
     want = a.tasks.split(",")
 
@@ -133,7 +133,7 @@ def main():
                "bos": tok.bos_token, "results": {}, "n-shot": {}}
     for names, shots in runs:
         res = lm_eval.simple_evaluate(model=lm, tasks=names, num_fewshot=shots, task_manager=tm,
-                                      log_samples=True, bootstrap_iters=0, random_seed=0,
+                                      log_samples=True, bootstrap_iters=100, random_seed=0,
                                       numpy_random_seed=1234, torch_random_seed=1234, fewshot_random_seed=1234)
         for t in names:
             summary["results"][t] = {k: v for k, v in res["results"][t].items() if k != "alias"}
