@@ -314,7 +314,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
     tok_ids       c = {0}, k = {0};
     pipe_counts   counts = {0};
     progress      prog;
-    double        t_tok0 = time_now(), t_tok = 0, t_load = 0, t_score = 0, t_write = 0;
+    double        t_tok0 = time_now(), t_tok = 0, t_load = 0, t_score = 0;
     if (!tasks)
         return assay_fail(err, ASSAY_ENOMEM, "out of memory");
 
@@ -649,7 +649,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
     cJSON_AddNumberToObject(ph, "data_and_tokenize", t_tok);
     cJSON_AddNumberToObject(ph, "load", t_load);
     cJSON_AddNumberToObject(ph, "score", t_score);
-    cJSON_AddNumberToObject(ph, "metrics_and_write", time_now() - t_write0);
+    cJSON_AddNumberToObject(ph, "metrics_and_samples", time_now() - t_write0);
     cJSON_AddNumberToObject(ph, "total", total_wall);
     cJSON_AddNumberToObject(cost, "tokens_computed", (double)counts.computed);
     cJSON_AddNumberToObject(cost, "tokens_no_sharing", (double)counts.naive);
@@ -682,24 +682,32 @@ int eval_run(const eval_opts *o, assay_error *err) {
         if ((rc = write_json_file(path, root, err)))
             goto done;
     }
-    t_write = time_now() - t_write0;
-    (void)t_write;
-    /* a short table on stdout, like lm-eval's */
-    printf("|%-40s|%8s|%8s|%10s|%10s|\n", "task", "n", "metric", "value", "stderr");
-    cJSON *it;
-    cJSON_ArrayForEach(it, results) {
-        cJSON *v;
-        cJSON_ArrayForEach(v, it) {
-            if (!cJSON_IsNumber(v) || strstr(v->string, "_stderr"))
-                continue;
-            char mname[64], sek[80];
-            snprintf(mname, sizeof mname, "%.*s", (int)strcspn(v->string, ","), v->string);
-            snprintf(sek, sizeof sek, "%s_stderr,none", mname);
-            cJSON *se = cJSON_GetObjectItemCaseSensitive(it, sek);
-            cJSON *ns = cJSON_GetObjectItemCaseSensitive(
-                cJSON_GetObjectItemCaseSensitive(nsamp, it->string), "effective");
-            printf("|%-40s|%8s|%8s|%10.4f|%10.4f|\n", it->string, ns ? "" : "group", mname,
-                   v->valuedouble, se && cJSON_IsNumber(se) ? se->valuedouble : NAN);
+    cJSON *groups_seen = cJSON_GetObjectItemCaseSensitive(root, "groups");
+    /* stdout: results.json itself with --json, else a short table like lm-eval's */
+    if (o->cc->json) {
+        char *js = jsonl_print(root, 1);
+        if (!js) {
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory printing results");
+            goto done;
+        }
+        printf("%s\n", js);
+        free(js);
+    } else {
+        printf("|%-40s|%6s|%9s|%10s|%10s|\n", "task", "kind", "metric", "value", "stderr");
+        cJSON *it;
+        cJSON_ArrayForEach(it, results) {
+            cJSON *v;
+            cJSON_ArrayForEach(v, it) {
+                if (!cJSON_IsNumber(v) || strstr(v->string, "_stderr"))
+                    continue;
+                char mname[64], sek[80];
+                snprintf(mname, sizeof mname, "%.*s", (int)strcspn(v->string, ","), v->string);
+                snprintf(sek, sizeof sek, "%s_stderr,none", mname);
+                cJSON *se = cJSON_GetObjectItemCaseSensitive(it, sek);
+                printf("|%-40s|%6s|%9s|%10.4f|%10.4f|\n", it->string,
+                       cJSON_GetObjectItemCaseSensitive(groups_seen, it->string) ? "group" : "task",
+                       mname, v->valuedouble, se && cJSON_IsNumber(se) ? se->valuedouble : NAN);
+            }
         }
     }
     fprintf(stderr,

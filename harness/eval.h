@@ -11,10 +11,10 @@
 #include "harness/cli_common.h"
 
 typedef struct eval_opts {
-    const char        *model_dir;
-    const char        *data_dir;
-    const char        *out_dir;   /* NULL: results.json goes to stdout only */
-    const char        *task_file; /* a user task spec (harness/tasks/user.c), or NULL */
+    const char *model_dir;
+    const char *data_dir;
+    const char *out_dir;   /* NULL: no files (stdout gets the table, or results.json with --json) */
+    const char *task_file; /* a user task spec (harness/tasks/user.c), or NULL */
     const char *const *tasks;
     int                n_tasks;
     int                num_fewshot; /* -1: each task's default */
