@@ -553,3 +553,34 @@ Test(cli_eval, a_user_task_spec_renders_fields_and_finds_gold_by_text) {
     cr_expect(strstr(o, "mine.jsonl:1: the choice list is empty"), "%s", o);
     free(o);
 }
+
+/* The layouts ../shared/data holds: all 57 MMLU subjects (one question each) and the first 10
+ * HellaSwag items of the llama.cpp file. */
+Test(cli_eval, reads_the_shared_mmlu_csvs_and_hellaswag_six_line_file) {
+    SHARED_OR_SKIP(mmlu, "data/mmlu/test/anatomy_test.csv");
+    SHARED_OR_SKIP(hs, "data/hellaswag_val_full.txt.bz2");
+    char dir[64], cmd[2400], path[256];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(cmd, sizeof cmd,
+             "bzcat %s | head -n 60 > %s/hellaswag_val_full.txt && ln -s "
+             "\"$(cd ../shared/data && pwd)/mmlu\" %s/mmlu",
+             hs, dir, dir);
+    cr_assert_eq(system(cmd), 0);
+    char *o  = NULL;
+    int   rc = test_run(&o,
+                        "eval " MODEL " --tasks mmlu,hellaswag --data %s --limit 1 "
+                          "--output-path %s/out",
+                        dir, dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    snprintf(path, sizeof path, "%s/out/results.json", dir);
+    cJSON *r  = read_json(path);
+    cJSON *gs = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "group_subtasks"), "mmlu");
+    cr_expect_eq(cJSON_GetArraySize(gs), 57);
+    cJSON *ns = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "n-samples"), "hellaswag");
+    cr_expect_eq(cJSON_GetObjectItem(ns, "original")->valueint, 10);
+    cr_expect_eq(cJSON_GetObjectItem(ns, "effective")->valueint, 1);
+    cJSON *an = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "n-samples"), "mmlu_anatomy");
+    cr_expect_eq(cJSON_GetObjectItem(an, "original")->valueint, 135);
+    cJSON_Delete(r);
+}
