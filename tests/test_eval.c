@@ -542,7 +542,8 @@ Test(cli_eval, a_user_task_spec_renders_fields_and_finds_gold_by_text) {
                "\"{q}\", \"choices\": \"opts\"}");
     rc = test_run(&o, "eval " MODEL " --task-file %s --data %s", spec, dir);
     cr_expect_eq(rc, 2);
-    cr_expect(strstr(o, "the spec needs a string \"gold_index or gold_text\""), "%s", o);
+    cr_expect(strstr(o, "the spec needs a string \"gold_index, gold_text or gold_label\""), "%s",
+              o);
     free(o);
     write_file(dir, "mine.jsonl", "{\"q\": \"x\", \"opts\": [], \"ans\": \"a\"}\n");
     write_file(dir, "spec.json",

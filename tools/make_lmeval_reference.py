@@ -60,6 +60,20 @@ def arc_rows(n):
     return rows
 
 
+def simple_rows(n):
+    """piqa / boolq / openbookqa rows with Hugging Face field names, made from MMLU questions
+    (the real sets are not in ../shared; lm-eval reads these exactly as it reads the real ones)."""
+    qs = read_mmlu("test", "high_school_psychology")[:n]
+    piqa = [{"goal": q["question"], "sol1": q["choices"][0], "sol2": q["choices"][1],
+             "label": q["answer"] % 2} for q in qs]
+    boolq = [{"passage": q["question"], "question": "is it " + q["choices"][q["answer"] if i % 2 else (q["answer"] + 1) % 4],
+              "label": i % 2, "idx": i} for i, q in enumerate(qs)]
+    obqa = [{"id": f"o{i}", "question_stem": q["question"],
+             "choices": {"text": q["choices"], "label": ["A", "B", "C", "D"]},
+             "answerKey": (" " if i % 7 == 0 else "") + "ABCD"[q["answer"]]} for i, q in enumerate(qs)]
+    return piqa, boolq, obqa
+
+
 def main():
     global OUT, SUBJECTS
     ap = argparse.ArgumentParser()
@@ -69,7 +83,7 @@ def main():
     ap.add_argument("--fewshot", type=int, default=5)
     ap.add_argument("--out", default=OUT, help="where data/ and <model>/ go (bench/ uses a temp dir)")
     ap.add_argument("--subjects", default=",".join(SUBJECTS))
-    ap.add_argument("--tasks", default="mmlu,hellaswag,arc_easy")
+    ap.add_argument("--tasks", default="mmlu,hellaswag,arc_easy,piqa,boolq,openbookqa")
     ap.add_argument("--batch-size", type=int, default=16)
     a = ap.parse_args()
     OUT, SUBJECTS = a.out, a.subjects.split(",")
@@ -82,6 +96,10 @@ def main():
     write_jsonl(os.path.join(data, "mmlu", "dev.jsonl"), mmlu_dev)
     write_jsonl(os.path.join(data, "hellaswag", "validation.jsonl"), hellaswag_rows(a.n))
     write_jsonl(os.path.join(data, "arc_easy", "test.jsonl"), arc_rows(a.n // 2))
+    piqa, boolq, obqa = simple_rows(a.n // 2)
+    write_jsonl(os.path.join(data, "piqa", "validation.jsonl"), piqa)
+    write_jsonl(os.path.join(data, "boolq", "validation.jsonl"), boolq)
+    write_jsonl(os.path.join(data, "openbookqa", "test.jsonl"), obqa)
 
     import time
     t0 = time.time()
@@ -109,6 +127,18 @@ def main():
         f"include: {tasks_dir}/arc/arc_easy.yaml\ntask: arc_easy\ndataset_path: json\ndataset_name: null\n"
         f"dataset_kwargs:\n  data_files:\n    test: {data}/arc_easy/test.jsonl\n"
         "training_split: null\nvalidation_split: null\n")
+    yamls["piqa"] = (
+        f"include: {tasks_dir}/piqa/piqa.yaml\ntask: piqa\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    validation: {data}/piqa/validation.jsonl\n"
+        "training_split: null\n")
+    yamls["boolq"] = (
+        f"include: {tasks_dir}/super_glue/boolq/default.yaml\ntask: boolq\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    validation: {data}/boolq/validation.jsonl\n"
+        "training_split: null\n")
+    yamls["openbookqa"] = (
+        f"include: {tasks_dir}/openbookqa/openbookqa.yaml\ntask: openbookqa\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}/openbookqa/test.jsonl\n"
+        "training_split: null\nvalidation_split: null\n")
     for name, text in yamls.items():
         with open(os.path.join(inc, f"{name}.yaml"), "w") as f:
             f.write(text)
@@ -125,12 +155,17 @@ def main():
     tm = TaskManager(include_path=inc, include_defaults=False)
     runs = [(names, shots) for names, shots in
             [([f"mmlu_{s}" for s in SUBJECTS] if "mmlu" in want else [], a.fewshot),
-             ([t for t in ("hellaswag", "arc_easy") if t in want], 0)] if names]
+             ([t for t in ("hellaswag", "arc_easy", "piqa", "boolq", "openbookqa") if t in want], 0)] if names]
     model_name = os.path.basename(os.path.normpath(a.model))
     dest = os.path.join(OUT, model_name)
     os.makedirs(dest, exist_ok=True)
     summary = {"lm_eval_version": getattr(lm_eval, "__version__", "?"), "model": model_name,
                "bos": tok.bos_token, "results": {}, "n-shot": {}}
+    old = os.path.join(dest, "results.json")
+    if os.path.exists(old):  # a run of some tasks keeps the others' numbers
+        prev = json.load(open(old))
+        summary["results"].update(prev.get("results", {}))
+        summary["n-shot"].update(prev.get("n-shot", {}))
     for names, shots in runs:
         res = lm_eval.simple_evaluate(model=lm, tasks=names, num_fewshot=shots, task_manager=tm,
                                       log_samples=True, bootstrap_iters=100, random_seed=0,

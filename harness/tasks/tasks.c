@@ -8,18 +8,55 @@
 #include "scoring/ppl.h"
 
 static const eval_task_def def_mmlu = {
-    "mmlu", "mmlu/{dev,test}/<subject>_{dev,test}.csv, or mmlu/{dev,test}.jsonl (cais/mmlu 'all')",
-    0, 1.0, task_mmlu_load};
+    "mmlu",
+    "mmlu/{dev,test}/<subject>_{dev,test}.csv, or mmlu/{dev,test}.jsonl (cais/mmlu 'all')",
+    0,
+    1.0,
+    task_mmlu_load,
+    NULL};
 static const eval_task_def def_hellaswag = {
-    "hellaswag", "hellaswag_val_full.txt (llama.cpp six-line), or hellaswag/validation.jsonl", 1,
-    1.0, task_hellaswag_load};
-static const eval_task_def def_arc_easy = {"arc_easy", "arc_easy/test.jsonl (ARC-Easy)", 1, 1.0,
-                                           task_arc_load};
+    "hellaswag",
+    "hellaswag_val_full.txt (llama.cpp six-line), or hellaswag/validation.jsonl",
+    1,
+    1.0,
+    task_hellaswag_load,
+    NULL};
+static const eval_task_def def_arc_easy = {
+    "arc_easy", "arc_easy/test.jsonl (ARC-Easy)", 1, 1.0, task_arc_load, NULL};
 static const eval_task_def def_arc_challenge = {
-    "arc_challenge", "arc_challenge/test.jsonl (ARC-Challenge)", 1, 1.0, task_arc_load};
+    "arc_challenge", "arc_challenge/test.jsonl (ARC-Challenge)", 1, 1.0, task_arc_load, NULL};
 
-const eval_task_def *const eval_task_defs[] = {&def_mmlu, &def_hellaswag, &def_arc_easy,
-                                               &def_arc_challenge, NULL};
+/* Tasks whose lm-eval YAML is a plain template map onto a spec (user.c's format). */
+static const eval_task_def def_piqa = {
+    "piqa",
+    "piqa/validation.jsonl (baber/piqa)",
+    1,
+    1.0,
+    task_spec_builtin_load,
+    "{\"task\": \"piqa\", \"data\": \"piqa/validation.jsonl\", \"context\": \"Question: "
+    "{goal}\\nAnswer:\", \"choices\": [\"{sol1}\", \"{sol2}\"], \"gold_index\": \"label\"}"};
+static const eval_task_def def_boolq = {
+    "boolq",
+    "boolq/validation.jsonl (super_glue boolq)",
+    0,
+    2.0,
+    task_spec_builtin_load,
+    "{\"task\": \"boolq\", \"data\": \"boolq/validation.jsonl\", \"context\": "
+    "\"{passage}\\nQuestion: {question}?\\nAnswer:\", \"choices\": [\"no\", \"yes\"], "
+    "\"gold_index\": \"label\"}"};
+static const eval_task_def def_openbookqa = {
+    "openbookqa",
+    "openbookqa/test.jsonl (allenai/openbookqa main)",
+    1,
+    1.0,
+    task_spec_builtin_load,
+    "{\"task\": \"openbookqa\", \"data\": \"openbookqa/test.jsonl\", \"context\": "
+    "\"{question_stem}\", \"choices\": \"choices.text\", \"gold_label\": \"answerKey\", "
+    "\"labels\": \"choices.label\"}"};
+
+const eval_task_def *const eval_task_defs[] = {
+    &def_mmlu, &def_hellaswag, &def_arc_easy,   &def_arc_challenge,
+    &def_piqa, &def_boolq,     &def_openbookqa, NULL};
 
 const eval_task_def *eval_task_find(const char *name) {
     for (int i = 0; eval_task_defs[i]; i++)

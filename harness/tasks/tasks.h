@@ -36,6 +36,7 @@ typedef struct eval_task_def {
     int         acc_norm;
     double      version; /* lm-eval's metadata version */
     int (*load)(eval_task *t, const eval_task_opts *o, assay_error *err);
+    const char *spec; /* tasks defined by a spec (harness/tasks/user.c's format), else NULL */
 } eval_task_def;
 
 struct eval_task {
@@ -95,6 +96,8 @@ int hellaswag_preprocess(tbuf *out, const char *s, size_t len);
 int task_mmlu_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_hellaswag_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_arc_load(eval_task *t, const eval_task_opts *o, assay_error *err);
+/* A built-in task defined by t->def->spec. */
+int task_spec_builtin_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 /* A user task from a JSON spec (harness/tasks/user.c says the format); sets t->def. */
 int task_user_load(eval_task *t, const char *spec_path, const eval_task_opts *o, assay_error *err);
 

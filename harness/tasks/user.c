@@ -4,11 +4,13 @@
  *                                                            literal braces)
  *    "choices": "options"  or  ["{a}", "{b}"],              (a field holding a list of strings,
  *                                                            dotted for nesting, or templates)
- *    "gold_index": "label"  or  "gold_text": "answer",      (an index 0.. (number or digits), or
- *                                                            the text of the right choice)
+ *    "gold_index": "label"  or  "gold_text": "answer"  or   (an index 0.. (number or digits), the
+ *    "gold_label": "answerKey", "labels": "choices.label"   text of the right choice, or a key
+ *                                                            found in a label list, lstripped)
  *    "target_delimiter": " ",                               (optional, lm-eval's default)
  *    "metrics": ["acc", "acc_norm"]}                        (acc always; acc_norm optional)
- * Requests are lm-eval's: (context, target_delimiter + choice). */
+ * Requests are lm-eval's: (context, target_delimiter + choice). Built-in tasks whose lm-eval
+ * YAML is a plain template (piqa, boolq, openbookqa) are specs too (tasks.c). */
 #include <cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -78,32 +80,35 @@ static const char *spec_str(const cJSON *spec, const char *key) {
     return cJSON_IsString(v) ? v->valuestring : NULL;
 }
 
-int task_user_load(eval_task *t, const char *spec_path, const eval_task_opts *o, assay_error *err) {
-    char        *text = NULL, data[2200];
-    size_t       size = 0;
+/* Loads the documents a spec describes. spec_path names the spec in messages (and is hashed
+ * when it is a file); a built-in task passes its def (t->def set, own_def stays NULL). */
+static int spec_load(eval_task *t, const char *spec_text, size_t size, const char *spec_path,
+                     int builtin, const eval_task_opts *o, assay_error *err) {
+    char         data[2200];
     cJSON       *spec = NULL, *obj = NULL;
     jsonl_reader r   = {0};
     tbuf         ctx = {0}, ch = {0};
-    int          rc = file_read_capped(spec_path, (size_t)1 << 20, &text, &size, err), got;
+    int          rc = ASSAY_OK, got;
     char       **cs = NULL;
     size_t      *cl = NULL, n_cs = 0;
-    if (rc)
-        return rc;
-    if (!(spec = cJSON_ParseWithLength(text, size)) || !cJSON_IsObject(spec)) {
+    if (!(spec = cJSON_ParseWithLength(spec_text, size)) || !cJSON_IsObject(spec)) {
         rc = assay_fail(err, ASSAY_EFORMAT, "%s: not a JSON object", spec_path);
         goto done;
     }
     const char  *name = spec_str(spec, "task"), *file = spec_str(spec, "data");
+    const char  *gl = spec_str(spec, "gold_label"), *labels = spec_str(spec, "labels");
+    const cJSON *ver = cJSON_GetObjectItemCaseSensitive(spec, "version");
     const char  *tpl = spec_str(spec, "context"), *gi = spec_str(spec, "gold_index");
     const char  *gt = spec_str(spec, "gold_text"), *delim = spec_str(spec, "target_delimiter");
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(spec, "choices");
     const cJSON *metrics = cJSON_GetObjectItemCaseSensitive(spec, "metrics");
-    const char  *missing = !name        ? "task"
-                           : !file      ? "data"
-                           : !tpl       ? "context"
-                           : !choices   ? "choices"
-                           : !gi && !gt ? "gold_index or gold_text"
-                                        : NULL;
+    const char  *missing = !name               ? "task"
+                           : !file             ? "data"
+                           : !tpl              ? "context"
+                           : !choices          ? "choices"
+                           : !gi && !gt && !gl ? "gold_index, gold_text or gold_label"
+                           : gl && !labels     ? "labels (with gold_label)"
+                                               : NULL;
     if (missing) {
         rc =
             assay_fail(err, ASSAY_EINVAL, "%s: the spec needs a string \"%s\"", spec_path, missing);
@@ -138,23 +143,32 @@ int task_user_load(eval_task *t, const char *spec_path, const eval_task_opts *o,
                         name);
         goto done;
     }
-    eval_task_def *def = calloc(1, sizeof *def + strlen(name) + 1);
-    if (!def) {
-        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
-        goto done;
+    if (!builtin) {
+        eval_task_def *def = calloc(1, sizeof *def + strlen(name) + 1);
+        if (!def) {
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+            goto done;
+        }
+        strcpy((char *)(def + 1), name);
+        def->name     = (const char *)(def + 1);
+        def->paths    = "";
+        def->acc_norm = acc_norm;
+        def->version  = cJSON_IsNumber(ver) ? ver->valuedouble : 1.0;
+        t->def        = def;
+        t->own_def    = def;
     }
-    strcpy((char *)(def + 1), name);
-    def->name     = (const char *)(def + 1);
-    def->paths    = "";
-    def->acc_norm = acc_norm;
-    def->version  = 1.0;
-    t->def        = def;
-    t->own_def    = def;
     snprintf(t->delim, sizeof t->delim, "%s", delim ? delim : " ");
     snprintf(data, sizeof data, "%s/%s", o->dir, file);
-    snprintf(t->layout, sizeof t->layout, "user spec %.60s over %.80s", spec_path, file);
-    if ((rc = eval_task_add_file(t, spec_path, err)) || (rc = eval_task_add_file(t, data, err)) ||
-        (rc = jsonl_open(&r, data, err)))
+    if (!builtin)
+        snprintf(t->layout, sizeof t->layout, "user spec %.60s over %.80s", spec_path, file);
+    else
+        snprintf(t->layout, sizeof t->layout, "jsonl: %.100s", file);
+    if (!path_exists(data)) {
+        rc = assay_fail(err, ASSAY_EINVAL, "%s: %s does not exist", name, data);
+        goto done;
+    }
+    if ((!builtin && (rc = eval_task_add_file(t, spec_path, err))) ||
+        (rc = eval_task_add_file(t, data, err)) || (rc = jsonl_open(&r, data, err)))
         goto done;
     while ((got = jsonl_next(&r, &obj, err)) == 1) {
         char where[2300];
@@ -221,6 +235,27 @@ int task_user_load(eval_task *t, const char *spec_path, const eval_task_opts *o,
                                 g ? "not an index" : "missing");
                 goto next;
             }
+        } else if (gl) {
+            /* lm-eval's choices.label.index(answerKey.lstrip()) */
+            const cJSON *g = get_path(obj, gl), *labs = get_path(obj, labels);
+            if (!cJSON_IsString(g) || !cJSON_IsArray(labs)) {
+                rc = assay_fail(err, ASSAY_EFORMAT, "%s: field '%s' is %s", where,
+                                !cJSON_IsString(g) ? gl : labels,
+                                (!cJSON_IsString(g) ? g : labs) ? "of the wrong type" : "missing");
+                goto next;
+            }
+            size_t off, len;
+            py_strip(g->valuestring, strlen(g->valuestring), &off, &len);
+            int k = 0;
+            for (const cJSON *l = labs->child; l && gold < 0; l = l->next, k++)
+                if (cJSON_IsString(l) && strlen(l->valuestring) == len &&
+                    !memcmp(l->valuestring, g->valuestring + off, len))
+                    gold = k;
+            if (gold < 0) {
+                rc = assay_fail(err, ASSAY_EINVAL, "%s: %s '%.20s' is not one of '%s'", where, gl,
+                                g->valuestring, labels);
+                goto next;
+            }
         } else {
             const cJSON *g = get_path(obj, gt);
             if (!cJSON_IsString(g)) {
@@ -259,6 +294,24 @@ done:
     tbuf_free(&ctx);
     tbuf_free(&ch);
     cJSON_Delete(spec);
+    return rc;
+}
+
+int task_user_load(eval_task *t, const char *spec_path, const eval_task_opts *o, assay_error *err) {
+    char  *text = NULL;
+    size_t size = 0;
+    int    rc   = file_read_capped(spec_path, (size_t)1 << 20, &text, &size, err);
+    if (!rc)
+        rc = spec_load(t, text, size, spec_path, 0, o, err);
     free(text);
     return rc;
+}
+
+int task_spec_builtin_load(eval_task *t, const eval_task_opts *o, assay_error *err) {
+    if (o->num_fewshot > 0)
+        return assay_fail(err, ASSAY_EUNSUPPORTED,
+                          "%s: --num-fewshot %d needs lm-eval's random sampler over the training "
+                          "split, which assay does not implement yet (use 0)",
+                          t->def->name, o->num_fewshot);
+    return spec_load(t, t->def->spec, strlen(t->def->spec), t->def->name, 1, o, err);
 }
