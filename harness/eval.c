@@ -249,7 +249,9 @@ static int write_samples(const char *out_dir, const char *name, const etask *et,
             const score_result *r  = &res[ri];
             char                key[32];
             cJSON              *a = cJSON_CreateObject();
-            cJSON_AddItemToObject(a, "arg_0", jsonl_string_create(doc->context, doc->ctx_len));
+            cJSON_AddItemToObject(a, "arg_0",
+                                  doc->ctxs ? jsonl_string_create(doc->ctxs[c], doc->ctx_lens[c])
+                                            : jsonl_string_create(doc->context, doc->ctx_len));
             char *cont = malloc(doc->choice_len[c] + 2);
             if (cont) {
                 cont[0] = ' ';
@@ -403,7 +405,9 @@ int eval_run(const eval_opts *o, assay_error *err) {
                     rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
                     goto done;
                 }
-                rc = loglik_encode_pair(encode_hf_default, tok, doc->context, doc->ctx_len, cont,
+                rc = loglik_encode_pair(encode_hf_default, tok,
+                                        doc->ctxs ? doc->ctxs[ch] : doc->context,
+                                        doc->ctxs ? doc->ctx_lens[ch] : doc->ctx_len, cont,
                                         cont_len, prefix, &c, &k, err);
                 free(cont);
                 if (rc)

@@ -417,6 +417,14 @@ Test(cli_eval, bad_inputs_exit_2_naming_the_problem) {
                "{\"activity_label\": \"a\", \"ctx_b\": \"c\", \"endings\": [\"x\"], \"label\": "
                "\"0\"}\n");
     expect_fail(dir, "hellaswag", "", "'ctx_a'");
+    write_file(dir, "winogrande/validation.jsonl",
+               "{\"sentence\": \"no blank\", \"option1\": \"a\", \"option2\": \"b\", "
+               "\"answer\": \"1\"}\n");
+    expect_fail(dir, "winogrande", "", "validation.jsonl:1: field 'sentence' has no '_' blank");
+    write_file(dir, "winogrande/validation.jsonl",
+               "{\"sentence\": \"a _ b\", \"option1\": \"a\", \"option2\": \"b\", "
+               "\"answer\": \"3\"}\n");
+    expect_fail(dir, "winogrande", "", "field 'answer' is '3', expected \"1\" or \"2\"");
     /* the six-line layout cut short */
     char sub[128];
     snprintf(sub, sizeof sub, "%s/six", dir);

@@ -191,25 +191,27 @@ Test(eval_vs_lmeval, hellaswag_and_arc_match_lm_eval) {
             docs, md);
 }
 
-Test(eval_vs_lmeval, piqa_boolq_openbookqa_match_lm_eval) {
+Test(eval_vs_lmeval, piqa_boolq_openbookqa_winogrande_match_lm_eval) {
     char dir[64];
     test_tmpdir(dir, sizeof dir);
     char *o  = NULL;
     int   rc = test_run(&o,
-                        "eval " MODEL " --tasks piqa,boolq,openbookqa --data " DATA
+                        "eval " MODEL " --tasks piqa,boolq,openbookqa,winogrande --data " DATA
                         " --output-path %s/out --log-samples",
                         dir);
     cr_assert_eq(rc, 0, "%s", o);
     free(o);
     char out[128];
     snprintf(out, sizeof out, "%s/out", dir);
-    const char *tasks[] = {"piqa", "boolq", "openbookqa"};
+    /* winogrande: one context per choice, one shared continuation (partial scoring) */
+    const char *tasks[] = {"piqa", "boolq", "openbookqa", "winogrande"};
     double      md      = 0;
     size_t      docs    = 0;
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         docs += compare_task(out, tasks[i], &md);
-    compare_metrics(out, tasks, 3);
+    compare_metrics(out, tasks, 4);
     fprintf(stderr,
-            "piqa + boolq + openbookqa vs lm-eval: %zu documents, largest difference %.2e\n", docs,
-            md);
+            "piqa, boolq, openbookqa, winogrande vs lm-eval: %zu documents, largest "
+            "difference %.2e\n",
+            docs, md);
 }

@@ -14,7 +14,7 @@ PreTrainedTokenizerFast so transformers runs tokenizer.json as written.
 
     python3 tools/make_lmeval_reference.py [--model tests/fixtures/models/llama] [--n 200]
 """
-import argparse, bz2, csv, json, os, random, re, sys, tempfile
+import argparse, bz2, csv, json, os, shutil, sys, tempfile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED = os.path.join(ROOT, "..", "shared", "data")
@@ -71,7 +71,9 @@ def simple_rows(n):
     obqa = [{"id": f"o{i}", "question_stem": q["question"],
              "choices": {"text": q["choices"], "label": ["A", "B", "C", "D"]},
              "answerKey": (" " if i % 7 == 0 else "") + "ABCD"[q["answer"]]} for i, q in enumerate(qs)]
-    return piqa, boolq, obqa
+    wino = [{"sentence": f"{q['question']} The answer is _ as we know.", "option1": q["choices"][0],
+             "option2": q["choices"][1], "answer": str(1 + q["answer"] % 2)} for q in qs]
+    return piqa, boolq, obqa, wino
 
 
 def main():
@@ -83,7 +85,7 @@ def main():
     ap.add_argument("--fewshot", type=int, default=5)
     ap.add_argument("--out", default=OUT, help="where data/ and <model>/ go (bench/ uses a temp dir)")
     ap.add_argument("--subjects", default=",".join(SUBJECTS))
-    ap.add_argument("--tasks", default="mmlu,hellaswag,arc_easy,piqa,boolq,openbookqa")
+    ap.add_argument("--tasks", default="mmlu,hellaswag,arc_easy,piqa,boolq,openbookqa,winogrande")
     ap.add_argument("--batch-size", type=int, default=16)
     a = ap.parse_args()
     OUT, SUBJECTS = a.out, a.subjects.split(",")
@@ -96,7 +98,8 @@ def main():
     write_jsonl(os.path.join(data, "mmlu", "dev.jsonl"), mmlu_dev)
     write_jsonl(os.path.join(data, "hellaswag", "validation.jsonl"), hellaswag_rows(a.n))
     write_jsonl(os.path.join(data, "arc_easy", "test.jsonl"), arc_rows(a.n // 2))
-    piqa, boolq, obqa = simple_rows(a.n // 2)
+    piqa, boolq, obqa, wino = simple_rows(a.n // 2)
+    write_jsonl(os.path.join(data, "winogrande", "validation.jsonl"), wino)
     write_jsonl(os.path.join(data, "piqa", "validation.jsonl"), piqa)
     write_jsonl(os.path.join(data, "boolq", "validation.jsonl"), boolq)
     write_jsonl(os.path.join(data, "openbookqa", "test.jsonl"), obqa)
@@ -139,11 +142,15 @@ def main():
         f"include: {tasks_dir}/openbookqa/openbookqa.yaml\ntask: openbookqa\ndataset_path: json\ndataset_name: null\n"
         f"dataset_kwargs:\n  data_files:\n    test: {data}/openbookqa/test.jsonl\n"
         "training_split: null\nvalidation_split: null\n")
+    yamls["winogrande"] = (
+        f"include: {tasks_dir}/winogrande/default.yaml\ntask: winogrande\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    validation: {data}/winogrande/validation.jsonl\n"
+        "training_split: null\n")
+    shutil.copy(os.path.join(tasks_dir, "winogrande", "preprocess_winogrande.py"), inc)
     for name, text in yamls.items():
         with open(os.path.join(inc, f"{name}.yaml"), "w") as f:
             f.write(text)
     # the hellaswag yaml's !function utils.process_docs resolves next to the including file
-    import shutil
     shutil.copy(os.path.join(tasks_dir, "hellaswag", "utils.py"), os.path.join(inc, "utils.py"))
 
     tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(a.model, "tokenizer.json"))
@@ -155,7 +162,7 @@ def main():
     tm = TaskManager(include_path=inc, include_defaults=False)
     runs = [(names, shots) for names, shots in
             [([f"mmlu_{s}" for s in SUBJECTS] if "mmlu" in want else [], a.fewshot),
-             ([t for t in ("hellaswag", "arc_easy", "piqa", "boolq", "openbookqa") if t in want], 0)] if names]
+             ([t for t in ("hellaswag", "arc_easy", "piqa", "boolq", "openbookqa", "winogrande") if t in want], 0)] if names]
     model_name = os.path.basename(os.path.normpath(a.model))
     dest = os.path.join(OUT, model_name)
     os.makedirs(dest, exist_ok=True)

@@ -54,9 +54,17 @@ static const eval_task_def def_openbookqa = {
     "\"{question_stem}\", \"choices\": \"choices.text\", \"gold_label\": \"answerKey\", "
     "\"labels\": \"choices.label\"}"};
 
-const eval_task_def *const eval_task_defs[] = {
-    &def_mmlu, &def_hellaswag, &def_arc_easy,   &def_arc_challenge,
-    &def_piqa, &def_boolq,     &def_openbookqa, NULL};
+static const eval_task_def def_winogrande = {
+    "winogrande",
+    "winogrande/validation.jsonl (allenai/winogrande winogrande_xl)",
+    0,
+    1.0,
+    task_winogrande_load,
+    NULL};
+
+const eval_task_def *const eval_task_defs[] = {&def_mmlu,          &def_hellaswag,  &def_arc_easy,
+                                               &def_arc_challenge, &def_piqa,       &def_boolq,
+                                               &def_openbookqa,    &def_winogrande, NULL};
 
 const eval_task_def *eval_task_find(const char *name) {
     for (int i = 0; eval_task_defs[i]; i++)
@@ -73,8 +81,13 @@ void eval_task_names(char *buf, size_t cap) {
 }
 
 static void doc_free(eval_doc *d) {
-    for (int i = 0; i < d->n_choices; i++)
+    for (int i = 0; i < d->n_choices; i++) {
         free(d->choices[i]);
+        if (d->ctxs)
+            free(d->ctxs[i]);
+    }
+    free(d->ctxs);
+    free(d->ctx_lens);
     free(d->choices);
     free(d->choice_len);
     free(d->context);

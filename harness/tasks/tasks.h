@@ -18,8 +18,10 @@ typedef struct eval_doc {
     size_t *choice_len;
     int     n_choices;
     int     gold;
-    size_t  sub;    /* subtask index (an MMLU subject); 0 when the task has none */
-    size_t  doc_id; /* 0-based index within its subtask, as lm-eval's doc_id */
+    char  **ctxs;     /* one context per choice (winogrande's partial scoring), or NULL */
+    size_t *ctx_lens; /* their lengths */
+    size_t  sub;      /* subtask index (an MMLU subject); 0 when the task has none */
+    size_t  doc_id;   /* 0-based index within its subtask, as lm-eval's doc_id */
 } eval_doc;
 
 typedef struct eval_task_opts {
@@ -96,6 +98,7 @@ int hellaswag_preprocess(tbuf *out, const char *s, size_t len);
 int task_mmlu_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_hellaswag_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_arc_load(eval_task *t, const eval_task_opts *o, assay_error *err);
+int task_winogrande_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 /* A built-in task defined by t->def->spec. */
 int task_spec_builtin_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 /* A user task from a JSON spec (harness/tasks/user.c says the format); sets t->def. */
