@@ -193,7 +193,8 @@ typedef struct sub_stats {
 static cJSON *task_config(const etask *et, const char *name, const eval_opts *o) {
     cJSON *c = cJSON_CreateObject();
     cJSON_AddStringToObject(c, "task", name);
-    cJSON_AddStringToObject(c, "output_type", "multiple_choice");
+    cJSON_AddStringToObject(c, "output_type",
+                            et->t.def->loglik ? "loglikelihood" : "multiple_choice");
     cJSON_AddStringToObject(c, "target_delimiter", task_delim(&et->t));
     cJSON_AddStringToObject(c, "fewshot_delimiter", "\n\n");
     cJSON_AddNumberToObject(c, "num_fewshot", et->t.num_fewshot);
@@ -204,6 +205,13 @@ static cJSON *task_config(const etask *et, const char *name, const eval_opts *o)
         cJSON_AddStringToObject(m, "metric", k ? "acc_norm" : "acc");
         cJSON_AddStringToObject(m, "aggregation", "mean");
         cJSON_AddBoolToObject(m, "higher_is_better", 1);
+        cJSON_AddItemToArray(ml, m);
+    }
+    if (et->t.def->loglik) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "metric", "perplexity");
+        cJSON_AddStringToObject(m, "aggregation", "perplexity");
+        cJSON_AddBoolToObject(m, "higher_is_better", 0);
         cJSON_AddItemToArray(ml, m);
     }
     cJSON *md = cJSON_AddObjectToObject(c, "metadata");
@@ -278,7 +286,12 @@ static int write_samples(const char *out_dir, const char *name, const etask *et,
         cJSON_AddItemToObject(o, "arguments", args);
         cJSON_AddItemToObject(o, "resps", resps);
         cJSON_AddItemToObject(o, "filtered_resps", fr);
-        cJSON_AddNumberToObject(o, "acc", pred == doc->gold);
+        if (et->t.def->loglik) {
+            const score_result *r = &res[et->req0[d]];
+            cJSON_AddNumberToObject(o, "acc", r->n_greedy == r->n_targets);
+            cJSON_AddNumberToObject(o, "perplexity", r->sum);
+        } else
+            cJSON_AddNumberToObject(o, "acc", pred == doc->gold);
         if (et->t.def->acc_norm) {
             int pn = metric_argmax_norm(ll, chars, doc->n_choices);
             cJSON_AddNumberToObject(o, "acc_norm", pn == doc->gold);
@@ -503,8 +516,14 @@ int eval_run(const eval_opts *o, assay_error *err) {
                 }
                 if (rc)
                     break;
-                accs[pos]  = metric_argmax(ll, doc->n_choices) == doc->gold;
-                norms[pos] = metric_argmax_norm(ll, chars, doc->n_choices) == doc->gold;
+                if (et->t.def->loglik) { /* acc = is_greedy; norms holds the log-likelihoods */
+                    const score_result *r = &res[et->req0[d]];
+                    accs[pos]             = r->n_greedy == r->n_targets;
+                    norms[pos]            = r->sum;
+                } else {
+                    accs[pos]  = metric_argmax(ll, doc->n_choices) == doc->gold;
+                    norms[pos] = metric_argmax_norm(ll, chars, doc->n_choices) == doc->gold;
+                }
                 pos++;
             }
             if (rc)
@@ -529,11 +548,15 @@ int eval_run(const eval_opts *o, assay_error *err) {
                 se_n[s] = metric_mean_stderr(norms + first, sizes[s]);
                 add_metric(r, "acc_norm", metric_mean(norms + first, sizes[s]), se_n[s]);
             }
+            if (et->t.def->loglik) /* lm-eval bootstraps this stderr; assay does not */
+                add_metric(r, "perplexity", exp(-metric_mean(norms + first, sizes[s])), NAN);
             cJSON_AddItemToObject(configs, nm, task_config(et, nm, o));
             cJSON_AddNumberToObject(versions, nm, et->t.def->version);
             cJSON_AddNumberToObject(nshot, nm, et->t.num_fewshot);
             cJSON *h = cJSON_AddObjectToObject(hib, nm);
             cJSON_AddBoolToObject(h, "acc", 1);
+            if (et->t.def->loglik)
+                cJSON_AddBoolToObject(h, "perplexity", 0);
             if (et->t.def->acc_norm)
                 cJSON_AddBoolToObject(h, "acc_norm", 1);
             cJSON *ns = cJSON_AddObjectToObject(nsamp, nm);

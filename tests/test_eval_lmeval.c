@@ -215,3 +215,37 @@ Test(eval_vs_lmeval, piqa_boolq_openbookqa_winogrande_match_lm_eval) {
             "difference %.2e\n",
             docs, md);
 }
+
+Test(eval_vs_lmeval, lambada_openai_matches_lm_eval) {
+    char dir[64];
+    test_tmpdir(dir, sizeof dir);
+    char *o  = NULL;
+    int   rc = test_run(&o,
+                        "eval " MODEL " --tasks lambada_openai --data " DATA
+                        " --output-path %s/out --log-samples",
+                        dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    char out[128], path[256];
+    snprintf(out, sizeof out, "%s/out", dir);
+    const char *tasks[] = {"lambada_openai"};
+    double      md      = 0;
+    size_t      docs    = compare_task(out, tasks[0], &md);
+    compare_metrics(out, tasks, 1); /* acc (is_greedy) and its stderr */
+    /* perplexity = exp(-mean(loglik)): equal up to the log-likelihoods' float32 drift */
+    snprintf(path, sizeof path, "%s/results.json", out);
+    cJSON *a = read_json(path), *r = read_json(REF "/results.json");
+    double pa =
+        cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "results"), tasks[0]),
+                            "perplexity,none")
+            ->valuedouble;
+    double pr =
+        cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(r, "results"), tasks[0]),
+                            "perplexity,none")
+            ->valuedouble;
+    cr_expect(fabs(pa - pr) <= 1e-3 * pr, "perplexity: assay %.9g, lm-eval %.9g", pa, pr);
+    cJSON_Delete(a);
+    cJSON_Delete(r);
+    fprintf(stderr, "lambada_openai vs lm-eval: %zu documents, largest difference %.2e\n", docs,
+            md);
+}

@@ -13,18 +13,20 @@ static const eval_task_def def_mmlu = {
     0,
     1.0,
     task_mmlu_load,
-    NULL};
+    NULL,
+    0};
 static const eval_task_def def_hellaswag = {
     "hellaswag",
     "hellaswag_val_full.txt (llama.cpp six-line), or hellaswag/validation.jsonl",
     1,
     1.0,
     task_hellaswag_load,
-    NULL};
+    NULL,
+    0};
 static const eval_task_def def_arc_easy = {
-    "arc_easy", "arc_easy/test.jsonl (ARC-Easy)", 1, 1.0, task_arc_load, NULL};
+    "arc_easy", "arc_easy/test.jsonl (ARC-Easy)", 1, 1.0, task_arc_load, NULL, 0};
 static const eval_task_def def_arc_challenge = {
-    "arc_challenge", "arc_challenge/test.jsonl (ARC-Challenge)", 1, 1.0, task_arc_load, NULL};
+    "arc_challenge", "arc_challenge/test.jsonl (ARC-Challenge)", 1, 1.0, task_arc_load, NULL, 0};
 
 /* Tasks whose lm-eval YAML is a plain template map onto a spec (user.c's format). */
 static const eval_task_def def_piqa = {
@@ -34,7 +36,8 @@ static const eval_task_def def_piqa = {
     1.0,
     task_spec_builtin_load,
     "{\"task\": \"piqa\", \"data\": \"piqa/validation.jsonl\", \"context\": \"Question: "
-    "{goal}\\nAnswer:\", \"choices\": [\"{sol1}\", \"{sol2}\"], \"gold_index\": \"label\"}"};
+    "{goal}\\nAnswer:\", \"choices\": [\"{sol1}\", \"{sol2}\"], \"gold_index\": \"label\"}",
+    0};
 static const eval_task_def def_boolq = {
     "boolq",
     "boolq/validation.jsonl (super_glue boolq)",
@@ -43,7 +46,8 @@ static const eval_task_def def_boolq = {
     task_spec_builtin_load,
     "{\"task\": \"boolq\", \"data\": \"boolq/validation.jsonl\", \"context\": "
     "\"{passage}\\nQuestion: {question}?\\nAnswer:\", \"choices\": [\"no\", \"yes\"], "
-    "\"gold_index\": \"label\"}"};
+    "\"gold_index\": \"label\"}",
+    0};
 static const eval_task_def def_openbookqa = {
     "openbookqa",
     "openbookqa/test.jsonl (allenai/openbookqa main)",
@@ -52,7 +56,8 @@ static const eval_task_def def_openbookqa = {
     task_spec_builtin_load,
     "{\"task\": \"openbookqa\", \"data\": \"openbookqa/test.jsonl\", \"context\": "
     "\"{question_stem}\", \"choices\": \"choices.text\", \"gold_label\": \"answerKey\", "
-    "\"labels\": \"choices.label\"}"};
+    "\"labels\": \"choices.label\"}",
+    0};
 
 static const eval_task_def def_winogrande = {
     "winogrande",
@@ -60,11 +65,20 @@ static const eval_task_def def_winogrande = {
     0,
     1.0,
     task_winogrande_load,
-    NULL};
+    NULL,
+    0};
 
-const eval_task_def *const eval_task_defs[] = {&def_mmlu,          &def_hellaswag,  &def_arc_easy,
-                                               &def_arc_challenge, &def_piqa,       &def_boolq,
-                                               &def_openbookqa,    &def_winogrande, NULL};
+static const eval_task_def def_lambada = {"lambada_openai",
+                                          "lambada_openai/test.jsonl (EleutherAI/lambada_openai)",
+                                          0,
+                                          1.0,
+                                          task_lambada_load,
+                                          NULL,
+                                          1};
+
+const eval_task_def *const eval_task_defs[] = {
+    &def_mmlu,  &def_hellaswag,  &def_arc_easy,   &def_arc_challenge, &def_piqa,
+    &def_boolq, &def_openbookqa, &def_winogrande, &def_lambada,       NULL};
 
 const eval_task_def *eval_task_find(const char *name) {
     for (int i = 0; eval_task_defs[i]; i++)

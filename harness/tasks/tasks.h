@@ -38,7 +38,9 @@ typedef struct eval_task_def {
     int         acc_norm;
     double      version; /* lm-eval's metadata version */
     int (*load)(eval_task *t, const eval_task_opts *o, assay_error *err);
-    const char *spec; /* tasks defined by a spec (harness/tasks/user.c's format), else NULL */
+    const char *spec;   /* tasks defined by a spec (harness/tasks/user.c's format), else NULL */
+    int         loglik; /* lm-eval output_type loglikelihood: one continuation per document; acc is
+                           is_greedy, perplexity = exp(-mean(loglik)) (lambada_openai) */
 } eval_task_def;
 
 struct eval_task {
@@ -98,6 +100,7 @@ int hellaswag_preprocess(tbuf *out, const char *s, size_t len);
 int task_mmlu_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_hellaswag_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_arc_load(eval_task *t, const eval_task_opts *o, assay_error *err);
+int task_lambada_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_winogrande_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 /* A built-in task defined by t->def->spec. */
 int task_spec_builtin_load(eval_task *t, const eval_task_opts *o, assay_error *err);
