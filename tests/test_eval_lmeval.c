@@ -191,12 +191,13 @@ Test(eval_vs_lmeval, hellaswag_and_arc_match_lm_eval) {
             docs, md);
 }
 
-Test(eval_vs_lmeval, piqa_boolq_openbookqa_winogrande_match_lm_eval) {
+Test(eval_vs_lmeval, piqa_boolq_openbookqa_winogrande_truthfulqa_mc1_match_lm_eval) {
     char dir[64];
     test_tmpdir(dir, sizeof dir);
     char *o  = NULL;
     int   rc = test_run(&o,
-                        "eval " MODEL " --tasks piqa,boolq,openbookqa,winogrande --data " DATA
+                        "eval " MODEL
+                        " --tasks piqa,boolq,openbookqa,winogrande,truthfulqa_mc1 --data " DATA
                         " --output-path %s/out --log-samples",
                         dir);
     cr_assert_eq(rc, 0, "%s", o);
@@ -204,16 +205,17 @@ Test(eval_vs_lmeval, piqa_boolq_openbookqa_winogrande_match_lm_eval) {
     char out[128];
     snprintf(out, sizeof out, "%s/out", dir);
     /* winogrande: one context per choice, one shared continuation (partial scoring) */
-    const char *tasks[] = {"piqa", "boolq", "openbookqa", "winogrande"};
+    const char *tasks[] = {"piqa", "boolq", "openbookqa", "winogrande", "truthfulqa_mc1"};
     double      md      = 0;
     size_t      docs    = 0;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < 5; i++)
         docs += compare_task(out, tasks[i], &md);
-    compare_metrics(out, tasks, 4);
-    fprintf(stderr,
-            "piqa, boolq, openbookqa, winogrande vs lm-eval: %zu documents, largest "
-            "difference %.2e\n",
-            docs, md);
+    compare_metrics(out, tasks, 5);
+    fprintf(
+        stderr,
+        "piqa, boolq, openbookqa, winogrande, truthfulqa_mc1 vs lm-eval: %zu documents, largest "
+        "difference %.2e\n",
+        docs, md);
 }
 
 Test(eval_vs_lmeval, lambada_openai_matches_lm_eval) {

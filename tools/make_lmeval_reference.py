@@ -74,7 +74,11 @@ def simple_rows(n):
     wino = [{"sentence": f"{q['question']} The answer is _ as we know.", "option1": q["choices"][0],
              "option2": q["choices"][1], "answer": str(1 + q["answer"] % 2)} for q in qs]
     lamb = [{"text": f"{q['question']} {q['choices'][q['answer']]}"} for q in qs]
-    return piqa, boolq, obqa, wino, lamb
+    tqa = [{"question": q["question"],
+            "mc1_targets": {"choices": [q["choices"][q["answer"]]] + [c for k, c in enumerate(q["choices"]) if k != q["answer"]],
+                            "labels": [1, 0, 0, 0]},
+            "mc2_targets": {"choices": q["choices"], "labels": [1, 0, 0, 0]}} for q in qs]
+    return piqa, boolq, obqa, wino, lamb, tqa
 
 
 def main():
@@ -86,7 +90,7 @@ def main():
     ap.add_argument("--fewshot", type=int, default=5)
     ap.add_argument("--out", default=OUT, help="where data/ and <model>/ go (bench/ uses a temp dir)")
     ap.add_argument("--subjects", default=",".join(SUBJECTS))
-    ap.add_argument("--tasks", default="mmlu,hellaswag,arc_easy,piqa,boolq,openbookqa,winogrande,lambada_openai")
+    ap.add_argument("--tasks", default="mmlu,hellaswag,arc_easy,piqa,boolq,openbookqa,winogrande,lambada_openai,truthfulqa_mc1")
     ap.add_argument("--batch-size", type=int, default=16)
     a = ap.parse_args()
     OUT, SUBJECTS = a.out, a.subjects.split(",")
@@ -99,7 +103,8 @@ def main():
     write_jsonl(os.path.join(data, "mmlu", "dev.jsonl"), mmlu_dev)
     write_jsonl(os.path.join(data, "hellaswag", "validation.jsonl"), hellaswag_rows(a.n))
     write_jsonl(os.path.join(data, "arc_easy", "test.jsonl"), arc_rows(a.n // 2))
-    piqa, boolq, obqa, wino, lamb = simple_rows(a.n // 2)
+    piqa, boolq, obqa, wino, lamb, tqa = simple_rows(a.n // 2)
+    write_jsonl(os.path.join(data, "truthfulqa_mc1", "validation.jsonl"), tqa)
     write_jsonl(os.path.join(data, "lambada_openai", "test.jsonl"), lamb)
     write_jsonl(os.path.join(data, "winogrande", "validation.jsonl"), wino)
     write_jsonl(os.path.join(data, "piqa", "validation.jsonl"), piqa)
@@ -149,6 +154,9 @@ def main():
         f"dataset_kwargs:\n  data_files:\n    validation: {data}/winogrande/validation.jsonl\n"
         "training_split: null\n")
     shutil.copy(os.path.join(tasks_dir, "winogrande", "preprocess_winogrande.py"), inc)
+    yamls["truthfulqa_mc1"] = (
+        f"include: {tasks_dir}/truthfulqa/truthfulqa_mc1.yaml\ntask: truthfulqa_mc1\ndataset_path: json\n"
+        f"dataset_name: null\ndataset_kwargs:\n  data_files:\n    validation: {data}/truthfulqa_mc1/validation.jsonl\n")
     yamls["lambada_openai"] = (
         f"include: {tasks_dir}/lambada/lambada_openai.yaml\ntask: lambada_openai\ndataset_path: json\n"
         f"dataset_name: null\ndataset_kwargs:\n  data_files:\n    test: {data}/lambada_openai/test.jsonl\n")
@@ -167,7 +175,7 @@ def main():
     tm = TaskManager(include_path=inc, include_defaults=False)
     runs = [(names, shots) for names, shots in
             [([f"mmlu_{s}" for s in SUBJECTS] if "mmlu" in want else [], a.fewshot),
-             ([t for t in ("hellaswag", "arc_easy", "piqa", "boolq", "openbookqa", "winogrande", "lambada_openai") if t in want], 0)] if names]
+             ([t for t in ("hellaswag", "arc_easy", "piqa", "boolq", "openbookqa", "winogrande", "lambada_openai", "truthfulqa_mc1") if t in want], 0)] if names]
     model_name = os.path.basename(os.path.normpath(a.model))
     dest = os.path.join(OUT, model_name)
     os.makedirs(dest, exist_ok=True)

@@ -4,7 +4,8 @@
  *                                                            literal braces)
  *    "choices": "options"  or  ["{a}", "{b}"],              (a field holding a list of strings,
  *                                                            dotted for nesting, or templates)
- *    "gold_index": "label"  or  "gold_text": "answer"  or   (an index 0.. (number or digits), the
+ *    "gold_index": "label"  or  "gold_text": "answer"  or   (an index 0.. (number or digits; a
+ *                                                            number here: that index for all), the
  *    "gold_label": "answerKey", "labels": "choices.label"   text of the right choice, or a key
  *                                                            found in a label list, lstripped)
  *    "target_delimiter": " ",                               (optional, lm-eval's default)
@@ -97,18 +98,23 @@ static int spec_load(eval_task *t, const char *spec_text, size_t size, const cha
     }
     const char  *name = spec_str(spec, "task"), *file = spec_str(spec, "data");
     const char  *gl = spec_str(spec, "gold_label"), *labels = spec_str(spec, "labels");
-    const cJSON *ver = cJSON_GetObjectItemCaseSensitive(spec, "version");
+    const cJSON *ver        = cJSON_GetObjectItemCaseSensitive(spec, "version");
+    const cJSON *gic        = cJSON_GetObjectItemCaseSensitive(spec, "gold_index");
+    int          gold_const = cJSON_IsNumber(gic) && gic->valuedouble >= 0 && gic->valuedouble < 1e6
+                                  ? (int)gic->valuedouble
+                                  : -1; /* "gold_index": 0 — the same index for every row */
     const char  *tpl = spec_str(spec, "context"), *gi = spec_str(spec, "gold_index");
     const char  *gt = spec_str(spec, "gold_text"), *delim = spec_str(spec, "target_delimiter");
     const cJSON *choices = cJSON_GetObjectItemCaseSensitive(spec, "choices");
     const cJSON *metrics = cJSON_GetObjectItemCaseSensitive(spec, "metrics");
-    const char  *missing = !name               ? "task"
-                           : !file             ? "data"
-                           : !tpl              ? "context"
-                           : !choices          ? "choices"
-                           : !gi && !gt && !gl ? "gold_index, gold_text or gold_label"
-                           : gl && !labels     ? "labels (with gold_label)"
-                                               : NULL;
+    const char  *missing = !name      ? "task"
+                           : !file    ? "data"
+                           : !tpl     ? "context"
+                           : !choices ? "choices"
+                           : !gi && !gt && !gl && gold_const < 0
+                               ? "gold_index, gold_text or gold_label"
+                           : gl && !labels ? "labels (with gold_label)"
+                                           : NULL;
     if (missing) {
         rc =
             assay_fail(err, ASSAY_EINVAL, "%s: the spec needs a string \"%s\"", spec_path, missing);
@@ -220,7 +226,9 @@ static int spec_load(eval_task *t, const char *spec_text, size_t size, const cha
             goto next;
         }
         int gold = -1;
-        if (gi) {
+        if (gold_const >= 0) {
+            gold = gold_const;
+        } else if (gi) {
             const cJSON *g = get_path(obj, gi);
             if (cJSON_IsNumber(g) && g->valuedouble == floor(g->valuedouble) &&
                 fabs(g->valuedouble) < 1e9)
