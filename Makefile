@@ -42,7 +42,7 @@ endif
 VARIANT := cuda$(CUDA)-san$(SAN)
 OBJDIR  := $(B)/obj-$(VARIANT)
 
-LIB_DIRS := core runtime runtime/cuda loader kernels/cpu kernels/cuda scoring harness
+LIB_DIRS := core runtime runtime/cuda loader kernels/cpu kernels/cuda scoring harness harness/tasks
 LIB_SRCS := $(filter-out harness/main.c,$(wildcard $(addsuffix /*.c,$(LIB_DIRS))))
 LIB_OBJS := $(LIB_SRCS:%.c=$(OBJDIR)/%.o)
 

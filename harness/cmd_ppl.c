@@ -12,6 +12,7 @@
 #include "harness/cli_common.h"
 #include "harness/commands.h"
 #include "harness/jsonl.h"
+#include "harness/pipeline.h"
 #include "harness/progress.h"
 #include "loader/config.h"
 #include "loader/tokenizer.h"
@@ -157,12 +158,6 @@ done:
     return rc;
 }
 
-/* One window of one document, with its request tokens. */
-typedef struct ppl_work {
-    size_t   doc;
-    win_span span;
-} ppl_work;
-
 static cJSON *stats_json(const char *name, const ppl_stats *s, int sliding) {
     cJSON *o = cJSON_CreateObject();
     if (name)
@@ -190,43 +185,20 @@ static void print_row(const char *name, const ppl_stats *s) {
            ppl_bits_per_byte(s));
 }
 
-/* A NaN or infinite log-prob: a perplexity computed from it would mean nothing. Names the
- * document, the window (1-based within the document) and the token. */
-static int ppl_fail_nonfinite(const ppl_doc *doc, const ppl_work *work, size_t k,
-                              const score_result *r, const char *model_dir, assay_error *err) {
-    size_t nth = 1;
-    while (nth <= k && work[k - nth].doc == work[k].doc)
-        nth++;
-    int at = 0;
-    while (at + 1 < r->n_targets && isfinite(r->logprob[at]))
-        at++;
-    const win_span *s = &work[k].span;
-    /* request index score_from + at is document token start + that, less the prefix token */
-    size_t tok = s->start + s->score_from + (size_t)at - (s->prefix ? 1 : 0);
-    return assay_fail(err, ASSAY_ECHECK,
-                      "%s: window %zu (tokens %zu..%zu) gives log-prob %g for token %zu: %s has "
-                      "NaN or infinite weights or activations, so no perplexity is reported",
-                      doc->name, nth, s->start, s->end - 1, (double)r->logprob[at], tok, model_dir);
-}
-
 int cmd_ppl(int argc, char **argv) {
-    cli_common     cc        = {0};
-    assay_error    err       = {0};
-    const char    *model_dir = NULL, *mode = "sliding";
-    const char   **files   = calloc((size_t)argc, sizeof *files);
-    int            n_files = 0, rc = ASSAY_OK;
-    int64_t        ctx = 0, stride = 0;
-    doc_list       docs   = {0};
-    win_plan       plan   = {0};
-    ppl_work      *work   = NULL;
-    size_t         n_work = 0;
-    tokenizer     *tok    = NULL;
-    model         *m      = NULL;
-    int32_t       *buf    = NULL;
-    score_request *reqs   = NULL;
-    score_result  *res    = NULL;
-    int            n_res  = 0;
-    progress       prog;
+    cli_common    cc        = {0};
+    assay_error   err       = {0};
+    const char   *model_dir = NULL, *mode = "sliding";
+    const char  **files   = calloc((size_t)argc, sizeof *files);
+    int           n_files = 0, rc = ASSAY_OK;
+    int64_t       ctx = 0, stride = 0;
+    doc_list      docs   = {0};
+    pipe_ppl_plan plan   = {0};
+    pipe_doc     *pdocs  = NULL;
+    pipe_counts   counts = {0};
+    tokenizer    *tok    = NULL;
+    model        *m      = NULL;
+    progress      prog;
     if (!files)
         return cli_report(&(assay_error){ASSAY_ENOMEM, "out of memory"});
 
@@ -303,10 +275,13 @@ int cmd_ppl(int argc, char **argv) {
                    model_dir);
         goto fail;
     }
-    tok_encode_opts eo       = tok_default_opts();
-    eo.add_special           = sliding;
-    eo.split_special         = 0;
-    int64_t total_req_tokens = 0, total_scored = 0, longest = 0;
+    tok_encode_opts eo = tok_default_opts();
+    eo.add_special     = sliding;
+    eo.split_special   = 0;
+    if (!(pdocs = calloc(docs.n, sizeof *pdocs))) {
+        assay_fail(&err, ASSAY_ENOMEM, "out of memory for %zu documents", docs.n);
+        goto fail;
+    }
     for (size_t d = 0; d < docs.n; d++) {
         ppl_doc *doc = &docs.d[d];
         if ((rc = tok_encode(tok, doc->text, doc->len, &eo, 0, &doc->ids, &err))) {
@@ -315,38 +290,16 @@ int cmd_ppl(int argc, char **argv) {
             assay_fail(&err, rc, "%s: %s", doc->name, msg);
             goto fail;
         }
-        size_t need = sliding ? 2 : 1;
-        if (doc->ids.n < need) {
-            assay_fail(&err, ASSAY_EINVAL,
-                       "%s: the document is %zu token(s); %s perplexity needs at least %zu",
-                       doc->name, doc->ids.n, mode, need);
-            goto fail;
-        }
         ppl_stats_init(&doc->st, doc->text, doc->len);
-        plan.n = 0;
-        rc     = sliding ? win_plan_sliding(&plan, doc->ids.n, (size_t)ctx, (size_t)stride, &err)
-                         : win_plan_rolling(&plan, doc->ids.n, (size_t)ctx, 1, &err);
-        if (rc)
-            goto fail;
-        ppl_work *nw = realloc(work, (n_work + plan.n) * sizeof *nw);
-        if (!nw) {
-            assay_fail(&err, ASSAY_ENOMEM, "%s: out of memory planning windows", doc->name);
-            goto fail;
-        }
-        work = nw;
-        for (size_t k = 0; k < plan.n; k++) {
-            work[n_work++] = (ppl_work){.doc = d, .span = plan.spans[k]};
-            total_req_tokens += (int64_t)win_len(&plan.spans[k]);
-            if ((int64_t)win_len(&plan.spans[k]) > longest)
-                longest = (int64_t)win_len(&plan.spans[k]);
-            total_scored += (int64_t)win_scored(&plan.spans[k]);
-        }
+        pdocs[d] = (pipe_doc){doc->name, doc->ids.ids, doc->ids.n, &doc->st};
     }
+    if ((rc = pipe_ppl_plan_make(&plan, pdocs, docs.n, sliding, (size_t)ctx, (size_t)stride, &err)))
+        goto fail;
 
     /* A window longer than a batch runs through the KV cache: size it for the longest window
      * (the default window can be 128k tokens; the runtime's default cache holds 8192). The
      * memory budget check then covers it. */
-    cc.kv_tokens = (int)longest;
+    cc.kv_tokens = (int)plan.longest;
     if ((rc = cli_load_model(model_dir, &cc, &m, &err)))
         goto fail;
     if (model_get_config(m)->vocab_size < tok_vocab_size(tok)) {
@@ -355,56 +308,10 @@ int cmd_ppl(int argc, char **argv) {
         goto fail;
     }
 
-    /* Windows go to the engine in groups of about eight forward passes, so progress moves and
-     * the per-token results of one group are all that is held at once. */
-    int64_t group_tokens = (int64_t)model_max_batch_tokens(m) * 8;
-    if (group_tokens < ctx + 1)
-        group_tokens = ctx + 1;
-    buf  = malloc((size_t)(group_tokens + ctx + 1) * sizeof *buf);
-    reqs = malloc(n_work * sizeof *reqs);
-    res  = calloc(n_work, sizeof *res);
-    if (!buf || !reqs || !res) {
-        assay_fail(&err, ASSAY_ENOMEM, "out of memory for %zu windows", n_work);
-        goto fail;
-    }
     double t0 = time_now();
-    progress_init(&prog, "ppl", "tok", total_scored);
-    int64_t done = 0;
-    for (size_t w = 0; w < n_work;) {
-        size_t  first = w;
-        int64_t used  = 0;
-        while (w < n_work &&
-               (w == first || used + (int64_t)win_len(&work[w].span) <= group_tokens)) {
-            const ppl_doc *doc = &docs.d[work[w].doc];
-            win_fill_tokens(buf + used, &work[w].span, doc->ids.ids, prefix);
-            reqs[w] = (score_request){.tokens     = buf + used,
-                                      .n_tokens   = (int)win_len(&work[w].span),
-                                      .score_from = (int)work[w].span.score_from};
-            used += (int64_t)win_len(&work[w].span);
-            w++;
-        }
-        int n = (int)(w - first);
-        n_res = (int)w; /* res is zeroed, so a partly filled group frees cleanly */
-        if ((rc = model_score(m, reqs + first, n, res + first, &err)))
-            goto fail_progress;
-        for (size_t k = first; k < w; k++) {
-            const win_span *s = &work[k].span;
-            if (res[k].n_targets != (int)win_scored(s)) {
-                assay_fail(&err, ASSAY_EINTERNAL, "%s: window scored %d targets, expected %zu",
-                           docs.d[work[k].doc].name, res[k].n_targets, win_scored(s));
-                goto fail_progress;
-            }
-            if (!isfinite(res[k].sum)) {
-                rc = ppl_fail_nonfinite(&docs.d[work[k].doc], work, k, &res[k], model_dir, &err);
-                goto fail_progress;
-            }
-            ppl_stats_add_window(&docs.d[work[k].doc].st, -res[k].sum, res[k].n_targets,
-                                 (int64_t)s->hf_count);
-            done += res[k].n_targets;
-        }
-        score_results_free(res + first, n);
-        progress_update(&prog, done);
-    }
+    progress_init(&prog, "ppl", "tok", plan.scored);
+    if ((rc = pipe_ppl_run(m, &plan, pdocs, prefix, model_dir, &counts, &prog, &err)))
+        goto fail_progress;
     progress_finish(&prog);
     double wall = time_now() - t0;
 
@@ -427,8 +334,8 @@ int cmd_ppl(int argc, char **argv) {
             cJSON_AddItemToArray(arr, stats_json(docs.d[d].name, &docs.d[d].st, sliding));
         cJSON_AddItemToObject(root, "documents", arr);
         cJSON_AddItemToObject(root, "total", stats_json(NULL, &total, sliding));
-        cJSON_AddNumberToObject(root, "windows", (double)n_work);
-        cJSON_AddNumberToObject(root, "tokens_computed", (double)total_req_tokens);
+        cJSON_AddNumberToObject(root, "windows", (double)plan.n);
+        cJSON_AddNumberToObject(root, "tokens_computed", (double)plan.request_tokens);
         cJSON_AddNumberToObject(root, "wall_s", wall);
         cJSON_AddNumberToObject(root, "tokens_per_s", wall > 0 ? (double)total.tokens / wall : 0);
         char *s = cJSON_Print(root);
@@ -440,7 +347,7 @@ int cmd_ppl(int argc, char **argv) {
         printf("mode %s, ctx %lld (%s)", mode, (long long)ctx, ctx_from);
         if (sliding)
             printf(", stride %lld", (long long)stride);
-        printf(", %zu windows\n", n_work);
+        printf(", %zu windows\n", plan.n);
         printf("%-28s %8s %14s %12s %12s %10s %10s\n", "document", "tokens", "nll (nats)", "ppl",
                "word_ppl", "byte_ppl", "bits/byte");
         for (size_t d = 0; d < docs.n; d++)
@@ -465,14 +372,10 @@ fail:
 out:
     rc = 0;
 cleanup:
-    score_results_free(res, n_res);
-    free(res);
-    free(reqs);
-    free(buf);
     model_free(m);
     tok_free(tok);
-    free(work);
-    win_plan_free(&plan);
+    free(pdocs);
+    pipe_ppl_plan_free(&plan);
     docs_free(&docs);
     free(files);
     return rc;

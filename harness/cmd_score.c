@@ -1,8 +1,7 @@
 /* harness/cmd_score.c — `assay score`: log-likelihood of continuations given contexts, the way
  * lm-eval's loglikelihood requests are built. Requests stream through in windows (bounded memory
- * for any number of them); within a window, requests that share a context run it once (the
- * engine's shared-prefix path) and the rest go through batched scoring. Results leave in input
- * order after each window. */
+ * for any number of them); each window goes to harness/pipeline.h (shared contexts once, the
+ * rest batched). Results leave in input order after each window. */
 #include <cJSON.h>
 #include <errno.h>
 #include <math.h>
@@ -15,6 +14,7 @@
 #include "harness/cli_common.h"
 #include "harness/commands.h"
 #include "harness/jsonl.h"
+#include "harness/pipeline.h"
 #include "harness/progress.h"
 #include "loader/config.h"
 #include "loader/tokenizer.h"
@@ -105,24 +105,6 @@ typedef struct score_window {
     size_t       n;
     tok_ids      c, k;
 } score_window;
-
-static score_item *g_items; /* qsort has no user pointer */
-
-static int cmp_ctx(const void *a, const void *b) {
-    const score_item *x = &g_items[*(const size_t *)a], *y = &g_items[*(const size_t *)b];
-    size_t            n = x->score_from < y->score_from ? x->score_from : y->score_from;
-    int               c = memcmp(x->tokens, y->tokens, n * sizeof *x->tokens);
-    if (c)
-        return c;
-    if (x->score_from != y->score_from)
-        return x->score_from < y->score_from ? -1 : 1;
-    return *(const size_t *)a < *(const size_t *)b ? -1 : 1; /* stable: file order */
-}
-
-static int same_ctx(const score_item *x, const score_item *y) {
-    return x->score_from == y->score_from &&
-           !memcmp(x->tokens, y->tokens, x->score_from * sizeof *x->tokens);
-}
 
 static void window_clear(score_window *w) {
     for (size_t i = 0; i < w->n; i++) {
@@ -223,67 +205,17 @@ static int window_read(score_window *w, assay_error *err) {
     return ASSAY_OK;
 }
 
-/* Scores the window's requests into items[].res; *done counts scored tokens. */
-static int window_score(model *m, score_window *w, size_t *order, score_request *reqs,
-                        score_result *tmp, int64_t *done, progress *prog, assay_error *err) {
-    score_item *items = w->items;
-    size_t      n     = w->n;
-    int         rc;
-    for (size_t i = 0; i < n; i++)
-        order[i] = i;
-    g_items = items;
-    qsort(order, n, sizeof *order, cmp_ctx);
-    /* Group by context tokens: groups of two or more share one pass over their context. */
-    size_t n_single = 0;
-    for (size_t g = 0; g < n;) {
-        size_t e = g + 1;
-        while (e < n && same_ctx(&items[order[g]], &items[order[e]]))
-            e++;
-        if (e - g == 1) {
-            order[n_single++] = order[g]; /* singles are scored together below */
-            g                 = e;
-            continue;
-        }
-        const score_item *head = &items[order[g]];
-        for (size_t k = g; k < e; k++) {
-            const score_item *it = &items[order[k]];
-            reqs[k - g]          = (score_request){.tokens     = it->tokens + it->score_from,
-                                                   .n_tokens   = (int)(it->n - it->score_from),
-                                                   .score_from = 0};
-        }
-        if ((rc = model_score_shared(m, head->tokens, (int)head->score_from, reqs, (int)(e - g),
-                                     tmp, err)))
-            return rc;
-        for (size_t k = g; k < e; k++) {
-            items[order[k]].res = tmp[k - g];
-            *done += tmp[k - g].n_targets;
-            memset(&tmp[k - g], 0, sizeof tmp[k - g]);
-        }
-        progress_update(prog, *done);
-        g = e;
+/* Scores the window's requests into items[].res (grouping and batching: harness/pipeline.h). */
+static int window_score(model *m, score_window *w, pipe_request *reqs, score_result *tmp,
+                        pipe_counts *counts, progress *prog, assay_error *err) {
+    for (size_t i = 0; i < w->n; i++)
+        reqs[i] = (pipe_request){w->items[i].tokens, w->items[i].n, w->items[i].score_from};
+    int rc = pipe_score_loglik(m, reqs, w->n, tmp, counts, prog, err);
+    for (size_t i = 0; i < w->n; i++) {
+        w->items[i].res = tmp[i];
+        memset(&tmp[i], 0, sizeof tmp[i]);
     }
-    /* Singles in groups of about eight forward passes. */
-    int64_t budget = (int64_t)model_max_batch_tokens(m) * 8;
-    for (size_t s = 0; s < n_single;) {
-        size_t  first = s;
-        int64_t used  = 0;
-        while (s < n_single && (s == first || used + (int64_t)items[order[s]].n <= budget)) {
-            const score_item *it = &items[order[s]];
-            reqs[s - first]      = (score_request){
-                     .tokens = it->tokens, .n_tokens = (int)it->n, .score_from = (int)it->score_from};
-            used += (int64_t)it->n;
-            s++;
-        }
-        if ((rc = model_score(m, reqs, (int)(s - first), tmp, err)))
-            return rc;
-        for (size_t k = first; k < s; k++) {
-            items[order[k]].res = tmp[k - first];
-            *done += tmp[k - first].n_targets;
-            memset(&tmp[k - first], 0, sizeof tmp[k - first]);
-        }
-        progress_update(prog, *done);
-    }
-    return ASSAY_OK;
+    return rc;
 }
 
 /* "requests.jsonl:7 (id "q7")" for messages. */
@@ -351,19 +283,20 @@ static void json_field(const char *key, cJSON *v) {
 }
 
 int cmd_score(int argc, char **argv) {
-    cli_common     cc        = {0};
-    assay_error    err       = {0};
-    const char    *model_dir = NULL, *req_path = NULL, *out_path = NULL;
-    int64_t        ctx = 0, done = 0;
-    int            rc, strict = 0, started = 0;
-    model         *m     = NULL;
-    size_t        *order = NULL, n_emitted = 0;
-    score_request *reqs    = NULL;
-    score_result  *tmp     = NULL;
-    atomic_file    af      = {0};
-    int            af_open = 0;
-    progress       prog;
-    score_window   w = {0};
+    cli_common    cc        = {0};
+    assay_error   err       = {0};
+    const char   *model_dir = NULL, *req_path = NULL, *out_path = NULL;
+    int64_t       ctx    = 0;
+    pipe_counts   counts = {0};
+    int           rc, strict = 0, started = 0;
+    model        *m         = NULL;
+    size_t        n_emitted = 0;
+    pipe_request *reqs      = NULL;
+    score_result *tmp       = NULL;
+    atomic_file   af        = {0};
+    int           af_open   = 0;
+    progress      prog;
+    score_window  w = {0};
 
     const cli_opt opts[] = {
         {"--requests", CLI_STR, &req_path, 0, 0, NULL},
@@ -407,10 +340,9 @@ int cmd_score(int argc, char **argv) {
     w.vocab   = cfg.vocab_size;
     w.strict  = strict;
     w.items   = calloc(SCORE_WINDOW_REQUESTS, sizeof *w.items);
-    order     = malloc(SCORE_WINDOW_REQUESTS * sizeof *order);
     reqs      = malloc(SCORE_WINDOW_REQUESTS * sizeof *reqs);
     tmp       = calloc(SCORE_WINDOW_REQUESTS, sizeof *tmp);
-    if (!w.items || !order || !reqs || !tmp) {
+    if (!w.items || !reqs || !tmp) {
         assay_fail(&err, ASSAY_ENOMEM, "out of memory for a window of %d requests",
                    SCORE_WINDOW_REQUESTS);
         goto fail;
@@ -453,7 +385,7 @@ int cmd_score(int argc, char **argv) {
     double t0 = time_now();
     progress_init(&prog, "score", "tok", 0);
     while (w.n > 0) {
-        if ((rc = window_score(m, &w, order, reqs, tmp, &done, &prog, &err)) ||
+        if ((rc = window_score(m, &w, reqs, tmp, &counts, &prog, &err)) ||
             (rc = window_emit(&w, af_open ? af.fp : NULL, out_path, cc.json, &n_emitted, &err)) ||
             (rc = window_read(&w, &err))) {
             progress_finish(&prog);
@@ -471,9 +403,9 @@ int cmd_score(int argc, char **argv) {
     if (cc.json) {
         printf("\n  ],\n  \"tokens_scored\": %lld,\n  \"wall_s\": %.6g,\n  \"tokens_per_s\": "
                "%.6g\n}\n",
-               (long long)done, wall, wall > 0 ? (double)done / wall : 0);
+               (long long)counts.scored, wall, wall > 0 ? (double)counts.scored / wall : 0);
     }
-    cli_summary("score", "tokens", done, wall);
+    cli_summary("score", "tokens", counts.scored, wall);
     rc = 0;
     goto cleanup;
 
@@ -489,7 +421,6 @@ cleanup:
     score_results_free(tmp, tmp ? SCORE_WINDOW_REQUESTS : 0);
     free(tmp);
     free(reqs);
-    free(order);
     if (w.items)
         window_clear(&w);
     free(w.items);

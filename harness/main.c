@@ -18,6 +18,10 @@ static const struct {
     {"tokenize", cmd_tokenize, "tokenize text with a model's tokenizer"},
     {"ppl", cmd_ppl, "perplexity of text files (sliding or rolling windows)"},
     {"score", cmd_score, "log-likelihood of continuations given contexts"},
+    {"eval", cmd_eval,
+     "multiple-choice benchmarks (mmlu, hellaswag, arc, piqa, boolq, openbookqa, winogrande, user "
+     "tasks) as "
+     "lm-eval scores them"},
     {"generate", cmd_generate, "greedy generation for a set of prompts"},
     {"devices", cmd_devices, "list the compute devices assay can use"},
     {"version", cmd_version, "print the version and what this build contains"},

@@ -1,0 +1,763 @@
+/* harness/eval.c — see eval.h. */
+#include "harness/eval.h"
+
+#include <cJSON.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/sha256.h"
+#include "core/util.h"
+#include "harness/commands.h"
+#include "harness/jsonl.h"
+#include "harness/pipeline.h"
+#include "harness/progress.h"
+#include "harness/tasks/tasks.h"
+#include "loader/config.h"
+#include "loader/tokenizer.h"
+#include "runtime/model.h"
+#include "scoring/loglik.h"
+#include "scoring/metrics.h"
+
+int eval_check_output_dir(const char *dir, assay_error *err) {
+    char probe[4200];
+    if (!path_is_dir(dir) && mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return assay_fail(err, ASSAY_EINVAL, "--output-path %s: cannot create the directory: %s",
+                          dir, strerror(errno));
+    if (!path_is_dir(dir))
+        return assay_fail(err, ASSAY_EINVAL, "--output-path %s: exists and is not a directory",
+                          dir);
+    snprintf(probe, sizeof probe, "%s/.assay-write-check-XXXXXX", dir);
+    int fd = mkstemp(probe);
+    if (fd < 0)
+        return assay_fail(err, ASSAY_EINVAL, "--output-path %s: not writable: %s", dir,
+                          strerror(errno));
+    close(fd);
+    unlink(probe);
+    return ASSAY_OK;
+}
+
+/* lm-eval's HFLM tok_encode for a causal model with add_bos_token unset: the tokenizer's own
+ * default (add_special_tokens=True), so BOS is added exactly when the tokenizer's post-processor
+ * adds it (Llama: yes; GPT-2: no). */
+static int encode_hf_default(void *ctx, const char *text, size_t len, tok_ids *out,
+                             assay_error *err) {
+    tok_encode_opts o = tok_default_opts();
+    return tok_encode((const tokenizer *)ctx, text, len, &o, 0, out, err);
+}
+
+static const char *task_delim(const eval_task *t) { return t->delim[0] ? t->delim : " "; }
+
+/* target delimiter + choice, malloc'd */
+static char *make_cont(const eval_task *t, const eval_doc *doc, int ch, size_t *len) {
+    const char *d  = task_delim(t);
+    size_t      dl = strlen(d);
+    char       *s  = malloc(dl + doc->choice_len[ch] + 1);
+    if (s) {
+        memcpy(s, d, dl);
+        memcpy(s + dl, doc->choices[ch], doc->choice_len[ch]);
+        s[dl + doc->choice_len[ch]] = '\0';
+    }
+    *len = dl + doc->choice_len[ch];
+    return s;
+}
+
+typedef struct ereq {
+    int32_t *tokens;
+    size_t   n, score_from;
+    int      truncated;
+} ereq;
+
+typedef struct etask {
+    eval_task t;
+    size_t   *req0; /* per doc: index of its first request */
+    double    naive_tokens;
+} etask;
+
+/* hex digest of a set of files, each preceded by its name relative to nothing (the caller's
+ * order is the hash's order). */
+static int hash_files(char out[65], const char *const *paths, size_t n, size_t max_bytes,
+                      assay_error *err) {
+    sha256_ctx c;
+    sha256_init(&c);
+    for (size_t i = 0; i < n; i++) {
+        int rc = sha256_file(&c, paths[i], max_bytes, err);
+        if (rc)
+            return rc;
+    }
+    sha256_hex(&c, out);
+    return ASSAY_OK;
+}
+
+static int cmp_cstr(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The model's content hash: config.json, then each *.safetensors file's 8-byte length and JSON
+ * header (names, dtypes, shapes, offsets), files in name order. The tensor bytes are not read:
+ * hashing gigabytes would cost more than the run; the header pins the layout, not the values. */
+static int hash_model(const char *dir, char out[65], assay_error *err) {
+    char       path[4200];
+    sha256_ctx c;
+    DIR       *d     = opendir(dir);
+    char     **names = NULL;
+    size_t     n = 0, cap = 0;
+    int        rc = ASSAY_OK;
+    if (!d)
+        return assay_fail(err, ASSAY_EIO, "%s: cannot open the directory", dir);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (!str_ends_with(e->d_name, ".safetensors"))
+            continue;
+        if (n == cap) {
+            cap       = cap ? cap * 2 : 8;
+            char **nn = realloc(names, cap * sizeof *nn);
+            if (!nn) {
+                rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+                goto done;
+            }
+            names = nn;
+        }
+        if (!(names[n] = strdup(e->d_name))) {
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+            goto done;
+        }
+        n++;
+    }
+    qsort(names, n, sizeof *names, cmp_cstr);
+    sha256_init(&c);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if ((rc = sha256_file(&c, path, SIZE_MAX, err)))
+        goto done;
+    for (size_t i = 0; i < n; i++) {
+        uint8_t hl[8] = {0};
+        size_t  size  = 0;
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        int fd = file_open_regular(path, &size, err);
+        if (fd < 0) {
+            rc = err->code ? err->code : ASSAY_EIO;
+            goto done;
+        }
+        ssize_t r = size >= 8 ? read(fd, hl, 8) : 0;
+        close(fd);
+        uint64_t len = 0;
+        for (int k = 7; k >= 0; k--)
+            len = len << 8 | hl[k];
+        if (r != 8 || len > size - 8) {
+            rc = assay_fail(err, ASSAY_EFORMAT, "%s: not a safetensors file", path);
+            goto done;
+        }
+        sha256_update(&c, names[i], strlen(names[i]) + 1);
+        if ((rc = sha256_file(&c, path, (size_t)len + 8, err)))
+            goto done;
+    }
+    sha256_hex(&c, out);
+done:
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    closedir(d);
+    return rc;
+}
+
+static double peak_rss_bytes(void) {
+    struct rusage ru;
+    return getrusage(RUSAGE_SELF, &ru) == 0 ? (double)ru.ru_maxrss * 1024.0 : 0;
+}
+
+/* lm-eval prints "N/A" where a stderr is undefined (one sample). */
+static void add_metric(cJSON *o, const char *name, double v, double se) {
+    char key[64];
+    snprintf(key, sizeof key, "%s,none", name);
+    cJSON_AddNumberToObject(o, key, v);
+    snprintf(key, sizeof key, "%s_stderr,none", name);
+    if (isfinite(se))
+        cJSON_AddNumberToObject(o, key, se);
+    else
+        cJSON_AddStringToObject(o, key, "N/A");
+}
+
+/* Per (sub)task outcome. */
+typedef struct sub_stats {
+    double *acc, *acc_norm;
+    size_t  n;
+} sub_stats;
+
+static cJSON *task_config(const etask *et, const char *name, const eval_opts *o) {
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "task", name);
+    cJSON_AddStringToObject(c, "output_type",
+                            et->t.def->loglik ? "loglikelihood" : "multiple_choice");
+    cJSON_AddStringToObject(c, "target_delimiter", task_delim(&et->t));
+    cJSON_AddStringToObject(c, "fewshot_delimiter", "\n\n");
+    cJSON_AddNumberToObject(c, "num_fewshot", et->t.num_fewshot);
+    cJSON_AddStringToObject(c, "data_layout", et->t.layout);
+    cJSON *ml = cJSON_AddArrayToObject(c, "metric_list");
+    for (int k = 0; k < (et->t.def->acc_norm ? 2 : 1); k++) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "metric", k ? "acc_norm" : "acc");
+        cJSON_AddStringToObject(m, "aggregation", "mean");
+        cJSON_AddBoolToObject(m, "higher_is_better", 1);
+        cJSON_AddItemToArray(ml, m);
+    }
+    if (et->t.def->loglik) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "metric", "perplexity");
+        cJSON_AddStringToObject(m, "aggregation", "perplexity");
+        cJSON_AddBoolToObject(m, "higher_is_better", 0);
+        cJSON_AddItemToArray(ml, m);
+    }
+    cJSON *md = cJSON_AddObjectToObject(c, "metadata");
+    cJSON_AddNumberToObject(md, "version", et->t.def->version);
+    (void)o;
+    return c;
+}
+
+static int write_json_file(const char *path, const cJSON *root, assay_error *err) {
+    char *s = jsonl_print(root, 1);
+    if (!s)
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory writing %s", path);
+    size_t n = strlen(s);
+    s[n]     = '\n';
+    int rc   = file_write_atomic(path, s, n + 1, err);
+    free(s);
+    return rc;
+}
+
+/* Writes samples_<name>.jsonl for the docs of one (sub)task. */
+static int write_samples(const char *out_dir, const char *name, const etask *et, size_t sub,
+                         const ereq *reqs, const score_result *res, assay_error *err) {
+    char        path[4200];
+    atomic_file af = {0};
+    snprintf(path, sizeof path, "%s/samples_%s.jsonl", out_dir, name);
+    int rc = atomic_open(&af, path, err);
+    if (rc)
+        return rc;
+    for (size_t d = 0; d < et->t.n; d++) {
+        const eval_doc *doc = &et->t.docs[d];
+        if (doc->sub != sub)
+            continue;
+        double ll[64], norm_len[64];
+        (void)norm_len;
+        cJSON *o = cJSON_CreateObject(), *args = cJSON_CreateObject(), *resps = cJSON_CreateArray(),
+              *fr = cJSON_CreateArray(), *ntok = cJSON_CreateArray();
+        cJSON_AddNumberToObject(o, "doc_id", (double)doc->doc_id);
+        cJSON_AddNumberToObject(o, "target", doc->gold);
+        int    trunc = 0;
+        size_t chars[64];
+        for (int c = 0; c < doc->n_choices; c++) {
+            size_t              ri = et->req0[d] + (size_t)c;
+            const score_result *r  = &res[ri];
+            char                key[32];
+            cJSON              *a = cJSON_CreateObject();
+            cJSON_AddItemToObject(a, "arg_0",
+                                  doc->ctxs ? jsonl_string_create(doc->ctxs[c], doc->ctx_lens[c])
+                                            : jsonl_string_create(doc->context, doc->ctx_len));
+            char *cont = malloc(doc->choice_len[c] + 2);
+            if (cont) {
+                cont[0] = ' ';
+                memcpy(cont + 1, doc->choices[c], doc->choice_len[c]);
+                cJSON_AddItemToObject(a, "arg_1",
+                                      jsonl_string_create(cont, doc->choice_len[c] + 1));
+                free(cont);
+            }
+            snprintf(key, sizeof key, "gen_args_%d", c);
+            cJSON_AddItemToObject(args, key, a);
+            cJSON *pair = cJSON_CreateArray();
+            cJSON_AddItemToArray(pair, cJSON_CreateNumber(r->sum));
+            cJSON_AddItemToArray(pair, cJSON_CreateBool(r->n_greedy == r->n_targets));
+            cJSON *wrap = cJSON_CreateArray();
+            cJSON_AddItemToArray(wrap, cJSON_Duplicate(pair, 1));
+            cJSON_AddItemToArray(resps, wrap);
+            cJSON_AddItemToArray(fr, pair);
+            cJSON_AddItemToArray(ntok, cJSON_CreateNumber(r->n_targets));
+            ll[c]    = r->sum;
+            chars[c] = metric_chars(doc->choices[c], doc->choice_len[c]);
+            trunc |= reqs[ri].truncated;
+        }
+        int pred = metric_argmax(ll, doc->n_choices);
+        cJSON_AddItemToObject(o, "arguments", args);
+        cJSON_AddItemToObject(o, "resps", resps);
+        cJSON_AddItemToObject(o, "filtered_resps", fr);
+        if (et->t.def->loglik) {
+            const score_result *r = &res[et->req0[d]];
+            cJSON_AddNumberToObject(o, "acc", r->n_greedy == r->n_targets);
+            cJSON_AddNumberToObject(o, "perplexity", r->sum);
+        } else
+            cJSON_AddNumberToObject(o, "acc", pred == doc->gold);
+        if (et->t.def->acc_norm) {
+            int pn = metric_argmax_norm(ll, chars, doc->n_choices);
+            cJSON_AddNumberToObject(o, "acc_norm", pn == doc->gold);
+            cJSON_AddNumberToObject(o, "pred_norm", pn);
+        }
+        cJSON_AddNumberToObject(o, "pred", pred);
+        cJSON_AddNumberToObject(o, "gold", doc->gold);
+        cJSON_AddBoolToObject(o, "correct", pred == doc->gold);
+        cJSON_AddItemToObject(o, "n_tokens", ntok);
+        cJSON_AddBoolToObject(o, "truncated", trunc);
+        char *line = jsonl_print(o, 0);
+        cJSON_Delete(o);
+        if (!line || fprintf(af.fp, "%s\n", line) < 0) {
+            int e = errno;
+            free(line);
+            atomic_abort(&af);
+            return line ? assay_fail(err, ASSAY_EIO, "%s: write failed: %s", path, strerror(e))
+                        : assay_fail(err, ASSAY_ENOMEM, "out of memory writing %s", path);
+        }
+        free(line);
+    }
+    return atomic_commit(&af, err);
+}
+
+int eval_run(const eval_opts *o, assay_error *err) {
+    etask        *tasks = calloc((size_t)o->n_tasks + 1, sizeof *tasks); /* + a user task */
+    int           n_t = 0, rc = ASSAY_OK;
+    tokenizer    *tok   = NULL;
+    model        *m     = NULL;
+    ereq         *reqs  = NULL;
+    size_t        n_req = 0, cap_req = 0, n_trunc = 0;
+    pipe_request *pr   = NULL;
+    score_result *res  = NULL;
+    cJSON        *root = NULL;
+    tok_ids       c = {0}, k = {0};
+    pipe_counts   counts = {0};
+    progress      prog;
+    double        t_tok0 = time_now(), t_tok = 0, t_load = 0, t_score = 0;
+    if (!tasks)
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+
+    /* Tasks: names first (an unknown one fails before any file is read). */
+    for (int i = 0; i < o->n_tasks; i++) {
+        const eval_task_def *def = eval_task_find(o->tasks[i]);
+        if (!def) {
+            char names[512];
+            eval_task_names(names, sizeof names);
+            rc = assay_fail(err, ASSAY_EINVAL, "unknown task '%s' (known tasks: %s)", o->tasks[i],
+                            names);
+            goto done;
+        }
+        int dup = 0;
+        for (int j = 0; j < n_t; j++)
+            dup |= tasks[j].t.def == def;
+        if (!dup)
+            tasks[n_t++].t.def = def;
+    }
+    model_config cfg;
+    if ((rc = config_load_dir(&cfg, o->model_dir, err)))
+        goto done;
+    int64_t ctx = o->ctx ? o->ctx : cfg.max_pos;
+    if (ctx > cfg.max_pos) {
+        rc = assay_fail(err, ASSAY_EINVAL,
+                        "--ctx %lld is larger than the model's context (%s/config.json: max "
+                        "positions %d)",
+                        (long long)ctx, o->model_dir, cfg.max_pos);
+        goto done;
+    }
+    eval_task_opts to = {o->data_dir, o->num_fewshot, o->limit};
+    if (o->task_file) {
+        if ((rc = task_user_load(&tasks[n_t].t, o->task_file, &to, err)))
+            goto done;
+        for (int j = 0; j < n_t; j++)
+            if (!strcmp(tasks[j].t.def->name, tasks[n_t].t.def->name)) {
+                rc = assay_fail(err, ASSAY_EINVAL, "%s: task '%s' is also a built-in task's name",
+                                o->task_file, tasks[n_t].t.def->name);
+                n_t++;
+                goto done;
+            }
+        n_t++;
+    }
+    for (int i = 0; i < n_t; i++) {
+        if (!tasks[i].t.own_def && (rc = tasks[i].t.def->load(&tasks[i].t, &to, err)))
+            goto done;
+        if (tasks[i].t.n == 0) {
+            rc = assay_fail(err, ASSAY_EINVAL, "%s: no documents in %s", tasks[i].t.def->name,
+                            tasks[i].t.n_files ? tasks[i].t.files[0] : o->data_dir);
+            goto done;
+        }
+    }
+    if (!(tok = tok_load(o->model_dir, err))) {
+        rc = err->code ? err->code : ASSAY_EINTERNAL;
+        goto done;
+    }
+    int32_t prefix = tok_bos_id(tok) >= 0 ? tok_bos_id(tok) : tok_eos_id(tok);
+
+    /* Requests: (context, " " + choice) per choice, encoded as lm-eval's _encode_pair. */
+    int64_t total_targets = 0;
+    for (int i = 0; i < n_t; i++) {
+        etask *et = &tasks[i];
+        if (!(et->req0 = malloc(et->t.n * sizeof *et->req0))) {
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+            goto done;
+        }
+        for (size_t d = 0; d < et->t.n; d++) {
+            const eval_doc *doc = &et->t.docs[d];
+            et->req0[d]         = n_req;
+            for (int ch = 0; ch < doc->n_choices; ch++) {
+                char what[160];
+                snprintf(what, sizeof what, "%s doc %zu choice %d", et->t.def->name, d, ch);
+                if (n_req == cap_req) {
+                    cap_req  = cap_req ? cap_req * 2 : 1024;
+                    ereq *nr = realloc(reqs, cap_req * sizeof *nr);
+                    if (!nr) {
+                        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory for %zu requests",
+                                        cap_req);
+                        goto done;
+                    }
+                    reqs = nr;
+                }
+                size_t cont_len;
+                char  *cont = make_cont(&et->t, doc, ch, &cont_len);
+                if (!cont) {
+                    rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+                    goto done;
+                }
+                rc = loglik_encode_pair(encode_hf_default, tok,
+                                        doc->ctxs ? doc->ctxs[ch] : doc->context,
+                                        doc->ctxs ? doc->ctx_lens[ch] : doc->ctx_len, cont,
+                                        cont_len, prefix, &c, &k, err);
+                free(cont);
+                if (rc)
+                    goto done;
+                ereq *r = &reqs[n_req];
+                memset(r, 0, sizeof *r);
+                if ((rc = loglik_build_request(c.ids, c.n, k.ids, k.n, (size_t)ctx, what,
+                                               &r->tokens, &r->n, &r->score_from, err)))
+                    goto done;
+                r->truncated = c.n + k.n > (size_t)ctx + 1;
+                n_trunc += (size_t)r->truncated;
+                total_targets += (int64_t)(r->n - r->score_from);
+                n_req++;
+            }
+        }
+    }
+    t_tok = time_now() - t_tok0;
+
+    double t_load0 = time_now();
+    if ((rc = cli_load_model(o->model_dir, o->cc, &m, err)))
+        goto done;
+    if (model_get_config(m)->vocab_size < tok_vocab_size(tok)) {
+        rc = assay_fail(err, ASSAY_EINVAL, "%s: the tokenizer has %d tokens, the model only %d",
+                        o->model_dir, tok_vocab_size(tok), model_get_config(m)->vocab_size);
+        goto done;
+    }
+    t_load = time_now() - t_load0;
+
+    pr  = malloc(n_req * sizeof *pr);
+    res = calloc(n_req, sizeof *res);
+    if (!pr || !res) {
+        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory for %zu requests", n_req);
+        goto done;
+    }
+    for (size_t i = 0; i < n_req; i++)
+        pr[i] = (pipe_request){reqs[i].tokens, reqs[i].n, reqs[i].score_from};
+    double t_score0 = time_now();
+    progress_init(&prog, "eval", "tok", total_targets);
+    rc = pipe_score_loglik(m, pr, n_req, res, &counts, &prog, err);
+    progress_finish(&prog);
+    if (rc)
+        goto done;
+    t_score = time_now() - t_score0;
+
+    /* Metrics. */
+    double t_write0 = time_now();
+    root            = cJSON_CreateObject();
+    cJSON *results  = cJSON_AddObjectToObject(root, "results");
+    cJSON *groups = cJSON_CreateObject(), *gsub = cJSON_CreateObject();
+    cJSON *configs = cJSON_CreateObject(), *versions = cJSON_CreateObject();
+    cJSON *nshot = cJSON_CreateObject(), *hib = cJSON_CreateObject(), *nsamp = cJSON_CreateObject();
+    cJSON *per_task_cost = cJSON_CreateObject();
+    size_t total_docs    = 0;
+    for (int i = 0; i < n_t; i++) {
+        etask  *et     = &tasks[i];
+        size_t  n_subs = et->t.n_subs ? et->t.n_subs : 1;
+        double *accs = calloc(et->t.n, sizeof *accs), *norms = calloc(et->t.n, sizeof *norms);
+        double *se_a = calloc(n_subs, sizeof *se_a), *se_n = calloc(n_subs, sizeof *se_n);
+        size_t *sizes = calloc(n_subs, sizeof *sizes);
+        if (!accs || !norms || !se_a || !se_n || !sizes) {
+            free(accs), free(norms), free(se_a), free(se_n), free(sizes);
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+            goto done;
+        }
+        total_docs += et->t.n;
+        size_t pos = 0; /* docs are grouped by subtask in load order */
+        for (size_t s = 0; s < n_subs; s++) {
+            size_t first = pos;
+            for (size_t d = 0; d < et->t.n; d++) {
+                const eval_doc *doc = &et->t.docs[d];
+                if (doc->sub != s)
+                    continue;
+                double ll[64];
+                size_t chars[64];
+                if (doc->n_choices > 64) {
+                    rc = assay_fail(err, ASSAY_EINVAL, "%s doc %zu: %d choices (at most 64)",
+                                    et->t.def->name, doc->doc_id, doc->n_choices);
+                    break;
+                }
+                for (int ch = 0; ch < doc->n_choices; ch++) {
+                    const score_result *r = &res[et->req0[d] + (size_t)ch];
+                    et->naive_tokens += (double)reqs[et->req0[d] + (size_t)ch].n - 1;
+                    if (!isfinite(r->sum)) {
+                        rc = assay_fail(err, ASSAY_ECHECK,
+                                        "%s doc %zu choice %d: the log-likelihood is %s: the "
+                                        "model's weights or activations hold NaN or Inf",
+                                        et->t.def->name, doc->doc_id, ch,
+                                        isnan(r->sum) ? "NaN" : "infinite");
+                        break;
+                    }
+                    ll[ch]    = r->sum;
+                    chars[ch] = metric_chars(doc->choices[ch], doc->choice_len[ch]);
+                }
+                if (rc)
+                    break;
+                if (et->t.def->loglik) { /* acc = is_greedy; norms holds the log-likelihoods */
+                    const score_result *r = &res[et->req0[d]];
+                    accs[pos]             = r->n_greedy == r->n_targets;
+                    norms[pos]            = r->sum;
+                } else {
+                    accs[pos]  = metric_argmax(ll, doc->n_choices) == doc->gold;
+                    norms[pos] = metric_argmax_norm(ll, chars, doc->n_choices) == doc->gold;
+                }
+                pos++;
+            }
+            if (rc)
+                break;
+            sizes[s]       = pos - first;
+            const char *nm = et->t.def->name;
+            char        sub_name[300], alias[300];
+            if (et->t.n_subs) {
+                snprintf(sub_name, sizeof sub_name, "%s_%s", nm, et->t.subs[s]);
+                snprintf(alias, sizeof alias, " - %s", et->t.subs[s]);
+                nm = sub_name;
+            } else {
+                snprintf(alias, sizeof alias, "%s", nm);
+            }
+            if (sizes[s] == 0)
+                continue; /* a subject without test questions */
+            cJSON *r = cJSON_AddObjectToObject(results, nm);
+            cJSON_AddStringToObject(r, "alias", alias);
+            se_a[s] = metric_mean_stderr(accs + first, sizes[s]);
+            add_metric(r, "acc", metric_mean(accs + first, sizes[s]), se_a[s]);
+            if (et->t.def->acc_norm) {
+                se_n[s] = metric_mean_stderr(norms + first, sizes[s]);
+                add_metric(r, "acc_norm", metric_mean(norms + first, sizes[s]), se_n[s]);
+            }
+            if (et->t.def->loglik) /* lm-eval bootstraps this stderr; assay does not */
+                add_metric(r, "perplexity", exp(-metric_mean(norms + first, sizes[s])), NAN);
+            cJSON_AddItemToObject(configs, nm, task_config(et, nm, o));
+            cJSON_AddNumberToObject(versions, nm, et->t.def->version);
+            cJSON_AddNumberToObject(nshot, nm, et->t.num_fewshot);
+            cJSON *h = cJSON_AddObjectToObject(hib, nm);
+            cJSON_AddBoolToObject(h, "acc", 1);
+            if (et->t.def->loglik)
+                cJSON_AddBoolToObject(h, "perplexity", 0);
+            if (et->t.def->acc_norm)
+                cJSON_AddBoolToObject(h, "acc_norm", 1);
+            cJSON *ns = cJSON_AddObjectToObject(nsamp, nm);
+            cJSON_AddNumberToObject(ns, "original",
+                                    (double)(et->t.n_subs ? et->t.sub_total[s] : et->t.total));
+            cJSON_AddNumberToObject(ns, "effective", (double)sizes[s]);
+            if (o->log_samples && o->out_dir &&
+                (rc = write_samples(o->out_dir, nm, et, et->t.n_subs ? s : 0, reqs, res, err)))
+                break;
+        }
+        if (!rc && et->t.n_subs) {
+            /* the group: micro-average (lm-eval weight_by_size) and pooled stderr over the
+             * subjects that have questions */
+            double *sa = calloc(n_subs, sizeof *sa);
+            size_t *sz = calloc(n_subs, sizeof *sz), k2 = 0;
+            if (!sa || !sz) {
+                free(sa);
+                free(sz);
+                rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+            } else {
+                cJSON *members = cJSON_CreateArray();
+                for (size_t s = 0; s < n_subs; s++) {
+                    if (!sizes[s])
+                        continue;
+                    char sub_name[300];
+                    snprintf(sub_name, sizeof sub_name, "%s_%s", et->t.def->name, et->t.subs[s]);
+                    cJSON_AddItemToArray(members, cJSON_CreateString(sub_name));
+                    sa[k2]   = se_a[s];
+                    sz[k2++] = sizes[s];
+                }
+                cJSON *g = cJSON_CreateObject();
+                cJSON_AddStringToObject(g, "alias", et->t.def->name);
+                add_metric(g, "acc", metric_mean(accs, pos),
+                           k2 > 1 ? metric_pooled_stderr(sa, sz, k2) : se_a[0]);
+                cJSON_AddItemToObject(results, et->t.def->name, cJSON_Duplicate(g, 1));
+                cJSON_AddItemToObject(groups, et->t.def->name, g);
+                cJSON_AddItemToObject(gsub, et->t.def->name, members);
+                cJSON_AddNumberToObject(versions, et->t.def->name, 2.0);
+                free(sa);
+                free(sz);
+            }
+        }
+        free(accs), free(norms), free(se_a), free(se_n), free(sizes);
+        if (rc)
+            goto done;
+    }
+    if (cJSON_GetArraySize(groups) > 0) {
+        cJSON_AddItemToObject(root, "groups", groups);
+        cJSON_AddItemToObject(root, "group_subtasks", gsub);
+    } else {
+        cJSON_Delete(groups);
+        cJSON_Delete(gsub);
+    }
+    cJSON_AddItemToObject(root, "configs", configs);
+    cJSON_AddItemToObject(root, "versions", versions);
+    cJSON_AddItemToObject(root, "n-shot", nshot);
+    cJSON_AddItemToObject(root, "higher_is_better", hib);
+    cJSON_AddItemToObject(root, "n-samples", nsamp);
+    cJSON *conf = cJSON_AddObjectToObject(root, "config");
+    cJSON_AddStringToObject(conf, "model", "assay");
+    cJSON_AddStringToObject(conf, "model_args", o->model_dir);
+    if (o->limit)
+        cJSON_AddNumberToObject(conf, "limit", (double)o->limit);
+    else
+        cJSON_AddNullToObject(conf, "limit");
+    cJSON_AddNumberToObject(conf, "random_seed", (double)o->seed);
+    cJSON_AddNumberToObject(conf, "fewshot_seed", (double)o->seed);
+
+    /* The assay block: what was evaluated and what it cost. */
+    cJSON *as = cJSON_AddObjectToObject(root, "assay");
+    cJSON_AddStringToObject(as, "version", ASSAY_VERSION);
+    cJSON_AddNullToObject(as, "commit"); /* the build does not record its commit yet */
+    char   hex[65];
+    cJSON *hs = cJSON_AddObjectToObject(as, "hashes");
+    if ((rc = hash_model(o->model_dir, hex, err)))
+        goto done;
+    cJSON_AddStringToObject(hs, "model_sha256_config_and_safetensors_headers", hex);
+    {
+        char tj[4200], tc[4200];
+        snprintf(tj, sizeof tj, "%s/tokenizer.json", o->model_dir);
+        snprintf(tc, sizeof tc, "%s/tokenizer_config.json", o->model_dir);
+        const char *tp[2] = {tj, tc};
+        if ((rc = hash_files(hex, tp, path_exists(tc) ? 2 : 1, SIZE_MAX, err)))
+            goto done;
+        cJSON_AddStringToObject(hs, "tokenizer_sha256", hex);
+        cJSON *dh = cJSON_AddObjectToObject(hs, "data_sha256");
+        for (int i = 0; i < n_t; i++)
+            for (size_t f = 0; f < tasks[i].t.n_files; f++) {
+                const char *fp = tasks[i].t.files[f];
+                if ((rc = hash_files(hex, &fp, 1, SIZE_MAX, err)))
+                    goto done;
+                if (!cJSON_GetObjectItemCaseSensitive(dh, fp))
+                    cJSON_AddStringToObject(dh, fp, hex);
+            }
+    }
+    cJSON_AddStringToObject(as, "device", "cpu");
+    cJSON_AddStringToObject(as, "dtype", "float32");
+    cJSON_AddNumberToObject(as, "threads",
+                            o->cc->threads > 0 ? o->cc->threads : omp_get_max_threads());
+    cJSON_AddNumberToObject(as, "gpus", 0);
+    cJSON_AddNumberToObject(as, "ctx", (double)ctx);
+    cJSON *bos = cJSON_AddObjectToObject(as, "prefix");
+    cJSON_AddBoolToObject(bos, "bos_added_to_contexts", tok_add_bos(tok));
+    cJSON_AddStringToObject(bos, "rule",
+                            "as lm-eval's HF backend with add_bos_token unset: each context and "
+                            "context+continuation is encoded with the tokenizer's default special "
+                            "tokens (BOS exactly when the tokenizer adds it); an empty context "
+                            "becomes the prefix token");
+    cJSON_AddNumberToObject(as, "requests", (double)n_req);
+    cJSON_AddNumberToObject(as, "truncated_requests", (double)n_trunc);
+    cJSON_AddStringToObject(as, "truncation",
+                            "context + continuation left-truncated to ctx + 1 tokens, as lm-eval's "
+                            "(context_enc + continuation_enc)[-(max_length + 1):]");
+    double total_wall = time_now() - o->t_start;
+    cJSON *cost       = cJSON_AddObjectToObject(as, "cost");
+    cJSON *ph         = cJSON_AddObjectToObject(cost, "wall_s");
+    cJSON_AddNumberToObject(ph, "data_and_tokenize", t_tok);
+    cJSON_AddNumberToObject(ph, "load", t_load);
+    cJSON_AddNumberToObject(ph, "score", t_score);
+    cJSON_AddNumberToObject(ph, "metrics_and_samples", time_now() - t_write0);
+    cJSON_AddNumberToObject(ph, "total", total_wall);
+    cJSON_AddNumberToObject(cost, "tokens_computed", (double)counts.computed);
+    cJSON_AddNumberToObject(cost, "tokens_no_sharing", (double)counts.naive);
+    cJSON_AddNumberToObject(cost, "tokens_scored", (double)counts.scored);
+    cJSON_AddNumberToObject(cost, "tokens_per_s",
+                            t_score > 0 ? (double)counts.computed / t_score : 0);
+    cJSON_AddNumberToObject(cost, "device_seconds", t_score);
+    cJSON_AddStringToObject(cost, "device_seconds_means",
+                            "seconds the scoring phase held the CPU device (threads above)");
+    cJSON_AddNumberToObject(cost, "peak_rss_bytes", peak_rss_bytes());
+    if (o->price_per_hour >= 0) {
+        double run = total_wall / 3600.0 * o->price_per_hour;
+        cJSON_AddNumberToObject(cost, "price_per_hour", o->price_per_hour);
+        cJSON_AddNumberToObject(cost, "cost_per_run", run);
+        cJSON_AddNumberToObject(cost, "cost_per_1000_samples",
+                                total_docs ? run * 1000.0 / (double)total_docs : 0);
+        cJSON_AddStringToObject(cost, "cost_per_task_rule",
+                                "the run's cost split by each task's share of tokens_no_sharing");
+        for (int i = 0; i < n_t; i++)
+            cJSON_AddNumberToObject(
+                per_task_cost, tasks[i].t.def->name,
+                counts.naive ? run * tasks[i].naive_tokens / (double)counts.naive : 0);
+        cJSON_AddItemToObject(cost, "cost_per_task", per_task_cost);
+        per_task_cost = NULL;
+    }
+    cJSON_Delete(per_task_cost);
+    if (o->out_dir) {
+        char path[4200];
+        snprintf(path, sizeof path, "%s/results.json", o->out_dir);
+        if ((rc = write_json_file(path, root, err)))
+            goto done;
+    }
+    cJSON *groups_seen = cJSON_GetObjectItemCaseSensitive(root, "groups");
+    /* stdout: results.json itself with --json, else a short table like lm-eval's */
+    if (o->cc->json) {
+        char *js = jsonl_print(root, 1);
+        if (!js) {
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory printing results");
+            goto done;
+        }
+        printf("%s\n", js);
+        free(js);
+    } else {
+        printf("|%-40s|%6s|%9s|%10s|%10s|\n", "task", "kind", "metric", "value", "stderr");
+        cJSON *it;
+        cJSON_ArrayForEach(it, results) {
+            cJSON *v;
+            cJSON_ArrayForEach(v, it) {
+                if (!cJSON_IsNumber(v) || strstr(v->string, "_stderr"))
+                    continue;
+                char mname[64], sek[80];
+                snprintf(mname, sizeof mname, "%.*s", (int)strcspn(v->string, ","), v->string);
+                snprintf(sek, sizeof sek, "%s_stderr,none", mname);
+                cJSON *se = cJSON_GetObjectItemCaseSensitive(it, sek);
+                printf("|%-40s|%6s|%9s|%10.4f|%10.4f|\n", it->string,
+                       cJSON_GetObjectItemCaseSensitive(groups_seen, it->string) ? "group" : "task",
+                       mname, v->valuedouble, se && cJSON_IsNumber(se) ? se->valuedouble : NAN);
+            }
+        }
+    }
+    fprintf(stderr,
+            "eval: %zu requests, %lld tokens computed (%lld without sharing), %.2f s scoring, "
+            "%.0f tokens/s, %.2f s total\n",
+            n_req, (long long)counts.computed, (long long)counts.naive, t_score,
+            t_score > 0 ? (double)counts.computed / t_score : 0, total_wall);
+done:
+    cJSON_Delete(root);
+    score_results_free(res, res ? (int)n_req : 0);
+    free(res);
+    free(pr);
+    for (size_t i = 0; i < n_req; i++)
+        free(reqs[i].tokens);
+    free(reqs);
+    tok_ids_free(&c);
+    tok_ids_free(&k);
+    for (int i = 0; i <= o->n_tasks; i++) {
+        eval_task_free(&tasks[i].t);
+        free(tasks[i].req0);
+    }
+    free(tasks);
+    model_free(m);
+    tok_free(tok);
+    return rc;
+}

@@ -1,0 +1,110 @@
+/* harness/tasks/tasks.h — benchmark tasks: each turns local data files into multiple-choice
+ * documents rendered exactly as lm-evaluation-harness renders them (its task YAML and utils.py),
+ * so `assay eval` requests equal lm-eval's. One file per task family in harness/tasks/; the
+ * metrics are in scoring/metrics.h; running them is harness/eval.h. */
+#ifndef ASSAY_TASKS_H
+#define ASSAY_TASKS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/error.h"
+
+/* One document: lm-eval's (context, [target_delimiter + choice for each choice]) requests. */
+typedef struct eval_doc {
+    char   *context; /* description + few-shot block + doc_to_text */
+    size_t  ctx_len;
+    char  **choices; /* doc_to_choice, without the target delimiter */
+    size_t *choice_len;
+    int     n_choices;
+    int     gold;
+    char  **ctxs;     /* one context per choice (winogrande's partial scoring), or NULL */
+    size_t *ctx_lens; /* their lengths */
+    size_t  sub;      /* subtask index (an MMLU subject); 0 when the task has none */
+    size_t  doc_id;   /* 0-based index within its subtask, as lm-eval's doc_id */
+} eval_doc;
+
+typedef struct eval_task_opts {
+    const char *dir;         /* --data */
+    int         num_fewshot; /* -1: the task's default (0 for every task here) */
+    int64_t     limit;       /* 0: all; else the first N documents of each (sub)task */
+} eval_task_opts;
+
+typedef struct eval_task eval_task;
+
+typedef struct eval_task_def {
+    const char *name;
+    const char *paths; /* what it reads under --data, for --help and messages */
+    int         acc_norm;
+    double      version; /* lm-eval's metadata version */
+    int (*load)(eval_task *t, const eval_task_opts *o, assay_error *err);
+    const char *spec;   /* tasks defined by a spec (harness/tasks/user.c's format), else NULL */
+    int         loglik; /* lm-eval output_type loglikelihood: one continuation per document; acc is
+                           is_greedy, perplexity = exp(-mean(loglik)) (lambada_openai) */
+} eval_task_def;
+
+struct eval_task {
+    const eval_task_def *def;
+    eval_doc            *docs;
+    size_t               n, cap;
+    char               **subs;      /* subtask names (MMLU subjects), n_subs >= 1 when present */
+    size_t              *sub_total; /* documents per subtask in the file, before --limit */
+    size_t               n_subs;
+    size_t               total; /* documents in the data before --limit */
+    char               **files; /* data files read, hashed into results.json */
+    size_t               n_files;
+    int                  num_fewshot;
+    char                 layout[160]; /* which input layout was read, and its caveats */
+    char                 delim[16];   /* target delimiter; "" means lm-eval's " " */
+    eval_task_def       *own_def;     /* a user task's definition (freed with the task) */
+};
+
+/* The registry, in the order `assay eval --help` lists it. NULL-terminated. */
+extern const eval_task_def *const eval_task_defs[];
+
+const eval_task_def *eval_task_find(const char *name);
+/* "mmlu, hellaswag, ..." */
+void eval_task_names(char *buf, size_t cap);
+
+void eval_task_free(eval_task *t); /* NULL-safe */
+
+/* Appends a document (copies every string). choices[i] has length lens[i]. */
+int eval_task_add(eval_task *t, const char *context, size_t ctx_len, const char *const *choices,
+                  const size_t *lens, int n_choices, int gold, size_t sub, size_t doc_id,
+                  const char *where, assay_error *err);
+int eval_task_add_file(eval_task *t, const char *path, assay_error *err);
+int eval_task_add_sub(eval_task *t, const char *name, assay_error *err);
+
+/* ---- Python string operations the task configs use (on UTF-8) ---- */
+
+typedef struct tbuf {
+    char  *s;
+    size_t n, cap;
+} tbuf;
+int  tbuf_put(tbuf *b, const char *s, size_t n); /* 0 ok, -1 out of memory; keeps s NUL-ended */
+int  tbuf_puts(tbuf *b, const char *s);
+void tbuf_free(tbuf *b);
+
+/* str.strip(): leading and trailing Python whitespace; returns the span within s. */
+void py_strip(const char *s, size_t len, size_t *off, size_t *out_len);
+/* str.capitalize(): first character title-cased, the rest lower-cased (simple case mappings). */
+int py_capitalize(tbuf *out, const char *s, size_t len);
+/* str.replace(old, new): every non-overlapping occurrence, left to right, one pass. */
+int py_replace(tbuf *out, const char *s, size_t len, const char *old, const char *rep);
+
+/* lm-eval hellaswag utils.preprocess into out (cleared first): strip, " [title]" -> ". ", drop
+ * every "[...]" within a line, "  " -> " " (one pass). 0 ok, -1 out of memory. */
+int hellaswag_preprocess(tbuf *out, const char *s, size_t len);
+
+/* The loaders, one file per task family in harness/tasks/. */
+int task_mmlu_load(eval_task *t, const eval_task_opts *o, assay_error *err);
+int task_hellaswag_load(eval_task *t, const eval_task_opts *o, assay_error *err);
+int task_arc_load(eval_task *t, const eval_task_opts *o, assay_error *err);
+int task_lambada_load(eval_task *t, const eval_task_opts *o, assay_error *err);
+int task_winogrande_load(eval_task *t, const eval_task_opts *o, assay_error *err);
+/* A built-in task defined by t->def->spec. */
+int task_spec_builtin_load(eval_task *t, const eval_task_opts *o, assay_error *err);
+/* A user task from a JSON spec (harness/tasks/user.c says the format); sets t->def. */
+int task_user_load(eval_task *t, const char *spec_path, const eval_task_opts *o, assay_error *err);
+
+#endif
