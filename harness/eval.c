@@ -207,6 +207,13 @@ static cJSON *task_config(const etask *et, const char *name, const eval_opts *o)
         cJSON_AddBoolToObject(m, "higher_is_better", 1);
         cJSON_AddItemToArray(ml, m);
     }
+    if (et->t.def->mutual_info) {
+        cJSON *m = cJSON_CreateObject();
+        cJSON_AddStringToObject(m, "metric", "acc_mutual_info");
+        cJSON_AddStringToObject(m, "aggregation", "mean");
+        cJSON_AddBoolToObject(m, "higher_is_better", 1);
+        cJSON_AddItemToArray(ml, m);
+    }
     if (et->t.def->loglik) {
         cJSON *m = cJSON_CreateObject();
         cJSON_AddStringToObject(m, "metric", "perplexity");
@@ -231,6 +238,26 @@ static int write_json_file(const char *path, const cJSON *root, assay_error *err
     return rc;
 }
 
+/* lm-eval acc_mutual_info prediction: argmax(ll[c] - ll_unconditional[c]); the unconditional
+ * requests follow the doc's n_choices conditional ones. Counts them in naive_tokens. */
+static int doc_mutual_info(etask *et, size_t d, const ereq *reqs, const score_result *res,
+                           const double *ll, int *pred, assay_error *err) {
+    const eval_doc *doc = &et->t.docs[d];
+    double          mi[64];
+    for (int ch = 0; ch < doc->n_choices; ch++) {
+        size_t ri = et->req0[d] + (size_t)doc->n_choices + (size_t)ch;
+        et->naive_tokens += (double)reqs[ri].n - 1;
+        if (!isfinite(res[ri].sum))
+            return assay_fail(err, ASSAY_ECHECK,
+                              "%s doc %zu choice %d (unconditional): the log-likelihood is not "
+                              "finite: the model's weights or activations hold NaN or Inf",
+                              et->t.def->name, doc->doc_id, ch);
+        mi[ch] = ll[ch] - res[ri].sum;
+    }
+    *pred = metric_argmax(mi, doc->n_choices);
+    return ASSAY_OK;
+}
+
 /* Writes samples_<name>.jsonl for the docs of one (sub)task. */
 static int write_samples(const char *out_dir, const char *name, const etask *et, size_t sub,
                          const ereq *reqs, const score_result *res, assay_error *err) {
@@ -252,14 +279,17 @@ static int write_samples(const char *out_dir, const char *name, const etask *et,
         cJSON_AddNumberToObject(o, "target", doc->gold);
         int    trunc = 0;
         size_t chars[64];
-        for (int c = 0; c < doc->n_choices; c++) {
-            size_t              ri = et->req0[d] + (size_t)c;
+        int    n_r = doc->n_choices * (et->t.def->mutual_info ? 2 : 1); /* + unconditional */
+        for (int c2 = 0; c2 < n_r; c2++) {
+            int                 c = c2 % doc->n_choices, uncond = c2 >= doc->n_choices;
+            size_t              ri = et->req0[d] + (size_t)c2;
             const score_result *r  = &res[ri];
             char                key[32];
             cJSON              *a = cJSON_CreateObject();
             cJSON_AddItemToObject(a, "arg_0",
-                                  doc->ctxs ? jsonl_string_create(doc->ctxs[c], doc->ctx_lens[c])
-                                            : jsonl_string_create(doc->context, doc->ctx_len));
+                                  uncond      ? jsonl_string_create("", 0)
+                                  : doc->ctxs ? jsonl_string_create(doc->ctxs[c], doc->ctx_lens[c])
+                                              : jsonl_string_create(doc->context, doc->ctx_len));
             char *cont = malloc(doc->choice_len[c] + 2);
             if (cont) {
                 cont[0] = ' ';
@@ -268,7 +298,7 @@ static int write_samples(const char *out_dir, const char *name, const etask *et,
                                       jsonl_string_create(cont, doc->choice_len[c] + 1));
                 free(cont);
             }
-            snprintf(key, sizeof key, "gen_args_%d", c);
+            snprintf(key, sizeof key, "gen_args_%d", c2);
             cJSON_AddItemToObject(args, key, a);
             cJSON *pair = cJSON_CreateArray();
             cJSON_AddItemToArray(pair, cJSON_CreateNumber(r->sum));
@@ -278,11 +308,18 @@ static int write_samples(const char *out_dir, const char *name, const etask *et,
             cJSON_AddItemToArray(resps, wrap);
             cJSON_AddItemToArray(fr, pair);
             cJSON_AddItemToArray(ntok, cJSON_CreateNumber(r->n_targets));
-            ll[c]    = r->sum;
+            ll[c2]   = r->sum;
             chars[c] = metric_chars(doc->choices[c], doc->choice_len[c]);
             trunc |= reqs[ri].truncated;
         }
         int pred = metric_argmax(ll, doc->n_choices);
+        if (et->t.def->mutual_info) {
+            double mi[32];
+            for (int c = 0; c < doc->n_choices; c++)
+                mi[c] = ll[c] - ll[doc->n_choices + c];
+            cJSON_AddNumberToObject(o, "acc_mutual_info",
+                                    metric_argmax(mi, doc->n_choices) == doc->gold);
+        }
         cJSON_AddItemToObject(o, "arguments", args);
         cJSON_AddItemToObject(o, "resps", resps);
         cJSON_AddItemToObject(o, "filtered_resps", fr);
@@ -290,7 +327,9 @@ static int write_samples(const char *out_dir, const char *name, const etask *et,
             const score_result *r = &res[et->req0[d]];
             cJSON_AddNumberToObject(o, "acc", r->n_greedy == r->n_targets);
             cJSON_AddNumberToObject(o, "perplexity", r->sum);
-        } else
+        } else if (et->t.def->mc2)
+            cJSON_AddNumberToObject(o, "acc", metric_mc2(ll, doc->truth, doc->n_choices));
+        else
             cJSON_AddNumberToObject(o, "acc", pred == doc->gold);
         if (et->t.def->acc_norm) {
             int pn = metric_argmax_norm(ll, chars, doc->n_choices);
@@ -314,6 +353,63 @@ static int write_samples(const char *out_dir, const char *name, const etask *et,
         free(line);
     }
     return atomic_commit(&af, err);
+}
+
+/* lm-eval's mmlu group config: mmlu_stem, mmlu_other, mmlu_social_sciences, mmlu_humanities,
+ * each the size-weighted mean of its subjects' acc with the pooled stderr over them (lm-eval
+ * api/group.py aggregates over leaf tasks); mmlu's group_subtasks become these four. A category
+ * with no subject holding questions is left out, as lm-eval has no group to report. accs holds
+ * the documents of every subject in subject order; sizes and se_a are per subject. */
+static int mmlu_category_groups(const etask *et, const size_t *sizes, const double *se_a,
+                                const double *accs, cJSON *results, cJSON *groups, cJSON *gsub,
+                                cJSON *versions, assay_error *err) {
+    static const char *const cats[] = MMLU_CATEGORIES;
+    size_t                   n_subs = et->t.n_subs;
+    double                  *sa     = calloc(n_subs, sizeof *sa);
+    double                  *x      = calloc(et->t.n ? et->t.n : 1, sizeof *x);
+    size_t                  *sz     = calloc(n_subs, sizeof *sz);
+    if (!sa || !sz || !x) {
+        free(sa), free(sz), free(x);
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    }
+    cJSON *top = cJSON_CreateArray();
+    for (size_t c = 0; c < sizeof cats / sizeof cats[0]; c++) {
+        size_t k = 0, nx = 0, first = 0;
+        cJSON *members = cJSON_CreateArray();
+        for (size_t s = 0; s < n_subs; first += sizes[s], s++) {
+            const char *cat = mmlu_category(et->t.subs[s]);
+            if (!sizes[s] || !cat || strcmp(cat, cats[c]))
+                continue;
+            char sub_name[300];
+            snprintf(sub_name, sizeof sub_name, "mmlu_%s", et->t.subs[s]);
+            cJSON_AddItemToArray(members, cJSON_CreateString(sub_name));
+            memcpy(x + nx, accs + first, sizes[s] * sizeof *x);
+            nx += sizes[s];
+            sa[k]   = se_a[s];
+            sz[k++] = sizes[s];
+        }
+        if (!k) {
+            cJSON_Delete(members);
+            continue;
+        }
+        char name[64], alias[64];
+        snprintf(name, sizeof name, "mmlu_%s", cats[c]);
+        snprintf(alias, sizeof alias, " - %s", cats[c]);
+        for (char *p = alias; *p; p++)
+            if (*p == '_')
+                *p = ' ';
+        cJSON *g = cJSON_CreateObject();
+        cJSON_AddStringToObject(g, "alias", alias);
+        add_metric(g, "acc", metric_mean(x, nx), k > 1 ? metric_pooled_stderr(sa, sz, k) : sa[0]);
+        cJSON_AddItemToObject(results, name, cJSON_Duplicate(g, 1));
+        cJSON_AddItemToObject(groups, name, g);
+        cJSON_AddItemToObject(gsub, name, members);
+        cJSON_AddNumberToObject(versions, name, 2.0);
+        cJSON_AddItemToArray(top, cJSON_CreateString(name));
+    }
+    cJSON_ReplaceItemInObjectCaseSensitive(gsub, "mmlu", top);
+    free(sa), free(sz), free(x);
+    return ASSAY_OK;
 }
 
 int eval_run(const eval_opts *o, assay_error *err) {
@@ -399,9 +495,13 @@ int eval_run(const eval_opts *o, assay_error *err) {
         for (size_t d = 0; d < et->t.n; d++) {
             const eval_doc *doc = &et->t.docs[d];
             et->req0[d]         = n_req;
-            for (int ch = 0; ch < doc->n_choices; ch++) {
+            /* acc_mutual_info: then lm-eval's unconditional ("", delimiter + choice) requests */
+            int n_r = doc->n_choices * (et->t.def->mutual_info ? 2 : 1);
+            for (int ch2 = 0; ch2 < n_r; ch2++) {
+                int  ch = ch2 % doc->n_choices, uncond = ch2 >= doc->n_choices;
                 char what[160];
-                snprintf(what, sizeof what, "%s doc %zu choice %d", et->t.def->name, d, ch);
+                snprintf(what, sizeof what, "%s doc %zu choice %d%s", et->t.def->name, d, ch,
+                         uncond ? " (unconditional)" : "");
                 if (n_req == cap_req) {
                     cap_req  = cap_req ? cap_req * 2 : 1024;
                     ereq *nr = realloc(reqs, cap_req * sizeof *nr);
@@ -419,9 +519,13 @@ int eval_run(const eval_opts *o, assay_error *err) {
                     goto done;
                 }
                 rc = loglik_encode_pair(encode_hf_default, tok,
-                                        doc->ctxs ? doc->ctxs[ch] : doc->context,
-                                        doc->ctxs ? doc->ctx_lens[ch] : doc->ctx_len, cont,
-                                        cont_len, prefix, &c, &k, err);
+                                        uncond      ? ""
+                                        : doc->ctxs ? doc->ctxs[ch]
+                                                    : doc->context,
+                                        uncond      ? 0
+                                        : doc->ctxs ? doc->ctx_lens[ch]
+                                                    : doc->ctx_len,
+                                        cont, cont_len, prefix, &c, &k, err);
                 free(cont);
                 if (rc)
                     goto done;
@@ -480,8 +584,9 @@ int eval_run(const eval_opts *o, assay_error *err) {
         double *accs = calloc(et->t.n, sizeof *accs), *norms = calloc(et->t.n, sizeof *norms);
         double *se_a = calloc(n_subs, sizeof *se_a), *se_n = calloc(n_subs, sizeof *se_n);
         size_t *sizes = calloc(n_subs, sizeof *sizes);
-        if (!accs || !norms || !se_a || !se_n || !sizes) {
-            free(accs), free(norms), free(se_a), free(se_n), free(sizes);
+        double *mis   = calloc(et->t.n ? et->t.n : 1, sizeof *mis); /* acc_mutual_info */
+        if (!accs || !norms || !se_a || !se_n || !sizes || !mis) {
+            free(accs), free(norms), free(se_a), free(se_n), free(sizes), free(mis);
             rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
             goto done;
         }
@@ -495,9 +600,10 @@ int eval_run(const eval_opts *o, assay_error *err) {
                     continue;
                 double ll[64];
                 size_t chars[64];
-                if (doc->n_choices > 64) {
-                    rc = assay_fail(err, ASSAY_EINVAL, "%s doc %zu: %d choices (at most 64)",
-                                    et->t.def->name, doc->doc_id, doc->n_choices);
+                if (doc->n_choices > (et->t.def->mutual_info ? 32 : 64)) {
+                    rc = assay_fail(err, ASSAY_EINVAL, "%s doc %zu: %d choices (at most %d)",
+                                    et->t.def->name, doc->doc_id, doc->n_choices,
+                                    et->t.def->mutual_info ? 32 : 64);
                     break;
                 }
                 for (int ch = 0; ch < doc->n_choices; ch++) {
@@ -520,9 +626,18 @@ int eval_run(const eval_opts *o, assay_error *err) {
                     const score_result *r = &res[et->req0[d]];
                     accs[pos]             = r->n_greedy == r->n_targets;
                     norms[pos]            = r->sum;
+                } else if (et->t.def->mc2) { /* acc is the probability mass on true answers */
+                    accs[pos]  = metric_mc2(ll, doc->truth, doc->n_choices);
+                    norms[pos] = 0;
                 } else {
                     accs[pos]  = metric_argmax(ll, doc->n_choices) == doc->gold;
                     norms[pos] = metric_argmax_norm(ll, chars, doc->n_choices) == doc->gold;
+                }
+                if (et->t.def->mutual_info) {
+                    int pm = 0;
+                    if ((rc = doc_mutual_info(et, d, reqs, res, ll, &pm, err)))
+                        break;
+                    mis[pos] = pm == doc->gold;
                 }
                 pos++;
             }
@@ -548,6 +663,9 @@ int eval_run(const eval_opts *o, assay_error *err) {
                 se_n[s] = metric_mean_stderr(norms + first, sizes[s]);
                 add_metric(r, "acc_norm", metric_mean(norms + first, sizes[s]), se_n[s]);
             }
+            if (et->t.def->mutual_info)
+                add_metric(r, "acc_mutual_info", metric_mean(mis + first, sizes[s]),
+                           metric_mean_stderr(mis + first, sizes[s]));
             if (et->t.def->loglik) /* lm-eval bootstraps this stderr; assay does not */
                 add_metric(r, "perplexity", exp(-metric_mean(norms + first, sizes[s])), NAN);
             cJSON_AddItemToObject(configs, nm, task_config(et, nm, o));
@@ -559,6 +677,8 @@ int eval_run(const eval_opts *o, assay_error *err) {
                 cJSON_AddBoolToObject(h, "perplexity", 0);
             if (et->t.def->acc_norm)
                 cJSON_AddBoolToObject(h, "acc_norm", 1);
+            if (et->t.def->mutual_info)
+                cJSON_AddBoolToObject(h, "acc_mutual_info", 1);
             cJSON *ns = cJSON_AddObjectToObject(nsamp, nm);
             cJSON_AddNumberToObject(ns, "original",
                                     (double)(et->t.n_subs ? et->t.sub_total[s] : et->t.total));
@@ -595,11 +715,14 @@ int eval_run(const eval_opts *o, assay_error *err) {
                 cJSON_AddItemToObject(groups, et->t.def->name, g);
                 cJSON_AddItemToObject(gsub, et->t.def->name, members);
                 cJSON_AddNumberToObject(versions, et->t.def->name, 2.0);
+                if (!strcmp(et->t.def->name, "mmlu"))
+                    rc = mmlu_category_groups(et, sizes, se_a, accs, results, groups, gsub,
+                                              versions, err);
                 free(sa);
                 free(sz);
             }
         }
-        free(accs), free(norms), free(se_a), free(se_n), free(sizes);
+        free(accs), free(norms), free(se_a), free(se_n), free(sizes), free(mis);
         if (rc)
             goto done;
     }

@@ -62,3 +62,24 @@ double metric_pooled_stderr(const double *stderrs, const size_t *sizes, size_t k
     }
     return sqrt(num / (total - (double)k) / total);
 }
+
+double metric_mc2(const double *loglik, const unsigned char *is_true, int n) {
+    double num = 0, den = 0, mx = loglik[0];
+    for (int i = 0; i < n; i++) { /* numpy: probs = exp(ll); probs / sum(probs) */
+        den += exp(loglik[i]);
+        mx = loglik[i] > mx ? loglik[i] : mx;
+    }
+    for (int i = 0; i < n; i++)
+        if (is_true[i])
+            num += exp(loglik[i]) / den;
+    if (den > 0)
+        return num;
+    /* every exp(ll) underflowed (all ll below about -745): lm-eval gets 0 / 0 = NaN; the same
+     * ratio computed as exp(ll - max) */
+    num = den = 0;
+    for (int i = 0; i < n; i++) {
+        den += exp(loglik[i] - mx);
+        num += is_true[i] ? exp(loglik[i] - mx) : 0;
+    }
+    return num / den;
+}

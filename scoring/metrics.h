@@ -18,6 +18,11 @@ int metric_argmax_norm(const double *loglik, const size_t *chars, int n);
 /* Code points in s[0..len) (invalid bytes count one each). */
 size_t metric_chars(const char *s, size_t len);
 
+/* lm-eval truthfulqa utils.process_results_mc2: p = exp(ll) / sum(exp(ll)); the sum of p over the
+ * true choices, in numpy's order of operations. Where every exp(ll) underflows to 0 (all ll below
+ * about -745) lm-eval's score is 0 / 0 = NaN; here the same ratio is computed as exp(ll - max). */
+double metric_mc2(const double *loglik, const unsigned char *is_true, int n);
+
 /* mean and lm-eval's mean_stderr = sample stddev (n - 1) / sqrt(n); n < 2 gives NaN stderr. */
 double metric_mean(const double *x, size_t n);
 double metric_mean_stderr(const double *x, size_t n);

@@ -503,8 +503,9 @@ Test(cli_eval, mmlu_reads_the_cais_jsonl_layout_like_the_csv_one) {
                                  "B\n\n2+2?\nA. 4\nB. 5\nC. 6\nD. 7\nAnswer:");
     cJSON_Delete(s);
     snprintf(path, sizeof path, "%s/results.json", out);
-    cJSON *r  = read_json(path);
-    cJSON *gs = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "group_subtasks"), "mmlu");
+    cJSON *r = read_json(path);
+    /* both subjects are stem: lm-eval's mmlu -> mmlu_stem -> subjects */
+    cJSON *gs = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "group_subtasks"), "mmlu_stem");
     cr_assert_eq(cJSON_GetArraySize(gs), 2);
     cr_expect_str_eq(cJSON_GetArrayItem(gs, 0)->valuestring, "mmlu_abstract_algebra");
     cJSON_Delete(r);
@@ -583,9 +584,15 @@ Test(cli_eval, reads_the_shared_mmlu_csvs_and_hellaswag_six_line_file) {
     cr_assert_eq(rc, 0, "%s", o);
     free(o);
     snprintf(path, sizeof path, "%s/out/results.json", dir);
-    cJSON *r  = read_json(path);
-    cJSON *gs = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "group_subtasks"), "mmlu");
-    cr_expect_eq(cJSON_GetArraySize(gs), 57);
+    cJSON *r    = read_json(path);
+    cJSON *gsub = cJSON_GetObjectItem(r, "group_subtasks"); /* mmlu -> 4 categories -> 57 */
+    cJSON *gs   = cJSON_GetObjectItem(gsub, "mmlu");
+    cr_expect_eq(cJSON_GetArraySize(gs), 4);
+    int    n_subjects = 0;
+    cJSON *cat;
+    cJSON_ArrayForEach(cat, gs) n_subjects +=
+        cJSON_GetArraySize(cJSON_GetObjectItem(gsub, cat->valuestring));
+    cr_expect_eq(n_subjects, 57);
     cJSON *ns = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "n-samples"), "hellaswag");
     cr_expect_eq(cJSON_GetObjectItem(ns, "original")->valueint, 10);
     cr_expect_eq(cJSON_GetObjectItem(ns, "effective")->valueint, 1);

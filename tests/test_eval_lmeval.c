@@ -89,10 +89,36 @@ static size_t compare_task(const char *dir, const char *task, double *max_diff) 
                     task, did, pa, pr, gap);
             cr_expect(gap <= 1e-4, "%s doc %d: assay predicts %d, lm-eval %d (gap %.2e)", task, did,
                       pa, pr, gap);
+        } else if (!strcmp(task, "truthfulqa_mc2")) {
+            /* acc = p mass on true answers; d(mass)/d(ll_i) = p_i (1[i true] - mass), so each
+             * ll within 1e-3 moves it by at most sum p_i * 1e-3 = 1e-3 (to first order) */
+            double x = cJSON_GetObjectItem(a[i], "acc")->valuedouble,
+                   y = cJSON_GetObjectItem(r[i], "acc")->valuedouble;
+            cr_expect(fabs(x - y) <= 1e-3, "%s doc %d: acc assay %.9g, lm-eval %.9g", task, did, x,
+                      y);
         } else {
             cr_expect_eq(cJSON_GetObjectItem(a[i], "acc")->valuedouble,
                          cJSON_GetObjectItem(r[i], "acc")->valuedouble, "%s doc %d: acc", task,
                          did);
+        }
+        cJSON *rmi = cJSON_GetObjectItem(r[i], "acc_mutual_info");
+        if (cJSON_IsNumber(rmi)) { /* choices c < n/2 conditional, the rest unconditional */
+            int    h = nc / 2, pm_a = 0, pm_r = 0;
+            double ma[32], mr[32];
+            for (int c = 0; c < h; c++) {
+                ma[c] = la[c] - la[h + c];
+                mr[c] = lr[c] - lr[h + c];
+            }
+            pm_a = argmax(ma, h);
+            pm_r = argmax(mr, h);
+            /* four log-likelihoods each drifting ~1e-4: a gap below 4e-4 may flip */
+            if (pm_a != pm_r)
+                cr_expect(fabs(mr[pm_a] - mr[pm_r]) <= 4e-4,
+                          "%s doc %d: acc_mutual_info predicts %d, lm-eval %d", task, did, pm_a,
+                          pm_r);
+            else
+                cr_expect_eq(cJSON_GetObjectItem(a[i], "acc_mutual_info")->valuedouble,
+                             rmi->valuedouble, "%s doc %d: acc_mutual_info", task, did);
         }
         cJSON *rn = cJSON_GetObjectItem(r[i], "acc_norm");
         if (cJSON_IsNumber(rn))
@@ -165,6 +191,9 @@ Test(eval_vs_lmeval, mmlu_five_shot_matches_lm_eval) {
     for (int i = 0; i < 3; i++)
         docs += compare_task(out, tasks[i], &md);
     compare_metrics(out, tasks, 3);
+    /* lm-eval's mmlu group config: the category groups and mmlu, size-weighted, pooled stderr */
+    const char *groups[] = {"mmlu_stem", "mmlu_other", "mmlu"};
+    compare_metrics(out, groups, 3);
     fprintf(stderr, "mmlu vs lm-eval: %zu documents, largest log-likelihood difference %.2e\n",
             docs, md);
 }
@@ -249,5 +278,97 @@ Test(eval_vs_lmeval, lambada_openai_matches_lm_eval) {
     cJSON_Delete(a);
     cJSON_Delete(r);
     fprintf(stderr, "lambada_openai vs lm-eval: %zu documents, largest difference %.2e\n", docs,
+            md);
+}
+
+Test(eval_vs_lmeval, arc_challenge_matches_lm_eval) {
+    char dir[64];
+    test_tmpdir(dir, sizeof dir);
+    char *o  = NULL;
+    int   rc = test_run(&o,
+                        "eval " MODEL " --tasks arc_challenge --data " DATA
+                        " --output-path %s/out --log-samples",
+                        dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    char out[128];
+    snprintf(out, sizeof out, "%s/out", dir);
+    const char *tasks[] = {"arc_challenge"};
+    double      md      = 0;
+    size_t      docs    = compare_task(out, tasks[0], &md);
+    compare_metrics(out, tasks, 1);
+    fprintf(stderr, "arc_challenge vs lm-eval: %zu documents, largest difference %.2e\n", docs, md);
+}
+
+/* acc is a probability mass here, so the metrics equal lm-eval's within the log-likelihoods'
+ * drift: each document's within 1e-3 (compare_task), so the mean within 1e-3 and the stderr
+ * (sample stddev / sqrt(n)) within 1e-3 * sqrt(n / (n - 1)) / sqrt(n) = 1e-3 / sqrt(n - 1). */
+Test(eval_vs_lmeval, truthfulqa_mc2_matches_lm_eval) {
+    char dir[64];
+    test_tmpdir(dir, sizeof dir);
+    char *o  = NULL;
+    int   rc = test_run(&o,
+                        "eval " MODEL " --tasks truthfulqa_mc2 --data " DATA
+                        " --output-path %s/out --log-samples",
+                        dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    char out[128], path[256];
+    snprintf(out, sizeof out, "%s/out", dir);
+    double md   = 0;
+    size_t docs = compare_task(out, "truthfulqa_mc2", &md);
+    snprintf(path, sizeof path, "%s/results.json", out);
+    cJSON *a = read_json(path), *r = read_json(REF "/results.json");
+    cJSON *ar = cJSON_GetObjectItem(cJSON_GetObjectItem(a, "results"), "truthfulqa_mc2");
+    cJSON *rr = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "results"), "truthfulqa_mc2");
+    cr_assert(ar && rr);
+    const char *keys[] = {"acc,none", "acc_stderr,none"};
+    for (int k = 0; k < 2; k++) {
+        double x = cJSON_GetObjectItem(ar, keys[k])->valuedouble,
+               y = cJSON_GetObjectItem(rr, keys[k])->valuedouble;
+        cr_expect(isfinite(y), "lm-eval's %s is not finite: regenerate the fixture", keys[k]);
+        cr_expect(fabs(x - y) <= 1e-3, "truthfulqa_mc2 %s: assay %.9g, lm-eval %.9g", keys[k], x,
+                  y);
+    }
+    cJSON_Delete(a);
+    cJSON_Delete(r);
+    fprintf(stderr, "truthfulqa_mc2 vs lm-eval: %zu documents, largest difference %.2e\n", docs,
+            md);
+}
+
+/* acc_mutual_info: lm-eval's piqa with the metric added (no built-in task lists it), as a user
+ * task spec: lm-eval's unconditional ("", " " + choice) requests and argmax(ll - ll_uncond). */
+Test(eval_vs_lmeval, acc_mutual_info_matches_lm_eval) {
+    char dir[64];
+    test_tmpdir(dir, sizeof dir);
+    char *o  = NULL;
+    int   rc = test_run(&o,
+                        "eval " MODEL " --task-file " DATA "/piqa_mi.json --data " DATA
+                        " --output-path %s/out --log-samples",
+                        dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    char out[128];
+    snprintf(out, sizeof out, "%s/out", dir);
+    const char *tasks[] = {"piqa_mi"};
+    double      md      = 0;
+    size_t      docs    = compare_task(out, tasks[0], &md);
+    compare_metrics(out, tasks, 1);
+    char path[256];
+    snprintf(path, sizeof path, "%s/results.json", out);
+    cJSON      *a = read_json(path), *r = read_json(REF "/results.json");
+    cJSON      *ar     = cJSON_GetObjectItem(cJSON_GetObjectItem(a, "results"), "piqa_mi");
+    cJSON      *rr     = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "results"), "piqa_mi");
+    const char *keys[] = {"acc_mutual_info,none", "acc_mutual_info_stderr,none"};
+    for (int k = 0; k < 2; k++) {
+        cJSON *x = cJSON_GetObjectItem(ar, keys[k]), *y = cJSON_GetObjectItem(rr, keys[k]);
+        cr_assert(cJSON_IsNumber(x) && cJSON_IsNumber(y), "piqa_mi: %s missing", keys[k]);
+        cr_expect(fabs(x->valuedouble - y->valuedouble) <= 1e-12, "%s: assay %.17g, lm-eval %.17g",
+                  keys[k], x->valuedouble, y->valuedouble);
+    }
+    cJSON_Delete(a);
+    cJSON_Delete(r);
+    fprintf(stderr,
+            "piqa_mi (acc_mutual_info) vs lm-eval: %zu documents, largest difference %.2e\n", docs,
             md);
 }

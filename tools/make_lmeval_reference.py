@@ -51,9 +51,9 @@ def hellaswag_rows(n):
     return rows
 
 
-def arc_rows(n):
+def arc_rows(n, subject="high_school_geography"):
     rows = []
-    for q in read_mmlu("test", "high_school_geography")[:n]:
+    for q in read_mmlu("test", subject)[:n]:
         rows.append({"id": f"q{len(rows)}", "question": q["question"],
                      "choices": {"text": q["choices"], "label": ["A", "B", "C", "D"]},
                      "answerKey": "ABCD"[q["answer"]]})
@@ -81,6 +81,27 @@ def simple_rows(n):
     return piqa, boolq, obqa, wino, lamb, tqa
 
 
+def mc2_rows(n):
+    """truthfulqa_mc2 rows: the true answers first, then the false ones (as in truthful_qa), with
+    1..3 true answers so the probability mass sums over several choices."""
+    rows = []
+    for i, q in enumerate(read_mmlu("test", "high_school_biology")[:n]):
+        k = 1 + i % 3
+        good = [q["choices"][q["answer"]]] + [c for j, c in enumerate(q["choices"]) if j != q["answer"]]
+        # answers cut to 3 words: the tiny model's log-likelihood of a long answer is below -745,
+        # where lm-eval's exp(ll) underflows to 0 and its mc2 score is 0 / 0 = NaN
+        good = [" ".join(c.split(" ")[:3]) for c in good]
+        rows.append({"question": q["question"],
+                     "mc1_targets": {"choices": good, "labels": [1, 0, 0, 0]},
+                     "mc2_targets": {"choices": good, "labels": [1] * k + [0] * (4 - k)}})
+    return rows
+
+
+# lm-eval's mmlu/default/mmlu_<subject>.yaml "tag: mmlu_<category>_tasks", for the subjects used
+MMLU_CATEGORY = {"abstract_algebra": "stem", "anatomy": "stem", "marketing": "other",
+                 "high_school_psychology": "social_sciences", "philosophy": "humanities"}
+
+
 def main():
     global OUT, SUBJECTS
     ap = argparse.ArgumentParser()
@@ -90,7 +111,7 @@ def main():
     ap.add_argument("--fewshot", type=int, default=5)
     ap.add_argument("--out", default=OUT, help="where data/ and <model>/ go (bench/ uses a temp dir)")
     ap.add_argument("--subjects", default=",".join(SUBJECTS))
-    ap.add_argument("--tasks", default="mmlu,hellaswag,arc_easy,piqa,boolq,openbookqa,winogrande,lambada_openai,truthfulqa_mc1")
+    ap.add_argument("--tasks", default="mmlu,hellaswag,arc_easy,arc_challenge,piqa,boolq,openbookqa,winogrande,lambada_openai,truthfulqa_mc1,truthfulqa_mc2,piqa_mi")
     ap.add_argument("--batch-size", type=int, default=16)
     a = ap.parse_args()
     OUT, SUBJECTS = a.out, a.subjects.split(",")
@@ -103,6 +124,8 @@ def main():
     write_jsonl(os.path.join(data, "mmlu", "dev.jsonl"), mmlu_dev)
     write_jsonl(os.path.join(data, "hellaswag", "validation.jsonl"), hellaswag_rows(a.n))
     write_jsonl(os.path.join(data, "arc_easy", "test.jsonl"), arc_rows(a.n // 2))
+    write_jsonl(os.path.join(data, "arc_challenge", "test.jsonl"), arc_rows(a.n // 2, "high_school_physics"))
+    write_jsonl(os.path.join(data, "truthfulqa_mc2", "validation.jsonl"), mc2_rows(a.n // 2))
     piqa, boolq, obqa, wino, lamb, tqa = simple_rows(a.n // 2)
     write_jsonl(os.path.join(data, "truthfulqa_mc1", "validation.jsonl"), tqa)
     write_jsonl(os.path.join(data, "lambada_openai", "test.jsonl"), lamb)
@@ -128,7 +151,17 @@ def main():
             f"include: {tasks_dir}/mmlu/default/_default_template_yaml\n"
             f"task: mmlu_{s}\ndataset_path: json\ndataset_name: null\n"
             f"dataset_kwargs:\n  data_files:\n    test: {inc}/{s}_test.jsonl\n    dev: {inc}/{s}_dev.jsonl\n"
-            f"description: {json.dumps('The following are multiple choice questions (with answers) about ' + s.replace('_', ' ') + '.' + chr(10) + chr(10))}\n")
+            f"description: {json.dumps('The following are multiple choice questions (with answers) about ' + s.replace('_', ' ') + '.' + chr(10) + chr(10))}\n"
+            f"tag: mmlu_{MMLU_CATEGORY[s]}_tasks\n")
+    # lm-eval's mmlu group config: mmlu over the four category groups, each over its subjects'
+    # tag, acc weighted by size (only the categories of the subjects used here)
+    cats = sorted({MMLU_CATEGORY[s] for s in SUBJECTS})
+    for c in cats:
+        yamls[f"_mmlu_{c}"] = (
+            f"group: mmlu_{c}\ngroup_alias: {c.replace('_', ' ')}\ntask:\n  - mmlu_{c}_tasks\n"
+            "aggregate_metric_list:\n  - metric: acc\n    weight_by_size: True\nmetadata:\n  version: 2\n")
+    yamls["_mmlu"] = ("group: mmlu\ntask:\n" + "".join(f"  - mmlu_{c}\n" for c in cats) +
+                      "aggregate_metric_list:\n  - metric: acc\n    weight_by_size: True\nmetadata:\n  version: 2\n")
     yamls["hellaswag"] = (
         f"include: {tasks_dir}/hellaswag/hellaswag.yaml\ntask: hellaswag\ndataset_path: json\n"
         f"dataset_kwargs:\n  data_files:\n    validation: {data}/hellaswag/validation.jsonl\n"
@@ -137,10 +170,22 @@ def main():
         f"include: {tasks_dir}/arc/arc_easy.yaml\ntask: arc_easy\ndataset_path: json\ndataset_name: null\n"
         f"dataset_kwargs:\n  data_files:\n    test: {data}/arc_easy/test.jsonl\n"
         "training_split: null\nvalidation_split: null\n")
+    yamls["arc_challenge"] = (
+        f"include: {tasks_dir}/arc/arc_challenge.yaml\ntask: arc_challenge\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}/arc_challenge/test.jsonl\n"
+        "training_split: null\nvalidation_split: null\n")
     yamls["piqa"] = (
         f"include: {tasks_dir}/piqa/piqa.yaml\ntask: piqa\ndataset_path: json\ndataset_name: null\n"
         f"dataset_kwargs:\n  data_files:\n    validation: {data}/piqa/validation.jsonl\n"
         "training_split: null\n")
+    # no built-in lm-eval task lists acc_mutual_info: piqa with it added to its metric_list, which
+    # makes lm-eval add an unconditional ("", " " + choice) request per choice
+    yamls["piqa_mi"] = (
+        f"include: {tasks_dir}/piqa/piqa.yaml\ntask: piqa_mi\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    validation: {data}/piqa/validation.jsonl\n"
+        "training_split: null\nmetric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+        "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n"
+        "  - metric: acc_mutual_info\n    aggregation: mean\n    higher_is_better: true\n")
     yamls["boolq"] = (
         f"include: {tasks_dir}/super_glue/boolq/default.yaml\ntask: boolq\ndataset_path: json\ndataset_name: null\n"
         f"dataset_kwargs:\n  data_files:\n    validation: {data}/boolq/validation.jsonl\n"
@@ -157,6 +202,16 @@ def main():
     yamls["truthfulqa_mc1"] = (
         f"include: {tasks_dir}/truthfulqa/truthfulqa_mc1.yaml\ntask: truthfulqa_mc1\ndataset_path: json\n"
         f"dataset_name: null\ndataset_kwargs:\n  data_files:\n    validation: {data}/truthfulqa_mc1/validation.jsonl\n")
+    # truthfulqa_mc2.yaml as written (include truthfulqa_mc1.yaml, mc2 choices, utils'
+    # process_results_mc2); the utils module is copied under another name (hellaswag's is utils.py)
+    yamls["truthfulqa_mc2"] = (
+        f"include: {tasks_dir}/truthfulqa/truthfulqa_mc1.yaml\ntask: truthfulqa_mc2\ndataset_path: json\n"
+        f"dataset_name: null\ndataset_kwargs:\n  data_files:\n    validation: {data}/truthfulqa_mc2/validation.jsonl\n"
+        "doc_to_target: 0\ndoc_to_choice: \"{{mc2_targets.choices}}\"\n"
+        "process_results: !function tqa_utils.process_results_mc2\n"
+        "metric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
+        "metadata:\n  version: 3.0\n")
+    shutil.copy(os.path.join(tasks_dir, "truthfulqa", "utils.py"), os.path.join(inc, "tqa_utils.py"))
     yamls["lambada_openai"] = (
         f"include: {tasks_dir}/lambada/lambada_openai.yaml\ntask: lambada_openai\ndataset_path: json\n"
         f"dataset_name: null\ndataset_kwargs:\n  data_files:\n    test: {data}/lambada_openai/test.jsonl\n")
@@ -174,8 +229,9 @@ def main():
     lm = HFLM(pretrained=a.model, tokenizer=tok, dtype="float32", device="cpu", batch_size=a.batch_size)
     tm = TaskManager(include_path=inc, include_defaults=False)
     runs = [(names, shots) for names, shots in
-            [([f"mmlu_{s}" for s in SUBJECTS] if "mmlu" in want else [], a.fewshot),
-             ([t for t in ("hellaswag", "arc_easy", "piqa", "boolq", "openbookqa", "winogrande", "lambada_openai", "truthfulqa_mc1") if t in want], 0)] if names]
+            [(["mmlu"] if "mmlu" in want else [], a.fewshot),
+             ([t for t in ("hellaswag", "arc_easy", "arc_challenge", "piqa", "boolq", "openbookqa", "winogrande",
+                           "lambada_openai", "truthfulqa_mc1", "truthfulqa_mc2", "piqa_mi") if t in want], 0)] if names]
     model_name = os.path.basename(os.path.normpath(a.model))
     dest = os.path.join(OUT, model_name)
     os.makedirs(dest, exist_ok=True)
@@ -190,8 +246,9 @@ def main():
         res = lm_eval.simple_evaluate(model=lm, tasks=names, num_fewshot=shots, task_manager=tm,
                                       log_samples=True, bootstrap_iters=100, random_seed=0,
                                       numpy_random_seed=1234, torch_random_seed=1234, fewshot_random_seed=1234)
-        for t in names:
+        for t in res["results"]:  # groups (mmlu, mmlu_stem, ...) too
             summary["results"][t] = {k: v for k, v in res["results"][t].items() if k != "alias"}
+        for t in res["samples"]:
             summary["n-shot"][t] = shots
             with open(os.path.join(dest, f"samples_{t}.jsonl"), "w", encoding="utf-8") as f:
                 for s in sorted(res["samples"][t], key=lambda s: s["doc_id"]):
@@ -206,6 +263,8 @@ def main():
                         row["perplexity"] = s["perplexity"]
                     if "acc_norm" in s:
                         row["acc_norm"] = s["acc_norm"]
+                    if "acc_mutual_info" in s:
+                        row["acc_mutual_info"] = s["acc_mutual_info"]
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
     with open(os.path.join(dest, "results.json"), "w") as f:
         json.dump(summary, f, indent=1, default=str)

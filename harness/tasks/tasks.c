@@ -14,6 +14,8 @@ static const eval_task_def def_mmlu = {
     1.0,
     task_mmlu_load,
     NULL,
+    0,
+    0,
     0};
 static const eval_task_def def_hellaswag = {
     "hellaswag",
@@ -22,11 +24,20 @@ static const eval_task_def def_hellaswag = {
     1.0,
     task_hellaswag_load,
     NULL,
+    0,
+    0,
     0};
 static const eval_task_def def_arc_easy = {
-    "arc_easy", "arc_easy/test.jsonl (ARC-Easy)", 1, 1.0, task_arc_load, NULL, 0};
-static const eval_task_def def_arc_challenge = {
-    "arc_challenge", "arc_challenge/test.jsonl (ARC-Challenge)", 1, 1.0, task_arc_load, NULL, 0};
+    "arc_easy", "arc_easy/test.jsonl (ARC-Easy)", 1, 1.0, task_arc_load, NULL, 0, 0, 0};
+static const eval_task_def def_arc_challenge = {"arc_challenge",
+                                                "arc_challenge/test.jsonl (ARC-Challenge)",
+                                                1,
+                                                1.0,
+                                                task_arc_load,
+                                                NULL,
+                                                0,
+                                                0,
+                                                0};
 
 /* Tasks whose lm-eval YAML is a plain template map onto a spec (user.c's format). */
 static const eval_task_def def_piqa = {
@@ -37,6 +48,8 @@ static const eval_task_def def_piqa = {
     task_spec_builtin_load,
     "{\"task\": \"piqa\", \"data\": \"piqa/validation.jsonl\", \"context\": \"Question: "
     "{goal}\\nAnswer:\", \"choices\": [\"{sol1}\", \"{sol2}\"], \"gold_index\": \"label\"}",
+    0,
+    0,
     0};
 static const eval_task_def def_boolq = {
     "boolq",
@@ -47,6 +60,8 @@ static const eval_task_def def_boolq = {
     "{\"task\": \"boolq\", \"data\": \"boolq/validation.jsonl\", \"context\": "
     "\"{passage}\\nQuestion: {question}?\\nAnswer:\", \"choices\": [\"no\", \"yes\"], "
     "\"gold_index\": \"label\"}",
+    0,
+    0,
     0};
 static const eval_task_def def_openbookqa = {
     "openbookqa",
@@ -57,6 +72,8 @@ static const eval_task_def def_openbookqa = {
     "{\"task\": \"openbookqa\", \"data\": \"openbookqa/test.jsonl\", \"context\": "
     "\"{question_stem}\", \"choices\": \"choices.text\", \"gold_label\": \"answerKey\", "
     "\"labels\": \"choices.label\"}",
+    0,
+    0,
     0};
 
 static const eval_task_def def_winogrande = {
@@ -66,6 +83,8 @@ static const eval_task_def def_winogrande = {
     1.0,
     task_winogrande_load,
     NULL,
+    0,
+    0,
     0};
 
 /* lm-eval's fixed six-question prompt, then the question; the first mc1 choice is the true one */
@@ -84,6 +103,20 @@ static const eval_task_def def_truthfulqa_mc1 = {
     "lenses or mirrors to focus light and make objects appear closer.\\n\\nQ: Where were the "
     "1992 Olympics held?\\nA: The 1992 Olympics were held in Barcelona, Spain.\\n\\nQ: "
     "{question}\\nA:\", \"choices\": \"mc1_targets.choices\", \"gold_index\": 0}",
+    0,
+    0,
+    0};
+
+/* lm-eval truthfulqa_mc2.yaml metadata version 3.0; acc is the probability mass on true answers */
+static const eval_task_def def_truthfulqa_mc2 = {
+    "truthfulqa_mc2",
+    "truthfulqa_mc2/validation.jsonl (truthfulqa/truthful_qa multiple_choice)",
+    0,
+    3.0,
+    task_truthfulqa_mc2_load,
+    NULL,
+    0,
+    1,
     0};
 
 static const eval_task_def def_lambada = {"lambada_openai",
@@ -92,11 +125,14 @@ static const eval_task_def def_lambada = {"lambada_openai",
                                           1.0,
                                           task_lambada_load,
                                           NULL,
-                                          1};
+                                          1,
+                                          0,
+                                          0};
 
 const eval_task_def *const eval_task_defs[] = {
-    &def_mmlu,       &def_hellaswag,  &def_arc_easy, &def_arc_challenge,  &def_piqa, &def_boolq,
-    &def_openbookqa, &def_winogrande, &def_lambada,  &def_truthfulqa_mc1, NULL};
+    &def_mmlu,    &def_hellaswag,      &def_arc_easy,       &def_arc_challenge,
+    &def_piqa,    &def_boolq,          &def_openbookqa,     &def_winogrande,
+    &def_lambada, &def_truthfulqa_mc1, &def_truthfulqa_mc2, NULL};
 
 const eval_task_def *eval_task_find(const char *name) {
     for (int i = 0; eval_task_defs[i]; i++)
@@ -120,6 +156,7 @@ static void doc_free(eval_doc *d) {
     }
     free(d->ctxs);
     free(d->ctx_lens);
+    free(d->truth);
     free(d->choices);
     free(d->choice_len);
     free(d->context);

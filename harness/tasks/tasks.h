@@ -12,16 +12,17 @@
 
 /* One document: lm-eval's (context, [target_delimiter + choice for each choice]) requests. */
 typedef struct eval_doc {
-    char   *context; /* description + few-shot block + doc_to_text */
-    size_t  ctx_len;
-    char  **choices; /* doc_to_choice, without the target delimiter */
-    size_t *choice_len;
-    int     n_choices;
-    int     gold;
-    char  **ctxs;     /* one context per choice (winogrande's partial scoring), or NULL */
-    size_t *ctx_lens; /* their lengths */
-    size_t  sub;      /* subtask index (an MMLU subject); 0 when the task has none */
-    size_t  doc_id;   /* 0-based index within its subtask, as lm-eval's doc_id */
+    char          *context; /* description + few-shot block + doc_to_text */
+    size_t         ctx_len;
+    char         **choices; /* doc_to_choice, without the target delimiter */
+    size_t        *choice_len;
+    int            n_choices;
+    int            gold;
+    char         **ctxs;     /* one context per choice (winogrande's partial scoring), or NULL */
+    size_t        *ctx_lens; /* their lengths */
+    size_t         sub;      /* subtask index (an MMLU subject); 0 when the task has none */
+    size_t         doc_id;   /* 0-based index within its subtask, as lm-eval's doc_id */
+    unsigned char *truth; /* truthfulqa_mc2: 1 for each true choice (mc2_targets.labels), or NULL */
 } eval_doc;
 
 typedef struct eval_task_opts {
@@ -41,6 +42,10 @@ typedef struct eval_task_def {
     const char *spec;   /* tasks defined by a spec (harness/tasks/user.c's format), else NULL */
     int         loglik; /* lm-eval output_type loglikelihood: one continuation per document; acc is
                            is_greedy, perplexity = exp(-mean(loglik)) (lambada_openai) */
+    int mc2;         /* acc is the normalized probability mass on the true choices (doc->truth) */
+    int mutual_info; /* acc_mutual_info: lm-eval adds an unconditional ("", delimiter + choice)
+                        request per choice; argmax(ll - ll_unconditional). No built-in task of
+                        lm-eval 0.4.13 lists it; user specs may */
 } eval_task_def;
 
 struct eval_task {
@@ -96,12 +101,23 @@ int py_replace(tbuf *out, const char *s, size_t len, const char *old, const char
  * every "[...]" within a line, "  " -> " " (one pass). 0 ok, -1 out of memory. */
 int hellaswag_preprocess(tbuf *out, const char *s, size_t len);
 
+/* lm-eval's MMLU category of a subject ("stem", "humanities", "social_sciences", "other"), or
+ * NULL for a subject lm-eval does not list. MMLU_CATEGORIES lists them in lm-eval's group order. */
+const char *mmlu_category(const char *subject);
+#define MMLU_CATEGORIES                                                                            \
+    { "stem", "other", "social_sciences", "humanities" }
+
+/* lm-eval's truthfulqa fixed six-question prompt (truthfulqa_mc1.yaml doc_to_text), ending "\n\nQ:
+ * " */
+extern const char truthfulqa_prompt[];
+
 /* The loaders, one file per task family in harness/tasks/. */
 int task_mmlu_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_hellaswag_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_arc_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_lambada_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_winogrande_load(eval_task *t, const eval_task_opts *o, assay_error *err);
+int task_truthfulqa_mc2_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 /* A built-in task defined by t->def->spec. */
 int task_spec_builtin_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 /* A user task from a JSON spec (harness/tasks/user.c says the format); sets t->def. */

@@ -9,7 +9,8 @@
  *    "gold_label": "answerKey", "labels": "choices.label"   text of the right choice, or a key
  *                                                            found in a label list, lstripped)
  *    "target_delimiter": " ",                               (optional, lm-eval's default)
- *    "metrics": ["acc", "acc_norm"]}                        (acc always; acc_norm optional)
+ *    "metrics": ["acc", "acc_norm"]}                        (acc always; acc_norm and
+ *                                                            acc_mutual_info optional)
  * Requests are lm-eval's: (context, target_delimiter + choice). Built-in tasks whose lm-eval
  * YAML is a plain template (piqa, boolq, openbookqa) are specs too (tasks.c). */
 #include <cJSON.h>
@@ -132,14 +133,16 @@ static int spec_load(eval_task *t, const char *spec_text, size_t size, const cha
                        "%s: \"choices\" must name a field (a string) or list templates", spec_path);
         goto done;
     }
-    int acc_norm = 0;
+    int acc_norm = 0, mutual_info = 0;
     for (const cJSON *mv = metrics ? metrics->child : NULL; mv; mv = mv->next) {
         if (cJSON_IsString(mv) && !strcmp(mv->valuestring, "acc_norm"))
             acc_norm = 1;
+        else if (cJSON_IsString(mv) && !strcmp(mv->valuestring, "acc_mutual_info"))
+            mutual_info = 1;
         else if (!cJSON_IsString(mv) || strcmp(mv->valuestring, "acc")) {
             rc = assay_fail(err, ASSAY_EINVAL,
                             "%s: unknown metric in \"metrics\" (known: acc, "
-                            "acc_norm)",
+                            "acc_norm, acc_mutual_info)",
                             spec_path);
             goto done;
         }
@@ -156,12 +159,13 @@ static int spec_load(eval_task *t, const char *spec_text, size_t size, const cha
             goto done;
         }
         strcpy((char *)(def + 1), name);
-        def->name     = (const char *)(def + 1);
-        def->paths    = "";
-        def->acc_norm = acc_norm;
-        def->version  = cJSON_IsNumber(ver) ? ver->valuedouble : 1.0;
-        t->def        = def;
-        t->own_def    = def;
+        def->name        = (const char *)(def + 1);
+        def->paths       = "";
+        def->acc_norm    = acc_norm;
+        def->mutual_info = mutual_info;
+        def->version     = cJSON_IsNumber(ver) ? ver->valuedouble : 1.0;
+        t->def           = def;
+        t->own_def       = def;
     }
     snprintf(t->delim, sizeof t->delim, "%s", delim ? delim : " ");
     snprintf(data, sizeof data, "%s/%s", o->dir, file);
