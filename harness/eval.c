@@ -76,9 +76,13 @@ typedef struct ereq {
 } ereq;
 
 typedef struct etask {
-    eval_task t;
-    size_t   *req0; /* per doc: index of its first request */
-    double    naive_tokens;
+    eval_task     t;
+    size_t       *req0; /* per doc: index of its first request */
+    double        naive_tokens;
+    tok_ids      *ids; /* rolling tasks: each document's tokens */
+    ppl_stats    *st;  /* and its windows' NLL */
+    pipe_doc     *pd;
+    pipe_ppl_plan plan;
 } etask;
 
 /* hex digest of a set of files, each preceded by its name relative to nothing (the caller's
@@ -256,6 +260,104 @@ static int doc_mutual_info(etask *et, size_t d, const ereq *reqs, const score_re
     }
     *pred = metric_argmax(mi, doc->n_choices);
     return ASSAY_OK;
+}
+
+/* A loglikelihood_rolling task (wikitext): each document's text tokenized as lm-eval's HFLM
+ * tok_encode (the tokenizer's default special tokens, as encode_hf_default) and planned into
+ * lm-eval's rolling windows (window ctx, context 1, prefix token first), as `ppl --mode
+ * rolling` plans them. */
+static int rolling_prepare(etask *et, const tokenizer *tok, int64_t ctx, assay_error *err) {
+    et->ids = calloc(et->t.n, sizeof *et->ids);
+    et->st  = calloc(et->t.n, sizeof *et->st);
+    et->pd  = calloc(et->t.n, sizeof *et->pd);
+    if (!et->ids || !et->st || !et->pd)
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    for (size_t d = 0; d < et->t.n; d++) {
+        const eval_doc *doc = &et->t.docs[d];
+        int rc = encode_hf_default((void *)tok, doc->context, doc->ctx_len, &et->ids[d], err);
+        if (rc)
+            return rc;
+        et->st[d].words = doc->words;
+        et->st[d].bytes = doc->bytes;
+        et->pd[d]       = (pipe_doc){et->t.files[0], et->ids[d].ids, et->ids[d].n, &et->st[d]};
+    }
+    return pipe_ppl_plan_make(&et->plan, et->pd, et->t.n, 0, (size_t)ctx, (size_t)ctx, err);
+}
+
+/* lm-eval's wikitext metrics: word_perplexity = exp(-sum ll / sum words), byte_perplexity =
+ * exp(-sum ll / sum bytes), bits_per_byte = -sum ll / sum bytes / ln 2 (weighted_mean over
+ * documents; lm-eval reports no stderr for them: "N/A"). samples_<task>.jsonl: each document's
+ * text (lm-eval's arguments), its log-likelihood and (ll, words) / (ll, bytes). */
+static int rolling_results(etask *et, const eval_opts *o, cJSON *results, cJSON *configs,
+                           cJSON *versions, cJSON *nshot, cJSON *hib, cJSON *nsamp,
+                           assay_error *err) {
+    const char *nm  = et->t.def->name;
+    ppl_stats   tot = {0};
+    for (size_t d = 0; d < et->t.n; d++) {
+        if (!isfinite(et->st[d].nll))
+            return assay_fail(err, ASSAY_ECHECK, "%s doc %zu: the log-likelihood is not finite", nm,
+                              d);
+        ppl_stats_merge(&tot, &et->st[d]);
+    }
+    cJSON *r = cJSON_AddObjectToObject(results, nm);
+    cJSON_AddStringToObject(r, "alias", nm);
+    add_metric(r, "word_perplexity", ppl_word_ppl(&tot), NAN);
+    add_metric(r, "byte_perplexity", ppl_byte_ppl(&tot), NAN);
+    add_metric(r, "bits_per_byte", ppl_bits_per_byte(&tot), NAN);
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "task", nm);
+    cJSON_AddStringToObject(c, "output_type", "loglikelihood_rolling");
+    cJSON_AddNumberToObject(c, "num_fewshot", 0);
+    cJSON_AddStringToObject(c, "data_layout", et->t.layout);
+    cJSON_AddStringToObject(c, "windows",
+                            "lm-eval rolling: window ctx tokens, context 1, the "
+                            "prefix token before the first");
+    cJSON *md = cJSON_AddObjectToObject(c, "metadata");
+    cJSON_AddNumberToObject(md, "version", et->t.def->version);
+    cJSON_AddItemToObject(configs, nm, c);
+    cJSON_AddNumberToObject(versions, nm, et->t.def->version);
+    cJSON_AddNumberToObject(nshot, nm, 0);
+    cJSON *h = cJSON_AddObjectToObject(hib, nm);
+    cJSON_AddBoolToObject(h, "word_perplexity", 0);
+    cJSON_AddBoolToObject(h, "byte_perplexity", 0);
+    cJSON_AddBoolToObject(h, "bits_per_byte", 0);
+    cJSON *ns = cJSON_AddObjectToObject(nsamp, nm);
+    cJSON_AddNumberToObject(ns, "original", (double)et->t.total);
+    cJSON_AddNumberToObject(ns, "effective", (double)et->t.n);
+    if (!o->log_samples || !o->out_dir)
+        return ASSAY_OK;
+    char        path[4200];
+    atomic_file af = {0};
+    snprintf(path, sizeof path, "%s/samples_%s.jsonl", o->out_dir, nm);
+    int rc = atomic_open(&af, path, err);
+    if (rc)
+        return rc;
+    for (size_t d = 0; d < et->t.n; d++) {
+        const eval_doc *doc = &et->t.docs[d];
+        double          ll  = -et->st[d].nll;
+        cJSON *s = cJSON_CreateObject(), *args = cJSON_CreateArray(), *a1 = cJSON_CreateArray();
+        cJSON_AddNumberToObject(s, "doc_id", (double)doc->doc_id);
+        cJSON_AddItemToArray(a1, jsonl_string_create(doc->context, doc->ctx_len));
+        cJSON_AddItemToArray(args, a1);
+        cJSON_AddItemToObject(s, "arguments", args);
+        cJSON_AddNumberToObject(s, "ll", ll);
+        cJSON_AddNumberToObject(s, "tokens", (double)et->st[d].tokens);
+        cJSON *wp = cJSON_AddArrayToObject(s, "word_perplexity");
+        cJSON_AddItemToArray(wp, cJSON_CreateNumber(ll));
+        cJSON_AddItemToArray(wp, cJSON_CreateNumber((double)doc->words));
+        cJSON *bp = cJSON_AddArrayToObject(s, "byte_perplexity");
+        cJSON_AddItemToArray(bp, cJSON_CreateNumber(ll));
+        cJSON_AddItemToArray(bp, cJSON_CreateNumber((double)doc->bytes));
+        char *line = jsonl_print(s, 0);
+        cJSON_Delete(s);
+        if (!line || fprintf(af.fp, "%s\n", line) < 0) {
+            free(line);
+            atomic_abort(&af);
+            return assay_fail(err, ASSAY_EIO, "%s: write failed", path);
+        }
+        free(line);
+    }
+    return atomic_commit(&af, err);
 }
 
 /* Writes samples_<name>.jsonl for the docs of one (sub)task. */
@@ -485,12 +587,19 @@ int eval_run(const eval_opts *o, assay_error *err) {
     int32_t prefix = tok_bos_id(tok) >= 0 ? tok_bos_id(tok) : tok_eos_id(tok);
 
     /* Requests: (context, " " + choice) per choice, encoded as lm-eval's _encode_pair. */
-    int64_t total_targets = 0;
+    int64_t total_targets = 0, longest_window = 0;
     for (int i = 0; i < n_t; i++) {
         etask *et = &tasks[i];
         if (!(et->req0 = malloc(et->t.n * sizeof *et->req0))) {
             rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
             goto done;
+        }
+        if (et->t.def->rolling) {
+            if ((rc = rolling_prepare(et, tok, ctx, err)))
+                goto done;
+            if (et->plan.longest > longest_window)
+                longest_window = et->plan.longest;
+            continue;
         }
         for (size_t d = 0; d < et->t.n; d++) {
             const eval_doc *doc = &et->t.docs[d];
@@ -543,8 +652,11 @@ int eval_run(const eval_opts *o, assay_error *err) {
     }
     t_tok = time_now() - t_tok0;
 
-    double t_load0 = time_now();
-    if ((rc = cli_load_model(o->model_dir, o->cc, &m, err)))
+    double     t_load0 = time_now();
+    cli_common cc      = *o->cc; /* rolling windows run through the KV cache: size it for them */
+    if (longest_window > (cc.kv_tokens ? cc.kv_tokens : 8192))
+        cc.kv_tokens = (int)longest_window;
+    if ((rc = cli_load_model(o->model_dir, &cc, &m, err)))
         goto done;
     if (model_get_config(m)->vocab_size < tok_vocab_size(tok)) {
         rc = assay_fail(err, ASSAY_EINVAL, "%s: the tokenizer has %d tokens, the model only %d",
@@ -553,8 +665,8 @@ int eval_run(const eval_opts *o, assay_error *err) {
     }
     t_load = time_now() - t_load0;
 
-    pr  = malloc(n_req * sizeof *pr);
-    res = calloc(n_req, sizeof *res);
+    pr  = malloc((n_req ? n_req : 1) * sizeof *pr);
+    res = calloc(n_req ? n_req : 1, sizeof *res);
     if (!pr || !res) {
         rc = assay_fail(err, ASSAY_ENOMEM, "out of memory for %zu requests", n_req);
         goto done;
@@ -563,7 +675,11 @@ int eval_run(const eval_opts *o, assay_error *err) {
         pr[i] = (pipe_request){reqs[i].tokens, reqs[i].n, reqs[i].score_from};
     double t_score0 = time_now();
     progress_init(&prog, "eval", "tok", total_targets);
-    rc = pipe_score_loglik(m, pr, n_req, res, &counts, &prog, err);
+    rc = n_req ? pipe_score_loglik(m, pr, n_req, res, &counts, &prog, err) : ASSAY_OK;
+    for (int i = 0; !rc && i < n_t; i++)
+        if (tasks[i].t.def->rolling)
+            rc = pipe_ppl_run(m, &tasks[i].plan, tasks[i].pd, prefix, o->model_dir, &counts, NULL,
+                              err);
     progress_finish(&prog);
     if (rc)
         goto done;
@@ -579,7 +695,13 @@ int eval_run(const eval_opts *o, assay_error *err) {
     cJSON *per_task_cost = cJSON_CreateObject();
     size_t total_docs    = 0;
     for (int i = 0; i < n_t; i++) {
-        etask  *et     = &tasks[i];
+        etask *et = &tasks[i];
+        if (et->t.def->rolling) {
+            total_docs += et->t.n;
+            if ((rc = rolling_results(et, o, results, configs, versions, nshot, hib, nsamp, err)))
+                goto done;
+            continue;
+        }
         size_t  n_subs = et->t.n_subs ? et->t.n_subs : 1;
         double *accs = calloc(et->t.n, sizeof *accs), *norms = calloc(et->t.n, sizeof *norms);
         double *se_a = calloc(n_subs, sizeof *se_a), *se_n = calloc(n_subs, sizeof *se_n);
@@ -876,6 +998,12 @@ done:
     tok_ids_free(&c);
     tok_ids_free(&k);
     for (int i = 0; i <= o->n_tasks; i++) {
+        for (size_t d = 0; tasks[i].ids && d < tasks[i].t.n; d++)
+            tok_ids_free(&tasks[i].ids[d]);
+        free(tasks[i].ids);
+        free(tasks[i].st);
+        free(tasks[i].pd);
+        pipe_ppl_plan_free(&tasks[i].plan);
         eval_task_free(&tasks[i].t);
         free(tasks[i].req0);
     }

@@ -372,3 +372,62 @@ Test(eval_vs_lmeval, acc_mutual_info_matches_lm_eval) {
             "piqa_mi (acc_mutual_info) vs lm-eval: %zu documents, largest difference %.2e\n", docs,
             md);
 }
+
+/* wikitext: lm-eval's loglikelihood_rolling over the detokenized page. The detokenized text must
+ * be lm-eval's exactly; a document's log-likelihood is a sum of ~2,000 token log-probs that
+ * lm-eval adds in float32 per window (relative rounding ~6e-8 per add), so it is compared within
+ * 1e-3 + 1e-7 * |ll|; the word and byte counts exactly; the metrics within 1e-6 relative (from the
+ * log-likelihoods' 1e-7 relative drift, times sum ll / sum words <= 60 in the exponent). */
+Test(eval_vs_lmeval, wikitext_matches_lm_eval) {
+    char dir[64];
+    test_tmpdir(dir, sizeof dir);
+    char *o  = NULL;
+    int   rc = test_run(
+          &o, "eval " MODEL " --tasks wikitext --data " DATA " --output-path %s/out --log-samples",
+          dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    char ap[256];
+    snprintf(ap, sizeof ap, "%s/out/samples_wikitext.jsonl", dir);
+    size_t  na, nr;
+    cJSON **a = read_lines(ap, &na), **r = read_lines(REF "/samples_wikitext.jsonl", &nr);
+    cr_assert_eq(na, nr);
+    double md = 0;
+    for (size_t i = 0; i < na; i++) {
+        cr_expect_str_eq(
+            cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(a[i], "arguments"), 0), 0)
+                ->valuestring,
+            cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(r[i], "arguments"), 0), 0)
+                ->valuestring,
+            "doc %zu: detokenized text", i);
+        double x = cJSON_GetObjectItem(a[i], "ll")->valuedouble,
+               y = cJSON_GetObjectItem(r[i], "ll")->valuedouble;
+        md       = fmax(md, fabs(x - y));
+        cr_expect(fabs(x - y) <= 1e-3 + 1e-7 * fabs(y), "doc %zu: ll assay %.6f, lm-eval %.6f", i,
+                  x, y);
+        const char *cnt[] = {"word_perplexity", "byte_perplexity"};
+        for (int k = 0; k < 2; k++)
+            cr_expect_eq(cJSON_GetArrayItem(cJSON_GetObjectItem(a[i], cnt[k]), 1)->valueint,
+                         cJSON_GetArrayItem(cJSON_GetObjectItem(r[i], cnt[k]), 1)->valueint,
+                         "doc %zu: %s count", i, cnt[k]);
+    }
+    char path[256];
+    snprintf(path, sizeof path, "%s/out/results.json", dir);
+    cJSON *ar = cJSON_GetObjectItem(cJSON_GetObjectItem(read_json(path), "results"), "wikitext");
+    cJSON *rr = cJSON_GetObjectItem(cJSON_GetObjectItem(read_json(REF "/results.json"), "results"),
+                                    "wikitext");
+    const char *keys[] = {"word_perplexity,none", "byte_perplexity,none", "bits_per_byte,none"};
+    for (int k = 0; k < 3; k++) {
+        double x = cJSON_GetObjectItem(ar, keys[k])->valuedouble,
+               y = cJSON_GetObjectItem(rr, keys[k])->valuedouble;
+        cr_expect(fabs(x - y) <= 1e-6 * fabs(y), "wikitext %s: assay %.12g, lm-eval %.12g", keys[k],
+                  x, y);
+    }
+    for (size_t i = 0; i < na; i++)
+        cJSON_Delete(a[i]);
+    for (size_t i = 0; i < nr; i++)
+        cJSON_Delete(r[i]);
+    free(a);
+    free(r);
+    fprintf(stderr, "wikitext vs lm-eval: %zu documents, largest difference %.2e\n", na, md);
+}

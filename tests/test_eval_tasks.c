@@ -58,11 +58,12 @@ Test(eval_tasks, mc2_is_the_normalized_mass_on_true_answers) {
 Test(eval_tasks, mmlu_categories_are_lm_evals_tags) {
     /* lm-eval mmlu/default: 19 stem, 13 humanities, 12 social_sciences, 13 other = 57 subjects */
     static const char *const subjects[] = {
-        "abstract_algebra", "anatomy", "marketing", "philosophy", "high_school_psychology",
-        "us_foreign_policy", "world_religions", "virology", "college_physics"};
-    static const char *const cats[] = {"stem",       "stem",            "other",
-                                       "humanities", "social_sciences", "social_sciences",
-                                       "humanities", "other",           "stem"};
+        "abstract_algebra",       "anatomy",           "marketing",       "philosophy",
+        "high_school_psychology", "us_foreign_policy", "world_religions", "virology",
+        "college_physics"};
+    static const char *const cats[] = {
+        "stem",       "stem",  "other", "humanities", "social_sciences", "social_sciences",
+        "humanities", "other", "stem"};
     for (size_t i = 0; i < sizeof subjects / sizeof subjects[0]; i++) {
         const char *c = mmlu_category(subjects[i]);
         cr_assert(c, "%s has no category", subjects[i]);
@@ -90,9 +91,11 @@ Test(eval_tasks, mmlu_results_hold_the_category_groups) {
     free(o);
     snprintf(path, sizeof path, "%s/out/results.json", dir);
     cJSON *j = read_json(path), *res = cJSON_GetObjectItem(j, "results");
-    cJSON *stem = cJSON_GetObjectItem(res, "mmlu_stem"), *hum = cJSON_GetObjectItem(res, "mmlu_humanities");
+    cJSON *stem = cJSON_GetObjectItem(res, "mmlu_stem"),
+          *hum  = cJSON_GetObjectItem(res, "mmlu_humanities");
     cJSON *phys = cJSON_GetObjectItem(res, "mmlu_college_physics");
-    cJSON *phil = cJSON_GetObjectItem(res, "mmlu_philosophy"), *all = cJSON_GetObjectItem(res, "mmlu");
+    cJSON *phil = cJSON_GetObjectItem(res, "mmlu_philosophy"),
+          *all  = cJSON_GetObjectItem(res, "mmlu");
     cr_assert(stem && hum && phys && phil && all);
     cr_expect_null(cJSON_GetObjectItem(res, "mmlu_other"), "a category without subjects");
     /* one subject per category: the group is that subject */
@@ -105,7 +108,7 @@ Test(eval_tasks, mmlu_results_hold_the_category_groups) {
            a2 = cJSON_GetObjectItem(phil, "acc,none")->valuedouble;
     cr_expect(fabs(cJSON_GetObjectItem(all, "acc,none")->valuedouble - (3 * a3 + 2 * a2) / 5) <
               1e-15);
-    cJSON *gs = cJSON_GetObjectItem(j, "group_subtasks");
+    cJSON *gs  = cJSON_GetObjectItem(j, "group_subtasks");
     cJSON *top = cJSON_GetObjectItem(gs, "mmlu"), *sg = cJSON_GetObjectItem(gs, "mmlu_stem");
     cr_assert(top && sg);
     cr_expect_eq(cJSON_GetArraySize(top), 2);
@@ -136,17 +139,17 @@ Test(eval_tasks, truthfulqa_mc2_renders_and_refuses_bad_rows) {
     cr_assert_eq(rc, 0, "%s", o);
     free(o);
     snprintf(path, sizeof path, "%s/out/samples_truthfulqa_mc2.jsonl", dir);
-    cJSON *s   = read_json(path);
-    cJSON *g0  = cJSON_GetObjectItem(cJSON_GetObjectItem(s, "arguments"), "gen_args_0");
+    cJSON      *s   = read_json(path);
+    cJSON      *g0  = cJSON_GetObjectItem(cJSON_GetObjectItem(s, "arguments"), "gen_args_0");
     const char *ctx = cJSON_GetObjectItem(g0, "arg_0")->valuestring;
     cr_expect(!strncmp(ctx, truthfulqa_prompt, strlen(truthfulqa_prompt)), "%s", ctx);
     cr_expect_str_eq(ctx + strlen(truthfulqa_prompt), "Is the sky blue?\nA:");
     cr_expect_str_eq(cJSON_GetObjectItem(g0, "arg_1")->valuestring, " Yes");
     double ll[3];
     for (int c = 0; c < 3; c++)
-        ll[c] = cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(s, "filtered_resps"), c),
-                                   0)
-                    ->valuedouble;
+        ll[c] =
+            cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(s, "filtered_resps"), c), 0)
+                ->valuedouble;
     double want = (exp(ll[0]) + exp(ll[1])) / (exp(ll[0]) + exp(ll[1]) + exp(ll[2]));
     cr_expect(fabs(cJSON_GetObjectItem(s, "acc")->valuedouble - want) < 1e-12);
     cJSON_Delete(s);
@@ -174,8 +177,10 @@ Test(eval_tasks, acc_mutual_info_adds_unconditional_requests) {
         "{\"task\": \"mi\", \"data\": \"t.jsonl\", \"context\": \"Q: {q}\\nA:\", \"choices\": "
         "[\"{a}\", \"{b}\"], \"gold_index\": \"y\", \"metrics\": [\"acc\", \"acc_mutual_info\"]}");
     char *o  = NULL;
-    int   rc = test_run(&o, "eval " MODEL " --task-file %s/t.json --data %s --output-path %s/out "
-                            "--log-samples", dir, dir, dir);
+    int   rc = test_run(&o,
+                        "eval " MODEL " --task-file %s/t.json --data %s --output-path %s/out "
+                          "--log-samples",
+                        dir, dir, dir);
     cr_assert_eq(rc, 0, "%s", o);
     free(o);
     snprintf(path, sizeof path, "%s/out/samples_mi.jsonl", dir);
@@ -187,9 +192,9 @@ Test(eval_tasks, acc_mutual_info_adds_unconditional_requests) {
     cr_expect_str_eq(cJSON_GetObjectItem(u, "arg_1")->valuestring, " green");
     double ll[4];
     for (int c = 0; c < 4; c++)
-        ll[c] = cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(s, "filtered_resps"), c),
-                                   0)
-                    ->valuedouble;
+        ll[c] =
+            cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(s, "filtered_resps"), c), 0)
+                ->valuedouble;
     int pm = (ll[1] - ll[3] > ll[0] - ll[2]) ? 1 : 0;
     cr_expect_eq(cJSON_GetObjectItem(s, "acc_mutual_info")->valuedouble, pm == 0);
     cJSON_Delete(s);
@@ -205,4 +210,35 @@ Test(eval_tasks, acc_mutual_info_adds_unconditional_requests) {
     char extra[200];
     snprintf(extra, sizeof extra, "--task-file %s/t.json", dir);
     expect_fail(dir, extra, "(known: acc, acc_norm, acc_mutual_info)");
+}
+
+Test(eval_tasks, wikitext_detokenizer_follows_lm_eval) {
+    static const char *const cases[][2] = {
+        {"a @-@ b @,@ c @.@ d", "a-b,c.d"},
+        {"x : y ; z . w ! v ? u , t", "x: y; z. w! v? u, t"},
+        {"( a b ) [ c ] { d } \" e \" ' f '", "(a b) [c] {d} \"e\" 'f'"},
+        {"( never closed", "( never closed"},
+        {" = = = Title = = = \n", " === Title ===\n"}, /* " \n" -> "\n" last */
+        {"it is 5 \xC2\xB0 C", "it is 5\xC2\xB0"
+                               "C"},
+        {"line \n next", "line\nnext"},
+        {"the N th and John 's", "the 1 th and John's"},
+        {"dogs ' bones", "dogs' bones"},
+        {"a /' 7/ b", "a /'[0-9]/ b"}};
+    tbuf out = {0};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        cr_assert_eq(wikitext_detokenize(&out, cases[i][0], strlen(cases[i][0])), 0);
+        cr_expect_str_eq(out.s, cases[i][1], "case %zu", i);
+    }
+    tbuf_free(&out);
+}
+
+Test(eval_tasks, wikitext_bad_rows_name_the_line) {
+    char dir[64];
+    test_tmpdir(dir, sizeof dir);
+    put(dir, "wikitext/test.jsonl", "{\"page\": \" = A = \\n text \\n\"}\n{\"text\": \"x\"}\n");
+    expect_fail(dir, "--tasks wikitext", "wikitext/test.jsonl:2");
+    put(dir, "wikitext/test.jsonl", "{\"page\": \"\"}\n");
+    expect_fail(dir, "--tasks wikitext", "test.jsonl:1: empty \"page\"");
+    expect_fail(dir, "--tasks wikitext --num-fewshot 2", "no few-shot");
 }

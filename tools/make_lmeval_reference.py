@@ -97,6 +97,30 @@ def mc2_rows(n):
     return rows
 
 
+def wikitext_rows(n, max_chars=2500):
+    """EleutherAI/wikitext_document_level-shaped rows ({"page": ...}) from the shared
+    wikitext-2 test file: an article is its " = Title = " line up to the next such line; each is
+    cut at a line end after max_chars so the tiny model runs a few rolling windows per page."""
+    lines = open(os.path.join(SHARED, "wikitext2_tokenized_test.txt"), encoding="utf-8").read().split("\n")
+    pages, cur = [], None
+    for ln in lines:
+        if ln.startswith(" = ") and not ln.startswith(" = = ") and ln.endswith(" = "):
+            if cur is not None:
+                pages.append(cur)
+            cur = []
+        if cur is not None:
+            cur.append(ln)
+    rows = []
+    for p in pages[:n]:
+        text = ""
+        for ln in p:
+            if len(text) > max_chars:
+                break
+            text += ln + "\n"
+        rows.append({"page": text})
+    return rows
+
+
 # lm-eval's mmlu/default/mmlu_<subject>.yaml "tag: mmlu_<category>_tasks", for the subjects used
 MMLU_CATEGORY = {"abstract_algebra": "stem", "anatomy": "stem", "marketing": "other",
                  "high_school_psychology": "social_sciences", "philosophy": "humanities"}
@@ -111,7 +135,7 @@ def main():
     ap.add_argument("--fewshot", type=int, default=5)
     ap.add_argument("--out", default=OUT, help="where data/ and <model>/ go (bench/ uses a temp dir)")
     ap.add_argument("--subjects", default=",".join(SUBJECTS))
-    ap.add_argument("--tasks", default="mmlu,hellaswag,arc_easy,arc_challenge,piqa,boolq,openbookqa,winogrande,lambada_openai,truthfulqa_mc1,truthfulqa_mc2,piqa_mi")
+    ap.add_argument("--tasks", default="mmlu,hellaswag,arc_easy,arc_challenge,piqa,boolq,openbookqa,winogrande,lambada_openai,truthfulqa_mc1,truthfulqa_mc2,piqa_mi,wikitext")
     ap.add_argument("--batch-size", type=int, default=16)
     a = ap.parse_args()
     OUT, SUBJECTS = a.out, a.subjects.split(",")
@@ -126,6 +150,7 @@ def main():
     write_jsonl(os.path.join(data, "arc_easy", "test.jsonl"), arc_rows(a.n // 2))
     write_jsonl(os.path.join(data, "arc_challenge", "test.jsonl"), arc_rows(a.n // 2, "high_school_physics"))
     write_jsonl(os.path.join(data, "truthfulqa_mc2", "validation.jsonl"), mc2_rows(a.n // 2))
+    write_jsonl(os.path.join(data, "wikitext", "test.jsonl"), wikitext_rows(6))
     piqa, boolq, obqa, wino, lamb, tqa = simple_rows(a.n // 2)
     write_jsonl(os.path.join(data, "truthfulqa_mc1", "validation.jsonl"), tqa)
     write_jsonl(os.path.join(data, "lambada_openai", "test.jsonl"), lamb)
@@ -186,6 +211,12 @@ def main():
         "training_split: null\nmetric_list:\n  - metric: acc\n    aggregation: mean\n    higher_is_better: true\n"
         "  - metric: acc_norm\n    aggregation: mean\n    higher_is_better: true\n"
         "  - metric: acc_mutual_info\n    aggregation: mean\n    higher_is_better: true\n")
+    # wikitext.yaml as written; its !function module is copied next to the including file
+    yamls["wikitext"] = (
+        f"include: {tasks_dir}/wikitext/wikitext.yaml\ntask: wikitext\ndataset_path: json\ndataset_name: null\n"
+        f"dataset_kwargs:\n  data_files:\n    test: {data}/wikitext/test.jsonl\n"
+        "training_split: null\nvalidation_split: null\n")
+    shutil.copy(os.path.join(tasks_dir, "wikitext", "preprocess_wikitext.py"), inc)
     yamls["boolq"] = (
         f"include: {tasks_dir}/super_glue/boolq/default.yaml\ntask: boolq\ndataset_path: json\ndataset_name: null\n"
         f"dataset_kwargs:\n  data_files:\n    validation: {data}/boolq/validation.jsonl\n"
@@ -231,7 +262,7 @@ def main():
     runs = [(names, shots) for names, shots in
             [(["mmlu"] if "mmlu" in want else [], a.fewshot),
              ([t for t in ("hellaswag", "arc_easy", "arc_challenge", "piqa", "boolq", "openbookqa", "winogrande",
-                           "lambada_openai", "truthfulqa_mc1", "truthfulqa_mc2", "piqa_mi") if t in want], 0)] if names]
+                           "lambada_openai", "truthfulqa_mc1", "truthfulqa_mc2", "piqa_mi", "wikitext") if t in want], 0)] if names]
     model_name = os.path.basename(os.path.normpath(a.model))
     dest = os.path.join(OUT, model_name)
     os.makedirs(dest, exist_ok=True)
@@ -255,6 +286,12 @@ def main():
                     args = s["arguments"]
                     if isinstance(args, dict):
                         args = [[v["arg_0"], v["arg_1"]] for v in args.values()]
+                    if t == "wikitext":  # loglikelihood_rolling: one float per document
+                        f.write(json.dumps({"doc_id": s["doc_id"], "arguments": args,
+                                            "ll": float(s["resps"][0][0]),
+                                            "word_perplexity": s["word_perplexity"],
+                                            "byte_perplexity": s["byte_perplexity"]}, ensure_ascii=False) + "\n")
+                        continue
                     lls = [float(r[0][0]) for r in s["resps"]]
                     greedy = [bool(r[0][1]) for r in s["resps"]]
                     row = {"doc_id": s["doc_id"], "target": s["target"], "arguments": args,

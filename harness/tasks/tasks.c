@@ -16,6 +16,7 @@ static const eval_task_def def_mmlu = {
     NULL,
     0,
     0,
+    0,
     0};
 static const eval_task_def def_hellaswag = {
     "hellaswag",
@@ -26,15 +27,17 @@ static const eval_task_def def_hellaswag = {
     NULL,
     0,
     0,
+    0,
     0};
 static const eval_task_def def_arc_easy = {
-    "arc_easy", "arc_easy/test.jsonl (ARC-Easy)", 1, 1.0, task_arc_load, NULL, 0, 0, 0};
+    "arc_easy", "arc_easy/test.jsonl (ARC-Easy)", 1, 1.0, task_arc_load, NULL, 0, 0, 0, 0};
 static const eval_task_def def_arc_challenge = {"arc_challenge",
                                                 "arc_challenge/test.jsonl (ARC-Challenge)",
                                                 1,
                                                 1.0,
                                                 task_arc_load,
                                                 NULL,
+                                                0,
                                                 0,
                                                 0,
                                                 0};
@@ -50,6 +53,7 @@ static const eval_task_def def_piqa = {
     "{goal}\\nAnswer:\", \"choices\": [\"{sol1}\", \"{sol2}\"], \"gold_index\": \"label\"}",
     0,
     0,
+    0,
     0};
 static const eval_task_def def_boolq = {
     "boolq",
@@ -60,6 +64,7 @@ static const eval_task_def def_boolq = {
     "{\"task\": \"boolq\", \"data\": \"boolq/validation.jsonl\", \"context\": "
     "\"{passage}\\nQuestion: {question}?\\nAnswer:\", \"choices\": [\"no\", \"yes\"], "
     "\"gold_index\": \"label\"}",
+    0,
     0,
     0,
     0};
@@ -74,6 +79,7 @@ static const eval_task_def def_openbookqa = {
     "\"labels\": \"choices.label\"}",
     0,
     0,
+    0,
     0};
 
 static const eval_task_def def_winogrande = {
@@ -83,6 +89,7 @@ static const eval_task_def def_winogrande = {
     1.0,
     task_winogrande_load,
     NULL,
+    0,
     0,
     0,
     0};
@@ -105,6 +112,7 @@ static const eval_task_def def_truthfulqa_mc1 = {
     "{question}\\nA:\", \"choices\": \"mc1_targets.choices\", \"gold_index\": 0}",
     0,
     0,
+    0,
     0};
 
 /* lm-eval truthfulqa_mc2.yaml metadata version 3.0; acc is the probability mass on true answers */
@@ -117,7 +125,21 @@ static const eval_task_def def_truthfulqa_mc2 = {
     NULL,
     0,
     1,
+    0,
     0};
+
+/* lm-eval wikitext.yaml metadata version 2.0 (loglikelihood_rolling) */
+static const eval_task_def def_wikitext = {
+    "wikitext",
+    "wikitext/test.jsonl (EleutherAI/wikitext_document_level wikitext-2-raw-v1)",
+    0,
+    2.0,
+    task_wikitext_load,
+    NULL,
+    0,
+    0,
+    0,
+    1};
 
 static const eval_task_def def_lambada = {"lambada_openai",
                                           "lambada_openai/test.jsonl (EleutherAI/lambada_openai)",
@@ -127,12 +149,14 @@ static const eval_task_def def_lambada = {"lambada_openai",
                                           NULL,
                                           1,
                                           0,
+                                          0,
                                           0};
 
 const eval_task_def *const eval_task_defs[] = {
     &def_mmlu,    &def_hellaswag,      &def_arc_easy,       &def_arc_challenge,
     &def_piqa,    &def_boolq,          &def_openbookqa,     &def_winogrande,
-    &def_lambada, &def_truthfulqa_mc1, &def_truthfulqa_mc2, NULL};
+    &def_lambada, &def_truthfulqa_mc1, &def_truthfulqa_mc2, &def_wikitext,
+    NULL};
 
 const eval_task_def *eval_task_find(const char *name) {
     for (int i = 0; eval_task_defs[i]; i++)

@@ -23,6 +23,8 @@ typedef struct eval_doc {
     size_t         sub;      /* subtask index (an MMLU subject); 0 when the task has none */
     size_t         doc_id;   /* 0-based index within its subtask, as lm-eval's doc_id */
     unsigned char *truth; /* truthfulqa_mc2: 1 for each true choice (mc2_targets.labels), or NULL */
+    int64_t words, bytes; /* rolling tasks (wikitext): lm-eval's counts of the original page; the
+                             context is the text to score, the one choice empty */
 } eval_doc;
 
 typedef struct eval_task_opts {
@@ -46,6 +48,8 @@ typedef struct eval_task_def {
     int mutual_info; /* acc_mutual_info: lm-eval adds an unconditional ("", delimiter + choice)
                         request per choice; argmax(ll - ll_unconditional). No built-in task of
                         lm-eval 0.4.13 lists it; user specs may */
+    int rolling;     /* output_type loglikelihood_rolling (wikitext): each document's context
+                        scored in rolling windows; word/byte perplexity, bits_per_byte */
 } eval_task_def;
 
 struct eval_task {
@@ -118,6 +122,9 @@ int task_arc_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_lambada_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_winogrande_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_truthfulqa_mc2_load(eval_task *t, const eval_task_opts *o, assay_error *err);
+int task_wikitext_load(eval_task *t, const eval_task_opts *o, assay_error *err);
+/* lm-eval preprocess_wikitext.wikitext_detokenizer into out (cleared first). 0 ok, -1 no memory */
+int wikitext_detokenize(tbuf *out, const char *s, size_t len);
 /* A built-in task defined by t->def->spec. */
 int task_spec_builtin_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 /* A user task from a JSON spec (harness/tasks/user.c says the format); sets t->def. */
