@@ -46,7 +46,7 @@ static const char eval_help[] =
     "                      templates), \"gold_index\" or \"gold_text\" (a field) or "
     "\"gold_label\"\n"
     "                      with \"labels\" (fields: the key and the label list), \"metrics\"\n"
-    "                      ([\"acc\", \"acc_norm\"]), \"target_delimiter\"}\n"
+    "                      ([\"acc\", \"acc_norm\", \"acc_mutual_info\"]), \"target_delimiter\"}\n"
     "  --seed S            few-shot sampler seed, recorded (default 1234, as lm-eval)\n"
     "  --price-per-hour X  the machine's price per hour: results.json gets the cost per run, per\n"
     "                      task and per 1,000 samples\n"

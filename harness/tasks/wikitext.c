@@ -55,31 +55,31 @@ static int slash_quote_digit(tbuf *out, const char *s, size_t len) {
 }
 
 int wikitext_detokenize(tbuf *out, const char *s, size_t len) {
-    static const char *const reps1[][2] = {
-        {" @-@ ", "-"}, {" @,@ ", ","}, {" @.@ ", "."}, {" : ", ": "}, {" ; ", "; "},
-        {" . ", ". "},  {" ! ", "! "},  {" ? ", "? "},  {" , ", ", "}};
+    static const char *const reps1[][2] = {{" @-@ ", "-"}, {" @,@ ", ","}, {" @.@ ", "."},
+                                           {" : ", ": "},  {" ; ", "; "},  {" . ", ". "},
+                                           {" ! ", "! "},  {" ? ", "? "},  {" , ", ", "}};
     static const char *const reps2[][2] = {
-        {"= = = =", "===="}, {"= = =", "==="}, {"= =", "=="}, {" \xC2\xB0 ", "\xC2\xB0"},
+        {"= = = =", "===="}, {"= = =", "==="}, {"= =", "=="},  {" \xC2\xB0 ", "\xC2\xB0"},
         {" \n", "\n"},       {"\n ", "\n"},    {" N ", " 1 "}, {" 's", "'s"}};
     static const char pairs[][2] = {{'(', ')'}, {'[', ']'}, {'{', '}'}, {'"', '"'}, {'\'', '\''}};
-    tbuf a = {0}, b = {0};
-    int  rc = py_replace(&a, s, len, "s '", "s'") || slash_quote_digit(&b, a.s, a.n);
+    tbuf              a = {0}, b = {0};
+    int               rc = py_replace(&a, s, len, "s '", "s'") || slash_quote_digit(&b, a.s, a.n);
     for (size_t k = 0; !rc && k < sizeof reps1 / sizeof reps1[0]; k++) {
         tbuf *src = k % 2 ? &a : &b, *dst = k % 2 ? &b : &a;
-        dst->n    = 0;
-        rc        = py_replace(dst, src->s, src->n, reps1[k][0], reps1[k][1]);
+        dst->n = 0;
+        rc     = py_replace(dst, src->s, src->n, reps1[k][0], reps1[k][1]);
     }
     /* 9 replacements: the text is in a */
     for (size_t k = 0; !rc && k < sizeof pairs / sizeof pairs[0]; k++) {
         tbuf *src = k % 2 ? &b : &a, *dst = k % 2 ? &a : &b;
-        dst->n    = 0;
-        rc        = strip_pairs(dst, src->s, src->n, pairs[k][0], pairs[k][1]);
+        dst->n = 0;
+        rc     = strip_pairs(dst, src->s, src->n, pairs[k][0], pairs[k][1]);
     }
     /* 5 passes: the text is in b */
     for (size_t k = 0; !rc && k < sizeof reps2 / sizeof reps2[0]; k++) {
         tbuf *src = k % 2 ? &a : &b, *dst = k % 2 ? &b : &a;
-        dst->n    = 0;
-        rc        = py_replace(dst, src->s, src->n, reps2[k][0], reps2[k][1]);
+        dst->n = 0;
+        rc     = py_replace(dst, src->s, src->n, reps2[k][0], reps2[k][1]);
     }
     /* 8 replacements: the text is in b */
     out->n = 0;
