@@ -16,6 +16,7 @@
 #include "core/sha256.h"
 #include "core/util.h"
 #include "harness/commands.h"
+#include "harness/fewshot.h"
 #include "harness/jsonl.h"
 #include "harness/pipeline.h"
 #include "harness/progress.h"
@@ -51,6 +52,39 @@ static int encode_hf_default(void *ctx, const char *text, size_t len, tok_ids *o
                              assay_error *err) {
     tok_encode_opts o = tok_default_opts();
     return tok_encode((const tokenizer *)ctx, text, len, &o, 0, out, err);
+}
+
+/* --num-fewshot K > 0 for a task whose examples lm-eval draws at random (harness/fewshot.h): load
+ * the task's train split as the pool and prepend K examples to each context. MMLU (the first K dev
+ * questions) and the tasks that refuse K > 0 handle it in their loaders. */
+static int check_fewshot(const eval_task *t, const eval_opts *o, int *random, assay_error *err) {
+    int extra;
+    *random = 0;
+    if (o->num_fewshot <= 0 || t->own_def || !strcmp(t->def->name, "mmlu"))
+        return ASSAY_OK;
+    if (!(*random = fewshot_random_rule(t->def->name, &extra)))
+        return assay_fail(err, ASSAY_EUNSUPPORTED,
+                          "%s: --num-fewshot %d is not implemented for this task (random few-shot "
+                          "examples: hellaswag, arc_easy, arc_challenge, piqa, boolq, openbookqa; "
+                          "mmlu: the first K dev questions)",
+                          t->def->name, o->num_fewshot);
+    return ASSAY_OK;
+}
+
+static int load_fewshot(eval_task *t, const eval_opts *o, assay_error *err) {
+    int random, rc0 = check_fewshot(t, o, &random, err);
+    if (rc0 || !random)
+        return rc0;
+    eval_task      pool = {0};
+    eval_task_opts po   = {o->data_dir, 0, 0, "train"};
+    pool.def            = t->def;
+    int rc              = t->def->load(&pool, &po, err);
+    if (!rc)
+        rc = fewshot_apply(t, &pool, o->num_fewshot, o->seed, err);
+    for (size_t f = 0; !rc && f < pool.n_files; f++)
+        rc = eval_task_add_file(t, pool.files[f], err);
+    eval_task_free(&pool);
+    return rc;
 }
 
 static const char *task_delim(const eval_task *t) { return t->delim[0] ? t->delim : " "; }
@@ -360,7 +394,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
                         (long long)ctx, o->model_dir, cfg.max_pos);
         goto done;
     }
-    eval_task_opts to = {o->data_dir, o->num_fewshot, o->limit};
+    eval_task_opts to = {o->data_dir, o->num_fewshot, o->limit, NULL};
     if (o->task_file) {
         if ((rc = task_user_load(&tasks[n_t].t, o->task_file, &to, err)))
             goto done;
@@ -374,6 +408,9 @@ int eval_run(const eval_opts *o, assay_error *err) {
         n_t++;
     }
     for (int i = 0; i < n_t; i++) {
+        int random;
+        if ((rc = check_fewshot(&tasks[i].t, o, &random, err)))
+            goto done;
         if (!tasks[i].t.own_def && (rc = tasks[i].t.def->load(&tasks[i].t, &to, err)))
             goto done;
         if (tasks[i].t.n == 0) {
@@ -381,6 +418,8 @@ int eval_run(const eval_opts *o, assay_error *err) {
                             tasks[i].t.n_files ? tasks[i].t.files[0] : o->data_dir);
             goto done;
         }
+        if ((rc = load_fewshot(&tasks[i].t, o, err)))
+            goto done;
     }
     if (!(tok = tok_load(o->model_dir, err))) {
         rc = err->code ? err->code : ASSAY_EINTERNAL;

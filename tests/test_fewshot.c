@@ -2,7 +2,9 @@
  * (tests/fixtures/pyrandom/cases.txt, written by tools/make_pyrandom_fixture.py): seeding,
  * getrandbits widths, _randbelow, random.sample's pool and set algorithms. Exact equality: the
  * generator is integer arithmetic, nothing to tolerate. */
+#include <cJSON.h>
 #include <inttypes.h>
+#include <math.h>
 
 #include "scoring/pyrandom.h"
 #include "tests/helpers.h"
@@ -87,4 +89,126 @@ Test(pyrandom, seed_1234_first_word) {
     pyrandom r;
     pyr_seed(&r, 1234);
     cr_assert_eq(pyr_u32(&r), 4150886329u);
+}
+
+/* ---- `assay eval --num-fewshot 3` against lm-eval's --log_samples (K = 3, seed 1234):
+ * tests/fixtures/lmeval/fewshot/, written by tools/make_lmeval_fewshot_reference.py ---- */
+
+#define FS_DIR "tests/fixtures/lmeval/fewshot"
+#define FS_MODEL "tests/fixtures/models/llama"
+
+static cJSON *read_jsonl_all(const char *path, size_t *n) {
+    FILE *f = fopen(path, "r");
+    cr_assert(f, "cannot open %s", path);
+    cJSON      *arr = cJSON_CreateArray();
+    static char line[1 << 20];
+    *n = 0;
+    while (fgets(line, sizeof line, f)) {
+        cJSON *o = cJSON_Parse(line);
+        cr_assert(o, "%s:%zu: not JSON", path, *n + 1);
+        cJSON_AddItemToArray(arr, o);
+        (*n)++;
+    }
+    fclose(f);
+    return arr;
+}
+
+/* assay's samples row -> its (context, continuation) pairs, in choice order */
+static const cJSON *pair(const cJSON *row, int ch, int which) {
+    char key[32];
+    snprintf(key, sizeof key, "gen_args_%d", ch);
+    const cJSON *a = cJSON_GetObjectItem(cJSON_GetObjectItem(row, "arguments"), key);
+    return a ? cJSON_GetObjectItem(a, which ? "arg_1" : "arg_0") : NULL;
+}
+
+/* Runs eval on the fixture data; returns the number of docs compared, asserting every context
+ * and continuation equals lm-eval's byte for byte (want_equal) or that some context differs. */
+static size_t compare_with_lmeval(const char *task, const char *extra, int want_equal) {
+    char out[64], path[300];
+    test_tmpdir(out, sizeof out);
+    char *o  = NULL;
+    int   rc = test_run(&o,
+                        "eval " FS_MODEL " --tasks %s --data " FS_DIR
+                        "/data --num-fewshot 3 --output-path %s --log-samples %s",
+                        task, out, extra);
+    cr_assert_eq(rc, 0, "eval %s: %s", task, o);
+    free(o);
+    size_t n_ref, n_got, differ = 0;
+    snprintf(path, sizeof path, FS_DIR "/llama/samples_%s.jsonl", task);
+    cJSON *ref = read_jsonl_all(path, &n_ref);
+    snprintf(path, sizeof path, "%s/samples_%s.jsonl", out, task);
+    cJSON *got = read_jsonl_all(path, &n_got);
+    cr_assert(n_got > 0 && n_got <= n_ref, "%s: %zu rows, lm-eval %zu", task, n_got, n_ref);
+    for (size_t d = 0; d < n_got; d++) {
+        const cJSON *r = cJSON_GetArrayItem(ref, (int)d), *g = cJSON_GetArrayItem(got, (int)d);
+        const cJSON *args = cJSON_GetObjectItem(r, "arguments");
+        const cJSON *lls  = cJSON_GetObjectItem(r, "ll");
+        cr_assert_eq(cJSON_GetObjectItem(g, "doc_id")->valueint, (int)d);
+        for (int ch = 0; ch < cJSON_GetArraySize(args); ch++) {
+            const cJSON *ra  = cJSON_GetArrayItem(args, ch);
+            const char  *rc0 = cJSON_GetArrayItem(ra, 0)->valuestring;
+            const char  *rc1 = cJSON_GetArrayItem(ra, 1)->valuestring;
+            const cJSON *gc0 = pair(g, ch, 0), *gc1 = pair(g, ch, 1);
+            cr_assert(gc0 && gc1, "%s doc %zu: no choice %d", task, d, ch);
+            if (!want_equal) {
+                differ += strcmp(rc0, gc0->valuestring) != 0;
+                continue;
+            }
+            cr_assert_str_eq(gc0->valuestring, rc0, "%s doc %zu choice %d context", task, d, ch);
+            cr_assert_str_eq(gc1->valuestring, rc1, "%s doc %zu choice %d continuation", task, d,
+                             ch);
+            /* the tolerance: lm-eval's float32 softmax drifts ~1e-4 */
+            const cJSON *gl = cJSON_GetArrayItem(
+                cJSON_GetArrayItem(cJSON_GetObjectItem(g, "filtered_resps"), ch), 0);
+            cr_assert(cJSON_IsNumber(gl), "%s doc %zu: no log-likelihood %d", task, d, ch);
+            cr_expect(fabs(gl->valuedouble - cJSON_GetArrayItem(lls, ch)->valuedouble) < 1e-3,
+                      "%s doc %zu choice %d: ll %.6f vs lm-eval %.6f", task, d, ch, gl->valuedouble,
+                      cJSON_GetArrayItem(lls, ch)->valuedouble);
+        }
+    }
+    if (!want_equal)
+        cr_assert(differ > 0, "%s: another seed rendered lm-eval's seed-1234 contexts", task);
+    cJSON_Delete(ref);
+    cJSON_Delete(got);
+    return n_got;
+}
+
+Test(fewshot, hellaswag_contexts_equal_lm_evals) { compare_with_lmeval("hellaswag", "", 1); }
+Test(fewshot, arc_easy_contexts_equal_lm_evals) { compare_with_lmeval("arc_easy", "", 1); }
+Test(fewshot, piqa_boolq_openbookqa_contexts_equal_lm_evals) {
+    compare_with_lmeval("piqa", "", 1);
+    compare_with_lmeval("boolq", "", 1);
+    compare_with_lmeval("openbookqa", "", 1);
+}
+
+/* The sampler runs over documents in order: a --limit prefix renders as the full run did. */
+Test(fewshot, a_limit_prefix_renders_the_same_contexts) {
+    cr_assert_eq(compare_with_lmeval("hellaswag", "--limit 5", 1), 5);
+}
+
+/* The seed matters (the equality above is not an accident of the data). */
+Test(fewshot, another_seed_draws_other_examples) {
+    compare_with_lmeval("arc_easy", "--seed 1235", 0);
+    compare_with_lmeval("hellaswag", "--seed 1", 0);
+}
+
+Test(fewshot, missing_train_split_and_unsupported_tasks_exit_2) {
+    char dir[64], cmd[300], *o = NULL;
+    test_tmpdir(dir, sizeof dir);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/arc_easy && cp " FS_DIR "/data/arc_easy/test.jsonl %s/arc_easy/", dir,
+             dir);
+    cr_assert_eq(system(cmd), 0);
+    int rc = test_run(&o, "eval " FS_MODEL " --tasks arc_easy --data %s --num-fewshot 3", dir);
+    cr_expect_eq(rc, 2);
+    cr_expect(o && strstr(o, "arc_easy/train.jsonl does not exist"), "%s", o);
+    free(o);
+    rc = test_run(&o, "eval " FS_MODEL " --tasks arc_easy --data " FS_DIR "/data --num-fewshot 41");
+    cr_expect_eq(rc, 2);
+    cr_expect(o && strstr(o, "draws 41 training documents, "), "%s", o);
+    free(o);
+    rc = test_run(&o, "eval " FS_MODEL " --tasks truthfulqa_mc1 --data %s --num-fewshot 1", dir);
+    cr_expect_eq(rc, 2);
+    cr_expect(o && strstr(o, "not implemented for this task"), "%s", o);
+    free(o);
 }
