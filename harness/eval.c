@@ -27,6 +27,10 @@
 #include "scoring/loglik.h"
 #include "scoring/metrics.h"
 
+#ifndef ASSAY_COMMIT /* the Makefile passes `git describe --always --dirty` */
+#define ASSAY_COMMIT "unknown"
+#endif
+
 int eval_check_output_dir(const char *dir, assay_error *err) {
     char probe[4200];
     if (!path_is_dir(dir) && mkdir(dir, 0777) != 0 && errno != EEXIST)
@@ -667,7 +671,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
     /* The assay block: what was evaluated and what it cost. */
     cJSON *as = cJSON_AddObjectToObject(root, "assay");
     cJSON_AddStringToObject(as, "version", ASSAY_VERSION);
-    cJSON_AddNullToObject(as, "commit"); /* the build does not record its commit yet */
+    cJSON_AddStringToObject(as, "commit", ASSAY_COMMIT);
     char   hex[65];
     cJSON *hs = cJSON_AddObjectToObject(as, "hashes");
     if ((rc = hash_model(o->model_dir, hex, err)))

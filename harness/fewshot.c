@@ -29,10 +29,9 @@ int fewshot_apply(eval_task *t, const eval_task *pool, int k, int64_t seed, assa
         return assay_fail(err, ASSAY_EUNSUPPORTED, "%s: no random few-shot rule", t->def->name);
     size_t draw = (size_t)k + (size_t)extra;
     if (pool->n < draw)
-        return assay_fail(err, ASSAY_EINVAL,
-                          "%s: --num-fewshot %d draws %zu training documents, %s has %zu",
-                          t->def->name, k, draw, pool->n_files ? pool->files[0] : "the pool",
-                          pool->n);
+        return assay_fail(
+            err, ASSAY_EINVAL, "%s: --num-fewshot %d draws %zu training documents, %s has %zu",
+            t->def->name, k, draw, pool->n_files ? pool->files[0] : "the pool", pool->n);
     const char *delim = t->delim[0] ? t->delim : " ";
     size_t      dl    = strlen(delim);
     size_t     *idx   = malloc(draw * sizeof *idx);
@@ -45,9 +44,9 @@ int fewshot_apply(eval_task *t, const eval_task *pool, int k, int64_t seed, assa
     for (size_t d = 0; d < t->n && !rc; d++) {
         eval_doc *doc = &t->docs[d];
         if (doc->ctxs) {
-            rc = assay_fail(err, ASSAY_EUNSUPPORTED,
-                            "%s: few-shot for per-choice contexts is not implemented",
-                            t->def->name);
+            rc =
+                assay_fail(err, ASSAY_EUNSUPPORTED,
+                           "%s: few-shot for per-choice contexts is not implemented", t->def->name);
             break;
         }
         if (pyr_sample(&r, pool->n, draw, idx)) {

@@ -212,3 +212,31 @@ Test(fewshot, missing_train_split_and_unsupported_tasks_exit_2) {
     cr_expect(o && strstr(o, "not implemented for this task"), "%s", o);
     free(o);
 }
+
+/* results.json names the build's commit: `git describe --always --dirty` at build time, or
+ * "unknown" outside a git checkout (the Makefile's ASSAY_COMMIT). */
+Test(eval_commit, results_json_records_the_build_commit) {
+    char out[64], path[128], *o = NULL;
+    test_tmpdir(out, sizeof out);
+    int rc = test_run(
+        &o, "eval " FS_MODEL " --tasks arc_easy --data " FS_DIR "/data --limit 2 --output-path %s",
+        out);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    snprintf(path, sizeof path, "%s/results.json", out);
+    FILE *f = fopen(path, "r");
+    cr_assert(f);
+    static char text[1 << 20];
+    size_t      len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len]   = '\0';
+    cJSON *root = cJSON_Parse(text);
+    cr_assert(root, "%s: not JSON", path);
+    const cJSON *c = cJSON_GetObjectItem(cJSON_GetObjectItem(root, "assay"), "commit");
+    cr_assert(cJSON_IsString(c), "assay.commit is not a string");
+    const char *s   = c->valuestring;
+    size_t      hex = strspn(s, "0123456789abcdef");
+    cr_expect(!strcmp(s, "unknown") || (hex >= 7 && (s[hex] == '\0' || !strcmp(s + hex, "-dirty"))),
+              "assay.commit '%s' is neither a git hash[-dirty] nor 'unknown'", s);
+    cJSON_Delete(root);
+}
