@@ -53,6 +53,8 @@ static const char eval_help[] =
     "  --price-per-hour X  the machine's price per hour: results.json gets the cost per run, per\n"
     "                      task and per 1,000 samples\n"
     "  --ctx N             model length for truncation (default: the model's max positions)\n"
+    "  --window-tokens N   requests are built and scored N tokens at a time (default 4194304):\n"
+    "                      memory is bounded by it; results are the same at any value\n"
     "%s"
     "  --help              this text\n"
     "\n"
@@ -67,7 +69,7 @@ int cmd_eval(int argc, char **argv) {
     assay_error  err       = {0};
     const char  *model_dir = NULL, *tasks_arg = NULL, *data = NULL, *out = NULL, *price = NULL;
     const char  *task_file = NULL;
-    int64_t      fewshot = -1, limit = 0, seed = 1234, ctx = 0;
+    int64_t      fewshot = -1, limit = 0, seed = 1234, ctx = 0, window = 0;
     int          log_samples = 0, rc;
     char        *list        = NULL;
     const char **names       = NULL;
@@ -84,6 +86,7 @@ int cmd_eval(int argc, char **argv) {
         {"--price-per-hour", CLI_STR, &price, 0, 0, NULL},
         {"--task-file", CLI_STR, &task_file, 0, 0, NULL},
         {"--ctx", CLI_INT, &ctx, 1, 1 << 24, NULL},
+        {"--window-tokens", CLI_INT, &window, 1, INT64_MAX / 2, NULL},
     };
     const cli_cmd cmd  = {"eval", opts, CLI_N_OPTS(opts), 1, "(tasks go in --tasks LIST)"};
     cli_list      args = {&model_dir, 0};
@@ -153,6 +156,7 @@ int cmd_eval(int argc, char **argv) {
                    .log_samples    = log_samples,
                    .price_per_hour = pph,
                    .ctx            = ctx,
+                   .window_tokens  = window,
                    .t_start        = t_start,
                    .cc             = &cc};
     if ((rc = eval_run(&o, &err)))

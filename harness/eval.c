@@ -354,6 +354,37 @@ static int write_samples(const char *out_dir, const char *name, const etask *et,
     return atomic_commit(&af, err);
 }
 
+/* Scores requests [w0, w1) (one window), keeps each result's sum, n_greedy and n_targets in
+ * res[w0..w1) and frees the window's tokens and per-token arrays: memory for tokens and
+ * per-token results is bounded by the window, whatever the number of documents. The pipeline's
+ * results do not depend on how requests are grouped (harness/pipeline.h), so any window size
+ * gives the same bits. */
+static int score_window(model *m, ereq *reqs, score_result *res, size_t w0, size_t w1,
+                        pipe_counts *counts, progress *prog, assay_error *err) {
+    size_t        n  = w1 - w0;
+    pipe_request *pr = malloc((n ? n : 1) * sizeof *pr);
+    score_result *rw = calloc(n ? n : 1, sizeof *rw);
+    int           rc;
+    if (!pr || !rw) {
+        free(pr);
+        free(rw);
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory for %zu requests", n);
+    }
+    for (size_t i = 0; i < n; i++)
+        pr[i] = (pipe_request){reqs[w0 + i].tokens, reqs[w0 + i].n, reqs[w0 + i].score_from};
+    rc = pipe_score_loglik(m, pr, n, rw, counts, prog, err);
+    for (size_t i = 0; i < n; i++) {
+        res[w0 + i] = (score_result){
+            .n_targets = rw[i].n_targets, .sum = rw[i].sum, .n_greedy = rw[i].n_greedy};
+        free(reqs[w0 + i].tokens);
+        reqs[w0 + i].tokens = NULL;
+    }
+    score_results_free(rw, (int)n);
+    free(rw);
+    free(pr);
+    return rc;
+}
+
 int eval_run(const eval_opts *o, assay_error *err) {
     etask        *tasks = calloc((size_t)o->n_tasks + 1, sizeof *tasks); /* + a user task */
     int           n_t = 0, rc = ASSAY_OK;
@@ -361,7 +392,6 @@ int eval_run(const eval_opts *o, assay_error *err) {
     model        *m     = NULL;
     ereq         *reqs  = NULL;
     size_t        n_req = 0, cap_req = 0, n_trunc = 0;
-    pipe_request *pr   = NULL;
     score_result *res  = NULL;
     cJSON        *root = NULL;
     tok_ids       c = {0}, k = {0};
@@ -431,8 +461,27 @@ int eval_run(const eval_opts *o, assay_error *err) {
     }
     int32_t prefix = tok_bos_id(tok) >= 0 ? tok_bos_id(tok) : tok_eos_id(tok);
 
-    /* Requests: (context, " " + choice) per choice, encoded as lm-eval's _encode_pair. */
-    int64_t total_targets = 0;
+    t_tok          = time_now() - t_tok0;
+    double t_load0 = time_now();
+    if ((rc = cli_load_model(o->model_dir, o->cc, &m, err)))
+        goto done;
+    if (model_get_config(m)->vocab_size < tok_vocab_size(tok)) {
+        rc = assay_fail(err, ASSAY_EINVAL, "%s: the tokenizer has %d tokens, the model only %d",
+                        o->model_dir, tok_vocab_size(tok), model_get_config(m)->vocab_size);
+        goto done;
+    }
+    t_load = time_now() - t_load0;
+
+    /* Requests: (context, " " + choice) per choice, encoded as lm-eval's _encode_pair, built and
+     * scored in windows of about window_tokens tokens (whole documents), so memory does not grow
+     * with the number of documents beyond each request's few result numbers. */
+    int64_t total_targets = 0, window_tokens = o->window_tokens > 0 ? o->window_tokens : 1 << 22;
+    size_t  w0 = 0, docs_total = 0, docs_done = 0;
+    int64_t w_tokens = 0;
+    for (int i = 0; i < n_t; i++)
+        docs_total += tasks[i].t.n;
+    progress_init(&prog, "eval", "tok", 0);
+    t_tok0 = time_now();
     for (int i = 0; i < n_t; i++) {
         etask *et = &tasks[i];
         if (!(et->req0 = malloc(et->t.n * sizeof *et->req0))) {
@@ -446,14 +495,18 @@ int eval_run(const eval_opts *o, assay_error *err) {
                 char what[160];
                 snprintf(what, sizeof what, "%s doc %zu choice %d", et->t.def->name, d, ch);
                 if (n_req == cap_req) {
-                    cap_req  = cap_req ? cap_req * 2 : 1024;
-                    ereq *nr = realloc(reqs, cap_req * sizeof *nr);
-                    if (!nr) {
-                        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory for %zu requests",
-                                        cap_req);
+                    size_t        nc = cap_req ? cap_req * 2 : 1024;
+                    ereq         *nr = realloc(reqs, nc * sizeof *nr);
+                    score_result *ns = nr ? realloc(res, nc * sizeof *ns) : NULL;
+                    if (nr)
+                        reqs = nr;
+                    if (!ns) {
+                        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory for %zu requests", nc);
                         goto done;
                     }
-                    reqs = nr;
+                    res = ns;
+                    memset(res + cap_req, 0, (nc - cap_req) * sizeof *res);
+                    cap_req = nc;
                 }
                 size_t cont_len;
                 char  *cont = make_cont(&et->t, doc, ch, &cont_len);
@@ -476,37 +529,29 @@ int eval_run(const eval_opts *o, assay_error *err) {
                 r->truncated = c.n + k.n > (size_t)ctx + 1;
                 n_trunc += (size_t)r->truncated;
                 total_targets += (int64_t)(r->n - r->score_from);
+                w_tokens += (int64_t)r->n;
                 n_req++;
+            }
+            docs_done++;
+            int last = i == n_t - 1 && d + 1 == et->t.n;
+            if (w_tokens >= window_tokens || last) {
+                /* the progress total: exact at the end, extrapolated from the documents so far */
+                prog.total =
+                    (int64_t)((double)total_targets * (double)docs_total / (double)docs_done);
+                t_tok += time_now() - t_tok0;
+                double t_score0 = time_now();
+                rc              = score_window(m, reqs, res, w0, n_req, &counts, &prog, err);
+                t_score += time_now() - t_score0;
+                t_tok0 = time_now();
+                if (rc)
+                    goto done;
+                w0       = n_req;
+                w_tokens = 0;
             }
         }
     }
-    t_tok = time_now() - t_tok0;
-
-    double t_load0 = time_now();
-    if ((rc = cli_load_model(o->model_dir, o->cc, &m, err)))
-        goto done;
-    if (model_get_config(m)->vocab_size < tok_vocab_size(tok)) {
-        rc = assay_fail(err, ASSAY_EINVAL, "%s: the tokenizer has %d tokens, the model only %d",
-                        o->model_dir, tok_vocab_size(tok), model_get_config(m)->vocab_size);
-        goto done;
-    }
-    t_load = time_now() - t_load0;
-
-    pr  = malloc(n_req * sizeof *pr);
-    res = calloc(n_req, sizeof *res);
-    if (!pr || !res) {
-        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory for %zu requests", n_req);
-        goto done;
-    }
-    for (size_t i = 0; i < n_req; i++)
-        pr[i] = (pipe_request){reqs[i].tokens, reqs[i].n, reqs[i].score_from};
-    double t_score0 = time_now();
-    progress_init(&prog, "eval", "tok", total_targets);
-    rc = pipe_score_loglik(m, pr, n_req, res, &counts, &prog, err);
     progress_finish(&prog);
-    if (rc)
-        goto done;
-    t_score = time_now() - t_score0;
+    t_tok += time_now() - t_tok0;
 
     /* Metrics. */
     double t_write0 = time_now();
@@ -789,7 +834,6 @@ done:
     cJSON_Delete(root);
     score_results_free(res, res ? (int)n_req : 0);
     free(res);
-    free(pr);
     for (size_t i = 0; i < n_req; i++)
         free(reqs[i].tokens);
     free(reqs);
