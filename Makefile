@@ -65,6 +65,14 @@ REPLAY_BINS := $(FUZZ_SRCS:fuzz/%.c=$(B)/replay/%)
 .PHONY: all test fuzz deps demo clean format format-check bench
 all: $(B)/assay $(B)/libassay.a
 
+# The commit results.json records (assay.commit): only harness/eval.o gets the define, and it
+# rebuilds only when the value changes ($(B)/commit.txt is rewritten only then).
+ASSAY_COMMIT := $(or $(shell git describe --always --dirty 2>/dev/null),unknown)
+$(shell mkdir -p $(B) && (test "$$(cat $(B)/commit.txt 2>/dev/null)" = '$(ASSAY_COMMIT)' || \
+  printf '%s' '$(ASSAY_COMMIT)' >$(B)/commit.txt))
+$(OBJDIR)/harness/eval.o: $(B)/commit.txt
+$(OBJDIR)/harness/eval.o: ASSAY_CFLAGS += -DASSAY_COMMIT='"$(ASSAY_COMMIT)"'
+
 # Objects of different variants never mix: each variant has its own object folder, and the
 # final artifacts relink when the variant changes.
 $(B)/.variant-$(VARIANT):

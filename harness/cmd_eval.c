@@ -34,7 +34,9 @@ static const char eval_help[] =
     "  --tasks LIST        comma-separated task names\n"
     "  --data DIR          the data folder\n"
     "  --num-fewshot K     few-shot examples (mmlu: the first K dev questions of the subject;\n"
-    "                      other tasks: 0 only, for now)\n"
+    "                      hellaswag, arc_*, piqa, boolq, openbookqa: drawn from "
+    "<task>/train.jsonl\n"
+    "                      with lm-eval's sampler and --seed; other tasks: 0 only)\n"
     "  --limit N           only the first N documents of each task (each MMLU subject)\n"
     "  --output-path OUT   write OUT/results.json (lm-eval's layout plus an \"assay\" block:\n"
     "                      hashes, device, cost) and, with --log-samples,\n"
@@ -47,10 +49,12 @@ static const char eval_help[] =
     "\"gold_label\"\n"
     "                      with \"labels\" (fields: the key and the label list), \"metrics\"\n"
     "                      ([\"acc\", \"acc_norm\", \"acc_mutual_info\"]), \"target_delimiter\"}\n"
-    "  --seed S            few-shot sampler seed, recorded (default 1234, as lm-eval)\n"
+    "  --seed S            few-shot sampler seed (default 1234, as lm-eval's fewshot_random_seed)\n"
     "  --price-per-hour X  the machine's price per hour: results.json gets the cost per run, per\n"
     "                      task and per 1,000 samples\n"
     "  --ctx N             model length for truncation (default: the model's max positions)\n"
+    "  --window-tokens N   requests are built and scored N tokens at a time (default 4194304):\n"
+    "                      memory is bounded by it; results are the same at any value\n"
     "%s"
     "  --help              this text\n"
     "\n"
@@ -65,7 +69,7 @@ int cmd_eval(int argc, char **argv) {
     assay_error  err       = {0};
     const char  *model_dir = NULL, *tasks_arg = NULL, *data = NULL, *out = NULL, *price = NULL;
     const char  *task_file = NULL;
-    int64_t      fewshot = -1, limit = 0, seed = 1234, ctx = 0;
+    int64_t      fewshot = -1, limit = 0, seed = 1234, ctx = 0, window = 0;
     int          log_samples = 0, rc;
     char        *list        = NULL;
     const char **names       = NULL;
@@ -82,6 +86,7 @@ int cmd_eval(int argc, char **argv) {
         {"--price-per-hour", CLI_STR, &price, 0, 0, NULL},
         {"--task-file", CLI_STR, &task_file, 0, 0, NULL},
         {"--ctx", CLI_INT, &ctx, 1, 1 << 24, NULL},
+        {"--window-tokens", CLI_INT, &window, 1, INT64_MAX / 2, NULL},
     };
     const cli_cmd cmd  = {"eval", opts, CLI_N_OPTS(opts), 1, "(tasks go in --tasks LIST)"};
     cli_list      args = {&model_dir, 0};
@@ -151,6 +156,7 @@ int cmd_eval(int argc, char **argv) {
                    .log_samples    = log_samples,
                    .price_per_hour = pph,
                    .ctx            = ctx,
+                   .window_tokens  = window,
                    .t_start        = t_start,
                    .cc             = &cc};
     if ((rc = eval_run(&o, &err)))

@@ -16,6 +16,7 @@
 #include "core/sha256.h"
 #include "core/util.h"
 #include "harness/commands.h"
+#include "harness/fewshot.h"
 #include "harness/jsonl.h"
 #include "harness/pipeline.h"
 #include "harness/progress.h"
@@ -25,6 +26,10 @@
 #include "runtime/model.h"
 #include "scoring/loglik.h"
 #include "scoring/metrics.h"
+
+#ifndef ASSAY_COMMIT /* the Makefile passes `git describe --always --dirty` */
+#define ASSAY_COMMIT "unknown"
+#endif
 
 int eval_check_output_dir(const char *dir, assay_error *err) {
     char probe[4200];
@@ -51,6 +56,39 @@ static int encode_hf_default(void *ctx, const char *text, size_t len, tok_ids *o
                              assay_error *err) {
     tok_encode_opts o = tok_default_opts();
     return tok_encode((const tokenizer *)ctx, text, len, &o, 0, out, err);
+}
+
+/* --num-fewshot K > 0 for a task whose examples lm-eval draws at random (harness/fewshot.h): load
+ * the task's train split as the pool and prepend K examples to each context. MMLU (the first K dev
+ * questions) and the tasks that refuse K > 0 handle it in their loaders. */
+static int check_fewshot(const eval_task *t, const eval_opts *o, int *random, assay_error *err) {
+    int extra;
+    *random = 0;
+    if (o->num_fewshot <= 0 || t->own_def || !strcmp(t->def->name, "mmlu"))
+        return ASSAY_OK;
+    if (!(*random = fewshot_random_rule(t->def->name, &extra)))
+        return assay_fail(err, ASSAY_EUNSUPPORTED,
+                          "%s: --num-fewshot %d is not implemented for this task (random few-shot "
+                          "examples: hellaswag, arc_easy, arc_challenge, piqa, boolq, openbookqa; "
+                          "mmlu: the first K dev questions)",
+                          t->def->name, o->num_fewshot);
+    return ASSAY_OK;
+}
+
+static int load_fewshot(eval_task *t, const eval_opts *o, assay_error *err) {
+    int random, rc0 = check_fewshot(t, o, &random, err);
+    if (rc0 || !random)
+        return rc0;
+    eval_task      pool = {0};
+    eval_task_opts po   = {o->data_dir, 0, 0, "train"};
+    pool.def            = t->def;
+    int rc              = t->def->load(&pool, &po, err);
+    if (!rc)
+        rc = fewshot_apply(t, &pool, o->num_fewshot, o->seed, err);
+    for (size_t f = 0; !rc && f < pool.n_files; f++)
+        rc = eval_task_add_file(t, pool.files[f], err);
+    eval_task_free(&pool);
+    return rc;
 }
 
 static const char *task_delim(const eval_task *t) { return t->delim[0] ? t->delim : " "; }
@@ -514,6 +552,37 @@ static int mmlu_category_groups(const etask *et, const size_t *sizes, const doub
     return ASSAY_OK;
 }
 
+/* Scores requests [w0, w1) (one window), keeps each result's sum, n_greedy and n_targets in
+ * res[w0..w1) and frees the window's tokens and per-token arrays: memory for tokens and
+ * per-token results is bounded by the window, whatever the number of documents. The pipeline's
+ * results do not depend on how requests are grouped (harness/pipeline.h), so any window size
+ * gives the same bits. */
+static int score_window(model *m, ereq *reqs, score_result *res, size_t w0, size_t w1,
+                        pipe_counts *counts, progress *prog, assay_error *err) {
+    size_t        n  = w1 - w0;
+    pipe_request *pr = malloc((n ? n : 1) * sizeof *pr);
+    score_result *rw = calloc(n ? n : 1, sizeof *rw);
+    int           rc;
+    if (!pr || !rw) {
+        free(pr);
+        free(rw);
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory for %zu requests", n);
+    }
+    for (size_t i = 0; i < n; i++)
+        pr[i] = (pipe_request){reqs[w0 + i].tokens, reqs[w0 + i].n, reqs[w0 + i].score_from};
+    rc = pipe_score_loglik(m, pr, n, rw, counts, prog, err);
+    for (size_t i = 0; i < n; i++) {
+        res[w0 + i] = (score_result){
+            .n_targets = rw[i].n_targets, .sum = rw[i].sum, .n_greedy = rw[i].n_greedy};
+        free(reqs[w0 + i].tokens);
+        reqs[w0 + i].tokens = NULL;
+    }
+    score_results_free(rw, (int)n);
+    free(rw);
+    free(pr);
+    return rc;
+}
+
 int eval_run(const eval_opts *o, assay_error *err) {
     etask        *tasks = calloc((size_t)o->n_tasks + 1, sizeof *tasks); /* + a user task */
     int           n_t = 0, rc = ASSAY_OK;
@@ -521,7 +590,6 @@ int eval_run(const eval_opts *o, assay_error *err) {
     model        *m     = NULL;
     ereq         *reqs  = NULL;
     size_t        n_req = 0, cap_req = 0, n_trunc = 0;
-    pipe_request *pr   = NULL;
     score_result *res  = NULL;
     cJSON        *root = NULL;
     tok_ids       c = {0}, k = {0};
@@ -558,7 +626,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
                         (long long)ctx, o->model_dir, cfg.max_pos);
         goto done;
     }
-    eval_task_opts to = {o->data_dir, o->num_fewshot, o->limit};
+    eval_task_opts to = {o->data_dir, o->num_fewshot, o->limit, NULL};
     if (o->task_file) {
         if ((rc = task_user_load(&tasks[n_t].t, o->task_file, &to, err)))
             goto done;
@@ -572,6 +640,9 @@ int eval_run(const eval_opts *o, assay_error *err) {
         n_t++;
     }
     for (int i = 0; i < n_t; i++) {
+        int random;
+        if ((rc = check_fewshot(&tasks[i].t, o, &random, err)))
+            goto done;
         if (!tasks[i].t.own_def && (rc = tasks[i].t.def->load(&tasks[i].t, &to, err)))
             goto done;
         if (tasks[i].t.n == 0) {
@@ -579,6 +650,8 @@ int eval_run(const eval_opts *o, assay_error *err) {
                             tasks[i].t.n_files ? tasks[i].t.files[0] : o->data_dir);
             goto done;
         }
+        if ((rc = load_fewshot(&tasks[i].t, o, err)))
+            goto done;
     }
     if (!(tok = tok_load(o->model_dir, err))) {
         rc = err->code ? err->code : ASSAY_EINTERNAL;
@@ -586,21 +659,50 @@ int eval_run(const eval_opts *o, assay_error *err) {
     }
     int32_t prefix = tok_bos_id(tok) >= 0 ? tok_bos_id(tok) : tok_eos_id(tok);
 
-    /* Requests: (context, " " + choice) per choice, encoded as lm-eval's _encode_pair. */
-    int64_t total_targets = 0, longest_window = 0;
+    /* Rolling tasks (wikitext) are tokenized and planned first: the KV cache is sized for their
+     * longest window when the model loads. */
+    int64_t longest_window = 0;
+    for (int i = 0; i < n_t; i++) {
+        etask *et = &tasks[i];
+        if (!et->t.def->rolling)
+            continue;
+        if ((rc = rolling_prepare(et, tok, ctx, err)))
+            goto done;
+        if (et->plan.longest > longest_window)
+            longest_window = et->plan.longest;
+    }
+    t_tok              = time_now() - t_tok0;
+    double     t_load0 = time_now();
+    cli_common cc      = *o->cc; /* rolling windows run through the KV cache: size it for them */
+    if (longest_window > (cc.kv_tokens ? cc.kv_tokens : 8192))
+        cc.kv_tokens = (int)longest_window;
+    if ((rc = cli_load_model(o->model_dir, &cc, &m, err)))
+        goto done;
+    if (model_get_config(m)->vocab_size < tok_vocab_size(tok)) {
+        rc = assay_fail(err, ASSAY_EINVAL, "%s: the tokenizer has %d tokens, the model only %d",
+                        o->model_dir, tok_vocab_size(tok), model_get_config(m)->vocab_size);
+        goto done;
+    }
+    t_load = time_now() - t_load0;
+
+    /* Requests: (context, " " + choice) per choice, encoded as lm-eval's _encode_pair, built and
+     * scored in windows of about window_tokens tokens (whole documents), so memory does not grow
+     * with the number of documents beyond each request's few result numbers. */
+    int64_t total_targets = 0, window_tokens = o->window_tokens > 0 ? o->window_tokens : 1 << 22;
+    size_t  w0 = 0, docs_total = 0, docs_done = 0;
+    int64_t w_tokens = 0;
+    for (int i = 0; i < n_t; i++)
+        docs_total += tasks[i].t.def->rolling ? 0 : tasks[i].t.n;
+    progress_init(&prog, "eval", "tok", 0);
+    t_tok0 = time_now();
     for (int i = 0; i < n_t; i++) {
         etask *et = &tasks[i];
         if (!(et->req0 = malloc(et->t.n * sizeof *et->req0))) {
             rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
             goto done;
         }
-        if (et->t.def->rolling) {
-            if ((rc = rolling_prepare(et, tok, ctx, err)))
-                goto done;
-            if (et->plan.longest > longest_window)
-                longest_window = et->plan.longest;
+        if (et->t.def->rolling)
             continue;
-        }
         for (size_t d = 0; d < et->t.n; d++) {
             const eval_doc *doc = &et->t.docs[d];
             et->req0[d]         = n_req;
@@ -612,14 +714,18 @@ int eval_run(const eval_opts *o, assay_error *err) {
                 snprintf(what, sizeof what, "%s doc %zu choice %d%s", et->t.def->name, d, ch,
                          uncond ? " (unconditional)" : "");
                 if (n_req == cap_req) {
-                    cap_req  = cap_req ? cap_req * 2 : 1024;
-                    ereq *nr = realloc(reqs, cap_req * sizeof *nr);
-                    if (!nr) {
-                        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory for %zu requests",
-                                        cap_req);
+                    size_t        nc = cap_req ? cap_req * 2 : 1024;
+                    ereq         *nr = realloc(reqs, nc * sizeof *nr);
+                    score_result *ns = nr ? realloc(res, nc * sizeof *ns) : NULL;
+                    if (nr)
+                        reqs = nr;
+                    if (!ns) {
+                        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory for %zu requests", nc);
                         goto done;
                     }
-                    reqs = nr;
+                    res = ns;
+                    memset(res + cap_req, 0, (nc - cap_req) * sizeof *res);
+                    cap_req = nc;
                 }
                 size_t cont_len;
                 char  *cont = make_cont(&et->t, doc, ch, &cont_len);
@@ -646,44 +752,38 @@ int eval_run(const eval_opts *o, assay_error *err) {
                 r->truncated = c.n + k.n > (size_t)ctx + 1;
                 n_trunc += (size_t)r->truncated;
                 total_targets += (int64_t)(r->n - r->score_from);
+                w_tokens += (int64_t)r->n;
                 n_req++;
+            }
+            docs_done++;
+            int last = docs_done == docs_total;
+            if (w_tokens >= window_tokens || last) {
+                /* the progress total: exact at the end, extrapolated from the documents so far */
+                prog.total =
+                    (int64_t)((double)total_targets * (double)docs_total / (double)docs_done);
+                t_tok += time_now() - t_tok0;
+                double t_score0 = time_now();
+                rc              = score_window(m, reqs, res, w0, n_req, &counts, &prog, err);
+                t_score += time_now() - t_score0;
+                t_tok0 = time_now();
+                if (rc)
+                    goto done;
+                w0       = n_req;
+                w_tokens = 0;
             }
         }
     }
-    t_tok = time_now() - t_tok0;
-
-    double     t_load0 = time_now();
-    cli_common cc      = *o->cc; /* rolling windows run through the KV cache: size it for them */
-    if (longest_window > (cc.kv_tokens ? cc.kv_tokens : 8192))
-        cc.kv_tokens = (int)longest_window;
-    if ((rc = cli_load_model(o->model_dir, &cc, &m, err)))
-        goto done;
-    if (model_get_config(m)->vocab_size < tok_vocab_size(tok)) {
-        rc = assay_fail(err, ASSAY_EINVAL, "%s: the tokenizer has %d tokens, the model only %d",
-                        o->model_dir, tok_vocab_size(tok), model_get_config(m)->vocab_size);
-        goto done;
-    }
-    t_load = time_now() - t_load0;
-
-    pr  = malloc((n_req ? n_req : 1) * sizeof *pr);
-    res = calloc(n_req ? n_req : 1, sizeof *res);
-    if (!pr || !res) {
-        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory for %zu requests", n_req);
-        goto done;
-    }
-    for (size_t i = 0; i < n_req; i++)
-        pr[i] = (pipe_request){reqs[i].tokens, reqs[i].n, reqs[i].score_from};
-    double t_score0 = time_now();
-    progress_init(&prog, "eval", "tok", total_targets);
-    rc = n_req ? pipe_score_loglik(m, pr, n_req, res, &counts, &prog, err) : ASSAY_OK;
     for (int i = 0; !rc && i < n_t; i++)
-        if (tasks[i].t.def->rolling)
+        if (tasks[i].t.def->rolling) {
+            double t_score0 = time_now();
             rc = pipe_ppl_run(m, &tasks[i].plan, tasks[i].pd, prefix, o->model_dir, &counts, NULL,
                               err);
-    progress_finish(&prog);
+            t_score += time_now() - t_score0;
+        }
     if (rc)
         goto done;
-    t_score = time_now() - t_score0;
+    progress_finish(&prog);
+    t_tok += time_now() - t_tok0;
 
     /* Metrics. */
     double t_write0 = time_now();
@@ -873,7 +973,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
     /* The assay block: what was evaluated and what it cost. */
     cJSON *as = cJSON_AddObjectToObject(root, "assay");
     cJSON_AddStringToObject(as, "version", ASSAY_VERSION);
-    cJSON_AddNullToObject(as, "commit"); /* the build does not record its commit yet */
+    cJSON_AddStringToObject(as, "commit", ASSAY_COMMIT);
     char   hex[65];
     cJSON *hs = cJSON_AddObjectToObject(as, "hashes");
     if ((rc = hash_model(o->model_dir, hex, err)))
@@ -991,7 +1091,6 @@ done:
     cJSON_Delete(root);
     score_results_free(res, res ? (int)n_req : 0);
     free(res);
-    free(pr);
     for (size_t i = 0; i < n_req; i++)
         free(reqs[i].tokens);
     free(reqs);

@@ -23,6 +23,7 @@ typedef struct eval_opts {
     int                log_samples;
     double             price_per_hour; /* < 0: not given */
     int64_t            ctx;            /* 0: the model's max positions */
+    int64_t            window_tokens;  /* tokens built and scored at a time; 0: 4M (16 MiB) */
     double             t_start;        /* process start (time_now), for the end-to-end wall time */
     const cli_common  *cc;
 } eval_opts;

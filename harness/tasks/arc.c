@@ -16,18 +16,15 @@ int task_arc_load(eval_task *t, const eval_task_opts *o, assay_error *err) {
     cJSON       *obj = NULL;
     tbuf         q   = {0};
     int          rc, got;
-    if (o->num_fewshot > 0)
-        return assay_fail(err, ASSAY_EUNSUPPORTED,
-                          "%s: --num-fewshot %d needs the training split and lm-eval's random "
-                          "sampler, which assay does not implement yet (use 0)",
-                          t->def->name, o->num_fewshot);
-    snprintf(path, sizeof path, "%s/%s/test.jsonl", o->dir, t->def->name);
+    const char  *split = o->split ? o->split : "test";
+    snprintf(path, sizeof path, "%s/%s/%s.jsonl", o->dir, t->def->name, split);
     if (!path_exists(path))
         return assay_fail(err, ASSAY_EINVAL,
-                          "%s: %s does not exist (allenai/ai2_arc test split "
+                          "%s: %s does not exist (allenai/ai2_arc %s split "
                           "as JSON Lines)",
-                          t->def->name, path);
-    snprintf(t->layout, sizeof t->layout, "jsonl: %s/test.jsonl (allenai/ai2_arc)", t->def->name);
+                          t->def->name, path, split);
+    snprintf(t->layout, sizeof t->layout, "jsonl: %s/%s.jsonl (allenai/ai2_arc)", t->def->name,
+             split);
     if ((rc = eval_task_add_file(t, path, err)) || (rc = jsonl_open(&r, path, err)))
         return rc;
     r.shape = "{\"question\": \"...\", \"choices\": {\"text\": [...], \"label\": [\"A\", ...]}, "

@@ -197,15 +197,21 @@ static int read_jsonl(eval_task *t, const char *path, const eval_task_opts *o, a
 
 int task_hellaswag_load(eval_task *t, const eval_task_opts *o, assay_error *err) {
     char six[1100], js[1100];
-    if (o->num_fewshot > 0)
-        return assay_fail(err, ASSAY_EUNSUPPORTED,
-                          "hellaswag: --num-fewshot %d needs the training split and lm-eval's "
-                          "random sampler, which assay does not implement yet (use 0)",
-                          o->num_fewshot);
     t->num_fewshot = 0;
     snprintf(six, sizeof six, "%s/hellaswag_val_full.txt", o->dir);
-    snprintf(js, sizeof js, "%s/hellaswag/validation.jsonl", o->dir);
+    snprintf(js, sizeof js, "%s/hellaswag/%s.jsonl", o->dir, o->split ? o->split : "validation");
     int rc;
+    if (o->split) { /* the few-shot pool: Rowan/hellaswag's train split as JSON Lines */
+        if (!path_exists(js))
+            return assay_fail(err, ASSAY_EINVAL,
+                              "hellaswag: --num-fewshot needs %s (Rowan/hellaswag %s split)", js,
+                              o->split);
+        snprintf(t->layout, sizeof t->layout, "jsonl: hellaswag/%s.jsonl (Rowan/hellaswag)",
+                 o->split);
+        if ((rc = eval_task_add_file(t, js, err)))
+            return rc;
+        return read_jsonl(t, js, o, err);
+    }
     if (path_exists(js)) {
         snprintf(t->layout, sizeof t->layout,
                  "jsonl: hellaswag/validation.jsonl (Rowan/hellaswag)");

@@ -31,6 +31,8 @@ typedef struct eval_task_opts {
     const char *dir;         /* --data */
     int         num_fewshot; /* -1: the task's default (0 for every task here) */
     int64_t     limit;       /* 0: all; else the first N documents of each (sub)task */
+    const char *split;       /* NULL: the evaluated split; "train": the few-shot pool
+                                (harness/fewshot.h; only tasks fewshot_random_rule names) */
 } eval_task_opts;
 
 typedef struct eval_task eval_task;

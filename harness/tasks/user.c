@@ -147,7 +147,7 @@ static int spec_load(eval_task *t, const char *spec_text, size_t size, const cha
             goto done;
         }
     }
-    if (o->num_fewshot > 0) {
+    if (!builtin && o->num_fewshot > 0) {
         rc = assay_fail(err, ASSAY_EUNSUPPORTED, "%s: few-shot user tasks are not implemented yet",
                         name);
         goto done;
@@ -168,7 +168,13 @@ static int spec_load(eval_task *t, const char *spec_text, size_t size, const cha
         t->own_def       = def;
     }
     snprintf(t->delim, sizeof t->delim, "%s", delim ? delim : " ");
-    snprintf(data, sizeof data, "%s/%s", o->dir, file);
+    if (o->split) { /* the few-shot pool: <split>.jsonl next to the evaluated file */
+        const char *slash = strrchr(file, '/');
+        snprintf(data, sizeof data, "%s/%.*s%s.jsonl", o->dir, slash ? (int)(slash - file + 1) : 0,
+                 file, o->split);
+    } else {
+        snprintf(data, sizeof data, "%s/%s", o->dir, file);
+    }
     if (!builtin)
         snprintf(t->layout, sizeof t->layout, "user spec %.60s over %.80s", spec_path, file);
     else
@@ -320,10 +326,5 @@ int task_user_load(eval_task *t, const char *spec_path, const eval_task_opts *o,
 }
 
 int task_spec_builtin_load(eval_task *t, const eval_task_opts *o, assay_error *err) {
-    if (o->num_fewshot > 0)
-        return assay_fail(err, ASSAY_EUNSUPPORTED,
-                          "%s: --num-fewshot %d needs lm-eval's random sampler over the training "
-                          "split, which assay does not implement yet (use 0)",
-                          t->def->name, o->num_fewshot);
     return spec_load(t, t->def->spec, strlen(t->def->spec), t->def->name, 1, o, err);
 }

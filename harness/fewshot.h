@@ -1,0 +1,30 @@
+/* harness/fewshot.h — lm-evaluation-harness's default few-shot sampler (api/samplers.py
+ * ContextSampler, api/task.py fewshot_context) for the built-in tasks that draw their examples at
+ * random from a training split:
+ *   - one random.Random(seed) per task (lm-eval's fewshot_random_seed, default 1234), consumed
+ *     document by document in doc_id order (so a --limit prefix renders as the full run does);
+ *   - per document: random.sample(train docs, K), or K + 1 with the evaluated document removed and
+ *     the first K kept where the task's lm-eval config has no test split (hellaswag, piqa, boolq:
+ *     its fewshot_context passes eval_doc when fewshot split == test split, both None);
+ *   - each example is doc_to_text + target_delimiter + the gold choice + "\n\n", in the drawn
+ *     order, before the document's own context (no description for these tasks).
+ * A training document equal to the evaluated one (lm-eval compares the whole row) is never
+ * removed here: the training and evaluation splits of these sets share no rows. */
+#ifndef ASSAY_FEWSHOT_H
+#define ASSAY_FEWSHOT_H
+
+#include <stdint.h>
+
+#include "core/error.h"
+#include "harness/tasks/tasks.h"
+
+/* 1 when the task's few-shot examples come from fewshot_apply (its loader reads split "train"),
+ * and *draw_extra says whether lm-eval draws K + 1. 0 for tasks with their own rule (MMLU: the
+ * first K dev questions) or none. */
+int fewshot_random_rule(const char *task, int *draw_extra);
+
+/* Prepends K examples drawn from pool (the task loaded with split "train", every row) to each of
+ * t's contexts. 0 ok; ASSAY_EINVAL when the pool has fewer than K (+1) documents. */
+int fewshot_apply(eval_task *t, const eval_task *pool, int k, int64_t seed, assay_error *err);
+
+#endif
