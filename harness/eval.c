@@ -1065,7 +1065,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
         printf("%s\n", js);
         free(js);
     } else {
-        printf("|%-40s|%6s|%9s|%10s|%10s|\n", "task", "kind", "metric", "value", "stderr");
+        printf("|%-40s|%6s|%-15s|%12s|%10s|\n", "task", "kind", "metric", "value", "stderr");
         cJSON *it;
         cJSON_ArrayForEach(it, results) {
             cJSON *v;
@@ -1075,10 +1075,16 @@ int eval_run(const eval_opts *o, assay_error *err) {
                 char mname[64], sek[80];
                 snprintf(mname, sizeof mname, "%.*s", (int)strcspn(v->string, ","), v->string);
                 snprintf(sek, sizeof sek, "%s_stderr,none", mname);
-                cJSON *se = cJSON_GetObjectItemCaseSensitive(it, sek);
-                printf("|%-40s|%6s|%9s|%10.4f|%10.4f|\n", it->string,
+                cJSON *se      = cJSON_GetObjectItemCaseSensitive(it, sek);
+                char   sev[32] = "N/A"; /* lm-eval prints N/A where it has no stderr */
+                if (se && cJSON_IsNumber(se))
+                    snprintf(sev, sizeof sev, "%.4f", se->valuedouble);
+                char val[32]; /* huge perplexities of untrained models keep the column */
+                snprintf(val, sizeof val, fabs(v->valuedouble) < 1e7 ? "%.4f" : "%.4e",
+                         v->valuedouble);
+                printf("|%-40s|%6s|%-15s|%12s|%10s|\n", it->string,
                        cJSON_GetObjectItemCaseSensitive(groups_seen, it->string) ? "group" : "task",
-                       mname, v->valuedouble, se && cJSON_IsNumber(se) ? se->valuedouble : NAN);
+                       mname, val, sev);
             }
         }
     }

@@ -240,5 +240,6 @@ Test(eval_tasks, wikitext_bad_rows_name_the_line) {
     expect_fail(dir, "--tasks wikitext", "wikitext/test.jsonl:2");
     put(dir, "wikitext/test.jsonl", "{\"page\": \"\"}\n");
     expect_fail(dir, "--tasks wikitext", "test.jsonl:1: empty \"page\"");
-    expect_fail(dir, "--tasks wikitext --num-fewshot 2", "--num-fewshot 2 is not implemented for this task");
+    expect_fail(dir, "--tasks wikitext --num-fewshot 2",
+                "--num-fewshot 2 is not implemented for this task");
 }
