@@ -232,5 +232,5 @@ $(EMU_B)/libcublasLt-emu.so: tests/gpu/emu/cublaslt_emu.cc $(EMU_HDRS)
 	  $(filter-out -fsanitize%,$(EMU_FLAGS)) -o $@ $<
 $(EMU_B)/assay: $(EMU_OBJ)/harness/main.o $(EMU_C_OBJS) $(EMU_CU_OBJS)
 	$(CXX) $(EMU_FLAGS) -fopenmp -rdynamic -o $@ $^ $(filter-out -L$(CUDA_HOME)/lib64 -lcudart_static,$(LDLIBS))
-cuda-emu-check: cuda-emu $(B)/assay
-	bash tests/gpu/emu/check.sh $(EMU_B)/assay $(B)/assay
+cuda-emu-check: cuda-emu
+	EMU=1 EMU_BIN=$(EMU_B)/assay OUT=$(EMU_B)/check bash tests/gpu/check.sh

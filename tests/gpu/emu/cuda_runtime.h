@@ -139,6 +139,7 @@ inline int         emu_launches    = 0;
 inline cudaError_t emu_last_error  = cudaSuccess;
 inline const char *emu_kernel_name = "";
 #define EMU_STACK ((size_t)256 << 10)
+inline std::vector<char *> emu_stacks; // one stack per thread slot, kept for the next launch
 
 inline float            *emu_smem() { return (float *)emu_cur->smem; }
 [[noreturn]] inline void emu_die(const char *what) {
@@ -304,7 +305,7 @@ void emu_launch_named(const char *name, K kernel, dim3 grid, dim3 block, size_t 
         emu_last_error = cudaErrorInvalidValue;
         return;
     }
-    static std::vector<char *> stacks;
+    std::vector<char *> &stacks = emu_stacks;
     while (stacks.size() < threads)
         stacks.push_back((char *)malloc(EMU_STACK));
     emu_block blk;
