@@ -30,8 +30,8 @@ static char *emu_read_cmd(const char *cmd) {
 
 static cJSON *emu_score(const char *device, const char *req) {
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, EMU_BIN " score " EMU_MODEL " --requests %s --json --device %s",
-             req, device);
+    snprintf(cmd, sizeof cmd, EMU_BIN " score " EMU_MODEL " --requests %s --json --device %s", req,
+             device);
     char  *out = emu_read_cmd(cmd);
     cJSON *j   = cJSON_Parse(out);
     cr_assert_not_null(j, "%s: not JSON: %.500s", cmd, out);
@@ -48,9 +48,9 @@ static void emu_write_requests(const char *all, const char *one, int only) {
     cr_assert(f && g);
     unsigned s = 12345;
     for (int i = 0; i < 7; i++) {
-        char  line[8192];
-        int   n = 0;
-        int   n_ctx = i == 6 ? 150 : 5 + 3 * i, n_cont = i == 6 ? 40 : 2 + i;
+        char     line[8192];
+        int      n     = 0;
+        int      n_ctx = i == 6 ? 150 : 5 + 3 * i, n_cont = i == 6 ? 40 : 2 + i;
         unsigned cs = i >= 2 && i <= 4 ? 777u : s + 1;
         n += snprintf(line + n, sizeof line - n, "{\"id\": %d, \"context_ids\": [", i);
         for (int k = 0; k < n_ctx; k++) {
@@ -81,7 +81,8 @@ Test(cuda_emu, emulated_cuda_matches_the_cpu_and_is_batch_invariant, .timeout = 
     snprintf(all, sizeof all, "%s/all.jsonl", dir);
     snprintf(one, sizeof one, "%s/one.jsonl", dir);
     emu_write_requests(all, one, 5);
-    cJSON *cpu = emu_score("cpu", all), *gpu = emu_score("cuda", all), *alone = emu_score("cuda", one);
+    cJSON *cpu = emu_score("cpu", all), *gpu = emu_score("cuda", all),
+          *alone = emu_score("cuda", one);
     cJSON *rc = cJSON_GetObjectItem(cpu, "results"), *rg = cJSON_GetObjectItem(gpu, "results");
     cr_assert_eq(cJSON_GetArraySize(rc), 7);
     cr_assert_eq(cJSON_GetArraySize(rg), 7);
@@ -97,8 +98,8 @@ Test(cuda_emu, emulated_cuda_matches_the_cpu_and_is_batch_invariant, .timeout = 
         }
     }
     cJSON *b3 = cJSON_GetObjectItem(cJSON_GetArrayItem(rg, 5), "logprobs");
-    cJSON *a3 = cJSON_GetObjectItem(
-        cJSON_GetArrayItem(cJSON_GetObjectItem(alone, "results"), 0), "logprobs");
+    cJSON *a3 = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(alone, "results"), 0),
+                                    "logprobs");
     cr_assert_eq(cJSON_GetArraySize(a3), cJSON_GetArraySize(b3));
     for (int k = 0; k < cJSON_GetArraySize(a3); k++)
         cr_assert_eq(cJSON_GetArrayItem(a3, k)->valuedouble, cJSON_GetArrayItem(b3, k)->valuedouble,
