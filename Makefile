@@ -200,12 +200,45 @@ $(B)/gpu/attn_bench: tests/gpu/attn_bench.cu $(wildcard kernels/cuda/*.cuh kerne
 .PHONY: attn-emu
 attn-emu: $(B)/gpu/attn_emu
 $(B)/gpu/attn_emu: tests/gpu/attn_emu.cc kernels/cuda/attention.cu kernels/cuda/attn_plan.h \
-                   $(wildcard tests/gpu/emu/*.h) $(B)/libassay.a
+                   $(wildcard tests/gpu/emu/*.h) tests/gpu/emu/rewrite.py $(B)/libassay.a
 	@test "$(CUDA)" = 0 || { echo "attn-emu: needs a CPU-only build (SAN=1 or CUDA=0)"; exit 1; }
 	@mkdir -p $(dir $@) $(B)/emu
-	sed -e 's/extern __shared__ __align__(16) float smem\[\];/float *smem = emu_smem();/' \
-	    -e 's/\([A-Za-z_][A-Za-z_0-9]*\)<<<\(.*\), \([^,]*\), \([^,]*\), s>>>(\(.*\));/emu_launch(\1, \2, \3, \4, \5);/' \
-	    kernels/cuda/attention.cu >$(B)/emu/attention_emu.cc
+	python3 tests/gpu/emu/rewrite.py kernels/cuda/attention.cu $(B)/emu/attention_emu.cc
 	$(CXX) -std=c++20 -O1 -g -pthread -Itests/gpu/emu -I. $(PKG_CFLAGS) \
 	  $(if $(filter 1,$(SAN)),$(SANFLAGS)) -o $@ tests/gpu/attn_emu.cc $(B)/emu/attention_emu.cc \
 	  $(B)/libassay.a $(LDLIBS)
+
+# ---- the whole CUDA build on the CPU (tests/gpu/emu/): build/emu/assay is the real CLI and
+# library with ASSAY_CUDA, backend_cuda.cu and kernels/cuda/*.cu compiled as host C++ against the
+# emulated CUDA runtime (tests/gpu/emu/cuda_runtime.h) after tests/gpu/emu/rewrite.py, cuBLASLt
+# emulated by build/emu/libcublasLt-emu.so (found next to the binary). EMU_SAN=1: under ASan +
+# UBSan in build/emu-san. make cuda-emu-check: CPU vs emulated CUDA on every fixture.
+EMU_SAN ?= 0
+EMU_B   := $(if $(filter 1,$(EMU_SAN)),build/emu-san,build/emu)
+EMU_OBJ := $(EMU_B)/obj
+EMU_SANFLAGS := -O1 -fsanitize=address,undefined -fno-sanitize-recover=undefined \
+                -fno-omit-frame-pointer
+EMU_FLAGS := -g -ffp-contract=off -DASSAY_CUDA=1 -DEMU_CHECK_KERNEL_PTRS $(if $(filter 1,$(EMU_SAN)),$(EMU_SANFLAGS),-O2)
+EMU_CU      := $(wildcard kernels/cuda/*.cu runtime/cuda/*.cu)
+EMU_CU_OBJS := $(EMU_CU:%.cu=$(EMU_OBJ)/%.cu.o)
+EMU_C_OBJS  := $(LIB_SRCS:%.c=$(EMU_OBJ)/%.o)
+EMU_HDRS    := $(wildcard tests/gpu/emu/*.h)
+.PHONY: cuda-emu cuda-emu-check
+cuda-emu: $(EMU_B)/assay $(EMU_B)/libcublasLt-emu.so
+$(EMU_OBJ)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) -std=c11 -D_GNU_SOURCE $(WARN) -fopenmp -I. $(PKG_CFLAGS) $(BLAS_CFLAGS) $(EMU_FLAGS) \
+	  -MMD -MP -c $< -o $@
+$(EMU_OBJ)/%.cu.o: %.cu tests/gpu/emu/rewrite.py $(EMU_HDRS)
+	@mkdir -p $(dir $@)
+	python3 tests/gpu/emu/rewrite.py $< $(EMU_OBJ)/$*.emu.cc
+	$(CXX) -std=c++20 -Wall -Werror -Wno-unused-function -Wno-unknown-pragmas -fopenmp -Itests/gpu/emu -I. -I$(dir $<) \
+	  $(EMU_FLAGS) -MMD -MP -c $(EMU_OBJ)/$*.emu.cc -o $@
+$(EMU_B)/libcublasLt-emu.so: tests/gpu/emu/cublaslt_emu.cc $(EMU_HDRS)
+	@mkdir -p $(dir $@)
+	$(CXX) -std=c++20 -Wall -Werror -shared -fPIC -fopenmp -Itests/gpu/emu -I. \
+	  $(filter-out -fsanitize%,$(EMU_FLAGS)) -o $@ $<
+$(EMU_B)/assay: $(EMU_OBJ)/harness/main.o $(EMU_C_OBJS) $(EMU_CU_OBJS)
+	$(CXX) $(EMU_FLAGS) -fopenmp -rdynamic -o $@ $^ $(filter-out -L$(CUDA_HOME)/lib64 -lcudart_static,$(LDLIBS))
+cuda-emu-check: cuda-emu
+	EMU=1 EMU_BIN=$(EMU_B)/assay OUT=$(EMU_B)/check bash tests/gpu/check.sh

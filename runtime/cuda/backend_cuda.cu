@@ -316,7 +316,9 @@ static size_t cbe_scratch_bytes(backend *be, int max_rows, int max_in, int dim, 
     (void)be;
     cuda_scratch_plan p;
     cuda_scratch_plan_make(&p, max_rows, max_in, dim, vocab);
-    return p.total;
+    // the cuBLASLt workspace was allocated when the backend was created, so the free memory the
+    // model plans with (mem_info) already excludes it: counting it here would take it twice
+    return p.total - p.workspace;
 }
 
 // ---- memory -------------------------------------------------------------------------------------

@@ -16,6 +16,10 @@
 # SKIP_RANDOM=1 leaves out the random real-shaped checkpoints (their CPU reference is slow).
 # DRY_CPU=1 runs the script's plumbing on a machine without a GPU: a CUDA=0 build, and the CPU
 # standing in for the GPU (every comparison then holds trivially).
+# EMU=1 runs it against the CPU emulation of the CUDA build (make cuda-emu: build/emu/assay,
+# EMU_BIN to override), with fewer and shorter requests (the emulation runs every CUDA thread):
+# the whole path model.c -> backend_cuda.cu -> kernels -> results without a GPU. make
+# cuda-emu-check.
 set -uo pipefail
 cd "$(dirname "$0")/../.." || exit 2
 ROOT=$(pwd)
@@ -28,9 +32,16 @@ status=0
 export PATH="$PATH:/usr/local/cuda/bin"
 GPU=cuda
 BUILD_CUDA=1
+EMU=${EMU:-0}
+SCALE=1 # divides request counts and lengths under the emulation
 if [ "${DRY_CPU:-0}" = 1 ]; then
     GPU=cpu
     BUILD_CUDA=0
+fi
+if [ "$EMU" = 1 ]; then
+    SKIP_RANDOM=1
+    SKIP_BENCH=1
+    SCALE=${EMU_SCALE:-3}
 fi
 
 log() { echo "[gpu-check $(($(date +%s) - T_START))s] $*" >&2; }
@@ -47,7 +58,17 @@ if command -v nvidia-smi >/dev/null; then
         >"$OUT/device.txt" 2>&1
 fi
 log "device: $(cat "$OUT/device.txt" 2>/dev/null || echo unknown)"
-if make -j"$JOBS" CUDA=$BUILD_CUDA >"$OUT/build.log" 2>&1; then
+if [ "$EMU" = 1 ]; then
+    echo "cuda-emu (CPU emulation)" >"$OUT/device.txt"
+    if make cuda-emu >"$OUT/build.log" 2>&1; then
+        result "build (cuda-emu)" PASS "${EMU_BIN:-build/emu/assay}"
+    else
+        result "build (cuda-emu)" FAIL "see $OUT/build.log"
+        tail -30 "$OUT/build.log" >&2
+        printf '%s\n' "${SUMMARY[@]}"
+        exit 1
+    fi
+elif make -j"$JOBS" CUDA=$BUILD_CUDA >"$OUT/build.log" 2>&1; then
     result "build (CUDA=$BUILD_CUDA, -Werror)" PASS "$([ $BUILD_CUDA = 1 ] && echo sm_80 + sm_90)"
 else
     result "build (CUDA=$BUILD_CUDA, -Werror)" FAIL "see $OUT/build.log"
@@ -56,12 +77,13 @@ else
     exit 1
 fi
 A=build/assay
+[ "$EMU" = 1 ] && A=${EMU_BIN:-build/emu/assay}
 ./$A devices >"$OUT/devices.txt" 2>&1
 log "assay devices: $(tr '\n' ' ' <"$OUT/devices.txt")"
 
 # ---- 2. op parity and sanitizers -------------------------------------------------------------
-if [ "$GPU" = cpu ]; then
-    result "op parity (ops_check)" SKIP "DRY_CPU=1"
+if [ "$GPU" = cpu ] || [ "$EMU" = 1 ]; then
+    result "op parity (ops_check)" SKIP "DRY_CPU=1 or EMU=1 (make gpu-ops-check-hostsim)"
 elif make -n gpu-ops-check >/dev/null 2>&1; then
     if make -j"$JOBS" gpu-ops-check >"$OUT/ops_build.log" 2>&1; then
         if timeout 180 build/gpu/ops_check >"$OUT/ops_check.log" 2>&1; then
@@ -133,9 +155,10 @@ for m in "${MODELS[@]}"; do
     name=$(basename "$m")
     w="$OUT/e2e/$name"
     mkdir -p "$w"
-    n_req=24
+    n_req=$((24 / SCALE))
     case "$name" in llama-3-8b*) n_req=8 ;; esac # its CPU reference is the slow part
-    python3 $P requests "$m" "$w/req.jsonl" --n $n_req --max-len 160 --shuffle || continue
+    python3 $P requests "$m" "$w/req.jsonl" --n $n_req --max-len $((160 / SCALE)) --shuffle ||
+        continue
     python3 $P prompts "$m" "$w/prompts.jsonl" --n 8 --len 16 || continue
     ok=1
     for dev in cpu $GPU; do
@@ -188,7 +211,8 @@ for m in "${SHARED_MODELS[@]}"; do
     name=$(basename "$m")
     w="$OUT/shared/$name"
     mkdir -p "$w"
-    python3 $P requests "$m" "$w/req.jsonl" --n 24 --max-len 300 --seed 5 --shared 4 || continue
+    python3 $P requests "$m" "$w/req.jsonl" --n $((24 / SCALE)) --max-len 300 --seed 5 \
+        --shared 4 || continue
     ok=1
     msg2=""
     ./$A score "$m" --requests "$w/req.jsonl" --json --device cpu >"$w/cpu.json" \
@@ -227,9 +251,10 @@ for m in "${INV_MODELS[@]}"; do
     w="$OUT/inv/$name"
     rm -rf "$w"
     mkdir -p "$w/alone"
-    n_req=16
+    n_req=$((16 / SCALE))
     case "$m" in "$OUT"/models/*) n_req=12 ;; esac # one process per request: keep it short
-    python3 $P requests "$m" "$w/req.jsonl" --n $n_req --max-len 200 --seed 7 --shuffle ||
+    python3 $P requests "$m" "$w/req.jsonl" --n $n_req --max-len $((200 / SCALE)) --seed 7 \
+        --shuffle ||
         continue
     python3 $P split "$w/req.jsonl" "$w/alone" || continue
     if ! ./$A score "$m" --requests "$w/req.jsonl" --json --device $GPU >"$w/batch.json" \

@@ -13,7 +13,8 @@ the comparisons of CPU and CUDA outputs.
   parity.py split IN.jsonl DIR
       one file per request line (DIR/0000.jsonl, ...), for scoring each request alone
   parity.py score CPU.json CUDA.json [--abs A] [--rel R]
-      per-token log-probs: |cpu - cuda| <= A + R * |cpu|; prints the largest difference
+      per-token log-probs: |cpu - cuda| <= A + R * |cpu| (default 0.25 + 0.02|cpu|); prints
+      the largest difference
   parity.py generate CPU.json CUDA.json
       greedy tokens: identical, or where they first differ
   parity.py same A.json B.json
@@ -133,9 +134,13 @@ def cmd_score(args):
     # bits: relative rounding 2^-9 = 0.2%) and accumulates in fp32; the CPU runs fp32 throughout.
     # A logit off by d moves a log-prob by at most 2d, and the logits of the tiny models and
     # stories260K are O(1-10): 0.2% rounding applied at every op of a few layers gives a few
-    # hundredths of a nat. 0.1 nats + 2% of |log-prob| leaves room for that and still catches
-    # a wrong op (which moves log-probs by nats, not hundredths).
-    tol_abs = opt(args, "--abs", 0.1, float)
+    # hundredths of a nat on average. Measured under the CPU emulation of the CUDA build (make
+    # cuda-emu-check: the real kernels, a bf16 GEMM accumulating in fp32) on the 7 fixtures and
+    # stories260K: mean |cpu - cuda| 0.03-0.06 nats, but single tokens reach 0.19 at |lp| = 4
+    # (qwen2) and 0.43 at |lp| = 17: the random fixtures' logits reach ~15-20, and the error
+    # follows the logits' scale, not the log-prob's. 0.25 nats + 2% of |log-prob| leaves room
+    # for that and still catches a wrong op (which moves log-probs by nats).
+    tol_abs = opt(args, "--abs", 0.25, float)
     tol_rel = opt(args, "--rel", 0.02, float)
     cpu_path, gpu_path = args
     cpu = by_id(load_results(cpu_path, "results"))
