@@ -413,9 +413,9 @@ Test(eval_vs_lmeval, wikitext_matches_lm_eval) {
     }
     char path[256];
     snprintf(path, sizeof path, "%s/out/results.json", dir);
-    cJSON *ar = cJSON_GetObjectItem(cJSON_GetObjectItem(read_json(path), "results"), "wikitext");
-    cJSON *rr = cJSON_GetObjectItem(cJSON_GetObjectItem(read_json(REF "/results.json"), "results"),
-                                    "wikitext");
+    cJSON      *aroot = read_json(path), *rroot = read_json(REF "/results.json");
+    cJSON      *ar     = cJSON_GetObjectItem(cJSON_GetObjectItem(aroot, "results"), "wikitext");
+    cJSON      *rr     = cJSON_GetObjectItem(cJSON_GetObjectItem(rroot, "results"), "wikitext");
     const char *keys[] = {"word_perplexity,none", "byte_perplexity,none", "bits_per_byte,none"};
     for (int k = 0; k < 3; k++) {
         double x = cJSON_GetObjectItem(ar, keys[k])->valuedouble,
@@ -423,6 +423,8 @@ Test(eval_vs_lmeval, wikitext_matches_lm_eval) {
         cr_expect(fabs(x - y) <= 1e-6 * fabs(y), "wikitext %s: assay %.12g, lm-eval %.12g", keys[k],
                   x, y);
     }
+    cJSON_Delete(aroot);
+    cJSON_Delete(rroot);
     for (size_t i = 0; i < na; i++)
         cJSON_Delete(a[i]);
     for (size_t i = 0; i < nr; i++)
