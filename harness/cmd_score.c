@@ -243,18 +243,9 @@ static int window_emit(const score_window *w, FILE *out_fp, const char *out_path
                               where, isnan(it->res.sum) ? "NaN" : "infinite");
         }
         char *line = NULL;
-        if (out_fp || json) {
-            cJSON *o = item_json(it);
-            line     = o ? jsonl_print(o, 0) : NULL;
-            cJSON_Delete(o);
-            if (!line)
-                return assay_fail(err, ASSAY_ENOMEM, "out of memory writing results");
-        }
-        if (out_fp && fprintf(out_fp, "%s\n", line) < 0) {
-            int e = errno;
-            free(line);
-            return assay_fail(err, ASSAY_EIO, "%s: write failed: %s", out_path, strerror(e));
-        }
+        int   rc_  = (out_fp || json) ? jsonl_emit(item_json(it), out_fp, out_path, &line, err) : 0;
+        if (rc_)
+            return rc_;
         if (json) {
             printf("%s    %s", *n_emitted ? ",\n" : "", line);
         } else {

@@ -442,3 +442,17 @@ char *jsonl_print(const cJSON *item, int formatted) {
     free(s);
     return t;
 }
+
+int jsonl_emit(cJSON *o, FILE *out_fp, const char *out_path, char **line, assay_error *err) {
+    *line = o ? jsonl_print(o, 0) : NULL;
+    cJSON_Delete(o);
+    if (!*line)
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory writing results");
+    if (out_fp && fprintf(out_fp, "%s\n", *line) < 0) {
+        int e = errno;
+        free(*line);
+        *line = NULL;
+        return assay_fail(err, ASSAY_EIO, "%s: write failed: %s", out_path, strerror(e));
+    }
+    return ASSAY_OK;
+}

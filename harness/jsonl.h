@@ -73,5 +73,9 @@ int jsonl_get_ids(const jsonl_reader *r, const cJSON *obj, const char *field, in
 cJSON *jsonl_string_create(const char *s, size_t len);
 /* cJSON_Print(Unformatted) with NULs written as \u0000; malloc'd, NULL when out of memory. */
 char *jsonl_print(const cJSON *item, int formatted);
+/* One result line: prints o (consumed, may be NULL: out of memory) as jsonl_print text, writes
+ * it with a newline to out_fp when not NULL (errors name out_path and strerror), and hands the
+ * text to the caller in *line (malloc'd) for --json output. */
+int jsonl_emit(cJSON *o, FILE *out_fp, const char *out_path, char **line, assay_error *err);
 
 #endif
