@@ -19,9 +19,8 @@ static const struct {
     {"ppl", cmd_ppl, "perplexity of text files (sliding or rolling windows)"},
     {"score", cmd_score, "log-likelihood of continuations given contexts"},
     {"eval", cmd_eval,
-     "multiple-choice benchmarks (mmlu, hellaswag, arc, piqa, boolq, openbookqa, winogrande, user "
-     "tasks) as "
-     "lm-eval scores them"},
+     "log-likelihood benchmarks as lm-eval scores them (mmlu, hellaswag, arc, piqa, boolq, "
+     "openbookqa, winogrande, lambada, truthfulqa, wikitext, user tasks)"},
     {"generate", cmd_generate, "greedy generation for a set of prompts"},
     {"devices", cmd_devices, "list the compute devices assay can use"},
     {"version", cmd_version, "print the version and what this build contains"},
