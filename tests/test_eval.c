@@ -14,21 +14,6 @@
 
 #define MODEL "tests/fixtures/models/llama"
 
-static void write_file(const char *dir, const char *name, const char *text) {
-    char path[1200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    char *slash = strrchr(path, '/');
-    *slash      = '\0';
-    char cmd[1300];
-    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", path);
-    cr_assert_eq(system(cmd), 0);
-    *slash  = '/';
-    FILE *f = fopen(path, "w");
-    cr_assert(f, "cannot write %s", path);
-    fputs(text, f);
-    fclose(f);
-}
-
 static char *read_text(const char *path) {
     FILE *f = fopen(path, "r");
     if (!f)
@@ -40,14 +25,6 @@ static char *read_text(const char *path) {
     s[fread(s, 1, (size_t)n, f)] = '\0';
     fclose(f);
     return s;
-}
-
-static cJSON *read_json(const char *path) {
-    char  *s = read_text(path);
-    cJSON *j = s ? cJSON_Parse(s) : NULL;
-    free(s);
-    cr_assert(j, "%s is not JSON", path);
-    return j;
 }
 
 /* The first line of a samples file as JSON. */
@@ -147,7 +124,8 @@ Test(eval_sha256, matches_fips_vectors) {
 Test(eval_csv, quoted_fields_and_errors_name_file_and_line) {
     char dir[64], path[200];
     test_tmpdir(dir, sizeof dir);
-    write_file(dir, "ok.csv", "a,b,c\n\"x, y\",\"he said \"\"hi\"\"\",\"two\nlines\"\r\n3,,z\n");
+    test_write_file(dir, "ok.csv",
+                    "a,b,c\n\"x, y\",\"he said \"\"hi\"\"\",\"two\nlines\"\r\n3,,z\n");
     snprintf(path, sizeof path, "%s/ok.csv", dir);
     csv_table   t   = {0};
     assay_error err = {0};
@@ -159,11 +137,11 @@ Test(eval_csv, quoted_fields_and_errors_name_file_and_line) {
     cr_expect_eq(t.rows[2].line, 4);
     cr_expect_str_eq(t.rows[2].f[1], "");
     csv_free(&t);
-    write_file(dir, "open.csv", "a,b\n1,2\n3,\"never closed\n");
+    test_write_file(dir, "open.csv", "a,b\n1,2\n3,\"never closed\n");
     snprintf(path, sizeof path, "%s/open.csv", dir);
     cr_expect_neq(csv_read(path, &t, &err), 0);
     cr_expect(strstr(err.msg, "open.csv:3: a quoted field is not closed"), "%s", err.msg);
-    write_file(dir, "short.csv", "a,b\n1,2\n3\n");
+    test_write_file(dir, "short.csv", "a,b\n1,2\n3\n");
     snprintf(path, sizeof path, "%s/short.csv", dir);
     cr_expect_neq(csv_read(path, &t, &err), 0);
     cr_expect(strstr(err.msg, "short.csv:3: 1 fields, the header has 2"), "%s", err.msg);
@@ -205,14 +183,14 @@ static void make_mmlu(const char *dir) {
     char        buf[2048];
     snprintf(buf, sizeof buf,
              "%s  What is 1+1? ,one,two,three,four,1\nPick a color,red,\"a, b\",c,d,3\n", hdr);
-    write_file(dir, "mmlu/dev/high_school_math_dev.csv", buf);
+    test_write_file(dir, "mmlu/dev/high_school_math_dev.csv", buf);
     snprintf(buf, sizeof buf,
              "%sWhat is 2+2?,4,5,6,7,0\nWhat is 3+3?,5,6,7,8,1\nHow many legs?,1,2,3,4,3\n", hdr);
-    write_file(dir, "mmlu/test/high_school_math_test.csv", buf);
+    test_write_file(dir, "mmlu/test/high_school_math_test.csv", buf);
     snprintf(buf, sizeof buf, "%sA dev q,w,x,y,z,2\n", hdr);
-    write_file(dir, "mmlu/dev/anatomy_dev.csv", buf);
+    test_write_file(dir, "mmlu/dev/anatomy_dev.csv", buf);
     snprintf(buf, sizeof buf, "%sBones?,206,12,3,1,0\nSkin?,organ,bone,hair,none,0\n", hdr);
-    write_file(dir, "mmlu/test/anatomy_test.csv", buf);
+    test_write_file(dir, "mmlu/test/anatomy_test.csv", buf);
 }
 
 Test(cli_eval, mmlu_renders_lm_evals_prompt_and_writes_results_and_samples) {
@@ -236,7 +214,7 @@ Test(cli_eval, mmlu_renders_lm_evals_prompt_and_writes_results_and_samples) {
     cr_expect_str_eq(arg1(s, 2), " C");
     cJSON_Delete(s);
     snprintf(path, sizeof path, "%s/results.json", out);
-    cJSON *r   = read_json(path);
+    cJSON *r   = test_read_json(path);
     cJSON *res = cJSON_GetObjectItem(r, "results");
     cr_assert(cJSON_GetObjectItem(res, "mmlu"));
     cr_assert(cJSON_GetObjectItem(res, "mmlu_anatomy"));
@@ -263,16 +241,18 @@ Test(cli_eval, mmlu_renders_lm_evals_prompt_and_writes_results_and_samples) {
 }
 
 static void make_hellaswag(const char *dir) {
-    write_file(dir, "hellaswag_val_full.txt",
-               "Roof shingle removal: A man is sitting on a roof. he\n3\nis using wrap [step] to "
-               "wrap skis.\nis ripping level tiles off.\nis holding a rubik's cube.\nstarts "
-               "pulling up roofing on a roof.\nClean and jerk: A lady walks to a barbell. "
-               "the lady\n0\nswings.\npulls the  barbell.\npulls a rope.\nstands.\n");
-    write_file(dir, "arc_easy/test.jsonl",
-               "{\"id\": \"q1\", \"question\": \"Which is a gas?\", \"choices\": {\"text\": "
-               "[\"rock\", \"steam\", \"ice\"], \"label\": [\"A\", \"B\", \"C\"]}, \"answerKey\": "
-               "\"B\"}\n{\"id\": \"q2\", \"question\": \"Sun is a?\", \"choices\": {\"text\": "
-               "[\"star\", \"planet\"], \"label\": [\"1\", \"2\"]}, \"answerKey\": \"1\"}\n");
+    test_write_file(
+        dir, "hellaswag_val_full.txt",
+        "Roof shingle removal: A man is sitting on a roof. he\n3\nis using wrap [step] to "
+        "wrap skis.\nis ripping level tiles off.\nis holding a rubik's cube.\nstarts "
+        "pulling up roofing on a roof.\nClean and jerk: A lady walks to a barbell. "
+        "the lady\n0\nswings.\npulls the  barbell.\npulls a rope.\nstands.\n");
+    test_write_file(
+        dir, "arc_easy/test.jsonl",
+        "{\"id\": \"q1\", \"question\": \"Which is a gas?\", \"choices\": {\"text\": "
+        "[\"rock\", \"steam\", \"ice\"], \"label\": [\"A\", \"B\", \"C\"]}, \"answerKey\": "
+        "\"B\"}\n{\"id\": \"q2\", \"question\": \"Sun is a?\", \"choices\": {\"text\": "
+        "[\"star\", \"planet\"], \"label\": [\"1\", \"2\"]}, \"answerKey\": \"1\"}\n");
 }
 
 Test(cli_eval, hellaswag_and_arc_render_as_lm_eval) {
@@ -301,7 +281,7 @@ Test(cli_eval, hellaswag_and_arc_render_as_lm_eval) {
     cr_expect_eq(cJSON_GetObjectItem(s, "target")->valueint, 1);
     cJSON_Delete(s);
     snprintf(path, sizeof path, "%s/results.json", out);
-    cJSON *r = read_json(path);
+    cJSON *r = test_read_json(path);
     cJSON *h = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "results"), "hellaswag");
     cr_expect(cJSON_IsNumber(cJSON_GetObjectItem(h, "acc_norm,none")));
     cr_expect(cJSON_IsNumber(cJSON_GetObjectItem(h, "acc_norm_stderr,none")));
@@ -315,9 +295,10 @@ Test(cli_eval, hellaswag_and_arc_render_as_lm_eval) {
 Test(cli_eval, hellaswag_jsonl_capitalizes_ctx_b) {
     char dir[64], out[128], path[256];
     test_tmpdir(dir, sizeof dir);
-    write_file(dir, "hellaswag/validation.jsonl",
-               "{\"activity_label\": \"Roof shingle removal\", \"ctx_a\": \"A man is on a roof.\", "
-               "\"ctx_b\": \"he IS\", \"endings\": [\"a [title] b\", \"c\"], \"label\": \"1\"}\n");
+    test_write_file(
+        dir, "hellaswag/validation.jsonl",
+        "{\"activity_label\": \"Roof shingle removal\", \"ctx_a\": \"A man is on a roof.\", "
+        "\"ctx_b\": \"he IS\", \"endings\": [\"a [title] b\", \"c\"], \"label\": \"1\"}\n");
     snprintf(out, sizeof out, "%s/out", dir);
     char *o  = NULL;
     int   rc = test_run(
@@ -371,7 +352,7 @@ Test(cli_eval, a_context_longer_than_the_window_is_cut_and_counted) {
                           out),
                  0);
     snprintf(path, sizeof path, "%s/results.json", out);
-    cJSON *r = read_json(path);
+    cJSON *r = test_read_json(path);
     cJSON *t = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "assay"), "truncated_requests");
     cr_expect(cJSON_IsNumber(t) && t->valueint == 5, "truncated_requests %d", t ? t->valueint : -1);
     cJSON_Delete(r);
@@ -392,48 +373,52 @@ Test(cli_eval, bad_inputs_exit_2_naming_the_problem) {
     expect_fail(dir, "mmlu,nope", "",
                 "unknown task 'nope' (known tasks: mmlu, hellaswag, arc_easy");
     /* malformed CSV */
-    write_file(dir, "mmlu/test/x_test.csv",
-               "question,choice0,choice1,choice2,choice3,answer\nq,a,b,c,d,0\n\"q,a,b,c,d,1\n");
+    test_write_file(
+        dir, "mmlu/test/x_test.csv",
+        "question,choice0,choice1,choice2,choice3,answer\nq,a,b,c,d,0\n\"q,a,b,c,d,1\n");
     expect_fail(dir, "mmlu", "", "x_test.csv:3: a quoted field is not closed");
-    write_file(dir, "mmlu/test/x_test.csv",
-               "question,choice0,choice1,choice2,choice3,answer\nq,a,b,c,d,7\n");
+    test_write_file(dir, "mmlu/test/x_test.csv",
+                    "question,choice0,choice1,choice2,choice3,answer\nq,a,b,c,d,7\n");
     expect_fail(dir, "mmlu", "", "x_test.csv:2: gold index 7 is out of range (4 choices)");
     /* malformed JSONL, missing field, gold out of range, empty choice list */
-    write_file(dir, "arc_easy/test.jsonl", "{\"question\": \"q\"\n");
+    test_write_file(dir, "arc_easy/test.jsonl", "{\"question\": \"q\"\n");
     expect_fail(dir, "arc_easy", "", "arc_easy/test.jsonl:1");
-    write_file(dir, "arc_easy/test.jsonl",
-               "{\"question\": \"q\", \"choices\": {\"text\": [\"a\"], \"label\": [\"A\"]}}\n");
+    test_write_file(
+        dir, "arc_easy/test.jsonl",
+        "{\"question\": \"q\", \"choices\": {\"text\": [\"a\"], \"label\": [\"A\"]}}\n");
     expect_fail(dir, "arc_easy", "", "'answerKey'");
-    write_file(dir, "arc_easy/test.jsonl",
-               "{\"question\": \"q\", \"choices\": {\"text\": [], \"label\": []}, \"answerKey\": "
-               "\"A\"}\n");
+    test_write_file(
+        dir, "arc_easy/test.jsonl",
+        "{\"question\": \"q\", \"choices\": {\"text\": [], \"label\": []}, \"answerKey\": "
+        "\"A\"}\n");
     expect_fail(dir, "arc_easy", "", "test.jsonl:1: the choice list is empty");
-    write_file(dir, "hellaswag/validation.jsonl",
-               "{\"activity_label\": \"a\", \"ctx_a\": \"b\", \"ctx_b\": \"c\", \"endings\": "
-               "[\"x\", \"y\"], \"label\": \"5\"}\n");
+    test_write_file(dir, "hellaswag/validation.jsonl",
+                    "{\"activity_label\": \"a\", \"ctx_a\": \"b\", \"ctx_b\": \"c\", \"endings\": "
+                    "[\"x\", \"y\"], \"label\": \"5\"}\n");
     expect_fail(dir, "hellaswag", "",
                 "validation.jsonl:1: gold index 5 is out of range (2 choices)");
-    write_file(dir, "hellaswag/validation.jsonl",
-               "{\"activity_label\": \"a\", \"ctx_b\": \"c\", \"endings\": [\"x\"], \"label\": "
-               "\"0\"}\n");
+    test_write_file(
+        dir, "hellaswag/validation.jsonl",
+        "{\"activity_label\": \"a\", \"ctx_b\": \"c\", \"endings\": [\"x\"], \"label\": "
+        "\"0\"}\n");
     expect_fail(dir, "hellaswag", "", "'ctx_a'");
-    write_file(dir, "winogrande/validation.jsonl",
-               "{\"sentence\": \"no blank\", \"option1\": \"a\", \"option2\": \"b\", "
-               "\"answer\": \"1\"}\n");
+    test_write_file(dir, "winogrande/validation.jsonl",
+                    "{\"sentence\": \"no blank\", \"option1\": \"a\", \"option2\": \"b\", "
+                    "\"answer\": \"1\"}\n");
     expect_fail(dir, "winogrande", "", "validation.jsonl:1: field 'sentence' has no '_' blank");
-    write_file(dir, "winogrande/validation.jsonl",
-               "{\"sentence\": \"a _ b\", \"option1\": \"a\", \"option2\": \"b\", "
-               "\"answer\": \"3\"}\n");
+    test_write_file(dir, "winogrande/validation.jsonl",
+                    "{\"sentence\": \"a _ b\", \"option1\": \"a\", \"option2\": \"b\", "
+                    "\"answer\": \"3\"}\n");
     expect_fail(dir, "winogrande", "", "field 'answer' is '3', expected \"1\" or \"2\"");
     /* the six-line layout cut short */
     char sub[128];
     snprintf(sub, sizeof sub, "%s/six", dir);
-    write_file(sub, "hellaswag_val_full.txt", "ctx\n0\na\nb\n");
+    test_write_file(sub, "hellaswag_val_full.txt", "ctx\n0\na\nb\n");
     expect_fail(sub, "hellaswag", "", "hellaswag_val_full.txt:4: the file ends inside an item");
     /* an output directory that cannot be written is found before any work: the data here is
      * broken too, yet the message is about the output */
     snprintf(file, sizeof file, "%s/plainfile", dir);
-    write_file(dir, "plainfile", "x");
+    test_write_file(dir, "plainfile", "x");
     snprintf(extra, sizeof extra, "--output-path %s/sub", file);
     expect_fail(dir, "hellaswag", extra, "--output-path");
     snprintf(extra, sizeof extra, "--output-path %s", file);
@@ -478,16 +463,17 @@ Test(eval_pipeline, contexts_with_a_long_common_start_share_one_pass_bitwise) {
 Test(cli_eval, mmlu_reads_the_cais_jsonl_layout_like_the_csv_one) {
     char dir[64], out[128], path[256];
     test_tmpdir(dir, sizeof dir);
-    write_file(
+    test_write_file(
         dir, "mmlu/test.jsonl",
         "{\"question\": \"Bones?\", \"subject\": \"anatomy\", \"choices\": [\"206\", \"12\", "
         "\"3\", \"1\"], \"answer\": 0}\n{\"question\": \" 2+2? \", \"subject\": "
         "\"abstract_algebra\", \"choices\": [\"4\", \"5\", \"6\", \"7\"], \"answer\": 0}\n");
-    write_file(dir, "mmlu/dev.jsonl",
-               "{\"question\": \"1+1?\", \"subject\": \"abstract_algebra\", \"choices\": [\"1\", "
-               "\"2\", \"3\", \"4\"], \"answer\": 1}\n{\"question\": \"Skin?\", \"subject\": "
-               "\"anatomy\", \"choices\": [\"organ\", \"bone\", \"hair\", \"none\"], \"answer\": "
-               "0}\n");
+    test_write_file(
+        dir, "mmlu/dev.jsonl",
+        "{\"question\": \"1+1?\", \"subject\": \"abstract_algebra\", \"choices\": [\"1\", "
+        "\"2\", \"3\", \"4\"], \"answer\": 1}\n{\"question\": \"Skin?\", \"subject\": "
+        "\"anatomy\", \"choices\": [\"organ\", \"bone\", \"hair\", \"none\"], \"answer\": "
+        "0}\n");
     snprintf(out, sizeof out, "%s/out", dir);
     char *o  = NULL;
     int   rc = test_run(&o,
@@ -503,7 +489,7 @@ Test(cli_eval, mmlu_reads_the_cais_jsonl_layout_like_the_csv_one) {
                                  "B\n\n2+2?\nA. 4\nB. 5\nC. 6\nD. 7\nAnswer:");
     cJSON_Delete(s);
     snprintf(path, sizeof path, "%s/results.json", out);
-    cJSON *r = read_json(path);
+    cJSON *r = test_read_json(path);
     /* both subjects are stem: lm-eval's mmlu -> mmlu_stem -> subjects */
     cJSON *gs = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "group_subtasks"), "mmlu_stem");
     cr_assert_eq(cJSON_GetArraySize(gs), 2);
@@ -514,14 +500,16 @@ Test(cli_eval, mmlu_reads_the_cais_jsonl_layout_like_the_csv_one) {
 Test(cli_eval, a_user_task_spec_renders_fields_and_finds_gold_by_text) {
     char dir[64], out[128], path[256], spec[128];
     test_tmpdir(dir, sizeof dir);
-    write_file(dir, "mine.jsonl",
-               "{\"q\": \"Sky color?\", \"n\": 3, \"opts\": [\"blue\", \"green\"], \"ans\": "
-               "\"green\"}\n{\"q\": \"Grass?\", \"n\": 4, \"opts\": [\"red\", \"green\"], \"ans\": "
-               "\"green\"}\n");
-    write_file(dir, "spec.json",
-               "{\"task\": \"colors\", \"data\": \"mine.jsonl\", \"context\": \"Q{n} {{x}}: "
-               "{q}\\nA:\", \"choices\": \"opts\", \"gold_text\": \"ans\", \"metrics\": [\"acc\", "
-               "\"acc_norm\"]}");
+    test_write_file(
+        dir, "mine.jsonl",
+        "{\"q\": \"Sky color?\", \"n\": 3, \"opts\": [\"blue\", \"green\"], \"ans\": "
+        "\"green\"}\n{\"q\": \"Grass?\", \"n\": 4, \"opts\": [\"red\", \"green\"], \"ans\": "
+        "\"green\"}\n");
+    test_write_file(
+        dir, "spec.json",
+        "{\"task\": \"colors\", \"data\": \"mine.jsonl\", \"context\": \"Q{n} {{x}}: "
+        "{q}\\nA:\", \"choices\": \"opts\", \"gold_text\": \"ans\", \"metrics\": [\"acc\", "
+        "\"acc_norm\"]}");
     snprintf(out, sizeof out, "%s/out", dir);
     snprintf(spec, sizeof spec, "%s/spec.json", dir);
     char *o = NULL;
@@ -537,27 +525,27 @@ Test(cli_eval, a_user_task_spec_renders_fields_and_finds_gold_by_text) {
     cr_expect(cJSON_IsNumber(cJSON_GetObjectItem(s, "acc_norm")));
     cJSON_Delete(s);
     /* bad specs and rows name what is wrong */
-    write_file(dir, "spec.json",
-               "{\"task\": \"colors\", \"data\": \"mine.jsonl\", \"context\": "
-               "\"{missing}\", \"choices\": \"opts\", \"gold_text\": \"ans\"}");
+    test_write_file(dir, "spec.json",
+                    "{\"task\": \"colors\", \"data\": \"mine.jsonl\", \"context\": "
+                    "\"{missing}\", \"choices\": \"opts\", \"gold_text\": \"ans\"}");
     rc = test_run(&o, "eval " MODEL " --task-file %s --data %s", spec, dir);
     cr_expect_eq(rc, 2);
     cr_expect(
         strstr(o, "mine.jsonl:1: field 'missing' (named in the spec's \"context\") is missing"),
         "%s", o);
     free(o);
-    write_file(dir, "spec.json",
-               "{\"task\": \"colors\", \"data\": \"mine.jsonl\", \"context\": "
-               "\"{q}\", \"choices\": \"opts\"}");
+    test_write_file(dir, "spec.json",
+                    "{\"task\": \"colors\", \"data\": \"mine.jsonl\", \"context\": "
+                    "\"{q}\", \"choices\": \"opts\"}");
     rc = test_run(&o, "eval " MODEL " --task-file %s --data %s", spec, dir);
     cr_expect_eq(rc, 2);
     cr_expect(strstr(o, "the spec needs a string \"gold_index, gold_text or gold_label\""), "%s",
               o);
     free(o);
-    write_file(dir, "mine.jsonl", "{\"q\": \"x\", \"opts\": [], \"ans\": \"a\"}\n");
-    write_file(dir, "spec.json",
-               "{\"task\": \"colors\", \"data\": \"mine.jsonl\", \"context\": "
-               "\"{q}\", \"choices\": \"opts\", \"gold_index\": \"ans\"}");
+    test_write_file(dir, "mine.jsonl", "{\"q\": \"x\", \"opts\": [], \"ans\": \"a\"}\n");
+    test_write_file(dir, "spec.json",
+                    "{\"task\": \"colors\", \"data\": \"mine.jsonl\", \"context\": "
+                    "\"{q}\", \"choices\": \"opts\", \"gold_index\": \"ans\"}");
     rc = test_run(&o, "eval " MODEL " --task-file %s --data %s", spec, dir);
     cr_expect_eq(rc, 2);
     cr_expect(strstr(o, "mine.jsonl:1: the choice list is empty"), "%s", o);
@@ -584,7 +572,7 @@ Test(cli_eval, reads_the_shared_mmlu_csvs_and_hellaswag_six_line_file) {
     cr_assert_eq(rc, 0, "%s", o);
     free(o);
     snprintf(path, sizeof path, "%s/out/results.json", dir);
-    cJSON *r    = read_json(path);
+    cJSON *r    = test_read_json(path);
     cJSON *gsub = cJSON_GetObjectItem(r, "group_subtasks"); /* mmlu -> 4 categories -> 57 */
     cJSON *gs   = cJSON_GetObjectItem(gsub, "mmlu");
     cr_expect_eq(cJSON_GetArraySize(gs), 4);

@@ -134,25 +134,10 @@ static size_t compare_task(const char *dir, const char *task, double *max_diff) 
     return na;
 }
 
-static cJSON *read_json(const char *path) {
-    FILE *f = fopen(path, "r");
-    cr_assert(f, "%s missing", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s                      = malloc((size_t)n + 1);
-    s[fread(s, 1, (size_t)n, f)] = 0;
-    fclose(f);
-    cJSON *j = cJSON_Parse(s);
-    free(s);
-    cr_assert(j);
-    return j;
-}
-
 static void compare_metrics(const char *dir, const char *const *tasks, int n) {
     char path[512];
     snprintf(path, sizeof path, "%s/results.json", dir);
-    cJSON *a = read_json(path), *r = read_json(REF "/results.json");
+    cJSON *a = test_read_json(path), *r = test_read_json(REF "/results.json");
     for (int i = 0; i < n; i++) {
         cJSON *ar = cJSON_GetObjectItem(cJSON_GetObjectItem(a, "results"), tasks[i]);
         cJSON *rr = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "results"), tasks[i]);
@@ -265,7 +250,7 @@ Test(eval_vs_lmeval, lambada_openai_matches_lm_eval) {
     compare_metrics(out, tasks, 1); /* acc (is_greedy) and its stderr */
     /* perplexity = exp(-mean(loglik)): equal up to the log-likelihoods' float32 drift */
     snprintf(path, sizeof path, "%s/results.json", out);
-    cJSON *a = read_json(path), *r = read_json(REF "/results.json");
+    cJSON *a = test_read_json(path), *r = test_read_json(REF "/results.json");
     double pa =
         cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(a, "results"), tasks[0]),
                             "perplexity,none")
@@ -318,7 +303,7 @@ Test(eval_vs_lmeval, truthfulqa_mc2_matches_lm_eval) {
     double md   = 0;
     size_t docs = compare_task(out, "truthfulqa_mc2", &md);
     snprintf(path, sizeof path, "%s/results.json", out);
-    cJSON *a = read_json(path), *r = read_json(REF "/results.json");
+    cJSON *a = test_read_json(path), *r = test_read_json(REF "/results.json");
     cJSON *ar = cJSON_GetObjectItem(cJSON_GetObjectItem(a, "results"), "truthfulqa_mc2");
     cJSON *rr = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "results"), "truthfulqa_mc2");
     cr_assert(ar && rr);
@@ -356,7 +341,7 @@ Test(eval_vs_lmeval, acc_mutual_info_matches_lm_eval) {
     compare_metrics(out, tasks, 1);
     char path[256];
     snprintf(path, sizeof path, "%s/results.json", out);
-    cJSON      *a = read_json(path), *r = read_json(REF "/results.json");
+    cJSON      *a = test_read_json(path), *r = test_read_json(REF "/results.json");
     cJSON      *ar     = cJSON_GetObjectItem(cJSON_GetObjectItem(a, "results"), "piqa_mi");
     cJSON      *rr     = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "results"), "piqa_mi");
     const char *keys[] = {"acc_mutual_info,none", "acc_mutual_info_stderr,none"};
@@ -413,7 +398,7 @@ Test(eval_vs_lmeval, wikitext_matches_lm_eval) {
     }
     char path[256];
     snprintf(path, sizeof path, "%s/out/results.json", dir);
-    cJSON      *aroot = read_json(path), *rroot = read_json(REF "/results.json");
+    cJSON      *aroot = test_read_json(path), *rroot = test_read_json(REF "/results.json");
     cJSON      *ar     = cJSON_GetObjectItem(cJSON_GetObjectItem(aroot, "results"), "wikitext");
     cJSON      *rr     = cJSON_GetObjectItem(cJSON_GetObjectItem(rroot, "results"), "wikitext");
     const char *keys[] = {"word_perplexity,none", "byte_perplexity,none", "bits_per_byte,none"};

@@ -11,35 +11,6 @@
 
 #define MODEL "tests/fixtures/models/llama"
 
-static void put(const char *dir, const char *name, const char *text) {
-    char path[1200], cmd[1300];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    char *slash = strrchr(path, '/');
-    *slash      = '\0';
-    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", path);
-    cr_assert_eq(system(cmd), 0);
-    *slash  = '/';
-    FILE *f = fopen(path, "w");
-    cr_assert(f, "cannot write %s", path);
-    fputs(text, f);
-    fclose(f);
-}
-
-static cJSON *read_json(const char *path) {
-    FILE *f = fopen(path, "r");
-    cr_assert(f, "%s missing", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s                      = malloc((size_t)n + 1);
-    s[fread(s, 1, (size_t)n, f)] = 0;
-    fclose(f);
-    cJSON *j = cJSON_Parse(s);
-    free(s);
-    cr_assert(j, "%s is not JSON", path);
-    return j;
-}
-
 Test(eval_tasks, mc2_is_the_normalized_mass_on_true_answers) {
     /* p = exp(ll) / sum(exp(ll)): ll = log(0.5), log(0.3), log(0.2) -> true {0, 2} has 0.7 */
     double        ll[3] = {log(0.5), log(0.3), log(0.2)};
@@ -80,17 +51,17 @@ Test(eval_tasks, mmlu_results_hold_the_category_groups) {
     char        buf[4096];
     snprintf(buf, sizeof buf, "%sWhat is 2+2?,3,4,5,6,1\nWhat is 1+1?,2,3,4,5,0\n1+2?,1,2,3,4,2\n",
              hdr);
-    put(dir, "mmlu/test/college_physics_test.csv", buf);
-    put(dir, "mmlu/dev/college_physics_dev.csv", buf);
+    test_write_file(dir, "mmlu/test/college_physics_test.csv", buf);
+    test_write_file(dir, "mmlu/dev/college_physics_dev.csv", buf);
     snprintf(buf, sizeof buf, "%sWho wrote it?,a,b,c,d,3\nWhy?,e,f,g,h,1\n", hdr);
-    put(dir, "mmlu/test/philosophy_test.csv", buf);
-    put(dir, "mmlu/dev/philosophy_dev.csv", buf);
+    test_write_file(dir, "mmlu/test/philosophy_test.csv", buf);
+    test_write_file(dir, "mmlu/dev/philosophy_dev.csv", buf);
     char *o  = NULL;
     int   rc = test_run(&o, "eval " MODEL " --tasks mmlu --data %s --output-path %s/out", dir, dir);
     cr_assert_eq(rc, 0, "%s", o);
     free(o);
     snprintf(path, sizeof path, "%s/out/results.json", dir);
-    cJSON *j = read_json(path), *res = cJSON_GetObjectItem(j, "results");
+    cJSON *j = test_read_json(path), *res = cJSON_GetObjectItem(j, "results");
     cJSON *stem = cJSON_GetObjectItem(res, "mmlu_stem"),
           *hum  = cJSON_GetObjectItem(res, "mmlu_humanities");
     cJSON *phys = cJSON_GetObjectItem(res, "mmlu_college_physics");
@@ -128,7 +99,8 @@ static void expect_fail(const char *dir, const char *args, const char *needle) {
 Test(eval_tasks, truthfulqa_mc2_renders_and_refuses_bad_rows) {
     char dir[64], path[256];
     test_tmpdir(dir, sizeof dir);
-    put(dir, "truthfulqa_mc2/validation.jsonl",
+    test_write_file(
+        dir, "truthfulqa_mc2/validation.jsonl",
         "{\"question\": \"Is the sky blue?\", \"mc2_targets\": {\"choices\": [\"Yes\", \"It is "
         "blue\", \"No\"], \"labels\": [1, 1, 0]}}\n");
     char *o  = NULL;
@@ -139,7 +111,7 @@ Test(eval_tasks, truthfulqa_mc2_renders_and_refuses_bad_rows) {
     cr_assert_eq(rc, 0, "%s", o);
     free(o);
     snprintf(path, sizeof path, "%s/out/samples_truthfulqa_mc2.jsonl", dir);
-    cJSON      *s   = read_json(path);
+    cJSON      *s   = test_read_json(path);
     cJSON      *g0  = cJSON_GetObjectItem(cJSON_GetObjectItem(s, "arguments"), "gen_args_0");
     const char *ctx = cJSON_GetObjectItem(g0, "arg_0")->valuestring;
     cr_expect(!strncmp(ctx, truthfulqa_prompt, strlen(truthfulqa_prompt)), "%s", ctx);
@@ -154,16 +126,19 @@ Test(eval_tasks, truthfulqa_mc2_renders_and_refuses_bad_rows) {
     cr_expect(fabs(cJSON_GetObjectItem(s, "acc")->valuedouble - want) < 1e-12);
     cJSON_Delete(s);
 
-    put(dir, "truthfulqa_mc2/validation.jsonl", "{\"question\": \"q\"}\n");
+    test_write_file(dir, "truthfulqa_mc2/validation.jsonl", "{\"question\": \"q\"}\n");
     expect_fail(dir, "--tasks truthfulqa_mc2", "validation.jsonl:1: missing field 'mc2_targets'");
-    put(dir, "truthfulqa_mc2/validation.jsonl",
+    test_write_file(
+        dir, "truthfulqa_mc2/validation.jsonl",
         "{\"question\": \"q\", \"mc2_targets\": {\"choices\": [\"a\", \"b\"], \"labels\": [1]}}\n");
     expect_fail(dir, "--tasks truthfulqa_mc2", "validation.jsonl:1: mc2_targets.labels must be");
-    put(dir, "truthfulqa_mc2/validation.jsonl",
+    test_write_file(
+        dir, "truthfulqa_mc2/validation.jsonl",
         "{\"question\": \"q\", \"mc2_targets\": {\"choices\": [\"a\", \"b\"], \"labels\": [0, "
         "0]}}\n");
     expect_fail(dir, "--tasks truthfulqa_mc2", "validation.jsonl:1: mc2_targets.labels has no 1");
-    put(dir, "truthfulqa_mc2/validation.jsonl",
+    test_write_file(
+        dir, "truthfulqa_mc2/validation.jsonl",
         "{\"question\": \"q\", \"mc2_targets\": {\"choices\": [\"a\", \"b\"], \"labels\": [1, "
         "2]}}\n");
     expect_fail(dir, "--tasks truthfulqa_mc2", "mc2_targets.labels[1] is not 0 or 1");
@@ -172,8 +147,10 @@ Test(eval_tasks, truthfulqa_mc2_renders_and_refuses_bad_rows) {
 Test(eval_tasks, acc_mutual_info_adds_unconditional_requests) {
     char dir[64], path[256];
     test_tmpdir(dir, sizeof dir);
-    put(dir, "t.jsonl", "{\"q\": \"Sky?\", \"a\": \"blue\", \"b\": \"green\", \"y\": 0}\n");
-    put(dir, "t.json",
+    test_write_file(dir, "t.jsonl",
+                    "{\"q\": \"Sky?\", \"a\": \"blue\", \"b\": \"green\", \"y\": 0}\n");
+    test_write_file(
+        dir, "t.json",
         "{\"task\": \"mi\", \"data\": \"t.jsonl\", \"context\": \"Q: {q}\\nA:\", \"choices\": "
         "[\"{a}\", \"{b}\"], \"gold_index\": \"y\", \"metrics\": [\"acc\", \"acc_mutual_info\"]}");
     char *o  = NULL;
@@ -184,7 +161,7 @@ Test(eval_tasks, acc_mutual_info_adds_unconditional_requests) {
     cr_assert_eq(rc, 0, "%s", o);
     free(o);
     snprintf(path, sizeof path, "%s/out/samples_mi.jsonl", dir);
-    cJSON *s    = read_json(path);
+    cJSON *s    = test_read_json(path);
     cJSON *args = cJSON_GetObjectItem(s, "arguments");
     cr_assert_eq(cJSON_GetArraySize(args), 4, "2 conditional + 2 unconditional requests");
     cJSON *u = cJSON_GetObjectItem(args, "gen_args_3");
@@ -199,12 +176,13 @@ Test(eval_tasks, acc_mutual_info_adds_unconditional_requests) {
     cr_expect_eq(cJSON_GetObjectItem(s, "acc_mutual_info")->valuedouble, pm == 0);
     cJSON_Delete(s);
     snprintf(path, sizeof path, "%s/out/results.json", dir);
-    cJSON *j = read_json(path);
+    cJSON *j = test_read_json(path);
     cr_expect(cJSON_IsNumber(cJSON_GetObjectItem(
         cJSON_GetObjectItem(cJSON_GetObjectItem(j, "results"), "mi"), "acc_mutual_info,none")));
     cJSON_Delete(j);
     /* an unknown metric names the known ones */
-    put(dir, "t.json",
+    test_write_file(
+        dir, "t.json",
         "{\"task\": \"mi\", \"data\": \"t.jsonl\", \"context\": \"{q}\", \"choices\": [\"{a}\"], "
         "\"gold_index\": 0, \"metrics\": [\"acc_mi\"]}");
     char extra[200];
@@ -236,9 +214,10 @@ Test(eval_tasks, wikitext_detokenizer_follows_lm_eval) {
 Test(eval_tasks, wikitext_bad_rows_name_the_line) {
     char dir[64];
     test_tmpdir(dir, sizeof dir);
-    put(dir, "wikitext/test.jsonl", "{\"page\": \" = A = \\n text \\n\"}\n{\"text\": \"x\"}\n");
+    test_write_file(dir, "wikitext/test.jsonl",
+                    "{\"page\": \" = A = \\n text \\n\"}\n{\"text\": \"x\"}\n");
     expect_fail(dir, "--tasks wikitext", "wikitext/test.jsonl:2");
-    put(dir, "wikitext/test.jsonl", "{\"page\": \"\"}\n");
+    test_write_file(dir, "wikitext/test.jsonl", "{\"page\": \"\"}\n");
     expect_fail(dir, "--tasks wikitext", "test.jsonl:1: empty \"page\"");
     expect_fail(dir, "--tasks wikitext --num-fewshot 2",
                 "--num-fewshot 2 is not implemented for this task");
