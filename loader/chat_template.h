@@ -1,0 +1,47 @@
+/* loader/chat_template.h — the subset of Jinja2 that Hugging Face `chat_template` strings use,
+ * rendered byte-identically to transformers' `apply_chat_template(..., tokenize=False)`
+ * (jinja2 sandboxed environment with trim_blocks=True, lstrip_blocks=True, the `raise_exception`,
+ * `strftime_now` globals and the `tojson` filter transformers adds). A template is parsed once and
+ * rendered many times. Unsupported constructs fail at parse time with ASSAY_EUNSUPPORTED naming
+ * the construct and its line:column; errors while rendering (raise_exception, a type error,
+ * undefined attribute use that Jinja2 would reject) fail with ASSAY_EINVAL and the message. */
+#ifndef ASSAY_CHAT_TEMPLATE_H
+#define ASSAY_CHAT_TEMPLATE_H
+
+#include <stddef.h>
+
+#include "core/error.h"
+
+typedef struct chat_message {
+    const char *role;    /* "system", "user", "assistant", ... (NUL-terminated) */
+    const char *content; /* UTF-8; may hold NUL bytes when content_len says so */
+    size_t      content_len;
+} chat_message;
+
+typedef struct chat_vars {
+    const char *bos_token; /* tokenizer_config.json's, "" when absent */
+    const char *eos_token;
+    int         add_generation_prompt;
+} chat_vars;
+
+typedef struct chat_template chat_template;
+
+/* Parses template text. `where` names its source for messages ("tokenizer_config.json"). */
+chat_template *chat_template_parse(const char *text, size_t len, const char *where,
+                                   assay_error *err);
+void           chat_template_free(chat_template *t); /* NULL-safe */
+
+/* Renders messages[0..n) into *out (malloc'd, NUL-terminated; *out_len excludes the NUL).
+ * Rendering is bounded: loops and output size are capped (64 MiB, 10^7 loop iterations) so a
+ * hostile template fails cleanly. 0 on success, else a status with err set. */
+int chat_template_render(const chat_template *t, const chat_message *messages, size_t n,
+                         const chat_vars *vars, char **out, size_t *out_len, assay_error *err);
+
+/* Reads a model directory's chat template: tokenizer_config.json "chat_template" (a string, or
+ * the list-of-{name, template} form, taking "default"), else chat_template.jinja beside it, and
+ * its bos_token / eos_token (strings or {"content": ...} objects). *tpl NULL and 0 returned when
+ * the model has no template; vars' strings are owned by the returned template. */
+int chat_template_load_dir(const char *model_dir, chat_template **tpl, chat_vars *vars,
+                           assay_error *err);
+
+#endif
