@@ -16,7 +16,7 @@ ifeq ($(SAN),1)
   CUDA := 0
 endif
 
-PKGS      := libcjson libpcre2-8 libutf8proc
+PKGS      := libcjson libpcre2-8 libutf8proc libcurl sqlite3
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 BLAS_CFLAGS := $(shell pkg-config --cflags openblas 2>/dev/null)
