@@ -15,10 +15,7 @@ int task_lambada_load(eval_task *t, const eval_task_opts *o, assay_error *err) {
     jsonl_reader r;
     cJSON       *obj = NULL;
     int          rc, got;
-    if (o->num_fewshot > 0)
-        return assay_fail(err, ASSAY_EUNSUPPORTED,
-                          "lambada_openai: --num-fewshot %d: lm-eval has no few-shot split for it",
-                          o->num_fewshot);
+    /* lm-eval has no train split for it: the few-shot pool (o->split set) is the test split */
     snprintf(path, sizeof path, "%s/lambada_openai/test.jsonl", o->dir);
     if (!path_exists(path))
         return assay_fail(err, ASSAY_EINVAL, "lambada_openai: %s does not exist", path);

@@ -1,7 +1,8 @@
 /* harness/tasks/winogrande.c — Winogrande as lm-eval's winogrande task scores it (partial
  * scoring, preprocess_winogrande.py): with i = sentence.index("_"), choice k's context is
  * sentence[:i] + option_k and every choice scores the same continuation
- * " " + sentence[i + 1:].strip(); gold = {"1": 0, "2": 1}[answer]; acc only. */
+ * " " + sentence[i + 1:].strip(); gold = {"1": 0, "2": 1}[answer]; acc only. Reads
+ * winogrande/validation.jsonl, and winogrande/train.jsonl for --num-fewshot. */
 #include <cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,15 +18,12 @@ int task_winogrande_load(eval_task *t, const eval_task_opts *o, assay_error *err
     cJSON       *obj = NULL;
     tbuf         c0 = {0}, c1 = {0};
     int          rc, got;
-    if (o->num_fewshot > 0)
-        return assay_fail(err, ASSAY_EUNSUPPORTED,
-                          "winogrande: --num-fewshot %d needs lm-eval's random sampler over the "
-                          "training split, which assay does not implement yet (use 0)",
-                          o->num_fewshot);
-    snprintf(path, sizeof path, "%s/winogrande/validation.jsonl", o->dir);
+    /* the few-shot pool (harness/fewshot.h) is the train split, in the same layout */
+    const char *split = o->split ? o->split : "validation";
+    snprintf(path, sizeof path, "%s/winogrande/%s.jsonl", o->dir, split);
     if (!path_exists(path))
         return assay_fail(err, ASSAY_EINVAL, "winogrande: %s does not exist", path);
-    snprintf(t->layout, sizeof t->layout, "jsonl: winogrande/validation.jsonl");
+    snprintf(t->layout, sizeof t->layout, "jsonl: winogrande/%s.jsonl", split);
     if ((rc = eval_task_add_file(t, path, err)) || (rc = jsonl_open(&r, path, err)))
         return rc;
     r.shape = "{\"sentence\": \"... _ ...\", \"option1\": \"...\", \"option2\": \"...\", "
