@@ -573,7 +573,7 @@ Test(requests_hardening, score_sizes_the_kv_cache_for_a_request_over_8192_tokens
     FILE *f = fopen(path, "w");
     cr_assert(f);
     fputs("{\"context\": \"", f);
-    for (int i = 0; i < 1400; i++) /* about 8,400 tokens with the fixture's tokenizer */
+    for (int i = 0; i < 1700; i++) /* 5 tokens each: about 8,500 with the fixture's tokenizer */
         fputs("the cat sat ", f);
     fputs("on\", \"continuation\": \" the mat\"}\n", f);
     fclose(f);
