@@ -3,7 +3,8 @@
  *
  * Patterns are written for Python's `re`; before compiling, the few places where PCRE2 reads the
  * same text differently are rewritten: \s and \S take Python's whitespace (which adds
- * U+001C..U+001F and U+0085), \Z is the end of the string, \uXXXX / \UXXXXXXXX are code points,
+ * U+001C..U+001F and U+0085; a \S inside a set keeps PCRE2's, which has no set difference to
+ * express it), \Z is the end of the string, \uXXXX / \UXXXXXXXX are code points,
  * x{,n} is x{0,n}, '[' inside a set is literal (no POSIX classes), and syntax Python rejects is
  * rejected (unknown letter escapes such as \K or \p, "(*" verbs). */
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -41,7 +42,7 @@ static int all_hex(const char *p, size_t k) {
  * *why its reason. out holds 9 bytes per input byte (the longest rewrite, \s, is 17 for 2). */
 static int py_translate(const char *p, size_t n, char *out, size_t *out_n, size_t *bad,
                         const char **why) {
-    size_t w = 0;
+    size_t w      = 0;
     int    in_set = 0;
     for (size_t i = 0; i < n; i++) {
         char c = p[i];
@@ -68,10 +69,10 @@ static int py_translate(const char *p, size_t n, char *out, size_t *out_n, size_
                 return -1;
             }
             if (e == 's' || (e == 'S' && !in_set)) {
-                const char *r = in_set      ? "\\s" PY_SPACE_EXTRA
+                const char *r = in_set     ? "\\s" PY_SPACE_EXTRA
                                 : e == 's' ? "[\\s" PY_SPACE_EXTRA "]"
                                            : "[^\\s" PY_SPACE_EXTRA "]";
-                size_t k = strlen(r);
+                size_t      k = strlen(r);
                 memcpy(out + w, r, k);
                 w += k;
             } else if (e == 'Z') {
@@ -154,8 +155,8 @@ flt_regex *flt_regex_compile(const char *pattern, int group_select, const char *
     int        ec;
     PCRE2_SIZE eo;
     r->code = pcre2_compile((PCRE2_SPTR)tr, tn,
-                            PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF | PCRE2_NEVER_BACKSLASH_C |
-                                PCRE2_ALT_CIRCUMFLEX,
+                            PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF |
+                                PCRE2_NEVER_BACKSLASH_C | PCRE2_ALT_CIRCUMFLEX,
                             &ec, &eo, cc);
     pcre2_compile_context_free(cc);
     if (!r->code) {
@@ -217,8 +218,7 @@ static void match_item(const flt_regex *r, const PCRE2_SIZE *ov, size_t *a, size
  * of matches seen, or -1 on a PCRE2 failure (err set). *a, *b, *te: the item of the match
  * `want`, or of the last one when want is SIZE_MAX. */
 static long long regex_walk(const flt_regex *r, const char *s, size_t n, size_t want,
-                            pcre2_match_data *md, size_t *a, size_t *b, int *te,
-                            assay_error *err) {
+                            pcre2_match_data *md, size_t *a, size_t *b, int *te, assay_error *err) {
     size_t   off = 0, count = 0;
     uint32_t opts = 0;
     while (off <= n) {
@@ -247,8 +247,8 @@ static long long regex_walk(const flt_regex *r, const char *s, size_t n, size_t 
 }
 
 int flt_regex_apply(const flt_regex *r, const char *s, size_t n, flt_out *out, assay_error *err) {
-    out->s = NULL;
-    out->n = 0;
+    out->s               = NULL;
+    out->n               = 0;
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(r->code, NULL);
     if (!md)
         return assay_fail(err, ASSAY_ENOMEM, "regex filter: out of memory"), -1;

@@ -384,6 +384,12 @@ def main():
         rngs.append({"seed": str(seed), "next": [str(v) for v in nexts],
                      "below": {k: [str(v) for v in vs] for k, vs in below.items()}})
     ref["rng"] = rngs
+    # numpy's lerp switches to b - (b - a) * (1 - t) for t >= 0.5: values where the two forms
+    # round differently make that visible
+    qx = sorted(rng.uniform(-3, 3) for _ in range(23))
+    qs = [k / 200 for k in range(201)] + [(1 - 0.95) / 2, (1 + 0.95) / 2, 0.95, 1 / 3]
+    ref["quantile"] = {"x": qx, "q": qs,
+                       "want": [float(v) for v in np.quantile(np.array(qx), np.array(qs))]}
     brng = random.Random(11)
     ref["bootstrap"] = [
         boot_mean([float(brng.random() < 0.3) for _ in range(200)], 500, 0.95, 1234),
