@@ -59,16 +59,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (flt_first_line(s, size, &o) == 0)
         check_out(&o);
 
-    static const char *const labels[] = {"positive", "negative", "neutral", "\xc4\xb0", "\xce\xa3",
-                                         ""};
+    static const char *const labels[] = {"positive", "negative", "neutral",
+                                         "\xc4\xb0", "\xce\xa3", ""};
     static const size_t      lens[]   = {8, 8, 7, 2, 2, 0};
     int                      l        = flt_extract_label(s, size, labels, lens, 6);
     if (l < -1 || l >= 5)
         abort();
 
     flt_json_check jc;
-    if (flt_json_check_response(schema, s, size, &jc) == 0 &&
-        (jc.has_required && !jc.parses))
+    if (flt_json_check_response(schema, s, size, &jc) == 0 && (jc.has_required && !jc.parses))
         abort();
     if (flt_json_check_response(NULL, s, size, &jc) == 0 && jc.has_required != jc.parses)
         abort();

@@ -6,9 +6,7 @@
 #include <math.h>
 #include <stdlib.h>
 
-static uint64_t rotl(uint64_t x, int k) {
-    return (x << k) | (x >> (64 - k));
-}
+static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
 
 void boot_rng_seed(boot_rng *r, uint64_t seed) {
     for (int i = 0; i < 4; i++) {
@@ -78,7 +76,7 @@ int boot_ci_compute(boot_stat_fn stat, void *user, size_t n, int resamples, doub
     }
     boot_rng r;
     boot_rng_seed(&r, seed);
-    int    m = 0;
+    int    m   = 0;
     double sum = 0;
     for (int k = 0; k < resamples; k++) {
         for (size_t i = 0; i < n; i++)

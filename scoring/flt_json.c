@@ -29,7 +29,7 @@ enum {
 static const struct {
     const char *name;
     unsigned    bits;
-} TYPES[] = {{"string", T_STRING}, {"number", T_NUMBER},   {"integer", T_INTEGER},
+} TYPES[] = {{"string", T_STRING},   {"number", T_NUMBER}, {"integer", T_INTEGER},
              {"boolean", T_BOOLEAN}, {"array", T_ARRAY},   {"object", T_OBJECT},
              {"null", T_NULL},       {"any", T_ANY}};
 
@@ -73,11 +73,11 @@ static schema_field *schema_field_get(flt_schema *s, const char *key) {
     schema_field *nf = realloc(s->f, (s->n + 1) * sizeof *nf);
     if (!nf)
         return NULL;
-    s->f         = nf;
+    s->f            = nf;
     schema_field *f = &nf[s->n];
-    f->key       = strdup(key);
-    f->types     = T_ANY;
-    f->required  = 0;
+    f->key          = strdup(key);
+    f->types        = T_ANY;
+    f->required     = 0;
     if (!f->key)
         return NULL;
     s->n++;
@@ -119,9 +119,9 @@ static int is_annotation(const char *k) {
     SCHEMA_FAIL("%s: out of memory", where)
 
 flt_schema *flt_schema_parse(const char *text, size_t n, const char *where, assay_error *err) {
-    where          = where ? where : "schema";
-    flt_schema *s  = calloc(1, sizeof *s);
-    cJSON      *j  = text ? cJSON_ParseWithLength(text, n) : NULL;
+    where           = where ? where : "schema";
+    flt_schema   *s = calloc(1, sizeof *s);
+    cJSON        *j = text ? cJSON_ParseWithLength(text, n) : NULL;
     schema_field *f;
     if (!s) {
         cJSON_Delete(j);
@@ -129,8 +129,9 @@ flt_schema *flt_schema_parse(const char *text, size_t n, const char *where, assa
         return NULL;
     }
     if (!cJSON_IsObject(j))
-        SCHEMA_FAIL("%s: expected a JSON object {\"required\": {...}} or {\"type\": \"object\", ...}",
-                    where);
+        SCHEMA_FAIL(
+            "%s: expected a JSON object {\"required\": {...}} or {\"type\": \"object\", ...}",
+            where);
     const cJSON *req = cJSON_GetObjectItemCaseSensitive(j, "required");
     if (cJSON_IsObject(req)) { /* {"required": {"key": "type", ...}} */
         for (const cJSON *e = j->child; e; e = e->next)
@@ -270,7 +271,7 @@ static int parse_string(jparse *p, char *key, size_t *key_n) {
         }
         if (p->i + 1 >= p->n)
             break;
-        char e = p->s[p->i + 1];
+        char        e      = p->s[p->i + 1];
         const char *simple = strchr("\"\\/bfnrt", e);
         if (e && simple) {
             static const char out[] = "\"\\/\b\f\n\r\t";
@@ -386,7 +387,8 @@ static int parse_container(jparse *p, int depth, int is_object) {
             return -1;
         if (key) { /* a repeated key keeps its last value, as Python's json does */
             for (size_t f = 0; f < p->schema->n; f++)
-                if (strlen(p->schema->f[f].key) == key_n && !memcmp(p->schema->f[f].key, key, key_n))
+                if (strlen(p->schema->f[f].key) == key_n &&
+                    !memcmp(p->schema->f[f].key, key, key_n))
                     p->found[f] = bits;
         }
         if (p->i < p->n && p->s[p->i] == ',') {
@@ -419,7 +421,7 @@ static int parse_value(jparse *p, int depth, unsigned *bits) {
             const char *lit;
             unsigned    bits;
         } lits[] = {{"true", T_BOOLEAN}, {"false", T_BOOLEAN}, {"null", T_NULL}};
-        rc = jfail(p, "expected a value");
+        rc       = jfail(p, "expected a value");
         for (size_t k = 0; k < 3; k++) {
             size_t l = strlen(lits[k].lit);
             if (p->n - p->i >= l && !memcmp(p->s + p->i, lits[k].lit, l)) {
@@ -504,6 +506,6 @@ int flt_json_check_response(const flt_schema *schema, const char *s, size_t n,
         }
     }
     free(p.found);
-        free(p.keybuf);
+    free(p.keybuf);
     return 0;
 }

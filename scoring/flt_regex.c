@@ -5,8 +5,8 @@
  * same text differently are rewritten: \s and \S take Python's whitespace (which adds
  * U+001C..U+001F and U+0085; a \S inside a set keeps PCRE2's, which has no set difference to
  * express it), \Z is the end of the string, \uXXXX / \UXXXXXXXX are code points,
- * x{,n} is x{0,n}, '[' inside a set is literal (no POSIX classes), and syntax Python rejects is
- * rejected (unknown letter escapes such as \K or \p, "(*" verbs). */
+ * x{,n} is x{0,n} (x{,} is x{0,}), '[' inside a set is literal (no POSIX classes), and syntax
+ * Python rejects is rejected (unknown letter escapes such as \K or \p, "(*" verbs). */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
 #include <stdint.h>
@@ -110,7 +110,7 @@ static int py_translate(const char *p, size_t n, char *out, size_t *out_n, size_
             size_t j = i + 2;
             while (j < n && p[j] >= '0' && p[j] <= '9')
                 j++;
-            if (j > i + 2 && j < n && p[j] == '}')
+            if (j < n && p[j] == '}') /* Python: {,n} is {0,n} and {,} is {0,} */
                 out[w++] = '0';
         }
     }
@@ -247,8 +247,12 @@ static long long regex_walk(const flt_regex *r, const char *s, size_t n, size_t 
 }
 
 int flt_regex_apply(const flt_regex *r, const char *s, size_t n, flt_out *out, assay_error *err) {
-    out->s               = NULL;
-    out->n               = 0;
+    out->s = NULL;
+    out->n = 0;
+    if (!s) { /* an empty response may come as NULL; PCRE2 wants a pointer */
+        s = "";
+        n = 0;
+    }
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(r->code, NULL);
     if (!md)
         return assay_fail(err, ASSAY_ENOMEM, "regex filter: out of memory"), -1;

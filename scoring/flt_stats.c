@@ -10,9 +10,7 @@
 #include "scoring/filters.h"
 
 /* zero_division=0: an empty denominator gives 0 */
-static double ratio(double num, double den) {
-    return den > 0 ? num / den : 0.0;
-}
+static double ratio(double num, double den) { return den > 0 ? num / den : 0.0; }
 
 /* P, R and F1 from counts; F1 = 2tp / (2tp + fp + fn), which is sklearn's form. */
 static flt_class_stats class_stats(size_t tp, size_t fp, size_t fn) {
@@ -40,7 +38,7 @@ int flt_class_report_compute(const int *pred, const int *gold, size_t n, size_t 
         flt_class_report_free(out);
         return -1;
     }
-    out->n_labels = n_labels;
+    out->n_labels  = n_labels;
     size_t correct = 0;
     for (size_t i = 0; i < n; i++) {
         size_t col = pred[i] < 0 ? n_labels : (size_t)pred[i];
@@ -63,13 +61,13 @@ int flt_class_report_compute(const int *pred, const int *gold, size_t n, size_t 
         w_p += s.precision * (double)s.support, w_r += s.recall * (double)s.support;
         w_f += s.f1 * (double)s.support;
     }
-    double k          = (double)n_labels;
-    out->macro        = (flt_class_stats){m_p / k, m_r / k, m_f / k, n};
-    out->micro        = class_stats(tp_sum, fp_sum, fn_sum);
+    double k           = (double)n_labels;
+    out->macro         = (flt_class_stats){m_p / k, m_r / k, m_f / k, n};
+    out->micro         = class_stats(tp_sum, fp_sum, fn_sum);
     out->micro.support = n;
     /* every gold label is a class, so the weights sum to n; no support at all: zeros */
-    out->weighted = (flt_class_stats){ratio(w_p, (double)n), ratio(w_r, (double)n),
-                                      ratio(w_f, (double)n), n};
+    out->weighted =
+        (flt_class_stats){ratio(w_p, (double)n), ratio(w_r, (double)n), ratio(w_f, (double)n), n};
     out->accuracy = n ? (double)correct / (double)n : NAN;
     return 0;
 }

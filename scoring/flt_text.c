@@ -91,18 +91,20 @@ static int is_case_ignorable(int32_t c) {
     case UTF8PROC_CATEGORY_ME:
     case UTF8PROC_CATEGORY_CF:
     case UTF8PROC_CATEGORY_LM:
-    case UTF8PROC_CATEGORY_SK:
-        return 1;
-    default:
-        return 0;
+    case UTF8PROC_CATEGORY_SK: return 1;
+    default: return 0;
     }
 }
 
-/* Cased: Lu, Ll, Lt, or a character with a case mapping (which covers the Other_Uppercase
- * letters such as circled and Roman-numeral ones). */
+/* Cased: Lu, Ll, Lt, a character with a case mapping (circled letters, Roman numerals), and the
+ * Other_Lowercase / Other_Uppercase characters that have none and are not case-ignorable (which
+ * the context rule skips first). Checked against Python for every code point of Unicode 14. */
 static int is_cased(int32_t c) {
     if (c & RAW_BYTE)
         return 0;
+    if (c == 0xAA || c == 0xBA || (c >= 0x1F130 && c <= 0x1F149) ||
+        (c >= 0x1F150 && c <= 0x1F169) || (c >= 0x1F170 && c <= 0x1F189))
+        return 1;
     utf8proc_category_t k = utf8proc_category(c);
     return k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT ||
            utf8proc_tolower(c) != c || utf8proc_toupper(c) != c;

@@ -72,7 +72,7 @@ Test(filters, gsm8k_strict_and_flexible_extract_read_tricky_answers_as_lm_eval) 
     /* each expectation is also a case of the reference above (lm-eval's own output) */
     assay_error err;
     flt_regex  *strict = flt_regex_compile("#### (\\-?[0-9\\.\\,]+)", 0, "[invalid]", &err);
-    flt_regex  *flex = flt_regex_compile("(-?[$0-9.,]{2,})|(-?[0-9]+)", -1, "[invalid]", &err);
+    flt_regex  *flex   = flt_regex_compile("(-?[$0-9.,]{2,})|(-?[0-9]+)", -1, "[invalid]", &err);
     cr_assert(strict && flex);
     expect_regex(strict, "#### -3", "-3");
     expect_regex(strict, "#### 1,000", "1,000");
@@ -134,11 +134,17 @@ Test(filters, regex_groups_select_first_nonempty_and_strip_like_lm_eval) {
 
 Test(filters, python_only_syntax_reads_as_python_reads_it) {
     assay_error err;
-    flt_regex  *r = flt_regex_compile("\\s+", 0, "-", &err); /* Python's \s has U+001C..1F, U+0085 */
-    expect_regex(r, "a\x1f\xc2\x85" "b", ""); /* the match is all whitespace: stripped to "" */
+    flt_regex *r = flt_regex_compile("\\s+", 0, "-", &err); /* Python's \s has U+001C..1F, U+0085 */
+    expect_regex(r,
+                 "a\x1f\xc2\x85"
+                 "b",
+                 ""); /* the match is all whitespace: stripped to "" */
     flt_regex_free(r);
     r = flt_regex_compile("a\\s(b)", 0, "-", &err);
-    expect_regex(r, "a\x1c" "b", "b");
+    expect_regex(r,
+                 "a\x1c"
+                 "b",
+                 "b");
     flt_regex_free(r);
     r = flt_regex_compile("(\\w+)\\Z", 0, "-", &err); /* \Z is the very end, not before "\n" */
     expect_regex(r, "word\n", "-");
@@ -167,17 +173,24 @@ Test(filters, invalid_patterns_are_refused_with_the_pattern_and_reason) {
 Test(filters, regex_on_invalid_utf8_does_not_fail) {
     assay_error err;
     flt_regex  *r = flt_regex_compile("\\d+", -1, "-", &err);
-    expect_regex(r, "\xff" "12\xc3(34\x80", "34");
+    expect_regex(r,
+                 "\xff"
+                 "12\xc3(34\x80",
+                 "34");
+    flt_out o; /* an empty response may come as NULL */
+    cr_assert_eq(flt_regex_apply(r, NULL, 0, &o, &err), 0, "%s", err.msg);
+    cr_expect_str_eq(o.s, "-");
+    free(o.s);
     flt_regex_free(r);
 }
 
 /* ---- string filters ---------------------------------------------------------------------- */
 
 Test(filters, strip_lower_and_first_line_equal_python_on_every_reference_response) {
-    cJSON      *ref = test_read_json(REF);
-    cJSON      *resps = ref_get(ref, "responses"), *strip = ref_get(ref, "strip");
-    cJSON      *lower = ref_get(ref, "lower"), *first = ref_get(ref, "first_line");
-    int         nr    = cJSON_GetArraySize(resps);
+    cJSON *ref   = test_read_json(REF);
+    cJSON *resps = ref_get(ref, "responses"), *strip = ref_get(ref, "strip");
+    cJSON *lower = ref_get(ref, "lower"), *first = ref_get(ref, "first_line");
+    int    nr = cJSON_GetArraySize(resps);
     for (int i = 0; i < nr; i++) {
         const char *s = str_at(resps, i);
         flt_out     o;
@@ -223,6 +236,74 @@ Test(filters, lowercase_maps_every_code_point_as_python_does) {
     cJSON_Delete(ref);
 }
 
+Test(filters, capital_sigma_lowers_as_python_in_every_reference_context) {
+    cJSON *ref = test_read_json(REF);
+    cJSON *c;
+    int    n = 0;
+    cJSON_ArrayForEach(c, ref_get(ref, "sigma")) {
+        const char *in = str_at(c, 0);
+        flt_out     o;
+        cr_assert_eq(flt_lowercase(in, strlen(in), &o), 0);
+        expect_out(&o, str_at(c, 1), "sigma", n++);
+        free(o.s);
+    }
+    cr_expect_gt(n, 1900);
+    cJSON_Delete(ref);
+}
+
+/* A map of the code points in a list of [first, last] ranges (0x110000 bytes, caller frees). */
+static unsigned char *range_map(const cJSON *ranges) {
+    unsigned char *m = calloc(0x110000, 1);
+    const cJSON   *r;
+    cJSON_ArrayForEach(r, ranges) {
+        for (int c = cJSON_GetArrayItem(r, 0)->valueint; c <= cJSON_GetArrayItem(r, 1)->valueint;
+             c++)
+            m[c] = 1;
+    }
+    return m;
+}
+
+/* lowercase(pre + x + post) has ς at byte `at` (SIZE_MAX: at the end) */
+static int sigma_final(int32_t x, const char *pre, const char *post, size_t at) {
+    char   in[32];
+    size_t k = strlen(pre);
+    memcpy(in, pre, k);
+    k += (size_t)utf8proc_encode_char(x, (utf8proc_uint8_t *)in + k);
+    k += (size_t)snprintf(in + k, sizeof in - k, "%s", post);
+    flt_out o;
+    cr_assert_eq(flt_lowercase(in, k, &o), 0);
+    size_t pos = at == SIZE_MAX ? o.n - 2 : at;
+    int    fin = o.n >= pos + 2 && !memcmp(o.s + pos, "\xcf\x82", 2);
+    free(o.s);
+    return fin;
+}
+
+Test(filters, sigma_context_reads_cased_and_case_ignorable_as_python_at_every_code_point) {
+    /* x + Σ, A + x + Σ and A + Σ + x, against Python's answers for every assigned code point */
+    cJSON         *ref   = test_read_json(REF);
+    cJSON         *pr    = ref_get(ref, "sigma_props");
+    unsigned char *ign   = range_map(ref_get(pr, "ignorable"));
+    unsigned char *cased = range_map(ref_get(pr, "cased_not_ignorable"));
+    unsigned char *un    = range_map(ref_get(pr, "unassigned"));
+    int            wrong = 0;
+    for (int32_t c = 0; c < 0x110000; c++) {
+        if (un[c])
+            continue;
+        int want_ign = ign[c], want_cased = cased[c];
+        int got_ign =
+            sigma_final(c, "A", "\xce\xa3", SIZE_MAX) && sigma_final(c, "A\xce\xa3", "", 1);
+        int got_cased = sigma_final(c, "", "\xce\xa3", SIZE_MAX);
+        if ((got_ign != want_ign || got_cased != want_cased) && wrong++ < 10)
+            cr_expect_fail("U+%04X: ignorable %d (Python %d), cased %d (Python %d)", (unsigned)c,
+                           got_ign, want_ign, got_cased, want_cased);
+    }
+    cr_expect_eq(wrong, 0, "%d code points differ", wrong);
+    free(ign);
+    free(cased);
+    free(un);
+    cJSON_Delete(ref);
+}
+
 Test(filters, final_sigma_and_dotted_capital_i_lower_as_python) {
     static const char *cases[][2] = {
         {"\xce\xa3", "\xcf\x83"},                                   /* Σ → σ */
@@ -260,8 +341,8 @@ Test(filters, label_extraction_follows_the_contract_on_every_reference_response)
     int    nr    = cJSON_GetArraySize(resps);
     cJSON *c;
     cJSON_ArrayForEach(c, ref_get(ref, "labels")) {
-        cJSON      *ls = cJSON_GetObjectItem(c, "labels"), *outs = cJSON_GetObjectItem(c, "outputs");
-        int         nl = cJSON_GetArraySize(ls);
+        cJSON *ls = cJSON_GetObjectItem(c, "labels"), *outs = cJSON_GetObjectItem(c, "outputs");
+        int    nl = cJSON_GetArraySize(ls);
         const char *labels[16];
         size_t      lens[16];
         cr_assert_leq(nl, 16);
@@ -279,9 +360,9 @@ Test(filters, label_extraction_follows_the_contract_on_every_reference_response)
 }
 
 Test(filters, label_at_the_start_wins_and_ties_go_to_the_longest) {
-    const char  *labels[] = {"no", "not", "yes", ""};
-    size_t       lens[]   = {2, 3, 3, 0};
-    const char *s = "  Not sure, yes.";
+    const char *labels[] = {"no", "not", "yes", ""};
+    size_t      lens[]   = {2, 3, 3, 0};
+    const char *s        = "  Not sure, yes.";
     cr_expect_eq(flt_extract_label(s, strlen(s), labels, lens, 4), 1);
     s = "I say YES, no";
     cr_expect_eq(flt_extract_label(s, strlen(s), labels, lens, 4), 2);
@@ -297,7 +378,7 @@ Test(filters, json_check_equals_python_json_on_every_reference_response) {
     int    nr = cJSON_GetArraySize(resps), n_parse = 0, n_ok = 0;
     cJSON *c;
     cJSON_ArrayForEach(c, ref_get(ref, "json")) {
-        cJSON      *sj = cJSON_GetObjectItem(c, "schema"), *outs = cJSON_GetObjectItem(c, "outputs");
+        cJSON *sj = cJSON_GetObjectItem(c, "schema"), *outs = cJSON_GetObjectItem(c, "outputs");
         flt_schema *sc = NULL;
         assay_error err;
         if (cJSON_IsString(sj)) {
@@ -334,7 +415,7 @@ static flt_json_check json_check(const char *schema, const char *resp) {
 }
 
 Test(filters, json_check_says_why_a_response_fails) {
-    const char *sc = "{\"required\": {\"answer\": \"number\", \"why\": \"string\"}}";
+    const char    *sc = "{\"required\": {\"answer\": \"number\", \"why\": \"string\"}}";
     flt_json_check jc = json_check(sc, "```json\n{\"answer\": 1, \"why\": \"x\"}\n```");
     cr_expect(jc.parses && jc.has_required, "%s", jc.why);
     jc = json_check(sc, "{\"answer\": \"1\", \"why\": \"x\"}");
@@ -364,10 +445,14 @@ Test(filters, json_nested_too_deeply_is_not_json_and_does_not_crash) {
 }
 
 Test(filters, schemas_of_other_forms_are_refused_naming_the_source) {
-    static const char *bad[] = {
-        "[]", "{\"required\": {\"a\": \"float\"}}", "{\"required\": {\"a\": \"string\"}, \"x\": 1}",
-        "{\"type\": \"array\"}", "{\"type\": \"object\", \"additionalProperties\": false}",
-        "{\"type\": \"object\", \"required\": [1]}", "{\"properties\": {}}", "not json"};
+    static const char *bad[] = {"[]",
+                                "{\"required\": {\"a\": \"float\"}}",
+                                "{\"required\": {\"a\": \"string\"}, \"x\": 1}",
+                                "{\"type\": \"array\"}",
+                                "{\"type\": \"object\", \"additionalProperties\": false}",
+                                "{\"type\": \"object\", \"required\": [1]}",
+                                "{\"properties\": {}}",
+                                "not json"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assay_error err;
         flt_schema *s = flt_schema_parse(bad[i], strlen(bad[i]), "task.yaml:schema", &err);
@@ -404,9 +489,9 @@ Test(filters, classification_report_equals_sklearn_with_zero_division_0) {
     cJSON *ref = test_read_json(REF);
     cJSON *c;
     cJSON_ArrayForEach(c, ref_get(ref, "class_report")) {
-        int  k = cJSON_GetObjectItem(c, "k")->valueint, n, n2;
-        int *gold = int_array(cJSON_GetObjectItem(c, "gold"), &n);
-        int *pred = int_array(cJSON_GetObjectItem(c, "pred"), &n2);
+        int              k    = cJSON_GetObjectItem(c, "k")->valueint, n, n2;
+        int             *gold = int_array(cJSON_GetObjectItem(c, "gold"), &n);
+        int             *pred = int_array(cJSON_GetObjectItem(c, "pred"), &n2);
         flt_class_report r;
         cr_assert_eq(flt_class_report_compute(pred, gold, (size_t)n, (size_t)k, &r), 0);
         char what[64];

@@ -19,6 +19,7 @@ Where our contract defines something Python leaves open, this script states our 
 import json
 import random
 import sys
+import unicodedata
 
 import numpy as np
 from lm_eval.filters.extraction import RegexFilter
@@ -160,9 +161,13 @@ PATTERNS = [
     (r"\bno\b", 0, "-"),
     (r"[^\S\n]+", 1, "-"),
     (r"x{,2}y", 0, "-"),
+    (r"x{,}y", 0, "-"),
     (r"[]a]+", 0, "-"),
     (r"[[:alpha:]]+", 0, "-"),
     (r'"name":\s*"([^"]*)"', 0, "-"),
+    (r"(?P<d>\d)(?P=d)", -1, "-"),
+    (r"(?<=\$)\d+(?:,\d{3})*", 0, "-"),
+    (r"(?s)#### (.*)", 0, "-"),
 ]
 
 
@@ -349,6 +354,16 @@ def boot_mean(x, resamples, level, seed):
             "hi": float(q[1]), "stderr": float(np.std(np.array(stats), ddof=1))}
 
 
+def ranges(cps):
+    out = []
+    for c in cps:
+        if out and out[-1][1] == c - 1:
+            out[-1][1] = c
+        else:
+            out.append([c, c])
+    return out
+
+
 def main():
     out_path = sys.argv[1] if len(sys.argv) > 1 else "tests/fixtures/filters/reference.json"
     resps = responses()
@@ -361,6 +376,25 @@ def main():
     ref["first_line"] = [r.split("\n")[0] for r in resps]
     ref["lower_table"] = [[c, chr(c).lower()] for c in range(0x110000)
                           if not 0xD800 <= c < 0xE000 and chr(c).lower() != chr(c)]
+    # Σ's context rule reads "cased" and "case-ignorable" neighbours: every pair around it
+    ctx = ["", "A", "a", "\u03b1", "1", " ", "'", ".", ":", "\u00b7", "\u0301", "\u00ad", "\u02b0",
+           "\u00aa", "\u24b6", "\u2160", "\u01c5", "\u2019", "\u1d2c", "\u0345", "\u3005", "-"]
+    ref["sigma"] = [[p + q + "\u03a3" + u + v, (p + q + "\u03a3" + u + v).lower()]
+                    for p in ["", "A"] for q in ctx for u in ctx for v in ["", "a"]]
+    # the same rule probed at every code point: "x" + Σ lowers to ς iff x is cased and not
+    # case-ignorable; "A" + x + Σ and "A" + Σ + x both end in ς iff x is case-ignorable
+    ign, cased, unassigned = [], [], []
+    for c in range(0x110000):
+        ch = chr(c)
+        if 0xD800 <= c < 0xE000 or unicodedata.category(ch) == "Cn":
+            unassigned.append(c)
+            continue
+        if ("A" + ch + "\u03a3").lower()[-1] == "\u03c2" and ("A\u03a3" + ch).lower()[1] == "\u03c2":
+            ign.append(c)
+        if (ch + "\u03a3").lower()[-1] == "\u03c2":
+            cased.append(c)
+    ref["sigma_props"] = {"ignorable": ranges(ign), "cased_not_ignorable": ranges(cased),
+                          "unassigned": ranges(unassigned)}
     ref["labels"] = [{"labels": ls, "outputs": [extract_label(r, ls) for r in resps]}
                      for ls in LABEL_SETS]
     ref["json"] = [{"schema": s, "outputs": [json_check(f, r) for r in resps]} for s, f in SCHEMAS]
