@@ -38,6 +38,12 @@ static int all_hex(const char *p, size_t k) {
     return 1;
 }
 
+static int py_reject(size_t *bad, const char **why, size_t at, const char *reason) {
+    *bad = at;
+    *why = reason;
+    return -1;
+}
+
 /* Python's pattern → PCRE2's. 0, or -1 with *bad the offset of what Python would reject and
  * *why its reason. out holds 9 bytes per input byte (the longest rewrite, \s, is 17 for 2). */
 static int py_translate(const char *p, size_t n, char *out, size_t *out_n, size_t *bad,
@@ -47,10 +53,8 @@ static int py_translate(const char *p, size_t n, char *out, size_t *out_n, size_
     for (size_t i = 0; i < n; i++) {
         char c = p[i];
         if (c == '\\') {
-            if (i + 1 >= n) {
-                *bad = i, *why = "bad escape (end of pattern)";
-                return -1;
-            }
+            if (i + 1 >= n)
+                return py_reject(bad, why, i, "bad escape (end of pattern)");
             char e = p[++i];
             if ((e == 'u' || e == 'U') && (e == 'u' ? 4 : 8) <= n - i - 1 &&
                 all_hex(p + i + 1, e == 'u' ? 4 : 8)) {
@@ -59,15 +63,11 @@ static int py_translate(const char *p, size_t n, char *out, size_t *out_n, size_
                 i += k;
                 continue;
             }
-            if (e == 'x' && !(n - i - 1 >= 2 && all_hex(p + i + 1, 2))) {
-                *bad = i - 1, *why = "incomplete escape \\x";
-                return -1;
-            }
+            if (e == 'x' && !(n - i - 1 >= 2 && all_hex(p + i + 1, 2)))
+                return py_reject(bad, why, i - 1, "incomplete escape \\x");
             const char *ok = in_set ? "abfnrtvxdDsSwW" : "abBdDfnrsStvwWxAZ";
-            if (((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z')) && !strchr(ok, e)) {
-                *bad = i - 1, *why = "bad escape";
-                return -1;
-            }
+            if (((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z')) && !strchr(ok, e))
+                return py_reject(bad, why, i - 1, "bad escape");
             if (e == 's' || (e == 'S' && !in_set)) {
                 const char *r = in_set     ? "\\s" PY_SPACE_EXTRA
                                 : e == 's' ? "[\\s" PY_SPACE_EXTRA "]"
@@ -101,10 +101,8 @@ static int py_translate(const char *p, size_t n, char *out, size_t *out_n, size_
                 out[w++] = '\\', out[w++] = p[++i];
             continue;
         }
-        if (c == '(' && i + 1 < n && p[i + 1] == '*') {
-            *bad = i + 1, *why = "nothing to repeat";
-            return -1;
-        }
+        if (c == '(' && i + 1 < n && p[i + 1] == '*')
+            return py_reject(bad, why, i + 1, "nothing to repeat");
         out[w++] = c;
         if (c == '{' && i + 1 < n && p[i + 1] == ',') {
             size_t j = i + 2;
@@ -254,8 +252,10 @@ int flt_regex_apply(const flt_regex *r, const char *s, size_t n, flt_out *out, a
         n = 0;
     }
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(r->code, NULL);
-    if (!md)
-        return assay_fail(err, ASSAY_ENOMEM, "regex filter: out of memory"), -1;
+    if (!md) {
+        assay_fail(err, ASSAY_ENOMEM, "regex filter: out of memory");
+        return -1;
+    }
     size_t    a = 0, b = 0;
     int       te = 0, found;
     long long gs = r->group_select, count;
@@ -277,12 +277,15 @@ int flt_regex_apply(const flt_regex *r, const char *s, size_t n, flt_out *out, a
     const char *src = s;
     if (!found || te) {
         src = r->fallback;
-        a = 0, b = r->fallback_n;
+        a   = 0;
+        b   = r->fallback_n;
     }
-    size_t lo = a, hi = b;
+    size_t lo = 0, hi = b - a;
     if (found)
-        flt_strip_span(src + a, b - a, &lo, &hi), lo += a, hi += a;
-    if (flt_out_set(out, src + lo, hi - lo))
-        return assay_fail(err, ASSAY_ENOMEM, "regex filter: out of memory"), -1;
+        flt_strip_span(src + a, b - a, &lo, &hi);
+    if (flt_out_set(out, src + a + lo, hi - lo)) {
+        assay_fail(err, ASSAY_ENOMEM, "regex filter: out of memory");
+        return -1;
+    }
     return 0;
 }
