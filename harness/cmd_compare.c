@@ -58,7 +58,7 @@ typedef struct cmp_run {
  * must start with a digit: "samples_piqa_" must not pick up "samples_piqa_mi_<timestamp>". */
 static int find_newest(const char *dir, const char *prefix, const char *suffix, char *out,
                        size_t cap) {
-    DIR *d = opendir(dir);
+    DIR *d          = opendir(dir);
     char best[1024] = "";
     if (!d)
         return 0;
@@ -66,8 +66,7 @@ static int find_newest(const char *dir, const char *prefix, const char *suffix, 
     size_t         pl = strlen(prefix);
     while ((e = readdir(d)))
         if (!strncmp(e->d_name, prefix, pl) && e->d_name[pl] >= '0' && e->d_name[pl] <= '9' &&
-            str_ends_with(e->d_name, suffix) &&
-            strcmp(e->d_name, best) > 0)
+            str_ends_with(e->d_name, suffix) && strcmp(e->d_name, best) > 0)
             snprintf(best, sizeof best, "%s", e->d_name);
     closedir(d);
     if (!best[0])
@@ -87,8 +86,7 @@ static int run_load(cmp_run *r, const char *arg, assay_error *err) {
     } else {
         snprintf(r->path, sizeof r->path, "%s", arg);
         const char *slash = strrchr(arg, '/');
-        snprintf(r->dir, sizeof r->dir, "%.*s", slash ? (int)(slash - arg) : 1,
-                 slash ? arg : ".");
+        snprintf(r->dir, sizeof r->dir, "%.*s", slash ? (int)(slash - arg) : 1, slash ? arg : ".");
     }
     int rc = file_read_capped(r->path, COMPARE_JSON_MAX, &text, &len, err);
     if (rc)
@@ -125,8 +123,8 @@ static int cmp_doc(const void *a, const void *b) {
 /* Reads the metric's per-sample values from the run's samples file of task (filter: lines
  * whose "filter" differs are skipped). Returns ASSAY_OK with out->n == 0 when there is no
  * file. Values that are not a number or a [number, number] pair make out->numeric 0. */
-static int samples_load(const cmp_run *r, const char *task, const char *metric,
-                        const char *filter, cmp_samples *out, assay_error *err) {
+static int samples_load(const cmp_run *r, const char *task, const char *metric, const char *filter,
+                        cmp_samples *out, assay_error *err) {
     char         path[4200], prefix[600];
     jsonl_reader rd;
     cJSON       *obj;
@@ -202,8 +200,8 @@ static int samples_load(const cmp_run *r, const char *task, const char *metric,
 }
 
 typedef struct cmp_opts {
-    double   warn, crit, alpha;
-    int64_t  resamples, seed;
+    double  warn, crit, alpha;
+    int64_t resamples, seed;
 } cmp_opts;
 
 typedef struct cmp_tally {
@@ -245,8 +243,9 @@ static int paired_test(const cmp_run *b, const cmp_run *c, const char *task, con
     if (!sb.numeric || !sc.numeric || sb.has_w != sc.has_w ||
         ((agg == CMP_AGG_WEIGHTED_PPL || agg == CMP_AGG_BITS_PER_BYTE) && !sb.has_w)) {
         cJSON_AddStringToObject(row, "test", "none");
-        cJSON_AddStringToObject(row, "test_note", "per-sample values are not numbers this "
-                                                  "comparison can aggregate");
+        cJSON_AddStringToObject(row, "test_note",
+                                "per-sample values are not numbers this "
+                                "comparison can aggregate");
         goto done;
     }
     /* documents present in both, by doc_id (first occurrence of a repeated id) */
@@ -310,10 +309,10 @@ static int paired_test(const cmp_run *b, const cmp_run *c, const char *task, con
             goto done;
         }
         cJSON_AddStringToObject(row, "test", "paired_bootstrap");
-        cJSON_AddNumberToObject(row, "paired_delta", compare_delta_points(
-                                                         compare_aggregate(agg, xb, p.wb, NULL, n),
-                                                         compare_aggregate(agg, xc, p.wc, NULL, n),
-                                                         unit, hib));
+        cJSON_AddNumberToObject(row, "paired_delta",
+                                compare_delta_points(compare_aggregate(agg, xb, p.wb, NULL, n),
+                                                     compare_aggregate(agg, xc, p.wc, NULL, n),
+                                                     unit, hib));
         cJSON_AddNumberToObject(row, "ci_lo", ci.lo);
         cJSON_AddNumberToObject(row, "ci_hi", ci.hi);
         cJSON_AddNumberToObject(row, "ci_level", 1.0 - o->alpha);
@@ -329,16 +328,15 @@ done:
 
 static int hib_of(const cmp_run *r, const char *task, const char *name, const char *metric) {
     const cJSON *h = cJSON_GetObjectItemCaseSensitive(
-        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(r->root,
-                                                                          "higher_is_better"),
-                                         task),
+        cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(r->root, "higher_is_better"), task),
         name);
     return cJSON_IsBool(h) ? cJSON_IsTrue(h) : compare_default_higher_is_better(metric);
 }
 
 static int compare_runs(const cmp_run *b, const cmp_run *c, const cmp_opts *o, cJSON *rows,
                         cmp_tally *t, assay_error *err) {
-    const cJSON *rb = cJSON_GetObjectItemCaseSensitive(b->root, "results");
+    const cJSON *rb    = cJSON_GetObjectItemCaseSensitive(b->root, "results");
     const cJSON *rcand = cJSON_GetObjectItemCaseSensitive(c->root, "results");
     const cJSON *task, *v;
     cJSON_ArrayForEach(task, rb) {
@@ -361,12 +359,12 @@ static int compare_runs(const cmp_run *b, const cmp_run *c, const cmp_opts *o, c
                 cJSON_AddNumberToObject(row, "base", v->valuedouble);
                 continue;
             }
-            double   bv = v->valuedouble, cvv = cv->valuedouble;
-            int      hib  = hib_of(b, task->string, name, key);
-            cmp_unit unit = compare_metric_unit(key, bv, cvv);
-            double   d    = compare_delta_points(bv, cvv, unit, hib);
-            const cJSON *bse = cJSON_GetObjectItemCaseSensitive(task, sek),
-                        *cse = cJSON_GetObjectItemCaseSensitive(tc, sek);
+            double       bv = v->valuedouble, cvv = cv->valuedouble;
+            int          hib  = hib_of(b, task->string, name, key);
+            cmp_unit     unit = compare_metric_unit(key, bv, cvv);
+            double       d    = compare_delta_points(bv, cvv, unit, hib);
+            const cJSON *bse  = cJSON_GetObjectItemCaseSensitive(task, sek),
+                        *cse  = cJSON_GetObjectItemCaseSensitive(tc, sek);
             cJSON_AddNumberToObject(row, "base", bv);
             cJSON_AddNumberToObject(row, "cand", cvv);
             if (cJSON_IsNumber(bse))
@@ -374,9 +372,10 @@ static int compare_runs(const cmp_run *b, const cmp_run *c, const cmp_opts *o, c
             if (cJSON_IsNumber(cse))
                 cJSON_AddNumberToObject(row, "cand_stderr", cse->valuedouble);
             cJSON_AddBoolToObject(row, "higher_is_better", hib);
-            cJSON_AddStringToObject(row, "unit", unit == CMP_UNIT_FRACTION ? "percentage_points"
-                                                 : unit == CMP_UNIT_RELATIVE ? "percent_of_base"
-                                                                             : "points");
+            cJSON_AddStringToObject(row, "unit",
+                                    unit == CMP_UNIT_FRACTION   ? "percentage_points"
+                                    : unit == CMP_UNIT_RELATIVE ? "percent_of_base"
+                                                                : "points");
             cmp_level lv = isfinite(d) ? compare_level(d, o->warn, o->crit) : CMP_CRIT;
             if (isfinite(d))
                 cJSON_AddNumberToObject(row, "delta", d);
@@ -408,12 +407,12 @@ static void compare_print(const cJSON *rows) {
     printf("%-32s %-22s %10s %10s %9s %-5s  %s\n", "task", "metric", "base", "cand", "delta",
            "level", "paired test");
     cJSON_ArrayForEach(r, rows) {
-        const char *lv   = cJSON_GetObjectItem(r, "level")->valuestring;
-        const cJSON *tst = cJSON_GetObjectItem(r, "test");
-        char        test[160] = "";
+        const char  *lv        = cJSON_GetObjectItem(r, "level")->valuestring;
+        const cJSON *tst       = cJSON_GetObjectItem(r, "test");
+        char         test[160] = "";
         if (tst && !strcmp(tst->valuestring, "mcnemar"))
-            snprintf(test, sizeof test, "McNemar %d vs %d, p=%.4g%s",
-                     (int)jnum(r, "base_only"), (int)jnum(r, "cand_only"), jnum(r, "p_value"),
+            snprintf(test, sizeof test, "McNemar %d vs %d, p=%.4g%s", (int)jnum(r, "base_only"),
+                     (int)jnum(r, "cand_only"), jnum(r, "p_value"),
                      cJSON_IsTrue(cJSON_GetObjectItem(r, "significant_regression"))
                          ? " SIGNIFICANT REGRESSION"
                          : "");
@@ -429,13 +428,12 @@ static void compare_print(const cJSON *rows) {
         if (!strcmp(lv, "MISSING"))
             printf("%-32s %-22s %10.4g %10s %9s %-5s  not in the candidate\n",
                    cJSON_GetObjectItem(r, "task")->valuestring,
-                   cJSON_GetObjectItem(r, "metric")->valuestring, jnum(r, "base"), "-", "-",
-                   "-");
+                   cJSON_GetObjectItem(r, "metric")->valuestring, jnum(r, "base"), "-", "-", "-");
         else
             printf("%-32s %-22s %10.4g %10.4g %+9.3f %-5s  %s\n",
                    cJSON_GetObjectItem(r, "task")->valuestring,
-                   cJSON_GetObjectItem(r, "metric")->valuestring, jnum(r, "base"),
-                   jnum(r, "cand"), jnum(r, "delta"), lv, test);
+                   cJSON_GetObjectItem(r, "metric")->valuestring, jnum(r, "base"), jnum(r, "cand"),
+                   jnum(r, "delta"), lv, test);
     }
 }
 
@@ -450,14 +448,14 @@ static int parse_real(const char *opt, const char *s, double *out, assay_error *
 }
 
 int cmd_compare(int argc, char **argv) {
-    cli_common  cc  = {0};
-    assay_error err = {0};
-    const char *pos[2] = {NULL, NULL}, *warn_s = NULL, *crit_s = NULL, *alpha_s = NULL;
-    cmp_opts    o      = {-3, -5, 0.05, 1000, 1234};
-    cmp_run     b = {0}, c = {0};
-    cmp_tally   t    = {0};
-    cJSON      *rows = cJSON_CreateArray();
-    int         rc   = 0;
+    cli_common    cc     = {0};
+    assay_error   err    = {0};
+    const char   *pos[2] = {NULL, NULL}, *warn_s = NULL, *crit_s = NULL, *alpha_s = NULL;
+    cmp_opts      o = {-3, -5, 0.05, 1000, 1234};
+    cmp_run       b = {0}, c = {0};
+    cmp_tally     t      = {0};
+    cJSON        *rows   = cJSON_CreateArray();
+    int           rc     = 0;
     const cli_opt opts[] = {
         {"--warn", CLI_STR, &warn_s, 0, 0, NULL},
         {"--crit", CLI_STR, &crit_s, 0, 0, NULL},
@@ -478,8 +476,9 @@ int cmd_compare(int argc, char **argv) {
         parse_real("--alpha", alpha_s, &o.alpha, &err))
         goto fail;
     if (args.n != 2) {
-        assay_fail(&err, ASSAY_EINVAL, "compare: expected BASE and CAND results (see assay "
-                                       "compare --help)");
+        assay_fail(&err, ASSAY_EINVAL,
+                   "compare: expected BASE and CAND results (see assay "
+                   "compare --help)");
         goto fail;
     }
     if (o.crit > o.warn) {

@@ -105,9 +105,9 @@ static int set_add(ngram_set *s, uint64_t h, assay_error *err) {
 
 /* ---- words → n-gram fingerprints ---- */
 typedef struct ngram_win {
-    int      n;          /* n-gram length */
+    int      n; /* n-gram length */
     uint64_t ring[NGRAM_MAX];
-    int64_t  words;      /* words seen in this document */
+    int64_t  words; /* words seen in this document */
 } ngram_win;
 
 /* Fingerprint of the last n words: a polynomial over their FNV-1a hashes, oldest first. */
@@ -125,16 +125,16 @@ typedef int (*ngram_fn)(void *user, uint64_t h, assay_error *err);
 static int feed_text(ngram_win *w, const char *text, size_t len, ngram_fn fn, void *user,
                      const char *where, assay_error *err) {
     utf8proc_uint8_t *norm = NULL;
-    utf8proc_ssize_t  nl   = utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len,
-                                          &norm, UTF8PROC_STABLE | UTF8PROC_COMPAT | UTF8PROC_COMPOSE |
-                                                  UTF8PROC_CASEFOLD);
+    utf8proc_ssize_t  nl =
+        utf8proc_map((const utf8proc_uint8_t *)text, (utf8proc_ssize_t)len, &norm,
+                     UTF8PROC_STABLE | UTF8PROC_COMPAT | UTF8PROC_COMPOSE | UTF8PROC_CASEFOLD);
     if (nl < 0)
         return assay_fail(err, ASSAY_EFORMAT, "%s: %s", where, utf8proc_errmsg(nl));
     uint64_t wh = 0xcbf29ce484222325ULL; /* FNV-1a 64 of the current word's bytes */
     int      in = 0, rc = ASSAY_OK;
     for (utf8proc_ssize_t i = 0; i <= nl && !rc;) {
-        utf8proc_int32_t cp = -1;
-        utf8proc_ssize_t k  = i < nl ? utf8proc_iterate(norm + i, nl - i, &cp) : 1;
+        utf8proc_int32_t cp   = -1;
+        utf8proc_ssize_t k    = i < nl ? utf8proc_iterate(norm + i, nl - i, &cp) : 1;
         int              cat  = cp >= 0 ? (int)utf8proc_category(cp) : 0;
         int              word = cat >= UTF8PROC_CATEGORY_LU && cat <= UTF8PROC_CATEGORY_NO;
         if (word) {
@@ -155,9 +155,7 @@ static int feed_text(ngram_win *w, const char *text, size_t len, ngram_fn fn, vo
     return rc;
 }
 
-static int add_train(void *user, uint64_t h, assay_error *err) {
-    return set_add(user, h, err);
-}
+static int add_train(void *user, uint64_t h, assay_error *err) { return set_add(user, h, err); }
 
 typedef struct item_count {
     const ngram_set *train;
@@ -176,7 +174,7 @@ static int read_train(const char *path, const char *field, int n, ngram_set *set
                       assay_error *err) {
     ngram_win w = {.n = n};
     if (!str_ends_with(path, ".jsonl")) {
-        mapped_file m = {0};
+        mapped_file m  = {0};
         int         rc = file_map(&m, path, err);
         if (!rc && m.size)
             rc = feed_text(&w, (const char *)m.data, m.size, add_train, set, path, err);
@@ -237,17 +235,17 @@ static int feed_value(ngram_win *w, item_count *c, const cJSON *v, const char *w
 }
 
 int cmd_contamination(int argc, char **argv) {
-    cli_common    cc = {0};
-    assay_error   err = {0};
-    const char  **buf = calloc((size_t)argc * 3 + 3, sizeof *buf);
-    cli_list      trains = {buf, 0}, evals = {buf + argc + 1, 0}, fields = {buf + 2 * argc + 2, 0};
-    const char   *train_field = "text", *task_field = "task";
-    int64_t       n = 13, max_ngrams = (int64_t)1 << 26;
-    ngram_set     set   = {0};
-    task_stat    *tasks = NULL;
-    size_t        n_tasks = 0;
-    cJSON        *flagged = cJSON_CreateArray();
-    int           rc = ASSAY_OK;
+    cli_common   cc     = {0};
+    assay_error  err    = {0};
+    const char **buf    = calloc((size_t)argc * 3 + 3, sizeof *buf);
+    cli_list     trains = {buf, 0}, evals = {buf + argc + 1, 0}, fields = {buf + 2 * argc + 2, 0};
+    const char  *train_field = "text", *task_field = "task";
+    int64_t      n = 13, max_ngrams = (int64_t)1 << 26;
+    ngram_set    set     = {0};
+    task_stat   *tasks   = NULL;
+    size_t       n_tasks = 0;
+    cJSON       *flagged = cJSON_CreateArray();
+    int          rc      = ASSAY_OK;
     if (!buf || !flagged) {
         free(buf);
         cJSON_Delete(flagged);
@@ -293,19 +291,20 @@ int cmd_contamination(int argc, char **argv) {
         const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
         while ((got = jsonl_next(&rd, &obj, &err)) == 1) {
             char         where[1100], tname[512];
-            ngram_win    w = {.n = (int)n};
-            item_count   c = {&set, 0, 0};
+            ngram_win    w  = {.n = (int)n};
+            item_count   c  = {&set, 0, 0};
             const cJSON *tv = cJSON_GetObjectItemCaseSensitive(obj, task_field), *v;
             snprintf(where, sizeof where, "%s:%zu", path, rd.line);
             if (cJSON_IsString(tv))
                 snprintf(tname, sizeof tname, "%s", tv->valuestring);
             else
-                snprintf(tname, sizeof tname, "%.*s", (int)(strlen(base) - (str_ends_with(base, ".jsonl") ? 6 : 0)), base);
+                snprintf(tname, sizeof tname, "%.*s",
+                         (int)(strlen(base) - (str_ends_with(base, ".jsonl") ? 6 : 0)), base);
             if (fields.n)
                 for (int k = 0; k < fields.n && !rc; k++) {
                     if (!(v = cJSON_GetObjectItemCaseSensitive(obj, fields.v[k])))
-                        rc = assay_fail(&err, ASSAY_EFORMAT, "%s: no \"%s\" field (--field)",
-                                        where, fields.v[k]);
+                        rc = assay_fail(&err, ASSAY_EFORMAT, "%s: no \"%s\" field (--field)", where,
+                                        fields.v[k]);
                     else
                         rc = feed_value(&w, &c, v, where, &err);
                 }
@@ -329,7 +328,7 @@ int cmd_contamination(int argc, char **argv) {
                     assay_fail(&err, ASSAY_ENOMEM, "out of memory");
                     goto fail;
                 }
-                tasks = nt;
+                tasks                = nt;
                 tasks[n_tasks].items = tasks[n_tasks].contaminated = tasks[n_tasks].too_short = 0;
                 n_tasks++;
             }
@@ -386,8 +385,8 @@ int cmd_contamination(int argc, char **argv) {
         printf("%lld distinct train %lld-grams\n", (long long)set.n, (long long)n);
         printf("%-32s %8s %12s %9s %10s\n", "task", "items", "contaminated", "share", "too_short");
         for (size_t t = 0; t < n_tasks; t++)
-            printf("%-32s %8lld %12lld %8.2f%% %10lld\n", tasks[t].name,
-                   (long long)tasks[t].items, (long long)tasks[t].contaminated,
+            printf("%-32s %8lld %12lld %8.2f%% %10lld\n", tasks[t].name, (long long)tasks[t].items,
+                   (long long)tasks[t].contaminated,
                    100.0 * (double)tasks[t].contaminated / (double)tasks[t].items,
                    (long long)tasks[t].too_short);
         const cJSON *it;

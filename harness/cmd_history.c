@@ -58,8 +58,8 @@ static cJSON *history_json(const char *path, const history_rows *rows) {
         cJSON_AddStringToObject(p, "assay_version", r->version);
         cJSON_AddItemToObject(p, "value", num_or_null(r->value));
         cJSON_AddItemToObject(p, "stderr", num_or_null(r->stderr));
-        cJSON_AddItemToObject(p, "delta", first ? cJSON_CreateNull()
-                                                : num_or_null(r->value - rows->r[i - 1].value));
+        cJSON_AddItemToObject(
+            p, "delta", first ? cJSON_CreateNull() : num_or_null(r->value - rows->r[i - 1].value));
         cJSON_AddItemToObject(p, "wall_s", num_or_null(r->wall_s));
         cJSON_AddItemToObject(p, "tokens",
                               r->tokens >= 0 ? cJSON_CreateNumber((double)r->tokens)
@@ -77,10 +77,10 @@ static void history_print(const history_rows *rows) {
         int                first = i == 0 || strcmp(r->task, rows->r[i - 1].task) ||
                     strcmp(r->metric, rows->r[i - 1].metric);
         if (first)
-            printf("%s%s / %s\n  %5s  %-20s  %-7s  %-12s  %-8s  %12s  %10s  %10s\n",
-                   i ? "\n" : "", r->task, r->metric, "run", "time (UTC)", "command", "model",
-                   "device", "value", "stderr", "delta");
-        size_t ml = strlen(r->model);
+            printf("%s%s / %s\n  %5s  %-20s  %-7s  %-12s  %-8s  %12s  %10s  %10s\n", i ? "\n" : "",
+                   r->task, r->metric, "run", "time (UTC)", "command", "model", "device", "value",
+                   "stderr", "delta");
+        size_t ml     = strlen(r->model);
         char   se[32] = "N/A", dl[32] = "";
         if (isfinite(r->stderr))
             snprintf(se, sizeof se, "%.6g", r->stderr);
@@ -93,10 +93,10 @@ static void history_print(const history_rows *rows) {
 }
 
 int cmd_history(int argc, char **argv) {
-    cli_common    cc = {0};
+    cli_common    cc   = {0};
     assay_error   err  = {0};
     const char   *path = NULL, *task = NULL, *model = NULL;
-    history_rows  rows = {0};
+    history_rows  rows   = {0};
     const cli_opt opts[] = {
         {"--history", CLI_STR, &path, 0, 0, NULL},
         {"--task", CLI_STR, &task, 0, 0, NULL},

@@ -95,7 +95,9 @@ int cmd_split(int argc, char **argv) {
     }
     if (!input || !by || !ratios_s) {
         fprintf(stderr, "assay: split: missing %s (see assay split --help)\n",
-                !input ? "FILE.jsonl" : !by ? "--by FIELD" : "--ratios");
+                !input ? "FILE.jsonl"
+                : !by  ? "--by FIELD"
+                       : "--ratios");
         return 2;
     }
     if (strlen(ratios_s) >= sizeof rbuf || (names_s && strlen(names_s) >= sizeof nbuf)) {
@@ -122,9 +124,9 @@ int cmd_split(int argc, char **argv) {
     }
     for (int i = 0; i < n; i++)
         cum[i] /= sum;
-    cum[n - 1] = 1.0; /* u < 1 always lands somewhere despite rounding */
+    cum[n - 1]                     = 1.0; /* u < 1 always lands somewhere despite rounding */
     static const char *const two[] = {"train", "test"}, *const three[] = {"train", "val", "test"};
-    char                     gen[SPLIT_MAX][16];
+    char gen[SPLIT_MAX][16];
     for (int i = 0; i < n; i++) {
         snprintf(gen[i], sizeof gen[i], "split%d", i);
         nparts[i] = n == 2 ? (char *)two[i] : n == 3 ? (char *)three[i] : gen[i];

@@ -77,7 +77,7 @@ static int history_open(const char *path, int write, sqlite3 **out, assay_error 
     sqlite3_db_config(db, SQLITE_DBCONFIG_DEFENSIVE, 1, NULL);
     sqlite3_busy_timeout(db, 10000);
 
-    sqlite3_stmt *st = NULL;
+    sqlite3_stmt *st  = NULL;
     int           app = 0, tables = 0;
     if ((src = sqlite3_prepare_v2(db, "PRAGMA application_id", -1, &st, NULL)) != SQLITE_OK ||
         (src = sqlite3_step(st)) != SQLITE_ROW)
@@ -210,14 +210,15 @@ static double json_num(const cJSON *o, const char *key) {
 
 int history_record_run(const char *path, const char *command, const cJSON *results,
                        assay_error *err) {
-    const cJSON *res = cJSON_GetObjectItemCaseSensitive(results, "results");
-    const cJSON *as  = cJSON_GetObjectItemCaseSensitive(results, "assay");
-    const cJSON *hs  = cJSON_GetObjectItemCaseSensitive(as, "hashes");
+    const cJSON *res  = cJSON_GetObjectItemCaseSensitive(results, "results");
+    const cJSON *as   = cJSON_GetObjectItemCaseSensitive(results, "assay");
+    const cJSON *hs   = cJSON_GetObjectItemCaseSensitive(as, "hashes");
     const cJSON *cost = cJSON_GetObjectItemCaseSensitive(as, "cost");
     const cJSON *task, *v;
     size_t       n = 0, k = 0;
     if (!cJSON_IsObject(res))
-        return assay_fail(err, ASSAY_EINVAL, "%s: the run to record has no \"results\" object", path);
+        return assay_fail(err, ASSAY_EINVAL, "%s: the run to record has no \"results\" object",
+                          path);
     cJSON_ArrayForEach(task, res) cJSON_ArrayForEach(v, task) n++;
     history_metric *ms   = calloc(n ? n : 1, sizeof *ms);
     char          **name = calloc(n ? n : 1, sizeof *name);
@@ -260,20 +261,20 @@ int history_record_run(const char *path, const char *command, const cJSON *resul
     const cJSON *dh = cJSON_GetObjectItemCaseSensitive(hs, "data_sha256");
     if (dh)
         data_s = cJSON_PrintUnformatted(dh);
-    double tokens = json_num(cost, "tokens_computed");
-    history_run run = {
-        .command          = command,
-        .model            = json_str(conf, "model_args"),
-        .model_sha256     = json_str(hs, "model_sha256_config_and_safetensors_headers"),
-        .tokenizer_sha256 = json_str(hs, "tokenizer_sha256"),
-        .data_sha256      = data_s,
-        .config           = cfg_s,
-        .device           = json_str(as, "device"),
-        .wall_s           = json_num(cJSON_GetObjectItemCaseSensitive(cost, "wall_s"), "total"),
-        .tokens           = isfinite(tokens) ? (int64_t)tokens : -1,
-        .cost             = json_num(cost, "cost_per_run"),
-        .metrics          = ms,
-        .n_metrics        = k,
+    double      tokens = json_num(cost, "tokens_computed");
+    history_run run    = {
+           .command          = command,
+           .model            = json_str(conf, "model_args"),
+           .model_sha256     = json_str(hs, "model_sha256_config_and_safetensors_headers"),
+           .tokenizer_sha256 = json_str(hs, "tokenizer_sha256"),
+           .data_sha256      = data_s,
+           .config           = cfg_s,
+           .device           = json_str(as, "device"),
+           .wall_s           = json_num(cJSON_GetObjectItemCaseSensitive(cost, "wall_s"), "total"),
+           .tokens           = isfinite(tokens) ? (int64_t)tokens : -1,
+           .cost             = json_num(cost, "cost_per_run"),
+           .metrics          = ms,
+           .n_metrics        = k,
     };
     rc = history_append(path, &run, NULL, err);
     free(cfg_s);
@@ -312,8 +313,8 @@ void history_rows_free(history_rows *rows) {
 
 int history_query(const char *path, const char *task, const char *model, history_rows *out,
                   assay_error *err) {
-    sqlite3      *db = NULL;
-    sqlite3_stmt *st = NULL;
+    sqlite3      *db  = NULL;
+    sqlite3_stmt *st  = NULL;
     size_t        cap = 0;
     int           rc  = history_open(path, 0, &db, err), src;
     memset(out, 0, sizeof *out);
@@ -344,8 +345,8 @@ int history_query(const char *path, const char *task, const char *model, history
         }
         history_row *r = &out->r[out->n];
         memset(r, 0, sizeof *r);
-        r->run_id                = sqlite3_column_int64(st, 0);
-        const unsigned char *tm  = sqlite3_column_text(st, 1);
+        r->run_id               = sqlite3_column_int64(st, 0);
+        const unsigned char *tm = sqlite3_column_text(st, 1);
         snprintf(r->time_utc, sizeof r->time_utc, "%s", tm ? (const char *)tm : "");
         r->command      = col_dup(st, 2);
         r->model        = col_dup(st, 3);
@@ -357,12 +358,11 @@ int history_query(const char *path, const char *task, const char *model, history
         r->value        = col_real(st, 9);
         r->stderr       = col_real(st, 10);
         r->wall_s       = col_real(st, 11);
-        r->tokens       = sqlite3_column_type(st, 12) == SQLITE_NULL ? -1
-                                                                     : sqlite3_column_int64(st, 12);
-        r->cost         = col_real(st, 13);
+        r->tokens = sqlite3_column_type(st, 12) == SQLITE_NULL ? -1 : sqlite3_column_int64(st, 12);
+        r->cost   = col_real(st, 13);
         out->n++;
-        if (!r->command || !r->model || !r->model_sha256 || !r->device || !r->version ||
-            !r->task || !r->metric) {
+        if (!r->command || !r->model || !r->model_sha256 || !r->device || !r->version || !r->task ||
+            !r->metric) {
             rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory reading the history", path);
             goto fail;
         }

@@ -27,16 +27,16 @@ typedef struct history_metric {
 } history_metric;
 
 typedef struct history_run {
-    const char *command;          /* "eval", "ppl", "judge", "bench" */
-    const char *model;            /* as given on the command line */
-    const char *model_sha256;     /* hashes_model; NULL: unknown */
-    const char *tokenizer_sha256; /* hashes_tokenizer; NULL: unknown */
-    const char *data_sha256;      /* JSON object text {"path": "hex", ...}; NULL: none */
-    const char *config;           /* JSON object text of the options that shape results */
-    const char *device;           /* "cpu", "cuda:0" */
-    double      wall_s;
-    int64_t     tokens; /* tokens computed; < 0: unknown */
-    double      cost;   /* in the user's price unit; NAN: unknown */
+    const char           *command;          /* "eval", "ppl", "judge", "bench" */
+    const char           *model;            /* as given on the command line */
+    const char           *model_sha256;     /* hashes_model; NULL: unknown */
+    const char           *tokenizer_sha256; /* hashes_tokenizer; NULL: unknown */
+    const char           *data_sha256;      /* JSON object text {"path": "hex", ...}; NULL: none */
+    const char           *config;           /* JSON object text of the options that shape results */
+    const char           *device;           /* "cpu", "cuda:0" */
+    double                wall_s;
+    int64_t               tokens; /* tokens computed; < 0: unknown */
+    double                cost;   /* in the user's price unit; NAN: unknown */
     const history_metric *metrics;
     size_t                n_metrics;
 } history_run;

@@ -49,8 +49,8 @@ const char *compare_level_name(cmp_level l) {
 
 void compare_mcnemar(int64_t b, int64_t c, cmp_mcnemar *out) {
     int64_t n = b + c, k = b < c ? b : c;
-    out->b    = b;
-    out->c    = c;
+    out->b = b;
+    out->c = c;
     if (n == 0) {
         out->p_exact = 1;
         out->chi2 = out->p_chi2 = NAN;
@@ -61,8 +61,8 @@ void compare_mcnemar(int64_t b, int64_t c, cmp_mcnemar *out) {
     double lg_n = lgamma((double)n + 1);
     for (int pass = 0; pass < 2; pass++)
         for (int64_t i = 0; i <= k; i++) {
-            double l = lg_n - lgamma((double)i + 1) - lgamma((double)(n - i) + 1) -
-                       (double)n * M_LN2;
+            double l =
+                lg_n - lgamma((double)i + 1) - lgamma((double)(n - i) + 1) - (double)n * M_LN2;
             if (pass == 0)
                 lmax = l > lmax ? l : lmax;
             else

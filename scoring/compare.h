@@ -52,7 +52,12 @@ void compare_mcnemar(int64_t b, int64_t c, cmp_mcnemar *out);
  *   CMP_AGG_WEIGHTED_PPL  exp(-sum x / sum w), x a log-likelihood and w its words or bytes
  *                         (word_perplexity, byte_perplexity)
  *   CMP_AGG_BITS_PER_BYTE -sum x / sum w / ln 2 */
-typedef enum cmp_agg { CMP_AGG_MEAN, CMP_AGG_PPL, CMP_AGG_WEIGHTED_PPL, CMP_AGG_BITS_PER_BYTE } cmp_agg;
+typedef enum cmp_agg {
+    CMP_AGG_MEAN,
+    CMP_AGG_PPL,
+    CMP_AGG_WEIGHTED_PPL,
+    CMP_AGG_BITS_PER_BYTE
+} cmp_agg;
 
 /* The aggregate over x[idx[i]] (w may be NULL except for the weighted kinds); idx NULL: all. */
 double compare_aggregate(cmp_agg agg, const double *x, const double *w, const size_t *idx,

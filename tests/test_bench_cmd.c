@@ -36,8 +36,9 @@ Test(bench_cmd, an_injected_20_percent_slowdown_fires_the_gate_and_a_rerun_does_
     cr_assert_eq(rc, 0);
     cJSON *it = cJSON_GetObjectItem(b, "items");
     cr_assert_eq(cJSON_GetArraySize(it), 5);
-    cr_assert(cJSON_GetObjectItem(cJSON_GetObjectItem(it, "decode_b16"), "tokens_per_s")
-                  ->valuedouble > 0);
+    cr_assert(
+        cJSON_GetObjectItem(cJSON_GetObjectItem(it, "decode_b16"), "tokens_per_s")->valuedouble >
+        0);
     cJSON_Delete(b);
     snprintf(args, sizeof args, "--repeat 7 --baseline %s/base.json", dir);
     cJSON *same = bench_json(&rc, NULL, args);
@@ -60,8 +61,8 @@ Test(bench_cmd, a_baseline_that_is_not_one_or_ran_other_work_is_exit_2) {
     char dir[256], *out = NULL;
     test_tmpdir(dir, sizeof dir);
     test_write_file(dir, "junk.json", "{\"hello\": 1}");
-    cr_assert_eq(test_run(&out, "bench " MODEL " --repeat 3 --baseline %s/junk.json", dir), 2,
-                 "%s", out);
+    cr_assert_eq(test_run(&out, "bench " MODEL " --repeat 3 --baseline %s/junk.json", dir), 2, "%s",
+                 out);
     cr_assert(strstr(out, "not an assay bench baseline"), "%s", out);
     free(out);
     test_write_file(dir, "other.json",

@@ -71,7 +71,7 @@ static void write_assay_run(const char *dir, const char *sub, const char *outcom
     if (!samples)
         return;
     size_t cap = n * 64 + 1, len = 0;
-    char  *s   = malloc(cap);
+    char  *s = malloc(cap);
     for (size_t i = 0; i < n; i++)
         len += (size_t)snprintf(s + len, cap - len, "{\"doc_id\": %zu, \"acc\": %c}\n", i,
                                 outcomes[i]);
@@ -105,9 +105,7 @@ static int run_compare(const char *dir, const char *extra, cJSON **json) {
     return rc;
 }
 
-static cJSON *row0(cJSON *j) {
-    return cJSON_GetArrayItem(cJSON_GetObjectItem(j, "rows"), 0);
-}
+static cJSON *row0(cJSON *j) { return cJSON_GetArrayItem(cJSON_GetObjectItem(j, "rows"), 0); }
 
 Test(compare, the_gate_exits_1_on_crit_or_a_significant_regression_only) {
     char dir[256];
@@ -136,16 +134,16 @@ Test(compare, the_gate_exits_1_on_crit_or_a_significant_regression_only) {
         free(ob), free(oc);
         if (!cases[k].samples) {
             char cmd[600];
-            snprintf(cmd, sizeof cmd, "rm -f %s/base/samples_t.jsonl %s/cand/samples_t.jsonl",
-                     dir, dir);
+            snprintf(cmd, sizeof cmd, "rm -f %s/base/samples_t.jsonl %s/cand/samples_t.jsonl", dir,
+                     dir);
             cr_assert_eq(system(cmd), 0);
         }
         cJSON *j;
         int    rc = run_compare(dir, "", &j);
         cJSON *r  = row0(j);
         cr_assert_eq(rc, cases[k].exit_code, "case %zu", k);
-        cr_assert_str_eq(cJSON_GetObjectItem(r, "level")->valuestring, cases[k].level,
-                         "case %zu", k);
+        cr_assert_str_eq(cJSON_GetObjectItem(r, "level")->valuestring, cases[k].level, "case %zu",
+                         k);
         cr_assert_eq(cJSON_IsTrue(cJSON_GetObjectItem(r, "significant_regression")),
                      cases[k].significant, "case %zu", k);
         double delta = 100.0 * (cases[k].c - cases[k].b) / cases[k].n;
@@ -188,7 +186,7 @@ Test(compare, reads_lm_eval_results_and_samples) {
     const char *res = "{\"results\": {\"piqa\": {\"alias\": \"piqa\", \"acc,none\": %s, "
                       "\"acc_stderr,none\": 0.05}}, \"higher_is_better\": {\"piqa\": {\"acc\": "
                       "true}}, \"lm_eval_version\": \"0.4.13\"}\n";
-    char *t;
+    char       *t;
     cr_assert(asprintf(&t, res, "0.5") > 0);
     test_write_file(dir, "base/results_2025-01-01T00-00-00.000001.json", t);
     free(t);
@@ -198,11 +196,11 @@ Test(compare, reads_lm_eval_results_and_samples) {
     char b[8192] = "", c[8192] = "", decoy[8192] = "";
     for (int i = 0; i < 20; i++) {
         size_t lb = strlen(b), lc = strlen(c), ld = strlen(decoy);
-        snprintf(b + lb, sizeof b - lb, "{\"doc_id\": %d, \"filter\": \"none\", \"acc\": %d}\n",
-                 i, i < 10);
+        snprintf(b + lb, sizeof b - lb, "{\"doc_id\": %d, \"filter\": \"none\", \"acc\": %d}\n", i,
+                 i < 10);
         /* the candidate loses docs 0..3 and wins doc 10..11: 4 vs 2 */
-        snprintf(c + lc, sizeof c - lc, "{\"doc_id\": %d, \"filter\": \"none\", \"acc\": %d}\n",
-                 i, (i >= 4 && i < 10) || i == 10 || i == 11);
+        snprintf(c + lc, sizeof c - lc, "{\"doc_id\": %d, \"filter\": \"none\", \"acc\": %d}\n", i,
+                 (i >= 4 && i < 10) || i == 10 || i == 11);
         snprintf(decoy + ld, sizeof decoy - ld, "{\"doc_id\": %d, \"acc\": 0}\n", i);
     }
     test_write_file(dir, "base/samples_piqa_2025-01-01T00-00-00.000001.jsonl", b);
@@ -235,10 +233,10 @@ Test(compare, lower_is_better_corpus_metric_gets_a_paired_bootstrap) {
         double w = 50 + (i * 37) % 40, lb = -w * (2.0 + 0.3 * ((i * 13) % 7) / 7.0);
         double lc = lb - w * log(1.1); /* every document 10% worse in word perplexity */
         size_t nb = strlen(sb), nc = strlen(sc);
-        snprintf(sb + nb, sizeof sb - nb, "{\"doc_id\": %d, \"word_perplexity\": [%.17g, %g]}\n",
-                 i, lb, w);
-        snprintf(sc + nc, sizeof sc - nc, "{\"doc_id\": %d, \"word_perplexity\": [%.17g, %g]}\n",
-                 i, lc, w);
+        snprintf(sb + nb, sizeof sb - nb, "{\"doc_id\": %d, \"word_perplexity\": [%.17g, %g]}\n", i,
+                 lb, w);
+        snprintf(sc + nc, sizeof sc - nc, "{\"doc_id\": %d, \"word_perplexity\": [%.17g, %g]}\n", i,
+                 lc, w);
         llb += lb, llc += lc, words += w;
     }
     char *t;
@@ -299,9 +297,11 @@ Test(compare, bad_input_is_exit_2) {
         cr_assert(strstr(out, want[i]), "%s", out);
         free(out);
     }
-    test_write_file(dir, "e/results.json", "{\"results\": {\"t\": {\"acc,none\": 0.5}}, \"assay\": {}}");
+    test_write_file(dir, "e/results.json",
+                    "{\"results\": {\"t\": {\"acc,none\": 0.5}}, \"assay\": {}}");
     test_write_file(dir, "e/samples_t.jsonl", "{\"doc_id\": 0, \"acc\": 1}\n{\"acc\": 1}\n");
-    test_write_file(dir, "f/results.json", "{\"results\": {\"t\": {\"acc,none\": 0.5}}, \"assay\": {}}");
+    test_write_file(dir, "f/results.json",
+                    "{\"results\": {\"t\": {\"acc,none\": 0.5}}, \"assay\": {}}");
     test_write_file(dir, "f/samples_t.jsonl", "{\"doc_id\": 0, \"acc\": 1}\n");
     cr_assert_eq(test_run(&out, "compare %s/e %s/f", dir, dir), 2, "%s", out);
     cr_assert(strstr(out, "samples_t.jsonl:2: expected a number \"doc_id\""), "%s", out);

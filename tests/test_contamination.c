@@ -6,8 +6,9 @@
 
 static void check_case(const char *train, int n, const char *key) {
     char *out = NULL;
-    cr_assert_eq(test_run(&out, "contamination --train " FIX "%s --eval " FIX "eval.jsonl --n %d "
-                                "--json",
+    cr_assert_eq(test_run(&out,
+                          "contamination --train " FIX "%s --eval " FIX "eval.jsonl --n %d "
+                          "--json",
                           train, n),
                  0, "%s", out);
     cJSON *got = cJSON_Parse(out);
@@ -37,7 +38,7 @@ static void check_case(const char *train, int n, const char *key) {
     cr_assert_eq(cJSON_GetArraySize(items), want);
     cJSON_ArrayForEach(e, cJSON_GetObjectItem(got, "tasks")) {
         const char *t = cJSON_GetObjectItem(e, "task")->valuestring;
-        cJSON *x = cJSON_GetObjectItem(cJSON_GetObjectItem(exp, "tasks"), t);
+        cJSON      *x = cJSON_GetObjectItem(cJSON_GetObjectItem(exp, "tasks"), t);
         cr_assert(x, "unexpected task %s", t);
         static const char *const f[] = {"items", "contaminated", "too_short"};
         for (int k = 0; k < 3; k++)
@@ -81,8 +82,9 @@ Test(contamination, bad_input_is_exit_2_naming_the_place) {
     cr_assert(strstr(out, "bad.txt"), "%s", out);
     free(out);
     test_write_file(dir, "ev.jsonl", "{\"q\": \"a b c\"}\n{\"x\": 1}\n");
-    cr_assert_eq(test_run(&out, "contamination --train " FIX "train.txt --eval %s/ev.jsonl "
-                                "--field q",
+    cr_assert_eq(test_run(&out,
+                          "contamination --train " FIX "train.txt --eval %s/ev.jsonl "
+                          "--field q",
                           dir),
                  2, "%s", out);
     cr_assert(strstr(out, "ev.jsonl:2: no \"q\" field"), "%s", out);

@@ -143,9 +143,8 @@ Test(history, concurrent_writers_neither_lose_nor_split_runs) {
         if ((pids[p] = fork()) == 0) {
             for (int i = 0; i < 25; i++) {
                 history_metric m[3] = {{"t", "a", i, NAN}, {"t", "b", i, 0.1}, {"t", "c", p, 0}};
-                history_run    r    = {"test", "m", NULL, NULL, NULL, "{}", "cpu", 1, 10, NAN,
-                                       m,      3};
-                assay_error    err  = {0};
+                history_run    r   = {"test", "m", NULL, NULL, NULL, "{}", "cpu", 1, 10, NAN, m, 3};
+                assay_error    err = {0};
                 if (history_append(path, &r, NULL, &err)) {
                     fprintf(stderr, "%s\n", err.msg);
                     _exit(1);
@@ -178,8 +177,8 @@ Test(history, a_file_that_is_not_a_history_is_exit_2) {
     cr_assert(strstr(out, "junk.db: not a readable SQLite database"), "%s", out);
     free(out);
     test_write_file(dir, "doc.txt", "Some text to score.\n");
-    cr_assert_eq(test_run(&out, "ppl " MODEL " %s/doc.txt --history %s/junk.db", dir, dir), 2,
-                 "%s", out);
+    cr_assert_eq(test_run(&out, "ppl " MODEL " %s/doc.txt --history %s/junk.db", dir, dir), 2, "%s",
+                 out);
     cr_assert(strstr(out, "junk.db"), "%s", out);
     free(out);
     /* an SQLite database of something else */

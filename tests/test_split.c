@@ -33,8 +33,9 @@ static void check_reference(const char *ratios, const char *seed, const char *ke
                             const char *const *names, int n) {
     char dir[256], *out = NULL;
     test_tmpdir(dir, sizeof dir);
-    cr_assert_eq(test_run(&out, "split tests/fixtures/split/items.jsonl --by id --ratios %s "
-                                "--seed %s --out-dir %s",
+    cr_assert_eq(test_run(&out,
+                          "split tests/fixtures/split/items.jsonl --by id --ratios %s "
+                          "--seed %s --out-dir %s",
                           ratios, seed, dir),
                  0, "%s", out);
     free(out);
@@ -44,8 +45,8 @@ static void check_reference(const char *ratios, const char *seed, const char *ke
     char   line[4096];
     int    i = 0;
     while (fgets(line, sizeof line, in)) {
-        cJSON *o  = cJSON_Parse(line);
-        char  *id = cJSON_PrintUnformatted(cJSON_GetObjectItem(o, "id"));
+        cJSON *o    = cJSON_Parse(line);
+        char  *id   = cJSON_PrintUnformatted(cJSON_GetObjectItem(o, "id"));
         int    want = cJSON_GetArrayItem(arr, i)->valueint;
         cr_assert_eq(split_of(dir, "items", names, n, id), want, "record %d (id %s)", i + 1, id);
         free(id);
@@ -81,17 +82,17 @@ Test(split, a_record_keeps_its_split_when_other_records_are_added) {
     cr_assert_eq(test_run(&out, "split %s --by id --ratios 0.6,0.2,0.2 --out-dir %s", small, dir),
                  0, "%s", out);
     free(out);
-    cr_assert_eq(test_run(&out, "split %s --by id --ratios 0.6,0.2,0.2 --out-dir %s --json", big,
-                          dir),
-                 0, "%s", out);
+    cr_assert_eq(
+        test_run(&out, "split %s --by id --ratios 0.6,0.2,0.2 --out-dir %s --json", big, dir), 0,
+        "%s", out);
     cJSON *j = cJSON_Parse(out);
     cr_assert(j, "%s", out);
     /* 500 records at 0.6/0.2/0.2: each count within 5 binomial standard deviations */
     const double p[3] = {0.6, 0.2, 0.2};
     for (int k = 0; k < 3; k++) {
-        double got = cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "splits"), k),
-                                         "records")
-                         ->valuedouble;
+        double got =
+            cJSON_GetObjectItem(cJSON_GetArrayItem(cJSON_GetObjectItem(j, "splits"), k), "records")
+                ->valuedouble;
         cr_assert(fabs(got - 500 * p[k]) < 5 * sqrt(500 * p[k] * (1 - p[k])), "split %d: %g", k,
                   got);
     }
@@ -119,8 +120,7 @@ Test(split, a_bad_line_names_file_and_line_and_leaves_no_output) {
     snprintf(path, sizeof path, "%s/in.train.jsonl", dir);
     cr_assert(access(path, F_OK) != 0, "a partial output was left");
     test_write_file(dir, "in2.jsonl", "{\"id\": 1}\n{\"other\": 2}\n");
-    cr_assert_eq(test_run(&out, "split %s/in2.jsonl --by id --ratios 0.5,0.5", dir), 2, "%s",
-                 out);
+    cr_assert_eq(test_run(&out, "split %s/in2.jsonl --by id --ratios 0.5,0.5", dir), 2, "%s", out);
     cr_assert(strstr(out, "in2.jsonl:2: no \"id\" field"), "%s", out);
     free(out);
     snprintf(path, sizeof path, "%s/in2.test.jsonl", dir);
@@ -128,11 +128,12 @@ Test(split, a_bad_line_names_file_and_line_and_leaves_no_output) {
 }
 
 Test(split, rejects_bad_ratios_and_names) {
-    char *out = NULL;
+    char       *out   = NULL;
     const char *bad[] = {"0.5", "0.5,-0.5", "a,b", "0.5,0"};
     for (int i = 0; i < 4; i++) {
-        cr_assert_eq(test_run(&out, "split tests/fixtures/split/items.jsonl --by id --ratios %s "
-                                    "--out-dir /tmp",
+        cr_assert_eq(test_run(&out,
+                              "split tests/fixtures/split/items.jsonl --by id --ratios %s "
+                              "--out-dir /tmp",
                               bad[i]),
                      2, "%s: %s", bad[i], out);
         cr_assert(strstr(out, "--ratios"), "%s", out);
