@@ -45,6 +45,7 @@ static const char contamination_help[] =
     "exit codes: 0 success (contamination found or not), 2 bad usage or input\n";
 
 #define NGRAM_MAX 64
+#define TRAIN_PIECE ((size_t)1 << 20) /* bytes of a text file normalized at a time */
 
 /* ---- the set of train fingerprints: open addressing, 0 marks an empty slot ---- */
 typedef struct ngram_set {
@@ -176,8 +177,24 @@ static int read_train(const char *path, const char *field, int n, ngram_set *set
     if (!str_ends_with(path, ".jsonl")) {
         mapped_file m  = {0};
         int         rc = file_map(&m, path, err);
-        if (!rc && m.size)
-            rc = feed_text(&w, (const char *)m.data, m.size, add_train, set, path, err);
+        /* in pieces that end at a newline or space: normalization allocates several times its
+         * input, and no word spans a separator, so the n-gram window simply carries on */
+        const char *p = (const char *)m.data, *end = p + m.size;
+        while (!rc && p < end) {
+            size_t k = (size_t)(end - p) > TRAIN_PIECE ? TRAIN_PIECE : (size_t)(end - p);
+            if (k < (size_t)(end - p)) { /* a newline, else a space, else a UTF-8 boundary */
+                const char *cut = memrchr(p, '\n', k);
+                if (!cut)
+                    cut = memrchr(p, ' ', k);
+                if (cut)
+                    k = (size_t)(cut - p) + 1;
+                else
+                    while (k > 1 && ((unsigned char)p[k] & 0xC0) == 0x80)
+                        k--;
+            }
+            rc = feed_text(&w, p, k, add_train, set, path, err);
+            p += k;
+        }
         file_unmap(&m);
         return rc;
     }
