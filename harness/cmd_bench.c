@@ -99,7 +99,10 @@ typedef struct bench_work {
 static const int bench_calls[BENCH_ITEMS] = {4, 8, 24, 12, 4};
 
 static int bench_work_make(bench_work *w, const model_config *cfg, assay_error *err) {
-    int maxp       = cfg->max_pos > 8 ? cfg->max_pos : 8;
+    int maxp = cfg->max_pos;
+    if (maxp < 32)
+        return assay_fail(err, ASSAY_EUNSUPPORTED,
+                          "the model has %d positions; the bench workload needs at least 32", maxp);
     w->score_len   = maxp < 128 ? maxp : 128;
     w->prefill_len = maxp < 256 ? maxp : 256;
     w->prompt_len  = 16;

@@ -44,6 +44,8 @@ static const char compare_help[] =
     "  significant when the whole (1 - alpha) interval is below 0\n"
     "  samples that are not numbers (e.g. [reference, prediction] pairs) get no test\n"
     "\n"
+    "A metric of BASE that CAND lacks is listed as MISSING; it does not fail the gate.\n"
+    "\n"
     "exit codes: 0 no CRIT and no significant regression, 1 a CRIT or a significant\n"
     "regression, 2 bad input or usage (also: no metric in common)\n";
 
