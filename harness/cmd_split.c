@@ -126,7 +126,7 @@ int cmd_split(int argc, char **argv) {
         cum[i] /= sum;
     cum[n - 1]                     = 1.0; /* u < 1 always lands somewhere despite rounding */
     static const char *const two[] = {"train", "test"}, *const three[] = {"train", "val", "test"};
-    char gen[SPLIT_MAX][16];
+    char gen[SPLIT_MAX][24];
     for (int i = 0; i < n; i++) {
         snprintf(gen[i], sizeof gen[i], "split%d", i);
         nparts[i] = n == 2 ? (char *)two[i] : n == 3 ? (char *)three[i] : gen[i];

@@ -229,8 +229,8 @@ int history_record_run(const char *path, const char *command, const cJSON *resul
     int rc = ASSAY_OK;
     cJSON_ArrayForEach(task, res) {
         cJSON_ArrayForEach(v, task) {
-            const char *key = v->string, *comma = strchr(key, ',');
-            size_t      base = comma ? (size_t)(comma - key) : strlen(key);
+            const char *key = v->string, *comma = key ? strchr(key, ',') : NULL;
+            size_t      base = comma ? (size_t)(comma - key) : 0;
             if (!cJSON_IsNumber(v) || !comma || strstr(key, "_stderr,"))
                 continue;
             /* "acc,none" is stored as "acc"; another filter keeps its name */

@@ -97,7 +97,8 @@ Test(history, eval_results_go_in_through_history_record_run) {
     const char *js =
         "{\"results\": {\"arc_easy\": {\"alias\": \"arc_easy\", \"acc,none\": 0.28, "
         "\"acc_stderr,none\": 0.045, \"acc_norm,none\": 0.26, \"acc_norm_stderr,none\": 0.044}, "
-        "\"wikitext\": {\"word_perplexity,none\": 123.5, \"word_perplexity_stderr,none\": "
+        "\"weird\": [1, 2], \"wikitext\": {\"word_perplexity,none\": 123.5, "
+        "\"word_perplexity_stderr,none\": "
         "\"N/A\"}, \"gsm\": {\"exact_match,strict-match\": 0.1, "
         "\"exact_match_stderr,strict-match\": 0.02}}, "
         "\"config\": {\"model\": \"assay\", \"model_args\": \"/m/tiny\"}, "
