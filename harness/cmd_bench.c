@@ -288,6 +288,8 @@ int cmd_bench(int argc, char **argv) {
         hist = getenv("ASSAY_HISTORY");
     if (base_path && (rc = baseline_read(base_path, &base, &err)))
         goto fail;
+    if (hist && *hist && (rc = history_check(hist, &err)))
+        goto fail;
     if (cc.threads <= 0)
         cc.threads = 1;
     if ((rc = cli_load_model(pos[0], &cc, &m, &err)))

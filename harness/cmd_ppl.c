@@ -310,6 +310,8 @@ int cmd_ppl(int argc, char **argv) {
                    (long long)ctx);
         goto fail;
     }
+    if (hist && *hist && (rc = history_check(hist, &err)))
+        goto fail;
     for (int f = 0; f < n_files; f++)
         if ((rc = read_documents(files[1 + f], &docs, &err)))
             goto fail;

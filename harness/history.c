@@ -117,6 +117,13 @@ sql_fail:
     return rc;
 }
 
+int history_check(const char *path, assay_error *err) {
+    sqlite3 *db = NULL;
+    int      rc = history_open(path, 1, &db, err);
+    sqlite3_close(db);
+    return rc;
+}
+
 static void bind_text(sqlite3_stmt *st, int i, const char *s) {
     if (s)
         sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);

@@ -46,6 +46,10 @@ typedef struct history_run {
  * assay history, is ASSAY_EFORMAT naming the path. */
 int history_append(const char *path, const history_run *run, int64_t *run_id, assay_error *err);
 
+/* Opens (creating when absent) and checks `path` the way history_append will, so a command can
+ * refuse a bad history file before it spends its run. */
+int history_check(const char *path, assay_error *err);
+
 /* Appends the record of an assay results.json tree (eval, judge): per task every "M,filter"
  * number of "results" with its "M_stderr,filter" (a non-number stderr such as "N/A" is none),
  * the hashes, config, version and device of the "assay" block, tokens_computed and cost_per_run
