@@ -307,3 +307,40 @@ Test(compare, bad_input_is_exit_2) {
     cr_assert(strstr(out, "samples_t.jsonl:2: expected a number \"doc_id\""), "%s", out);
     free(out);
 }
+
+/* truthfulqa_mc2's acc is a probability per document: not 0/1, so the bootstrap; a candidate
+ * that moves documents both ways by the same amount has a CI around 0 and passes. */
+Test(compare, a_mean_metric_that_moves_both_ways_is_not_significant) {
+    char   dir[256], sb[8192] = "", sc[8192] = "";
+    double mb = 0, mc = 0;
+    test_tmpdir(dir, sizeof dir);
+    for (int i = 0; i < 40; i++) {
+        double b = 0.3 + 0.01 * (i % 7), c = b + (i % 2 ? 0.05 : -0.05);
+        size_t nb = strlen(sb), nc = strlen(sc);
+        snprintf(sb + nb, sizeof sb - nb, "{\"doc_id\": %d, \"acc\": %.17g}\n", i, b);
+        snprintf(sc + nc, sizeof sc - nc, "{\"doc_id\": %d, \"acc\": %.17g}\n", i, c);
+        mb += b / 40, mc += c / 40;
+    }
+    char *t;
+    cr_assert(asprintf(&t, "{\"results\": {\"mc2\": {\"acc,none\": %.17g}}, \"assay\": {}}", mb) >
+              0);
+    test_write_file(dir, "base/results.json", t);
+    free(t);
+    cr_assert(asprintf(&t, "{\"results\": {\"mc2\": {\"acc,none\": %.17g}}, \"assay\": {}}", mc) >
+              0);
+    test_write_file(dir, "cand/results.json", t);
+    free(t);
+    test_write_file(dir, "base/samples_mc2.jsonl", sb);
+    test_write_file(dir, "cand/samples_mc2.jsonl", sc);
+    cJSON *j;
+    cr_assert_eq(run_compare(dir, "", &j), 0);
+    cJSON *r = row0(j);
+    cr_assert_str_eq(cJSON_GetObjectItem(r, "test")->valuestring, "paired_bootstrap");
+    cr_assert(cJSON_GetObjectItem(r, "ci_lo")->valuedouble < 0 &&
+                  cJSON_GetObjectItem(r, "ci_hi")->valuedouble > 0,
+              "[%g, %g]", cJSON_GetObjectItem(r, "ci_lo")->valuedouble,
+              cJSON_GetObjectItem(r, "ci_hi")->valuedouble);
+    cr_assert(cJSON_IsFalse(cJSON_GetObjectItem(r, "significant_regression")));
+    cr_assert_eq(cJSON_GetObjectItem(r, "resamples")->valueint, 1000);
+    cJSON_Delete(j);
+}
