@@ -20,7 +20,8 @@ struct chat_template {
     char  *bos, *eos; /* chat_template_load_dir's vars */
 };
 
-chat_template *chat_template_parse(const char *text, size_t len, const char *where, assay_error *err) {
+chat_template *chat_template_parse(const char *text, size_t len, const char *where,
+                                   assay_error *err) {
     chat_template *t = calloc(1, sizeof *t);
     if (!t || !(t->where = strdup(where ? where : "chat template"))) {
         free(t);
@@ -50,15 +51,15 @@ static jval token_value(const char *text) {
     return (jval){.kind = JV_STR, .u.s = {text, strlen(text)}};
 }
 
-int chat_template_render(const chat_template *t, const chat_message *messages, size_t n, const chat_vars *vars,
-                         char **out, size_t *out_len, assay_error *err) {
+int chat_template_render(const chat_template *t, const chat_message *messages, size_t n,
+                         const chat_vars *vars, char **out, size_t *out_len, assay_error *err) {
     *out     = NULL;
     *out_len = 0;
     if (!t)
         return assay_fail(err, ASSAY_EINVAL, "chat_template_render: no template");
     /* messages as transformers hands them over: a list of {"role": ..., "content": ...} */
-    jarena a    = {0};
-    jlist *list = jarena_alloc(&a, sizeof *list);
+    jarena a     = {0};
+    jlist *list  = jarena_alloc(&a, sizeof *list);
     jval  *items = n ? jarena_alloc(&a, n * sizeof *items) : NULL;
     if (!list || (n && !items)) {
         jarena_free(&a);
@@ -76,7 +77,8 @@ int chat_template_render(const chat_template *t, const chat_message *messages, s
         kv[0]            = (jval){.kind = JV_STR, .u.s = {"role", 4}};
         kv[1]            = (jval){.kind = JV_STR, .u.s = {"content", 7}};
         kv[2]            = (jval){.kind = JV_STR, .u.s = {role, strlen(role)}};
-        kv[3] = (jval){.kind = JV_STR, .u.s = {text, messages[i].content ? messages[i].content_len : 0}};
+        kv[3]            = (jval){.kind = JV_STR,
+                                  .u.s  = {text, messages[i].content ? messages[i].content_len : 0}};
         d->keys = kv, d->vals = kv + 2, d->n = d->cap = 2;
         items[i] = (jval){.kind = JV_DICT, .u.d = d};
     }
@@ -106,7 +108,8 @@ static char *json_token(const cJSON *v) {
     return cJSON_IsString(v) ? strdup(v->valuestring) : strdup("");
 }
 
-int chat_template_load_dir(const char *model_dir, chat_template **tpl, chat_vars *vars, assay_error *err) {
+int chat_template_load_dir(const char *model_dir, chat_template **tpl, chat_vars *vars,
+                           assay_error *err) {
     char   path[4096], where[4200];
     char  *buf = NULL, *text = NULL;
     size_t len = 0, text_len = 0;
@@ -138,13 +141,15 @@ int chat_template_load_dir(const char *model_dir, chat_template **tpl, chat_vars
                     found = cJSON_GetObjectItemCaseSensitive(e, "template");
             }
             if (!found) {
-                rc = assay_fail(err, ASSAY_EFORMAT, "%s: chat_template is a list without a \"default\" entry", path);
+                rc = assay_fail(err, ASSAY_EFORMAT,
+                                "%s: chat_template is a list without a \"default\" entry", path);
                 goto done;
             }
             ct = found;
         }
         if (ct && !cJSON_IsNull(ct) && !cJSON_IsString(ct)) {
-            rc = assay_fail(err, ASSAY_EFORMAT, "%s: chat_template must be a string or a list of {name, template}",
+            rc = assay_fail(err, ASSAY_EFORMAT,
+                            "%s: chat_template must be a string or a list of {name, template}",
                             path);
             goto done;
         }

@@ -19,7 +19,8 @@ typedef struct chat_message {
 } chat_message;
 
 typedef struct chat_vars {
-    const char *bos_token; /* tokenizer_config.json's, "" when absent */
+    const char
+        *bos_token; /* tokenizer_config.json's, "" when absent; NULL: undefined in the template */
     const char *eos_token;
     int         add_generation_prompt;
 } chat_vars;
@@ -32,8 +33,13 @@ chat_template *chat_template_parse(const char *text, size_t len, const char *whe
 void           chat_template_free(chat_template *t); /* NULL-safe */
 
 /* Renders messages[0..n) into *out (malloc'd, NUL-terminated; *out_len excludes the NUL).
+ * The template sees `messages` (a list of {"role", "content"} dicts), `bos_token`, `eos_token`,
+ * `add_generation_prompt`, and `tools` / `documents` as None, as transformers passes them.
  * Rendering is bounded: loops and output size are capped (64 MiB, 10^7 loop iterations) so a
- * hostile template fails cleanly. 0 on success, else a status with err set. */
+ * hostile template fails cleanly; so are the values it builds (256 MiB), range() (10^5 items, the
+ * sandbox's own cap), nesting (200 levels, checked at parse time) and macro recursion (64).
+ * 0 on success, else a status with err set (*out NULL). Safe to call from several threads on
+ * one template. */
 int chat_template_render(const chat_template *t, const chat_message *messages, size_t n,
                          const chat_vars *vars, char **out, size_t *out_len, assay_error *err);
 

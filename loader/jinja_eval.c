@@ -47,7 +47,8 @@ typedef struct render {
 
 /* ---- errors ---- */
 
-static int rfail(render *R, const jnode *at, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int rfail(render *R, const jnode *at, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static int rfail(render *R, const jnode *at, int code, const char *fmt, ...) {
     if (R->err->code) /* the first error wins */
         return R->err->code;
@@ -62,7 +63,8 @@ static int rfail(render *R, const jnode *at, int code, const char *fmt, ...) {
 }
 
 static int oom(render *R, const jnode *at) {
-    return rfail(R, at, ASSAY_ENOMEM, "rendering needs more than %zu MiB of values", JINJA_MAX_MEMORY >> 20);
+    return rfail(R, at, ASSAY_ENOMEM, "rendering needs more than %zu MiB of values",
+                 JINJA_MAX_MEMORY >> 20);
 }
 
 static int undef_fail(render *R, const jnode *at, jval v) {
@@ -119,7 +121,7 @@ static jval v_undef(render *R, const char *fmt, ...) {
         n = 0;
     if ((size_t)n >= sizeof msg)
         n = sizeof msg - 1;
-    jval v = {.kind = JV_UNDEF};
+    jval  v = {.kind = JV_UNDEF};
     char *q = jarena_alloc(&R->arena, (size_t)n + 1);
     if (q)
         memcpy(q, msg, (size_t)n), v.u.s = (jstr){q, (size_t)n};
@@ -148,7 +150,9 @@ static int list_push(render *R, jlist *l, jval v) {
     l->items[l->n++] = v;
     return 0;
 }
-static jval v_list(jlist *l, int tuple) { return (jval){.kind = JV_LIST, .tuple = (uint8_t)tuple, .u.l = l}; }
+static jval v_list(jlist *l, int tuple) {
+    return (jval){.kind = JV_LIST, .tuple = (uint8_t)tuple, .u.l = l};
+}
 
 static jdict *dict_new(render *R) { return jarena_alloc(&R->arena, sizeof(jdict)); }
 
@@ -162,7 +166,8 @@ static jval *dict_find(const jdict *d, jval key) {
 }
 static jval *dict_find_str(const jdict *d, const char *p, size_t n) {
     for (size_t i = 0; i < d->n; i++)
-        if (d->keys[i].kind == JV_STR && d->keys[i].u.s.n == n && memcmp(d->keys[i].u.s.p, p, n) == 0)
+        if (d->keys[i].kind == JV_STR && d->keys[i].u.s.n == n &&
+            memcmp(d->keys[i].u.s.p, p, n) == 0)
             return &d->vals[i];
     return NULL;
 }
@@ -204,7 +209,7 @@ static const char *type_name(jval v) {
     }
 }
 
-static int is_num(jval v) { return v.kind == JV_BOOL || v.kind == JV_INT || v.kind == JV_FLOAT; }
+static int    is_num(jval v) { return v.kind == JV_BOOL || v.kind == JV_INT || v.kind == JV_FLOAT; }
 static double num_f(jval v) {
     return v.kind == JV_FLOAT ? v.u.f : v.kind == JV_INT ? (double)v.u.i : (double)v.u.b;
 }
@@ -228,7 +233,11 @@ static int truthy(jval v) {
 
 static size_t cp_len(const char *p, size_t n) {
     unsigned char c = (unsigned char)p[0];
-    size_t        l = c < 0x80 ? 1 : (c & 0xe0) == 0xc0 ? 2 : (c & 0xf0) == 0xe0 ? 3 : (c & 0xf8) == 0xf0 ? 4 : 1;
+    size_t        l = c < 0x80             ? 1
+                      : (c & 0xe0) == 0xc0 ? 2
+                      : (c & 0xf0) == 0xe0 ? 3
+                      : (c & 0xf8) == 0xf0 ? 4
+                                           : 1;
     return l > n ? n : l;
 }
 static size_t cp_count(jstr s) {
@@ -288,7 +297,7 @@ static void py_float_repr(double f, char *buf, size_t cap) {
     /* tmp: [-]d[.ddd]e[+-]xx */
     char  digits[32];
     int   nd = 0, neg = tmp[0] == '-';
-    char *q  = tmp + neg;
+    char *q = tmp + neg;
     for (; *q && *q != 'e'; q++)
         if (*q != '.')
             digits[nd++] = *q;
@@ -332,9 +341,24 @@ static void py_float_repr(double f, char *buf, size_t cap) {
 
 static int write_str(render *R, sbuf *b, jval v, int repr);
 
+/* Python's str.isprintable() for one code point: repr() escapes the others. */
+static int py_printable(int32_t cp) {
+    switch (utf8proc_category(cp)) {
+    case UTF8PROC_CATEGORY_CC:
+    case UTF8PROC_CATEGORY_CF:
+    case UTF8PROC_CATEGORY_CS:
+    case UTF8PROC_CATEGORY_CO:
+    case UTF8PROC_CATEGORY_CN:
+    case UTF8PROC_CATEGORY_ZL:
+    case UTF8PROC_CATEGORY_ZP:
+    case UTF8PROC_CATEGORY_ZS: return 0;
+    default: return 1;
+    }
+}
+
 static int write_repr_str(render *R, sbuf *b, jstr s) {
     int  has_sq = memchr(s.p, '\'', s.n) != NULL, has_dq = memchr(s.p, '"', s.n) != NULL;
-    char q      = has_sq && !has_dq ? '"' : '\'';
+    char q = has_sq && !has_dq ? '"' : '\'';
     if (sb_put(R, b, &q, 1))
         return -1;
     for (size_t i = 0; i < s.n;) {
@@ -351,10 +375,12 @@ static int write_repr_str(render *R, sbuf *b, jstr s) {
             snprintf(e, sizeof e, "\\t");
         else if (cp < 0)
             snprintf(e, sizeof e, "\\udc%02x", (unsigned)(-1 - cp)); /* surrogateescape */
-        else if (cp < 0x20 || (cp >= 0x7f && cp <= 0xa0) || cp == 0xad)
-            snprintf(e, sizeof e, "\\x%02x", (unsigned)cp);
-        else if (cp == 0x2028 || cp == 0x2029)
-            snprintf(e, sizeof e, "\\u%04x", (unsigned)cp);
+        else if (cp != ' ' && !py_printable(cp))
+            snprintf(e, sizeof e,
+                     cp < 0x100     ? "\\x%02x"
+                     : cp < 0x10000 ? "\\u%04x"
+                                    : "\\U%08x",
+                     (unsigned)cp);
         else {
             if (sb_put(R, b, s.p + i, len))
                 return -1;
@@ -380,7 +406,8 @@ static int write_str(render *R, sbuf *b, jval v, int repr) {
     case JV_STR: return repr ? write_repr_str(R, b, v.u.s) : sb_put(R, b, v.u.s.p, v.u.s.n);
     case JV_LIST:
         if (++R->depth > JINJA_MAX_DEPTH)
-            return rfail(R, NULL, ASSAY_EINVAL, "value nested deeper than %d levels", JINJA_MAX_DEPTH);
+            return rfail(R, NULL, ASSAY_EINVAL, "value nested deeper than %d levels",
+                         JINJA_MAX_DEPTH);
         if (sb_puts(R, b, v.tuple ? "(" : "["))
             return -1;
         for (size_t i = 0; i < v.u.l->n; i++)
@@ -391,12 +418,13 @@ static int write_str(render *R, sbuf *b, jval v, int repr) {
     case JV_DICT:
     case JV_NS:
         if (++R->depth > JINJA_MAX_DEPTH)
-            return rfail(R, NULL, ASSAY_EINVAL, "value nested deeper than %d levels", JINJA_MAX_DEPTH);
+            return rfail(R, NULL, ASSAY_EINVAL, "value nested deeper than %d levels",
+                         JINJA_MAX_DEPTH);
         if (sb_puts(R, b, v.kind == JV_NS ? "<Namespace {" : "{"))
             return -1;
         for (size_t i = 0; i < v.u.d->n; i++)
-            if ((i && sb_puts(R, b, ", ")) || write_str(R, b, v.u.d->keys[i], 1) || sb_puts(R, b, ": ") ||
-                write_str(R, b, v.u.d->vals[i], 1))
+            if ((i && sb_puts(R, b, ", ")) || write_str(R, b, v.u.d->keys[i], 1) ||
+                sb_puts(R, b, ": ") || write_str(R, b, v.u.d->vals[i], 1))
                 return -1;
         R->depth--;
         return sb_puts(R, b, v.kind == JV_NS ? "}>" : "}");
@@ -511,7 +539,8 @@ static int json_write(render *R, const jnode *at, sbuf *b, jval v, const json_op
     case JV_LIST:
     case JV_DICT: {
         if (level >= JINJA_MAX_DEPTH)
-            return rfail(R, at, ASSAY_EINVAL, "tojson: value nested deeper than %d levels", JINJA_MAX_DEPTH);
+            return rfail(R, at, ASSAY_EINVAL, "tojson: value nested deeper than %d levels",
+                         JINJA_MAX_DEPTH);
         int    is_list = v.kind == JV_LIST;
         size_t n       = is_list ? v.u.l->n : v.u.d->n;
         if (n == 0)
@@ -522,9 +551,10 @@ static int json_write(render *R, const jnode *at, sbuf *b, jval v, const json_op
                 return oom(R, at);
             for (size_t i = 0; i < n; i++) {
                 jval k = v.u.d->keys[i];
-                if (k.kind != JV_STR && k.kind != JV_INT && k.kind != JV_BOOL && k.kind != JV_NONE &&
-                    k.kind != JV_FLOAT)
-                    return rfail(R, at, ASSAY_EINVAL, "tojson: keys must be str, int, float, bool or None, not %s",
+                if (k.kind != JV_STR && k.kind != JV_INT && k.kind != JV_BOOL &&
+                    k.kind != JV_NONE && k.kind != JV_FLOAT)
+                    return rfail(R, at, ASSAY_EINVAL,
+                                 "tojson: keys must be str, int, float, bool or None, not %s",
                                  type_name(k));
                 if (o->sort && k.kind != JV_STR)
                     return rfail(R, at, ASSAY_EINVAL, "tojson: sort_keys needs string keys");
@@ -551,10 +581,12 @@ static int json_write(render *R, const jnode *at, sbuf *b, jval v, const json_op
                 if (json_string(R, b, k.u.s, o->ascii))
                     return -1;
             } else {
-                if (sb_puts(R, b, "\"") || json_write(R, at, b, k, o, level + 1) || sb_puts(R, b, "\""))
+                if (sb_puts(R, b, "\"") || json_write(R, at, b, k, o, level + 1) ||
+                    sb_puts(R, b, "\""))
                     return -1;
             }
-            if (sb_put(R, b, o->key_sep.p, o->key_sep.n) || json_write(R, at, b, *val, o, level + 1))
+            if (sb_put(R, b, o->key_sep.p, o->key_sep.n) ||
+                json_write(R, at, b, *val, o, level + 1))
                 return -1;
         }
         if (o->indent && json_newline(R, b, o, level))
@@ -564,7 +596,8 @@ static int json_write(render *R, const jnode *at, sbuf *b, jval v, const json_op
     default:
         if (v.kind == JV_UNDEF)
             return undef_fail(R, at, v);
-        return rfail(R, at, ASSAY_EINVAL, "tojson: Object of type %s is not JSON serializable", type_name(v));
+        return rfail(R, at, ASSAY_EINVAL, "tojson: Object of type %s is not JSON serializable",
+                     type_name(v));
     }
 }
 
@@ -581,7 +614,8 @@ static int py_eq(jval a, jval b) {
     switch (a.kind) {
     case JV_UNDEF:
     case JV_NONE: return 1;
-    case JV_STR: return a.u.s.n == b.u.s.n && (a.u.s.n == 0 || memcmp(a.u.s.p, b.u.s.p, a.u.s.n) == 0);
+    case JV_STR:
+        return a.u.s.n == b.u.s.n && (a.u.s.n == 0 || memcmp(a.u.s.p, b.u.s.p, a.u.s.n) == 0);
     case JV_LIST:
         if (a.tuple != b.tuple || a.u.l->n != b.u.l->n)
             return 0;
@@ -638,8 +672,8 @@ static int py_cmp(render *R, const jnode *at, const char *op, jval a, jval b, in
         return undef_fail(R, at, a), -1;
     if (b.kind == JV_UNDEF)
         return undef_fail(R, at, b), -1;
-    rfail(R, at, ASSAY_EINVAL, "'%s' not supported between instances of '%s' and '%s'", op, type_name(a),
-          type_name(b));
+    rfail(R, at, ASSAY_EINVAL, "'%s' not supported between instances of '%s' and '%s'", op,
+          type_name(a), type_name(b));
     return -1;
 }
 
@@ -648,11 +682,12 @@ static int py_contains(render *R, const jnode *at, jval hay, jval needle) {
     switch (hay.kind) {
     case JV_STR:
         if (needle.kind != JV_STR)
-            return needle.kind == JV_UNDEF ? (undef_fail(R, at, needle), -1)
-                                           : (rfail(R, at, ASSAY_EINVAL,
-                                                    "'in <string>' requires string as left operand, not %s",
-                                                    type_name(needle)),
-                                              -1);
+            return needle.kind == JV_UNDEF
+                       ? (undef_fail(R, at, needle), -1)
+                       : (rfail(R, at, ASSAY_EINVAL,
+                                "'in <string>' requires string as left operand, not %s",
+                                type_name(needle)),
+                          -1);
         if (needle.u.s.n == 0)
             return 1;
         return memmem(hay.u.s.p, hay.u.s.n, needle.u.s.p, needle.u.s.n) != NULL;
@@ -674,12 +709,8 @@ static int py_contains(render *R, const jnode *at, jval hay, jval needle) {
 /* The items `for` would see: list items, string characters, dict keys; Undefined is empty. */
 static int iter_items(render *R, const jnode *at, jval v, jval **items, size_t *n) {
     switch (v.kind) {
-    case JV_LIST:
-        *items = v.u.l->items, *n = v.u.l->n;
-        return 0;
-    case JV_DICT:
-        *items = v.u.d->keys, *n = v.u.d->n;
-        return 0;
+    case JV_LIST: *items = v.u.l->items, *n = v.u.l->n; return 0;
+    case JV_DICT: *items = v.u.d->keys, *n = v.u.d->n; return 0;
     case JV_UNDEF: *items = NULL, *n = 0; return 0;
     case JV_STR: {
         size_t  count;
@@ -692,9 +723,7 @@ static int iter_items(render *R, const jnode *at, jval v, jval **items, size_t *
         *items = it, *n = count;
         return 0;
     }
-    case JV_LOOP:
-        *items = v.u.loop->items, *n = v.u.loop->n;
-        return 0;
+    case JV_LOOP: *items = v.u.loop->items, *n = v.u.loop->n; return 0;
     default: return rfail(R, at, ASSAY_EINVAL, "'%s' object is not iterable", type_name(v));
     }
 }
@@ -733,7 +762,9 @@ static int frame_set(render *R, jframe *f, jstr name, jval v) {
 static int eval(render *R, jframe *f, const jnode *n, jval *out);
 static int exec_body(render *R, jframe *f, const jnode *body, sbuf *out);
 
-static int jstr_is(jstr s, const char *lit) { return s.n == strlen(lit) && memcmp(s.p, lit, s.n) == 0; }
+static int jstr_is(jstr s, const char *lit) {
+    return s.n == strlen(lit) && memcmp(s.p, lit, s.n) == 0;
+}
 
 static int get_attr(render *R, const jnode *at, jval obj, jstr name, jval *out) {
     switch (obj.kind) {
@@ -782,19 +813,20 @@ static int get_attr(render *R, const jnode *at, jval obj, jstr name, jval *out) 
     const char *tn = obj.kind == JV_NONE ? "None" : type_name(obj);
     char        what[64];
     snprintf(what, sizeof what, obj.kind == JV_NONE ? "'%s'" : "'%s object'", tn);
-    *out = v_undef(R, "%s has no attribute '%.*s'", what, (int)(name.n > 100 ? 100 : name.n), name.p);
+    *out =
+        v_undef(R, "%s has no attribute '%.*s'", what, (int)(name.n > 100 ? 100 : name.n), name.p);
     return 0;
 }
 
 /* Python's slice.indices(): start, stop, step for a sequence of n. */
-static int slice_indices(render *R, const jnode *at, jval *sv, size_t n, int64_t *start, int64_t *stop,
-                         int64_t *step) {
+static int slice_indices(render *R, const jnode *at, jval *sv, size_t n, int64_t *start,
+                         int64_t *stop, int64_t *step) {
     for (int k = 0; k < 3; k++)
         if (sv[k].kind != JV_NONE && sv[k].kind != JV_INT && sv[k].kind != JV_BOOL)
             return sv[k].kind == JV_UNDEF
                        ? undef_fail(R, at, sv[k])
-                       : rfail(R, at, ASSAY_EINVAL, "slice indices must be integers or None, not %s",
-                               type_name(sv[k]));
+                       : rfail(R, at, ASSAY_EINVAL,
+                               "slice indices must be integers or None, not %s", type_name(sv[k]));
     int64_t len = (int64_t)n;
     *step       = sv[2].kind == JV_NONE ? 1 : num_i(sv[2]);
     if (*step == 0)
@@ -834,7 +866,7 @@ static int do_slice(render *R, const jnode *at, jval obj, jval *sv, jval *out) {
         *out = v_undef(R, "'%s object' is not subscriptable with a slice", type_name(obj));
         return 0;
     }
-    size_t  count = 0, *off = NULL;
+    size_t count = 0, *off = NULL;
     if (obj.kind == JV_STR) {
         if (!(off = cp_offsets(R, obj.u.s, &count)))
             return oom(R, at);
@@ -891,7 +923,8 @@ static int get_item(render *R, const jnode *at, jval obj, jval key, jval *out) {
                     return 0;
                 }
             }
-            *out = v_undef(R, "'%s object' has no element %lld", type_name(obj), (long long)num_i(key));
+            *out = v_undef(R, "'%s object' has no element %lld", type_name(obj),
+                           (long long)num_i(key));
             return 0;
         }
         break;
@@ -910,7 +943,8 @@ static int get_item(render *R, const jnode *at, jval obj, jval key, jval *out) {
     jstr ks;
     if (to_str(R, key, &ks))
         return -1;
-    *out = v_undef(R, "'%s object' has no element %.*s", type_name(obj), (int)(ks.n > 100 ? 100 : ks.n), ks.p);
+    *out = v_undef(R, "'%s object' has no element %.*s", type_name(obj),
+                   (int)(ks.n > 100 ? 100 : ks.n), ks.p);
     return 0;
 }
 
@@ -940,12 +974,13 @@ static int eval_args(render *R, jframe *f, const jnode *n, jargs *a) {
 
 /* Binds arguments to named parameters (positional first, then by keyword); absent ones are
  * JV_UNDEF with .u.s empty. */
-static int bind_args(render *R, const jnode *at, const char *fname, const jargs *a, const char *const *params,
-                     size_t np, jval *out) {
+static int bind_args(render *R, const jnode *at, const char *fname, const jargs *a,
+                     const char *const *params, size_t np, jval *out) {
     for (size_t i = 0; i < np; i++)
         out[i] = (jval){.kind = JV_UNDEF};
     if (a->npos > np)
-        return rfail(R, at, ASSAY_EINVAL, "%s() takes at most %zu arguments (%zu given)", fname, np, a->npos);
+        return rfail(R, at, ASSAY_EINVAL, "%s() takes at most %zu arguments (%zu given)", fname, np,
+                     a->npos);
     for (size_t i = 0; i < a->npos; i++)
         out[i] = a->pos[i];
     for (size_t k = 0; k < a->nkw; k++) {
@@ -953,8 +988,8 @@ static int bind_args(render *R, const jnode *at, const char *fname, const jargs 
         while (i < np && !jstr_is(a->names[k], params[i]))
             i++;
         if (i == np)
-            return rfail(R, at, ASSAY_EINVAL, "%s() got an unexpected keyword argument '%.*s'", fname,
-                         (int)a->names[k].n, a->names[k].p);
+            return rfail(R, at, ASSAY_EINVAL, "%s() got an unexpected keyword argument '%.*s'",
+                         fname, (int)a->names[k].n, a->names[k].p);
         out[i] = a->kw[k];
     }
     return 0;
@@ -1019,10 +1054,12 @@ static jstr str_strip(jstr s, const jstr *chars, int which) {
     return (jstr){s.p + a, b - a};
 }
 
-/* Case mapping per code point: 0 lower, 1 upper, 2 title (words), 3 capitalize. */
+/* Case mapping per code point: 0 lower, 1 upper, 2 str.title() (a cased letter after an uncased
+ * character starts a word), 3 capitalize, 4 the title filter (words start after runs of
+ * whitespace or - ( { [ <, and their first character is upper-cased). */
 static int str_case(render *R, const jnode *at, jstr s, int mode, jval *out) {
     sbuf b          = {.max = JINJA_MAX_OUTPUT};
-    int  prev_cased = 0, first = 1;
+    int  prev_cased = 0, first = 1, after_sep = 1;
     (void)at;
     for (size_t i = 0; i < s.n;) {
         size_t  len;
@@ -1033,15 +1070,20 @@ static int str_case(render *R, const jnode *at, jstr s, int mode, jval *out) {
             i += len, first = 0, prev_cased = 0;
             continue;
         }
-        int32_t m  = cp;
-        int     up = mode == 1 || (mode == 2 && !prev_cased) || (mode == 3 && first);
+        int32_t m = cp;
+        int     sep =
+            (cp > 0 && cp < 0x80 && strchr("-({[<", (int)cp)) || jinja_lstrip_len(s.p + i, len) > 0;
+        int up = mode == 1 || (mode == 2 && !prev_cased) || (mode == 3 && first) ||
+                 (mode == 4 && after_sep);
+        after_sep = sep;
         if (mode == 2 || mode == 3)
             m = up ? utf8proc_totitle(cp) : utf8proc_tolower(cp);
         else
             m = up ? utf8proc_toupper(cp) : utf8proc_tolower(cp);
         utf8proc_category_t cat = utf8proc_category(cp);
-        prev_cased = cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL || cat == UTF8PROC_CATEGORY_LT;
-        first      = 0;
+        prev_cased              = cat == UTF8PROC_CATEGORY_LU || cat == UTF8PROC_CATEGORY_LL ||
+                     cat == UTF8PROC_CATEGORY_LT;
+        first = 0;
         utf8proc_uint8_t enc[4];
         utf8proc_ssize_t el = utf8proc_encode_char(m, enc);
         if (sb_put(R, &b, (const char *)enc, (size_t)el))
@@ -1056,7 +1098,8 @@ fail:
     return -1;
 }
 
-static int str_replace(render *R, const jnode *at, jstr s, jstr old, jstr new_, int64_t count, jval *out) {
+static int str_replace(render *R, const jnode *at, jstr s, jstr old, jstr new_, int64_t count,
+                       jval *out) {
     sbuf b = {.max = JINJA_MAX_OUTPUT};
     if (old.n == 0) {
         /* Python inserts `new` between code points and at both ends */
@@ -1079,7 +1122,8 @@ static int str_replace(render *R, const jnode *at, jstr s, jstr old, jstr new_, 
         size_t  i = 0;
         int64_t k = 0;
         while (i <= s.n) {
-            const char *hit = (count < 0 || k < count) ? memmem(s.p + i, s.n - i, old.p, old.n) : NULL;
+            const char *hit =
+                (count < 0 || k < count) ? memmem(s.p + i, s.n - i, old.p, old.n) : NULL;
             if (!hit) {
                 if (sb_put(R, &b, s.p + i, s.n - i))
                     goto fail;
@@ -1100,7 +1144,8 @@ fail:
     return -1;
 }
 
-static int str_split(render *R, const jnode *at, jstr s, const jstr *sep, int64_t maxsplit, jval *out) {
+static int str_split(render *R, const jnode *at, jstr s, const jstr *sep, int64_t maxsplit,
+                     jval *out) {
     jlist *l = list_new(R, 0);
     if (!l)
         return oom(R, at);
@@ -1129,7 +1174,8 @@ static int str_split(render *R, const jnode *at, jstr s, const jstr *sep, int64_
         }
     } else {
         for (;;) {
-            const char *hit = (maxsplit < 0 || k < maxsplit) ? memmem(s.p + i, s.n - i, sep->p, sep->n) : NULL;
+            const char *hit =
+                (maxsplit < 0 || k < maxsplit) ? memmem(s.p + i, s.n - i, sep->p, sep->n) : NULL;
             if (!hit) {
                 if (list_push(R, l, v_strn(s.p + i, s.n - i)))
                     return -1;
@@ -1166,14 +1212,15 @@ fail:
     return -1;
 }
 
-static int call_method(render *R, const jnode *at, jval obj, jstr name, const jargs *a, jval *out, int *found) {
+static int call_method(render *R, const jnode *at, jval obj, jstr name, const jargs *a, jval *out,
+                       int *found) {
     *found = 1;
 #define M(lit) jstr_is(name, lit)
-#define ARGS(fn, ...)                                                                                         \
-    static const char *const params_[] = {__VA_ARGS__};                                                       \
-    jval                     p[sizeof params_ / sizeof *params_];                                            \
-    if (bind_args(R, at, fn, a, params_, sizeof params_ / sizeof *params_, p))                                \
-        return -1
+#define ARGS(fn, ...)                                                                              \
+    static const char *const params_[] = {__VA_ARGS__};                                            \
+    jval                     p[sizeof params_ / sizeof *params_];                                  \
+    if (bind_args(R, at, fn, a, params_, sizeof params_ / sizeof *params_, p))                     \
+    return -1
     if (obj.kind == JV_STR) {
         jstr s = obj.u.s;
         if (M("strip") || M("lstrip") || M("rstrip")) {
@@ -1181,9 +1228,9 @@ static int call_method(render *R, const jnode *at, jval obj, jstr name, const ja
             jstr chars;
             if (present(p[0]) && p[0].kind != JV_NONE && need_str(R, at, "strip()", p[0], &chars))
                 return -1;
-            int which = M("strip") ? 3 : M("lstrip") ? 1 : 2;
-            jstr r    = str_strip(s, present(p[0]) && p[0].kind != JV_NONE ? &chars : NULL, which);
-            *out      = v_strn(r.p, r.n);
+            int  which = M("strip") ? 3 : M("lstrip") ? 1 : 2;
+            jstr r     = str_strip(s, present(p[0]) && p[0].kind != JV_NONE ? &chars : NULL, which);
+            *out       = v_strn(r.p, r.n);
             return 0;
         }
         if (M("startswith") || M("endswith")) {
@@ -1239,7 +1286,8 @@ static int call_method(render *R, const jnode *at, jval obj, jstr name, const ja
                 if (!x.n)
                     k = (int64_t)cp_count(s) + 1;
                 else
-                    for (const char *q = s.p; (q = memmem(q, s.n - (size_t)(q - s.p), x.p, x.n)); q += x.n)
+                    for (const char *q = s.p; (q = memmem(q, s.n - (size_t)(q - s.p), x.p, x.n));
+                         q += x.n)
                         k++;
                 *out = v_int(k);
             }
@@ -1278,12 +1326,14 @@ static int call_method(render *R, const jnode *at, jval obj, jstr name, const ja
             return 0;
         }
         if (M("pop") || M("popitem") || M("setdefault") || M("update") || M("clear"))
-            return rfail(R, at, ASSAY_EINVAL, "access to attribute '%.*s' of 'dict' object is unsafe.", (int)name.n,
+            return rfail(R, at, ASSAY_EINVAL,
+                         "access to attribute '%.*s' of 'dict' object is unsafe.", (int)name.n,
                          name.p);
     } else if (obj.kind == JV_LIST) {
-        if (M("append") || M("extend") || M("pop") || M("insert") || M("remove") || M("sort") || M("reverse") ||
-            M("clear"))
-            return rfail(R, at, ASSAY_EINVAL, "access to attribute '%.*s' of '%s' object is unsafe.", (int)name.n,
+        if (M("append") || M("extend") || M("pop") || M("insert") || M("remove") || M("sort") ||
+            M("reverse") || M("clear"))
+            return rfail(R, at, ASSAY_EINVAL,
+                         "access to attribute '%.*s' of '%s' object is unsafe.", (int)name.n,
                          name.p, type_name(obj));
     }
 #undef M
@@ -1294,23 +1344,26 @@ static int call_method(render *R, const jnode *at, jval obj, jstr name, const ja
 
 static int call_macro(render *R, const jnode *at, const jnode *m, const jargs *a, jval *out) {
     if (R->calls >= JINJA_MAX_CALL_DEPTH)
-        return rfail(R, at, ASSAY_EINVAL, "macro calls nested deeper than %d", JINJA_MAX_CALL_DEPTH);
+        return rfail(R, at, ASSAY_EINVAL, "macro calls nested deeper than %d",
+                     JINJA_MAX_CALL_DEPTH);
     jframe *fr = jarena_alloc(&R->arena, sizeof *fr);
     if (!fr)
         return oom(R, at);
     fr->parent = R->top;
     if (a->npos > m->nnames)
-        return rfail(R, at, ASSAY_EINVAL, "macro '%.*s' takes not more than %zu argument(s)", (int)m->s.n, m->s.p,
-                     m->nnames);
+        return rfail(R, at, ASSAY_EINVAL, "macro '%.*s' takes not more than %zu argument(s)",
+                     (int)m->s.n, m->s.p, m->nnames);
     for (size_t i = 0; i < m->nnames; i++) {
         jval v   = {.kind = JV_UNDEF};
         int  set = 0;
         if (i < a->npos)
             v = a->pos[i], set = 1;
         for (size_t k = 0; k < a->nkw; k++)
-            if (a->names[k].n == m->names[i].n && memcmp(a->names[k].p, m->names[i].p, a->names[k].n) == 0) {
+            if (a->names[k].n == m->names[i].n &&
+                memcmp(a->names[k].p, m->names[i].p, a->names[k].n) == 0) {
                 if (set)
-                    return rfail(R, at, ASSAY_EINVAL, "macro '%.*s' got multiple values for argument '%.*s'",
+                    return rfail(R, at, ASSAY_EINVAL,
+                                 "macro '%.*s' got multiple values for argument '%.*s'",
                                  (int)m->s.n, m->s.p, (int)m->names[i].n, m->names[i].p);
                 v = a->kw[k], set = 1;
             }
@@ -1319,7 +1372,8 @@ static int call_macro(render *R, const jnode *at, const jnode *m, const jargs *a
                 if (eval(R, fr, m->kids[i], &v))
                     return -1;
             } else
-                v = v_undef(R, "parameter '%.*s' was not provided", (int)m->names[i].n, m->names[i].p);
+                v = v_undef(R, "parameter '%.*s' was not provided", (int)m->names[i].n,
+                            m->names[i].p);
         }
         if (frame_set(R, fr, m->names[i], v))
             return -1;
@@ -1327,11 +1381,11 @@ static int call_macro(render *R, const jnode *at, const jnode *m, const jargs *a
     for (size_t k = 0; k < a->nkw; k++) {
         size_t i = 0;
         while (i < m->nnames && !(a->names[k].n == m->names[i].n &&
-                                   memcmp(a->names[k].p, m->names[i].p, a->names[k].n) == 0))
+                                  memcmp(a->names[k].p, m->names[i].p, a->names[k].n) == 0))
             i++;
         if (i == m->nnames)
-            return rfail(R, at, ASSAY_EINVAL, "macro '%.*s' takes no keyword argument '%.*s'", (int)m->s.n, m->s.p,
-                         (int)a->names[k].n, a->names[k].p);
+            return rfail(R, at, ASSAY_EINVAL, "macro '%.*s' takes no keyword argument '%.*s'",
+                         (int)m->s.n, m->s.p, (int)a->names[k].n, a->names[k].p);
     }
     sbuf b = {.max = JINJA_MAX_OUTPUT};
     R->calls++;
@@ -1361,7 +1415,8 @@ static int call_value(render *R, const jnode *at, jval fn, const jargs *a, jval 
         jstr msg = {"", 0};
         if (a->npos && to_str(R, a->pos[0], &msg))
             return -1;
-        return rfail(R, at, ASSAY_EINVAL, "template error: %.*s", (int)(msg.n > 600 ? 600 : msg.n), msg.p);
+        return rfail(R, at, ASSAY_EINVAL, "template error: %.*s", (int)(msg.n > 600 ? 600 : msg.n),
+                     msg.p);
     }
     case FN_NAMESPACE:
     case FN_DICT: {
@@ -1382,7 +1437,8 @@ static int call_value(render *R, const jnode *at, jval fn, const jargs *a, jval 
         }
         for (size_t k = 0; k < a->nkw; k++) {
             if (fn.u.fn == FN_NAMESPACE && a->names[k].n && a->names[k].p[0] == '_')
-                return rfail(R, at, ASSAY_EINVAL, "namespace attributes cannot start with '_' ('%.*s')",
+                return rfail(R, at, ASSAY_EINVAL,
+                             "namespace attributes cannot start with '_' ('%.*s')",
                              (int)a->names[k].n, a->names[k].p);
             if (dict_set(R, d, v_strn(a->names[k].p, a->names[k].n), a->kw[k]))
                 return -1;
@@ -1402,7 +1458,8 @@ static int call_value(render *R, const jnode *at, jval fn, const jargs *a, jval 
         double count = r[2] > 0 ? ceil(((double)r[1] - (double)r[0]) / (double)r[2])
                                 : ceil(((double)r[0] - (double)r[1]) / -(double)r[2]);
         if (count > MAX_RANGE)
-            return rfail(R, at, ASSAY_EINVAL, "range() of more than %d items (the sandbox's limit)", MAX_RANGE);
+            return rfail(R, at, ASSAY_EINVAL, "range() of more than %d items (the sandbox's limit)",
+                         MAX_RANGE);
         jlist *l = list_new(R, count > 0 ? (size_t)count : 0);
         if (!l)
             return oom(R, at);
@@ -1414,7 +1471,8 @@ static int call_value(render *R, const jnode *at, jval fn, const jargs *a, jval 
     case FN_STRFTIME: {
         jstr fmt;
         if (a->npos != 1 || need_str(R, at, "strftime_now()", a->pos[0], &fmt))
-            return a->npos != 1 ? rfail(R, at, ASSAY_EINVAL, "strftime_now() takes one argument") : -1;
+            return a->npos != 1 ? rfail(R, at, ASSAY_EINVAL, "strftime_now() takes one argument")
+                                : -1;
         char *f = jarena_alloc(&R->arena, fmt.n + 1), buf[512];
         if (!f)
             return oom(R, at);
@@ -1431,22 +1489,23 @@ static int call_value(render *R, const jnode *at, jval fn, const jargs *a, jval 
 
 /* ---- filters and tests ---- */
 
-static const char *const FILTERS[] = {"trim",   "length",  "count",      "upper",      "lower",   "title",
-                                      "capitalize", "tojson", "first",   "last",       "join",    "default",
-                                      "d",      "replace", "string",     "safe",       "int",     "float",
-                                      "items",  "list",    "reverse",    "selectattr", "rejectattr", "select",
-                                      "reject", "map",     "abs",        "round",      "sort",    "unique",
-                                      "sum",    "min",     "max",        "indent",     "e",       "escape"};
-static const char *const TESTS[] = {"defined", "undefined", "none",    "string",   "number",  "integer",
-                                    "float",   "boolean",   "true",    "false",    "mapping", "iterable",
-                                    "sequence", "callable", "odd",     "even",     "divisibleby", "eq",
-                                    "equalto", "==",        "ne",      "!=",       "lt",      "lessthan",
-                                    "<",       "le",        "<=",      "gt",       "greaterthan", ">",
-                                    "ge",      ">=",        "in",      "sameas",   "lower",   "upper"};
+static const char *const FILTERS[] = {
+    "trim",   "length", "count", "upper",   "lower",   "title",      "capitalize", "tojson",
+    "first",  "last",   "join",  "default", "d",       "replace",    "string",     "safe",
+    "int",    "float",  "items", "list",    "reverse", "selectattr", "rejectattr", "select",
+    "reject", "map",    "abs",   "round",   "sort",    "unique",     "sum",        "min",
+    "max",    "indent", "e",     "escape"};
+static const char *const TESTS[] = {
+    "defined",  "undefined", "none", "string", "number",      "integer",
+    "float",    "boolean",   "true", "false",  "mapping",     "iterable",
+    "sequence", "callable",  "odd",  "even",   "divisibleby", "eq",
+    "equalto",  "==",        "ne",   "!=",     "lt",          "lessthan",
+    "<",        "le",        "<=",   "gt",     "greaterthan", ">",
+    "ge",       ">=",        "in",   "sameas", "lower",       "upper"};
 
 int jinja_known(int test, jstr name) {
     const char *const *list = test ? TESTS : FILTERS;
-    size_t             n    = test ? sizeof TESTS / sizeof *TESTS : sizeof FILTERS / sizeof *FILTERS;
+    size_t             n = test ? sizeof TESTS / sizeof *TESTS : sizeof FILTERS / sizeof *FILTERS;
     for (size_t i = 0; i < n; i++)
         if (jstr_is(name, list[i]))
             return 1;
@@ -1489,7 +1548,8 @@ static int apply_test(render *R, const jnode *at, jstr name, jval v, const jargs
     else if (T("mapping"))
         *res = v.kind == JV_DICT;
     else if (T("iterable"))
-        *res = v.kind == JV_STR || v.kind == JV_LIST || v.kind == JV_DICT || v.kind == JV_UNDEF || v.kind == JV_LOOP;
+        *res = v.kind == JV_STR || v.kind == JV_LIST || v.kind == JV_DICT || v.kind == JV_UNDEF ||
+               v.kind == JV_LOOP;
     else if (T("sequence"))
         *res = v.kind == JV_STR || v.kind == JV_LIST || v.kind == JV_DICT || v.kind == JV_UNDEF;
     else if (T("callable"))
@@ -1498,7 +1558,8 @@ static int apply_test(render *R, const jnode *at, jstr name, jval v, const jargs
         int64_t i, d = 2;
         if (need_int(R, at, "this test", v, &i))
             return -1;
-        if (T("divisibleby") && (one_arg(R, at, "divisibleby", a, &x) || need_int(R, at, "divisibleby", x, &d)))
+        if (T("divisibleby") &&
+            (one_arg(R, at, "divisibleby", a, &x) || need_int(R, at, "divisibleby", x, &d)))
             return -1;
         if (d == 0)
             return rfail(R, at, ASSAY_EINVAL, "integer modulo by zero");
@@ -1508,8 +1569,8 @@ static int apply_test(render *R, const jnode *at, jstr name, jval v, const jargs
         if (one_arg(R, at, "eq", a, &x))
             return -1;
         *res = py_eq(v, x) == (T("eq") || T("equalto") || T("=="));
-    } else if (T("lt") || T("lessthan") || T("<") || T("le") || T("<=") || T("gt") || T("greaterthan") || T(">") ||
-               T("ge") || T(">=")) {
+    } else if (T("lt") || T("lessthan") || T("<") || T("le") || T("<=") || T("gt") ||
+               T("greaterthan") || T(">") || T("ge") || T(">=")) {
         int c;
         if (one_arg(R, at, "comparison", a, &x) || py_cmp(R, at, "<", v, x, &c))
             return -1;
@@ -1531,7 +1592,8 @@ static int apply_test(render *R, const jnode *at, jstr name, jval v, const jargs
     } else if (T("sameas")) {
         if (one_arg(R, at, "sameas", a, &x))
             return -1;
-        *res = v.kind == x.kind && (v.kind == JV_STR ? v.u.s.p == x.u.s.p && v.u.s.n == x.u.s.n : py_eq(v, x));
+        *res = v.kind == x.kind &&
+               (v.kind == JV_STR ? v.u.s.p == x.u.s.p && v.u.s.n == x.u.s.n : py_eq(v, x));
     } else if (T("lower") || T("upper")) {
         jstr s;
         if (to_str(R, v, &s))
@@ -1557,7 +1619,8 @@ static int apply_test(render *R, const jnode *at, jstr name, jval v, const jargs
 }
 
 /* select/reject/selectattr/rejectattr: keep items whose (attribute's) test result is `keep`. */
-static int filter_select(render *R, const jnode *at, jval v, const jargs *a, int by_attr, int keep, jval *out) {
+static int filter_select(render *R, const jnode *at, jval v, const jargs *a, int by_attr, int keep,
+                         jval *out) {
     jval  *items;
     size_t n;
     if (iter_items(R, at, v, &items, &n))
@@ -1566,13 +1629,14 @@ static int filter_select(render *R, const jnode *at, jval v, const jargs *a, int
     jstr   attr  = {0};
     if (by_attr) {
         if (a->npos < 1 || need_str(R, at, "selectattr()", a->pos[0], &attr))
-            return a->npos < 1 ? rfail(R, at, ASSAY_EINVAL, "selectattr() needs an attribute name") : -1;
+            return a->npos < 1 ? rfail(R, at, ASSAY_EINVAL, "selectattr() needs an attribute name")
+                               : -1;
         first = 1;
     }
     jstr test = {0};
     if (a->npos > first && need_str(R, at, "select()", a->pos[first], &test))
         return -1;
-    jargs targs = {.pos = a->npos > first + 1 ? a->pos + first + 1 : NULL,
+    jargs targs = {.pos  = a->npos > first + 1 ? a->pos + first + 1 : NULL,
                    .npos = a->npos > first + 1 ? a->npos - first - 1 : 0};
     if (test.p && !jinja_known(1, test))
         return rfail(R, at, ASSAY_EUNSUPPORTED, "no test named '%.*s'", (int)test.n, test.p);
@@ -1617,15 +1681,15 @@ static int cmp_sort(render *R, const jnode *at, jval x, jval y, int *c) {
 
 static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jargs *a, jval *out) {
 #define F(lit) jstr_is(name, lit)
-#define ARGS(fn, ...)                                                                                         \
-    static const char *const params_[] = {__VA_ARGS__};                                                       \
-    jval                     p[sizeof params_ / sizeof *params_];                                            \
-    if (bind_args(R, at, fn, a, params_, sizeof params_ / sizeof *params_, p))                                \
-        return -1
+#define ARGS(fn, ...)                                                                              \
+    static const char *const params_[] = {__VA_ARGS__};                                            \
+    jval                     p[sizeof params_ / sizeof *params_];                                  \
+    if (bind_args(R, at, fn, a, params_, sizeof params_ / sizeof *params_, p))                     \
+    return -1
     if (F("default") || F("d")) {
         ARGS("default", "default_value", "boolean");
         jval dflt = present(p[0]) ? p[0] : v_strn("", 0);
-        *out      = (v.kind == JV_UNDEF || (present(p[1]) && truthy(p[1]) && !truthy(v))) ? dflt : v;
+        *out = (v.kind == JV_UNDEF || (present(p[1]) && truthy(p[1]) && !truthy(v))) ? dflt : v;
         return 0;
     }
     if (F("length") || F("count")) {
@@ -1635,12 +1699,14 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
         case JV_DICT: *out = v_int((int64_t)v.u.d->n); return 0;
         case JV_UNDEF: *out = v_int(0); return 0;
         case JV_LOOP: *out = v_int((int64_t)v.u.loop->n); return 0;
-        default: return rfail(R, at, ASSAY_EINVAL, "object of type '%s' has no len()", type_name(v));
+        default:
+            return rfail(R, at, ASSAY_EINVAL, "object of type '%s' has no len()", type_name(v));
         }
     }
     if (F("tojson")) {
         ARGS("tojson", "ensure_ascii", "indent", "separators", "sort_keys");
-        json_opts o = {.ascii = present(p[0]) && truthy(p[0]), .sort = present(p[3]) && truthy(p[3])};
+        json_opts o = {.ascii = present(p[0]) && truthy(p[0]),
+                       .sort  = present(p[3]) && truthy(p[3])};
         char      ind[64];
         if (present(p[1]) && p[1].kind != JV_NONE) {
             if (p[1].kind == JV_STR)
@@ -1650,7 +1716,8 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
                 if (need_int(R, at, "tojson(indent=)", p[1], &k))
                     return -1;
                 if (k > (int64_t)sizeof ind - 1)
-                    return rfail(R, at, ASSAY_EUNSUPPORTED, "tojson: indent over %zu", sizeof ind - 1);
+                    return rfail(R, at, ASSAY_EUNSUPPORTED, "tojson: indent over %zu",
+                                 sizeof ind - 1);
                 k = k < 0 ? 0 : k;
                 memset(ind, ' ', (size_t)k);
                 o.indent = ind, o.indent_n = (size_t)k;
@@ -1672,7 +1739,8 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
         return rc;
     }
     if (F("select") || F("reject") || F("selectattr") || F("rejectattr"))
-        return filter_select(R, at, v, a, F("selectattr") || F("rejectattr"), F("select") || F("selectattr"), out);
+        return filter_select(R, at, v, a, F("selectattr") || F("rejectattr"),
+                             F("select") || F("selectattr"), out);
     if (F("map")) {
         jval  *items;
         size_t n;
@@ -1689,15 +1757,19 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
             else if (jstr_is(a->names[k], "default"))
                 dflt = a->kw[k], has_dflt = 1;
             else
-                return rfail(R, at, ASSAY_EINVAL, "map(): unexpected keyword argument '%.*s'", (int)a->names[k].n,
-                             a->names[k].p);
+                return rfail(R, at, ASSAY_EINVAL, "map(): unexpected keyword argument '%.*s'",
+                             (int)a->names[k].n, a->names[k].p);
         }
         jstr fname = {0};
         if (!has_attr && (a->npos < 1 || need_str(R, at, "map()", a->pos[0], &fname)))
-            return a->npos < 1 ? rfail(R, at, ASSAY_EINVAL, "map() needs a filter name or attribute=") : -1;
+            return a->npos < 1
+                       ? rfail(R, at, ASSAY_EINVAL, "map() needs a filter name or attribute=")
+                       : -1;
         if (fname.p && !jinja_known(0, fname))
-            return rfail(R, at, ASSAY_EUNSUPPORTED, "no filter named '%.*s'", (int)fname.n, fname.p);
-        jargs fargs = {.pos = a->npos > 1 ? a->pos + 1 : NULL, .npos = a->npos > 1 ? a->npos - 1 : 0};
+            return rfail(R, at, ASSAY_EUNSUPPORTED, "no filter named '%.*s'", (int)fname.n,
+                         fname.p);
+        jargs fargs = {.pos  = a->npos > 1 ? a->pos + 1 : NULL,
+                       .npos = a->npos > 1 ? a->npos - 1 : 0};
         for (size_t i = 0; i < n; i++) {
             jval x = items[i];
             if (has_attr) {
@@ -1721,15 +1793,16 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
             return 0;
         }
         if (v.kind != JV_DICT)
-            return rfail(R, at, ASSAY_EINVAL, "items filter: can only get item pairs from a mapping, not %s",
+            return rfail(R, at, ASSAY_EINVAL,
+                         "items filter: can only get item pairs from a mapping, not %s",
                          type_name(v));
         int found;
         return call_method(R, at, v, (jstr){"items", 5}, &(jargs){0}, out, &found);
     }
     if (F("list") || F("reverse") || F("sort") || F("unique")) {
         if (F("reverse") && v.kind == JV_STR) {
-            size_t  count, *off = cp_offsets(R, v.u.s, &count);
-            char   *q = off ? jarena_alloc(&R->arena, v.u.s.n + 1) : NULL;
+            size_t count, *off = cp_offsets(R, v.u.s, &count);
+            char  *q = off ? jarena_alloc(&R->arena, v.u.s.n + 1) : NULL;
             if (!q)
                 return oom(R, at);
             size_t k = 0;
@@ -1751,12 +1824,13 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
         if (F("sort")) {
             ARGS("sort", "reverse", "case_sensitive", "attribute");
             if (present(p[1]) && truthy(p[1]))
-                return rfail(R, at, ASSAY_EUNSUPPORTED, "sort(case_sensitive=true) is not supported");
+                return rfail(R, at, ASSAY_EUNSUPPORTED,
+                             "sort(case_sensitive=true) is not supported");
             if (present(p[2]))
                 return rfail(R, at, ASSAY_EUNSUPPORTED, "sort(attribute=) is not supported");
             int rev = present(p[0]) && truthy(p[0]);
             for (size_t i = 1; i < n; i++) { /* insertion sort: stable, as Python's */
-                jval x = l->items[i];
+                jval   x = l->items[i];
                 size_t j = i;
                 while (j > 0) {
                     int c;
@@ -1796,7 +1870,8 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
         size_t n;
         if (iter_items(R, at, v, &items, &n))
             return -1;
-        *out = n ? items[F("first") ? 0 : n - 1] : v_undef(R, "No %s item, sequence was empty.", F("first") ? "first" : "last");
+        *out = n ? items[F("first") ? 0 : n - 1]
+                 : v_undef(R, "No %s item, sequence was empty.", F("first") ? "first" : "last");
         return 0;
     }
     if (F("sum") || F("min") || F("max")) {
@@ -1808,7 +1883,8 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
             jval acc = v_int(0);
             for (size_t i = 0; i < n; i++) {
                 if (!is_num(items[i]))
-                    return rfail(R, at, ASSAY_EINVAL, "sum: unsupported operand type '%s'", type_name(items[i]));
+                    return rfail(R, at, ASSAY_EINVAL, "sum: unsupported operand type '%s'",
+                                 type_name(items[i]));
                 if (acc.kind == JV_FLOAT || items[i].kind == JV_FLOAT)
                     acc = v_float(num_f(acc) + num_f(items[i]));
                 else if (__builtin_add_overflow(acc.u.i, num_i(items[i]), &acc.u.i))
@@ -1847,17 +1923,20 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
     }
     if (F("round")) {
         ARGS("round", "precision", "method");
-        int64_t prec = 0;
+        int64_t prec   = 0;
         jstr    method = {"common", 6};
         if ((present(p[0]) && need_int(R, at, "round()", p[0], &prec)) ||
             (present(p[1]) && need_str(R, at, "round()", p[1], &method)))
             return -1;
         if (!is_num(v))
             return rfail(R, at, ASSAY_EINVAL, "round: expects a number, not %s", type_name(v));
-        double x = num_f(v), scale = pow(10.0, (double)(prec < -300 ? -300 : prec > 300 ? 300 : prec));
+        double x = num_f(v), scale = pow(10.0, (double)(prec < -300  ? -300
+                                                        : prec > 300 ? 300
+                                                                     : prec));
         if (jstr_is(method, "common") && v.kind != JV_FLOAT) {
             /* Python's round() of an int stays an int */
-            *out = v_int(prec >= 0 ? num_i(v) : (int64_t)(nearbyint((double)num_i(v) / scale) * scale));
+            *out = v_int(prec >= 0 ? num_i(v)
+                                   : (int64_t)(nearbyint((double)num_i(v) / scale) * scale));
             return 0;
         }
         if (jstr_is(method, "common")) {
@@ -1921,8 +2000,10 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
             }
         }
         double d = strtod(buf, &end);
-        if (*end == 0 && (buf[0] == '+' || buf[0] == '-' || buf[0] == '.' || (buf[0] >= '0' && buf[0] <= '9'))) {
-            *out = F("int") ? (isfinite(d) && fabs(d) < 9.2e18 ? v_int((int64_t)d) : dflt) : v_float(d);
+        if (*end == 0 &&
+            (buf[0] == '+' || buf[0] == '-' || buf[0] == '.' || (buf[0] >= '0' && buf[0] <= '9'))) {
+            *out = F("int") ? (isfinite(d) && fabs(d) < 9.2e18 ? v_int((int64_t)d) : dflt)
+                            : v_float(d);
             return 0;
         }
         *out = dflt;
@@ -1947,7 +2028,7 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
         return 0;
     }
     if (F("upper") || F("lower") || F("title") || F("capitalize"))
-        return str_case(R, at, s, F("lower") ? 0 : F("upper") ? 1 : F("title") ? 2 : 3, out);
+        return str_case(R, at, s, F("lower") ? 0 : F("upper") ? 1 : F("title") ? 4 : 3, out);
     if (F("replace")) {
         ARGS("replace", "old", "new", "count");
         jstr    o, nw;
@@ -1984,14 +2065,14 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
             }
         }
         int  first = present(p[1]) && truthy(p[1]), blank = present(p[2]) && truthy(p[2]);
-        sbuf b     = {.max = JINJA_MAX_OUTPUT};
-        int  rc    = 0;
+        sbuf b  = {.max = JINJA_MAX_OUTPUT};
+        int  rc = 0;
         /* lines split at \n (the text after the last newline is a line too) */
-        size_t i = 0;
+        size_t i      = 0;
         int    lineno = 0;
         while (!rc) {
-            const char *nl   = memchr(s.p + i, '\n', s.n - i);
-            size_t      e    = nl ? (size_t)(nl - s.p) : s.n;
+            const char *nl    = memchr(s.p + i, '\n', s.n - i);
+            size_t      e     = nl ? (size_t)(nl - s.p) : s.n;
             int         empty = e == i || jinja_lstrip_len(s.p + i, e - i) == e - i;
             if ((lineno > 0 || first) && (blank || !empty))
                 rc = sb_put(R, &b, pad.p, pad.n);
@@ -2081,7 +2162,8 @@ static int arith(render *R, const jnode *at, int op, jval a, jval b, jval *out) 
                 return 0;
             }
             r = 1;
-            for (int64_t base = x, e = y; e > 0;) { /* by squaring; a squared base is always needed */
+            for (int64_t base = x, e = y;
+                 e > 0;) { /* by squaring; a squared base is always needed */
                 if ((e & 1) && __builtin_mul_overflow(r, base, &r))
                     goto overflow;
                 e >>= 1;
@@ -2120,11 +2202,13 @@ static int arith(render *R, const jnode *at, int op, jval a, jval b, jval *out) 
         *out = v_list(l, a.tuple);
         return 0;
     }
-    if (op == JOP_MUL && ((a.kind == JV_STR || a.kind == JV_LIST) && (b.kind == JV_INT || b.kind == JV_BOOL))) {
-        int64_t k     = num_i(b) < 0 ? 0 : num_i(b);
-        size_t  unit  = a.kind == JV_STR ? a.u.s.n : a.u.l->n * sizeof(jval);
+    if (op == JOP_MUL &&
+        ((a.kind == JV_STR || a.kind == JV_LIST) && (b.kind == JV_INT || b.kind == JV_BOOL))) {
+        int64_t k    = num_i(b) < 0 ? 0 : num_i(b);
+        size_t  unit = a.kind == JV_STR ? a.u.s.n : a.u.l->n * sizeof(jval);
         if (unit && (uint64_t)k > JINJA_MAX_OUTPUT / unit)
-            return rfail(R, at, ASSAY_EINVAL, "repetition result over %zu MiB", JINJA_MAX_OUTPUT >> 20);
+            return rfail(R, at, ASSAY_EINVAL, "repetition result over %zu MiB",
+                         JINJA_MAX_OUTPUT >> 20);
         if (a.kind == JV_STR) {
             char *q = jarena_alloc(&R->arena, a.u.s.n * (size_t)k + 1);
             if (!q)
@@ -2143,14 +2227,16 @@ static int arith(render *R, const jnode *at, int op, jval a, jval b, jval *out) 
         }
         return 0;
     }
-    if (op == JOP_MUL && (b.kind == JV_STR || b.kind == JV_LIST) && (a.kind == JV_INT || a.kind == JV_BOOL))
+    if (op == JOP_MUL && (b.kind == JV_STR || b.kind == JV_LIST) &&
+        (a.kind == JV_INT || a.kind == JV_BOOL))
         return arith(R, at, op, b, a, out);
     if (op == JOP_MOD && a.kind == JV_STR)
         return rfail(R, at, ASSAY_EUNSUPPORTED, "'%%' string formatting is not supported");
     if (op == JOP_ADD && a.kind == JV_STR)
-        return rfail(R, at, ASSAY_EINVAL, "can only concatenate str (not \"%s\") to str", type_name(b));
-    return rfail(R, at, ASSAY_EINVAL, "unsupported operand type(s) for %s: '%s' and '%s'", sym[op], type_name(a),
-                 type_name(b));
+        return rfail(R, at, ASSAY_EINVAL, "can only concatenate str (not \"%s\") to str",
+                     type_name(b));
+    return rfail(R, at, ASSAY_EINVAL, "unsupported operand type(s) for %s: '%s' and '%s'", sym[op],
+                 type_name(a), type_name(b));
 }
 
 static int eval(render *R, jframe *f, const jnode *n, jval *out) {
@@ -2161,7 +2247,8 @@ static int eval(render *R, jframe *f, const jnode *n, jval *out) {
     case JN_LIT: *out = n->val; break;
     case JN_NAME: {
         jval *v = frame_find(f, n->s.p, n->s.n);
-        *out    = v ? *v : v_undef(R, "'%.*s' is undefined", (int)(n->s.n > 100 ? 100 : n->s.n), n->s.p);
+        *out =
+            v ? *v : v_undef(R, "'%.*s' is undefined", (int)(n->s.n > 100 ? 100 : n->s.n), n->s.p);
         break;
     }
     case JN_LIST: {
@@ -2203,8 +2290,9 @@ static int eval(render *R, jframe *f, const jnode *n, jval *out) {
     }
     case JN_SLICE: {
         jval obj, sv[3] = {v_none(), v_none(), v_none()};
-        rc = eval(R, f, n->a, &obj) || (n->b && eval(R, f, n->b, &sv[0])) || (n->c && eval(R, f, n->c, &sv[1])) ||
-             (n->d && eval(R, f, n->d, &sv[2])) || do_slice(R, n, obj, sv, out);
+        rc = eval(R, f, n->a, &obj) || (n->b && eval(R, f, n->b, &sv[0])) ||
+             (n->c && eval(R, f, n->c, &sv[1])) || (n->d && eval(R, f, n->d, &sv[2])) ||
+             do_slice(R, n, obj, sv, out);
         break;
     }
     case JN_CALL: {
@@ -2242,8 +2330,8 @@ static int eval(render *R, jframe *f, const jnode *n, jval *out) {
         jval  v;
         jargs a;
         int   r = 0;
-        rc      = eval(R, f, n->a, &v) || eval_args(R, f, n, &a) || apply_test(R, n, n->s, v, &a, &r);
-        *out    = v_bool(r != n->op);
+        rc   = eval(R, f, n->a, &v) || eval_args(R, f, n, &a) || apply_test(R, n, n->s, v, &a, &r);
+        *out = v_bool(r != n->op);
         break;
     }
     case JN_UNARY: {
@@ -2262,7 +2350,8 @@ static int eval(render *R, jframe *f, const jnode *n, jval *out) {
             else
                 *out = v_int(n->op == '-' ? -num_i(v) : num_i(v));
         } else
-            rc = rfail(R, n, ASSAY_EINVAL, "bad operand type for unary %c: '%s'", n->op, type_name(v));
+            rc = rfail(R, n, ASSAY_EINVAL, "bad operand type for unary %c: '%s'", n->op,
+                       type_name(v));
         break;
     }
     case JN_BINARY: {
@@ -2271,7 +2360,8 @@ static int eval(render *R, jframe *f, const jnode *n, jval *out) {
             break;
         if (n->op == JOP_CONCAT) {
             jstr x, y;
-            rc = to_str(R, a, &x) || to_str(R, b, &y) || arith(R, n, JOP_ADD, v_strn(x.p, x.n), v_strn(y.p, y.n), out);
+            rc = to_str(R, a, &x) || to_str(R, b, &y) ||
+                 arith(R, n, JOP_ADD, v_strn(x.p, x.n), v_strn(y.p, y.n), out);
         } else
             rc = arith(R, n, n->op, a, b, out);
         break;
@@ -2300,8 +2390,10 @@ static int eval(render *R, jframe *f, const jnode *n, jval *out) {
                     rc = -1;
                     break;
                 }
-                r = op == JOP_LT ? c == -1 : op == JOP_LE ? (c == -1 || c == 0) : op == JOP_GT ? c == 1
-                                                                                                : (c == 1 || c == 0);
+                r = op == JOP_LT   ? c == -1
+                    : op == JOP_LE ? (c == -1 || c == 0)
+                    : op == JOP_GT ? c == 1
+                                   : (c == 1 || c == 0);
             }
             if (!r) {
                 *out = v_bool(0);
@@ -2331,7 +2423,9 @@ static int eval(render *R, jframe *f, const jnode *n, jval *out) {
         else if (n->c)
             rc = eval(R, f, n->c, out);
         else
-            *out = v_undef(R, "the inline if-expression on line %d evaluated to false and no else section was defined",
+            *out = v_undef(R,
+                           "the inline if-expression on line %d evaluated to false and no else "
+                           "section was defined",
                            n->line);
         break;
     }
@@ -2353,8 +2447,9 @@ static int assign(render *R, jframe *f, const jnode *at, const jstr *names, size
     if (iter_items(R, at, v, &items, &n))
         return -1;
     if (n != nnames)
-        return rfail(R, at, ASSAY_EINVAL, n > nnames ? "too many values to unpack (expected %zu)"
-                                                     : "not enough values to unpack (expected %zu, got %zu)",
+        return rfail(R, at, ASSAY_EINVAL,
+                     n > nnames ? "too many values to unpack (expected %zu)"
+                                : "not enough values to unpack (expected %zu, got %zu)",
                      nnames, n);
     for (size_t i = 0; i < n; i++)
         if (frame_set(R, f, names[i], items[i]))
@@ -2379,7 +2474,8 @@ static int exec_for(render *R, jframe *f, const jnode *n, sbuf *out) {
             jframe tmp = {.parent = f};
             jval   c;
             if (++R->iterations > JINJA_MAX_ITERATIONS)
-                return rfail(R, n, ASSAY_EINVAL, "more than %ld loop iterations", JINJA_MAX_ITERATIONS);
+                return rfail(R, n, ASSAY_EINVAL, "more than %ld loop iterations",
+                             JINJA_MAX_ITERATIONS);
             if (assign(R, &tmp, n, n->names, n->nnames, items[i]) || eval(R, &tmp, n->b, &c))
                 return -1;
             if (truthy(c))
@@ -2391,7 +2487,7 @@ static int exec_for(render *R, jframe *f, const jnode *n, sbuf *out) {
     if (!loop)
         return oom(R, n);
     loop->items = items, loop->n = count;
-    jframe *fr  = jarena_alloc(&R->arena, sizeof *fr);
+    jframe *fr = jarena_alloc(&R->arena, sizeof *fr);
     if (!fr)
         return oom(R, n);
     fr->parent = f;
@@ -2456,10 +2552,12 @@ static int exec_body(render *R, jframe *f, const jnode *body, sbuf *out) {
         case JN_SETATTR: {
             jval *ns = frame_find(f, n->s.p, n->s.n);
             if (!ns || ns->kind != JV_NS)
-                return rfail(R, n, ASSAY_EINVAL, "cannot assign attribute on non-namespace object '%.*s'", (int)n->s.n,
+                return rfail(R, n, ASSAY_EINVAL,
+                             "cannot assign attribute on non-namespace object '%.*s'", (int)n->s.n,
                              n->s.p);
             if (n->s2.n && n->s2.p[0] == '_')
-                return rfail(R, n, ASSAY_EINVAL, "namespace attributes cannot start with '_' ('%.*s')", (int)n->s2.n,
+                return rfail(R, n, ASSAY_EINVAL,
+                             "namespace attributes cannot start with '_' ('%.*s')", (int)n->s2.n,
                              n->s2.p);
             if (eval(R, f, n->a, &v) || dict_set(R, ns->u.d, v_strn(n->s2.p, n->s2.n), v))
                 return -1;
@@ -2493,13 +2591,16 @@ static int exec_body(render *R, jframe *f, const jnode *body, sbuf *out) {
     return 0;
 }
 
-int jinja_render(const jnode *root, const char *where, const jinja_var *vars, size_t nvars, char **out,
-                 size_t *out_len, assay_error *err) {
+int jinja_render(const jnode *root, const char *where, const jinja_var *vars, size_t nvars,
+                 char **out, size_t *out_len, assay_error *err) {
     static const struct {
         const char *name;
         int         fn;
-    } globals[] = {{"raise_exception", FN_RAISE}, {"namespace", FN_NAMESPACE}, {"dict", FN_DICT},
-                   {"range", FN_RANGE},           {"strftime_now", FN_STRFTIME}};
+    } globals[] = {{"raise_exception", FN_RAISE},
+                   {"namespace", FN_NAMESPACE},
+                   {"dict", FN_DICT},
+                   {"range", FN_RANGE},
+                   {"strftime_now", FN_STRFTIME}};
     assay_error_clear(err);
     *out     = NULL;
     *out_len = 0;

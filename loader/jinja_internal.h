@@ -10,11 +10,11 @@
 #include "core/error.h"
 
 /* Caps that keep an untrusted template bounded. */
-#define JINJA_MAX_DEPTH      200                 /* nesting of expressions and blocks */
-#define JINJA_MAX_CALL_DEPTH 64                  /* macro calls in flight */
-#define JINJA_MAX_OUTPUT     ((size_t)64 << 20)  /* rendered bytes */
-#define JINJA_MAX_ITERATIONS 10000000L           /* loop iterations of one render, all loops */
-#define JINJA_MAX_MEMORY     ((size_t)256 << 20) /* values made while rendering */
+#define JINJA_MAX_DEPTH 200                  /* nesting of expressions and blocks */
+#define JINJA_MAX_CALL_DEPTH 64              /* macro calls in flight */
+#define JINJA_MAX_OUTPUT ((size_t)64 << 20)  /* rendered bytes */
+#define JINJA_MAX_ITERATIONS 10000000L       /* loop iterations of one render, all loops */
+#define JINJA_MAX_MEMORY ((size_t)256 << 20) /* values made while rendering */
 
 /* Bump allocator: everything of one parse or one render is freed at once. Zeroed memory. */
 typedef struct jarena_block jarena_block;
@@ -89,13 +89,13 @@ struct jloop {
 /* Syntax tree. One node type for statements and expressions; fields used per type below. */
 typedef enum jnt {
     /* statements */
-    JN_BODY,    /* kids: statements */
-    JN_TEXT,    /* s */
-    JN_OUTPUT,  /* a: expression */
-    JN_IF,      /* kids: conditions, kids2: bodies (one more when there is an else) */
-    JN_FOR,     /* names: targets, a: iterable, b: filter or NULL, c: body, d: else or NULL */
-    JN_SET,     /* names: targets, a: value */
-    JN_SETATTR, /* s: namespace variable, s2: attribute, a: value */
+    JN_BODY,     /* kids: statements */
+    JN_TEXT,     /* s */
+    JN_OUTPUT,   /* a: expression */
+    JN_IF,       /* kids: conditions, kids2: bodies (one more when there is an else) */
+    JN_FOR,      /* names: targets, a: iterable, b: filter or NULL, c: body, d: else or NULL */
+    JN_SET,      /* names: targets, a: value */
+    JN_SETATTR,  /* s: namespace variable, s2: attribute, a: value */
     JN_SETBLOCK, /* s: name, a: body */
     JN_MACRO,    /* s: name, names: parameters, kids: defaults (NULL where none), a: body */
     JN_BREAK,

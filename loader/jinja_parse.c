@@ -87,7 +87,8 @@ static void lex_linecol(lexer *L, size_t pos, int *line, int *col) {
     *col  = (int)(pos - L->lc_line_start) + 1;
 }
 
-static int lex_fail(lexer *L, size_t pos, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int lex_fail(lexer *L, size_t pos, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int lex_fail(lexer *L, size_t pos, const char *fmt, ...) {
     char    msg[512];
     va_list ap;
@@ -151,7 +152,9 @@ size_t jinja_lstrip_len(const char *s, size_t n) {
 }
 
 static int is_digit(char c) { return c >= '0' && c <= '9'; }
-static int is_name_start(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_'; }
+static int is_name_start(char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
 static int is_name_char(char c) { return is_name_start(c) || is_digit(c); }
 static int hexval(char c) {
     if (c >= '0' && c <= '9')
@@ -193,7 +196,7 @@ static int lex_string(lexer *L, size_t pos, size_t *end, jstr *out) {
     }
     if (i >= L->n)
         return lex_fail(L, pos, "unterminated string literal");
-    *end  = i + 1;
+    *end    = i + 1;
     char *o = jarena_alloc(L->arena, i - pos + 1);
     if (!o)
         return assay_fail(L->err, ASSAY_ENOMEM, "%s: out of memory", L->where);
@@ -230,7 +233,8 @@ static int lex_string(lexer *L, size_t pos, size_t *end, jstr *out) {
             }
             j += (size_t)digits;
             if (cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-                return lex_fail(L, j - 1, "escape \\%c gives U+%X, not a Unicode scalar value", e, cp);
+                return lex_fail(L, j - 1, "escape \\%c gives U+%X, not a Unicode scalar value", e,
+                                cp);
             /* \xHH is a code point too, so \xe9 is é; the escape is never shorter than its UTF-8 */
             k += utf8_put(o + k, cp);
             break;
@@ -265,7 +269,8 @@ static int lex_tag(lexer *L, size_t *pos, int block, int *line_starting) {
     size_t open    = i;
     for (;;) {
         if (i >= L->n)
-            return lex_fail(L, open, "missing end of %s tag", block ? "block ('%}')" : "variable ('}}')");
+            return lex_fail(L, open, "missing end of %s tag",
+                            block ? "block ('%}')" : "variable ('}}')");
         const char *s    = L->src + i;
         size_t      left = L->n - i;
         if (balance == 0) {
@@ -320,13 +325,15 @@ static int lex_tag(lexer *L, size_t *pos, int block, int *line_starting) {
         if (is_digit(s[0])) {
             /* a float needs a fraction or an exponent; otherwise an integer (0x/0o/0b too) */
             size_t j = 0;
-            while (j < left && (is_digit(s[j]) || (s[j] == '_' && j + 1 < left && is_digit(s[j + 1]))))
+            while (j < left &&
+                   (is_digit(s[j]) || (s[j] == '_' && j + 1 < left && is_digit(s[j + 1]))))
                 j++;
             int    is_float = 0;
             size_t k        = j;
             if (k + 1 < left && s[k] == '.' && is_digit(s[k + 1])) {
                 k++;
-                while (k < left && (is_digit(s[k]) || (s[k] == '_' && k + 1 < left && is_digit(s[k + 1]))))
+                while (k < left &&
+                       (is_digit(s[k]) || (s[k] == '_' && k + 1 < left && is_digit(s[k + 1]))))
                     k++;
                 is_float = 1;
             }
@@ -335,7 +342,8 @@ static int lex_tag(lexer *L, size_t *pos, int block, int *line_starting) {
                 if (e < left && (s[e] == '+' || s[e] == '-'))
                     e++;
                 if (e < left && is_digit(s[e])) {
-                    while (e < left && (is_digit(s[e]) || (s[e] == '_' && e + 1 < left && is_digit(s[e + 1]))))
+                    while (e < left &&
+                           (is_digit(s[e]) || (s[e] == '_' && e + 1 < left && is_digit(s[e + 1]))))
                         e++;
                     k = e, is_float = 1;
                 }
@@ -357,8 +365,9 @@ static int lex_tag(lexer *L, size_t *pos, int block, int *line_starting) {
             int      base = 10;
             size_t   m    = 0;
             uint64_t v    = 0;
-            if (s[0] == '0' && left > 1 && (s[1] == 'x' || s[1] == 'X' || s[1] == 'o' || s[1] == 'O' ||
-                                            s[1] == 'b' || s[1] == 'B')) {
+            if (s[0] == '0' && left > 1 &&
+                (s[1] == 'x' || s[1] == 'X' || s[1] == 'o' || s[1] == 'O' || s[1] == 'b' ||
+                 s[1] == 'B')) {
                 base = (s[1] | 0x20) == 'x' ? 16 : (s[1] | 0x20) == 'o' ? 8 : 2;
                 m    = 2;
             } else if (s[0] == '0') {
@@ -372,7 +381,8 @@ static int lex_tag(lexer *L, size_t *pos, int block, int *line_starting) {
             int    ndig = 0;
             if (base != 10)
                 while (end < left) {
-                    if (s[end] == '_' && end + 1 < left && hexval(s[end + 1]) >= 0 && hexval(s[end + 1]) < base)
+                    if (s[end] == '_' && end + 1 < left && hexval(s[end + 1]) >= 0 &&
+                        hexval(s[end + 1]) < base)
                         end++;
                     int h = hexval(s[end]);
                     if (h < 0 || h >= base)
@@ -429,7 +439,8 @@ static int lex_tag(lexer *L, size_t *pos, int block, int *line_starting) {
             oplen = 1;
         if (!oplen) {
             if ((unsigned char)s[0] >= 0x80)
-                return lex_fail(L, i, "non-ASCII character in a tag (only ASCII names are supported)");
+                return lex_fail(L, i,
+                                "non-ASCII character in a tag (only ASCII names are supported)");
             return lex_fail(L, i, "unexpected character '%c' in a tag", s[0]);
         }
         if (oplen == 1 && (s[0] == '(' || s[0] == '[' || s[0] == '{'))
@@ -474,13 +485,14 @@ static size_t match_block_name(const char *s, size_t n, size_t p, const char *na
 }
 
 static int lex_all(lexer *L) {
-    size_t pos = 0;
+    size_t pos           = 0;
     int    line_starting = 1;
     while (pos < L->n) {
         /* the next tag start */
         size_t t = pos;
-        while (t + 1 < L->n && !(L->src[t] == '{' && (L->src[t + 1] == '{' || L->src[t + 1] == '%' ||
-                                                      L->src[t + 1] == '#')))
+        while (t + 1 < L->n &&
+               !(L->src[t] == '{' &&
+                 (L->src[t + 1] == '{' || L->src[t + 1] == '%' || L->src[t + 1] == '#')))
             t++;
         if (t + 1 >= L->n) {
             if (lex_text(L, pos, L->n))
@@ -509,7 +521,8 @@ static int lex_all(lexer *L) {
         if (raw) {
             /* {% raw %}...{% endraw %}: the body is text */
             size_t j = t + raw;
-            if (j + 1 < L->n && L->src[j] == '-' && L->src[j + 1] == '%' && j + 2 < L->n && L->src[j + 2] == '}')
+            if (j + 1 < L->n && L->src[j] == '-' && L->src[j + 1] == '%' && j + 2 < L->n &&
+                L->src[j + 2] == '}')
                 j += 3, j += jinja_lstrip_len(L->src + j, L->n - j);
             else if (j + 1 < L->n && L->src[j] == '%' && L->src[j + 1] == '}')
                 j += 2;
@@ -518,7 +531,8 @@ static int lex_all(lexer *L) {
             size_t body = j, e = j;
             size_t m = 0;
             for (; e + 1 < L->n; e++)
-                if (L->src[e] == '{' && L->src[e + 1] == '%' && (m = match_block_name(L->src, L->n, e, "endraw")))
+                if (L->src[e] == '{' && L->src[e + 1] == '%' &&
+                    (m = match_block_name(L->src, L->n, e, "endraw")))
                     break;
             if (!m)
                 return lex_fail(L, t, "missing {%% endraw %%} for this raw block");
@@ -538,7 +552,8 @@ static int lex_all(lexer *L) {
             size_t q = e + m;
             if (q + 2 < L->n && L->src[q] == '+' && L->src[q + 1] == '%' && L->src[q + 2] == '}')
                 q += 3, line_starting = 0;
-            else if (q + 2 < L->n && L->src[q] == '-' && L->src[q + 1] == '%' && L->src[q + 2] == '}') {
+            else if (q + 2 < L->n && L->src[q] == '-' && L->src[q + 1] == '%' &&
+                     L->src[q + 2] == '}') {
                 q += 3, q += jinja_lstrip_len(L->src + q, L->n - q);
                 line_starting = L->src[q - 1] == '\n';
             } else if (q + 1 < L->n && L->src[q] == '%' && L->src[q + 1] == '}') {
@@ -553,8 +568,8 @@ static int lex_all(lexer *L) {
         if (kind == '#') {
             size_t e = i, found = 0;
             for (; e + 1 < L->n && !found; e++) {
-                if (e + 2 < L->n && (L->src[e] == '+' || L->src[e] == '-') && L->src[e + 1] == '#' &&
-                    L->src[e + 2] == '}') {
+                if (e + 2 < L->n && (L->src[e] == '+' || L->src[e] == '-') &&
+                    L->src[e + 1] == '#' && L->src[e + 2] == '}') {
                     int minus = L->src[e] == '-';
                     e += 3, found = e, line_starting = 0;
                     if (minus) {
@@ -594,7 +609,8 @@ typedef struct parser {
     jarena      *arena;
 } parser;
 
-static int p_fail(parser *p, const jtok *t, int code, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static int p_fail(parser *p, const jtok *t, int code, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
 static int p_fail(parser *p, const jtok *t, int code, const char *fmt, ...) {
     char    msg[512];
     va_list ap;
@@ -677,7 +693,8 @@ static int svec_push(parser *p, svec *v, jstr x) {
 static int expect_op(parser *p, const char *op) {
     if (!is_op(p->t, op)) {
         char b[64];
-        return p_fail(p, p->t, ASSAY_EFORMAT, "expected '%s', got %s", op, tok_desc(p->t, b, sizeof b));
+        return p_fail(p, p->t, ASSAY_EFORMAT, "expected '%s', got %s", op,
+                      tok_desc(p->t, b, sizeof b));
     }
     p->t++;
     return 0;
@@ -685,7 +702,8 @@ static int expect_op(parser *p, const char *op) {
 static int expect_type(parser *p, int type, const char *what) {
     if (p->t->type != type) {
         char b[64];
-        return p_fail(p, p->t, ASSAY_EFORMAT, "expected %s, got %s", what, tok_desc(p->t, b, sizeof b));
+        return p_fail(p, p->t, ASSAY_EFORMAT, "expected %s, got %s", what,
+                      tok_desc(p->t, b, sizeof b));
     }
     p->t++;
     return 0;
@@ -714,7 +732,8 @@ static int parse_call_args(parser *p, nvec *pos, svec *names, nvec *vals) {
         if (is_op(p->t, ")"))
             break;
         if (is_op(p->t, "*") || is_op(p->t, "**"))
-            return p_fail(p, p->t, ASSAY_EUNSUPPORTED, "'*args' / '**kwargs' in calls are not supported");
+            return p_fail(p, p->t, ASSAY_EUNSUPPORTED,
+                          "'*args' / '**kwargs' in calls are not supported");
         if (p->t->type == T_NAME && is_op(p->t + 1, "=")) {
             jstr name = p->t->s;
             p->t += 2;
@@ -779,7 +798,8 @@ static jnode *parse_primary(parser *p) {
         p->t++;
         if (!(n = p_node(p, JN_LIT, t)))
             return NULL;
-        n->val = t->type == T_INT ? (jval){.kind = JV_INT, .u.i = t->i} : (jval){.kind = JV_FLOAT, .u.f = t->f};
+        n->val = t->type == T_INT ? (jval){.kind = JV_INT, .u.i = t->i}
+                                  : (jval){.kind = JV_FLOAT, .u.f = t->f};
         return n;
     }
     if (is_op(t, "(")) {
@@ -885,7 +905,8 @@ static jnode *parse_postfix(parser *p, jnode *n) {
                 n = g;
             } else {
                 char b[64];
-                return p_fail(p, p->t, ASSAY_EFORMAT, "expected a name after '.', got %s", tok_desc(p->t, b, sizeof b)),
+                return p_fail(p, p->t, ASSAY_EFORMAT, "expected a name after '.', got %s",
+                              tok_desc(p->t, b, sizeof b)),
                        NULL;
             }
         } else if (is_op(t, "[")) {
@@ -893,9 +914,9 @@ static jnode *parse_postfix(parser *p, jnode *n) {
             if (!(n = parse_subscript(p, n, t)))
                 return NULL;
         } else if (is_op(t, "(")) {
-            nvec  pos = {0}, vals = {0};
-            svec  names = {0};
-            jnode *c    = p_node(p, JN_CALL, t);
+            nvec   pos = {0}, vals = {0};
+            svec   names = {0};
+            jnode *c     = p_node(p, JN_CALL, t);
             if (!c || parse_call_args(p, &pos, &names, &vals))
                 return NULL;
             c->a = n, c->line = n->line, c->col = n->col; /* errors point at the callee */
@@ -922,11 +943,12 @@ static jnode *parse_filter_expr(parser *p, jnode *n) {
                 return NULL;
             f->s = p->t->s;
             if (!jinja_known(0, f->s))
-                return p_fail(p, p->t, ASSAY_EUNSUPPORTED, "filter '%.*s' is not supported", (int)f->s.n, f->s.p),
+                return p_fail(p, p->t, ASSAY_EUNSUPPORTED, "filter '%.*s' is not supported",
+                              (int)f->s.n, f->s.p),
                        NULL;
             p->t++;
-            f->a       = n;
-            nvec pos   = {0}, vals = {0};
+            f->a     = n;
+            nvec pos = {0}, vals = {0};
             svec names = {0};
             if (is_op(p->t, "(") && parse_call_args(p, &pos, &names, &vals))
                 return NULL;
@@ -946,24 +968,26 @@ static jnode *parse_filter_expr(parser *p, jnode *n) {
             jnode *x = p_node(p, JN_TEST, p->t);
             if (!x)
                 return NULL;
-            x->s  = p->t->s;
+            x->s = p->t->s;
             if (!jinja_known(1, x->s))
-                return p_fail(p, p->t, ASSAY_EUNSUPPORTED, "test '%.*s' is not supported", (int)x->s.n, x->s.p),
+                return p_fail(p, p->t, ASSAY_EUNSUPPORTED, "test '%.*s' is not supported",
+                              (int)x->s.n, x->s.p),
                        NULL;
             x->op = neg;
             x->a  = n;
             p->t++;
-            nvec pos = {0}, vals = {0};
-            svec names = {0};
-            jtok *c    = p->t;
+            nvec  pos = {0}, vals = {0};
+            svec  names = {0};
+            jtok *c     = p->t;
             if (is_op(c, "(")) {
                 if (parse_call_args(p, &pos, &names, &vals))
                     return NULL;
-            } else if ((c->type == T_NAME || c->type == T_STR || c->type == T_INT || c->type == T_FLOAT ||
-                        is_op(c, "[") || is_op(c, "{")) &&
+            } else if ((c->type == T_NAME || c->type == T_STR || c->type == T_INT ||
+                        c->type == T_FLOAT || is_op(c, "[") || is_op(c, "{")) &&
                        !is_name(c, "else") && !is_name(c, "or") && !is_name(c, "and")) {
                 if (is_name(c, "is"))
-                    return p_fail(p, c, ASSAY_EFORMAT, "you cannot chain multiple tests with 'is'"), NULL;
+                    return p_fail(p, c, ASSAY_EFORMAT, "you cannot chain multiple tests with 'is'"),
+                           NULL;
                 jnode *arg = parse_primary(p);
                 if (!arg || !(arg = parse_postfix(p, arg)) || nvec_push(p, &pos, arg))
                     return NULL;
@@ -1017,7 +1041,7 @@ static jnode *binary(parser *p, const jtok *at, int op, jnode *a, jnode *b) {
 static jnode *parse_pow(parser *p) {
     jnode *n = parse_unary(p, 1);
     while (n && is_op(p->t, "**")) {
-        jtok *t = p->t++;
+        jtok  *t = p->t++;
         jnode *r = parse_unary(p, 1);
         n        = r ? binary(p, t, JOP_POW, n, r) : NULL;
     }
@@ -1028,8 +1052,11 @@ static jnode *parse_math2(parser *p) {
     jnode *n = parse_pow(p);
     while (n) {
         jtok *t  = p->t;
-        int   op = is_op(t, "*") ? JOP_MUL : is_op(t, "/") ? JOP_DIV : is_op(t, "//") ? JOP_FLOORDIV
-                                           : is_op(t, "%") ? JOP_MOD : 0;
+        int   op = is_op(t, "*")    ? JOP_MUL
+                   : is_op(t, "/")  ? JOP_DIV
+                   : is_op(t, "//") ? JOP_FLOORDIV
+                   : is_op(t, "%")  ? JOP_MOD
+                                    : 0;
         if (!op)
             break;
         p->t++;
@@ -1068,9 +1095,14 @@ static jnode *parse_compare(parser *p) {
     int *ops  = NULL;
     for (;;) {
         jtok *t  = p->t;
-        int   op = is_op(t, "==") ? JOP_EQ : is_op(t, "!=") ? JOP_NE : is_op(t, "<") ? JOP_LT
-                                           : is_op(t, "<=") ? JOP_LE : is_op(t, ">") ? JOP_GT
-                                           : is_op(t, ">=") ? JOP_GE : is_name(t, "in") ? JOP_IN : 0;
+        int   op = is_op(t, "==")     ? JOP_EQ
+                   : is_op(t, "!=")   ? JOP_NE
+                   : is_op(t, "<")    ? JOP_LT
+                   : is_op(t, "<=")   ? JOP_LE
+                   : is_op(t, ">")    ? JOP_GT
+                   : is_op(t, ">=")   ? JOP_GE
+                   : is_name(t, "in") ? JOP_IN
+                                      : 0;
         if (!op && is_name(t, "not") && is_name(t + 1, "in"))
             op = JOP_NOTIN, p->t++;
         if (!op)
@@ -1160,9 +1192,9 @@ static jnode *parse_expr(parser *p, int with_cond) {
 
 /* Expressions separated by commas form a tuple; one without a comma is itself. */
 static jnode *parse_tuple(parser *p, int with_cond, int explicit_parens) {
-    jtok  *at    = p->t;
-    nvec   items = {0};
-    int    comma = 0;
+    jtok *at    = p->t;
+    nvec  items = {0};
+    int   comma = 0;
     for (;;) {
         if (items.n) {
             if (!is_op(p->t, ","))
@@ -1171,8 +1203,10 @@ static jnode *parse_tuple(parser *p, int with_cond, int explicit_parens) {
             comma = 1;
         }
         jtok *t = p->t;
-        if (t->type == T_VEND || t->type == T_BEND || is_op(t, ")") || is_op(t, "]") || is_op(t, "}") ||
-            (t->type == T_NAME && (is_name(t, "in") || is_name(t, "recursive") || (!with_cond && is_name(t, "if")))))
+        if (t->type == T_VEND || t->type == T_BEND || is_op(t, ")") || is_op(t, "]") ||
+            is_op(t, "}") ||
+            (t->type == T_NAME &&
+             (is_name(t, "in") || is_name(t, "recursive") || (!with_cond && is_name(t, "if")))))
             break;
         jnode *x = with_cond ? parse_expr(p, 1) : parse_or(p);
         if (!x || nvec_push(p, &items, x))
@@ -1180,7 +1214,9 @@ static jnode *parse_tuple(parser *p, int with_cond, int explicit_parens) {
     }
     if (!items.n && !explicit_parens) {
         char b[64];
-        return p_fail(p, p->t, ASSAY_EFORMAT, "expected an expression, got %s", tok_desc(p->t, b, sizeof b)), NULL;
+        return p_fail(p, p->t, ASSAY_EFORMAT, "expected an expression, got %s",
+                      tok_desc(p->t, b, sizeof b)),
+               NULL;
     }
     if (items.n == 1 && !comma)
         return items.v[0];
@@ -1201,7 +1237,8 @@ static int parse_targets(parser *p, svec *names) {
     for (;;) {
         if (p->t->type != T_NAME) {
             char b[64];
-            return p_fail(p, p->t, ASSAY_EFORMAT, "expected a variable name, got %s", tok_desc(p->t, b, sizeof b));
+            return p_fail(p, p->t, ASSAY_EFORMAT, "expected a variable name, got %s",
+                          tok_desc(p->t, b, sizeof b));
         }
         if (svec_push(p, names, p->t->s))
             return -1;
@@ -1214,8 +1251,8 @@ static int parse_targets(parser *p, svec *names) {
 
 static jnode *parse_if(parser *p, const jtok *at) {
     static const char *const ends[] = {"elif", "else", "endif"};
-    jnode *n                        = p_node(p, JN_IF, at);
-    nvec   conds = {0}, bodies = {0};
+    jnode                   *n      = p_node(p, JN_IF, at);
+    nvec                     conds = {0}, bodies = {0};
     if (!n)
         return NULL;
     for (;;) {
@@ -1248,13 +1285,14 @@ static jnode *parse_if(parser *p, const jtok *at) {
 
 static jnode *parse_for(parser *p, const jtok *at) {
     static const char *const ends[] = {"else", "endfor"};
-    jnode *n                        = p_node(p, JN_FOR, at);
-    svec   names                    = {0};
+    jnode                   *n      = p_node(p, JN_FOR, at);
+    svec                     names  = {0};
     if (!n || parse_targets(p, &names))
         return NULL;
     if (!is_name(p->t, "in")) {
         char b[64];
-        return p_fail(p, p->t, ASSAY_EFORMAT, "expected 'in' in a for loop, got %s", tok_desc(p->t, b, sizeof b)),
+        return p_fail(p, p->t, ASSAY_EFORMAT, "expected 'in' in a for loop, got %s",
+                      tok_desc(p->t, b, sizeof b)),
                NULL;
     }
     p->t++;
@@ -1310,7 +1348,8 @@ static jnode *parse_set(parser *p, const jtok *at) {
         return expect_bend(p) ? NULL : n;
     }
     if (is_op(p->t, "|"))
-        return p_fail(p, p->t, ASSAY_EUNSUPPORTED, "filtered set blocks ({%% set x | filter %%}) are not supported"),
+        return p_fail(p, p->t, ASSAY_EUNSUPPORTED,
+                      "filtered set blocks ({%% set x | filter %%}) are not supported"),
                NULL;
     jnode *n = p_node(p, JN_SET, at);
     if (!n || expect_op(p, "=") || !(n->a = parse_tuple(p, 1, 0)) || expect_bend(p))
@@ -1321,9 +1360,9 @@ static jnode *parse_set(parser *p, const jtok *at) {
 
 static jnode *parse_macro(parser *p, const jtok *at) {
     static const char *const ends[] = {"endmacro"};
-    jnode *n                        = p_node(p, JN_MACRO, at);
-    svec   names                    = {0};
-    nvec   defs                     = {0};
+    jnode                   *n      = p_node(p, JN_MACRO, at);
+    svec                     names  = {0};
+    nvec                     defs   = {0};
     if (!n)
         return NULL;
     if (p->t->type != T_NAME)
@@ -1345,7 +1384,9 @@ static jnode *parse_macro(parser *p, const jtok *at) {
             if (!(def = parse_expr(p, 1)))
                 return NULL;
         } else if (defs.n && defs.v[defs.n - 1])
-            return p_fail(p, p->t, ASSAY_EFORMAT, "parameter without a default after one with a default"), NULL;
+            return p_fail(p, p->t, ASSAY_EFORMAT,
+                          "parameter without a default after one with a default"),
+                   NULL;
         if (svec_push(p, &names, name) || nvec_push(p, &defs, def))
             return NULL;
     }
@@ -1363,7 +1404,8 @@ static jnode *parse_statement(parser *p) {
     jtok *at = p->t; /* the tag's name */
     if (at->type != T_NAME) {
         char b[64];
-        return p_fail(p, at, ASSAY_EFORMAT, "expected a tag name after '{%%', got %s", tok_desc(at, b, sizeof b)),
+        return p_fail(p, at, ASSAY_EFORMAT, "expected a tag name after '{%%', got %s",
+                      tok_desc(at, b, sizeof b)),
                NULL;
     }
     if (enter(p))
@@ -1390,15 +1432,16 @@ static jnode *parse_statement(parser *p) {
                 n = NULL;
         }
     } else {
-        static const char *const known[] = {"block",  "extends", "include", "import", "from",
-                                            "call",   "filter",  "with",    "autoescape",
-                                            "do",     "trans",   "pluralize", "print"};
+        static const char *const known[] = {"block", "extends",   "include", "import",     "from",
+                                            "call",  "filter",    "with",    "autoescape", "do",
+                                            "trans", "pluralize", "print"};
         for (size_t k = 0; k < sizeof known / sizeof *known; k++)
             if (is_name(at, known[k]))
-                return p_fail(p, at, ASSAY_EUNSUPPORTED, "'{%% %s %%}' is not supported in chat templates",
-                              known[k]),
+                return p_fail(p, at, ASSAY_EUNSUPPORTED,
+                              "'{%% %s %%}' is not supported in chat templates", known[k]),
                        NULL;
-        return p_fail(p, at, ASSAY_EFORMAT, "unknown tag '%.*s'", (int)(at->s.n > 40 ? 40 : at->s.n), at->s.p),
+        return p_fail(p, at, ASSAY_EFORMAT, "unknown tag '%.*s'",
+                      (int)(at->s.n > 40 ? 40 : at->s.n), at->s.p),
                NULL;
     }
     if (n)
@@ -1417,8 +1460,10 @@ static jnode *parse_body(parser *p, const char *const *ends, size_t nends, const
         jnode *n = NULL;
         if (t->type == T_EOF) {
             if (nends)
-                return p_fail(p, t, ASSAY_EFORMAT, "unexpected end of template: the '%.*s' tag at %d:%d expects '%s'",
-                              (int)opener->s.n, opener->s.p, opener->line, opener->col, ends[nends - 1]),
+                return p_fail(p, t, ASSAY_EFORMAT,
+                              "unexpected end of template: the '%.*s' tag at %d:%d expects '%s'",
+                              (int)opener->s.n, opener->s.p, opener->line, opener->col,
+                              ends[nends - 1]),
                        NULL;
             break;
         }
@@ -1440,9 +1485,10 @@ static jnode *parse_body(parser *p, const char *const *ends, size_t nends, const
                     goto done;
                 }
             if (name->type == T_NAME && name->s.n >= 3 &&
-                (memcmp(name->s.p, "end", 3) == 0 || is_name(name, "elif") || is_name(name, "else")))
-                return p_fail(p, name, ASSAY_EFORMAT, "unexpected '%.*s'%s", (int)name->s.n, name->s.p,
-                              nends ? "" : " (no block is open)"),
+                (memcmp(name->s.p, "end", 3) == 0 || is_name(name, "elif") ||
+                 is_name(name, "else")))
+                return p_fail(p, name, ASSAY_EFORMAT, "unexpected '%.*s'%s", (int)name->s.n,
+                              name->s.p, nends ? "" : " (no block is open)"),
                        NULL;
             p->t++;
             if (!(n = parse_statement(p)))
@@ -1466,7 +1512,8 @@ int jinja_parse(jarena *arena, const char *text, size_t len, const char *where, 
     /* newlines normalized to \n; one trailing newline dropped (keep_trailing_newline=False) */
     L.src = jarena_alloc(arena, len + 1);
     if (!L.src)
-        return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory for a %zu-byte template", where, len);
+        return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory for a %zu-byte template", where,
+                          len);
     for (size_t i = 0; i < len; i++) {
         char c = text[i];
         if (c == '\r') {

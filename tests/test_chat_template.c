@@ -1,5 +1,6 @@
 /* tests/test_chat_template.c — chat templates rendered byte for byte as transformers renders them
- * (fixtures from tools/make_chat_template_reference.py), plus errors, caps and model directories. */
+ * (fixtures from tools/make_chat_template_reference.py), plus errors, caps and model directories.
+ */
 #include <string.h>
 
 #include "helpers.h"
@@ -8,8 +9,8 @@
 #define FIXTURES "tests/fixtures/chat_templates/"
 
 /* Renders `tpl` over the fixture's messages; returns the status, output in *out (malloc'd). */
-static int render_case(const char *tpl, const cJSON *messages, const char *bos, const char *eos, int agp, char **out,
-                       assay_error *err) {
+static int render_case(const char *tpl, const cJSON *messages, const char *bos, const char *eos,
+                       int agp, char **out, assay_error *err) {
     size_t        n    = (size_t)cJSON_GetArraySize(messages);
     chat_message *msgs = calloc(n ? n : 1, sizeof *msgs);
     size_t        i    = 0;
@@ -37,8 +38,8 @@ static int render_case(const char *tpl, const cJSON *messages, const char *bos, 
 }
 
 /* Checks one fixture case; returns 1 when it matches, else prints why and returns 0. */
-static int check_case(const char *label, const char *tpl, const cJSON *messages, const char *bos, const char *eos,
-                      const cJSON *c) {
+static int check_case(const char *label, const char *tpl, const cJSON *messages, const char *bos,
+                      const char *eos, const cJSON *c) {
     int          agp  = cJSON_IsTrue(cJSON_GetObjectItem(c, "add_generation_prompt"));
     const cJSON *want = cJSON_GetObjectItem(c, "output");
     const cJSON *werr = cJSON_GetObjectItem(c, "error");
@@ -49,17 +50,20 @@ static int check_case(const char *label, const char *tpl, const cJSON *messages,
     int          ok   = 1;
     if (want) {
         if (rc != 0 || strcmp(got, want->valuestring) != 0) {
-            fprintf(stderr, "MISMATCH %s agp=%d\n  want: %s\n  got:  %s\n", label, agp, want->valuestring,
-                    rc ? err.msg : got);
+            fprintf(stderr, "MISMATCH %s agp=%d\n  want: %s\n  got:  %s\n", label, agp,
+                    want->valuestring, rc ? err.msg : got);
             ok = 0;
         }
     } else {
         /* the template raised: we must fail too, and raise_exception's message must be carried */
         if (rc == 0) {
-            fprintf(stderr, "NO ERROR %s agp=%d: want %s: %s\n  got: %s\n", label, agp, wtyp, werr->valuestring, got);
+            fprintf(stderr, "NO ERROR %s agp=%d: want %s: %s\n  got: %s\n", label, agp, wtyp,
+                    werr->valuestring, got);
             ok = 0;
-        } else if (wtyp && strcmp(wtyp, "TemplateError") == 0 && !strstr(err.msg, werr->valuestring)) {
-            fprintf(stderr, "WRONG ERROR %s: want '%s', got '%s'\n", label, werr->valuestring, err.msg);
+        } else if (wtyp && strcmp(wtyp, "TemplateError") == 0 &&
+                   !strstr(err.msg, werr->valuestring)) {
+            fprintf(stderr, "WRONG ERROR %s: want '%s', got '%s'\n", label, werr->valuestring,
+                    err.msg);
             ok = 0;
         }
     }
@@ -77,7 +81,8 @@ Test(chat_template, renders_every_reference_template_as_transformers_does) {
         snprintf(label, sizeof label, "%s / %s", cJSON_GetObjectItem(t, "name")->valuestring,
                  cJSON_GetObjectItem(c, "conversation")->valuestring);
         errors += cJSON_GetObjectItem(c, "error") != NULL;
-        bad += !check_case(label, cJSON_GetObjectItem(t, "template")->valuestring, cJSON_GetObjectItem(c, "messages"),
+        bad += !check_case(label, cJSON_GetObjectItem(t, "template")->valuestring,
+                           cJSON_GetObjectItem(c, "messages"),
                            cJSON_GetObjectItem(t, "bos_token")->valuestring,
                            cJSON_GetObjectItem(t, "eos_token")->valuestring, c);
         n++;
@@ -90,8 +95,8 @@ Test(chat_template, renders_every_reference_template_as_transformers_does) {
 Test(chat_template, renders_the_expression_language_as_jinja_does) {
     cJSON       *root = test_read_json(FIXTURES "expr.json");
     const cJSON *msgs = cJSON_GetObjectItem(root, "messages"), *c;
-    const char  *bos = cJSON_GetObjectItem(root, "bos_token")->valuestring;
-    const char  *eos = cJSON_GetObjectItem(root, "eos_token")->valuestring;
+    const char  *bos  = cJSON_GetObjectItem(root, "bos_token")->valuestring;
+    const char  *eos  = cJSON_GetObjectItem(root, "eos_token")->valuestring;
     int          bad = 0, n = 0;
     cJSON_ArrayForEach(c, cJSON_GetObjectItem(root, "cases")) {
         const char *tpl = cJSON_GetObjectItem(c, "template")->valuestring;
@@ -130,10 +135,11 @@ Test(chat_template, unsupported_constructs_fail_at_parse_time_naming_the_constru
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         assay_error    err = {0};
-        chat_template *t   = chat_template_parse(cases[i].tpl, strlen(cases[i].tpl), "t.jinja", &err);
+        chat_template *t = chat_template_parse(cases[i].tpl, strlen(cases[i].tpl), "t.jinja", &err);
         cr_expect_null(t, "%s parsed", cases[i].tpl);
         cr_expect_eq(err.code, ASSAY_EUNSUPPORTED, "%s: %s", cases[i].tpl, err.msg);
-        cr_expect(strstr(err.msg, cases[i].want), "%s: got '%s', want '%s'", cases[i].tpl, err.msg, cases[i].want);
+        cr_expect(strstr(err.msg, cases[i].want), "%s: got '%s', want '%s'", cases[i].tpl, err.msg,
+                  cases[i].want);
         chat_template_free(t);
     }
 }
@@ -154,10 +160,11 @@ Test(chat_template, syntax_errors_say_what_was_expected_and_where) {
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         assay_error    err = {0};
-        chat_template *t   = chat_template_parse(cases[i].tpl, strlen(cases[i].tpl), "t.jinja", &err);
+        chat_template *t = chat_template_parse(cases[i].tpl, strlen(cases[i].tpl), "t.jinja", &err);
         cr_expect_null(t, "%s parsed", cases[i].tpl);
         cr_expect_eq(err.code, ASSAY_EFORMAT, "%s: %s", cases[i].tpl, err.msg);
-        cr_expect(strstr(err.msg, cases[i].want), "%s: got '%s', want '%s'", cases[i].tpl, err.msg, cases[i].want);
+        cr_expect(strstr(err.msg, cases[i].want), "%s: got '%s', want '%s'", cases[i].tpl, err.msg,
+                  cases[i].want);
         chat_template_free(t);
     }
 }
@@ -166,7 +173,8 @@ Test(chat_template, render_errors_name_the_line_and_what_failed) {
     static const struct {
         const char *tpl, *want;
     } cases[] = {
-        {"\n\n  {{ raise_exception('roles must alternate') }}", "t.jinja:3:6: template error: roles must alternate"},
+        {"\n\n  {{ raise_exception('roles must alternate') }}",
+         "t.jinja:3:6: template error: roles must alternate"},
         {"{{ messages[0].missing.deeper }}", "'dict object' has no attribute 'missing'"},
         {"{{ nope.x }}", "'nope' is undefined"},
         {"{{ 'a' + 1 }}", "can only concatenate str (not \"int\") to str"},
@@ -180,7 +188,8 @@ Test(chat_template, render_errors_name_the_line_and_what_failed) {
         assay_error err = {0};
         int         rc  = try_template(cases[i].tpl, &out, &err);
         cr_expect_eq(rc, ASSAY_EINVAL, "%s: rc %d, out '%s'", cases[i].tpl, rc, out ? out : "");
-        cr_expect(strstr(err.msg, cases[i].want), "%s: got '%s', want '%s'", cases[i].tpl, err.msg, cases[i].want);
+        cr_expect(strstr(err.msg, cases[i].want), "%s: got '%s', want '%s'", cases[i].tpl, err.msg,
+                  cases[i].want);
         free(out);
     }
 }
@@ -195,7 +204,8 @@ Test(chat_template, hostile_templates_stop_at_the_caps) {
         /* 100 MB of output, over 64 MiB */
         {"{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}", "output exceeds 64 MiB"},
         /* a string grown quadratically: values over 256 MiB */
-        {"{% set ns = namespace(s='') %}{% for i in range(100000) %}{% set ns.s = ns.s ~ 'x' * 100 %}{% endfor %}",
+        {"{% set ns = namespace(s='') %}{% for i in range(100000) %}{% set ns.s = ns.s ~ 'x' * 100 "
+         "%}{% endfor %}",
          "more than 256 MiB of values"},
         {"{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "macro calls nested deeper than 64"},
         {"{{ 'x' * 100000000 }}", "repetition result over 64 MiB"},
@@ -205,11 +215,13 @@ Test(chat_template, hostile_templates_stop_at_the_caps) {
         assay_error err = {0};
         int         rc  = try_template(cases[i].tpl, &out, &err);
         cr_expect_neq(rc, 0, "%s rendered", cases[i].tpl);
-        cr_expect(strstr(err.msg, cases[i].want), "%s: got '%s', want '%s'", cases[i].tpl, err.msg, cases[i].want);
+        cr_expect(strstr(err.msg, cases[i].want), "%s: got '%s', want '%s'", cases[i].tpl, err.msg,
+                  cases[i].want);
         free(out);
     }
-    /* nesting: 10,000 parentheses and 10,000 nested ifs are refused at parse time, not a stack overflow */
-    size_t n   = 10000;
+    /* nesting: 10,000 parentheses and 10,000 nested ifs are refused at parse time, not a stack
+     * overflow */
+    size_t n    = 10000;
     char  *deep = malloc(n * 16 + 16);
     strcpy(deep, "{{ ");
     for (size_t i = 0; i < n; i++)
@@ -244,8 +256,9 @@ Test(chat_template, content_with_nul_bytes_and_invalid_utf8_is_carried_through) 
     chat_message   m[2] = {{"user", "a\0b\xff", 4}, {"assistant", "", 0}};
     chat_vars      v    = {NULL, NULL, 0};
     assay_error    err  = {0};
-    const char    *tpl  = "{% for m in messages %}[{{ m.content }}|{{ m.content|length }}]{% endfor %}{{ bos_token is defined }}";
-    chat_template *t    = chat_template_parse(tpl, strlen(tpl), "t", &err);
+    const char    *tpl = "{% for m in messages %}[{{ m.content }}|{{ m.content|length }}]{% endfor "
+                         "%}{{ bos_token is defined }}";
+    chat_template *t   = chat_template_parse(tpl, strlen(tpl), "t", &err);
     cr_assert_not_null(t, "%s", err.msg);
     char  *out;
     size_t len;
@@ -275,7 +288,8 @@ static char *fixture_output(const char *name, const char *conversation, int agp)
     return want;
 }
 
-static void check_dir_renders_fixture(const char *dir, const char *name, const char *bos, const char *eos) {
+static void check_dir_renders_fixture(const char *dir, const char *name, const char *bos,
+                                      const char *eos) {
     chat_template *t;
     chat_vars      v;
     assay_error    err = {0};
@@ -283,7 +297,8 @@ static void check_dir_renders_fixture(const char *dir, const char *name, const c
     cr_assert_not_null(t, "%s: no template found", dir);
     cr_expect_str_eq(v.bos_token, bos);
     cr_expect_str_eq(v.eos_token, eos);
-    chat_message m[2] = {{"system", "You are a helpful assistant.", 28}, {"user", "What is 2+2?", 12}};
+    chat_message m[2]       = {{"system", "You are a helpful assistant.", 28},
+                               {"user", "What is 2+2?", 12}};
     v.add_generation_prompt = 1;
     char  *out;
     size_t len;
@@ -296,34 +311,41 @@ static void check_dir_renders_fixture(const char *dir, const char *name, const c
 }
 
 Test(chat_template, loads_the_tiny_fixtures_templates_and_reports_none_where_absent) {
-    check_dir_renders_fixture("tests/fixtures/models/llama3", "models/llama3", "<|begin_of_text|>", "<|end_of_text|>");
+    check_dir_renders_fixture("tests/fixtures/models/llama3", "models/llama3", "<|begin_of_text|>",
+                              "<|end_of_text|>");
     check_dir_renders_fixture("tests/fixtures/models/qwen2", "models/qwen2", "", "<|endoftext|>");
     chat_template *t = (chat_template *)1;
     chat_vars      v;
     assay_error    err = {0};
-    cr_assert_eq(chat_template_load_dir("tests/fixtures/models/llama", &t, &v, &err), 0, "%s", err.msg);
+    cr_assert_eq(chat_template_load_dir("tests/fixtures/models/llama", &t, &v, &err), 0, "%s",
+                 err.msg);
     cr_expect_null(t);
 }
 
 Test(chat_template, loads_the_shared_tokenizers_templates) {
     SHARED_OR_SKIP(cfg, "tokenizers/gemma3/tokenizer_config.json");
-    check_dir_renders_fixture("../shared/tokenizers/gemma3", "shared/gemma3", "<bos>", "<end_of_turn>");
+    check_dir_renders_fixture("../shared/tokenizers/gemma3", "shared/gemma3", "<bos>",
+                              "<end_of_turn>");
     check_dir_renders_fixture("../shared/tokenizers/qwen3", "shared/qwen3", "", "<|im_end|>");
-    check_dir_renders_fixture("../shared/tokenizers/llama3", "shared/llama3", "<|begin_of_text|>", "<|end_of_text|>");
+    check_dir_renders_fixture("../shared/tokenizers/llama3", "shared/llama3", "<|begin_of_text|>",
+                              "<|end_of_text|>");
     chat_template *t = (chat_template *)1;
     chat_vars      v;
     assay_error    err = {0};
-    cr_assert_eq(chat_template_load_dir("../shared/tokenizers/llama2", &t, &v, &err), 0, "%s", err.msg);
+    cr_assert_eq(chat_template_load_dir("../shared/tokenizers/llama2", &t, &v, &err), 0, "%s",
+                 err.msg);
     cr_expect_null(t, "llama2's tokenizer_config.json has no chat_template");
 }
 
 Test(chat_template, reads_named_template_lists_jinja_files_and_token_objects) {
     char dir[64];
     test_tmpdir(dir, sizeof dir);
-    test_write_file(dir, "a/tokenizer_config.json",
-                    "{\"bos_token\": {\"content\": \"<B>\", \"lstrip\": false}, \"eos_token\": \"<E>\","
-                    " \"chat_template\": [{\"name\": \"tool_use\", \"template\": \"tools\"},"
-                    " {\"name\": \"default\", \"template\": \"{{ bos_token }}{{ messages[0].content }}{{ eos_token }}\"}]}");
+    test_write_file(
+        dir, "a/tokenizer_config.json",
+        "{\"bos_token\": {\"content\": \"<B>\", \"lstrip\": false}, \"eos_token\": \"<E>\","
+        " \"chat_template\": [{\"name\": \"tool_use\", \"template\": \"tools\"},"
+        " {\"name\": \"default\", \"template\": \"{{ bos_token }}{{ messages[0].content }}{{ "
+        "eos_token }}\"}]}");
     test_write_file(dir, "b/tokenizer_config.json", "{\"eos_token\": \"</s>\"}");
     test_write_file(dir, "b/chat_template.jinja", "[{{ messages[0].role }}]\n");
     test_write_file(dir, "c/tokenizer_config.json", "{\"chat_template\": 5}");

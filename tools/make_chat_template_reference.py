@@ -444,6 +444,46 @@ EXPRS = [
 ]
 
 
+# Whitespace control, generated: random nestings of text, tags with -/+ markers, comments and
+# outputs (seeded, so the fixture is reproducible).
+WS_TEXT = ["a", " ", "  ", "\t", "\n", "\n\n", " \n ", "x y", "\r\n", "\n  ", "  \n", "\u3000\n"]
+WS_OPEN = ["{%", "{%-", "{%+"]
+WS_CLOSE = ["%}", "-%}", "+%}"]
+
+
+def ws_template(rng, depth=0):
+    parts = []
+    for _ in range(rng.randint(1, 5)):
+        parts.append(rng.choice(WS_TEXT))
+        k = rng.randrange(6 if depth < 2 else 4)
+        o, c = rng.choice(WS_OPEN), rng.choice(WS_CLOSE)
+        if k == 0:
+            parts.append(rng.choice(["{{ 'v' }}", "{{- 'v' }}", "{{ 'v' -}}", "{{- 'v' -}}", "{{+ 'v' }}"]))
+        elif k == 1:
+            parts.append(rng.choice(["{# c #}", "{#- c #}", "{# c -#}", "{#- c -#}", "{#+ c +#}"]))
+        elif k == 2:
+            parts.append(f"{o} set z = 1 {c}")
+        elif k == 3:
+            parts.append(f"{o} raw {c} {{{{ r }}}} \n{rng.choice(WS_OPEN)} endraw {rng.choice(WS_CLOSE)}")
+        elif k == 4:
+            parts.append(f"{o} if true {c}" + ws_template(rng, depth + 1) + f"{rng.choice(WS_OPEN)} endif {rng.choice(WS_CLOSE)}")
+        else:
+            parts.append(f"{o} for i in [1, 2] {c}" + ws_template(rng, depth + 1)
+                         + f"{rng.choice(WS_OPEN)} endfor {rng.choice(WS_CLOSE)}")
+    parts.append(rng.choice(WS_TEXT))
+    return "".join(parts)
+
+
+# String methods and filters over strings where Unicode whitespace and case matter.
+STRS = ["  a b  ", "\u00a0x\u2003", "hello wORLD it's", "ÉCOLE élève", "a\tb\nc\r\n", "", "x,y,,z", "ǅungla ǆ",
+        "Ünïcödé 世界 🎉", "\x1c\x1dmid\x1e\x1f", "o'neil-smith 3rd"]
+STR_OPS = ["{{ S.strip() }}", "{{ S.lstrip() }}", "{{ S.rstrip() }}", "{{ S.split() }}", "{{ S.split(',') }}",
+           "{{ S.title() }}", "{{ S.capitalize() }}", "{{ S.upper() }}", "{{ S.lower() }}", "{{ S|trim }}",
+           "{{ S|title }}", "{{ S|capitalize }}", "{{ S|length }}", "{{ S[::-1] }}", "{{ S[1:3] }}", "{{ S|tojson }}",
+           "{{ S|list }}", "{{ S|tojson(ensure_ascii=true) }}", "{{ [S] }}", "{{ S is lower }}", "{{ S is upper }}",
+           "{{ S.split(' ', 1) }}", "{{ S.strip('a x') }}", "{{ S|replace('', '.') }}", "{{ S.replace('l', 'L', 1) }}"]
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     templates, cases = [], []
@@ -469,6 +509,16 @@ def main():
         for agp in (False, True):
             res = render(e, EXPR_MESSAGES, agp, "<s>", "</s>")
             exprs.append({"template": e, "add_generation_prompt": agp, **res})
+    import random
+    rng = random.Random(1234)
+    for _ in range(400):
+        e = ws_template(rng)
+        exprs.append({"template": e, "add_generation_prompt": False, **render(e, EXPR_MESSAGES, False, "<s>", "</s>")})
+    for st in STRS:
+        for op in STR_OPS:
+            e = "{% set S = " + json.dumps(st, ensure_ascii=False) + " %}" + op
+            exprs.append({"template": e, "add_generation_prompt": False,
+                          **render(e, EXPR_MESSAGES, False, "<s>", "</s>")})
     with open(os.path.join(OUT, "expr.json"), "w", encoding="utf-8") as f:
         json.dump({"messages": EXPR_MESSAGES, "bos_token": "<s>", "eos_token": "</s>", "cases": exprs}, f,
                   ensure_ascii=False, indent=1)
