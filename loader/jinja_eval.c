@@ -201,6 +201,7 @@ static const char *type_name(jval v) {
     case JV_FLOAT: return "float";
     case JV_STR: return "str";
     case JV_LIST: return v.tuple ? "tuple" : "list";
+    case JV_ITER: return "generator";
     case JV_DICT: return "dict";
     case JV_NS: return "Namespace";
     case JV_LOOP: return "LoopContext";
@@ -398,7 +399,7 @@ static int write_repr_str(render *R, sbuf *b, jstr s) {
 static int write_str(render *R, sbuf *b, jval v, int repr) {
     char num[64];
     switch (v.kind) {
-    case JV_UNDEF: return 0;
+    case JV_UNDEF: return repr ? sb_puts(R, b, "Undefined") : 0;
     case JV_NONE: return sb_puts(R, b, "None");
     case JV_BOOL: return sb_puts(R, b, v.u.b ? "True" : "False");
     case JV_INT: snprintf(num, sizeof num, "%lld", (long long)v.u.i); return sb_puts(R, b, num);
@@ -428,6 +429,11 @@ static int write_str(render *R, sbuf *b, jval v, int repr) {
                 return -1;
         R->depth--;
         return sb_puts(R, b, v.kind == JV_NS ? "}>" : "}");
+    case JV_ITER:
+        /* Jinja2 prints the generator's repr, a memory address: nothing to match */
+        return rfail(R, NULL, ASSAY_EUNSUPPORTED,
+                     "printing a generator (a select/map/unique/items/reverse filter's result "
+                     "without |list)");
     case JV_LOOP:
         snprintf(num, sizeof num, "<LoopContext %zu/%zu>", v.u.loop->i + 1, v.u.loop->n);
         return sb_puts(R, b, num);
@@ -633,6 +639,7 @@ static int py_eq(jval a, jval b) {
         }
         return 1;
     case JV_NS: return a.u.d == b.u.d;
+    case JV_ITER: return a.u.l == b.u.l;
     case JV_LOOP:
     case JV_CYCLE: return a.u.loop == b.u.loop;
     case JV_FUNC: return a.u.fn == b.u.fn;
@@ -692,6 +699,7 @@ static int py_contains(render *R, const jnode *at, jval hay, jval needle) {
             return 1;
         return memmem(hay.u.s.p, hay.u.s.n, needle.u.s.p, needle.u.s.n) != NULL;
     case JV_LIST:
+    case JV_ITER:
         for (size_t i = 0; i < hay.u.l->n; i++)
             if (py_eq(hay.u.l->items[i], needle))
                 return 1;
@@ -709,7 +717,8 @@ static int py_contains(render *R, const jnode *at, jval hay, jval needle) {
 /* The items `for` would see: list items, string characters, dict keys; Undefined is empty. */
 static int iter_items(render *R, const jnode *at, jval v, jval **items, size_t *n) {
     switch (v.kind) {
-    case JV_LIST: *items = v.u.l->items, *n = v.u.l->n; return 0;
+    case JV_LIST:
+    case JV_ITER: *items = v.u.l->items, *n = v.u.l->n; return 0;
     case JV_DICT: *items = v.u.d->keys, *n = v.u.d->n; return 0;
     case JV_UNDEF: *items = NULL, *n = 0; return 0;
     case JV_STR: {
@@ -862,10 +871,11 @@ static int slice_indices(render *R, const jnode *at, jval *sv, size_t n, int64_t
 static int do_slice(render *R, const jnode *at, jval obj, jval *sv, jval *out) {
     if (obj.kind == JV_UNDEF)
         return undef_fail(R, at, obj);
-    if (obj.kind != JV_LIST && obj.kind != JV_STR) {
-        *out = v_undef(R, "'%s object' is not subscriptable with a slice", type_name(obj));
-        return 0;
-    }
+    if (obj.kind != JV_LIST && obj.kind != JV_STR) /* Jinja2 slices with Python's own [] */
+        return rfail(R, at, ASSAY_EINVAL,
+                     obj.kind == JV_DICT ? "unhashable type: 'slice'"
+                                         : "'%s' object is not subscriptable",
+                     type_name(obj));
     size_t count = 0, *off = NULL;
     if (obj.kind == JV_STR) {
         if (!(off = cp_offsets(R, obj.u.s, &count)))
@@ -1342,14 +1352,16 @@ static int call_method(render *R, const jnode *at, jval obj, jstr name, const ja
     return 0;
 }
 
-static int call_macro(render *R, const jnode *at, const jnode *m, const jargs *a, jval *out) {
+static int call_macro(render *R, const jnode *at, const struct jmacro *mac, const jargs *a,
+                      jval *out) {
+    const jnode *m = mac->node;
     if (R->calls >= JINJA_MAX_CALL_DEPTH)
         return rfail(R, at, ASSAY_EINVAL, "macro calls nested deeper than %d",
                      JINJA_MAX_CALL_DEPTH);
     jframe *fr = jarena_alloc(&R->arena, sizeof *fr);
     if (!fr)
         return oom(R, at);
-    fr->parent = R->top;
+    fr->parent = mac->env;
     if (a->npos > m->nnames)
         return rfail(R, at, ASSAY_EINVAL, "macro '%.*s' takes not more than %zu argument(s)",
                      (int)m->s.n, m->s.p, m->nnames);
@@ -1513,6 +1525,7 @@ int jinja_known(int test, jstr name) {
 }
 
 static int apply_test(render *R, const jnode *at, jstr name, jval v, const jargs *a, int *res);
+static int arith(render *R, const jnode *at, int op, jval a, jval b, jval *out);
 static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jargs *a, jval *out);
 
 static int one_arg(render *R, const jnode *at, const char *what, const jargs *a, jval *x) {
@@ -1549,22 +1562,19 @@ static int apply_test(render *R, const jnode *at, jstr name, jval v, const jargs
         *res = v.kind == JV_DICT;
     else if (T("iterable"))
         *res = v.kind == JV_STR || v.kind == JV_LIST || v.kind == JV_DICT || v.kind == JV_UNDEF ||
-               v.kind == JV_LOOP;
+               v.kind == JV_LOOP || v.kind == JV_ITER;
     else if (T("sequence"))
         *res = v.kind == JV_STR || v.kind == JV_LIST || v.kind == JV_DICT || v.kind == JV_UNDEF;
     else if (T("callable"))
         *res = v.kind == JV_FUNC || v.kind == JV_MACRO || v.kind == JV_CYCLE;
     else if (T("odd") || T("even") || T("divisibleby")) {
-        int64_t i, d = 2;
-        if (need_int(R, at, "this test", v, &i))
+        /* value % 2 == 1, value % 2 == 0, value % num == 0, with Python's % */
+        jval d = v_int(2), m;
+        if (T("divisibleby") && one_arg(R, at, "divisibleby", a, &d))
             return -1;
-        if (T("divisibleby") &&
-            (one_arg(R, at, "divisibleby", a, &x) || need_int(R, at, "divisibleby", x, &d)))
+        if (arith(R, at, JOP_MOD, v, d, &m))
             return -1;
-        if (d == 0)
-            return rfail(R, at, ASSAY_EINVAL, "integer modulo by zero");
-        int64_t m = d == -1 ? 0 : i % d;
-        *res      = T("odd") ? m != 0 : m == 0;
+        *res = py_eq(m, v_int(T("odd") ? 1 : 0));
     } else if (T("eq") || T("equalto") || T("==") || T("ne") || T("!=")) {
         if (one_arg(R, at, "eq", a, &x))
             return -1;
@@ -1621,9 +1631,9 @@ static int apply_test(render *R, const jnode *at, jstr name, jval v, const jargs
 /* select/reject/selectattr/rejectattr: keep items whose (attribute's) test result is `keep`. */
 static int filter_select(render *R, const jnode *at, jval v, const jargs *a, int by_attr, int keep,
                          jval *out) {
-    jval  *items;
-    size_t n;
-    if (iter_items(R, at, v, &items, &n))
+    jval  *items = NULL;
+    size_t n     = 0;
+    if (truthy(v) && iter_items(R, at, v, &items, &n)) /* Jinja2 skips a false value */
         return -1;
     size_t first = 0;
     jstr   attr  = {0};
@@ -1665,7 +1675,7 @@ static int filter_select(render *R, const jnode *at, jval v, const jargs *a, int
         if (r == keep && list_push(R, l, items[i]))
             return -1;
     }
-    *out = v_list(l, 0);
+    *out = (jval){.kind = JV_ITER, .u.l = l};
     return 0;
 }
 
@@ -1742,9 +1752,9 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
         return filter_select(R, at, v, a, F("selectattr") || F("rejectattr"),
                              F("select") || F("selectattr"), out);
     if (F("map")) {
-        jval  *items;
-        size_t n;
-        if (iter_items(R, at, v, &items, &n))
+        jval  *items = NULL;
+        size_t n     = 0;
+        if (truthy(v) && iter_items(R, at, v, &items, &n)) /* Jinja2 skips a false value */
             return -1;
         jlist *l = list_new(R, n);
         if (!l)
@@ -1781,7 +1791,7 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
                 return -1;
             l->items[l->n++] = x;
         }
-        *out = v_list(l, 0);
+        *out = (jval){.kind = JV_ITER, .u.l = l};
         return 0;
     }
     if (F("items")) {
@@ -1789,7 +1799,7 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
             jlist *l = list_new(R, 0);
             if (!l)
                 return oom(R, at);
-            *out = v_list(l, 0);
+            *out = (jval){.kind = JV_ITER, .u.l = l};
             return 0;
         }
         if (v.kind != JV_DICT)
@@ -1797,7 +1807,10 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
                          "items filter: can only get item pairs from a mapping, not %s",
                          type_name(v));
         int found;
-        return call_method(R, at, v, (jstr){"items", 5}, &(jargs){0}, out, &found);
+        if (call_method(R, at, v, (jstr){"items", 5}, &(jargs){0}, out, &found))
+            return -1;
+        out->kind = JV_ITER;
+        return 0;
     }
     if (F("list") || F("reverse") || F("sort") || F("unique")) {
         if (F("reverse") && v.kind == JV_STR) {
@@ -1862,12 +1875,16 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
             }
             l->n = k;
         }
-        *out = v_list(l, 0);
+        /* reverse gives an iterator over a list and a list from an iterator; unique an iterator */
+        int iter = F("unique") || (F("reverse") && v.kind != JV_ITER);
+        *out     = iter ? (jval){.kind = JV_ITER, .u.l = l} : v_list(l, 0);
         return 0;
     }
     if (F("first") || F("last")) {
         jval  *items;
         size_t n;
+        if (F("last") && v.kind == JV_ITER)
+            return rfail(R, at, ASSAY_EINVAL, "'generator' object is not reversible");
         if (iter_items(R, at, v, &items, &n))
             return -1;
         *out = n ? items[F("first") ? 0 : n - 1]
@@ -2009,6 +2026,14 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
         *out = dflt;
         return 0;
     }
+    if (F("join")) {
+        ARGS("join", "d", "attribute");
+        jstr sep = {"", 0}, attr;
+        if ((present(p[0]) && need_str(R, at, "join", p[0], &sep)) ||
+            (present(p[1]) && need_str(R, at, "join", p[1], &attr)))
+            return -1;
+        return str_join(R, at, sep, v, present(p[1]) ? &attr : NULL, out);
+    }
     if (to_str(R, v, &s))
         return -1;
     if (F("string") || F("safe") || F("e") || F("escape")) {
@@ -2038,16 +2063,13 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
             return -1;
         return str_replace(R, at, s, o, nw, count, out);
     }
-    if (F("join")) {
-        ARGS("join", "d", "attribute");
-        jstr sep = {"", 0}, attr;
-        if ((present(p[0]) && need_str(R, at, "join", p[0], &sep)) ||
-            (present(p[1]) && need_str(R, at, "join", p[1], &attr)))
-            return -1;
-        return str_join(R, at, sep, v, present(p[1]) ? &attr : NULL, out);
-    }
     if (F("indent")) {
         ARGS("indent", "width", "first", "blank");
+        if (v.kind != JV_STR)
+            return v.kind == JV_UNDEF
+                       ? undef_fail(R, at, v)
+                       : rfail(R, at, ASSAY_EINVAL,
+                               "unsupported operand type(s) for +=: '%s' and 'str'", type_name(v));
         jstr    pad   = {"    ", 4};
         int64_t width = 4;
         char    spaces[64];
@@ -2490,7 +2512,8 @@ static int exec_for(render *R, jframe *f, const jnode *n, sbuf *out) {
     jframe *fr = jarena_alloc(&R->arena, sizeof *fr);
     if (!fr)
         return oom(R, n);
-    fr->parent = f;
+    fr->parent    = f;
+    int completed = 0;
     for (size_t i = 0; i < count; i++) {
         if (++R->iterations > JINJA_MAX_ITERATIONS)
             return rfail(R, n, ASSAY_EINVAL, "more than %ld loop iterations", JINJA_MAX_ITERATIONS);
@@ -2503,13 +2526,16 @@ static int exec_for(render *R, jframe *f, const jnode *n, sbuf *out) {
             return -1;
         if (exec_body(R, fr, n->c, out))
             return -1;
+        completed |= R->ctl == CTL_NONE;
         if (R->ctl == CTL_BREAK) {
             R->ctl = CTL_NONE;
             break;
         }
         R->ctl = CTL_NONE;
     }
-    if (!count && n->d)
+    /* Jinja2's else runs unless some iteration reached the end of the body (not cut short by
+     * continue or break) */
+    if (!completed && n->d)
         return exec_body(R, f, n->d, out);
     return 0;
 }
@@ -2574,10 +2600,14 @@ static int exec_body(render *R, jframe *f, const jnode *body, sbuf *out) {
                 return -1;
             break;
         }
-        case JN_MACRO:
-            if (frame_set(R, f, n->s, (jval){.kind = JV_MACRO, .u.macro = n}))
+        case JN_MACRO: {
+            struct jmacro *mac = jarena_alloc(&R->arena, sizeof *mac);
+            if (!mac)
+                return oom(R, n);
+            mac->node = n, mac->env = f;
+            if (frame_set(R, f, n->s, (jval){.kind = JV_MACRO, .u.macro = mac}))
                 return -1;
-            break;
+        } break;
         case JN_BREAK: R->ctl = CTL_BREAK; break;
         case JN_CONTINUE: R->ctl = CTL_CONTINUE; break;
         case JN_BODY:

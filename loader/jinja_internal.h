@@ -40,6 +40,8 @@ typedef enum jkind {
     JV_FLOAT,
     JV_STR,
     JV_LIST, /* list or tuple (flag) */
+    JV_ITER, /* what Jinja2's select, map, unique, items and reverse filters return: a generator
+              * (always true, no len(), iterable); held as a jlist */
     JV_DICT,
     JV_NS,    /* namespace(): a dict whose attributes may be assigned */
     JV_LOOP,  /* the `loop` variable of a for */
@@ -58,15 +60,15 @@ typedef struct jval {
     uint8_t kind;
     uint8_t tuple; /* JV_LIST: a tuple (repr uses parentheses) */
     union {
-        int          b;
-        int64_t      i;
-        double       f;
-        jstr         s;    /* JV_STR; JV_UNDEF: the message its use would fail with */
-        jlist       *l;    /* JV_LIST */
-        jdict       *d;    /* JV_DICT, JV_NS */
-        jloop       *loop; /* JV_LOOP, JV_CYCLE */
-        int          fn;   /* JV_FUNC */
-        const jnode *macro;
+        int            b;
+        int64_t        i;
+        double         f;
+        jstr           s;    /* JV_STR; JV_UNDEF: the message its use would fail with */
+        jlist         *l;    /* JV_LIST, JV_ITER */
+        jdict         *d;    /* JV_DICT, JV_NS */
+        jloop         *loop; /* JV_LOOP, JV_CYCLE */
+        int            fn;   /* JV_FUNC */
+        struct jmacro *macro;
     } u;
 } jval;
 
@@ -79,6 +81,12 @@ struct jdict {
     jval  *keys;
     jval  *vals;
     size_t n, cap;
+};
+
+/* A macro and the scope it was defined in (it sees that scope's variables when called). */
+struct jmacro {
+    const jnode *node;
+    jframe      *env;
 };
 
 struct jloop {

@@ -604,6 +604,7 @@ typedef struct parser {
     lexer       *L;
     jtok        *t; /* current */
     int          depth;
+    int          loops; /* for bodies open around here (break/continue need one) */
     assay_error *err;
     const char  *where;
     jarena      *arena;
@@ -1305,7 +1306,12 @@ static jnode *parse_for(parser *p, const jtok *at) {
     }
     if (is_name(p->t, "recursive"))
         return p_fail(p, p->t, ASSAY_EUNSUPPORTED, "recursive for loops are not supported"), NULL;
-    if (expect_bend(p) || !(n->c = parse_body(p, ends, 2, at)))
+    if (expect_bend(p))
+        return NULL;
+    p->loops++;
+    n->c = parse_body(p, ends, 2, at);
+    p->loops--;
+    if (!n->c)
         return NULL;
     if (is_name(p->t, "else")) {
         p->t++;
@@ -1391,7 +1397,12 @@ static jnode *parse_macro(parser *p, const jtok *at) {
             return NULL;
     }
     p->t++;
-    if (expect_bend(p) || !(n->a = parse_body(p, ends, 1, at)))
+    int loops = p->loops; /* a macro body is a function: no loop around it */
+    p->loops  = 0;
+    if (!expect_bend(p))
+        n->a = parse_body(p, ends, 1, at);
+    p->loops = loops;
+    if (!n->a)
         return NULL;
     p->t++;
     if (expect_bend(p))
@@ -1421,6 +1432,10 @@ static jnode *parse_statement(parser *p) {
     else if (is_name(at, "macro"))
         n = parse_macro(p, at);
     else if (is_name(at, "break") || is_name(at, "continue")) {
+        if (!p->loops)
+            return p_fail(p, at, ASSAY_EFORMAT, "'%s' outside a for loop",
+                          is_name(at, "break") ? "break" : "continue"),
+                   NULL;
         if ((n = p_node(p, is_name(at, "break") ? JN_BREAK : JN_CONTINUE, at)) && expect_bend(p))
             n = NULL;
     } else if (is_name(at, "generation")) {

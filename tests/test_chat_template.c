@@ -157,6 +157,9 @@ Test(chat_template, syntax_errors_say_what_was_expected_and_where) {
         {"{% endfor %}", "unexpected 'endfor' (no block is open)"},
         {"{% frobnicate %}", "unknown tag 'frobnicate'"},
         {"{{ 99999999999999999999 }}", "integer literal larger than 2^63-1"},
+        {"{% if x %}{% break %}{% endif %}", "t.jinja:1:14: 'break' outside a for loop"},
+        {"{% for x in y %}{% macro f() %}{% continue %}{% endmacro %}{% endfor %}",
+         "'continue' outside a for loop"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         assay_error    err = {0};
@@ -192,6 +195,23 @@ Test(chat_template, render_errors_name_the_line_and_what_failed) {
                   cases[i].want);
         free(out);
     }
+}
+
+Test(chat_template, printing_a_generator_is_refused_rather_than_guessed) {
+    /* Jinja2 prints "<generator object ... at 0x...>": an address nothing can reproduce */
+    char       *out = NULL;
+    assay_error err = {0};
+    int         rc  = try_template("{{ messages|selectattr('role', 'eq', 'user') }}", &out, &err);
+    cr_expect_eq(rc, ASSAY_EUNSUPPORTED, "%s", err.msg);
+    cr_expect(strstr(err.msg, "printing a generator"), "%s", err.msg);
+    free(out);
+    /* but it is true, iterable and listable, as in Jinja2 */
+    rc = try_template("{% if messages|selectattr('role', 'eq', 'tool') %}T{% endif %}"
+                      "{{ messages|selectattr('role', 'eq', 'user')|list|length }}",
+                      &out, &err);
+    cr_assert_eq(rc, 0, "%s", err.msg);
+    cr_expect_str_eq(out, "T1");
+    free(out);
 }
 
 Test(chat_template, hostile_templates_stop_at_the_caps) {

@@ -484,6 +484,39 @@ STR_OPS = ["{{ S.strip() }}", "{{ S.lstrip() }}", "{{ S.rstrip() }}", "{{ S.spli
            "{{ S.split(' ', 1) }}", "{{ S.strip('a x') }}", "{{ S|replace('', '.') }}", "{{ S.replace('l', 'L', 1) }}"]
 
 
+# Scoping, loops and macros, generated: nested for/if/set/namespace/break/continue/macro
+# statements that print what each scope sees.
+SCOPE_VARS = ["a", "b", "m", "ns.x", "loop.index", "loop.first", "loop.length", "loop.previtem", "loop.nextitem",
+              "loop.revindex"]
+
+
+def scope_stmt(rng, d, in_loop):
+    k = rng.randrange(8 if d < 3 else 4)
+    if k == 0:
+        return "{{ " + rng.choice(SCOPE_VARS) + " }}"
+    if k == 1:
+        return "{% set " + rng.choice(["a", "b"]) + " = " + rng.choice(["1", "a ~ 'x'", "b", "m", "loop.index", "'s'"]) + " %}"
+    if k == 2:
+        return "{% set ns.x = " + rng.choice(["ns.x ~ 'y'", "a", "loop.index0", "1"]) + " %}"
+    if k == 3:
+        return rng.choice(["-", "|", "\n", " "])
+    if k == 4:
+        return ("{% if " + rng.choice(["a", "b is defined", "loop.last", "m", "not a"]) + " %}" + scope_body(rng, d + 1, in_loop)
+                + "{% else %}" + scope_body(rng, d + 1, in_loop) + "{% endif %}")
+    if k == 5:
+        return ("{% for m in " + rng.choice(["[1, 2]", "messages", "'ab'", "[]", "range(3)", "messages[1:]"])
+                + rng.choice(["", " if m != 2"]) + " %}" + scope_body(rng, d + 1, True) + rng.choice(["", "{% else %}E"])
+                + "{% endfor %}")
+    if k == 6 and in_loop:
+        return rng.choice(["{% break %}", "{% continue %}", "{% if loop.index == 2 %}{% break %}{% endif %}"])
+    return ("{% macro mm(p, q='d') %}<{{ p }}{{ q }}{{ a }}>{% endmacro %}{{ mm(" + rng.choice(["1", "a", "m", "b"])
+            + ") }}")
+
+
+def scope_body(rng, d, in_loop):
+    return "".join(scope_stmt(rng, d, in_loop) for _ in range(rng.randint(1, 4)))
+
+
 def main():
     os.makedirs(OUT, exist_ok=True)
     templates, cases = [], []
@@ -513,6 +546,10 @@ def main():
     rng = random.Random(1234)
     for _ in range(400):
         e = ws_template(rng)
+        exprs.append({"template": e, "add_generation_prompt": False, **render(e, EXPR_MESSAGES, False, "<s>", "</s>")})
+    for _ in range(400):
+        e = ("{% set ns = namespace(x='') %}" + rng.choice(["", "{% set a = 0 %}"]) + scope_body(rng, 0, False)
+             + "|{{ a }}|{{ b }}|{{ ns.x }}")
         exprs.append({"template": e, "add_generation_prompt": False, **render(e, EXPR_MESSAGES, False, "<s>", "</s>")})
     for st in STRS:
         for op in STR_OPS:
