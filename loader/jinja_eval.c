@@ -609,7 +609,15 @@ static int json_write(render *R, const jnode *at, sbuf *b, jval v, const json_op
 
 /* ---- comparisons ---- */
 
-static int py_eq(jval a, jval b) {
+/* Set when a comparison met values nested deeper than the cap (lists built in a loop can nest
+ * without bound); eval() turns it into an error, so the recursion below stays bounded. */
+static _Thread_local int eq_too_deep;
+
+static int py_eq_at(jval a, jval b, int depth) {
+    if (depth > JINJA_MAX_DEPTH) {
+        eq_too_deep = 1;
+        return 0;
+    }
     if (is_num(a) && is_num(b)) {
         if (a.kind == JV_FLOAT || b.kind == JV_FLOAT)
             return num_f(a) == num_f(b);
@@ -626,7 +634,7 @@ static int py_eq(jval a, jval b) {
         if (a.tuple != b.tuple || a.u.l->n != b.u.l->n)
             return 0;
         for (size_t i = 0; i < a.u.l->n; i++)
-            if (!py_eq(a.u.l->items[i], b.u.l->items[i]))
+            if (!py_eq_at(a.u.l->items[i], b.u.l->items[i], depth + 1))
                 return 0;
         return 1;
     case JV_DICT:
@@ -634,7 +642,7 @@ static int py_eq(jval a, jval b) {
             return 0;
         for (size_t i = 0; i < a.u.d->n; i++) {
             jval *o = dict_find(b.u.d, a.u.d->keys[i]);
-            if (!o || !py_eq(a.u.d->vals[i], *o))
+            if (!o || !py_eq_at(a.u.d->vals[i], *o, depth + 1))
                 return 0;
         }
         return 1;
@@ -649,7 +657,14 @@ static int py_eq(jval a, jval b) {
 }
 
 /* Python's ordering: <0, 0, >0 in *c; -1 with err set when the types do not order. */
-static int py_cmp(render *R, const jnode *at, const char *op, jval a, jval b, int *c) {
+static int py_eq(jval a, jval b) { return py_eq_at(a, b, 0); }
+
+static int py_cmp_at(render *R, const jnode *at, const char *op, jval a, jval b, int *c,
+                     int depth) {
+    if (depth > JINJA_MAX_DEPTH)
+        return rfail(R, at, ASSAY_EINVAL, "comparing values nested deeper than %d levels",
+                     JINJA_MAX_DEPTH),
+               -1;
     if (is_num(a) && is_num(b)) {
         if (a.kind == JV_FLOAT || b.kind == JV_FLOAT) {
             double x = num_f(a), y = num_f(b);
@@ -668,9 +683,9 @@ static int py_cmp(render *R, const jnode *at, const char *op, jval a, jval b, in
     if (a.kind == JV_LIST && b.kind == JV_LIST && a.tuple == b.tuple) {
         size_t n = a.u.l->n < b.u.l->n ? a.u.l->n : b.u.l->n;
         for (size_t i = 0; i < n; i++) {
-            if (py_eq(a.u.l->items[i], b.u.l->items[i]))
+            if (py_eq_at(a.u.l->items[i], b.u.l->items[i], depth + 1))
                 continue;
-            return py_cmp(R, at, op, a.u.l->items[i], b.u.l->items[i], c);
+            return py_cmp_at(R, at, op, a.u.l->items[i], b.u.l->items[i], c, depth + 1);
         }
         *c = (a.u.l->n > b.u.l->n) - (a.u.l->n < b.u.l->n);
         return 0;
@@ -682,6 +697,10 @@ static int py_cmp(render *R, const jnode *at, const char *op, jval a, jval b, in
     rfail(R, at, ASSAY_EINVAL, "'%s' not supported between instances of '%s' and '%s'", op,
           type_name(a), type_name(b));
     return -1;
+}
+
+static int py_cmp(render *R, const jnode *at, const char *op, jval a, jval b, int *c) {
+    return py_cmp_at(R, at, op, a, b, c, 0);
 }
 
 /* `needle in hay`; -1 on a type error. */
@@ -2454,6 +2473,9 @@ static int eval(render *R, jframe *f, const jnode *n, jval *out) {
     default: rc = rfail(R, n, ASSAY_EINTERNAL, "not an expression (node %d)", n->type);
     }
     R->depth--;
+    if (!rc && eq_too_deep)
+        rc = rfail(R, n, ASSAY_EINVAL, "comparing values nested deeper than %d levels",
+                   JINJA_MAX_DEPTH);
     return rc ? (R->err->code ? R->err->code : ASSAY_EINTERNAL) : 0;
 }
 
@@ -2632,10 +2654,11 @@ int jinja_render(const jnode *root, const char *where, const jinja_var *vars, si
                    {"range", FN_RANGE},
                    {"strftime_now", FN_STRFTIME}};
     assay_error_clear(err);
-    *out     = NULL;
-    *out_len = 0;
-    sbuf   o = {.max = JINJA_MAX_OUTPUT};
-    render R = {.arena = {.cap = JINJA_MAX_MEMORY}, .where = where, .err = err, .out = &o};
+    eq_too_deep = 0;
+    *out        = NULL;
+    *out_len    = 0;
+    sbuf   o    = {.max = JINJA_MAX_OUTPUT};
+    render R    = {.arena = {.cap = JINJA_MAX_MEMORY}, .where = where, .err = err, .out = &o};
     jframe globals_frame = {0}, top = {.parent = &globals_frame};
     R.top  = &top;
     int rc = 0;

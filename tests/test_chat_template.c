@@ -229,6 +229,22 @@ Test(chat_template, hostile_templates_stop_at_the_caps) {
          "more than 256 MiB of values"},
         {"{% macro f(n) %}{{ f(n) }}{% endmacro %}{{ f(1) }}", "macro calls nested deeper than 64"},
         {"{{ 'x' * 100000000 }}", "repetition result over 64 MiB"},
+        /* lists nested 100,000 deep, then compared, printed, serialized */
+        {"{% set ns = namespace(x=1) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% "
+         "endfor %}"
+         "{{ ns.x == ns.x }}",
+         "comparing values nested deeper than 200 levels"},
+        {"{% set ns = namespace(x=1) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% "
+         "endfor %}"
+         "{{ ns.x < ns.x }}",
+         "comparing values nested deeper than 200 levels"},
+        {"{% set ns = namespace(x=1) %}{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% "
+         "endfor %}{{ ns.x }}",
+         "value nested deeper than 200 levels"},
+        {"{% set ns = namespace(x=1) %}{% for i in range(100000) %}{% set ns.x = {'k': ns.x} %}{% "
+         "endfor %}"
+         "{{ ns.x|tojson }}",
+         "tojson: value nested deeper than 200 levels"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char       *out = NULL;
