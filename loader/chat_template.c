@@ -102,35 +102,58 @@ int chat_template_render(const chat_template *t, const chat_message *messages, s
     return rc;
 }
 
-static char *json_token(const cJSON *v) {
+/* A special token's text: a string or {"content": ...}; NULL when the value is neither. */
+static const char *json_token(const cJSON *v) {
     if (cJSON_IsObject(v))
         v = cJSON_GetObjectItemCaseSensitive(v, "content");
-    return cJSON_IsString(v) ? strdup(v->valuestring) : strdup("");
+    return cJSON_IsString(v) ? v->valuestring : NULL;
+}
+
+/* Reads and parses a JSON object file (duplicate keys keep the last value). */
+static int json_read(const char *path, cJSON **out, assay_error *err) {
+    char  *buf = NULL;
+    size_t len = 0;
+    int    rc  = file_read_capped(path, TOKENIZER_CONFIG_MAX, &buf, &len, err);
+    *out       = NULL;
+    if (rc)
+        return rc;
+    cJSON *j = cJSON_ParseWithLength(buf, len);
+    free(buf);
+    if (!cJSON_IsObject(j)) {
+        cJSON_Delete(j);
+        return assay_fail(err, ASSAY_EFORMAT, "%s: not a JSON object", path);
+    }
+    if (config_json_keep_last(j)) {
+        cJSON_Delete(j);
+        return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", path);
+    }
+    *out = j;
+    return 0;
 }
 
 int chat_template_load_dir(const char *model_dir, chat_template **tpl, chat_vars *vars,
                            assay_error *err) {
-    char   path[4096], where[4200];
-    char  *buf = NULL, *text = NULL;
-    size_t len = 0, text_len = 0;
-    cJSON *cfg = NULL;
-    int    rc  = 0;
-    *tpl       = NULL;
+    char        cfg_path[4096], jinja_path[4096], map_path[4096], where[4200];
+    char       *jinja    = NULL;
+    const char *text     = NULL;
+    size_t      text_len = 0;
+    cJSON      *cfg = NULL, *map = NULL;
+    int         rc = 0;
+    *tpl           = NULL;
     memset(vars, 0, sizeof *vars);
-    if (path_join(path, sizeof path, model_dir, "tokenizer_config.json"))
+    if (path_join(cfg_path, sizeof cfg_path, model_dir, "tokenizer_config.json") ||
+        path_join(jinja_path, sizeof jinja_path, model_dir, "chat_template.jinja") ||
+        path_join(map_path, sizeof map_path, model_dir, "special_tokens_map.json"))
         return assay_fail(err, ASSAY_EINVAL, "%s: path too long", model_dir);
-    if (path_exists(path)) {
-        if ((rc = file_read_capped(path, TOKENIZER_CONFIG_MAX, &buf, &len, err)))
-            return rc;
-        cfg = cJSON_ParseWithLength(buf, len);
-        if (!cJSON_IsObject(cfg)) {
-            rc = assay_fail(err, ASSAY_EFORMAT, "%s: not a JSON object", path);
+    if (path_exists(cfg_path) && (rc = json_read(cfg_path, &cfg, err)))
+        goto done;
+    if (path_present(jinja_path)) {
+        /* a chat_template.jinja beside the config wins over its entry, as transformers loads it */
+        if ((rc = file_read_capped(jinja_path, CHAT_TEMPLATE_JINJA_MAX, &jinja, &text_len, err)))
             goto done;
-        }
-        if (config_json_keep_last(cfg)) {
-            rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", path);
-            goto done;
-        }
+        text = jinja;
+        snprintf(where, sizeof where, "%s", jinja_path);
+    } else if (cfg) {
         const cJSON *ct = cJSON_GetObjectItemCaseSensitive(cfg, "chat_template");
         if (cJSON_IsArray(ct)) {
             /* the named-templates form: [{"name": "default", "template": "..."}, ...] */
@@ -141,8 +164,9 @@ int chat_template_load_dir(const char *model_dir, chat_template **tpl, chat_vars
                     found = cJSON_GetObjectItemCaseSensitive(e, "template");
             }
             if (!found) {
-                rc = assay_fail(err, ASSAY_EFORMAT,
-                                "%s: chat_template is a list without a \"default\" entry", path);
+                rc =
+                    assay_fail(err, ASSAY_EFORMAT,
+                               "%s: chat_template is a list without a \"default\" entry", cfg_path);
                 goto done;
             }
             ct = found;
@@ -150,34 +174,35 @@ int chat_template_load_dir(const char *model_dir, chat_template **tpl, chat_vars
         if (ct && !cJSON_IsNull(ct) && !cJSON_IsString(ct)) {
             rc = assay_fail(err, ASSAY_EFORMAT,
                             "%s: chat_template must be a string or a list of {name, template}",
-                            path);
+                            cfg_path);
             goto done;
         }
         if (cJSON_IsString(ct)) {
             text     = ct->valuestring;
             text_len = strlen(text);
-            snprintf(where, sizeof where, "%s (chat_template)", path);
+            snprintf(where, sizeof where, "%s (chat_template)", cfg_path);
         }
     }
-    char *jinja = NULL;
-    if (!text) {
-        if (path_join(path, sizeof path, model_dir, "chat_template.jinja"))
-            return assay_fail(err, ASSAY_EINVAL, "%s: path too long", model_dir);
-        if (!path_exists(path))
-            goto done; /* no template: *tpl stays NULL */
-        if ((rc = file_read_capped(path, CHAT_TEMPLATE_JINJA_MAX, &jinja, &text_len, err)))
-            goto done;
-        text = jinja;
-        snprintf(where, sizeof where, "%s", path);
-    }
-    *tpl = chat_template_parse(text, text_len, where, err);
-    free(jinja);
-    if (!*tpl) {
+    if (!text)
+        goto done; /* no template: *tpl stays NULL */
+    if (!(*tpl = chat_template_parse(text, text_len, where, err))) {
         rc = err->code;
         goto done;
     }
-    (*tpl)->bos = json_token(cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "bos_token") : NULL);
-    (*tpl)->eos = json_token(cfg ? cJSON_GetObjectItemCaseSensitive(cfg, "eos_token") : NULL);
+    /* bos/eos from tokenizer_config.json, else special_tokens_map.json, else "" */
+    const char *bos = json_token(cJSON_GetObjectItemCaseSensitive(cfg, "bos_token"));
+    const char *eos = json_token(cJSON_GetObjectItemCaseSensitive(cfg, "eos_token"));
+    if ((!bos || !eos) && path_exists(map_path) && (rc = json_read(map_path, &map, err))) {
+        chat_template_free(*tpl);
+        *tpl = NULL;
+        goto done;
+    }
+    if (!bos)
+        bos = json_token(cJSON_GetObjectItemCaseSensitive(map, "bos_token"));
+    if (!eos)
+        eos = json_token(cJSON_GetObjectItemCaseSensitive(map, "eos_token"));
+    (*tpl)->bos = strdup(bos ? bos : "");
+    (*tpl)->eos = strdup(eos ? eos : "");
     if (!(*tpl)->bos || !(*tpl)->eos) {
         chat_template_free(*tpl);
         *tpl = NULL;
@@ -188,6 +213,7 @@ int chat_template_load_dir(const char *model_dir, chat_template **tpl, chat_vars
     vars->eos_token = (*tpl)->eos;
 done:
     cJSON_Delete(cfg);
-    free(buf);
+    cJSON_Delete(map);
+    free(jinja);
     return rc;
 }

@@ -43,10 +43,12 @@ void           chat_template_free(chat_template *t); /* NULL-safe */
 int chat_template_render(const chat_template *t, const chat_message *messages, size_t n,
                          const chat_vars *vars, char **out, size_t *out_len, assay_error *err);
 
-/* Reads a model directory's chat template: tokenizer_config.json "chat_template" (a string, or
- * the list-of-{name, template} form, taking "default"), else chat_template.jinja beside it, and
- * its bos_token / eos_token (strings or {"content": ...} objects). *tpl NULL and 0 returned when
- * the model has no template; vars' strings are owned by the returned template. */
+/* Reads a model directory's chat template as transformers finds it: chat_template.jinja when
+ * present (it takes priority), else tokenizer_config.json "chat_template" (a string, or the
+ * list-of-{name, template} form, taking "default"); and bos_token / eos_token (strings or
+ * {"content": ...} objects) from tokenizer_config.json, else special_tokens_map.json, else "".
+ * *tpl NULL and 0 returned when the model has no template; vars' strings are owned by the
+ * returned template. */
 int chat_template_load_dir(const char *model_dir, chat_template **tpl, chat_vars *vars,
                            assay_error *err);
 

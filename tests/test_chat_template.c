@@ -387,6 +387,12 @@ Test(chat_template, reads_named_template_lists_jinja_files_and_token_objects) {
     test_write_file(dir, "c/tokenizer_config.json", "{\"chat_template\": 5}");
     test_write_file(dir, "d/tokenizer_config.json", "{\"chat_template\": \"{% if %}\"}");
     test_write_file(dir, "e/tokenizer_config.json", "not json");
+    /* the .jinja file wins over the config's entry; tokens from special_tokens_map.json */
+    test_write_file(dir, "f/tokenizer_config.json",
+                    "{\"chat_template\": \"config\", \"eos_token\": null}");
+    test_write_file(dir, "f/chat_template.jinja", "file {{ eos_token }}");
+    test_write_file(dir, "f/special_tokens_map.json", "{\"eos_token\": {\"content\": \"<eos>\"}}");
+    test_write_file(dir, "g/chat_template.jinja", "{{ bos_token }}only a template file");
     static const struct {
         const char *sub, *want;
         int         rc;
@@ -396,6 +402,8 @@ Test(chat_template, reads_named_template_lists_jinja_files_and_token_objects) {
         {"c", "chat_template must be a string", ASSAY_EFORMAT},
         {"d", "tokenizer_config.json (chat_template):1:7: expected an expression", ASSAY_EFORMAT},
         {"e", "tokenizer_config.json: not a JSON object", ASSAY_EFORMAT},
+        {"f", "file <eos>", 0},
+        {"g", "only a template file", 0},
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         char path[128];
