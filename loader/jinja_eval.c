@@ -1364,6 +1364,20 @@ static int call_method(render *R, const jnode *at, jval obj, jstr name, const ja
             return rfail(R, at, ASSAY_EINVAL,
                          "access to attribute '%.*s' of '%s' object is unsafe.", (int)name.n,
                          name.p, type_name(obj));
+        if (M("count") || M("index")) {
+            ARGS("count", "value");
+            int64_t k = 0, at_i = -1;
+            for (size_t i = 0; i < obj.u.l->n; i++)
+                if (py_eq(obj.u.l->items[i], p[0])) {
+                    k++;
+                    if (at_i < 0)
+                        at_i = (int64_t)i;
+                }
+            if (M("index") && at_i < 0)
+                return rfail(R, at, ASSAY_EINVAL, "list.index(x): x not in list");
+            *out = v_int(M("count") ? k : at_i);
+            return 0;
+        }
     }
 #undef M
 #undef ARGS
@@ -1999,6 +2013,8 @@ static int apply_filter(render *R, const jnode *at, jstr name, jval v, const jar
         if (F("float") && present(p[1]))
             return rfail(R, at, ASSAY_EINVAL, "float() takes no base");
         jval dflt = present(p[0]) ? p[0] : F("int") ? v_int(0) : v_float(0);
+        if (v.kind == JV_UNDEF) /* int(Undefined) fails rather than falling back to the default */
+            return undef_fail(R, at, v);
         if (v.kind == JV_INT || v.kind == JV_BOOL) {
             *out = F("int") ? v_int(num_i(v)) : v_float(num_f(v));
             return 0;
