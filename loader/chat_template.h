@@ -3,8 +3,11 @@
  * (jinja2 sandboxed environment with trim_blocks=True, lstrip_blocks=True, the `raise_exception`,
  * `strftime_now` globals and the `tojson` filter transformers adds). A template is parsed once and
  * rendered many times. Unsupported constructs fail at parse time with ASSAY_EUNSUPPORTED naming
- * the construct and its line:column; errors while rendering (raise_exception, a type error,
- * undefined attribute use that Jinja2 would reject) fail with ASSAY_EINVAL and the message. */
+ * the construct and its line:column (unknown filters and tests too, even in a branch never
+ * taken; syntax errors are ASSAY_EFORMAT); errors while rendering (raise_exception, a type error,
+ * undefined attribute use that Jinja2 would reject) fail with ASSAY_EINVAL and the message, or
+ * ASSAY_EUNSUPPORTED where a value has no reproducible text (printing a generator, '%'
+ * formatting, an integer past 64 bits). Messages read "where:line:col: what". */
 #ifndef ASSAY_CHAT_TEMPLATE_H
 #define ASSAY_CHAT_TEMPLATE_H
 
