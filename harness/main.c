@@ -21,6 +21,8 @@ static const struct {
     {"eval", cmd_eval,
      "log-likelihood benchmarks as lm-eval scores them (mmlu, hellaswag, arc, piqa, boolq, "
      "openbookqa, winogrande, lambada, truthfulqa, wikitext, user tasks)"},
+    {"judge", cmd_judge,
+     "LLM-as-judge over an OpenAI-compatible server: pairwise (both orders) or 1-10 ratings"},
     {"generate", cmd_generate, "greedy generation for a set of prompts"},
     {"devices", cmd_devices, "list the compute devices assay can use"},
     {"version", cmd_version, "print the version and what this build contains"},
