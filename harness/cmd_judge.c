@@ -16,10 +16,10 @@
 #include "harness/cli_common.h"
 #include "harness/commands.h"
 #include "harness/eval.h"
+#include "harness/jsonl.h"
 #include "harness/judge.h"
 #include "harness/judge_cache.h"
 #include "harness/judge_client.h"
-#include "harness/jsonl.h"
 #include "harness/progress.h"
 #include "scoring/bootstrap.h"
 
@@ -137,21 +137,21 @@ typedef struct jjob {
 } jjob;
 
 typedef struct judge_run {
-    judge_mode      mode;
-    int             ref_guided;
-    judge_str       rubric;
-    judge_params    params;
-    jitem          *items;
-    size_t          n_items;
-    jjob           *jobs;
-    size_t          n_jobs;
-    judge_cache    *cache;
-    judge_client   *client;
+    judge_mode    mode;
+    int           ref_guided;
+    judge_str     rubric;
+    judge_params  params;
+    jitem        *items;
+    size_t        n_items;
+    jjob         *jobs;
+    size_t        n_jobs;
+    judge_cache  *cache;
+    judge_client *client;
     /* money */
-    double budget, price_in, price_out; /* budget < 0: none; prices per token */
-    double spent, reserved, cached_cost;
-    double in_per_byte; /* the largest prompt tokens per body byte seen; 0: none yet */
-    int64_t out_max;    /* the most completion tokens seen; -1: none yet */
+    double  budget, price_in, price_out; /* budget < 0: none; prices per token */
+    double  spent, reserved, cached_cost;
+    double  in_per_byte; /* the largest prompt tokens per body byte seen; 0: none yet */
+    int64_t out_max;     /* the most completion tokens seen; -1: none yet */
     int64_t tok_in, tok_out, n_usage_missing;
     int     stopped_by_budget;
     /* counts */
@@ -204,8 +204,8 @@ static int items_grow(jitem **it, size_t n, size_t *cap) {
 }
 
 /* An optional string field into o (absent: o stays empty). */
-static int take_string(jsonl_reader *r, const cJSON *obj, const char *field, int required,
-                       ostr *o, assay_error *err) {
+static int take_string(jsonl_reader *r, const cJSON *obj, const char *field, int required, ostr *o,
+                       assay_error *err) {
     const char *s;
     size_t      n;
     int         rc = jsonl_get_string(r, obj, field, required, &s, &n, err);
@@ -219,8 +219,8 @@ static int take_string(jsonl_reader *r, const cJSON *obj, const char *field, int
 static int read_pairs(const char *path, judge_mode mode, int ref_guided, jitem **out, size_t *n_out,
                       assay_error *err) {
     jsonl_reader r;
-    jitem       *it  = NULL;
-    size_t       n   = 0, cap = 0;
+    jitem       *it = NULL;
+    size_t       n = 0, cap = 0;
     cJSON       *obj = NULL;
     int          rc, got;
     if ((rc = jsonl_open(&r, path, err)))
@@ -306,8 +306,8 @@ static int sample_string(const jsonl_reader *r, const cJSON *obj, const char *co
 static int read_samples(const char *path, int ref_guided, jitem **out, size_t *n_out,
                         assay_error *err) {
     jsonl_reader r;
-    jitem       *it  = NULL;
-    size_t       n   = 0, cap = 0;
+    jitem       *it = NULL;
+    size_t       n = 0, cap = 0;
     cJSON       *obj = NULL;
     int          rc, got;
     if ((rc = jsonl_open(&r, path, err)))
@@ -376,8 +376,8 @@ static int join_samples(const char *pa, const char *pb, jitem *a, size_t na, jit
     for (size_t i = 0; i < na; i++) {
         jitem *m = bsearch(&a[i], b, nb, sizeof *b, cmp_item_id);
         if (!m)
-            return assay_fail(err, ASSAY_EFORMAT, "%s:%zu: document %s is not in %s", pa,
-                              a[i].line, a[i].id, pb);
+            return assay_fail(err, ASSAY_EFORMAT, "%s:%zu: document %s is not in %s", pa, a[i].line,
+                              a[i].id, pb);
         a[i].b = m->a;
         m->a   = (ostr){0};
     }
@@ -399,8 +399,8 @@ static int check_unique_ids(const char *path, const jitem *it, size_t n, assay_e
     for (size_t i = 1; i < n; i++)
         if (!strcmp(s[i - 1].id, s[i].id)) {
             size_t l1 = s[i - 1].line, l2 = s[i].line;
-            int    rc = assay_fail(err, ASSAY_EFORMAT, "%s:%zu: id '%.200s' already used on line %zu",
-                                   path, l1 > l2 ? l1 : l2, s[i].id, l1 < l2 ? l1 : l2);
+            int rc = assay_fail(err, ASSAY_EFORMAT, "%s:%zu: id '%.200s' already used on line %zu",
+                                path, l1 > l2 ? l1 : l2, s[i].id, l1 < l2 ? l1 : l2);
             free(s);
             return rc;
         }
@@ -420,8 +420,7 @@ static double estimate(const judge_run *jr, size_t body_len) {
     return in * jr->price_in + out * jr->price_out;
 }
 
-static int build_body(judge_run *jr, jjob *j, int stage, judge_str first_reply,
-                      assay_error *err) {
+static int build_body(judge_run *jr, jjob *j, int stage, judge_str first_reply, assay_error *err) {
     const jitem    *x    = &jr->items[j->item];
     int             pair = jr->mode == JUDGE_PAIRWISE;
     judge_prompt_in in   = {.mode             = jr->mode,
@@ -430,9 +429,8 @@ static int build_body(judge_run *jr, jjob *j, int stage, judge_str first_reply,
                             .question         = js(&x->prompt),
                             .first            = pair ? (j->side ? js(&x->b) : js(&x->a))
                                                      : (j->side ? js(&x->b) : js(&x->a)),
-                            .second           = pair ? (j->side ? js(&x->a) : js(&x->b))
-                                                     : (judge_str){0},
-                            .reference        = js(&x->ref)};
+                            .second    = pair ? (j->side ? js(&x->a) : js(&x->b)) : (judge_str){0},
+                            .reference = js(&x->ref)};
     judge_prompt    pr;
     int             rc = judge_prompt_build(&in, &pr, err);
     if (rc)
@@ -498,8 +496,8 @@ static int handle_reply(judge_run *jr, size_t jid, int stage, const char *body, 
         snprintf(msg, msg_cap, "%s", e.msg);
         return 1;
     }
-    if (!from_cache && judge_cache_put(jr->cache, j->key[stage], j->body[stage],
-                                       j->body_len[stage], body, len, &e)) {
+    if (!from_cache && judge_cache_put(jr->cache, j->key[stage], j->body[stage], j->body_len[stage],
+                                       body, len, &e)) {
         if (!jr->fatal.code)
             jr->fatal = e;
     }
@@ -585,7 +583,9 @@ static void hook_on_fail(void *user, size_t id, const char *msg, int tries) {
 
 /* ---- results ----------------------------------------------------------------------------- */
 
-static cJSON *num_or_null(double v) { return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull(); }
+static cJSON *num_or_null(double v) {
+    return isfinite(v) ? cJSON_CreateNumber(v) : cJSON_CreateNull();
+}
 
 static cJSON *reply_json(const char *body, size_t len) {
     cJSON *j = body ? cJSON_ParseWithLength(body, len) : NULL;
@@ -607,19 +607,18 @@ static cJSON *job_json(const judge_run *jr, const jjob *j) {
         cJSON_AddStringToObject(o, "order", j->side ? "BA" : "AB");
     else
         cJSON_AddStringToObject(o, "answer", j->side ? "b" : "a");
-    const char *status = j->state == J_FAILED ? "failed"
-                         : j->state == J_PENDING
-                             ? "not_judged"
-                             : (j->parsed ? "ok" : "unparsed");
+    const char *status = j->state == J_FAILED    ? "failed"
+                         : j->state == J_PENDING ? "not_judged"
+                                                 : (j->parsed ? "ok" : "unparsed");
     cJSON_AddStringToObject(o, "status", status);
     if (j->state == J_DONE && pair) {
         const char *v = verdict_name(j->verdict);
         cJSON_AddItemToObject(o, "verdict", v ? cJSON_CreateString(v) : cJSON_CreateNull());
         /* the verdict in terms of the inputs: in (B,A), position A holds b */
-        const char *w = j->verdict == JUDGE_V_C    ? "tie"
-                        : j->verdict == JUDGE_V_NONE ? NULL
+        const char *w = j->verdict == JUDGE_V_C                       ? "tie"
+                        : j->verdict == JUDGE_V_NONE                  ? NULL
                         : (j->verdict == JUDGE_V_A) != (j->side == 1) ? "a"
-                                                                        : "b";
+                                                                      : "b";
         cJSON_AddItemToObject(o, "preferred", w ? cJSON_CreateString(w) : cJSON_CreateNull());
     } else if (j->state == J_DONE) {
         cJSON_AddItemToObject(o, "score",
@@ -627,7 +626,8 @@ static cJSON *job_json(const judge_run *jr, const jjob *j) {
     }
     if (j->error)
         cJSON_AddStringToObject(o, "error", j->error);
-    cJSON_AddBoolToObject(o, "cached", j->reply[0] && j->cached[0] && (!j->reply[1] || j->cached[1]));
+    cJSON_AddBoolToObject(o, "cached",
+                          j->reply[0] && j->cached[0] && (!j->reply[1] || j->cached[1]));
     cJSON_AddStringToObject(o, "request_sha256", j->key[0]);
     cJSON_AddItemToObject(o, "request", reply_json(j->body[0], j->body_len[0]));
     cJSON_AddItemToObject(o, "reply", reply_json(j->reply[0], j->reply_len[0]));
@@ -679,9 +679,9 @@ static char *endpoint_public(const char *url) {
 }
 
 typedef struct point_side {
-    double  sum;
-    size_t  n, unparsed;
-    size_t  hist[11];
+    double sum;
+    size_t n, unparsed;
+    size_t hist[11];
 } point_side;
 
 static cJSON *pairwise_json(const judge_run *jr, judge_pair_stats *st, assay_error *err) {
@@ -860,10 +860,10 @@ static double env_seconds(const char *name, double dflt) {
 }
 
 static cJSON *results_json(const judge_run *jr, const judge_cli *o, const char *prompt_hash,
-                           size_t n_failed, size_t n_pending, double wall,
-                           judge_client_counts cnt, assay_error *err) {
-    cJSON *r = cJSON_CreateObject();
-    cJSON *j = cJSON_AddObjectToObject(r, "judge");
+                           size_t n_failed, size_t n_pending, double wall, judge_client_counts cnt,
+                           assay_error *err) {
+    cJSON *r  = cJSON_CreateObject();
+    cJSON *j  = cJSON_AddObjectToObject(r, "judge");
     char  *ep = endpoint_public(o->endpoint);
     cJSON_AddStringToObject(j, "model", o->model);
     cJSON_AddStringToObject(j, "endpoint", ep ? ep : "(unparsable URL)");
@@ -981,8 +981,8 @@ static int judge_main(judge_cli *o, int json, assay_error *err) {
         rc = assay_fail(err, ASSAY_EINVAL, "--budget-usd needs --price-in and/or --price-out");
         goto done;
     }
-    jr.price_in  = pin / 1e6;
-    jr.price_out = pout / 1e6;
+    jr.price_in    = pin / 1e6;
+    jr.price_out   = pout / 1e6;
     double timeout = 120;
     if (o->timeout && ((rc = parse_money("--timeout", o->timeout, &timeout, err)) ||
                        !(timeout > 0 && timeout <= 86400))) {
@@ -1124,8 +1124,10 @@ static int judge_main(judge_cli *o, int json, assay_error *err) {
                cJSON_GetObjectItemCaseSensitive(p, "ties")->valuedouble);
         char *wr = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(p, "win_rate"));
         char *ci = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(p, "win_rate_ci95"));
-        char *pc = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(p, "position_consistency"));
-        char *fp = cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(p, "first_position_rate"));
+        char *pc =
+            cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(p, "position_consistency"));
+        char *fp =
+            cJSON_PrintUnformatted(cJSON_GetObjectItemCaseSensitive(p, "first_position_rate"));
         printf("win rate of B: %s  95%% CI %s\nposition consistency: %s  first-position rate: %s\n",
                wr ? wr : "?", ci ? ci : "?", pc ? pc : "?", fp ? fp : "?");
         free(wr);
@@ -1135,7 +1137,7 @@ static int judge_main(judge_cli *o, int json, assay_error *err) {
     } else {
         cJSON *p = cJSON_GetObjectItemCaseSensitive(res, "pointwise");
         char  *a = cJSON_PrintUnformatted(
-            cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(p, "a"), "mean"));
+             cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(p, "a"), "mean"));
         char *b = cJSON_PrintUnformatted(
             cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(p, "b"), "mean"));
         printf("mean rating: a %s, b %s\n", a ? a : "?", b ? b : "?");
@@ -1179,26 +1181,26 @@ int cmd_judge(int argc, char **argv) {
     assay_error              err     = {0};
     judge_cli                o       = {.concurrency = 8, .max_retries = 5, .max_tokens = 1024};
     const cli_opt            opts[]  = {
-        {"--pairs", CLI_STR, &o.pairs, 0, 0, NULL},
-        {"--a", CLI_STR, &o.in_a, 0, 0, NULL},
-        {"--b", CLI_STR, &o.in_b, 0, 0, NULL},
-        {"--endpoint", CLI_STR, &o.endpoint, 0, 0, NULL},
-        {"--model", CLI_STR, &o.model, 0, 0, NULL},
-        {"--mode", CLI_CHOICE, &o.mode, 0, 0, modes},
-        {"--reference-guided", CLI_FLAG, &o.ref_guided, 0, 0, NULL},
-        {"--rubric", CLI_STR, &o.rubric_path, 0, 0, NULL},
-        {"--output-path", CLI_STR, &o.out, 0, 0, NULL},
-        {"--cache", CLI_STR, &o.cache, 0, 0, NULL},
-        {"--budget-usd", CLI_STR, &o.budget, 0, 0, NULL},
-        {"--price-in", CLI_STR, &o.price_in, 0, 0, NULL},
-        {"--price-out", CLI_STR, &o.price_out, 0, 0, NULL},
-        {"--concurrency", CLI_INT, &o.concurrency, 1, 256, NULL},
-        {"--timeout", CLI_STR, &o.timeout, 0, 0, NULL},
-        {"--max-retries", CLI_INT, &o.max_retries, 0, 100, NULL},
-        {"--api-key-env", CLI_STR, &o.key_env, 0, 0, NULL},
-        {"--ca-bundle", CLI_STR, &o.ca_bundle, 0, 0, NULL},
-        {"--seed", CLI_INT, &o.seed, 0, INT64_MAX / 2, NULL},
-        {"--max-tokens", CLI_INT, &o.max_tokens, 1, 1 << 20, NULL},
+                    {"--pairs", CLI_STR, &o.pairs, 0, 0, NULL},
+                    {"--a", CLI_STR, &o.in_a, 0, 0, NULL},
+                    {"--b", CLI_STR, &o.in_b, 0, 0, NULL},
+                    {"--endpoint", CLI_STR, &o.endpoint, 0, 0, NULL},
+                    {"--model", CLI_STR, &o.model, 0, 0, NULL},
+                    {"--mode", CLI_CHOICE, &o.mode, 0, 0, modes},
+                    {"--reference-guided", CLI_FLAG, &o.ref_guided, 0, 0, NULL},
+                    {"--rubric", CLI_STR, &o.rubric_path, 0, 0, NULL},
+                    {"--output-path", CLI_STR, &o.out, 0, 0, NULL},
+                    {"--cache", CLI_STR, &o.cache, 0, 0, NULL},
+                    {"--budget-usd", CLI_STR, &o.budget, 0, 0, NULL},
+                    {"--price-in", CLI_STR, &o.price_in, 0, 0, NULL},
+                    {"--price-out", CLI_STR, &o.price_out, 0, 0, NULL},
+                    {"--concurrency", CLI_INT, &o.concurrency, 1, 256, NULL},
+                    {"--timeout", CLI_STR, &o.timeout, 0, 0, NULL},
+                    {"--max-retries", CLI_INT, &o.max_retries, 0, 100, NULL},
+                    {"--api-key-env", CLI_STR, &o.key_env, 0, 0, NULL},
+                    {"--ca-bundle", CLI_STR, &o.ca_bundle, 0, 0, NULL},
+                    {"--seed", CLI_INT, &o.seed, 0, INT64_MAX / 2, NULL},
+                    {"--max-tokens", CLI_INT, &o.max_tokens, 1, 1 << 20, NULL},
     };
     const cli_cmd cmd  = {"judge", opts, CLI_N_OPTS(opts), -1, NULL};
     cli_list      none = {NULL, 0};

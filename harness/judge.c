@@ -282,12 +282,11 @@ int judge_reply_parse(const char *body, size_t len, judge_reply *out, assay_erro
         goto done;
     }
     if (end) /* trailing text after the object */
-        while ((size_t)(end - body) < len && (*end == ' ' || *end == '\n' || *end == '\r' ||
-                                              *end == '\t'))
+        while ((size_t)(end - body) < len &&
+               (*end == ' ' || *end == '\n' || *end == '\r' || *end == '\t'))
             end++;
     if (end && (size_t)(end - body) != len) {
-        assay_fail(err, rc, "reply has text after its JSON value (byte %zu)",
-                   (size_t)(end - body));
+        assay_fail(err, rc, "reply has text after its JSON value (byte %zu)", (size_t)(end - body));
         goto done;
     }
     if (!cJSON_IsObject(j)) {
@@ -301,10 +300,9 @@ int judge_reply_parse(const char *body, size_t len, judge_reply *out, assay_erro
                    cJSON_IsString(m) ? m->valuestring : "(no message)");
         goto done;
     }
-    const cJSON *ch = cJSON_GetObjectItemCaseSensitive(j, "choices");
-    const cJSON *c0 = cJSON_IsArray(ch) ? cJSON_GetArrayItem(ch, 0) : NULL;
-    const cJSON *msg =
-        cJSON_IsObject(c0) ? cJSON_GetObjectItemCaseSensitive(c0, "message") : NULL;
+    const cJSON *ch  = cJSON_GetObjectItemCaseSensitive(j, "choices");
+    const cJSON *c0  = cJSON_IsArray(ch) ? cJSON_GetArrayItem(ch, 0) : NULL;
+    const cJSON *msg = cJSON_IsObject(c0) ? cJSON_GetObjectItemCaseSensitive(c0, "message") : NULL;
     const cJSON *content =
         cJSON_IsObject(msg) ? cJSON_GetObjectItemCaseSensitive(msg, "content") : NULL;
     if (!cJSON_IsArray(ch) || !c0) {
@@ -416,7 +414,7 @@ int judge_pair_stats_compute(const judge_verdict *ab, const judge_verdict *ba, s
         out->wins += o == JUDGE_B_WINS;
         out->losses += o == JUDGE_A_WINS;
         out->ties += o == JUDGE_TIE;
-        x[i] = o == JUDGE_B_WINS ? 1.0 : o == JUDGE_TIE ? 0.5 : 0.0;
+        x[i]                     = o == JUDGE_B_WINS ? 1.0 : o == JUDGE_TIE ? 0.5 : 0.0;
         const judge_verdict v[2] = {ab[i], ba[i]};
         for (int k = 0; k < 2; k++) {
             out->n_unparsed_verdicts += v[k] == JUDGE_V_NONE;

@@ -107,13 +107,13 @@ typedef struct judge_pair_stats {
     double win_rate;           /* (wins + ties / 2) / n_pairs */
     double ci_lo, ci_hi;       /* percentile bootstrap over pairs */
     int    resamples;
-    size_t n_both_parsed;        /* pairs whose two verdicts were both parsed */
-    size_t n_consistent;         /* of those, pairs whose two orders agree (ties included) */
-    double consistency;          /* n_consistent / n_both_parsed */
-    size_t n_decisive;           /* parsed verdicts that are not ties */
-    size_t n_first;              /* of those, verdicts for the answer shown first */
-    double first_position_rate;  /* n_first / n_decisive */
-    size_t n_unparsed_verdicts;  /* verdicts (not pairs) without a parsable verdict */
+    size_t n_both_parsed;       /* pairs whose two verdicts were both parsed */
+    size_t n_consistent;        /* of those, pairs whose two orders agree (ties included) */
+    double consistency;         /* n_consistent / n_both_parsed */
+    size_t n_decisive;          /* parsed verdicts that are not ties */
+    size_t n_first;             /* of those, verdicts for the answer shown first */
+    double first_position_rate; /* n_first / n_decisive */
+    size_t n_unparsed_verdicts; /* verdicts (not pairs) without a parsable verdict */
 } judge_pair_stats;
 
 /* Statistics over n pairs (ab[i], ba[i]); rates with an empty denominator are NaN. The interval

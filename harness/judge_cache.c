@@ -39,13 +39,12 @@ int judge_cache_open(const char *path, judge_cache **out, assay_error *err) {
                         " created REAL NOT NULL)";
     if (sqlite3_exec(c->db, setup, NULL, NULL, NULL) != SQLITE_OK) {
         int code = sqlite3_errcode(c->db);
-        rc       = db_fail(c,
-                           code == SQLITE_NOTADB || code == SQLITE_CORRUPT ? ASSAY_EFORMAT : ASSAY_EIO,
-                           "cannot be set up", err);
+        rc = db_fail(c, code == SQLITE_NOTADB || code == SQLITE_CORRUPT ? ASSAY_EFORMAT : ASSAY_EIO,
+                     "cannot be set up", err);
         goto fail;
     }
-    if (sqlite3_prepare_v2(c->db, "SELECT reply FROM replies WHERE key = ?1", -1, &c->get,
-                           NULL) != SQLITE_OK ||
+    if (sqlite3_prepare_v2(c->db, "SELECT reply FROM replies WHERE key = ?1", -1, &c->get, NULL) !=
+            SQLITE_OK ||
         sqlite3_prepare_v2(c->db,
                            "INSERT OR REPLACE INTO replies(key, request, reply, created) "
                            "VALUES (?1, ?2, ?3, julianday('now'))",
@@ -69,8 +68,7 @@ void judge_cache_close(judge_cache *c) {
     free(c);
 }
 
-int judge_cache_get(judge_cache *c, const char *key, char **reply, size_t *len,
-                    assay_error *err) {
+int judge_cache_get(judge_cache *c, const char *key, char **reply, size_t *len, assay_error *err) {
     *reply = NULL;
     *len   = 0;
     sqlite3_reset(c->get);

@@ -37,16 +37,17 @@ typedef struct jc_slot {
 } jc_slot;
 
 struct judge_client {
-    judge_client_cfg   cfg;
-    CURLM             *multi;
-    struct curl_slist *headers;
-    jc_slot           *slots;
-    jc_req            *fresh; /* FIFO of requests not yet tried */
-    size_t             n_fresh, cap_fresh, head;
-    jc_req            *retry; /* requests waiting for their next try */
-    size_t             n_retry, cap_retry;
-    int                stopped;
-    uint64_t           rng;
+    judge_client_cfg    cfg;
+    CURLM              *multi;
+    struct curl_slist  *headers;
+    jc_slot            *slots;
+    jc_req             *fresh; /* FIFO of requests not yet tried */
+    size_t              n_fresh, cap_fresh, head;
+    jc_req             *retry; /* requests waiting for their next try */
+    size_t              n_retry, cap_retry;
+    int                 stopped;
+    double              pause_until; /* a Retry-After holds every request until then */
+    uint64_t            rng;
     judge_client_counts counts;
 };
 
@@ -90,8 +91,7 @@ judge_client *judge_client_new(const judge_client_cfg *cfg, assay_error *err) {
     curl_multi_setopt(c->multi, CURLMOPT_MAXCONNECTS, (long)cfg->concurrency);
 
     /* "Expect:" turns off 100-continue, which costs a round trip per large body */
-    const char *fixed[] = {"Content-Type: application/json", "Accept: application/json",
-                           "Expect:"};
+    const char *fixed[] = {"Content-Type: application/json", "Accept: application/json", "Expect:"};
     for (size_t i = 0; i < sizeof fixed / sizeof *fixed; i++) {
         struct curl_slist *l = curl_slist_append(c->headers, fixed[i]);
         if (!l)
@@ -209,18 +209,21 @@ static int start(judge_client *c, jc_slot *s, jc_req r, assay_error *err) {
 /* Fills free slots: due retries first, then new requests while may_start agrees. */
 static int fill(judge_client *c, const judge_client_hooks *h, assay_error *err) {
     double now = time_now();
+    if (now < c->pause_until)
+        return ASSAY_OK;
     for (int i = 0; i < c->cfg.concurrency; i++) {
         jc_slot *s = &c->slots[i];
         if (s->busy)
             continue;
         size_t best = SIZE_MAX;
         for (size_t k = 0; k < c->n_retry; k++)
-            if (c->retry[k].due <= now && (best == SIZE_MAX || c->retry[k].due < c->retry[best].due))
+            if (c->retry[k].due <= now &&
+                (best == SIZE_MAX || c->retry[k].due < c->retry[best].due))
                 best = k;
         int rc;
         if (best != SIZE_MAX) {
-            jc_req r        = c->retry[best];
-            c->retry[best]  = c->retry[--c->n_retry];
+            jc_req r       = c->retry[best];
+            c->retry[best] = c->retry[--c->n_retry];
             if ((rc = start(c, s, r, err)))
                 return rc;
             continue;
@@ -250,10 +253,8 @@ static int retryable_curl(CURLcode r) {
     case CURLE_HTTP2:
     case CURLE_HTTP2_STREAM:
     case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_WRITE_ERROR: /* an oversized reply */
-        return 1;
-    default:
-        return 0;
+    case CURLE_WRITE_ERROR: /* an oversized reply */ return 1;
+    default: return 0;
     }
 }
 
@@ -269,7 +270,7 @@ static int finish(judge_client *c, const judge_client_hooks *h, jc_slot *s, CURL
     curl_easy_getinfo(s->h, CURLINFO_RETRY_AFTER, &ra);
     curl_easy_getinfo(s->h, CURLINFO_CONTENT_TYPE, &ct);
     curl_multi_remove_handle(c->multi, s->h);
-    s->busy = 0;
+    s->busy  = 0;
     jc_req r = s->req;
     r.tries++;
     if (s->oversized) {
@@ -280,8 +281,10 @@ static int finish(judge_client *c, const judge_client_hooks *h, jc_slot *s, CURL
         retry = retryable_curl(res);
     } else if (code >= 200 && code < 300) {
         if (!ct || strncasecmp(ct, "application/json", 16) != 0) {
-            snprintf(msg, sizeof msg, "HTTP %ld with content type '%.80s', expected "
-                     "application/json", code, ct ? ct : "(none)");
+            snprintf(msg, sizeof msg,
+                     "HTTP %ld with content type '%.80s', expected "
+                     "application/json",
+                     code, ct ? ct : "(none)");
         } else {
             msg[0] = '\0';
             if (!h->on_reply(h->user, r.id, s->buf ? s->buf : "", s->n, msg, sizeof msg))
@@ -301,10 +304,13 @@ static int finish(judge_client *c, const judge_client_hooks *h, jc_slot *s, CURL
     double d = c->cfg.backoff_s * pow(2.0, r.tries - 1);
     if (d > c->cfg.backoff_max_s)
         d = c->cfg.backoff_max_s;
-    d = d * (0.5 + 0.5 * rand01(c)); /* jitter keeps parallel retries apart */
-    if (ra >= 0)
-        d = fmax(d, fmin((double)ra, JC_RETRY_AFTER_MAX_S));
+    d     = d * (0.5 + 0.5 * rand01(c)); /* jitter keeps parallel retries apart */
     r.due = time_now() + d;
+    if (ra >= 0) {
+        /* the server asked the client, not just this request, to wait */
+        r.due          = fmax(r.due, time_now() + fmin((double)ra, JC_RETRY_AFTER_MAX_S));
+        c->pause_until = fmax(c->pause_until, r.due);
+    }
     if (push(&c->retry, &c->n_retry, &c->cap_retry, r))
         return assay_fail(err, ASSAY_ENOMEM, "out of memory");
     return ASSAY_OK;
@@ -341,6 +347,8 @@ int judge_client_run(judge_client *c, const judge_client_hooks *h, assay_error *
         double wait = 1.0, now = time_now();
         for (size_t k = 0; k < c->n_retry; k++)
             wait = fmin(wait, c->retry[k].due - now);
+        if (c->pause_until > now)
+            wait = fmax(wait, fmin(1.0, c->pause_until - now));
         int ms = wait <= 0 ? 0 : (int)(wait * 1000) + 1;
         if (curl_multi_poll(c->multi, NULL, 0, ms, NULL) != CURLM_OK)
             return assay_fail(err, ASSAY_EINTERNAL, "libcurl: multi poll failed");

@@ -31,8 +31,7 @@ typedef struct judge_client_hooks {
     /* A 2xx reply with a JSON content type within reply_max: return 0 to accept it (the request
      * is done), or nonzero with msg filled when it is not a valid reply (it is retried like a
      * 5xx). May call judge_client_submit. */
-    int (*on_reply)(void *user, size_t id, const char *body, size_t len, char *msg,
-                    size_t msg_cap);
+    int (*on_reply)(void *user, size_t id, const char *body, size_t len, char *msg, size_t msg_cap);
     /* Request id has failed: every try used, or an error that a retry cannot fix. */
     void (*on_fail)(void *user, size_t id, const char *msg, int tries);
 } judge_client_hooks;
@@ -43,8 +42,7 @@ judge_client *judge_client_new(const judge_client_cfg *cfg, assay_error *err);
 void          judge_client_free(judge_client *c); /* NULL-safe */
 
 /* Queues request id with body[0..len) (not copied: it must live until the request is done). */
-int judge_client_submit(judge_client *c, size_t id, const char *body, size_t len,
-                        assay_error *err);
+int judge_client_submit(judge_client *c, size_t id, const char *body, size_t len, assay_error *err);
 
 /* Runs until every queued request is done or failed, or may_start said stop and what was in
  * flight has finished. Requests never started stay unreported. Returns ASSAY_OK, or a status

@@ -27,10 +27,10 @@
 #include <time.h>
 #include <unistd.h>
 
-static const char *judge_kind = "perfect", *fault = NULL, *key = NULL, *log_path = NULL;
-static long        fault_count = -1, retry_after = 1, delay_ms = 0, usage_div = 4;
-static long        n_requests = 0, n_conns = 0;
-static FILE       *log_fp;
+static const char     *judge_kind = "perfect", *fault = NULL, *key = NULL, *log_path = NULL;
+static long            fault_count = -1, retry_after = 1, delay_ms = 0, usage_div = 4;
+static long            n_requests = 0, n_conns = 0;
+static FILE           *log_fp;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 
 static double now_s(void) {
@@ -92,17 +92,16 @@ static char *reply_body(const char *content, long prompt_tokens) {
 
 /* The judge's text for a request body. */
 static void judge_text(const char *body, char *out, size_t cap) {
-    cJSON       *j    = cJSON_Parse(body);
-    cJSON       *msgs = cJSON_GetObjectItem(j, "messages");
-    int          n    = cJSON_GetArraySize(msgs);
-    cJSON       *user = cJSON_GetArrayItem(msgs, 1);
-    const char  *text = cJSON_GetStringValue(cJSON_GetObjectItem(user, "content"));
-    int          q[2] = {0, 0}, nq = text ? qualities(text, q) : 0;
-    const char  *v    = "[[C]]";
+    cJSON      *j    = cJSON_Parse(body);
+    cJSON      *msgs = cJSON_GetObjectItem(j, "messages");
+    int         n    = cJSON_GetArraySize(msgs);
+    cJSON      *user = cJSON_GetArrayItem(msgs, 1);
+    const char *text = cJSON_GetStringValue(cJSON_GetObjectItem(user, "content"));
+    int         q[2] = {0, 0}, nq = text ? qualities(text, q) : 0;
+    const char *v = "[[C]]";
     if (!strcmp(judge_kind, "always-a")) {
         snprintf(out, cap, "Assistant A is clearly better. [[A]]");
-    } else if (!strcmp(judge_kind, "garbage") ||
-               (!strcmp(judge_kind, "garbage-once") && n < 4)) {
+    } else if (!strcmp(judge_kind, "garbage") || (!strcmp(judge_kind, "garbage-once") && n < 4)) {
         snprintf(out, cap, "Both answers have merit; I cannot decide.");
     } else if (!strcmp(judge_kind, "rating")) {
         snprintf(out, cap, "A fair answer. Rating: [[%d]]", nq >= 1 ? q[0] : 5);
@@ -118,9 +117,9 @@ static void judge_text(const char *body, char *out, size_t cap) {
 }
 
 static void *serve(void *arg) {
-    int    fd   = (int)(long)arg;
-    size_t cap  = 1 << 16, n = 0;
-    char  *buf  = malloc(cap);
+    int    fd  = (int)(long)arg;
+    size_t cap = 1 << 16, n = 0;
+    char  *buf = malloc(cap);
     long   conn;
     pthread_mutex_lock(&mu);
     conn = ++n_conns;
@@ -135,10 +134,10 @@ static void *serve(void *arg) {
                 goto out;
             n += (size_t)r;
         }
-        size_t hlen = (size_t)(end - buf) + 4;
-        size_t clen = 0;
-        int    auth = 0;
-        char  *h    = buf;
+        size_t hlen   = (size_t)(end - buf) + 4;
+        size_t clen   = 0;
+        int    auth   = 0;
+        char  *h      = buf;
         buf[hlen - 2] = '\0';
         for (char *line = strtok(h, "\r\n"); line; line = strtok(NULL, "\r\n")) {
             if (!strncasecmp(line, "Content-Length:", 15))
@@ -202,7 +201,7 @@ static void *serve(void *arg) {
             size_t big = (size_t)9 << 20;
             char  *b   = malloc(big);
             memset(b, ' ', big);
-            b[0] = '{';
+            b[0]       = '{';
             b[big - 1] = '}';
             rc         = respond(fd, 200, "application/json", NULL, b, big, big);
             free(b);
@@ -266,7 +265,7 @@ int main(int argc, char **argv) {
     socklen_t al = sizeof a;
     getsockname(s, (struct sockaddr *)&a, &al);
     if (port_file) {
-        char  tmp[4200];
+        char tmp[4200];
         snprintf(tmp, sizeof tmp, "%s.tmp", port_file);
         FILE *f = fopen(tmp, "w");
         if (!f)
