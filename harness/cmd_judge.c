@@ -645,8 +645,9 @@ static int write_verdicts(const judge_run *jr, const char *path, assay_error *er
     if (rc)
         return rc;
     for (size_t i = 0; i < jr->n_jobs; i++) {
-        char *line = jsonl_print(job_json(jr, &jr->jobs[i]), 0);
-        /* job_json's tree is printed then dropped: jsonl_print does not consume it */
+        cJSON *o    = job_json(jr, &jr->jobs[i]);
+        char  *line = o ? jsonl_print(o, 0) : NULL;
+        cJSON_Delete(o);
         if (!line) {
             atomic_abort(&af);
             return assay_fail(err, ASSAY_ENOMEM, "out of memory");
@@ -737,7 +738,7 @@ static cJSON *side_json(const point_side *s) {
     cJSON_AddItemToObject(o, "mean", num_or_null(s->n ? s->sum / (double)s->n : NAN));
     cJSON *h = cJSON_AddObjectToObject(o, "distribution");
     for (int k = 1; k <= 10; k++) {
-        char key[4];
+        char key[16];
         snprintf(key, sizeof key, "%d", k);
         cJSON_AddNumberToObject(h, key, (double)s->hist[k]);
     }
@@ -788,17 +789,11 @@ static cJSON *pointwise_json(const judge_run *jr, assay_error *err) {
         cJSON_SetNumberValue(sum, sum->valuedouble + j->score);
         cJSON_SetNumberValue(cnt, cnt->valuedouble + 1);
     }
-    for (size_t i = 0; i < jr->n_items; i++) {
-        const jjob *a = NULL, *b = NULL;
-        for (size_t k = 0; k < jr->n_jobs; k++) /* jobs of item i are adjacent: find them */
-            if (jr->jobs[k].item == i) {
-                if (jr->jobs[k].side)
-                    b = &jr->jobs[k];
-                else
-                    a = &jr->jobs[k];
-            } else if (jr->jobs[k].item > i)
-                break;
-        if (a && b && a->state == J_DONE && b->state == J_DONE && a->parsed && b->parsed)
+    /* an item's jobs are adjacent, a before b */
+    for (size_t k = 0; k + 1 < jr->n_jobs; k++) {
+        const jjob *a = &jr->jobs[k], *b = &jr->jobs[k + 1];
+        if (a->side == 0 && b->item == a->item && a->state == J_DONE && b->state == J_DONE &&
+            a->parsed && b->parsed)
             d[n_diff++] = b->score - a->score;
     }
     cJSON_AddItemToObject(o, "a", side_json(&all[0]));
