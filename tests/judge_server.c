@@ -10,7 +10,8 @@
  * occurrence = position A) and prefers the higher, "[[C]]" when equal; garbage never gives a
  * verdict; garbage-once gives none to a first request and a proper one to the reminder; rating
  * answers "Rating: [[N]]" with the answer's quality.
- * --fault: the first K requests (default all) get the fault instead of a reply.
+ * --fault: the first K requests (default all) get the fault instead of a reply (slow: the
+ * reply comes after 3 s).
  * usage: prompt_tokens = body bytes / N (default 4), completion_tokens = reply content bytes.
  * --log: one line per request: "n=<count> conn=<id> auth=<0|1> msgs=<n> t=<seconds>", flushed
  * at once; auth=1 when the Authorization header is "Bearer <K>". */
@@ -175,6 +176,8 @@ static void *serve(void *arg) {
 
         int faulty = fault && (fault_count < 0 || k <= fault_count);
         int rc     = 0;
+        if (faulty && !strcmp(fault, "slow"))
+            sleep(3);
         if (faulty && !strcmp(fault, "drop")) {
             free(body);
             goto out;

@@ -514,16 +514,17 @@ Test(judge_run, a_429_waits_for_retry_after_then_succeeds) {
     free(out);
 }
 
-Test(judge_run, server_errors_and_dropped_connections_are_retried) {
-    const char *faults[] = {"500", "drop", "truncated", "invalid", "missing", "ctype"};
+Test(judge_run, server_errors_timeouts_and_dropped_connections_are_retried) {
+    const char *faults[] = {"500", "drop", "truncated", "invalid", "missing", "ctype", "slow"};
     for (size_t k = 0; k < sizeof faults / sizeof *faults; k++) {
         char dir[64], *out = NULL, args[128];
         test_tmpdir(dir, sizeof dir);
         run_env();
         write_pairs(dir, "pairs.jsonl", 3);
         snprintf(args, sizeof args, "--fault %s --fault-count 3", faults[k]);
-        server s  = server_start(dir, "srv", args);
-        int    rc = judge_run(&out, dir, &s, "--concurrency 1 --max-retries 3");
+        server s = server_start(dir, "srv", args);
+        /* --timeout 0.5 s against the 3 s of "slow" */
+        int rc = judge_run(&out, dir, &s, "--concurrency 1 --max-retries 3 --timeout 0.5");
         server_stop(&s);
         cr_assert_eq(rc, 0, "%s: %s", faults[k], out);
         cJSON *r = results(dir);
