@@ -1154,8 +1154,11 @@ static int judge_main(judge_cli *o, int json, assay_error *err) {
     if (n_failed) {
         for (size_t i = 0, shown = 0; i < jr.n_jobs && shown < 5; i++)
             if (jr.jobs[i].state == J_FAILED) {
-                fprintf(stderr, "judge: item %s failed: %s\n", jr.items[jr.jobs[i].item].id,
-                        jr.jobs[i].error ? jr.jobs[i].error : "?");
+                const jjob *j = &jr.jobs[i];
+                fprintf(stderr, "judge: item %s (%s) failed: %s\n", jr.items[j->item].id,
+                        jr.mode == JUDGE_PAIRWISE ? (j->side ? "order BA" : "order AB")
+                                                  : (j->side ? "answer b" : "answer a"),
+                        j->error ? j->error : "?");
                 shown++;
             }
         fprintf(stderr, "judge: %zu judgments failed; a re-run retries only those\n", n_failed);
