@@ -780,3 +780,60 @@ Test(judge_run, bad_input_exits_2_naming_the_problem) {
         free(out);
     }
 }
+
+Test(judge_run, tls_is_verified_and_a_ca_bundle_makes_a_private_ca_trusted) {
+    char dir[64], *out = NULL, cmd[2048], port_file[1200];
+    test_tmpdir(dir, sizeof dir);
+    run_env();
+    write_pairs(dir, "pairs.jsonl", 1);
+    snprintf(cmd, sizeof cmd,
+             "version >/dev/null; openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj "
+             "/CN=127.0.0.1 -addext subjectAltName=IP:127.0.0.1 -keyout %s/key.pem -out "
+             "%s/cert.pem",
+             dir, dir);
+    if (test_run(&out, "%s", cmd) != 0 || system("python3 -c 'import ssl' 2>/dev/null") != 0) {
+        fprintf(stderr, "SKIP: openssl or python3 with ssl missing: %s\n", out ? out : "");
+        free(out);
+        cr_skip_test("SKIP: openssl or python3 with ssl missing");
+    }
+    free(out);
+    snprintf(port_file, sizeof port_file, "%s/tls.port", dir);
+    snprintf(cmd, sizeof cmd,
+             "exec python3 tests/judge_tls_server.py %s/cert.pem %s/key.pem %s >%s/tls.err 2>&1",
+             dir, dir, port_file, dir);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    int port = 0;
+    for (int i = 0; i < 1000 && !port; i++) {
+        FILE *f = fopen(port_file, "r");
+        if (!f || fscanf(f, "%d", &port) != 1)
+            usleep(10000);
+        if (f)
+            fclose(f);
+    }
+    cr_assert(port > 0, "the TLS server did not start");
+    /* the self-signed certificate is not trusted: an error no retry can fix, so one try each */
+    int rc = test_run(&out,
+                      "judge --pairs %s/pairs.jsonl --endpoint https://127.0.0.1:%d/v1 --model m "
+                      "--output-path %s/out --max-retries 3",
+                      dir, port, dir);
+    cr_assert_eq(rc, 1, "%s", out);
+    cr_assert(strstr(out, "certificate"), "%s", out);
+    cr_assert(strstr(out, "after 1 try"), "%s", out);
+    free(out);
+    rc = test_run(&out,
+                  "judge --pairs %s/pairs.jsonl --endpoint https://127.0.0.1:%d/v1 --model m "
+                  "--output-path %s/out --ca-bundle %s/cert.pem",
+                  dir, port, dir, dir);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    cr_assert_eq(rc, 0, "%s", out);
+    cJSON *r = results(dir);
+    cr_assert_eq(jnum(r, "pairwise.ties"), 1);
+    cJSON_Delete(r);
+    free(out);
+}
