@@ -837,3 +837,30 @@ Test(judge_run, tls_is_verified_and_a_ca_bundle_makes_a_private_ca_trusted) {
     cJSON_Delete(r);
     free(out);
 }
+
+Test(judge_run, concurrency_keeps_n_requests_in_flight) {
+    char dir[64], *out = NULL;
+    test_tmpdir(dir, sizeof dir);
+    run_env();
+    write_pairs(dir, "pairs.jsonl", 4);
+    server s  = server_start(dir, "srv", "--judge perfect --delay-ms 300");
+    int    rc = judge_run(&out, dir, &s, "--concurrency 8");
+    server_stop(&s);
+    cr_assert_eq(rc, 0, "%s", out);
+    FILE  *f = fopen(s.log, "r");
+    char   line[256];
+    double lo = 1e18, hi = 0;
+    int    n = 0;
+    while (fgets(line, sizeof line, f)) {
+        double t = atof(strstr(line, "t=") + 2);
+        lo       = fmin(lo, t);
+        hi       = fmax(hi, t);
+        n++;
+    }
+    fclose(f);
+    cr_assert_eq(n, 8);
+    /* one after another, the 8 arrivals would span at least 7 x 300 ms; together, about 0 (1 s
+     * leaves room for a loaded machine) */
+    cr_assert(hi - lo < 1.0, "requests arrived over %.3f s", hi - lo);
+    free(out);
+}
