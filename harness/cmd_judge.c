@@ -96,8 +96,8 @@ static const char judge_help[] =
     "A progress line is shown on a terminal.\n"
     "\n"
     "exit codes: 0 success (also when the budget stopped the run: results say how far it got),\n"
-    "1 items failed after their retries (a re-run retries only those), 2 bad input or usage,\n"
-    "3 environment failure (cache not writable, libcurl).\n";
+    "1 items failed after their retries (a re-run retries only those), 2 bad input or usage\n"
+    "(also a cache or output directory that cannot be opened or written), 3 internal failure.\n";
 
 /* Where `assay eval --log-samples` keeps each value, in the order tried. */
 static const char *const sample_prompt_fields[]    = {"prompt", "arguments", NULL};
