@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "harness/judge.h"
+#include "scoring/bootstrap.h"
 #include "tests/helpers.h"
 
 #define KEY "sk-test-NEVER-WRITE-7f3a9c"
@@ -339,6 +340,15 @@ Test(judge_run, a_perfect_judge_gives_the_true_preference) {
                                                  "win_rate_ci95");
     double lo = cJSON_GetArrayItem(ci, 0)->valuedouble, hi = cJSON_GetArrayItem(ci, 1)->valuedouble;
     cr_assert(lo < (double)wins / 12 && (double)wins / 12 < hi && lo >= 0 && hi <= 1);
+    /* the interval is the bootstrap of the per-pair scores (1 win, 0 loss) with the seed and
+     * resample count results.json states; JSON keeps doubles exactly, so equal bits */
+    double x[12];
+    for (int i = 0; i < 12; i++)
+        x[i] = i % 3 == 2 ? 0.0 : 1.0;
+    boot_ci ref;
+    cr_assert_eq(boot_ci_mean(x, 12, 1000, 0.95, 1234, &ref), 0);
+    cr_assert(lo == ref.lo && hi == ref.hi, "[%.17g, %.17g] vs [%.17g, %.17g]", lo, hi, ref.lo,
+              ref.hi);
     /* --json printed the same results on stdout */
     cr_assert(strstr(out, "\"win_rate_ci95\""), "%s", out);
     /* verdicts.jsonl: one line per judgment with the request and the full reply */
