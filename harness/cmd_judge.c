@@ -289,6 +289,8 @@ static int sample_string(const jsonl_reader *r, const cJSON *obj, const char *co
         if (!v)
             continue;
         const cJSON *s = first_string(v);
+        if (!s && !required)
+            return ASSAY_OK; /* e.g. a multiple-choice task's "target" is the gold index */
         if (!s)
             return assay_fail(err, ASSAY_EFORMAT, "%s:%zu: field '%s' holds no string", r->path,
                               r->line, fields[i]);

@@ -729,7 +729,7 @@ Test(judge_run, eval_samples_are_joined_by_task_and_doc_id) {
                     "\"Q0\", \"arg_1\": {}}}, \"resps\": [[\"base quality=1\"]], "
                     "\"filtered_resps\": [\"base quality=1\"], \"target\": \"r\"}\n"
                     "{\"doc_id\": 1, \"task\": \"t\", \"prompt\": \"Q1\", \"resps\": "
-                    "[[\"base quality=2\"]]}\n");
+                    "[[\"base quality=2\"]], \"target\": 3}\n");
     test_write_file(dir, "b.jsonl",
                     "{\"doc_id\": 1, \"task\": \"t\", \"prompt\": \"Q1\", \"filtered_resps\": "
                     "[\"cand quality=1\"]}\n"
