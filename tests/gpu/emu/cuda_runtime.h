@@ -151,7 +151,15 @@ inline int         emu_launches    = 0;
 inline cudaError_t emu_last_error  = cudaSuccess;
 inline const char *emu_kernel_name = "";
 #define EMU_STACK ((size_t)256 << 10)
-inline std::vector<char *> emu_stacks; // one stack per thread slot, kept for the next launch
+// One stack per thread slot, kept for the next launch and freed at exit.
+struct emu_stack_pool {
+    std::vector<char *> v;
+    ~emu_stack_pool() {
+        for (char *p : v)
+            free(p);
+    }
+};
+inline emu_stack_pool emu_stacks;
 
 inline float            *emu_smem() { return (float *)emu_cur->smem; }
 [[noreturn]] inline void emu_die(const char *what) {
@@ -375,7 +383,7 @@ void emu_launch_run(const char *name, K kernel, dim3 grid, dim3 block, size_t sm
         (emu_check_arg(name, i++, args), ...);
     }
     unsigned             threads = block.x * block.y * block.z;
-    std::vector<char *> &stacks  = emu_stacks;
+    std::vector<char *> &stacks  = emu_stacks.v;
     while (stacks.size() < threads)
         stacks.push_back((char *)malloc(EMU_STACK));
     emu_block blk;
