@@ -20,18 +20,19 @@ typedef struct tm_str {
 /* ---- BLEU (sacrebleu.metrics.BLEU defaults: max n-gram 4, tokenize "13a", smooth "exp",
  * lowercase off, effective order off) ---- */
 typedef struct tm_bleu {
-    double score;      /* 0..100, as sacrebleu's BLEUScore.score */
+    double score; /* 0..100, as sacrebleu's BLEUScore.score */
     double precisions[4];
-    double bp;         /* brevity penalty */
-    double ratio;      /* sys_len / ref_len */
+    double bp;    /* brevity penalty */
+    double ratio; /* sys_len / ref_len */
     long   sys_len, ref_len;
     long   counts[4], totals[4];
 } tm_bleu;
 /* hyps[i] is scored against refs[r * n + i] for r in 0..n_refs-1 (sacrebleu's list of reference
- * streams). Corpus-level, like sacrebleu.corpus_bleu. */
+ * streams). Corpus-level, like sacrebleu.corpus_bleu. n_refs == 0 fails (-1); an empty reference
+ * string is a reference of length 0, as in sacrebleu. */
 int tm_bleu_corpus(const tm_str *hyps, const tm_str *refs, size_t n, size_t n_refs, tm_bleu *out);
 /* sacrebleu's signature for these settings, e.g. "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|
- * version:2.6.0"; the version field is the sacrebleu version the references were checked against. */
+ * version:2.6.0"; version is the sacrebleu version the values were checked against. Returns buf. */
 const char *tm_bleu_signature(size_t n_refs, char *buf, size_t cap);
 
 /* ---- chrF (sacrebleu.metrics.CHRF defaults: char order 6, word order 0, beta 2, whitespace
@@ -39,26 +40,26 @@ const char *tm_bleu_signature(size_t n_refs, char *buf, size_t cap);
 typedef struct tm_chrf {
     double score; /* 0..100 */
 } tm_chrf;
-int         tm_chrf_corpus(const tm_str *hyps, const tm_str *refs, size_t n, size_t n_refs,
-                           tm_chrf *out);
-const char *tm_chrf_signature(size_t n_refs, char *buf, size_t cap);
+int tm_chrf_corpus(const tm_str *hyps, const tm_str *refs, size_t n, size_t n_refs, tm_chrf *out);
+const char *tm_chrf_signature(size_t n_refs, char *buf, size_t cap); /* returns buf */
 
 /* ---- ROUGE (rouge_score.rouge_scorer.RougeScorer(["rouge1","rouge2","rougeL","rougeLsum"],
  * use_stemmer=stem)) for one (target, prediction) pair; F-measure, precision, recall each. ---- */
 typedef struct tm_prf {
     double precision, recall, fmeasure;
 } tm_prf;
-typedef struct tm_rouge {
+/* A struct tag only: a typedef of the same name would clash with the function tm_rouge. */
+struct tm_rouge {
     tm_prf rouge1, rouge2, rougeL, rougeLsum;
-} tm_rouge;
+};
 /* rougeLsum splits target and prediction on "\n" (rouge-score's behaviour when the text already
  * has newlines; it does not sentence-split otherwise). */
-int tm_rouge(tm_str target, tm_str prediction, int use_stemmer, tm_rouge *out);
+int tm_rouge(tm_str target, tm_str prediction, int use_stemmer, struct tm_rouge *out);
 /* The Porter stemmer rouge-score uses (nltk's PorterStemmer, mode NLTK_EXTENSIONS) on one
  * lower-case ASCII token; out gets a NUL-terminated stem (cap >= n + 1). */
 int tm_porter_stem(const char *w, size_t n, char *out, size_t cap);
 
-/* ---- SQuAD v1.1 (lowercase, remove punctuation, remove articles a/an/the, whitespace-split) ---- */
+/* ---- SQuAD v1.1 (lowercase, remove punctuation, remove articles a/an/the, split) ---- */
 /* Token F1 of one prediction against one gold answer; max over several golds is the caller's. */
 int tm_squad_f1(tm_str prediction, tm_str gold, double *f1);
 /* SQuAD exact match after the same normalization: 1.0 or 0.0. */
