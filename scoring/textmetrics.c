@@ -14,9 +14,9 @@
 /* ---- UTF-8 and Python's character classes ---- */
 
 size_t tm_utf8_next(const char *s, size_t n, size_t i, uint32_t *cp) {
-    const unsigned char *u = (const unsigned char *)s + i;
+    const unsigned char *u    = (const unsigned char *)s + i;
     size_t               left = n - i;
-    unsigned             c = u[0];
+    unsigned             c    = u[0];
     if (c < 0x80) {
         *cp = c;
         return 1;
@@ -74,10 +74,8 @@ int tm_py_isword(uint32_t c) {
     case UTF8PROC_CATEGORY_LO:
     case UTF8PROC_CATEGORY_ND:
     case UTF8PROC_CATEGORY_NL:
-    case UTF8PROC_CATEGORY_NO:
-        return 1;
-    default:
-        return 0;
+    case UTF8PROC_CATEGORY_NO: return 1;
+    default: return 0;
     }
 }
 
@@ -160,7 +158,7 @@ static int sigma_is_final(const uint32_t *cps, size_t n, size_t i) {
     return j == n || !cp_is_cased(cps[j]);
 }
 
-int tm_lower(tm_buf *out, const char *s, size_t n, int final_sigma) {
+int tm_lower(tm_buf *out, const char *s, size_t n) {
     out->n = 0;
     if (tm_buf_put(out, "", 0) != 0)
         return -1;
@@ -177,7 +175,7 @@ int tm_lower(tm_buf *out, const char *s, size_t n, int final_sigma) {
             rc = tm_buf_put(out, &(char){(char)(c >= 'A' && c <= 'Z' ? c + 32 : c)}, 1);
         else if (c == 0x130)
             rc = tm_buf_put(out, "i\xCC\x87", 3);
-        else if (c == 0x3A3 && final_sigma && sigma_is_final(cps, m, i))
+        else if (c == 0x3A3 && sigma_is_final(cps, m, i))
             rc = tm_buf_put_cp(out, 0x3C2);
         else if (c >= 0xDC80 && c <= 0xDCFF)
             rc = tm_buf_put_cp(out, c);
@@ -205,7 +203,7 @@ int tm_units_push(tm_units *u, const char *p, size_t n) {
         return -1;
     if (u->n == u->cap) {
         size_t   cap = u->cap ? u->cap * 2 : 64;
-        tm_unit *v = cap <= SIZE_MAX / sizeof *v ? realloc(u->v, cap * sizeof *v) : NULL;
+        tm_unit *v   = cap <= SIZE_MAX / sizeof *v ? realloc(u->v, cap * sizeof *v) : NULL;
         if (!v)
             return -1;
         u->v = v, u->cap = cap;
@@ -220,8 +218,8 @@ void tm_units_free(tm_units *u) {
 }
 
 int tm_split_ws(tm_units *out, const char *s, size_t n) {
-    out->n = 0;
-    size_t start = 0;
+    out->n        = 0;
+    size_t start  = 0;
     int    in_tok = 0;
     for (size_t i = 0; i < n;) {
         uint32_t cp;
@@ -307,7 +305,7 @@ int tm_ngram_match(tm_ngram_table *t, const tm_units *hyp, const tm_units *refs,
         for (size_t i = 0; i < u->n; i++) {
             uint64_t h = 0;
             for (uint32_t k = 1; k <= (uint32_t)max_order && i + k <= u->n; k++) {
-                h = ngram_hash_step(h, u->v[i + k - 1].h);
+                h                 = ngram_hash_step(h, u->v[i + k - 1].h);
                 tm_ngram_entry *e = table_find(t, &u->v[i], k, h + k);
                 if (e->ref_seen != r + 1)
                     e->ref_seen = (uint32_t)(r + 1), e->cur = 0;
@@ -319,7 +317,7 @@ int tm_ngram_match(tm_ngram_table *t, const tm_units *hyp, const tm_units *refs,
     for (size_t i = 0; i < hyp->n; i++) {
         uint64_t h = 0;
         for (uint32_t k = 1; k <= (uint32_t)max_order && i + k <= hyp->n; k++) {
-            h = ngram_hash_step(h, hyp->v[i + k - 1].h);
+            h                 = ngram_hash_step(h, hyp->v[i + k - 1].h);
             tm_ngram_entry *e = table_find(t, &hyp->v[i], k, h + k);
             if (++e->hyp <= e->ref_max)
                 match[k - 1]++;
@@ -343,7 +341,7 @@ static int is_ascii_punct(uint32_t c) {
 /* normalize_answer: lower, drop string.punctuation, articles to a space, then whitespace-split
  * (white_space_fix's join is undone by the split the metric does next). */
 static int squad_tokens(tm_str s, tm_buf *lower, tm_buf *norm, tm_units *toks) {
-    if (tm_lower(lower, s.s, s.n, 1) != 0)
+    if (tm_lower(lower, s.s, s.n) != 0)
         return -1;
     uint32_t *cps = malloc((lower->n ? lower->n : 1) * sizeof *cps);
     if (!cps)
@@ -356,7 +354,7 @@ static int squad_tokens(tm_str s, tm_buf *lower, tm_buf *norm, tm_units *toks) {
             cps[m++] = c;
     }
     norm->n = 0;
-    int rc = tm_buf_put(norm, "", 0);
+    int rc  = tm_buf_put(norm, "", 0);
     /* \b(a|an|the)\b: the alternatives in order, each needing a word boundary after it. */
     for (size_t i = 0; i < m && rc == 0;) {
         size_t len = 0;
@@ -398,10 +396,10 @@ static void squad_work_free(squad_work *w) {
 }
 
 int tm_squad_f1(tm_str prediction, tm_str gold, double *f1) {
-    squad_work    w = {0};
-    tm_ngram_table t = {0};
+    squad_work     w    = {0};
+    tm_ngram_table t    = {0};
     long           same = 0;
-    int            rc = -1;
+    int            rc   = -1;
     if (squad_tokens(prediction, &w.lower, &w.norm[0], &w.toks[0]) != 0 ||
         squad_tokens(gold, &w.lower, &w.norm[1], &w.toks[1]) != 0 ||
         tm_ngram_match(&t, &w.toks[0], &w.toks[1], 1, 1, &same) != 0)
@@ -409,8 +407,8 @@ int tm_squad_f1(tm_str prediction, tm_str gold, double *f1) {
     *f1 = 0.0;
     if (same > 0) {
         double precision = 1.0 * (double)same / (double)w.toks[0].n;
-        double recall = 1.0 * (double)same / (double)w.toks[1].n;
-        *f1 = (2 * precision * recall) / (precision + recall);
+        double recall    = 1.0 * (double)same / (double)w.toks[1].n;
+        *f1              = (2 * precision * recall) / (precision + recall);
     }
     rc = 0;
 done:
@@ -420,7 +418,7 @@ done:
 }
 
 int tm_squad_em(tm_str prediction, tm_str gold, double *em) {
-    squad_work w = {0};
+    squad_work w  = {0};
     int        rc = -1;
     if (squad_tokens(prediction, &w.lower, &w.norm[0], &w.toks[0]) != 0 ||
         squad_tokens(gold, &w.lower, &w.norm[1], &w.toks[1]) != 0)
@@ -431,7 +429,7 @@ int tm_squad_em(tm_str prediction, tm_str gold, double *em) {
         same = a->n == b->n && memcmp(a->p, b->p, a->n) == 0;
     }
     *em = same ? 1.0 : 0.0;
-    rc = 0;
+    rc  = 0;
 done:
     squad_work_free(&w);
     return rc;
@@ -439,11 +437,28 @@ done:
 
 /* ---- lm-eval exact_match ---- */
 
-/* The strings live in numpy arrays between steps, and a fixed-width numpy string drops trailing
- * NUL characters. */
+/* Between steps the strings live in one-element numpy arrays: a fixed-width string that drops
+ * trailing NUL characters and whose width (in characters) is the length the string had when the
+ * array was made. lower() keeps the width, so a string that grows (U+0130 becomes two characters)
+ * loses its tail. */
 static void strip_trailing_nul(tm_buf *b) {
     while (b->n > 0 && b->p[b->n - 1] == '\0')
         b->n--;
+}
+
+static size_t cp_count(const tm_buf *b) {
+    size_t k = 0;
+    for (size_t i = 0; i < b->n; k++)
+        i += tm_utf8_next(b->p, b->n, i, &(uint32_t){0});
+    return k;
+}
+
+static void truncate_cps(tm_buf *b, size_t width) {
+    size_t i = 0;
+    for (size_t k = 0; k < width && i < b->n; k++)
+        i += tm_utf8_next(b->p, b->n, i, &(uint32_t){0});
+    b->n    = i;
+    b->p[i] = '\0';
 }
 
 static int regex_remove(pcre2_code *re, pcre2_match_data *md, tm_buf *b, tm_buf *tmp,
@@ -454,9 +469,9 @@ static int regex_remove(pcre2_code *re, pcre2_match_data *md, tm_buf *b, tm_buf 
         if (tm_buf_reserve(tmp, cap) != 0)
             return -1;
         PCRE2_SIZE out_len = tmp->cap;
-        int        rc = pcre2_substitute(re, (PCRE2_SPTR)(b->p ? b->p : ""), b->n, 0,
-                                         PCRE2_SUBSTITUTE_GLOBAL | PCRE2_SUBSTITUTE_OVERFLOW_LENGTH, md,
-                                         NULL, (PCRE2_SPTR) "", 0, (PCRE2_UCHAR *)tmp->p, &out_len);
+        int        rc      = pcre2_substitute(re, (PCRE2_SPTR)(b->p ? b->p : ""), b->n, 0,
+                                              PCRE2_SUBSTITUTE_GLOBAL | PCRE2_SUBSTITUTE_OVERFLOW_LENGTH, md,
+                                              NULL, (PCRE2_SPTR) "", 0, (PCRE2_UCHAR *)tmp->p, &out_len);
         if (rc == PCRE2_ERROR_NOMEMORY && attempt == 0) {
             cap = out_len;
             continue;
@@ -469,13 +484,66 @@ static int regex_remove(pcre2_code *re, pcre2_match_data *md, tm_buf *b, tm_buf 
                        (const char *)msg);
             return -1;
         }
-        tmp->n = out_len;
+        tmp->n      = out_len;
         tm_buf swap = *b;
         *b = *tmp, *tmp = swap;
         b->p[b->n] = '\0';
         return 0;
     }
     return -1;
+}
+
+/* Python's \s is str.isspace(): it has U+001C..U+001F, which PCRE2's Unicode \s lacks, and lacks
+ * U+180E, which PCRE2's has. */
+#define PY_SPACE_SET                                                                               \
+    "\\t-\\r\\x1c-\\x20\\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}"                   \
+    "\\x{202f}\\x{205f}\\x{3000}"
+
+/* A Python `re` pattern in PCRE2's syntax: \s and \S outside a class and \s inside one become
+ * Python's whitespace set, \Z becomes \z. Everything else means the same in both. */
+static int pattern_from_python(tm_buf *out, const char *pat) {
+    out->n          = 0;
+    int    rc       = tm_buf_put(out, "", 0);
+    int    in_class = 0;
+    size_t n        = strlen(pat);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        char c = pat[i];
+        if (c == '\\' && i + 1 < n) {
+            char e = pat[++i];
+            if (e == 's' && in_class)
+                rc = tm_buf_put(out, PY_SPACE_SET, strlen(PY_SPACE_SET));
+            else if ((e == 's' || e == 'S') && !in_class)
+                rc = tm_buf_put(out, e == 's' ? "[" : "[^", e == 's' ? 1 : 2) ||
+                     tm_buf_put(out, PY_SPACE_SET "]", strlen(PY_SPACE_SET) + 1);
+            else if (e == 'Z' && !in_class)
+                rc = tm_buf_put(out, "\\z", 2);
+            else
+                rc = tm_buf_put(out, pat + i - 1, 2);
+            continue;
+        }
+        if (!in_class && c == '[') {
+            in_class = 1;
+            rc       = tm_buf_put(out, &c, 1);
+            /* A ']' first in the class (after an optional '^') is a literal. */
+            if (rc == 0 && i + 1 < n && pat[i + 1] == '^')
+                rc = tm_buf_put(out, &pat[++i], 1);
+            if (rc == 0 && i + 1 < n && pat[i + 1] == ']')
+                rc = tm_buf_put(out, &pat[++i], 1);
+            continue;
+        }
+        if (in_class && c == '[' && i + 1 < n && pat[i + 1] == ':') {
+            const char *end = strstr(pat + i + 2, ":]"); /* a POSIX class inside a class */
+            if (end) {
+                rc = tm_buf_put(out, pat + i, (size_t)(end + 2 - (pat + i)));
+                i  = (size_t)(end + 1 - pat);
+                continue;
+            }
+        }
+        if (in_class && c == ']')
+            in_class = 0;
+        rc = tm_buf_put(out, &c, 1);
+    }
+    return rc;
 }
 
 static void remove_bytes(tm_buf *b, int (*drop)(unsigned char)) {
@@ -497,26 +565,44 @@ int tm_exact_match(tm_str prediction, tm_str reference, const tm_em_opts *o, dou
         assay_fail(err, ASSAY_ENOMEM, "exact_match: out of memory");
         goto done;
     }
-    for (int k = 0; k < 2; k++)
-        strip_trailing_nul(&s[k]);
+    size_t width[2];
+    for (int k = 0; k < 2; k++) {
+        width[k] = cp_count(&s[k]);
+        if (!o || o->n_regexes == 0) /* the first regex sees the string as given */
+            strip_trailing_nul(&s[k]);
+    }
     for (size_t r = 0; o && r < o->n_regexes; r++) {
         const char *pat = o->regexes_to_ignore[r] ? o->regexes_to_ignore[r] : "";
         int         ec;
         PCRE2_SIZE  off;
-        pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
-                                       PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF, &ec, &off,
-                                       NULL);
-        if (!re) {
-            PCRE2_UCHAR msg[256];
-            pcre2_get_error_message(ec, msg, sizeof msg);
-            assay_fail(err, ASSAY_EINVAL, "exact_match: regexes_to_ignore[%zu] '%s' at offset %zu: %s",
-                       r, pat, (size_t)off, (const char *)msg);
+        if (pattern_from_python(&tmp, pat) != 0) {
+            assay_fail(err, ASSAY_ENOMEM, "exact_match: out of memory");
             goto done;
         }
-        pcre2_match_data *md = pcre2_match_data_create_from_pattern(re, NULL);
+        pcre2_code *re =
+            pcre2_compile((PCRE2_SPTR)tmp.p, tmp.n, PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF,
+                          &ec, &off, NULL);
+        if (!re) {
+            /* Report against the pattern as written when it is that one that is wrong. */
+            int         ec2;
+            PCRE2_SIZE  off2;
+            pcre2_code *orig = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
+                                             PCRE2_UTF | PCRE2_UCP, &ec2, &off2, NULL);
+            if (!orig)
+                ec = ec2, off = off2;
+            pcre2_code_free(orig);
+            PCRE2_UCHAR msg[256];
+            pcre2_get_error_message(ec, msg, sizeof msg);
+            assay_fail(err, ASSAY_EINVAL,
+                       "exact_match: regexes_to_ignore[%zu] '%s' at offset %zu: %s", r, pat,
+                       (size_t)off, (const char *)msg);
+            goto done;
+        }
+        pcre2_match_data *md  = pcre2_match_data_create_from_pattern(re, NULL);
         int               bad = !md;
         for (int k = 0; k < 2 && !bad; k++) {
-            bad = regex_remove(re, md, &s[k], &tmp, pat, err) != 0;
+            bad      = regex_remove(re, md, &s[k], &tmp, pat, err) != 0;
+            width[k] = cp_count(&s[k]);
             strip_trailing_nul(&s[k]);
         }
         pcre2_match_data_free(md);
@@ -529,13 +615,13 @@ int tm_exact_match(tm_str prediction, tm_str reference, const tm_em_opts *o, dou
     }
     for (int k = 0; k < 2; k++) {
         if (o && o->ignore_case) {
-            /* numpy's char.lower: each character's full lower-case mapping, no final sigma. */
-            if (tm_lower(&tmp, s[k].p, s[k].n, 0) != 0) {
+            if (tm_lower(&tmp, s[k].p, s[k].n) != 0) {
                 assay_fail(err, ASSAY_ENOMEM, "exact_match: out of memory");
                 goto done;
             }
             tm_buf swap = s[k];
             s[k] = tmp, tmp = swap;
+            truncate_cps(&s[k], width[k]);
             strip_trailing_nul(&s[k]);
         }
         if (o && o->ignore_punctuation)
@@ -545,7 +631,7 @@ int tm_exact_match(tm_str prediction, tm_str reference, const tm_em_opts *o, dou
         strip_trailing_nul(&s[k]);
     }
     *em = s[0].n == s[1].n && (s[0].n == 0 || memcmp(s[0].p, s[1].p, s[0].n) == 0) ? 1.0 : 0.0;
-    rc = 0;
+    rc  = 0;
 done:
     tm_buf_free(&s[0]);
     tm_buf_free(&s[1]);

@@ -37,7 +37,7 @@ static int replace_all(tm_buf *dst, const tm_buf *src, const char *needle, const
         return -1;
     size_t i = 0;
     while (i < src->n) {
-        const char *hit = src->n - i >= nl ? memmem(src->p + i, src->n - i, needle, nl) : NULL;
+        const char *hit  = src->n - i >= nl ? memmem(src->p + i, src->n - i, needle, nl) : NULL;
         size_t      upto = hit ? (size_t)(hit - src->p) : src->n;
         if (tm_buf_put(dst, src->p + i, upto - i) != 0)
             return -1;
@@ -92,7 +92,7 @@ static int apply_pair_rule(tm_buf *dst, const tm_buf *src, int rule) {
             i += 2;
         }
     }
-    dst->n = k;
+    dst->n    = k;
     dst->p[k] = '\0';
     return 0;
 }
@@ -178,7 +178,7 @@ static void bleu_from_stats(tm_bleu *o) {
     for (int k = 0; k < BLEU_ORDER; k++)
         o->precisions[k] = 0.0;
     o->score = 0.0;
-    int any = 0;
+    int any  = 0;
     for (int k = 0; k < BLEU_ORDER; k++)
         any |= o->counts[k] != 0;
     if (!any)
@@ -204,8 +204,8 @@ int tm_bleu_corpus(const tm_str *hyps, const tm_str *refs, size_t n, size_t n_re
     memset(out, 0, sizeof *out);
     if (n_refs == 0 || n_refs >= SIZE_MAX / sizeof(seg_work) - 1)
         return -1;
-    seg_work      *w = calloc(n_refs + 1, sizeof *w);
-    tm_ngram_table t = {0};
+    seg_work      *w  = calloc(n_refs + 1, sizeof *w);
+    tm_ngram_table t  = {0};
     int            rc = -1;
     if (!w)
         return -1;
@@ -257,7 +257,7 @@ static double chrf_f_score(const long *stats) {
     for (int k = 0; k < CHRF_ORDER; k++) {
         long   n_hyp = stats[3 * k], n_ref = stats[3 * k + 1], n_match = stats[3 * k + 2];
         double prec = n_hyp > 0 ? (double)n_match / (double)n_hyp : eps;
-        double rec = n_ref > 0 ? (double)n_match / (double)n_ref : eps;
+        double rec  = n_ref > 0 ? (double)n_match / (double)n_ref : eps;
         if (n_hyp > 0 && n_ref > 0) {
             avg_prec += prec;
             avg_rec += rec;
@@ -290,29 +290,28 @@ static int chrf_chars(tm_units *u, tm_str s) {
     return 0;
 }
 
-int tm_chrf_corpus(const tm_str *hyps, const tm_str *refs, size_t n, size_t n_refs,
-                   tm_chrf *out) {
+int tm_chrf_corpus(const tm_str *hyps, const tm_str *refs, size_t n, size_t n_refs, tm_chrf *out) {
     out->score = 0.0;
     if (n_refs == 0)
         return -1;
     tm_units       hyp = {0}, ref = {0};
-    tm_ngram_table t = {0};
+    tm_ngram_table t                     = {0};
     long           total[3 * CHRF_ORDER] = {0};
-    int            rc = -1;
+    int            rc                    = -1;
     for (size_t i = 0; i < n; i++) {
         if (chrf_chars(&hyp, hyps[i]) != 0)
             goto done;
         /* The reference whose own chrF is highest gives the segment's statistics. */
         long   best[3 * CHRF_ORDER] = {0};
-        double best_f = -1.0;
+        double best_f               = -1.0;
         for (size_t r = 0; r < n_refs; r++) {
             long stats[3 * CHRF_ORDER], match[CHRF_ORDER];
             if (chrf_chars(&ref, refs[r * n + i]) != 0 ||
                 tm_ngram_match(&t, &hyp, &ref, 1, CHRF_ORDER, match) != 0)
                 goto done;
             for (int k = 0; k < CHRF_ORDER; k++) {
-                long n_ref = tm_ngram_count(ref.n, k + 1);
-                stats[3 * k] = n_ref > 0 ? tm_ngram_count(hyp.n, k + 1) : 0;
+                long n_ref       = tm_ngram_count(ref.n, k + 1);
+                stats[3 * k]     = n_ref > 0 ? tm_ngram_count(hyp.n, k + 1) : 0;
                 stats[3 * k + 1] = n_ref;
                 stats[3 * k + 2] = match[k];
             }
@@ -326,7 +325,7 @@ int tm_chrf_corpus(const tm_str *hyps, const tm_str *refs, size_t n, size_t n_re
             total[k] += best[k];
     }
     out->score = chrf_f_score(total);
-    rc = 0;
+    rc         = 0;
 done:
     tm_units_free(&hyp);
     tm_units_free(&ref);

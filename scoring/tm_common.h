@@ -26,10 +26,9 @@ int  tm_buf_put(tm_buf *b, const void *p, size_t n); /* keeps p NUL-terminated *
 int  tm_buf_put_cp(tm_buf *b, uint32_t cp);
 void tm_buf_free(tm_buf *b);
 
-/* Lower-cases s into out (replacing its contents): full mappings (U+0130 -> "i\u0307"); with
- * final_sigma, capital sigma at the end of a word becomes U+03C2 as str.lower() does (numpy's
- * char.lower maps each character alone and does not). */
-int tm_lower(tm_buf *out, const char *s, size_t n, int final_sigma);
+/* str.lower() of s into out (replacing its contents): full mappings (U+0130 -> "i\u0307") and a
+ * capital sigma that ends a word becoming U+03C2. numpy's char.lower gives the same. */
+int tm_lower(tm_buf *out, const char *s, size_t n);
 
 /* A token or character: bytes and a hash of them. */
 typedef struct tm_unit {

@@ -74,24 +74,16 @@ typedef struct rule {
 /* The rule's condition on the stem (the word without the suffix). */
 static int cond_holds(enum cond c, const char *w, size_t n, size_t stem) {
     switch (c) {
-    case C_NONE:
-        return 1;
-    case C_M_GT0:
-        return measure(w, stem) > 0;
-    case C_M_GT1:
-        return measure(w, stem) > 1;
-    case C_ION:
-        return measure(w, stem) > 1 && (w[stem - 1] == 's' || w[stem - 1] == 't');
+    case C_NONE: return 1;
+    case C_M_GT0: return measure(w, stem) > 0;
+    case C_M_GT1: return measure(w, stem) > 1;
+    case C_ION: return measure(w, stem) > 1 && (w[stem - 1] == 's' || w[stem - 1] == 't');
     case C_LOGI: /* measured on the word less "ogi", as NLTK writes it */
         return measure(w, n - 3) > 0;
-    case C_Y_AFTER_CONS:
-        return stem > 1 && is_cons(w, stem - 1);
-    case C_NOT_LSZ:
-        return w[n - 1] != 'l' && w[n - 1] != 's' && w[n - 1] != 'z';
-    case C_E_M1_CVC:
-        return measure(w, stem) == 1 && ends_cvc(w, stem);
-    case C_LL:
-        return measure(w, n - 1) > 1;
+    case C_Y_AFTER_CONS: return stem > 1 && is_cons(w, stem - 1);
+    case C_NOT_LSZ: return w[n - 1] != 'l' && w[n - 1] != 's' && w[n - 1] != 'z';
+    case C_E_M1_CVC: return measure(w, stem) == 1 && ends_cvc(w, stem);
+    case C_LL: return measure(w, n - 1) > 1;
     }
     return 0;
 }
@@ -155,7 +147,7 @@ static void step1b(char *w, size_t *n) {
         stem = *n - 3;
     else
         return;
-    *n = stem;
+    *n                        = stem;
     static const rule rules[] = {{"at", "ate", C_NONE},
                                  {"bl", "ble", C_NONE},
                                  {"iz", "ize", C_NONE},
@@ -197,11 +189,11 @@ static void step3(char *w, size_t *n) {
 
 static void step4(char *w, size_t *n) {
     static const rule rules[] = {
-        {"al", "", C_M_GT1},   {"ance", "", C_M_GT1}, {"ence", "", C_M_GT1},  {"er", "", C_M_GT1},
-        {"ic", "", C_M_GT1},   {"able", "", C_M_GT1}, {"ible", "", C_M_GT1},  {"ant", "", C_M_GT1},
+        {"al", "", C_M_GT1},    {"ance", "", C_M_GT1}, {"ence", "", C_M_GT1}, {"er", "", C_M_GT1},
+        {"ic", "", C_M_GT1},    {"able", "", C_M_GT1}, {"ible", "", C_M_GT1}, {"ant", "", C_M_GT1},
         {"ement", "", C_M_GT1}, {"ment", "", C_M_GT1}, {"ent", "", C_M_GT1},  {"ion", "", C_ION},
-        {"ou", "", C_M_GT1},   {"ism", "", C_M_GT1},  {"ate", "", C_M_GT1},   {"iti", "", C_M_GT1},
-        {"ous", "", C_M_GT1},  {"ive", "", C_M_GT1},  {"ize", "", C_M_GT1}};
+        {"ou", "", C_M_GT1},    {"ism", "", C_M_GT1},  {"ate", "", C_M_GT1},  {"iti", "", C_M_GT1},
+        {"ous", "", C_M_GT1},   {"ive", "", C_M_GT1},  {"ize", "", C_M_GT1}};
     apply_rules(w, n, rules, N_RULES(rules));
 }
 
@@ -209,7 +201,7 @@ static void step5a(char *w, size_t *n) {
     if (!ends_with(w, *n, "e"))
         return;
     size_t stem = *n - 1;
-    int    m = measure(w, stem);
+    int    m    = measure(w, stem);
     if (m > 1 || (m == 1 && !ends_cvc(w, stem)))
         *n = stem;
 }
@@ -224,13 +216,14 @@ int tm_porter_stem(const char *w, size_t n, char *out, size_t cap) {
         return -1;
     for (size_t i = 0; i < n; i++)
         out[i] = (char)(w[i] >= 'A' && w[i] <= 'Z' ? w[i] + 32 : w[i]);
-    out[n] = '\0';
+    out[n]                                  = '\0';
     static const char *const irregular[][2] = {
-        {"sky", "sky"},         {"skies", "sky"},       {"dying", "die"},     {"lying", "lie"},
-        {"tying", "tie"},       {"news", "news"},       {"innings", "inning"}, {"inning", "inning"},
-        {"outings", "outing"},  {"outing", "outing"},   {"cannings", "canning"},
-        {"canning", "canning"}, {"howe", "howe"},       {"proceed", "proceed"},
-        {"exceed", "exceed"},   {"succeed", "succeed"}};
+        {"sky", "sky"},        {"skies", "sky"},        {"dying", "die"},
+        {"lying", "lie"},      {"tying", "tie"},        {"news", "news"},
+        {"innings", "inning"}, {"inning", "inning"},    {"outings", "outing"},
+        {"outing", "outing"},  {"cannings", "canning"}, {"canning", "canning"},
+        {"howe", "howe"},      {"proceed", "proceed"},  {"exceed", "exceed"},
+        {"succeed", "succeed"}};
     for (size_t i = 0; i < N_RULES(irregular); i++) {
         if (strlen(irregular[i][0]) == n && memcmp(out, irregular[i][0], n) == 0) {
             strcpy(out, irregular[i][1]); /* never longer than the form it replaces */

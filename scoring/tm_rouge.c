@@ -13,7 +13,7 @@ typedef struct rouge_text {
     tm_units  toks;
     size_t   *line_end; /* token index one past each line's last token */
     size_t    n_lines, cap_lines;
-    uint32_t *ids;      /* each token's interned id */
+    uint32_t *ids; /* each token's interned id */
 } rouge_text;
 
 static void rouge_text_free(rouge_text *t) {
@@ -46,7 +46,7 @@ static int rouge_normalize(tm_buf *out, tm_str s) {
             c = '\n';
         if (cp == 0x130) {
             out->p[out->n++] = 'i';
-            c = ' ';
+            c                = ' ';
         }
         out->p[out->n++] = c; /* at most one byte per input byte, plus the dot's space */
     }
@@ -62,7 +62,7 @@ static int rouge_tokenize(rouge_text *t, tm_str s, int use_stemmer) {
     tm_buf *src = &t->text;
     if (use_stemmer) {
         tm_buf *o = &t->stemmed;
-        o->n = 0;
+        o->n      = 0;
         if (tm_buf_reserve(o, src->n) != 0)
             return -1;
         for (size_t i = 0; i < src->n;) {
@@ -85,16 +85,16 @@ static int rouge_tokenize(rouge_text *t, tm_str s, int use_stemmer) {
             i = j;
         }
         o->p[o->n] = '\0';
-        src = o;
+        src        = o;
     }
-    t->toks.n = 0;
+    t->toks.n  = 0;
     t->n_lines = 0;
     for (size_t i = 0; i <= src->n;) {
         if (i == src->n || src->p[i] == '\n') {
             if (t->n_lines == t->cap_lines) {
                 size_t  cap = t->cap_lines ? t->cap_lines * 2 : 16;
-                size_t *v = cap <= SIZE_MAX / sizeof *v ? realloc(t->line_end, cap * sizeof *v)
-                                                        : NULL;
+                size_t *v =
+                    cap <= SIZE_MAX / sizeof *v ? realloc(t->line_end, cap * sizeof *v) : NULL;
                 if (!v)
                     return -1;
                 t->line_end = v, t->cap_lines = cap;
@@ -120,7 +120,7 @@ static int intern_ids(rouge_text *a, rouge_text *b, uint32_t *n_ids) {
     size_t total = a->toks.n + b->toks.n, cap = 16;
     while (cap < 2 * total)
         cap *= 2;
-    const tm_unit **slot = calloc(cap, sizeof *slot);
+    const tm_unit **slot    = calloc(cap, sizeof *slot);
     uint32_t       *slot_id = malloc(cap * sizeof *slot_id);
     free(a->ids), free(b->ids);
     a->ids = malloc((a->toks.n ? a->toks.n : 1) * sizeof *a->ids);
@@ -128,7 +128,7 @@ static int intern_ids(rouge_text *a, rouge_text *b, uint32_t *n_ids) {
     int rc = -1;
     if (!slot || !slot_id || !a->ids || !b->ids)
         goto done;
-    *n_ids = 0;
+    *n_ids            = 0;
     rouge_text *ts[2] = {a, b};
     for (int k = 0; k < 2; k++) {
         for (size_t i = 0; i < ts[k]->toks.n; i++) {
@@ -183,8 +183,8 @@ static void lcs_mark(const uint32_t *ref, size_t nr, const uint32_t *can, size_t
         t[i * w] = 0;
         for (size_t j = 1; j <= nc; j++) {
             uint32_t up = t[(i - 1) * w + j], left = t[i * w + j - 1];
-            t[i * w + j] = ref[i - 1] == can[j - 1] ? t[(i - 1) * w + j - 1] + 1
-                                                    : (up > left ? up : left);
+            t[i * w + j] =
+                ref[i - 1] == can[j - 1] ? t[(i - 1) * w + j - 1] + 1 : (up > left ? up : left);
         }
     }
     size_t i = nr, j = nc;
@@ -207,9 +207,9 @@ static int rouge_lsum(const rouge_text *ref, const rouge_text *can, uint32_t n_i
     if (!m || !n)
         return 0;
     long          *cnt_r = calloc(n_ids, sizeof *cnt_r), *cnt_c = calloc(n_ids, sizeof *cnt_c);
-    unsigned char *mark = NULL;
+    unsigned char *mark  = NULL;
     uint32_t      *table = NULL;
-    int            rc = -1;
+    int            rc    = -1;
     size_t         max_r = 0, max_c = 0;
     for (size_t l = 0, s = 0; l < ref->n_lines; s = ref->line_end[l++])
         max_r = ref->line_end[l] - s > max_r ? ref->line_end[l] - s : max_r;
@@ -217,7 +217,7 @@ static int rouge_lsum(const rouge_text *ref, const rouge_text *can, uint32_t n_i
         max_c = can->line_end[l] - s > max_c ? can->line_end[l] - s : max_c;
     if (max_r + 1 > SIZE_MAX / sizeof *table / (max_c + 1))
         goto done;
-    mark = malloc(max_r + 1);
+    mark  = malloc(max_r + 1);
     table = malloc((max_r + 1) * (max_c + 1) * sizeof *table);
     if (!cnt_r || !cnt_c || !mark || !table)
         goto done;
@@ -228,7 +228,7 @@ static int rouge_lsum(const rouge_text *ref, const rouge_text *can, uint32_t n_i
     long hits = 0;
     for (size_t l = 0, rs = 0; l < ref->n_lines; rs = ref->line_end[l++]) {
         size_t          nr = ref->line_end[l] - rs;
-        const uint32_t *r = ref->ids + rs;
+        const uint32_t *r  = ref->ids + rs;
         memset(mark, 0, nr + 1);
         for (size_t k = 0, cs = 0; k < can->n_lines; cs = can->line_end[k++])
             lcs_mark(r, nr, can->ids + cs, can->line_end[k] - cs, table, mark);
@@ -241,7 +241,7 @@ static int rouge_lsum(const rouge_text *ref, const rouge_text *can, uint32_t n_i
         }
     }
     *out = prf((double)hits / (double)n, (double)hits / (double)m);
-    rc = 0;
+    rc   = 0;
 done:
     free(cnt_r), free(cnt_c), free(mark), free(table);
     return rc;
@@ -249,8 +249,8 @@ done:
 
 int tm_rouge(tm_str target, tm_str prediction, int use_stemmer, struct tm_rouge *out) {
     rouge_text     tg = {0}, pr = {0};
-    tm_ngram_table nt = {0};
-    int            rc = -1;
+    tm_ngram_table nt    = {0};
+    int            rc    = -1;
     uint32_t       n_ids = 0;
     memset(out, 0, sizeof *out);
     if (rouge_tokenize(&tg, target, use_stemmer) != 0 ||

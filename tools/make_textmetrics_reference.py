@@ -7,6 +7,10 @@ Rerun from the repository root:
 
     /tmp/lmenv/bin/python tools/make_textmetrics_reference.py
 
+Options (for extra, uncommitted checks): --seed N, --stress (random characters from many
+scripts), --out DIR (run build/tests/all from a folder whose tests/fixtures/textmetrics is DIR),
+--all-words (every harvested word and its stem to /tmp/textmetrics_stems_all.tsv).
+
 Writes tests/fixtures/textmetrics/cases.jsonl (one line per hypothesis/reference item with its
 sentence-level values, then sub-corpus lines with corpus BLEU/chrF over index ranges, then the
 signatures) and tests/fixtures/textmetrics/stems.tsv (word TAB nltk stem). Seeded: two runs write
@@ -55,8 +59,17 @@ SPECIAL = ["<skipped>", "&amp;", "&quot;", "&lt;", "&gt;", "&amp;quot;", "don't"
            "\\back", "x^2", "under_score", "1.", ".5", ",7", "a,b", "x.y"]
 
 
+STRESS = 0.05  # share of words made of random characters from many scripts (--stress: 0.3)
+STRESS_CPS = [0x1C, 0x1F, 0x85, 0xA0, 0xAD, 0x130, 0x131, 0x3A3, 0x3C3, 0x3C2, 0x345, 0x301, 0x2019,
+              0x200D, 0x212A, 0x2126, 0x1E9E, 0xDF, 0x2160, 0xFF21, 0xFF10, 0x0661, 0x2028, 0x3000,
+              0x1F600, 0x10400, 0x0E01, 0x05D0, 0x2E, 0x27, 0x3A, 0xB7, 0x5F, 0x2D]
+
+
 def rand_word(rng):
     r = rng.random()
+    if r < STRESS:
+        return "".join(chr(rng.choice(STRESS_CPS)) if rng.random() < 0.5 else rng.choice("abcxyzAS1")
+                       for _ in range(rng.randint(1, 6)))
     if r < 0.70:
         w = rng.choice(WORDS)
     elif r < 0.80:
@@ -141,6 +154,11 @@ def make_items(rng):
         ("1 2 3 4 5 6 7 8 9 10", ["1 2 3 4 5 6 7 8 9 10", "10 9 8 7 6 5 4 3 2 1", "1 2 3"]),
         ("!!!", ["???", "!!!", "..."]),
         ("running jumped happily generalization", ["run jump happy general", "running", "jumps"]),
+        # numpy keeps a string's width through lower(): U+0130 grows to two characters and the
+        # last one falls off.
+        ("İSTANBUL $5.00", ["i̇stanbul $5.00 .", "istanbul", "İstanbul $5.0"]),
+        ("x\x1cy \u180e z\x85", ["xy z", "x y z", "x\u180ey z"]),
+        ("ΣΑΣ ΣΑΣ'Σ Σ.", ["σας σας'σ σ.", "ςας", "ΣΑΣ"]),
     ]
     for h, refs in fixed:
         items.append((h, refs))
@@ -182,10 +200,12 @@ def make_items(rng):
     return items
 
 
-def bleu_dict(s):
-    return {"score": s.score, "counts": list(s.counts), "totals": list(s.totals),
-            "precisions": list(s.precisions), "bp": s.bp, "sys_len": s.sys_len,
-            "ref_len": s.ref_len}
+def bleu_dict(s, precisions=True):
+    d = {"score": s.score, "counts": list(s.counts), "totals": list(s.totals), "bp": s.bp,
+         "sys_len": s.sys_len, "ref_len": s.ref_len}
+    if precisions:  # left out per item to keep the fixture small; the sub-corpora have them
+        d["precisions"] = list(s.precisions)
+    return d
 
 
 def prf(s):
@@ -253,7 +273,12 @@ def harvest_words(limit):
 
 
 def main():
-    rng = random.Random(20261201)
+    global STRESS, OUT
+    STRESS = 0.3 if "--stress" in sys.argv else STRESS
+    if "--out" in sys.argv:
+        OUT = sys.argv[sys.argv.index("--out") + 1]
+    seed = int(sys.argv[sys.argv.index("--seed") + 1]) if "--seed" in sys.argv else 20261201
+    rng = random.Random(seed)
     items = make_items(rng)
     out_dir = os.path.normpath(OUT)
     os.makedirs(out_dir, exist_ok=True)
@@ -263,7 +288,8 @@ def main():
     for i, (hyp, refs) in enumerate(items):
         rec = {"kind": "item", "i": i, "hyp": hyp, "refs": refs, "bleu": {}, "chrf": {}}
         for k in (1, N_REFS):
-            rec["bleu"][str(k)] = bleu_dict(BLEU().corpus_score([hyp], [[r] for r in refs[:k]]))
+            rec["bleu"][str(k)] = bleu_dict(BLEU().corpus_score([hyp], [[r] for r in refs[:k]]),
+                                            precisions=False)
             rec["chrf"][str(k)] = CHRF().corpus_score([hyp], [[r] for r in refs[:k]]).score
         for stem in (False, True):
             sc = scorer[stem].score(refs[0], hyp)
@@ -306,14 +332,30 @@ def main():
              "cried", "died", "yyyy", "syzygy", "toy", "happy", "enjoy", "abc1", "2024",
              "generalizations", "oscillators", "allied", "logically", "fully", "agreed", "feed",
              "controlling", "rolling", "hopping", "failing", "filing"]
+    extra += ["biology", "zoology", "geology", "apology", "theology", "analogy"]
+    # Made-up words ending in each rule's suffix (and pairs of them), so every rule and condition
+    # is reached, including y-runs that the consonant definition walks back over.
+    sufs = ["ational", "tional", "enci", "anci", "izer", "bli", "alli", "entli", "eli", "ousli",
+            "ization", "ation", "ator", "alism", "iveness", "fulness", "ousness", "aliti", "iviti",
+            "biliti", "fulli", "logi", "icate", "ative", "alize", "iciti", "ical", "ful", "ness",
+            "al", "ance", "ence", "er", "ic", "able", "ible", "ant", "ement", "ment", "ent", "sion",
+            "tion", "ou", "ism", "ate", "iti", "ous", "ive", "ize", "e", "ll", "sses", "ies", "ss",
+            "s", "eed", "ed", "ing", "ied", "y", "yy", "ly", "ings", "edly", ""]
+    srng = random.Random(3)
+    made_up = []
+    for _ in range(1500):
+        stem = "".join(srng.choice("aeiouy" if srng.random() < 0.4 else string.ascii_lowercase)
+                       for _ in range(srng.randint(1, 6)))
+        made_up.append(stem + srng.choice(sufs) + (srng.choice(sufs) if srng.random() < 0.3 else ""))
     with open(os.path.join(out_dir, "stems.tsv"), "w", encoding="utf-8") as f:
-        for w in extra + [w for w in words if w not in extra]:
+        for w in extra + [w for w in words if w not in extra] + made_up:
             f.write(f"{w}\t{stemmer.stem(w)}\n")
     if "--all-words" in sys.argv:  # a bigger, uncommitted list for a one-off check
         with open("/tmp/textmetrics_stems_all.tsv", "w", encoding="utf-8") as f:
             for w in all_words:
                 f.write(f"{w}\t{stemmer.stem(w)}\n")
-    print(f"{len(items)} items, {len(ranges) * 3} sub-corpora, {len(words) + len(extra)} stems, "
+    print(f"{len(items)} items, {len(ranges) * 3} sub-corpora, "
+          f"{len(words) + len(extra) + len(made_up)} stems, "
           f"sacrebleu {sacrebleu.__version__}")
 
 
