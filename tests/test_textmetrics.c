@@ -384,6 +384,39 @@ Test(textmetrics, rouge_scores_unigram_overlap_and_lcs_by_hand) {
     cr_expect_eq(r.rouge1.fmeasure, 0.0);
 }
 
+Test(textmetrics, rouge_lsum_takes_the_union_lcs_line_by_line) {
+    /* Lines swapped: each target line is found whole in some prediction line (4 of 4), while one
+     * LCS over the whole texts finds only "a b" (2 of 4). */
+    struct tm_rouge r;
+    cr_assert_eq(tm_rouge(S("a b\nc d"), S("c d\na b"), 0, &r), 0);
+    cr_expect_eq(r.rougeLsum.fmeasure, 1.0);
+    cr_expect_eq(r.rougeL.fmeasure, 0.5);
+}
+
+Test(textmetrics, empty_strings_may_have_null_pointers_and_empty_corpora_score_zero) {
+    tm_str          e = {NULL, 0};
+    tm_bleu         b;
+    tm_chrf         c;
+    struct tm_rouge r;
+    double          x;
+    assay_error     err  = {0};
+    const char     *rx[] = {"a"};
+    tm_em_opts      o    = {rx, 1, 1, 1, 1};
+    cr_expect_eq(tm_bleu_corpus(&e, &e, 1, 1, &b), 0);
+    cr_expect_eq(tm_chrf_corpus(&e, &e, 1, 1, &c), 0);
+    cr_expect_eq(tm_rouge(e, e, 1, &r), 0);
+    cr_expect_eq(tm_squad_f1(e, e, &x), 0);
+    cr_expect_eq(x, 0.0, "SQuAD v1.1 gives F1 0 when nothing is shared, even two empty answers");
+    cr_expect_eq(tm_squad_em(e, e, &x), 0);
+    cr_expect_eq(x, 1.0);
+    cr_expect_eq(tm_exact_match(e, e, &o, &x, &err), 0);
+    cr_expect_eq(x, 1.0);
+    cr_expect_eq(tm_bleu_corpus(NULL, NULL, 0, 1, &b), 0);
+    cr_expect_eq(b.score, 0.0);
+    cr_expect_eq(tm_chrf_corpus(NULL, NULL, 0, 1, &c), 0);
+    cr_expect_eq(c.score, 0.0);
+}
+
 Test(textmetrics, porter_stems_the_papers_examples) {
     static const char *const cases[][2] = {
         {"caresses", "caress"}, {"ponies", "poni"},       {"ties", "tie"},
@@ -482,15 +515,14 @@ Test(textmetrics, arbitrary_bytes_never_crash_and_stay_in_range) {
             seed      = seed * 6364136223846793005ull + 1442695040888963407ull;
             int parts = (int)((seed >> 33) % 24);
             for (int p = 0; p < parts; p++) {
-                seed = seed * 6364136223846793005ull + 1442695040888963407ull;
-                if ((seed >> 60) == 0) {
-                    buf[s][len[s]++] = (char)(seed >> 40); /* any byte, NUL included */
-                    continue;
-                }
+                seed              = seed * 6364136223846793005ull + 1442695040888963407ull;
+                char        raw   = (char)(seed >> 40); /* any byte, NUL included */
                 const char *piece = pieces[(seed >> 33) % (sizeof pieces / sizeof pieces[0])];
-                size_t      k     = strlen(piece);
-                if (len[s] + k < sizeof buf[s])
-                    memcpy(buf[s] + len[s], piece, k), len[s] += k;
+                size_t      k     = (seed >> 60) == 0 ? 1 : strlen(piece);
+                if (k > 16 || len[s] > sizeof buf[s] - 16)
+                    break;
+                memcpy(&buf[s][len[s]], (seed >> 60) == 0 ? &raw : piece, k);
+                len[s] += k;
             }
         }
         tm_str  h = {buf[0], len[0]}, r = {buf[1], len[1]};
