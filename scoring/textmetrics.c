@@ -560,7 +560,10 @@ int tm_exact_match(tm_str prediction, tm_str reference, const tm_em_opts *o, dou
                    assay_error *err) {
     tm_buf s[2] = {{0}}, tmp = {0};
     int    rc = -1;
-    if (tm_buf_put(&s[0], prediction.s, prediction.n) != 0 ||
+    /* Python's `.` and `$` know only "\n" as a newline, whatever PCRE2's build default is. */
+    pcre2_compile_context *cc = pcre2_compile_context_create(NULL);
+    if (!cc || pcre2_set_newline(cc, PCRE2_NEWLINE_LF) != 0 ||
+        tm_buf_put(&s[0], prediction.s, prediction.n) != 0 ||
         tm_buf_put(&s[1], reference.s, reference.n) != 0) {
         assay_fail(err, ASSAY_ENOMEM, "exact_match: out of memory");
         goto done;
@@ -581,13 +584,13 @@ int tm_exact_match(tm_str prediction, tm_str reference, const tm_em_opts *o, dou
         }
         pcre2_code *re =
             pcre2_compile((PCRE2_SPTR)tmp.p, tmp.n, PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF,
-                          &ec, &off, NULL);
+                          &ec, &off, cc);
         if (!re) {
             /* Report against the pattern as written when it is that one that is wrong. */
             int         ec2;
             PCRE2_SIZE  off2;
             pcre2_code *orig = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
-                                             PCRE2_UTF | PCRE2_UCP, &ec2, &off2, NULL);
+                                             PCRE2_UTF | PCRE2_UCP, &ec2, &off2, cc);
             if (!orig)
                 ec = ec2, off = off2;
             pcre2_code_free(orig);
@@ -633,6 +636,7 @@ int tm_exact_match(tm_str prediction, tm_str reference, const tm_em_opts *o, dou
     *em = s[0].n == s[1].n && (s[0].n == 0 || memcmp(s[0].p, s[1].p, s[0].n) == 0) ? 1.0 : 0.0;
     rc  = 0;
 done:
+    pcre2_compile_context_free(cc);
     tm_buf_free(&s[0]);
     tm_buf_free(&s[1]);
     tm_buf_free(&tmp);

@@ -460,6 +460,33 @@ Test(textmetrics, exact_match_applies_regexes_then_case_then_punctuation_then_nu
     cr_expect_eq(em, 0.0);
 }
 
+/* re.sub results from Python 3.11: \s is str.isspace() (U+001C..U+001F yes, U+180E no), inside a
+ * class too; $ matches before a final newline; \Z is the very end. */
+Test(textmetrics, exact_match_regexes_mean_what_they_mean_in_python) {
+    static const struct {
+        const char *pattern, *text, *after;
+    } cases[] = {{"\\s+",
+                  "a\x1c"
+                  "b\xE1\xA0\x8E"
+                  "c",
+                  "ab\xE1\xA0\x8E"
+                  "c"},
+                 {"x$", "ax\n", "a\n"},
+                 {"x.$", "ax\r", "a"}, /* "\r" is no newline to Python */
+                 {"[\\s,]", "a\x1d,b", "ab"},
+                 {"b\\Z", "ab", "a"},
+                 {"\\S", "a b", " "}};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *rx[] = {cases[i].pattern};
+        tm_em_opts  o    = {rx, 1, 0, 0, 0};
+        double      em   = -1;
+        assay_error err  = {0};
+        cr_assert_eq(tm_exact_match(S(cases[i].text), S(cases[i].after), &o, &em, &err), 0, "%s",
+                     err.msg);
+        cr_expect_eq(em, 1.0, "re.sub(%s) on case %zu", cases[i].pattern, i);
+    }
+}
+
 Test(textmetrics, exact_match_rejects_an_invalid_regex_naming_it) {
     const char *rx[] = {"(unclosed"};
     tm_em_opts  o    = {rx, 1, 0, 0, 0};
