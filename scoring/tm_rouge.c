@@ -24,8 +24,9 @@ static void rouge_text_free(rouge_text *t) {
     free(t->ids);
 }
 
-/* str.lower() then [^a-z0-9]+ -> " ". Only two non-ASCII characters lower-case to ASCII letters:
- * U+0130 (to "i" and a combining dot, which separates) and the Kelvin sign U+212A ("k"). */
+/* str.lower() then [^a-z0-9]+ -> " ", keeping "\n" for rougeLsum's lines (a separator either
+ * way). Only two non-ASCII characters lower-case to ASCII letters: U+0130 (to "i" and a combining
+ * dot, which separates) and the Kelvin sign U+212A ("k"). */
 static int rouge_normalize(tm_buf *out, tm_str s) {
     out->n = 0;
     if (tm_buf_reserve(out, s.n + 1) != 0)
@@ -34,21 +35,15 @@ static int rouge_normalize(tm_buf *out, tm_str s) {
         uint32_t cp;
         i += tm_utf8_next(s.s, s.n, i, &cp);
         char c = ' ';
-        if ((cp >= 'a' && cp <= 'z') || (cp >= '0' && cp <= '9'))
+        if ((cp >= 'a' && cp <= 'z') || (cp >= '0' && cp <= '9') || cp == '\n')
             c = (char)cp;
         else if (cp >= 'A' && cp <= 'Z')
             c = (char)(cp + 32);
-        else if (cp == 0x130)
-            c = 'i'; /* its dot then separates, as a space would */
         else if (cp == 0x212A)
             c = 'k';
-        else if (cp == '\n')
-            c = '\n';
-        if (cp == 0x130) {
+        else if (cp == 0x130) /* "i", then the combining dot separates like a space */
             out->p[out->n++] = 'i';
-            c                = ' ';
-        }
-        out->p[out->n++] = c; /* at most one byte per input byte, plus the dot's space */
+        out->p[out->n++] = c; /* never more bytes than the character had */
     }
     out->p[out->n] = '\0';
     return 0;
