@@ -30,7 +30,7 @@ struct flt_regex {
 #define PY_SPACE_SET                                                                               \
     "\\t-\\r\\x1c-\\x20\\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}"                   \
     "\\x{202f}\\x{205f}\\x{3000}"
-/* bytes of output per byte of pattern, enough for the longest rewrite (\\S: 2 bytes in) */
+/* bytes of output per byte of pattern, enough for the longest rewrite (\S: 2 bytes in) */
 #define PY_REWRITE_MAX sizeof("[^" PY_SPACE_SET "]")
 
 static int is_hex(char c) {
