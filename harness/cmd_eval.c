@@ -16,7 +16,7 @@ static const char eval_usage[] =
     "                  [--ctx N] [--threads N] [--device auto|cpu|cuda] [--mem-budget SIZE]\n"
     "                  [--apply-chat-template [--fewshot-as-multiturn | "
     "--no-fewshot-as-multiturn]]\n"
-    "                  [--system-prompt TEXT]\n";
+    "                  [--system-prompt TEXT] [--max-gen-toks N]\n";
 
 static const char eval_help[] =
     "\n"
@@ -62,6 +62,8 @@ static const char eval_help[] =
     "  --fewshot-as-multiturn / --no-fewshot-as-multiturn  few-shot examples as user/assistant\n"
     "                      turns (lm-eval's default with a chat template), or all in one user "
     "turn\n"
+    "  --max-gen-toks N    generation tasks: at most N new tokens (replaces each task's, as\n"
+    "                      lm-eval --gen_kwargs max_gen_toks=N)\n"
     "  --system-prompt TEXT   a system turn (chat) or text before the first question (plain), as\n"
     "                      lm-eval --system_instruction; replaces a spec's \"system_prompt\"\n"
     "  --price-per-hour X  the machine's price per hour: results.json gets the cost per run, per\n"
@@ -83,7 +85,7 @@ int cmd_eval(int argc, char **argv) {
     assay_error  err       = {0};
     const char  *model_dir = NULL, *tasks_arg = NULL, *data = NULL, *out = NULL, *price = NULL;
     const char  *task_file = NULL;
-    int64_t      fewshot = -1, limit = 0, seed = 1234, ctx = 0, window = 0;
+    int64_t      fewshot = -1, limit = 0, seed = 1234, ctx = 0, window = 0, max_gen = 0;
     int          log_samples = 0, rc, chat = 0, multiturn = 0, no_multiturn = 0;
     const char  *system_prompt = NULL;
     char        *list          = NULL;
@@ -106,6 +108,7 @@ int cmd_eval(int argc, char **argv) {
         {"--fewshot-as-multiturn", CLI_FLAG, &multiturn, 0, 0, NULL},
         {"--no-fewshot-as-multiturn", CLI_FLAG, &no_multiturn, 0, 0, NULL},
         {"--system-prompt", CLI_STR, &system_prompt, 0, 0, NULL},
+        {"--max-gen-toks", CLI_INT, &max_gen, 1, 1 << 20, NULL},
     };
     const cli_cmd cmd  = {"eval", opts, CLI_N_OPTS(opts), 1, "(tasks go in --tasks LIST)"};
     cli_list      args = {&model_dir, 0};
@@ -191,7 +194,8 @@ int cmd_eval(int argc, char **argv) {
                    .cc                   = &cc,
                    .apply_chat_template  = chat,
                    .fewshot_as_multiturn = chat && !no_multiturn,
-                   .system_prompt        = system_prompt};
+                   .system_prompt        = system_prompt,
+                   .max_gen_toks         = (int)max_gen};
     if ((rc = eval_run(&o, &err)))
         goto fail;
     free(list);

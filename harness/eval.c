@@ -683,7 +683,8 @@ int eval_run(const eval_opts *o, assay_error *err) {
                        .ctx                  = ctx,
                        .apply_chat_template  = o->apply_chat_template,
                        .fewshot_as_multiturn = o->fewshot_as_multiturn,
-                       .system_prompt        = o->system_prompt};
+                       .system_prompt        = o->system_prompt,
+                       .max_gen_toks         = o->max_gen_toks};
     if ((rc = evalgen_prepare(&eg, gts, n_t, &go, tok, err)))
         goto done;
 

@@ -28,6 +28,7 @@ typedef struct eval_opts {
     int                apply_chat_template;  /* generation tasks: prompts through the template */
     int                fewshot_as_multiturn; /* few-shot examples as user/assistant turns */
     const char        *system_prompt;        /* --system-prompt, or NULL */
+    int                max_gen_toks;         /* > 0: every generation task's max new tokens */
     const cli_common  *cc;
 } eval_opts;
 

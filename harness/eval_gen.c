@@ -40,10 +40,10 @@ const char gen_metric_names[] =
 
 static const char *const filter_fn[] = {"regex", "take_first", "first_line",
                                         "strip", "lowercase",  "label"};
-static const char *const metric_fn[] = {
-    "exact_match", "f1",      "bleu",      "chrf",           "rouge1",
-    "rouge2",      "rougeL",  "rougeLsum", "label_accuracy", "json_valid",
-    "json_schema", "length",  "latency"};
+static const char *const metric_fn[] = {"exact_match",    "f1",         "bleu",        "chrf",
+                                        "rouge1",         "rouge2",     "rougeL",      "rougeLsum",
+                                        "label_accuracy", "json_valid", "json_schema", "length",
+                                        "latency"};
 _Static_assert(sizeof metric_fn / sizeof metric_fn[0] == GM_COUNT, "metric names");
 
 /* ---- the spec ---------------------------------------------------------------------------- */
@@ -182,11 +182,10 @@ static int parse_filters(const cJSON *spec, const char *where, gen_spec *g, assa
             if (gs && (!cJSON_IsNumber(gs) || gs->valuedouble != floor(gs->valuedouble) ||
                        fabs(gs->valuedouble) > 1e6))
                 return assay_fail(err, ASSAY_EINVAL, "%s: group_select must be an integer", what);
-            if (!(st->re = flt_regex_compile(cJSON_IsString(pat) ? pat->valuestring
-                                                                 : "#### (\\-?[0-9\\.\\,]+)",
-                                             gs ? (int)gs->valuedouble : 0,
-                                             cJSON_IsString(fb) ? fb->valuestring : "[invalid]",
-                                             err))) {
+            if (!(st->re = flt_regex_compile(
+                      cJSON_IsString(pat) ? pat->valuestring : "#### (\\-?[0-9\\.\\,]+)",
+                      gs ? (int)gs->valuedouble : 0,
+                      cJSON_IsString(fb) ? fb->valuestring : "[invalid]", err))) {
                 char msg[sizeof err->msg];
                 snprintf(msg, sizeof msg, "%s", err->msg);
                 return assay_fail(err, ASSAY_EINVAL, "%s: %s", what, msg);
@@ -228,8 +227,8 @@ static int parse_metrics(const cJSON *spec, const char *where, gen_spec *g, assa
             gm->em.ignore_case        = get_bool(m, "ignore_case", 0);
             gm->em.ignore_punctuation = get_bool(m, "ignore_punctuation", 0);
             gm->em.ignore_numbers     = get_bool(m, "ignore_numbers", 0);
-            int rc = get_strlist(m, "regexes_to_ignore", where, &g->regexes, NULL, &g->n_regexes,
-                                 err);
+            int rc =
+                get_strlist(m, "regexes_to_ignore", where, &g->regexes, NULL, &g->n_regexes, err);
             if (rc)
                 return rc;
             /* each pattern is tried now, so a bad one fails before any generation */
@@ -337,6 +336,7 @@ typedef struct gtask {
     gen_out   *out;
     char     **stops; /* until + the EOS token's text */
     size_t    *stop_lens;
+    size_t    *stop_window; /* tokens looked back for each: its token count + 2 */
     size_t     n_stops;
     int        num_fewshot;
     int        system_dropped; /* the template refused the system turn (rendered without it) */
@@ -406,8 +406,7 @@ static int render_prompt(tbuf *b, const msg *m, size_t n, const chat_template *t
 }
 
 /* Few-shot pool of a task: its spec's fewshot_data, every row. */
-static int load_pool(eval_task *pool, const eval_task *t, const evalgen_opts *o,
-                     assay_error *err) {
+static int load_pool(eval_task *pool, const eval_task *t, const evalgen_opts *o, assay_error *err) {
     eval_task_opts po = {o->data_dir, 0, 0, "train"};
     pool->def         = t->def;
     return task_gen_load(pool, t->gen->text, t->gen->text_len, t->gen->path, t->gen->builtin, &po,
@@ -429,6 +428,8 @@ static int prepare_task(evalgen *e, gtask *gt, const chat_template *tpl, const c
         return assay_fail(err, ASSAY_EINVAL, "%s: at most 1000 few-shot examples", t->def->name);
     gt->num_fewshot = k;
     t->num_fewshot  = k;
+    if (e->o.max_gen_toks > 0)
+        t->gen->max_gen_toks = e->o.max_gen_toks;
     if (k > 0) {
         if ((rc = load_pool(&pool, t, &e->o, err)))
             goto done;
@@ -465,9 +466,9 @@ static int prepare_task(evalgen *e, gtask *gt, const chat_template *tpl, const c
         gt->n_stops++;
     }
     if (tok_eos_id(tok) >= 0) {
-        char  *eos = NULL;
-        size_t el  = 0;
-        int32_t id = tok_eos_id(tok);
+        char   *eos = NULL;
+        size_t  el  = 0;
+        int32_t id  = tok_eos_id(tok);
         if ((rc = tok_decode(tok, &id, 1, 0, &eos, &el, err)))
             goto done;
         int dup = 0;
@@ -479,6 +480,20 @@ static int prepare_task(evalgen *e, gtask *gt, const chat_template *tpl, const c
             gt->stops[gt->n_stops]       = eos;
             gt->stop_lens[gt->n_stops++] = el;
         }
+    }
+    if (!(gt->stop_window = calloc(gt->n_stops + 1, sizeof *gt->stop_window))) {
+        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < gt->n_stops;
+         i++) { /* tokenizer.encode(stop, add_special_tokens=False) */
+        tok_encode_opts eo  = tok_default_opts();
+        tok_ids         ids = {0};
+        eo.add_special      = 0;
+        if ((rc = tok_encode(tok, gt->stops[i], gt->stop_lens[i], &eo, 0, &ids, err)))
+            goto done;
+        gt->stop_window[i] = ids.n + 2;
+        tok_ids_free(&ids);
     }
     pyr_seed(&r, e->o.seed);
     for (size_t d = 0; d < t->n; d++) {
@@ -492,7 +507,7 @@ static int prepare_task(evalgen *e, gtask *gt, const chat_template *tpl, const c
         }
         for (int j = 0; j < k; j++) {
             const eval_doc *ex = &pool.docs[idx[j]];
-            m[nm++] = (msg){"user", ex->context, ex->ctx_len, g->target_delim};
+            m[nm++]            = (msg){"user", ex->context, ex->ctx_len, g->target_delim};
             m[nm++] = (msg){"assistant", ex->choices[0], ex->choice_len[0], g->fewshot_delim};
         }
         m[nm++] = (msg){"user", doc->context, doc->ctx_len, ""};
@@ -544,7 +559,7 @@ int evalgen_prepare(evalgen **out, eval_task *const *tasks, int n_tasks, const e
         e->chat                    = 1;
     }
     for (int i = 0; !rc && i < e->n; i++) {
-        rc = prepare_task(e, &e->g[i], tpl, &vars, tok, err);
+        rc         = prepare_task(e, &e->g[i], tpl, &vars, tok, err);
         int64_t mx = e->g[i].t->gen->max_gen_toks;
         if (!rc && o->ctx - mx < 1)
             rc = assay_fail(err, ASSAY_EINVAL,
@@ -565,8 +580,8 @@ int evalgen_prepare(evalgen **out, eval_task *const *tasks, int n_tasks, const e
 
 int64_t evalgen_longest(const evalgen *g) { return g ? g->longest : 0; }
 
-void evalgen_totals(const evalgen *g, int64_t *prompts, int64_t *prompt_tokens,
-                    int64_t *new_tokens, double *seconds) {
+void evalgen_totals(const evalgen *g, int64_t *prompts, int64_t *prompt_tokens, int64_t *new_tokens,
+                    double *seconds) {
     *prompts       = g ? g->prompts : 0;
     *prompt_tokens = g ? g->prompt_tokens : 0;
     *new_tokens    = g ? g->new_tokens : 0;
@@ -576,15 +591,13 @@ void evalgen_totals(const evalgen *g, int64_t *prompts, int64_t *prompt_tokens,
 /* ---- generation --------------------------------------------------------------------------- */
 
 typedef struct witem {
-    gtask       *gt;
-    size_t       d;
-    int32_t     *prompt;
-    size_t       n_prompt;
-    int32_t     *out;
-    int          n_out;
-    stop_matcher sm;
-    size_t       fed;
-    double       t_first, t_last;
+    gtask   *gt;
+    size_t   d;
+    int32_t *prompt;
+    size_t   n_prompt;
+    int32_t *out;
+    int      n_out;
+    double   t_first, t_last;
 } witem;
 
 typedef struct wctx {
@@ -596,14 +609,14 @@ typedef struct wctx {
     assay_error      err;
 } wctx;
 
-/* Length of text without a trailing U+FFFD: the next token may complete the character. */
-static size_t stable_len(const char *s, size_t n) {
-    return n >= 3 && !memcmp(s + n - 3, "\xEF\xBF\xBD", 3) ? n - 3 : n;
-}
-
+/* lm-eval's stopping criterion (models/utils_hf.py MultiTokenEOSCriteria): generation ends once a
+ * stop string occurs in the decode, special tokens kept, of the last (its token count + 2)
+ * generated tokens. A special token whose text is a stop string thus ends it, though the final
+ * text (special tokens skipped) does not show it. */
 static int on_token(void *user, int request, int32_t token, int index) {
     wctx  *w   = user;
     witem *it  = &w->items[request];
+    gtask *gt  = it->gt;
     double now = time_now() - w->t0;
     (void)index;
     if (it->n_out == 0)
@@ -611,20 +624,18 @@ static int on_token(void *user, int request, int32_t token, int index) {
     it->t_last           = now;
     it->out[it->n_out++] = token;
     progress_update(w->prog, ++w->emitted);
-    if (it->sm.n_stops == 0 || w->err.code)
-        return 0;
-    char  *text = NULL;
-    size_t len  = 0;
-    if (tok_decode(w->tok, it->out, (size_t)it->n_out, 1, &text, &len, &w->err))
-        return 1;
-    size_t st  = stable_len(text, len);
-    int    hit = 0;
-    if (st > it->fed) { /* the whole text is decoded again: SentencePiece spaces stay right */
-        hit     = stop_feed(&it->sm, text + it->fed, st - it->fed, &w->err);
-        it->fed = st;
+    for (size_t s = 0; s < gt->n_stops && !w->err.code; s++) {
+        size_t k = gt->stop_window[s] < (size_t)it->n_out ? gt->stop_window[s] : (size_t)it->n_out;
+        char  *text = NULL;
+        size_t len  = 0;
+        if (tok_decode(w->tok, it->out + it->n_out - k, k, 0, &text, &len, &w->err))
+            return 1;
+        int hit = memmem(text, len, gt->stops[s], gt->stop_lens[s]) != NULL;
+        free(text);
+        if (hit)
+            return 1;
     }
-    free(text);
-    return hit != 0;
+    return 0;
 }
 
 /* lm-eval HFLM.tok_batch_encode: no special tokens when the prompt starts with the BOS text. */
@@ -669,9 +680,6 @@ static int run_window(evalgen *e, model *m, const tokenizer *tok, witem *items, 
             goto done;
         }
         go->n_prompt = (int)ids.n;
-        if ((rc = stop_init(&it->sm, (const char *const *)it->gt->stops, it->gt->stop_lens,
-                            it->gt->n_stops, err)))
-            goto done;
         if (!(it->out = malloc((size_t)mx * sizeof *it->out))) {
             rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
             goto done;
@@ -686,9 +694,9 @@ static int run_window(evalgen *e, model *m, const tokenizer *tok, witem *items, 
         eos[n_eos++] = tok_eos_id(tok);
     if (cfg->eos_token_id >= 0 && (n_eos == 0 || cfg->eos_token_id != eos[0]))
         eos[n_eos++] = cfg->eos_token_id;
-    w.t0      = time_now();
-    rc        = model_generate_greedy(m, reqs, (int)n, eos, n_eos, on_token, &w, res, err);
-    *emitted  = w.emitted;
+    w.t0     = time_now();
+    rc       = model_generate_greedy(m, reqs, (int)n, eos, n_eos, on_token, &w, res, err);
+    *emitted = w.emitted;
     e->seconds += time_now() - w.t0;
     if (rc)
         goto done;
@@ -739,8 +747,6 @@ done:
     for (size_t i = 0; i < n; i++) {
         free(items[i].prompt);
         free(items[i].out);
-        stop_free(&items[i].sm);
-        memset(&items[i].sm, 0, sizeof items[i].sm);
         items[i].prompt = NULL;
         items[i].out    = NULL;
     }
@@ -796,8 +802,8 @@ static int apply_filter(const gen_spec *g, const gen_filter *f, const char *s, s
         case GF_STRIP: r = flt_strip(cur.s, cur.n, &nx); break;
         case GF_LOWERCASE: r = flt_lowercase(cur.s, cur.n, &nx); break;
         case GF_LABEL: {
-            int         li  = flt_extract_label(cur.s, cur.n, (const char *const *)g->labels,
-                                                g->label_lens, g->n_labels);
+            int li = flt_extract_label(cur.s, cur.n, (const char *const *)g->labels, g->label_lens,
+                                       g->n_labels);
             const char *lab = li >= 0 ? g->labels[li] : "UNKNOWN";
             nx.n            = strlen(lab);
             if (!(nx.s = strdup(lab)))
@@ -824,10 +830,10 @@ typedef struct corpus {
 } corpus;
 
 static double corpus_stat(void *user, const size_t *idx, size_t n) {
-    const corpus *c    = user;
-    tm_str       *h    = malloc((n ? n : 1) * sizeof *h);
-    tm_str       *r    = malloc((n ? n : 1) * c->n_refs * sizeof *r);
-    double        v    = NAN;
+    const corpus *c = user;
+    tm_str       *h = malloc((n ? n : 1) * sizeof *h);
+    tm_str       *r = malloc((n ? n : 1) * c->n_refs * sizeof *r);
+    double        v = NAN;
     if (h && r) {
         for (size_t i = 0; i < n; i++) {
             h[i] = c->hyps[idx[i]];
@@ -905,12 +911,13 @@ static cJSON *report_json(const flt_class_report *cr, const gen_spec *g) {
     for (size_t gi = 0; gi < cr->n_labels; gi++) {
         cJSON *row = cJSON_CreateArray();
         for (size_t p = 0; p <= cr->n_labels; p++)
-            cJSON_AddItemToArray(row,
-                                 cJSON_CreateNumber((double)cr->confusion[gi * (cr->n_labels + 1) + p]));
+            cJSON_AddItemToArray(
+                row, cJSON_CreateNumber((double)cr->confusion[gi * (cr->n_labels + 1) + p]));
         cJSON_AddItemToArray(cm, row);
     }
-    cJSON_AddStringToObject(o, "confusion_matrix_layout",
-                            "rows: gold label in \"labels\" order; columns: predicted, then UNKNOWN");
+    cJSON_AddStringToObject(
+        o, "confusion_matrix_layout",
+        "rows: gold label in \"labels\" order; columns: predicted, then UNKNOWN");
     return o;
 }
 
@@ -927,7 +934,7 @@ static int sample_metrics(const gen_spec *g, const eval_task *t, size_t d, const
     tm_str          p   = {a->s, a->n};
     for (size_t k = 0; k < g->n_metrics; k++) {
         const gen_metric *gm = &g->metrics[k];
-        double            v = 0, x;
+        double            v  = 0, x;
         switch (gm->kind) {
         case GM_EXACT_MATCH:
         case GM_F1:
@@ -1104,9 +1111,9 @@ static cJSON *task_config(const evalgen *e, const gtask *gt) {
     return c;
 }
 
-int evalgen_results(evalgen *e, const eval_task *t, cJSON *results, cJSON *configs,
-                    cJSON *versions, cJSON *nshot, cJSON *hib, cJSON *nsamp,
-                    const char *samples_dir, assay_error *err) {
+int evalgen_results(evalgen *e, const eval_task *t, cJSON *results, cJSON *configs, cJSON *versions,
+                    cJSON *nshot, cJSON *hib, cJSON *nsamp, const char *samples_dir,
+                    assay_error *err) {
     gtask *gt = NULL;
     for (int i = 0; e && i < e->n; i++)
         if (e->g[i].t == t)
@@ -1199,7 +1206,7 @@ int evalgen_results(evalgen *e, const eval_task *t, cJSON *results, cJSON *confi
                         rf[q * n + d] = (tm_str){doc->choices[qq], doc->choice_len[qq]};
                     }
                 }
-                corpus  c = {hy, rf, n, n_refs, gm->kind == GM_CHRF};
+                corpus  c   = {hy, rf, n, n_refs, gm->kind == GM_CHRF};
                 size_t *all = malloc((n ? n : 1) * sizeof *all);
                 boot_ci ci;
                 if (!all) {
@@ -1210,8 +1217,8 @@ int evalgen_results(evalgen *e, const eval_task *t, cJSON *results, cJSON *confi
                     all[d] = d;
                 double v = corpus_stat(&c, all, n);
                 free(all);
-                if (boot_ci_compute(corpus_stat, &c, n, EVALGEN_BOOT_ITERS, 0.95,
-                                    EVALGEN_BOOT_SEED, &ci)) {
+                if (boot_ci_compute(corpus_stat, &c, n, EVALGEN_BOOT_ITERS, 0.95, EVALGEN_BOOT_SEED,
+                                    &ci)) {
                     rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
                     break;
                 }
@@ -1304,6 +1311,7 @@ void evalgen_free(evalgen *e) {
             free(gt->stops[s]);
         free(gt->stops);
         free(gt->stop_lens);
+        free(gt->stop_window);
     }
     free(e->g);
     free(e);

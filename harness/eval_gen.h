@@ -75,7 +75,7 @@ typedef struct gen_spec {
     size_t      n_labels;
     char       *schema; /* the spec-wide JSON schema text, or NULL */
     size_t      schema_len;
-    int         num_fewshot;    /* default */
+    int         num_fewshot; /* default */
     char        target_delim[16];
     char        fewshot_delim[16];
 } gen_spec;
@@ -98,8 +98,9 @@ typedef struct evalgen_opts {
     int64_t     ctx; /* max_length */
     int         apply_chat_template;
     int         fewshot_as_multiturn;
-    const char *system_prompt; /* --system-prompt, or NULL */
+    const char *system_prompt;  /* --system-prompt, or NULL */
     int         window_prompts; /* prompts generated at a time; 0: 256 */
+    int         max_gen_toks;   /* > 0: replaces every task's (lm-eval --gen_kwargs max_gen_toks) */
 } evalgen_opts;
 
 typedef struct evalgen evalgen;
@@ -114,12 +115,12 @@ int64_t evalgen_longest(const evalgen *g);
 int evalgen_generate(evalgen *g, model *m, const tokenizer *tok, assay_error *err);
 /* Writes task i's results (results, configs, versions, n-shot, higher_is_better, n-samples) and,
  * when samples_dir is set, samples_<task>.jsonl. */
-int evalgen_results(evalgen *g, const eval_task *t, cJSON *results, cJSON *configs,
-                    cJSON *versions, cJSON *nshot, cJSON *hib, cJSON *nsamp,
-                    const char *samples_dir, assay_error *err);
+int evalgen_results(evalgen *g, const eval_task *t, cJSON *results, cJSON *configs, cJSON *versions,
+                    cJSON *nshot, cJSON *hib, cJSON *nsamp, const char *samples_dir,
+                    assay_error *err);
 /* Totals for the assay block: prompts, prompt tokens, generated tokens, seconds generating. */
-void evalgen_totals(const evalgen *g, int64_t *prompts, int64_t *prompt_tokens,
-                    int64_t *new_tokens, double *seconds);
+void evalgen_totals(const evalgen *g, int64_t *prompts, int64_t *prompt_tokens, int64_t *new_tokens,
+                    double *seconds);
 void evalgen_free(evalgen *g); /* NULL-safe */
 
 #endif

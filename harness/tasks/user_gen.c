@@ -13,7 +13,8 @@
  *    "num_fewshot": 0, "fewshot_data": "train.jsonl",   (optional: examples drawn from it with
  *                                              lm-eval's sampler: prompt + " " + target + "\n\n")
  *    "filter_list": [{"name": "answer", "filter": [
- *        {"function": "regex", "regex_pattern": "(\\d+)", "group_select": 0, "fallback": "[invalid]"},
+ *        {"function": "regex", "regex_pattern": "(\\d+)", "group_select": 0, "fallback":
+ * "[invalid]"},
  *        {"function": "first_line"}, {"function": "strip"}, {"function": "lowercase"},
  *        {"function": "label"}, {"function": "take_first"}]}],   (default: one "none" filter)
  *    "metric_list": ["exact_match", {"metric": "exact_match", "ignore_case": true,
@@ -141,7 +142,7 @@ int task_gen_load(eval_task *t, const char *spec_text, size_t size, const char *
     cJSON       *spec = NULL, *obj = NULL;
     jsonl_reader r   = {0};
     tbuf         ctx = {0}, tmp = {0};
-    int          rc = ASSAY_OK, got;
+    int          rc   = ASSAY_OK, got;
     char       **refs = NULL;
     size_t      *lens = NULL, n_refs = 0;
     if (!(spec = cJSON_ParseWithLength(spec_text, size)) || !cJSON_IsObject(spec)) {
