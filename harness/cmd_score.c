@@ -354,6 +354,11 @@ int cmd_score(int argc, char **argv) {
     if (out_path && (rc = atomic_open(&af, out_path, &err)))
         goto fail;
     af_open = out_path != NULL;
+    /* The KV cache holds the longest request of the first window when that is over the default
+     * (requests are at most --ctx tokens; later windows fail clearly if longer still). */
+    for (size_t i = 0; i < w.n; i++)
+        if (w.items[i].n > (size_t)(cc.kv_tokens ? cc.kv_tokens : 8192))
+            cc.kv_tokens = (int)w.items[i].n;
     if ((rc = cli_load_model(model_dir, &cc, &m, &err)))
         goto fail;
 

@@ -65,13 +65,15 @@ static int encode_hf_default(void *ctx, const char *text, size_t len, tok_ids *o
 static int check_fewshot(const eval_task *t, const eval_opts *o, int *random, assay_error *err) {
     int extra;
     *random = 0;
-    if (o->num_fewshot <= 0 || t->own_def || t->def->generate || !strcmp(t->def->name, "mmlu"))
+    if (o->num_fewshot <= 0 || t->own_def || t->def->generate || !strcmp(t->def->name, "mmlu") ||
+        fewshot_config_zero(t->def->name))
         return ASSAY_OK;
     if (!(*random = fewshot_random_rule(t->def->name, &extra)))
         return assay_fail(err, ASSAY_EUNSUPPORTED,
                           "%s: --num-fewshot %d is not implemented for this task (random few-shot "
-                          "examples: hellaswag, arc_easy, arc_challenge, piqa, boolq, openbookqa; "
-                          "mmlu: the first K dev questions)",
+                          "examples: hellaswag, arc_easy, arc_challenge, piqa, boolq, openbookqa, "
+                          "winogrande, lambada_openai; mmlu: the first K dev questions; "
+                          "truthfulqa: always zero-shot)",
                           t->def->name, o->num_fewshot);
     return ASSAY_OK;
 }
@@ -649,7 +651,16 @@ int eval_run(const eval_opts *o, assay_error *err) {
         int random;
         if ((rc = check_fewshot(&tasks[i].t, o, &random, err)))
             goto done;
-        if (!tasks[i].t.own_def && (rc = tasks[i].t.def->load(&tasks[i].t, &to, err)))
+        eval_task_opts ti = to;
+        if (o->num_fewshot > 0 && !tasks[i].t.own_def &&
+            fewshot_config_zero(tasks[i].t.def->name)) {
+            ti.num_fewshot = 0;
+            fprintf(stderr,
+                    "assay: note: %s: lm-eval's config fixes num_fewshot 0 and ignores a requested "
+                    "one; --num-fewshot %d ignored, as lm-eval does\n",
+                    tasks[i].t.def->name, o->num_fewshot);
+        }
+        if (!tasks[i].t.own_def && (rc = tasks[i].t.def->load(&tasks[i].t, &ti, err)))
             goto done;
         if (tasks[i].t.n == 0) {
             rc = assay_fail(err, ASSAY_EINVAL, "%s: no documents in %s", tasks[i].t.def->name,

@@ -10,9 +10,58 @@ static const struct {
     const char *task;
     int         draw_extra; /* lm-eval's config has test_split null: sample K + 1, drop eval_doc */
 } rules[] = {
-    {"hellaswag", 1}, {"arc_easy", 0}, {"arc_challenge", 0},
-    {"piqa", 1},      {"boolq", 1},    {"openbookqa", 0},
+    {"hellaswag", 1},
+    {"arc_easy", 0},
+    {"arc_challenge", 0},
+    {"piqa", 1},
+    {"boolq", 1},
+    {"openbookqa", 0},
+    {"winogrande", 1},
+    /* no train or validation split: lm-eval samples the test split itself, without removing the
+     * evaluated document (its config's test split differs from the unset few-shot split) */
+    {"lambada_openai", 0},
 };
+
+int fewshot_config_zero(const char *task) {
+    return !strcmp(task, "truthfulqa_mc1") || !strcmp(task, "truthfulqa_mc2");
+}
+
+/* Appends one example: its text, then (when it has an answer) the target delimiter, the answer
+ * and "\n\n". Winogrande's text is the context of its gold option (lm-eval's multiple-input
+ * rule) and an empty answer is no answer; a loglikelihood task's answer is its whole continuation
+ * (delimiter + word), so lm-eval writes the delimiter twice. */
+static int put_example(tbuf *b, const eval_task *t, const eval_doc *ex, const char *delim,
+                       size_t dl) {
+    int         g     = ex->gold;
+    const char *q     = ex->ctxs ? ex->ctxs[g] : ex->context;
+    size_t      ql    = ex->ctxs ? ex->ctx_lens[g] : ex->ctx_len;
+    int         ans   = !(ex->ctxs && ex->choice_len[g] == 0);
+    int         twice = t->def->loglik;
+    if (tbuf_put(b, q, ql))
+        return -1;
+    if (!ans)
+        return 0;
+    if (tbuf_put(b, delim, dl) || (twice && tbuf_put(b, delim, dl)) ||
+        tbuf_put(b, ex->choices[g], ex->choice_len[g]) || tbuf_puts(b, "\n\n"))
+        return -1;
+    return 0;
+}
+
+/* s = prefix[0..pn) + s, reallocated. */
+static int prepend(char **s, size_t *len, const char *prefix, size_t pn) {
+    if (pn == 0)
+        return 0;
+    char *n = malloc(pn + *len + 1);
+    if (!n)
+        return -1;
+    memcpy(n, prefix, pn);
+    memcpy(n + pn, *s, *len);
+    n[pn + *len] = '\0';
+    free(*s);
+    *s = n;
+    *len += pn;
+    return 0;
+}
 
 int fewshot_random_rule(const char *task, int *draw_extra) {
     for (size_t i = 0; i < sizeof rules / sizeof rules[0]; i++)
@@ -43,39 +92,24 @@ int fewshot_apply(eval_task *t, const eval_task *pool, int k, int64_t seed, assa
     pyr_seed(&r, seed);
     for (size_t d = 0; d < t->n && !rc; d++) {
         eval_doc *doc = &t->docs[d];
-        if (doc->ctxs) {
-            rc =
-                assay_fail(err, ASSAY_EUNSUPPORTED,
-                           "%s: few-shot for per-choice contexts is not implemented", t->def->name);
-            break;
-        }
         if (pyr_sample(&r, pool->n, draw, idx)) {
             rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
             break;
         }
         b.n = 0;
-        for (int j = 0; j < k; j++) {
-            const eval_doc *ex = &pool->docs[idx[j]];
-            if (tbuf_put(&b, ex->context, ex->ctx_len) || tbuf_put(&b, delim, dl) ||
-                tbuf_put(&b, ex->choices[ex->gold], ex->choice_len[ex->gold]) ||
-                tbuf_puts(&b, "\n\n")) {
+        for (int j = 0; j < k && !rc; j++)
+            if (put_example(&b, t, &pool->docs[idx[j]], delim, dl))
                 rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
-                break;
-            }
-        }
-        if (rc || tbuf_put(&b, doc->context, doc->ctx_len)) {
-            rc = rc ? rc : assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        if (rc)
             break;
-        }
-        char *s = malloc(b.n + 1);
-        if (!s) {
+        /* per-choice contexts (winogrande) each get the examples; the shared one is empty */
+        int bad = doc->ctxs ? 0 : prepend(&doc->context, &doc->ctx_len, b.s, b.n);
+        for (int c = 0; doc->ctxs && c < doc->n_choices && !bad; c++)
+            bad = prepend(&doc->ctxs[c], &doc->ctx_lens[c], b.s, b.n);
+        if (bad) {
             rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
             break;
         }
-        memcpy(s, b.s, b.n + 1);
-        free(doc->context);
-        doc->context = s;
-        doc->ctx_len = b.n;
     }
     if (!rc)
         t->num_fewshot = k;

@@ -7,7 +7,10 @@
  *     the first K kept where the task's lm-eval config has no test split (hellaswag, piqa, boolq:
  *     its fewshot_context passes eval_doc when fewshot split == test split, both None);
  *   - each example is doc_to_text + target_delimiter + the gold choice + "\n\n", in the drawn
- *     order, before the document's own context (no description for these tasks).
+ *     order, before the document's own context (no description for these tasks); winogrande's
+ *     doc_to_text is the context of its gold option and every per-choice context gets the
+ *     examples; lambada_openai (a loglikelihood task) draws from its test split, its own document
+ *     included, and its answer is the continuation with its leading space after the delimiter.
  * A training document equal to the evaluated one (lm-eval compares the whole row) is never
  * removed here: the training and evaluation splits of these sets share no rows. */
 #ifndef ASSAY_FEWSHOT_H
@@ -22,6 +25,10 @@
  * and *draw_extra says whether lm-eval draws K + 1. 0 for tasks with their own rule (MMLU: the
  * first K dev questions) or none. */
 int fewshot_random_rule(const char *task, int *draw_extra);
+
+/* 1 for tasks whose lm-eval config sets num_fewshot: 0 (truthfulqa_mc1/mc2): lm-eval ignores a
+ * requested --num_fewshot for them, and so does assay (with a note). */
+int fewshot_config_zero(const char *task);
 
 /* Prepends K examples drawn from pool (the task loaded with split "train", every row) to each of
  * t's contexts. 0 ok; ASSAY_EINVAL when the pool has fewer than K (+1) documents. */

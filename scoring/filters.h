@@ -9,7 +9,8 @@
 
 #include "core/error.h"
 
-/* An owned output string (NUL-terminated for convenience; n excludes the NUL). Free with free(s). */
+/* An owned output string (NUL-terminated for convenience; n excludes the NUL). Free with free(s).
+ */
 typedef struct flt_out {
     char  *s;
     size_t n;
@@ -49,9 +50,9 @@ typedef struct flt_schema flt_schema;
 flt_schema *flt_schema_parse(const char *text, size_t n, const char *where, assay_error *err);
 void        flt_schema_free(flt_schema *s); /* NULL-safe */
 typedef struct flt_json_check {
-    int parses;       /* the response is a JSON value */
-    int has_required; /* it is an object with every required key of the right type */
-    char why[160];    /* first failure, for samples ("missing key \"x\"", "x: expected number") */
+    int  parses;       /* the response is a JSON value */
+    int  has_required; /* it is an object with every required key of the right type */
+    char why[160];     /* first failure, for samples ("missing key \"x\"", "x: expected number") */
 } flt_json_check;
 int flt_json_check_response(const flt_schema *schema /* NULL: parse only */, const char *s,
                             size_t n, flt_json_check *out);
@@ -65,10 +66,10 @@ typedef struct flt_class_stats {
 } flt_class_stats;
 typedef struct flt_class_report {
     size_t           n_labels;
-    flt_class_stats *per_class;  /* n_labels */
+    flt_class_stats *per_class; /* n_labels */
     flt_class_stats  macro, micro, weighted;
     double           accuracy;
-    size_t          *confusion;  /* (n_labels) x (n_labels + 1): [gold][pred], last column UNKNOWN */
+    size_t          *confusion; /* (n_labels) x (n_labels + 1): [gold][pred], last column UNKNOWN */
     size_t           n_unknown;
 } flt_class_report;
 int  flt_class_report_compute(const int *pred, const int *gold, size_t n, size_t n_labels,

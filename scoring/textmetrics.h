@@ -20,10 +20,10 @@ typedef struct tm_str {
 /* ---- BLEU (sacrebleu.metrics.BLEU defaults: max n-gram 4, tokenize "13a", smooth "exp",
  * lowercase off, effective order off) ---- */
 typedef struct tm_bleu {
-    double score;      /* 0..100, as sacrebleu's BLEUScore.score */
+    double score; /* 0..100, as sacrebleu's BLEUScore.score */
     double precisions[4];
-    double bp;         /* brevity penalty */
-    double ratio;      /* sys_len / ref_len */
+    double bp;    /* brevity penalty */
+    double ratio; /* sys_len / ref_len */
     long   sys_len, ref_len;
     long   counts[4], totals[4];
 } tm_bleu;
@@ -31,7 +31,8 @@ typedef struct tm_bleu {
  * streams). Corpus-level, like sacrebleu.corpus_bleu. */
 int tm_bleu_corpus(const tm_str *hyps, const tm_str *refs, size_t n, size_t n_refs, tm_bleu *out);
 /* sacrebleu's signature for these settings, e.g. "nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|
- * version:2.6.0"; the version field is the sacrebleu version the references were checked against. */
+ * version:2.6.0"; the version field is the sacrebleu version the references were checked against.
+ */
 const char *tm_bleu_signature(size_t n_refs, char *buf, size_t cap);
 
 /* ---- chrF (sacrebleu.metrics.CHRF defaults: char order 6, word order 0, beta 2, whitespace
@@ -39,8 +40,7 @@ const char *tm_bleu_signature(size_t n_refs, char *buf, size_t cap);
 typedef struct tm_chrf {
     double score; /* 0..100 */
 } tm_chrf;
-int         tm_chrf_corpus(const tm_str *hyps, const tm_str *refs, size_t n, size_t n_refs,
-                           tm_chrf *out);
+int tm_chrf_corpus(const tm_str *hyps, const tm_str *refs, size_t n, size_t n_refs, tm_chrf *out);
 const char *tm_chrf_signature(size_t n_refs, char *buf, size_t cap);
 
 /* ---- ROUGE (rouge_score.rouge_scorer.RougeScorer(["rouge1","rouge2","rougeL","rougeLsum"],
@@ -58,7 +58,8 @@ int tm_rouge(tm_str target, tm_str prediction, int use_stemmer, tm_rouge *out);
  * lower-case ASCII token; out gets a NUL-terminated stem (cap >= n + 1). */
 int tm_porter_stem(const char *w, size_t n, char *out, size_t cap);
 
-/* ---- SQuAD v1.1 (lowercase, remove punctuation, remove articles a/an/the, whitespace-split) ---- */
+/* ---- SQuAD v1.1 (lowercase, remove punctuation, remove articles a/an/the, whitespace-split) ----
+ */
 /* Token F1 of one prediction against one gold answer; max over several golds is the caller's. */
 int tm_squad_f1(tm_str prediction, tm_str gold, double *f1);
 /* SQuAD exact match after the same normalization: 1.0 or 0.0. */

@@ -4,9 +4,11 @@
 
 #include <cJSON.h>
 #include <criterion/criterion.h>
+#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -53,10 +55,31 @@ static inline int test_run(char **out, const char *fmt, ...) {
 }
 
 /* A fresh temporary directory (static buffer per call site is the caller's). */
+/* Directories made by test_tmpdir, removed with their contents when the test's process exits
+ * (Criterion runs each test in its own process), whether the test passed or failed an assert. */
+static char test_tmpdirs[16][64];
+static int  test_n_tmpdirs;
+
+static inline int test_rm_entry(const char *path, const struct stat *st, int flag, struct FTW *f) {
+    (void)st, (void)flag, (void)f;
+    remove(path);
+    return 0;
+}
+
+static inline void test_rm_tmpdirs(void) {
+    for (int i = 0; i < test_n_tmpdirs; i++)
+        nftw(test_tmpdirs[i], test_rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    test_n_tmpdirs = 0;
+}
+
 static inline void test_tmpdir(char *buf, size_t cap) {
     snprintf(buf, cap, "/tmp/assay-test-XXXXXX");
     if (!mkdtemp(buf))
         cr_assert_fail("mkdtemp failed");
+    if (test_n_tmpdirs == 0)
+        atexit(test_rm_tmpdirs);
+    if (test_n_tmpdirs < 16)
+        memcpy(test_tmpdirs[test_n_tmpdirs++], buf, sizeof "/tmp/assay-test-XXXXXX");
 }
 
 /* Path of a file under ../shared; when absent, prints a visible SKIP line and skips the test. */

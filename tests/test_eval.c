@@ -423,7 +423,6 @@ Test(cli_eval, bad_inputs_exit_2_naming_the_problem) {
     expect_fail(dir, "hellaswag", extra, "--output-path");
     snprintf(extra, sizeof extra, "--output-path %s", file);
     expect_fail(dir, "hellaswag", extra, "exists and is not a directory");
-    expect_fail(dir, "winogrande", "--num-fewshot 2", "not implemented for this task");
 }
 
 Test(eval_pipeline, contexts_with_a_long_common_start_share_one_pass_bitwise) {

@@ -181,6 +181,35 @@ Test(fewshot, piqa_boolq_openbookqa_contexts_equal_lm_evals) {
     compare_with_lmeval("openbookqa", "", 1);
 }
 
+/* winogrande: each example is the gold option's partial context + " " + the shared target, and
+ * both per-choice contexts get the examples (lm-eval's multiple-input rule). */
+Test(fewshot, winogrande_contexts_equal_lm_evals) { compare_with_lmeval("winogrande", "", 1); }
+
+/* lambada_openai: examples drawn from the test split itself (the document may be its own example)
+ * and written with lm-eval's doubled space before the answer word. */
+Test(fewshot, lambada_contexts_equal_lm_evals) { compare_with_lmeval("lambada_openai", "", 1); }
+
+/* truthfulqa: lm-eval's config fixes num_fewshot 0 and ignores --num_fewshot; so does assay, with a
+ * note, and results.json says 0 shots. */
+Test(fewshot, truthfulqa_stays_zero_shot_as_lm_eval_does) {
+    compare_with_lmeval("truthfulqa_mc1", "", 1);
+    char out[64], path[128], *o = NULL;
+    test_tmpdir(out, sizeof out);
+    int rc = test_run(&o,
+                      "eval " FS_MODEL " --tasks truthfulqa_mc1 --data " FS_DIR
+                      "/data --num-fewshot 3 --limit 2 --output-path %s",
+                      out);
+    cr_assert_eq(rc, 0, "%s", o);
+    cr_expect(strstr(o, "--num-fewshot 3 ignored, as lm-eval does"), "%s", o);
+    free(o);
+    snprintf(path, sizeof path, "%s/results.json", out);
+    cJSON *r = test_read_json(path);
+    cr_assert(r);
+    const cJSON *n = cJSON_GetObjectItem(cJSON_GetObjectItem(r, "n-shot"), "truthfulqa_mc1");
+    cr_expect(cJSON_IsNumber(n) && n->valueint == 0, "n-shot truthfulqa_mc1");
+    cJSON_Delete(r);
+}
+
 /* The sampler runs over documents in order: a --limit prefix renders as the full run did. */
 Test(fewshot, a_limit_prefix_renders_the_same_contexts) {
     cr_assert_eq(compare_with_lmeval("hellaswag", "--limit 5", 1), 5);
@@ -203,11 +232,20 @@ Test(fewshot, missing_train_split_and_unsupported_tasks_exit_2) {
     cr_expect_eq(rc, 2);
     cr_expect(o && strstr(o, "arc_easy/train.jsonl does not exist"), "%s", o);
     free(o);
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/winogrande && cp " FS_DIR
+             "/data/winogrande/validation.jsonl %s/winogrande/",
+             dir, dir);
+    cr_assert_eq(system(cmd), 0);
+    rc = test_run(&o, "eval " FS_MODEL " --tasks winogrande --data %s --num-fewshot 2", dir);
+    cr_expect_eq(rc, 2);
+    cr_expect(o && strstr(o, "winogrande/train.jsonl does not exist"), "%s", o);
+    free(o);
     rc = test_run(&o, "eval " FS_MODEL " --tasks arc_easy --data " FS_DIR "/data --num-fewshot 41");
     cr_expect_eq(rc, 2);
     cr_expect(o && strstr(o, "draws 41 training documents, "), "%s", o);
     free(o);
-    rc = test_run(&o, "eval " FS_MODEL " --tasks truthfulqa_mc1 --data %s --num-fewshot 1", dir);
+    rc = test_run(&o, "eval " FS_MODEL " --tasks wikitext --data %s --num-fewshot 1", dir);
     cr_expect_eq(rc, 2);
     cr_expect(o && strstr(o, "not implemented for this task"), "%s", o);
     free(o);

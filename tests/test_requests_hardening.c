@@ -557,3 +557,28 @@ Test(requests_hardening, output_write_errors_name_the_file_and_the_reason) {
     free(out);
     rm_rf(dir);
 }
+
+/* A request longer than the default KV cache (8192 tokens) on a model with a longer context is
+ * scored, not refused with advice about memory: score sizes the cache for its longest request. */
+Test(requests_hardening, score_sizes_the_kv_cache_for_a_request_over_8192_tokens) {
+    char dir[64], cmd[512], *o = NULL;
+    test_tmpdir(dir, sizeof dir);
+    snprintf(cmd, sizeof cmd,
+             "cp -r " LLAMA " %s/m && sed -i 's/\"max_position_embeddings\": 512/"
+             "\"max_position_embeddings\": 9000/' %s/m/config.json",
+             dir, dir);
+    cr_assert_eq(system(cmd), 0);
+    char path[128];
+    snprintf(path, sizeof path, "%s/req.jsonl", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    fputs("{\"context\": \"", f);
+    for (int i = 0; i < 1700; i++) /* 5 tokens each: about 8,500 with the fixture's tokenizer */
+        fputs("the cat sat ", f);
+    fputs("on\", \"continuation\": \" the mat\"}\n", f);
+    fclose(f);
+    int rc = test_run(&o, "score %s/m --requests %s --json", dir, path);
+    cr_assert_eq(rc, 0, "%s", o);
+    cr_expect(strstr(o, "\"n_tokens\":"), "%s", o);
+    free(o);
+}

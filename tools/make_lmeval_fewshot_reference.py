@@ -4,7 +4,10 @@ on a tiny checkpoint, and commits the contexts it renders, which tests/test_fews
 `assay eval --num-fewshot K --seed 1234` to reproduce byte for byte:
 
   tests/fixtures/lmeval/fewshot/data/     train + eval splits (hellaswag, arc_easy, piqa, boolq,
-                                          openbookqa) in the layouts `assay eval --data` reads
+                                          openbookqa, winogrande; lambada_openai and truthfulqa_mc1
+                                          have no train split: lm-eval draws lambada's examples
+                                          from its test split and keeps truthfulqa zero-shot) in
+                                          the layouts `assay eval --data` reads
   tests/fixtures/lmeval/fewshot/<model>/  samples_<task>.jsonl from lm-eval's --log_samples:
                                           doc_id, the (context, continuation) pairs, log-likelihoods
 
@@ -13,6 +16,7 @@ file in ../shared/data, the others from MMLU questions); the train splits are do
 splits do not hold. Needs: pip install "lm_eval[hf]".
 
     python3 tools/make_lmeval_fewshot_reference.py [--model tests/fixtures/models/llama] [--k 3]
+        [--tasks hellaswag,arc_easy,...]   (default: every task; others' files are left as they are)
 """
 import argparse, json, os, shutil, sys, tempfile
 
@@ -30,7 +34,10 @@ def main():
     ap.add_argument("--n-eval", type=int, default=24)
     ap.add_argument("--n-train", type=int, default=40)
     ap.add_argument("--seed", type=int, default=1234)
+    ap.add_argument("--tasks", default="hellaswag,arc_easy,piqa,boolq,openbookqa,winogrande,"
+                                       "lambada_openai,truthfulqa_mc1")
     a = ap.parse_args()
+    want = a.tasks.split(",")
     data = os.path.join(OUT, "data")
     ne, nt = a.n_eval, a.n_train
 
@@ -40,11 +47,13 @@ def main():
     arc = ref.arc_rows(ne + nt)
     ref.write_jsonl(os.path.join(data, "arc_easy", "test.jsonl"), arc[:ne])
     ref.write_jsonl(os.path.join(data, "arc_easy", "train.jsonl"), arc[ne:])
-    piqa, boolq, obqa, _, _, _ = ref.simple_rows(ne + nt)
+    piqa, boolq, obqa, wino, lamb, tqa = ref.simple_rows(ne + nt)
     for name, rows, split in (("piqa", piqa, "validation"), ("boolq", boolq, "validation"),
-                              ("openbookqa", obqa, "test")):
+                              ("openbookqa", obqa, "test"), ("winogrande", wino, "validation")):
         ref.write_jsonl(os.path.join(data, name, f"{split}.jsonl"), rows[:ne])
         ref.write_jsonl(os.path.join(data, name, "train.jsonl"), rows[ne:])
+    ref.write_jsonl(os.path.join(data, "lambada_openai", "test.jsonl"), lamb[:ne])
+    ref.write_jsonl(os.path.join(data, "truthfulqa_mc1", "validation.jsonl"), tqa[:ne])
 
     import lm_eval
     from lm_eval.tasks import TaskManager
@@ -70,11 +79,23 @@ def main():
         "openbookqa": (f"include: {tasks_dir}/openbookqa/openbookqa.yaml\ntask: openbookqa\ndataset_path: json\ndataset_name: null\n"
                        f"dataset_kwargs:\n  data_files:\n    test: {data}/openbookqa/test.jsonl\n"
                        f"    train: {data}/openbookqa/train.jsonl\nvalidation_split: null\n"),
+        "winogrande": (f"include: {tasks_dir}/winogrande/default.yaml\ntask: winogrande\ndataset_path: json\n"
+                       f"dataset_name: null\ndataset_kwargs:\n  data_files:\n"
+                       f"    validation: {data}/winogrande/validation.jsonl\n"
+                       f"    train: {data}/winogrande/train.jsonl\n"),
+        "lambada_openai": (f"include: {tasks_dir}/lambada/lambada_openai.yaml\ntask: lambada_openai\n"
+                           f"dataset_path: json\ndataset_name: null\ndataset_kwargs:\n  data_files:\n"
+                           f"    test: {data}/lambada_openai/test.jsonl\n"),
+        "truthfulqa_mc1": (f"include: {tasks_dir}/truthfulqa/truthfulqa_mc1.yaml\ntask: truthfulqa_mc1\n"
+                           f"dataset_path: json\ndataset_name: null\ndataset_kwargs:\n  data_files:\n"
+                           f"    validation: {data}/truthfulqa_mc1/validation.jsonl\n"),
     }
+    yamls = {k: v for k, v in yamls.items() if k in want}
     for name, text in yamls.items():
         with open(os.path.join(inc, f"{name}.yaml"), "w") as f:
             f.write(text)
     shutil.copy(os.path.join(tasks_dir, "hellaswag", "utils.py"), os.path.join(inc, "utils.py"))
+    shutil.copy(os.path.join(tasks_dir, "winogrande", "preprocess_winogrande.py"), inc)
 
     tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(a.model, "tokenizer.json"))
     cfg = json.load(open(os.path.join(a.model, "tokenizer_config.json")))
@@ -101,7 +122,8 @@ def main():
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
     with open(os.path.join(dest, "README"), "w") as f:
         f.write(f"lm-eval {getattr(lm_eval, '__version__', '?')}, num_fewshot {a.k}, "
-                f"fewshot_random_seed {a.seed}; tools/make_lmeval_fewshot_reference.py\n")
+                f"fewshot_random_seed {a.seed}; tools/make_lmeval_fewshot_reference.py\n"
+                f"n-shot lm-eval used: {json.dumps(res.get('n-shot', {}), sort_keys=True)}\n")
     print("wrote", dest)
 
 

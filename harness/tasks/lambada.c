@@ -10,52 +10,29 @@
 #include "harness/jsonl.h"
 #include "harness/tasks/tasks.h"
 
-int task_lambada_load(eval_task *t, const eval_task_opts *o, assay_error *err) {
-    char         path[1100];
-    jsonl_reader r;
-    cJSON       *obj = NULL;
-    int          rc, got;
-    if (o->num_fewshot > 0)
-        return assay_fail(err, ASSAY_EUNSUPPORTED,
-                          "lambada_openai: --num-fewshot %d: lm-eval has no few-shot split for it",
-                          o->num_fewshot);
-    snprintf(path, sizeof path, "%s/lambada_openai/test.jsonl", o->dir);
-    if (!path_exists(path))
-        return assay_fail(err, ASSAY_EINVAL, "lambada_openai: %s does not exist", path);
-    snprintf(t->layout, sizeof t->layout, "jsonl: lambada_openai/test.jsonl");
-    if ((rc = eval_task_add_file(t, path, err)) || (rc = jsonl_open(&r, path, err)))
+static int lambada_row(eval_task *t, const task_row *row, void *user, assay_error *err) {
+    const char *text;
+    size_t      len;
+    int         rc;
+    (void)user;
+    if ((rc = jsonl_get_string(row->r, row->obj, "text", 1, &text, &len, err)))
         return rc;
-    r.shape = "{\"text\": \"...\"}";
-    while ((got = jsonl_next(&r, &obj, err)) == 1) {
-        const char *text;
-        size_t      len;
-        char        where[1200];
-        snprintf(where, sizeof where, "%s:%zu", path, r.line);
-        t->total++;
-        if (o->limit > 0 && (int64_t)t->n >= o->limit)
-            goto next;
-        if ((rc = jsonl_get_string(&r, obj, "text", 1, &text, &len, err)))
-            goto next;
-        size_t sp = len; /* the last ' ' (text.split(" ") splits on that byte only) */
-        while (sp > 0 && text[sp - 1] != ' ')
-            sp--;
-        const char *word  = sp ? text + sp : text;
-        size_t      wl    = sp ? len - sp : len;
-        size_t      ctx_l = sp ? sp - 1 : 0;
-        if (len == 0) {
-            rc = assay_fail(err, ASSAY_EINVAL, "%s: empty \"text\"", where);
-            goto next;
-        }
-        rc = eval_task_add(t, text, ctx_l, &word, &wl, 1, 0, 0, t->n, where, err);
-    next:
-        cJSON_Delete(obj);
-        if (rc)
-            break;
-    }
-    if (!rc && got != 0)
-        rc = got;
-    if (!rc && t->total == 0)
-        rc = assay_fail(err, ASSAY_EINVAL, "%s: no documents", path);
-    jsonl_close(&r);
-    return rc;
+    if (len == 0)
+        return assay_fail(err, ASSAY_EINVAL, "%s: empty \"text\"", row->where);
+    size_t sp = len; /* the last ' ' (text.split(" ") splits on that byte only) */
+    while (sp > 0 && text[sp - 1] != ' ')
+        sp--;
+    const char *word  = sp ? text + sp : text;
+    size_t      wl    = sp ? len - sp : len;
+    size_t      ctx_l = sp ? sp - 1 : 0;
+    return eval_task_add(t, text, ctx_l, &word, &wl, 1, 0, 0, t->n, row->where, err);
+}
+
+int task_lambada_load(eval_task *t, const eval_task_opts *o, assay_error *err) {
+    char path[1100];
+    /* lm-eval has no train split for it: the few-shot pool (o->split set) is the test split */
+    snprintf(path, sizeof path, "%s/lambada_openai/test.jsonl", o->dir);
+    snprintf(t->layout, sizeof t->layout, "jsonl: lambada_openai/test.jsonl");
+    return task_jsonl_each(t, o, path, NULL, "{\"text\": \"...\"}", "documents", lambada_row, NULL,
+                           err);
 }

@@ -90,7 +90,7 @@ static const eval_task_def def_openbookqa = {
 
 static const eval_task_def def_winogrande = {
     "winogrande",
-    "winogrande/validation.jsonl (allenai/winogrande winogrande_xl)",
+    "winogrande/validation.jsonl (allenai/winogrande winogrande_xl; train.jsonl for few-shot)",
     0,
     1.0,
     task_winogrande_load,

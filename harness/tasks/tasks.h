@@ -128,6 +128,27 @@ const char *mmlu_category(const char *subject);
  * " */
 extern const char truthfulqa_prompt[];
 
+/* ---- the loop of a JSONL task loader (harness/tasks/rows.c) ---- */
+
+struct jsonl_reader;
+struct cJSON;
+/* One line of a task's JSONL file: the reader (for jsonl_get_*), the parsed object, and
+ * "path:line" for messages. */
+typedef struct task_row {
+    struct jsonl_reader *r;
+    const struct cJSON  *obj;
+    const char          *where;
+} task_row;
+/* Adds the row's document to t (or fails naming row->where). */
+typedef int (*task_row_fn)(eval_task *t, const task_row *row, void *user, assay_error *err);
+/* Reads path (which must exist: else "<task>: <path> does not exist (<source>)", source may be
+ * NULL), records it in t->files, sets the reader's shape for messages, and calls fn for each line
+ * within --limit; every line counts in t->total. Stops at the first error; a file without lines
+ * is "<path>: no <noun>". */
+int task_jsonl_each(eval_task *t, const eval_task_opts *o, const char *path, const char *source,
+                    const char *shape, const char *noun, task_row_fn fn, void *user,
+                    assay_error *err);
+
 /* The loaders, one file per task family in harness/tasks/. */
 int task_mmlu_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int task_hellaswag_load(eval_task *t, const eval_task_opts *o, assay_error *err);

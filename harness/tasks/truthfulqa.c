@@ -27,96 +27,78 @@ const char truthfulqa_prompt[] =
     "A: The 1992 Olympics were held in Barcelona, Spain.\n\n"
     "Q: ";
 
+static int mc2_row(eval_task *t, const task_row *row, void *user, assay_error *err) {
+    tbuf        *q = user;
+    const char  *qs, **text = NULL, *where = row->where;
+    size_t       ql, *tl = NULL, nt = 0;
+    const cJSON *mc = cJSON_GetObjectItemCaseSensitive(row->obj, "mc2_targets");
+    int          rc;
+    if ((rc = jsonl_get_string(row->r, row->obj, "question", 1, &qs, &ql, err)))
+        goto done;
+    if (!cJSON_IsObject(mc)) {
+        rc = assay_fail(err, ASSAY_EFORMAT,
+                        "%s: missing field 'mc2_targets' (an object with 'choices' and 'labels')",
+                        where);
+        goto done;
+    }
+    if ((rc = jsonl_get_strings(row->r, mc, "choices", &text, &tl, &nt, err)))
+        goto done;
+    const cJSON *lab = cJSON_GetObjectItemCaseSensitive(mc, "labels");
+    if (!cJSON_IsArray(lab) || (size_t)cJSON_GetArraySize(lab) != nt) {
+        rc = assay_fail(err, ASSAY_EFORMAT,
+                        "%s: mc2_targets.labels must be a list of 0/1 as long as "
+                        "mc2_targets.choices (%zu)",
+                        where, nt);
+        goto done;
+    }
+    q->n = 0;
+    if (tbuf_puts(q, truthfulqa_prompt) || tbuf_put(q, qs, ql) || tbuf_puts(q, "\nA:")) {
+        rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", where);
+        goto done;
+    }
+    /* lm-eval's doc_to_target is 0 (mc2 needs no gold; 0 keeps the doc valid) */
+    if ((rc = eval_task_add(t, q->s, q->n, text, tl, (int)nt, 0, 0, t->n, where, err)))
+        goto done;
+    eval_doc *d = &t->docs[t->n - 1];
+    if (!(d->truth = calloc(nt, 1))) {
+        rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", where);
+        goto done;
+    }
+    size_t       i = 0, n_true = 0;
+    const cJSON *v;
+    cJSON_ArrayForEach(v, lab) {
+        if (!cJSON_IsNumber(v) || (v->valuedouble != 0 && v->valuedouble != 1)) {
+            rc = assay_fail(err, ASSAY_EFORMAT, "%s: mc2_targets.labels[%zu] is not 0 or 1", where,
+                            i);
+            goto done;
+        }
+        d->truth[i] = v->valuedouble == 1;
+        n_true += d->truth[i++];
+    }
+    if (n_true == 0)
+        rc = assay_fail(err, ASSAY_EINVAL,
+                        "%s: mc2_targets.labels has no 1 (no true answer to score)", where);
+done:
+    free(text);
+    free(tl);
+    return rc;
+}
+
 int task_truthfulqa_mc2_load(eval_task *t, const eval_task_opts *o, assay_error *err) {
-    char         path[1100];
-    jsonl_reader r;
-    cJSON       *obj = NULL;
-    tbuf         q   = {0};
-    int          rc, got;
+    char path[1100];
+    tbuf q = {0};
     if (o->num_fewshot > 0)
         return assay_fail(err, ASSAY_EUNSUPPORTED,
                           "truthfulqa_mc2: --num-fewshot %d: lm-eval's task is zero-shot with a "
                           "fixed prompt (use 0)",
                           o->num_fewshot);
     snprintf(path, sizeof path, "%s/truthfulqa_mc2/validation.jsonl", o->dir);
-    if (!path_exists(path))
-        return assay_fail(err, ASSAY_EINVAL,
-                          "truthfulqa_mc2: %s does not exist (truthfulqa/truthful_qa "
-                          "multiple_choice validation split as JSON Lines)",
-                          path);
     snprintf(t->layout, sizeof t->layout,
              "jsonl: truthfulqa_mc2/validation.jsonl (truthful_qa multiple_choice)");
-    if ((rc = eval_task_add_file(t, path, err)) || (rc = jsonl_open(&r, path, err)))
-        return rc;
-    r.shape = "{\"question\": \"...\", \"mc2_targets\": {\"choices\": [...], \"labels\": [1, 0, "
-              "...]}}";
-    while ((got = jsonl_next(&r, &obj, err)) == 1) {
-        const char *qs, **text = NULL;
-        size_t      ql, *tl = NULL, nt = 0;
-        char        where[1200];
-        snprintf(where, sizeof where, "%s:%zu", path, r.line);
-        t->total++;
-        if (o->limit > 0 && (int64_t)t->n >= o->limit)
-            goto next;
-        const cJSON *mc = cJSON_GetObjectItemCaseSensitive(obj, "mc2_targets");
-        if ((rc = jsonl_get_string(&r, obj, "question", 1, &qs, &ql, err)))
-            goto next;
-        if (!cJSON_IsObject(mc)) {
-            rc = assay_fail(err, ASSAY_EFORMAT,
-                            "%s: missing field 'mc2_targets' (an object with 'choices' and "
-                            "'labels')",
-                            where);
-            goto next;
-        }
-        if ((rc = jsonl_get_strings(&r, mc, "choices", &text, &tl, &nt, err)))
-            goto next;
-        const cJSON *lab = cJSON_GetObjectItemCaseSensitive(mc, "labels");
-        if (!cJSON_IsArray(lab) || (size_t)cJSON_GetArraySize(lab) != nt) {
-            rc = assay_fail(err, ASSAY_EFORMAT,
-                            "%s: mc2_targets.labels must be a list of 0/1 as long as "
-                            "mc2_targets.choices (%zu)",
-                            where, nt);
-            goto next;
-        }
-        q.n = 0;
-        if (tbuf_puts(&q, truthfulqa_prompt) || tbuf_put(&q, qs, ql) || tbuf_puts(&q, "\nA:")) {
-            rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", where);
-            goto next;
-        }
-        /* lm-eval's doc_to_target is 0 (mc2 needs no gold; 0 keeps the doc valid) */
-        if ((rc = eval_task_add(t, q.s, q.n, text, tl, (int)nt, 0, 0, t->n, where, err)))
-            goto next;
-        eval_doc *d = &t->docs[t->n - 1];
-        if (!(d->truth = calloc(nt, 1))) {
-            rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", where);
-            goto next;
-        }
-        size_t       i = 0, n_true = 0;
-        const cJSON *v;
-        cJSON_ArrayForEach(v, lab) {
-            if (!cJSON_IsNumber(v) || (v->valuedouble != 0 && v->valuedouble != 1)) {
-                rc = assay_fail(err, ASSAY_EFORMAT, "%s: mc2_targets.labels[%zu] is not 0 or 1",
-                                where, i);
-                goto next;
-            }
-            d->truth[i] = v->valuedouble == 1;
-            n_true += d->truth[i++];
-        }
-        if (n_true == 0)
-            rc = assay_fail(err, ASSAY_EINVAL,
-                            "%s: mc2_targets.labels has no 1 (no true answer to score)", where);
-    next:
-        free(text);
-        free(tl);
-        cJSON_Delete(obj);
-        if (rc)
-            break;
-    }
-    if (!rc && got != 0)
-        rc = got;
-    if (!rc && t->total == 0)
-        rc = assay_fail(err, ASSAY_EINVAL, "%s: no questions", path);
+    int rc = task_jsonl_each(
+        t, o, path, "truthfulqa/truthful_qa multiple_choice validation split as JSON Lines",
+        "{\"question\": \"...\", \"mc2_targets\": {\"choices\": [...], \"labels\": [1, 0, ...]}}",
+        "questions", mc2_row, &q, err);
     tbuf_free(&q);
-    jsonl_close(&r);
     return rc;
 }

@@ -89,63 +89,41 @@ int wikitext_detokenize(tbuf *out, const char *s, size_t len) {
     return rc ? -1 : 0;
 }
 
+static int wikitext_row(eval_task *t, const task_row *row, void *user, assay_error *err) {
+    tbuf       *d = user;
+    const char *page;
+    size_t      len;
+    int         rc;
+    if ((rc = jsonl_get_string(row->r, row->obj, "page", 1, &page, &len, err)))
+        return rc;
+    if (wikitext_detokenize(d, page, len))
+        return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", row->where);
+    if (d->n == 0)
+        return assay_fail(err, ASSAY_EINVAL, "%s: empty \"page\" (nothing to score)", row->where);
+    const char *none = "";
+    size_t      zero = 0;
+    if ((rc = eval_task_add(t, d->s, d->n, &none, &zero, 1, 0, 0, t->n, row->where, err)))
+        return rc;
+    ppl_stats st;
+    ppl_stats_init(&st, page, len); /* lm-eval counts the page before detokenizing */
+    t->docs[t->n - 1].words = st.words;
+    t->docs[t->n - 1].bytes = st.bytes;
+    return ASSAY_OK;
+}
+
 int task_wikitext_load(eval_task *t, const eval_task_opts *o, assay_error *err) {
-    char         path[1100];
-    jsonl_reader r;
-    cJSON       *obj = NULL;
-    tbuf         d   = {0};
-    int          rc, got;
+    char path[1100];
+    tbuf d = {0};
     if (o->num_fewshot > 0)
         return assay_fail(err, ASSAY_EUNSUPPORTED,
                           "wikitext: --num-fewshot %d: a perplexity task has no few-shot examples",
                           o->num_fewshot);
     snprintf(path, sizeof path, "%s/wikitext/test.jsonl", o->dir);
-    if (!path_exists(path))
-        return assay_fail(err, ASSAY_EINVAL,
-                          "wikitext: %s does not exist (EleutherAI/wikitext_document_level "
-                          "wikitext-2-raw-v1 test split as JSON Lines)",
-                          path);
     snprintf(t->layout, sizeof t->layout,
              "jsonl: wikitext/test.jsonl (wikitext_document_level wikitext-2-raw-v1)");
-    if ((rc = eval_task_add_file(t, path, err)) || (rc = jsonl_open(&r, path, err)))
-        return rc;
-    r.shape = "{\"page\": \"...\"}";
-    while ((got = jsonl_next(&r, &obj, err)) == 1) {
-        const char *page;
-        size_t      len;
-        char        where[1200];
-        snprintf(where, sizeof where, "%s:%zu", path, r.line);
-        t->total++;
-        if (o->limit > 0 && (int64_t)t->n >= o->limit)
-            goto next;
-        if ((rc = jsonl_get_string(&r, obj, "page", 1, &page, &len, err)))
-            goto next;
-        if (wikitext_detokenize(&d, page, len)) {
-            rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", where);
-            goto next;
-        }
-        if (d.n == 0) {
-            rc = assay_fail(err, ASSAY_EINVAL, "%s: empty \"page\" (nothing to score)", where);
-            goto next;
-        }
-        const char *none = "";
-        size_t      zero = 0;
-        if ((rc = eval_task_add(t, d.s, d.n, &none, &zero, 1, 0, 0, t->n, where, err)))
-            goto next;
-        ppl_stats st;
-        ppl_stats_init(&st, page, len); /* lm-eval counts the page before detokenizing */
-        t->docs[t->n - 1].words = st.words;
-        t->docs[t->n - 1].bytes = st.bytes;
-    next:
-        cJSON_Delete(obj);
-        if (rc)
-            break;
-    }
-    if (!rc && got != 0)
-        rc = got;
-    if (!rc && t->total == 0)
-        rc = assay_fail(err, ASSAY_EINVAL, "%s: no documents", path);
+    int rc = task_jsonl_each(
+        t, o, path, "EleutherAI/wikitext_document_level wikitext-2-raw-v1 test split as JSON Lines",
+        "{\"page\": \"...\"}", "documents", wikitext_row, &d, err);
     tbuf_free(&d);
-    jsonl_close(&r);
     return rc;
 }
