@@ -89,7 +89,7 @@ def write_jsonl(path, rows):
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
 
-def run(model_dir, name, data, inc, max_gen, limit, chat=None):
+def run(model_dir, name, data, inc, max_gen, limit, chat=None, batch_size=1):
     import lm_eval
     from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
@@ -102,16 +102,19 @@ def run(model_dir, name, data, inc, max_gen, limit, chat=None):
             setattr(tok, k, cfg[k])
     if cfg.get("chat_template"):
         tok.chat_template = cfg["chat_template"]
-    lm = HFLM(pretrained=model_dir, tokenizer=tok, dtype="float32", device="cpu", batch_size=1)
+    lm = HFLM(pretrained=model_dir, tokenizer=tok, dtype="float32", device="cpu", batch_size=batch_size)
     tm = TaskManager(include_path=inc, include_defaults=False)
     kw = {}
     if chat:
         kw = {"apply_chat_template": True, "system_instruction": chat["system"],
               "fewshot_as_multiturn": chat["multiturn"]}
+    import time
+    t0 = time.time()
     res = lm_eval.simple_evaluate(model=lm, tasks=["gsm8k"], task_manager=tm, log_samples=True,
                                   gen_kwargs={"max_gen_toks": max_gen}, limit=limit,
                                   bootstrap_iters=100, random_seed=0, numpy_random_seed=1234,
                                   torch_random_seed=1234, fewshot_random_seed=1234, **kw)
+    seconds = time.time() - t0
     dest = os.path.join(OUT, name)
     os.makedirs(dest, exist_ok=True)
     rows = {}
@@ -126,7 +129,8 @@ def run(model_dir, name, data, inc, max_gen, limit, chat=None):
         for d in sorted(rows):
             f.write(json.dumps(rows[d], ensure_ascii=False) + "\n")
     summary = {"lm_eval_version": lm_eval.__version__, "model": name, "max_gen_toks": max_gen,
-               "num_fewshot": 5, "limit": limit, "chat": chat,
+               "num_fewshot": 5, "limit": limit, "chat": chat, "batch_size": batch_size,
+               "seconds_simple_evaluate": seconds,
                "results": {k: v for k, v in res["results"]["gsm8k"].items() if k != "alias"}}
     with open(os.path.join(dest, "results.json"), "w") as f:
         json.dump(summary, f, indent=1, default=str)
@@ -134,11 +138,16 @@ def run(model_dir, name, data, inc, max_gen, limit, chat=None):
 
 
 def main():
+    global OUT
     ap = argparse.ArgumentParser()
     ap.add_argument("--assay", default=os.path.join(ROOT, "build", "assay"))
     ap.add_argument("--max-gen-toks", type=int, default=32)
     ap.add_argument("--runs", default="llama,qwen2,gpt2,stories260K,qwen2_chat,qwen2_chat_single")
+    ap.add_argument("--model", help="run only this checkpoint directory (bench/eval_bench.sh)")
+    ap.add_argument("--out", default=OUT, help="where data/ and <run>/ go")
+    ap.add_argument("--batch-size", type=int, default=1)
     a = ap.parse_args()
+    OUT = a.out
     want = a.runs.split(",")
 
     data = os.path.join(OUT, "data")
@@ -152,6 +161,10 @@ def main():
         f.write(f"include: {tasks_dir}/gsm8k/gsm8k.yaml\ntask: gsm8k\ndataset_path: json\n"
                 f"dataset_name: null\ndataset_kwargs:\n  data_files:\n"
                 f"    test: {data}/gsm8k/test.jsonl\n    train: {data}/gsm8k/train.jsonl\n")
+    if a.model:
+        run(a.model, "model", data, inc, a.max_gen_toks, None, batch_size=a.batch_size)
+        shutil.rmtree(inc)
+        return
     models = os.path.join(ROOT, "tests", "fixtures", "models")
     for m in ("llama", "qwen2", "gpt2"):
         if m in want:
