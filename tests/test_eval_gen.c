@@ -12,9 +12,9 @@
 
 #define MODEL "tests/fixtures/models/llama"
 
-static const char *const queries[] = {"two plus two", "the capital of France", "a red apple",
-                                      "seven times six", "the sky at night", "an old song",
-                                      "cats and dogs", "the number 42"};
+static const char *const queries[] = {"two plus two",    "the capital of France", "a red apple",
+                                      "seven times six", "the sky at night",      "an old song",
+                                      "cats and dogs",   "the number 42"};
 #define N_Q 8
 
 static cJSON **read_lines(const char *path, size_t *n) {
@@ -52,7 +52,7 @@ static void rm_rf(const char *dir) {
 }
 
 /* Writes data.jsonl: one row per query; refs[i] (NULL: "none") as "reference", every third row
- * with a second reference in "references"; labels cycle over a, e, o. */
+ * as the first of two "references"; labels cycle over a, e, o. */
 static void write_data(const char *dir, char *const *refs) {
     cJSON *rows = NULL;
     char   path[600];
@@ -65,8 +65,8 @@ static void write_data(const char *dir, char *const *refs) {
         const char *r = refs && refs[i] ? refs[i] : "none";
         if (i % 3 == 2) {
             cJSON *l = cJSON_AddArrayToObject(rows, "references");
+            cJSON_AddItemToArray(l, cJSON_CreateString(r)); /* best first: max, not last */
             cJSON_AddItemToArray(l, cJSON_CreateString("another answer"));
-            cJSON_AddItemToArray(l, cJSON_CreateString(r));
         } else {
             cJSON_AddStringToObject(rows, "reference", r);
         }
@@ -158,14 +158,14 @@ Test(eval_gen, user_spec_metrics_equal_the_scoring_functions_on_the_samples) {
     cJSON  *r   = cJSON_GetObjectItem(cJSON_GetObjectItem(res, "results"), "mygen");
     cr_assert_eq(n, N_Q);
 
-    const char *const filters[]  = {"raw", "clean", "num", "lab"};
-    const char *const labels[]   = {"a", "e", "o"};
-    const size_t      lab_len[]  = {1, 1, 1};
-    tm_em_opts        em_opts    = {NULL, 0, 1, 0, 0};
-    assay_error       err        = {0};
-    int               raw_hits   = 0;
+    const char *const filters[] = {"raw", "clean", "num", "lab"};
+    const char *const labels[]  = {"a", "e", "o"};
+    const size_t      lab_len[] = {1, 1, 1};
+    tm_em_opts        em_opts   = {NULL, 0, 1, 0, 0};
+    assay_error       err       = {0};
+    int               raw_hits  = 0;
     for (int fi = 0; fi < 4; fi++) {
-        const char *f = filters[fi];
+        const char *f      = filters[fi];
         double      sum[8] = {0}; /* em, f1, r1, r2, rL, rLsum, label, json */
         tm_str      hyp[N_Q], ref[N_Q * 2];
         size_t      n_refs = 2;
@@ -193,11 +193,11 @@ Test(eval_gen, user_spec_metrics_equal_the_scoring_functions_on_the_samples) {
             ref[d]     = rs[0];
             ref[n + d] = rs[nr > 1 ? 1 : 0]; /* a one-reference row repeats it in stream 2 */
             int li     = flt_extract_label(p.s, p.n, labels, lab_len, 3);
-            int gold   = (int)(strchr("aeo", cJSON_GetObjectItem(s[d], "label")->valuestring[0]) -
-                             "aeo");
+            int gold =
+                (int)(strchr("aeo", cJSON_GetObjectItem(s[d], "label")->valuestring[0]) - "aeo");
             flt_json_check jc;
             cr_assert_eq(flt_json_check_response(NULL, p.s, p.n, &jc), 0);
-            double want[8] = {em, f1, rg[0], rg[1], rg[2], rg[3], li == gold, jc.parses};
+            double      want[8]  = {em, f1, rg[0], rg[1], rg[2], rg[3], li == gold, jc.parses};
             const char *names[8] = {"exact_match", "f1",        "rouge1",         "rouge2",
                                     "rougeL",      "rougeLsum", "label_accuracy", "json_valid"};
             for (int k = 0; k < 8; k++) {
@@ -273,16 +273,16 @@ Test(eval_gen, a_generation_is_cut_before_the_first_stop_string) {
     snprintf(spec, sizeof spec, small_spec, "[]", 16);
     cJSON_Delete(run_spec(dir, spec, "", &s, &n));
     /* a stop string from inside doc 0's free generation: two ASCII characters after its start */
-    const char *g = resp_of(s[0]);
+    const char *g  = resp_of(s[0]);
     size_t      at = 0;
     for (size_t i = 2; g[i] && g[i + 1] && !at; i++)
         if ((unsigned char)g[i] < 0x80 && (unsigned char)g[i + 1] < 0x80 && g[i] != '"' &&
             g[i + 1] != '"' && g[i] != '\\' && g[i + 1] != '\\' && g[i] >= ' ' && g[i + 1] >= ' ')
             at = i;
     cr_assert(at, "no ASCII pair in %s", g);
-    char stop[3] = {g[at], g[at + 1], 0};
-    size_t cut   = (size_t)(strstr(g, stop) - g);
-    char  *want  = strndup(g, cut);
+    char   stop[3] = {g[at], g[at + 1], 0};
+    size_t cut     = (size_t)(strstr(g, stop) - g);
+    char  *want    = strndup(g, cut);
     free_lines(s, n);
     char until[64];
     snprintf(until, sizeof until, "[\"%s\"]", stop);
@@ -351,7 +351,7 @@ static void expect_bad(const char *spec, const char *data, const char *flags, co
 }
 
 #define SPEC_HEAD                                                                                  \
-    "{\"task\": \"mygen\", \"output_type\": \"generate_until\", \"data\": \"data.jsonl\", "       \
+    "{\"task\": \"mygen\", \"output_type\": \"generate_until\", \"data\": \"data.jsonl\", "        \
     "\"prompt\": \"{query}\", "
 
 Test(eval_gen, an_invalid_regex_fails_with_pcre2s_message) {
