@@ -62,10 +62,12 @@ static void compare_run(const char *model, const char *ref, const char *flags) {
     for (size_t i = 0; i < nr; i++) {
         int did = cJSON_GetObjectItem(r[i], "doc_id")->valueint;
         cr_assert_eq(cJSON_GetObjectItem(a[i], "doc_id")->valueint, did);
-        const cJSON *args = cJSON_GetObjectItem(cJSON_GetObjectItem(a[i], "arguments"), "gen_args_0");
+        const cJSON *args =
+            cJSON_GetObjectItem(cJSON_GetObjectItem(a[i], "arguments"), "gen_args_0");
         cr_assert_str_eq(str_at(args, "arg_0"), str_at(r[i], "prompt"), "%s doc %d: prompt", ref,
                          did);
-        const cJSON *resp = cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(a[i], "resps"), 0), 0);
+        const cJSON *resp =
+            cJSON_GetArrayItem(cJSON_GetArrayItem(cJSON_GetObjectItem(a[i], "resps"), 0), 0);
         cr_assert_str_eq(resp->valuestring, str_at(r[i], "resp"), "%s doc %d: generation", ref,
                          did);
         const cJSON *f;
@@ -74,8 +76,8 @@ static void compare_run(const char *model, const char *ref, const char *flags) {
             cr_assert_str_eq(str_at(cJSON_GetObjectItem(a[i], "filtered_resps"), f->string),
                              f->valuestring, "%s doc %d: filter %s", ref, did, f->string);
             snprintf(key, sizeof key, "exact_match,%s", f->string);
-            double want =
-                cJSON_GetObjectItem(cJSON_GetObjectItem(r[i], "exact_match"), f->string)->valuedouble;
+            double want = cJSON_GetObjectItem(cJSON_GetObjectItem(r[i], "exact_match"), f->string)
+                              ->valuedouble;
             cr_assert_eq(cJSON_GetObjectItem(a[i], key)->valuedouble, want, "%s doc %d: %s", ref,
                          did, key);
         }
@@ -101,8 +103,9 @@ static void compare_run(const char *model, const char *ref, const char *flags) {
             continue;
         cJSON *v = cJSON_GetObjectItem(ra, m->string);
         cr_assert(v && cJSON_IsNumber(v), "%s: %s missing in assay's results", ref, m->string);
-        cr_assert(fabs(v->valuedouble - m->valuedouble) <= 1e-12, "%s: %s assay %.17g lm-eval %.17g",
-                  ref, m->string, v->valuedouble, m->valuedouble);
+        cr_assert(fabs(v->valuedouble - m->valuedouble) <= 1e-12,
+                  "%s: %s assay %.17g lm-eval %.17g", ref, m->string, v->valuedouble,
+                  m->valuedouble);
         n_cmp++;
     }
     cr_assert_geq(n_cmp, 2, "%s: no metrics compared", ref);
