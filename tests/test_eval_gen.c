@@ -389,3 +389,43 @@ Test(eval_gen, a_chat_template_flag_without_a_template_is_a_clear_error) {
     expect_bad(SPEC_HEAD "\"metric_list\": [\"exact_match\"]}", NULL, "--fewshot-as-multiturn",
                "--fewshot-as-multiturn needs --apply-chat-template");
 }
+
+/* Two generation tasks share the continuous batch; each one's samples equal its run alone. */
+Test(eval_gen, generation_tasks_run_together_give_what_each_gives_alone) {
+    char dir[256], spec[1024], *log = NULL;
+    test_tmpdir(dir, sizeof dir);
+    write_data(dir, NULL);
+    snprintf(spec, sizeof spec, small_spec, "[\"\\n\"]", 8);
+    test_write_file(dir, "spec.json", spec);
+    char cmd[900];
+    snprintf(cmd, sizeof cmd, "cp -r tests/fixtures/eval_gen/data/gsm8k '%s/'", dir);
+    cr_assert_eq(system(cmd), 0);
+    const char *runs[3] = {"--tasks gsm8k --task-file %s/spec.json", "--tasks gsm8k",
+                           "--task-file %s/spec.json"};
+    for (int i = 0; i < 3; i++) {
+        char flags[600];
+        snprintf(flags, sizeof flags, runs[i], dir);
+        int rc = test_run(&log,
+                          "eval " MODEL " %s --data %s --limit 6 --max-gen-toks 8 --device cpu "
+                          "--output-path %s/out%d --log-samples",
+                          flags, dir, dir, i);
+        cr_assert_eq(rc, 0, "%s", log ? log : "");
+        free(log);
+    }
+    const char *pairs[2][2] = {{"out0/samples_gsm8k.jsonl", "out1/samples_gsm8k.jsonl"},
+                               {"out0/samples_mygen.jsonl", "out2/samples_mygen.jsonl"}};
+    for (int p = 0; p < 2; p++) {
+        char   a[700], b[700];
+        size_t na, nb;
+        snprintf(a, sizeof a, "%s/%s", dir, pairs[p][0]);
+        snprintf(b, sizeof b, "%s/%s", dir, pairs[p][1]);
+        cJSON **la = read_lines(a, &na), **lb = read_lines(b, &nb);
+        cr_assert_eq(na, nb);
+        cr_assert_eq(na, 6);
+        for (size_t i = 0; i < na; i++)
+            cr_assert_str_eq(resp_of(la[i]), resp_of(lb[i]), "%s doc %zu", pairs[p][0], i);
+        free_lines(la, na);
+        free_lines(lb, nb);
+    }
+    rm_rf(dir);
+}
