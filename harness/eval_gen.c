@@ -928,8 +928,21 @@ typedef struct fstate {
     int     *pred; /* label index per doc */
 } fstate;
 
-static int sample_metrics(const gen_spec *g, const eval_task *t, size_t d, const flt_out *a,
-                          fstate *fs, assay_error *err) {
+/* The label a filtered answer names: after a "label" step the answer is a label or UNKNOWN
+ * itself (UNKNOWN holds letters a label set may use); else it is extracted from the text. */
+static int answer_label(const gen_spec *g, const gen_filter *f, const flt_out *a) {
+    if (f->n_steps && f->steps[f->n_steps - 1].kind == GF_LABEL) {
+        for (size_t i = 0; i < g->n_labels; i++)
+            if (g->label_lens[i] == a->n && !memcmp(g->labels[i], a->s, a->n))
+                return (int)i;
+        return -1;
+    }
+    return flt_extract_label(a->s, a->n, (const char *const *)g->labels, g->label_lens,
+                             g->n_labels);
+}
+
+static int sample_metrics(const gen_spec *g, const gen_filter *f, const eval_task *t, size_t d,
+                          const flt_out *a, fstate *fs, assay_error *err) {
     const eval_doc *doc = &t->docs[d];
     tm_str          p   = {a->s, a->n};
     for (size_t k = 0; k < g->n_metrics; k++) {
@@ -968,8 +981,7 @@ static int sample_metrics(const gen_spec *g, const eval_task *t, size_t d, const
                 return assay_fail(err, ASSAY_EINVAL,
                                   "%s doc %zu: label_accuracy needs a \"label\" in every row",
                                   t->def->name, doc->doc_id);
-            int li = flt_extract_label(a->s, a->n, (const char *const *)g->labels, g->label_lens,
-                                       g->n_labels);
+            int li      = answer_label(g, f, a);
             fs->pred[d] = li;
             v           = li == doc->label;
             break;
@@ -1158,7 +1170,7 @@ int evalgen_results(evalgen *e, const eval_task *t, cJSON *results, cJSON *confi
             const gen_out *go = &gt->out[d];
             if (!(rc = apply_filter(g, &g->filters[f], go->text ? go->text : "", go->text_len,
                                     &fs[f].ans[d], err)))
-                rc = sample_metrics(g, t, d, &fs[f].ans[d], &fs[f], err);
+                rc = sample_metrics(g, &g->filters[f], t, d, &fs[f].ans[d], &fs[f], err);
         }
         for (size_t k = 0; k < g->n_metrics && !rc; k++) {
             const gen_metric *gm = &g->metrics[k];
