@@ -69,15 +69,6 @@ static size_t common_prefix(const pipe_request *x, const pipe_request *y) {
     return i;
 }
 
-/* Positions the model runs when group g's context is computed once and its distinct
- * continuations on top (a group of one is the plain request). */
-static int64_t group_cost(const pipe_ref *refs, const size_t *uniq, const size_t *u_off, size_t g) {
-    int64_t c = (int64_t)refs[uniq[u_off[g]]].r->score_from;
-    for (size_t u = u_off[g]; u < u_off[g + 1]; u++)
-        c += (int64_t)(refs[uniq[u]].r->n - refs[uniq[u]].r->score_from) - 1;
-    return c;
-}
-
 /* Runs the distinct requests uniq[u0..u1) on top of the shared first p tokens. */
 static int run_shared(model *m, const pipe_ref *refs, const size_t *uniq, size_t u0, size_t u1,
                       size_t p, score_request *sr, score_result *tmp, score_result *out,
@@ -95,6 +86,45 @@ static int run_shared(model *m, const pipe_ref *refs, const size_t *uniq, size_t
     if (rc)
         return rc;
     for (size_t u = u0; u < u1; u++) {
+        out[refs[uniq[u]].i] = tmp[u - u0];
+        counts->scored += tmp[u - u0].n_targets;
+        memset(&tmp[u - u0], 0, sizeof tmp[u - u0]);
+    }
+    return ASSAY_OK;
+}
+
+/* Groups g0..g1 (distinct requests uniq[u_off[g0]..u_off[g1])) on one pass over their first p
+ * tokens, each group's own context once on top, its continuations on that (model_score_groups).
+ * p is below every group's context length. */
+static int run_groups(model *m, const pipe_ref *refs, const size_t *uniq, const size_t *u_off,
+                      size_t g0, size_t g1, size_t p, score_request *sr, score_result *tmp,
+                      score_result *out, pipe_counts *counts, assay_error *err) {
+    score_group *gs = malloc((g1 - g0) * sizeof *gs);
+    if (!gs)
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    size_t u0 = u_off[g0];
+    counts->computed += (int64_t)p;
+    for (size_t g = g0; g < g1; g++) {
+        const pipe_request *head = refs[uniq[u_off[g]]].r;
+        gs[g - g0]               = (score_group){.ctx   = head->tokens + p,
+                                                 .n_ctx = (int)(head->score_from - p),
+                                                 .conts = sr + (u_off[g] - u0),
+                                                 .n     = (int)(u_off[g + 1] - u_off[g])};
+        counts->computed += (int64_t)(head->score_from - p) - 1;
+        for (size_t u = u_off[g]; u < u_off[g + 1]; u++) {
+            const pipe_request *r = refs[uniq[u]].r;
+            sr[u - u0]            = (score_request){.tokens     = r->tokens + r->score_from,
+                                                    .n_tokens   = (int)(r->n - r->score_from),
+                                                    .score_from = 0};
+            counts->computed += (int64_t)(r->n - r->score_from);
+        }
+    }
+    const int32_t *prefix = refs[uniq[u0]].r->tokens;
+    int            rc     = model_score_groups(m, prefix, (int)p, gs, (int)(g1 - g0), tmp, err);
+    free(gs);
+    if (rc)
+        return rc;
+    for (size_t u = u0; u < u_off[g1]; u++) {
         out[refs[uniq[u]].i] = tmp[u - u0];
         counts->scored += tmp[u - u0].n_targets;
         memset(&tmp[u - u0], 0, sizeof tmp[u - u0]);
@@ -149,36 +179,37 @@ int pipe_score_loglik(model *m, const pipe_request *reqs, size_t n, score_result
     u_off[n_groups] = n_uniq;
 
     /* Sorted contexts put those with a common start (an MMLU subject's few-shot block) next to
-     * each other. A run of groups is scored on one shared pass over their common prefix when
-     * that computes fewer positions than one pass per context; otherwise each group with two or
-     * more continuations shares its own context, and the rest are batched as singles. */
+     * each other. A run of k groups sharing their first p tokens computes those once instead of
+     * k times (each group's own context then once, its continuations on top), saving (k - 1) * p
+     * positions; the run that saves most is taken. Otherwise a group with two or more
+     * continuations shares its own context, and the rest are batched as singles. */
     size_t n_single = 0;
     for (size_t g = 0; g < n_groups;) {
         const pipe_request *first = refs[uniq[u_off[g]]].r;
-        size_t              p = first->score_from, best_end = g + 1, best_p = 0;
-        int64_t             cost_a = group_cost(refs, uniq, u_off, g), sum_after = 0;
-        for (size_t u = u_off[g]; u < u_off[g + 1]; u++)
-            sum_after += (int64_t)refs[uniq[u]].r->n - 1;
+        size_t              p = first->score_from, min_ctx = first->score_from;
+        size_t              best_end = g + 1, best_p = 0;
+        int64_t             best_save = 0;
         for (size_t h = g + 1; h < n_groups && h - g <= PIPE_MAX_CLUSTER_SCAN; h++) {
-            size_t l = common_prefix(first, refs[uniq[u_off[h]]].r);
+            const pipe_request *rh = refs[uniq[u_off[h]]].r;
+            size_t              l  = common_prefix(first, rh);
             if (l < p)
                 p = l;
-            if (p < PIPE_MIN_SHARED_PREFIX)
+            if (rh->score_from < min_ctx)
+                min_ctx = rh->score_from;
+            /* every group keeps at least one context token of its own */
+            size_t pe = p < min_ctx ? p : min_ctx - 1;
+            if (pe < PIPE_MIN_SHARED_PREFIX)
                 break;
-            cost_a += group_cost(refs, uniq, u_off, h);
-            for (size_t u = u_off[h]; u < u_off[h + 1]; u++)
-                sum_after += (int64_t)refs[uniq[u]].r->n - 1;
-            /* one pass over p tokens, then every distinct request from p on */
-            int64_t cost_b =
-                (int64_t)p + sum_after - (int64_t)p * (int64_t)(u_off[h + 1] - u_off[g]);
-            if (cost_b < cost_a) {
-                best_end = h + 1;
-                best_p   = p;
+            int64_t save = (int64_t)(h - g) * (int64_t)pe;
+            if (save > best_save) {
+                best_save = save;
+                best_end  = h + 1;
+                best_p    = pe;
             }
         }
         if (best_end > g + 1) {
-            if ((rc = run_shared(m, refs, uniq, u_off[g], u_off[best_end], best_p, sr, tmp, out,
-                                 counts, err)))
+            if ((rc = run_groups(m, refs, uniq, u_off, g, best_end, best_p, sr, tmp, out, counts,
+                                 err)))
                 goto done;
         } else if (u_off[g + 1] - u_off[g] > 1) {
             if ((rc = run_shared(m, refs, uniq, u_off[g], u_off[g + 1], first->score_from, sr, tmp,

@@ -35,8 +35,9 @@ typedef struct pipe_request {
 
 /* Scores reqs[0..n) into out[0..n) (zeroed by the caller; free with score_results_free).
  * Requests with equal tokens and score_from are computed once (each gets its own copy of the
- * result); requests with the same context tokens share one pass over the context; the rest are
- * packed into groups of about eight forward passes. counts are added to; prog may be NULL. */
+ * result); requests with the same context tokens share one pass over the context; contexts
+ * with a long common start share one pass over it (model_score_groups); the rest are packed
+ * into groups of about eight forward passes. counts are added to; prog may be NULL. */
 int pipe_score_loglik(model *m, const pipe_request *reqs, size_t n, score_result *out,
                       pipe_counts *counts, progress *prog, assay_error *err);
 

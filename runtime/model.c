@@ -765,6 +765,7 @@ typedef struct cjob {
     kv_seq         kv;
     int            done, started;
     int            index; /* the request's (or continuation's) index, for messages */
+    int            keep;  /* the caller keeps (and releases) kv: a context for other jobs */
 } cjob;
 
 /* Runs jobs through the cache, packing chunks of several jobs into each pass under the token
@@ -837,13 +838,14 @@ static int run_cached_jobs(model *m, cjob *jobs, int n_jobs, assay_error *err) {
                 jb->gr[r - jb->first_row] = m->sel_gr[k];
             }
             jb->done += seqs[b].n_new;
-            if (jb->done == jb->n)
+            if (jb->done == jb->n && !jb->keep)
                 kv_seq_release(&m->kv, &jb->kv);
         }
     }
 done:
     for (int j = 0; j < n_jobs; j++)
-        kv_seq_release(&m->kv, &jobs[j].kv);
+        if (!jobs[j].keep || rc)
+            kv_seq_release(&m->kv, &jobs[j].kv);
     free(seqs);
     free(who);
     return rc;
@@ -1055,6 +1057,146 @@ fail:
     free(jobs);
     free(toks);
     score_results_free(out, n);
+    return rc;
+}
+
+/* Validates continuations and allocates their results (out[0..n) zeroed first). */
+static int conts_check(model *m, const score_request *conts, int n, int have_ctx, score_result *out,
+                       size_t *n_toks, assay_error *err) {
+    for (int i = 0; i < n; i++) {
+        const score_request *r = &conts[i];
+        if (r->n_tokens < 1 || !r->tokens || r->score_from < 0 || r->score_from > r->n_tokens ||
+            (r->score_from == 0 && !have_ctx))
+            return assay_fail(err, ASSAY_EINVAL, "continuation %d: %d tokens with score_from %d", i,
+                              r->n_tokens, r->score_from);
+        int rc = check_ids(m, r->tokens, r->n_tokens, err);
+        if (rc)
+            return rc;
+        if (result_alloc(&out[i], r->n_tokens - r->score_from) != 0)
+            return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", m->dir);
+        *n_toks += (size_t)r->n_tokens + 1;
+    }
+    return ASSAY_OK;
+}
+
+int model_score_groups(model *m, const int32_t *prefix, int n_prefix, const score_group *groups,
+                       int n_groups, score_result *out, assay_error *err) {
+    int      rc = 0, n_out = 0;
+    cjob    *mids = NULL, *jobs = NULL;
+    int32_t *toks   = NULL;
+    kv_seq   base   = {0};
+    size_t   n_toks = 1;
+    if (n_groups < 0 || n_prefix < 0 || (n_prefix > 0 && !prefix) || (n_groups > 0 && !groups))
+        return assay_fail(err, ASSAY_EINVAL, "model_score_groups: bad arguments");
+    for (int g = 0; g < n_groups; g++) {
+        if (groups[g].n_ctx < 1 || !groups[g].ctx || groups[g].n < 0 ||
+            (groups[g].n > 0 && (!groups[g].conts || !out)))
+            return assay_fail(err, ASSAY_EINVAL, "model_score_groups: group %d: bad arguments", g);
+        n_out += groups[g].n;
+    }
+    memset(out, 0, (size_t)n_out * sizeof *out);
+    if (n_prefix > 0 && (rc = check_ids(m, prefix, n_prefix, err)))
+        goto done;
+    for (int g = 0, o = 0; g < n_groups; o += groups[g].n, g++)
+        if ((rc = check_ids(m, groups[g].ctx, groups[g].n_ctx, err)) ||
+            (rc = conts_check(m, groups[g].conts, groups[g].n, 1, out + o, &n_toks, err)))
+            goto done;
+    size_t n_mid_alloc = n_groups > 0 ? (size_t)n_groups : 1;
+    size_t n_job_alloc = n_out > 0 ? (size_t)n_out : 1;
+    mids               = calloc(n_mid_alloc, sizeof *mids);
+    jobs               = calloc(n_job_alloc, sizeof *jobs);
+    toks               = malloc(n_toks * sizeof(int32_t));
+    if (!mids || !jobs || !toks) {
+        rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", m->dir);
+        goto done;
+    }
+    /* The whole prefix once into the cache (every group's context goes on after it). */
+    if (n_prefix > 0 && kv_seq_reserve(&m->kv, &base, n_prefix) != 0) {
+        rc = assay_fail(err, ASSAY_ENOMEM,
+                        "%s: a prefix of %d tokens does not fit the KV cache (%d tokens)", m->dir,
+                        n_prefix, model_kv_tokens(m));
+        goto done;
+    }
+    for (int d = 0; d < n_prefix;) {
+        int     take = n_prefix - d < m->max_T ? n_prefix - d : m->max_T;
+        fwd_seq s    = {prefix + d, take, d, &base};
+        if ((rc = forward(m, &s, 1, 1, 0, 0, err)) != 0)
+            goto done;
+        d += take;
+    }
+    /* Groups in runs whose contexts take at most half of what the prefix leaves of the cache:
+     * each group's context but its last token is computed on a fork of the prefix and kept;
+     * then its continuations run on forks of that, feeding the context's last token first
+     * (model_score_shared's rule), so every row is computed as model_score computes it. */
+    /* in blocks: a group holds its context's blocks beyond the prefix's full ones (the prefix's
+     * partly filled last block is copied per fork); half the free blocks stay for continuations */
+    int      shared = n_prefix / m->kv.block_tokens, budget = m->kv.n_free / 2;
+    int32_t *t = toks;
+    for (int g0 = 0, o0 = 0; g0 < n_groups;) {
+        int g1 = g0, used = 0, nj = 0;
+        while (g1 < n_groups) {
+            int need = kv_blocks_for(&m->kv, n_prefix + groups[g1].n_ctx - 1) - shared;
+            if (g1 > g0 && used + need > budget)
+                break;
+            used += need;
+            g1++;
+        }
+        for (int g = g0; g < g1; g++) {
+            cjob *mj = &mids[g];
+            *mj      = (cjob){.index     = g,
+                              .tokens    = groups[g].ctx,
+                              .n         = groups[g].n_ctx - 1,
+                              .start_pos = n_prefix,
+                              .base      = &base,
+                              .first_row = groups[g].n_ctx - 1,
+                              .keep      = 1};
+            if (mj->n == 0) { /* nothing to compute: the fork is the prefix itself */
+                int r = kv_seq_fork(&m->kv, &mj->kv, &base);
+                if (r) {
+                    rc = assay_fail(err, r, "%s: KV cache: no room to fork a %d-token prefix",
+                                    m->dir, n_prefix);
+                    goto done;
+                }
+                mj->started = 1;
+            }
+        }
+        if ((rc = run_cached_jobs(m, mids + g0, g1 - g0, err)) != 0)
+            goto done;
+        for (int g = g0, o = o0; g < g1; o += groups[g].n, g++) {
+            const score_group *G = &groups[g];
+            for (int i = 0; i < G->n; i++) {
+                const score_request *r = &G->conts[i];
+                t[0]                   = G->ctx[G->n_ctx - 1];
+                memcpy(t + 1, r->tokens, (size_t)r->n_tokens * sizeof(int32_t));
+                jobs[nj++] = (cjob){.index     = o + i,
+                                    .tokens    = t,
+                                    .n         = r->n_tokens,
+                                    .start_pos = n_prefix + G->n_ctx - 1,
+                                    .base      = &mids[g].kv,
+                                    .first_row = r->score_from,
+                                    .lp        = out[o + i].logprob,
+                                    .gr        = out[o + i].is_greedy};
+                t += r->n_tokens + 1;
+            }
+        }
+        rc = run_cached_jobs(m, jobs, nj, err);
+        for (int g = g0; g < g1; o0 += groups[g].n, g++)
+            kv_seq_release(&m->kv, &mids[g].kv);
+        if (rc)
+            goto done;
+        g0 = g1;
+    }
+    for (int j = 0; j < n_out; j++)
+        result_finish(&out[j]);
+done:
+    for (int g = 0; mids && g < n_groups; g++)
+        kv_seq_release(&m->kv, &mids[g].kv);
+    kv_seq_release(&m->kv, &base);
+    free(mids);
+    free(jobs);
+    free(toks);
+    if (rc)
+        score_results_free(out, n_out);
     return rc;
 }
 

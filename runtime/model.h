@@ -116,6 +116,20 @@ int model_score(model *m, const score_request *reqs, int n, score_result *out, a
 int model_score_shared(model *m, const int32_t *ctx, int n_ctx, const score_request *conts, int n,
                        score_result *out, assay_error *err);
 
+/* Two levels of sharing: a prefix computed once, then groups, each with its own context after
+ * the prefix (computed once per group) and continuations on top (as model_score_shared's). An
+ * MMLU subject: the few-shot block is the prefix, each question a group, its four answers the
+ * continuations. out holds every group's continuations, group after group. Each result is
+ * bitwise identical to model_score on prefix + ctx + continuation. n_ctx >= 1 per group. */
+typedef struct score_group {
+    const int32_t       *ctx;
+    int                  n_ctx;
+    const score_request *conts;
+    int                  n;
+} score_group;
+int model_score_groups(model *m, const int32_t *prefix, int n_prefix, const score_group *groups,
+                       int n_groups, score_result *out, assay_error *err);
+
 /* Frees the arrays inside out[0..n-1] and zeroes them. NULL-safe. */
 void score_results_free(score_result *out, int n);
 

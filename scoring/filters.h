@@ -9,8 +9,7 @@
 
 #include "core/error.h"
 
-/* An owned output string (NUL-terminated for convenience; n excludes the NUL). Free with free(s).
- */
+/* An owned output string (NUL-terminated; n excludes the NUL). Free with free(s). */
 typedef struct flt_out {
     char  *s;
     size_t n;
@@ -19,31 +18,53 @@ typedef struct flt_out {
 /* ---- lm-eval RegexFilter: re.findall(pattern, resp); select the group_select-th match (negative
  * counts from the end: -1 is lm-eval's "last match" of flexible-extract); when a match is a tuple
  * (several groups) the first non-empty group is taken, as lm-eval does; no match gives
- * fallback ("[invalid]" in lm-eval). Patterns are compiled with PCRE2 (UTF mode) once. ---- */
+ * fallback ("[invalid]" in lm-eval). The selected match is str.strip()ped; a tuple of empty
+ * groups gives the fallback stripped, no match the fallback as given (both as lm-eval). A
+ * group_select past the matches (IndexError in Python) gives the fallback as given.
+ * Patterns are Python `re` syntax, compiled once with PCRE2 (UTF, UCP) after a rewrite of what
+ * PCRE2 reads differently (\s and \S are Python's whitespace, \Z the very end, \uXXXX and
+ * \UXXXXXXXX code points, x{,n} = x{0,n}, "[" inside a set literal, (?m)^ matching after a final
+ * "\n"); escapes Python rejects (\K, \p, \Q ...) and "(*" verbs are refused. Empty matches
+ * follow Python 3.7+. Bytes that are not valid UTF-8 never match. A compiled flt_regex is
+ * read-only: one may serve several threads. ---- */
 typedef struct flt_regex flt_regex;
 /* NULL with err (ASSAY_EINVAL, the pattern and PCRE2's message with the offset) when invalid. */
 flt_regex *flt_regex_compile(const char *pattern, int group_select, const char *fallback,
                              assay_error *err);
 void       flt_regex_free(flt_regex *r); /* NULL-safe */
-/* 0, or -1 when out of memory / PCRE2 match failure (err says which). */
+/* 0, or -1 when out of memory / PCRE2 match failure such as its match limit on a pathological
+ * pattern (err says which). */
 int flt_regex_apply(const flt_regex *r, const char *s, size_t n, flt_out *out, assay_error *err);
 
 /* lm-eval "take_first" is the first response (the caller's); these are the string filters: */
+/* Each returns 0, or -1 when out of memory. Bytes that are not valid UTF-8 are kept as they
+ * are (Python would never see them). */
 int flt_first_line(const char *s, size_t n, flt_out *out); /* text before the first "\n" */
 int flt_strip(const char *s, size_t n, flt_out *out);      /* Python str.strip() */
-int flt_lowercase(const char *s, size_t n, flt_out *out);  /* Python str.lower() on UTF-8 */
+/* Python str.lower(): the simple lowercase mapping plus U+0130 → "i" U+0307 and the final
+ * sigma rule (Σ → ς after a cased letter and not before one). */
+int flt_lowercase(const char *s, size_t n, flt_out *out);
 
 /* ---- label extraction: labels[0..n_labels); matching is case-insensitive on the stripped
  * response. A response that starts with a label wins (the longest such label); else the label
- * found at the smallest offset anywhere (ties: the longest); else -1 (UNKNOWN). Returns the
- * label index or -1. ---- */
+ * found at the smallest offset anywhere (ties: the longest; equal labels: the first); else -1
+ * (UNKNOWN). Both sides are lowered as flt_lowercase; a label is found anywhere, also inside a
+ * word ("no" in "know"); an empty label never matches. Returns the label index, or -1 (also
+ * when out of memory). ---- */
 int flt_extract_label(const char *s, size_t n, const char *const *labels, const size_t *label_lens,
                       size_t n_labels);
 
 /* ---- JSON format compliance. schema is a JSON object (text) of the form
  * {"required": {"key": "string"|"number"|"integer"|"boolean"|"array"|"object"|"null"|"any", ...}}
  * or a subset of JSON Schema: {"type": "object", "properties": {"k": {"type": T}}, "required":
- * [..]}. The response is stripped and one surrounding ``` / ```json fence is removed first. ---- */
+ * [..]}, where T is a type name or a list of them and "$schema", "$id", "title", "description"
+ * may appear; other keywords are refused. In that form a present optional property must have its
+ * type too. "integer" is a number with an integral value (1.0 is one, as in JSON Schema);
+ * "number" and "integer" never take booleans.
+ * The response is stripped and one ``` fence is removed first (the opening ``` with an optional
+ * info word such as json, and then a closing ``` at the end if there is one), then must be one
+ * RFC 8259 value (as Python's json.loads with NaN / Infinity refused; nesting deeper than 512
+ * counts as not JSON). A repeated key keeps its last value, as Python's json does. ---- */
 typedef struct flt_schema flt_schema;
 /* NULL with err (ASSAY_EINVAL, what is wrong in the schema) when the schema is not valid JSON or
  * not of that form. `where` names the schema's source in messages. */
@@ -54,12 +75,17 @@ typedef struct flt_json_check {
     int  has_required; /* it is an object with every required key of the right type */
     char why[160];     /* first failure, for samples ("missing key \"x\"", "x: expected number") */
 } flt_json_check;
+/* 0, or -1 when out of memory. With schema NULL, has_required = parses. */
 int flt_json_check_response(const flt_schema *schema /* NULL: parse only */, const char *s,
                             size_t n, flt_json_check *out);
 
 /* ---- classification report over predicted / gold label indices in [0, n_labels) (a predicted
  * -1 is UNKNOWN: counted as wrong for its gold class, its own column in the confusion matrix). As
- * sklearn's classification_report with zero_division=0. ---- */
+ * sklearn's classification_report(labels=[0..n_labels), zero_division=0): macro averages every
+ * class (also those without support), weighted by support, micro sums counts over the classes
+ * (UNKNOWN predictions lower micro recall, not precision); accuracy is the share pred == gold
+ * (NaN when n == 0). Returns 0, or -1 when a label is out of range, n_labels is 0, or out of
+ * memory. ---- */
 typedef struct flt_class_stats {
     double precision, recall, f1;
     size_t support;
@@ -81,6 +107,7 @@ typedef struct flt_dist {
     double mean, p50, p95, min, max;
     size_t n;
 } flt_dist;
-int flt_dist_compute(const double *x, size_t n, flt_dist *out); /* n == 0: NaNs */
+/* 0, or -1 when out of memory. n == 0 or a NaN in x: NaN statistics (as numpy). */
+int flt_dist_compute(const double *x, size_t n, flt_dist *out);
 
 #endif

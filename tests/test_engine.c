@@ -687,3 +687,68 @@ Test(engine, a_request_over_the_kv_cache_is_an_error_naming_it_and_the_capacity)
     cr_assert(strstr(err.msg, "continuation 0 needs 69 tokens"), "%s", err.msg);
     model_free(m);
 }
+
+/* model_score_groups (a prefix once, each group's context once, continuations on top) gives
+ * every continuation exactly model_score's bits on prefix + context + continuation: on every
+ * fixture, with the default budget and with a 24-token batch budget and a 160-token cache (the
+ * prefix, group contexts and continuations in chunks, groups in several runs). */
+static void groups_vs_plain(const char *dir, int max_batch, int kv_tokens) {
+    model_opts  o   = {.max_batch_tokens = max_batch, .kv_tokens = kv_tokens};
+    assay_error err = {0};
+    model      *m   = model_load(dir, &o, &err);
+    cr_assert(m, "%s", err.msg);
+    int vocab = model_get_config(m)->vocab_size;
+    enum { NP = 30, NG = 5, NC = 3 };
+    int32_t          prefix[NP], ctx[NG][40], cont[NG][NC][12], full[80];
+    score_request    conts[NG * NC];
+    score_group      gs[NG];
+    static const int ctx_len[NG] = {1, 2, 7, 33, 3};
+    for (int i = 0; i < NP; i++)
+        prefix[i] = (int32_t)(((unsigned)i * 2654435761u + 7u) % (unsigned)vocab);
+    for (int g = 0; g < NG; g++) {
+        for (int i = 0; i < ctx_len[g]; i++)
+            ctx[g][i] =
+                (int32_t)(((unsigned)(g + 3) * 40503u + (unsigned)i * 97u) % (unsigned)vocab);
+        for (int c = 0; c < NC; c++) {
+            int len = 1 + (g + c * 4) % 11;
+            for (int i = 0; i < len; i++)
+                cont[g][c][i] = (int32_t)(((unsigned)(g * 7 + c + 1) * 131u + (unsigned)i * 17u) %
+                                          (unsigned)vocab);
+            conts[g * NC + c] = (score_request){cont[g][c], len, c == 2 && len > 1 ? 1 : 0};
+        }
+        gs[g] = (score_group){ctx[g], ctx_len[g], conts + g * NC, NC};
+    }
+    score_result out[NG * NC];
+    cr_assert_eq(model_score_groups(m, prefix, NP, gs, NG, out, &err), 0, "%s: %s", dir, err.msg);
+    for (int g = 0; g < NG; g++)
+        for (int c = 0; c < NC; c++) {
+            const score_request *k = &conts[g * NC + c];
+            int                  n = 0;
+            memcpy(full, prefix, sizeof prefix);
+            n = NP;
+            memcpy(full + n, ctx[g], (size_t)ctx_len[g] * sizeof(int32_t));
+            n += ctx_len[g];
+            memcpy(full + n, k->tokens, (size_t)k->n_tokens * sizeof(int32_t));
+            score_request r   = {full, n + k->n_tokens, NP + ctx_len[g] + k->score_from};
+            score_result  ref = {0};
+            cr_assert_eq(model_score(m, &r, 1, &ref, &err), 0, "%s", err.msg);
+            const score_result *got = &out[g * NC + c];
+            cr_assert_eq(got->n_targets, ref.n_targets, "%s group %d cont %d", dir, g, c);
+            cr_expect_eq(memcmp(got->logprob, ref.logprob, (size_t)ref.n_targets * sizeof(float)),
+                         0, "%s (batch %d, kv %d) group %d cont %d: log-probs differ", dir,
+                         max_batch, kv_tokens, g, c);
+            cr_expect_eq(memcmp(got->is_greedy, ref.is_greedy, (size_t)ref.n_targets), 0);
+            score_results_free(&ref, 1);
+        }
+    score_results_free(out, NG * NC);
+    model_free(m);
+}
+
+Test(engine, score_groups_equals_model_score_bitwise_on_every_fixture) {
+    for (size_t i = 0; i < N_GOLDEN; i++) {
+        char dir[256];
+        snprintf(dir, sizeof dir, FIXTURES "/%s", GOLDEN_MODELS[i]);
+        groups_vs_plain(dir, 0, 0);
+        groups_vs_plain(dir, 24, 160);
+    }
+}

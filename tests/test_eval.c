@@ -446,8 +446,10 @@ Test(eval_pipeline, contexts_with_a_long_common_start_share_one_pass_bitwise) {
     score_result out[NQ * NC] = {{0}};
     pipe_counts  counts       = {0};
     cr_assert_eq(pipe_score_loglik(m, r, NQ * NC, out, &counts, NULL, &err), 0, "%s", err.msg);
-    /* one pass over the block, then each request's own 5 positions */
-    cr_expect_eq(counts.computed, P + NQ * NC * Q, "computed %lld", (long long)counts.computed);
+    /* one pass over the block, each question's own context once (its last token is fed with
+     * each choice, the row that predicts the choice) */
+    cr_expect_eq(counts.computed, P + NQ * (Q - 1) + NQ * NC, "computed %lld",
+                 (long long)counts.computed);
     for (int i = 0; i < NQ * NC; i++) {
         score_request sr  = {r[i].tokens, (int)r[i].n, (int)r[i].score_from};
         score_result  ref = {0};
