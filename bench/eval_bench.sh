@@ -42,7 +42,7 @@ print(f"  assay tokens computed {c['tokens_computed']}, without sharing {c['toke
       f"score {c['wall_s']['score']:.2f} s, peak RSS {c['peak_rss_bytes']/2**20:.0f} MiB")
 PY
 done
-echo "(lm-eval computes each request's tokens except where its one-token-continuation cache groups them; its count is the 'without sharing' figure less that cache's savings)"
+[ "${ONLY:-}" = gen ] || echo "(lm-eval computes each request's tokens except where its one-token-continuation cache groups them; its count is the 'without sharing' figure less that cache's savings)"
 
 # Generation: the GSM8K-shaped items of tools/make_lmeval_gen_reference.py (60 test, 5-shot from
 # 24 train), lm-eval's gsm8k config, MAX_GEN new tokens at most; lm-eval batch size 1 (its
