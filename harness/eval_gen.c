@@ -1015,10 +1015,7 @@ static int sample_metrics(const gen_spec *g, const gen_filter *f, const eval_tas
     return ASSAY_OK;
 }
 
-static const char *metric_key(int kind) { return metric_fn[kind]; }
-
-static int write_samples(const evalgen *e, const gtask *gt, fstate *fs, const char *dir,
-                         assay_error *err) {
+static int write_samples(const gtask *gt, fstate *fs, const char *dir, assay_error *err) {
     const eval_task *t = gt->t;
     const gen_spec  *g = t->gen;
     char             path[4200];
@@ -1064,7 +1061,7 @@ static int write_samples(const evalgen *e, const gtask *gt, fstate *fs, const ch
             for (size_t k = 0; k < g->n_metrics; k++)
                 if (fs[f].per[k]) {
                     char key[160];
-                    snprintf(key, sizeof key, "%s,%s", metric_key(g->metrics[k].kind),
+                    snprintf(key, sizeof key, "%s,%s", metric_fn[g->metrics[k].kind],
                              g->filters[f].name);
                     cJSON_AddNumberToObject(o, key, fs[f].per[k][d]);
                 }
@@ -1083,7 +1080,6 @@ static int write_samples(const evalgen *e, const gtask *gt, fstate *fs, const ch
         }
         free(line);
     }
-    (void)e;
     return atomic_commit(&af, err);
 }
 
@@ -1291,7 +1287,7 @@ int evalgen_results(evalgen *e, const eval_task *t, cJSON *results, cJSON *confi
         cJSON_AddNumberToObject(ns, "original", (double)t->total);
         cJSON_AddNumberToObject(ns, "effective", (double)n);
         if (samples_dir)
-            rc = write_samples(e, gt, fs, samples_dir, err);
+            rc = write_samples(gt, fs, samples_dir, err);
     }
     free(hy);
     free(rf);
