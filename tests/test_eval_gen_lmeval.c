@@ -155,3 +155,9 @@ Test(eval_gen_lmeval, gsm8k_through_the_chat_template_with_single_turn_fewshot_m
                 "--limit 12 --apply-chat-template --no-fewshot-as-multiturn --system-prompt "
                 "'Answer with a number.'");
 }
+
+/* llama3's template writes BOS itself: the prompt is encoded without special tokens, as lm-eval's
+ * tok_batch_encode does when the text starts with the BOS text (one BOS, not two) */
+Test(eval_gen_lmeval, gsm8k_through_a_template_that_writes_bos_matches_lmeval) {
+    compare_run("tests/fixtures/models/llama3", "llama3_chat", "--limit 12 --apply-chat-template");
+}

@@ -12,9 +12,9 @@ what tests/test_eval_gen_lmeval.c compares assay with:
   tests/fixtures/eval_gen/<run>/results.json              lm-eval's metrics and the run settings
 
 Runs: the tiny fixtures llama, qwen2 and gpt2 (tests/fixtures/models; gpt2 has 128 positions, so
-its prompts are left-truncated), stories260K (../shared, converted with `assay convert`), and two
+its prompts are left-truncated), stories260K (../shared, converted with `assay convert`), two
 chat-template runs on qwen2 (--apply_chat_template with a system instruction, few-shot as
-multi-turn and as one turn).
+multi-turn and as one turn) and one on llama3 (a template that writes BOS itself).
 
 Needs: pip install "lm_eval[hf]==0.4.13" (torch, transformers 5.x). No network at run time. The
 tokenizer is passed as a PreTrainedTokenizerFast so transformers runs tokenizer.json as written.
@@ -142,7 +142,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--assay", default=os.path.join(ROOT, "build", "assay"))
     ap.add_argument("--max-gen-toks", type=int, default=32)
-    ap.add_argument("--runs", default="llama,qwen2,gpt2,stories260K,qwen2_chat,qwen2_chat_single")
+    ap.add_argument("--runs", default="llama,qwen2,gpt2,stories260K,qwen2_chat,qwen2_chat_single,llama3_chat")
     ap.add_argument("--model", help="run only this checkpoint directory (bench/eval_bench.sh)")
     ap.add_argument("--out", default=OUT, help="where data/ and <run>/ go")
     ap.add_argument("--batch-size", type=int, default=1)
@@ -175,11 +175,14 @@ def main():
         subprocess.run([a.assay, "convert", STORIES, conv], check=True)
         run(conv, "stories260K", data, inc, a.max_gen_toks, None)
         shutil.rmtree(tmp)
-    chats = {"qwen2_chat": {"system": "Answer with a number.", "multiturn": True},
-             "qwen2_chat_single": {"system": "Answer with a number.", "multiturn": False}}
-    for name, chat in chats.items():
+    # llama3's template starts with {{ bos_token }}: the rendered prompt already holds BOS, so it
+    # is encoded without special tokens (no second BOS)
+    chats = {"qwen2_chat": ("qwen2", {"system": "Answer with a number.", "multiturn": True}),
+             "qwen2_chat_single": ("qwen2", {"system": "Answer with a number.", "multiturn": False}),
+             "llama3_chat": ("llama3", {"system": None, "multiturn": True})}
+    for name, (m, chat) in chats.items():
         if name in want:
-            run(os.path.join(models, "qwen2"), name, data, inc, a.max_gen_toks, 12, chat)
+            run(os.path.join(models, m), name, data, inc, a.max_gen_toks, 12, chat)
     shutil.rmtree(inc)
 
 
