@@ -1162,6 +1162,17 @@ int eval_run(const eval_opts *o, assay_error *err) {
             "%.0f tokens/s, %.2f s total\n",
             n_req, (long long)counts.computed, (long long)counts.naive, t_score,
             t_score > 0 ? (double)counts.computed / t_score : 0, total_wall);
+    {
+        int64_t gp, gpt, gnt;
+        double  gs;
+        evalgen_totals(eg, &gp, &gpt, &gnt, &gs);
+        if (gp)
+            fprintf(stderr,
+                    "eval: generation: %lld prompts (%lld tokens), %lld new tokens in %.2f s, "
+                    "%.1f new tokens/s\n",
+                    (long long)gp, (long long)gpt, (long long)gnt, gs,
+                    gs > 0 ? (double)gnt / gs : 0);
+    }
 done:
     cJSON_Delete(root);
     score_results_free(res, res ? (int)n_req : 0);
