@@ -88,7 +88,9 @@ static const char full_spec[] =
     "\"strip\"}, {\"function\": \"lowercase\"}]},"
     "  {\"name\": \"num\", \"filter\": [{\"function\": \"regex\", \"regex_pattern\": \"([a-z]+)\","
     " \"group_select\": -1, \"fallback\": \"nothing\"}]},"
-    "  {\"name\": \"lab\", \"filter\": [{\"function\": \"label\"}]}],"
+    "  {\"name\": \"lab\", \"filter\": [{\"function\": \"label\"}]},"
+    "  {\"name\": \"json\", \"filter\": [{\"function\": \"regex\", \"regex_pattern\": "
+    "\"(QQQ)\", \"fallback\": \"{\\\"x\\\": \\\"s\\\"}\"}]}],"
     " \"metric_list\": [{\"metric\": \"exact_match\", \"ignore_case\": true}, \"f1\", \"bleu\","
     " \"chrf\", \"rouge1\", \"rouge2\", \"rougeL\", {\"metric\": \"rougeLsum\", \"use_stemmer\": "
     "true}, \"label_accuracy\", \"json_valid\", \"json_schema\", \"length\", \"latency\"],"
@@ -158,13 +160,16 @@ Test(eval_gen, user_spec_metrics_equal_the_scoring_functions_on_the_samples) {
     cJSON  *r   = cJSON_GetObjectItem(cJSON_GetObjectItem(res, "results"), "mygen");
     cr_assert_eq(n, N_Q);
 
-    const char *const filters[] = {"raw", "clean", "num", "lab"};
-    const char *const labels[]  = {"a", "e", "o"};
-    const size_t      lab_len[] = {1, 1, 1};
-    tm_em_opts        em_opts   = {NULL, 0, 1, 0, 0};
-    assay_error       err       = {0};
-    int               raw_hits  = 0;
-    for (int fi = 0; fi < 4; fi++) {
+    const char *const filters[]     = {"raw", "clean", "num", "lab", "json"};
+    const char *const labels[]      = {"a", "e", "o"};
+    const size_t      lab_len[]     = {1, 1, 1};
+    tm_em_opts        em_opts       = {NULL, 0, 1, 0, 0};
+    assay_error       err           = {0};
+    const char        schema_text[] = "{\"required\": {\"x\": \"number\"}}";
+    flt_schema       *schema = flt_schema_parse(schema_text, strlen(schema_text), "test", &err);
+    cr_assert(schema, "%s", err.msg);
+    int raw_hits = 0;
+    for (int fi = 0; fi < 5; fi++) {
         const char *f      = filters[fi];
         double      sum[8] = {0}; /* em, f1, r1, r2, rL, rLsum, label, json */
         tm_str      hyp[N_Q], ref[N_Q * 2];
@@ -199,8 +204,12 @@ Test(eval_gen, user_spec_metrics_equal_the_scoring_functions_on_the_samples) {
                          : flt_extract_label(p.s, p.n, labels, lab_len, 3);
             int gold =
                 (int)(strchr("aeo", cJSON_GetObjectItem(s[d], "label")->valuestring[0]) - "aeo");
-            flt_json_check jc;
+            flt_json_check jc, js;
             cr_assert_eq(flt_json_check_response(NULL, p.s, p.n, &jc), 0);
+            cr_assert_eq(flt_json_check_response(schema, p.s, p.n, &js), 0);
+            char key_js[96];
+            snprintf(key_js, sizeof key_js, "json_schema,%s", f);
+            cr_assert_eq(num(s[d], key_js), js.has_required, "doc %zu %s", d, key_js);
             double      want[8]  = {em, f1, rg[0], rg[1], rg[2], rg[3], li == gold, jc.parses};
             const char *names[8] = {"exact_match", "f1",        "rouge1",         "rouge2",
                                     "rougeL",      "rougeLsum", "label_accuracy", "json_valid"};
@@ -243,6 +252,8 @@ Test(eval_gen, user_spec_metrics_equal_the_scoring_functions_on_the_samples) {
         snprintf(key, sizeof key, "classification_report,%s", f);
         cr_assert(cJSON_IsObject(cJSON_GetObjectItem(r, key)), "%s missing", key);
     }
+    /* the json filter's fallback parses but its "x" is not the schema's number */
+    cr_assert(fabs(num(r, "json_valid,json") - 1) < 1e-12 && num(r, "json_schema,json") == 0);
     /* the even rows' references are the model's own text */
     cr_assert_eq(raw_hits, N_Q / 2);
     cr_assert(fabs(num(r, "exact_match,raw") - 0.5) < 1e-12);
@@ -258,6 +269,7 @@ Test(eval_gen, user_spec_metrics_equal_the_scoring_functions_on_the_samples) {
     cr_assert(cJSON_IsNumber(cJSON_GetObjectItem(r, "ttft_s_p50,none")));
     free_lines(s, n);
     cJSON_Delete(res);
+    flt_schema_free(schema);
     for (int i = 0; i < N_Q; i++)
         free(refs[i]);
     rm_rf(dir);
