@@ -71,7 +71,7 @@ ASSAY_COMMIT := $(or $(shell git describe --always --dirty 2>/dev/null),unknown)
 $(shell mkdir -p $(B) && (test "$$(cat $(B)/commit.txt 2>/dev/null)" = '$(ASSAY_COMMIT)' || \
   printf '%s' '$(ASSAY_COMMIT)' >$(B)/commit.txt))
 $(OBJDIR)/harness/eval.o: $(B)/commit.txt
-$(OBJDIR)/harness/eval.o: ASSAY_CFLAGS += -DASSAY_COMMIT='"$(ASSAY_COMMIT)"'
+$(OBJDIR)/harness/eval.o $(OBJDIR)/harness/history.o: ASSAY_CFLAGS += -DASSAY_COMMIT='"$(ASSAY_COMMIT)"'
 
 # Objects of different variants never mix: each variant has its own object folder, and the
 # final artifacts relink when the variant changes.
