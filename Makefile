@@ -108,7 +108,12 @@ $(B)/replay/%: fuzz/%.c fuzz/replay.c $(B)/libassay.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ASSAY_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $< fuzz/replay.c $(B)/libassay.a $(LDLIBS)
 
-test: $(B)/assay $(B)/tests/all $(REPLAY_BINS)
+# The fault-injecting OpenAI-compatible server the judge tests start (found next to tests/all).
+$(B)/tests/judge_server: tests/judge_server.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ASSAY_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $< $(PKG_LIBS) -lpthread
+
+test: $(B)/assay $(B)/tests/all $(B)/tests/judge_server $(REPLAY_BINS)
 	@set -e; for r in $(REPLAY_BINS); do n=$$(basename $$r); n=$${n#fuzz_}; \
 	  $$r fuzz/corpus/$$n; done
 	@rc=0; OMP_WAIT_POLICY=passive ASSAY_BIN=$(B)/assay $(B)/tests/all --jobs 2 \

@@ -11,6 +11,7 @@ int cmd_ppl(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_judge(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_history(int argc, char **argv);

@@ -21,6 +21,8 @@ static const struct {
     {"eval", cmd_eval,
      "log-likelihood benchmarks as lm-eval scores them (mmlu, hellaswag, arc, piqa, boolq, "
      "openbookqa, winogrande, lambada, truthfulqa, wikitext, user tasks)"},
+    {"judge", cmd_judge,
+     "LLM-as-judge over an OpenAI-compatible server: pairwise (both orders) or 1-10 ratings"},
     {"generate", cmd_generate, "greedy generation for a set of prompts"},
     {"history", cmd_history, "runs recorded in a history file, with trends per task and metric"},
     {"compare", cmd_compare,
