@@ -16,6 +16,7 @@
 #include "core/sha256.h"
 #include "core/util.h"
 #include "harness/commands.h"
+#include "harness/eval_gen.h"
 #include "harness/fewshot.h"
 #include "harness/jsonl.h"
 #include "harness/pipeline.h"
@@ -64,7 +65,7 @@ static int encode_hf_default(void *ctx, const char *text, size_t len, tok_ids *o
 static int check_fewshot(const eval_task *t, const eval_opts *o, int *random, assay_error *err) {
     int extra;
     *random = 0;
-    if (o->num_fewshot <= 0 || t->own_def || !strcmp(t->def->name, "mmlu") ||
+    if (o->num_fewshot <= 0 || t->own_def || t->def->generate || !strcmp(t->def->name, "mmlu") ||
         fewshot_config_zero(t->def->name))
         return ASSAY_OK;
     if (!(*random = fewshot_random_rule(t->def->name, &extra)))
@@ -596,10 +597,15 @@ int eval_run(const eval_opts *o, assay_error *err) {
     cJSON        *root = NULL;
     tok_ids       c = {0}, k = {0};
     pipe_counts   counts = {0};
+    evalgen      *eg     = NULL;
+    eval_task   **gts    = calloc((size_t)o->n_tasks + 1, sizeof *gts);
     progress      prog;
     double        t_tok0 = time_now(), t_tok = 0, t_load = 0, t_score = 0;
-    if (!tasks)
+    if (!tasks || !gts) {
+        free(tasks);
+        free(gts);
         return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    }
 
     /* Tasks: names first (an unknown one fails before any file is read). */
     for (int i = 0; i < o->n_tasks; i++) {
@@ -670,6 +676,29 @@ int eval_run(const eval_opts *o, assay_error *err) {
     }
     int32_t prefix = tok_bos_id(tok) >= 0 ? tok_bos_id(tok) : tok_eos_id(tok);
 
+    /* Generation tasks: prompts (few-shot, system prompt, chat template) and stop strings. */
+    for (int i = 0; i < n_t; i++) {
+        gts[i] = &tasks[i].t;
+        if (o->apply_chat_template && !tasks[i].t.gen) {
+            rc = assay_fail(err, ASSAY_EUNSUPPORTED,
+                            "%s: --apply-chat-template is implemented for generation tasks "
+                            "(gsm8k, generate_until specs) only",
+                            tasks[i].t.def->name);
+            goto done;
+        }
+    }
+    evalgen_opts go = {.model_dir            = o->model_dir,
+                       .data_dir             = o->data_dir,
+                       .num_fewshot          = o->num_fewshot,
+                       .seed                 = o->seed,
+                       .ctx                  = ctx,
+                       .apply_chat_template  = o->apply_chat_template,
+                       .fewshot_as_multiturn = o->fewshot_as_multiturn,
+                       .system_prompt        = o->system_prompt,
+                       .max_gen_toks         = o->max_gen_toks};
+    if ((rc = evalgen_prepare(&eg, gts, n_t, &go, tok, err)))
+        goto done;
+
     /* Rolling tasks (wikitext) are tokenized and planned first: the KV cache is sized for their
      * longest window when the model loads. */
     int64_t longest_window = 0;
@@ -685,6 +714,8 @@ int eval_run(const eval_opts *o, assay_error *err) {
     t_tok              = time_now() - t_tok0;
     double     t_load0 = time_now();
     cli_common cc      = *o->cc; /* rolling windows run through the KV cache: size it for them */
+    if (evalgen_longest(eg) > longest_window) /* a prompt and its new tokens stay cached */
+        longest_window = evalgen_longest(eg);
     if (longest_window > (cc.kv_tokens ? cc.kv_tokens : 8192))
         cc.kv_tokens = (int)longest_window;
     if ((rc = cli_load_model(o->model_dir, &cc, &m, err)))
@@ -703,7 +734,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
     size_t  w0 = 0, docs_total = 0, docs_done = 0;
     int64_t w_tokens = 0;
     for (int i = 0; i < n_t; i++)
-        docs_total += tasks[i].t.def->rolling ? 0 : tasks[i].t.n;
+        docs_total += tasks[i].t.def->rolling || tasks[i].t.gen ? 0 : tasks[i].t.n;
     progress_init(&prog, "eval", "tok", 0);
     t_tok0 = time_now();
     for (int i = 0; i < n_t; i++) {
@@ -712,7 +743,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
             rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
             goto done;
         }
-        if (et->t.def->rolling)
+        if (et->t.def->rolling || et->t.gen)
             continue;
         for (size_t d = 0; d < et->t.n; d++) {
             const eval_doc *doc = &et->t.docs[d];
@@ -795,6 +826,10 @@ int eval_run(const eval_opts *o, assay_error *err) {
         goto done;
     progress_finish(&prog);
     t_tok += time_now() - t_tok0;
+    double t_gen0 = time_now();
+    if ((rc = evalgen_generate(eg, m, tok, err)))
+        goto done;
+    t_score += time_now() - t_gen0;
 
     /* Metrics. */
     double t_write0 = time_now();
@@ -810,6 +845,13 @@ int eval_run(const eval_opts *o, assay_error *err) {
         if (et->t.def->rolling) {
             total_docs += et->t.n;
             if ((rc = rolling_results(et, o, results, configs, versions, nshot, hib, nsamp, err)))
+                goto done;
+            continue;
+        }
+        if (et->t.gen) {
+            total_docs += et->t.n;
+            if ((rc = evalgen_results(eg, &et->t, results, configs, versions, nshot, hib, nsamp,
+                                      o->log_samples ? o->out_dir : NULL, err)))
                 goto done;
             continue;
         }
@@ -1040,6 +1082,20 @@ int eval_run(const eval_opts *o, assay_error *err) {
     cJSON_AddNumberToObject(cost, "tokens_per_s",
                             t_score > 0 ? (double)counts.computed / t_score : 0);
     cJSON_AddNumberToObject(cost, "device_seconds", t_score);
+    {
+        int64_t gp, gpt, gnt;
+        double  gs;
+        evalgen_totals(eg, &gp, &gpt, &gnt, &gs);
+        if (gp) {
+            cJSON *gc = cJSON_AddObjectToObject(cost, "generation");
+            cJSON_AddNumberToObject(gc, "prompts", (double)gp);
+            cJSON_AddNumberToObject(gc, "prompt_tokens", (double)gpt);
+            cJSON_AddNumberToObject(gc, "new_tokens", (double)gnt);
+            cJSON_AddNumberToObject(gc, "seconds", gs);
+            cJSON_AddNumberToObject(gc, "prompts_per_s", gs > 0 ? (double)gp / gs : 0);
+            cJSON_AddNumberToObject(gc, "new_tokens_per_s", gs > 0 ? (double)gnt / gs : 0);
+        }
+    }
     cJSON_AddStringToObject(cost, "device_seconds_means",
                             "seconds the scoring phase held the CPU device (threads above)");
     cJSON_AddNumberToObject(cost, "peak_rss_bytes", peak_rss_bytes());
@@ -1076,16 +1132,18 @@ int eval_run(const eval_opts *o, assay_error *err) {
         printf("%s\n", js);
         free(js);
     } else {
-        printf("|%-40s|%6s|%-15s|%12s|%10s|\n", "task", "kind", "metric", "value", "stderr");
+        printf("|%-40s|%6s|%-18s|%-16s|%12s|%10s|\n", "task", "kind", "metric", "filter", "value",
+               "stderr");
         cJSON *it;
         cJSON_ArrayForEach(it, results) {
             cJSON *v;
             cJSON_ArrayForEach(v, it) {
                 if (!cJSON_IsNumber(v) || strstr(v->string, "_stderr"))
                     continue;
-                char mname[64], sek[80];
+                char        mname[64], sek[200];
+                const char *filter = strchr(v->string, ',') ? strchr(v->string, ',') + 1 : "none";
                 snprintf(mname, sizeof mname, "%.*s", (int)strcspn(v->string, ","), v->string);
-                snprintf(sek, sizeof sek, "%s_stderr,none", mname);
+                snprintf(sek, sizeof sek, "%s_stderr,%.100s", mname, filter);
                 cJSON *se      = cJSON_GetObjectItemCaseSensitive(it, sek);
                 char   sev[32] = "N/A"; /* lm-eval prints N/A where it has no stderr */
                 if (se && cJSON_IsNumber(se))
@@ -1093,9 +1151,9 @@ int eval_run(const eval_opts *o, assay_error *err) {
                 char val[32]; /* huge perplexities of untrained models keep the column */
                 snprintf(val, sizeof val, fabs(v->valuedouble) < 1e7 ? "%.4f" : "%.4e",
                          v->valuedouble);
-                printf("|%-40s|%6s|%-15s|%12s|%10s|\n", it->string,
+                printf("|%-40s|%6s|%-18s|%-16s|%12s|%10s|\n", it->string,
                        cJSON_GetObjectItemCaseSensitive(groups_seen, it->string) ? "group" : "task",
-                       mname, val, sev);
+                       mname, filter, val, sev);
             }
         }
     }
@@ -1104,6 +1162,17 @@ int eval_run(const eval_opts *o, assay_error *err) {
             "%.0f tokens/s, %.2f s total\n",
             n_req, (long long)counts.computed, (long long)counts.naive, t_score,
             t_score > 0 ? (double)counts.computed / t_score : 0, total_wall);
+    {
+        int64_t gp, gpt, gnt;
+        double  gs;
+        evalgen_totals(eg, &gp, &gpt, &gnt, &gs);
+        if (gp)
+            fprintf(stderr,
+                    "eval: generation: %lld prompts (%lld tokens), %lld new tokens in %.2f s, "
+                    "%.1f new tokens/s\n",
+                    (long long)gp, (long long)gpt, (long long)gnt, gs,
+                    gs > 0 ? (double)gnt / gs : 0);
+    }
 done:
     cJSON_Delete(root);
     score_results_free(res, res ? (int)n_req : 0);
@@ -1113,6 +1182,7 @@ done:
     free(reqs);
     tok_ids_free(&c);
     tok_ids_free(&k);
+    evalgen_free(eg); /* before the tasks it points at */
     for (int i = 0; i <= o->n_tasks; i++) {
         for (size_t d = 0; tasks[i].ids && d < tasks[i].t.n; d++)
             tok_ids_free(&tasks[i].ids[d]);
@@ -1124,6 +1194,7 @@ done:
         free(tasks[i].req0);
     }
     free(tasks);
+    free(gts);
     model_free(m);
     tok_free(tok);
     return rc;

@@ -25,6 +25,10 @@ typedef struct eval_opts {
     int64_t            ctx;            /* 0: the model's max positions */
     int64_t            window_tokens;  /* tokens built and scored at a time; 0: 4M (16 MiB) */
     double             t_start;        /* process start (time_now), for the end-to-end wall time */
+    int                apply_chat_template;  /* generation tasks: prompts through the template */
+    int                fewshot_as_multiturn; /* few-shot examples as user/assistant turns */
+    const char        *system_prompt;        /* --system-prompt, or NULL */
+    int                max_gen_toks;         /* > 0: every generation task's max new tokens */
     const cli_common  *cc;
 } eval_opts;
 
