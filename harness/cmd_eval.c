@@ -8,6 +8,7 @@
 #include "harness/cli_common.h"
 #include "harness/commands.h"
 #include "harness/eval.h"
+#include "harness/history.h"
 #include "harness/tasks/tasks.h"
 
 static const char eval_usage[] =
@@ -47,6 +48,8 @@ static const char eval_help[] =
     "                      hashes, device, cost) and, with --log-samples,\n"
     "                      OUT/samples_<task>.jsonl; OUT is checked writable before any work\n"
     "  --log-samples       per-document requests, log-likelihoods, prediction and gold\n"
+    "  --history FILE      append the run to this history file (SQLite; see assay history);\n"
+    "                      default $ASSAY_HISTORY, else OUT/history.sqlite with --output-path\n"
     "  --task-file F       also run a user task from a JSON spec F: {\"task\", \"data\" (JSONL "
     "under\n"
     "                      DIR), \"context\" (a template, {field}), \"choices\" (a field or\n"
@@ -93,6 +96,8 @@ int cmd_eval(int argc, char **argv) {
     char        *list          = NULL;
     const char **names         = NULL;
     double       t_start       = time_now();
+    const char  *hist          = NULL;
+    char         hist_buf[4200];
 
     const cli_opt opts[] = {
         {"--tasks", CLI_STR, &tasks_arg, 0, 0, NULL},
@@ -100,6 +105,7 @@ int cmd_eval(int argc, char **argv) {
         {"--num-fewshot", CLI_INT, &fewshot, 0, 1000, NULL},
         {"--limit", CLI_INT, &limit, 1, INT64_MAX / 2, NULL},
         {"--output-path", CLI_STR, &out, 0, 0, NULL},
+        {"--history", CLI_STR, &hist, 0, 0, NULL},
         {"--log-samples", CLI_FLAG, &log_samples, 0, 0, NULL},
         {"--seed", CLI_INT, &seed, 0, INT64_MAX / 2, NULL},
         {"--price-per-hour", CLI_STR, &price, 0, 0, NULL},
@@ -163,8 +169,16 @@ int cmd_eval(int argc, char **argv) {
         assay_fail(&err, ASSAY_EINVAL, "--data %s: not a directory", data);
         goto fail;
     }
-    /* the output folder is checked before anything slow happens */
+    /* the output folder and the history are checked before anything slow happens */
     if (out && (rc = eval_check_output_dir(out, &err)))
+        goto fail;
+    if (!hist || !*hist)
+        hist = getenv("ASSAY_HISTORY");
+    if ((!hist || !*hist) && out) {
+        snprintf(hist_buf, sizeof hist_buf, "%s/history.sqlite", out);
+        hist = hist_buf;
+    }
+    if (hist && *hist && (rc = history_check(hist, &err)))
         goto fail;
     list  = strdup(tasks_arg ? tasks_arg : "");
     names = calloc(strlen(list ? list : "") + 1, sizeof *names);
@@ -182,6 +196,7 @@ int cmd_eval(int argc, char **argv) {
     eval_opts o = {.model_dir            = model_dir,
                    .data_dir             = data,
                    .out_dir              = out,
+                   .history              = hist && *hist ? hist : NULL,
                    .task_file            = task_file,
                    .tasks                = names,
                    .n_tasks              = n_names,

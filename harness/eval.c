@@ -1,5 +1,7 @@
 /* harness/eval.c — see eval.h. */
 #include "harness/eval.h"
+#include "harness/hashes.h"
+#include "harness/history.h"
 
 #include <cJSON.h>
 #include <dirent.h>
@@ -125,92 +127,6 @@ typedef struct etask {
     pipe_doc     *pd;
     pipe_ppl_plan plan;
 } etask;
-
-/* hex digest of a set of files, each preceded by its name relative to nothing (the caller's
- * order is the hash's order). */
-static int hash_files(char out[65], const char *const *paths, size_t n, size_t max_bytes,
-                      assay_error *err) {
-    sha256_ctx c;
-    sha256_init(&c);
-    for (size_t i = 0; i < n; i++) {
-        int rc = sha256_file(&c, paths[i], max_bytes, err);
-        if (rc)
-            return rc;
-    }
-    sha256_hex(&c, out);
-    return ASSAY_OK;
-}
-
-static int cmp_cstr(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The model's content hash: config.json, then each *.safetensors file's 8-byte length and JSON
- * header (names, dtypes, shapes, offsets), files in name order. The tensor bytes are not read:
- * hashing gigabytes would cost more than the run; the header pins the layout, not the values. */
-static int hash_model(const char *dir, char out[65], assay_error *err) {
-    char       path[4200];
-    sha256_ctx c;
-    DIR       *d     = opendir(dir);
-    char     **names = NULL;
-    size_t     n = 0, cap = 0;
-    int        rc = ASSAY_OK;
-    if (!d)
-        return assay_fail(err, ASSAY_EIO, "%s: cannot open the directory", dir);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!str_ends_with(e->d_name, ".safetensors"))
-            continue;
-        if (n == cap) {
-            cap       = cap ? cap * 2 : 8;
-            char **nn = realloc(names, cap * sizeof *nn);
-            if (!nn) {
-                rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
-                goto done;
-            }
-            names = nn;
-        }
-        if (!(names[n] = strdup(e->d_name))) {
-            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
-            goto done;
-        }
-        n++;
-    }
-    qsort(names, n, sizeof *names, cmp_cstr);
-    sha256_init(&c);
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    if ((rc = sha256_file(&c, path, SIZE_MAX, err)))
-        goto done;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t hl[8] = {0};
-        size_t  size  = 0;
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        int fd = file_open_regular(path, &size, err);
-        if (fd < 0) {
-            rc = err->code ? err->code : ASSAY_EIO;
-            goto done;
-        }
-        ssize_t r = size >= 8 ? read(fd, hl, 8) : 0;
-        close(fd);
-        uint64_t len = 0;
-        for (int k = 7; k >= 0; k--)
-            len = len << 8 | hl[k];
-        if (r != 8 || len > size - 8) {
-            rc = assay_fail(err, ASSAY_EFORMAT, "%s: not a safetensors file", path);
-            goto done;
-        }
-        sha256_update(&c, names[i], strlen(names[i]) + 1);
-        if ((rc = sha256_file(&c, path, (size_t)len + 8, err)))
-            goto done;
-    }
-    sha256_hex(&c, out);
-done:
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
-    closedir(d);
-    return rc;
-}
 
 static double peak_rss_bytes(void) {
     struct rusage ru;
@@ -1029,28 +945,24 @@ int eval_run(const eval_opts *o, assay_error *err) {
     cJSON_AddStringToObject(as, "commit", ASSAY_COMMIT);
     char   hex[65];
     cJSON *hs = cJSON_AddObjectToObject(as, "hashes");
-    if ((rc = hash_model(o->model_dir, hex, err)))
+    if ((rc = hashes_model(o->model_dir, hex, err)))
         goto done;
     cJSON_AddStringToObject(hs, "model_sha256_config_and_safetensors_headers", hex);
     {
-        char tj[4200], tc[4200];
-        snprintf(tj, sizeof tj, "%s/tokenizer.json", o->model_dir);
-        snprintf(tc, sizeof tc, "%s/tokenizer_config.json", o->model_dir);
-        const char *tp[2] = {tj, tc};
-        if ((rc = hash_files(hex, tp, path_exists(tc) ? 2 : 1, SIZE_MAX, err)))
+        if ((rc = hashes_tokenizer(o->model_dir, hex, err)))
             goto done;
         cJSON_AddStringToObject(hs, "tokenizer_sha256", hex);
         cJSON *dh = cJSON_AddObjectToObject(hs, "data_sha256");
         for (int i = 0; i < n_t; i++)
             for (size_t f = 0; f < tasks[i].t.n_files; f++) {
                 const char *fp = tasks[i].t.files[f];
-                if ((rc = hash_files(hex, &fp, 1, SIZE_MAX, err)))
+                if ((rc = hashes_files(hex, &fp, 1, SIZE_MAX, err)))
                     goto done;
                 if (!cJSON_GetObjectItemCaseSensitive(dh, fp))
                     cJSON_AddStringToObject(dh, fp, hex);
             }
     }
-    cJSON_AddStringToObject(as, "device", "cpu");
+    cJSON_AddStringToObject(as, "device", model_device_name(m));
     cJSON_AddStringToObject(as, "dtype", "float32");
     cJSON_AddNumberToObject(as, "threads",
                             o->cc->threads > 0 ? o->cc->threads : omp_get_max_threads());
@@ -1121,6 +1033,8 @@ int eval_run(const eval_opts *o, assay_error *err) {
         if ((rc = write_json_file(path, root, err)))
             goto done;
     }
+    if (o->history && (rc = history_record_run(o->history, "eval", root, err)))
+        goto done;
     cJSON *groups_seen = cJSON_GetObjectItemCaseSensitive(root, "groups");
     /* stdout: results.json itself with --json, else a short table like lm-eval's */
     if (o->cc->json) {

@@ -14,6 +14,7 @@ typedef struct eval_opts {
     const char *model_dir;
     const char *data_dir;
     const char *out_dir;   /* NULL: no files (stdout gets the table, or results.json with --json) */
+    const char *history;   /* a run history (SQLite, harness/history.h) to append to, or NULL */
     const char *task_file; /* a user task spec (harness/tasks/user.c), or NULL */
     const char *const *tasks;
     int                n_tasks;
