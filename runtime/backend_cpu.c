@@ -14,8 +14,9 @@
 #include "runtime/backend.h"
 
 typedef struct cpu_impl {
-    float *scratch;
-    size_t scratch_floats;
+    cpu_wfmt wfmt; /* linear weights and embedding tables */
+    float   *scratch;
+    size_t   scratch_floats;
     /* the current batch (be_batch's arrays, copied) */
     int32_t *idx;     /* one allocation for the arrays below */
     size_t   idx_cap; /* int32 elements */
@@ -123,12 +124,19 @@ static int cpu_sync(backend *be) {
     return 0;
 }
 static size_t cpu_weight_bytes(backend *be, int rows, int cols) {
-    (void)be;
-    return gemm_packed_floats(rows, cols) * sizeof(float);
+    return gemm_packed_bytes(((cpu_impl *)be->impl)->wfmt, rows, cols);
 }
 static int cpu_upload_weight(backend *be, void *dst, const float *w, int rows, int cols) {
-    (void)be;
-    gemm_pack(dst, w, rows, cols);
+    gemm_pack_fmt(dst, ((cpu_impl *)be->impl)->wfmt, w, rows, cols);
+    return 0;
+}
+static int cpu_upload_weight_q8_0(backend *be, void *dst, const void *blocks, int rows, int cols) {
+    if (((cpu_impl *)be->impl)->wfmt != CPU_W_Q8_0 || cols % 32 != 0)
+        return assay_fail(&be->last_error, ASSAY_EINTERNAL,
+                          "cpu backend: Q8_0 blocks for a (%d, %d) weight, but the weights are "
+                          "not Q8_0 or %d is not a multiple of 32",
+                          rows, cols, cols);
+    gemm_pack_q8_0(dst, blocks, rows, cols);
     return 0;
 }
 
@@ -182,7 +190,7 @@ static int cpu_set_batch(backend *be, const be_batch *b) {
 
 static int cpu_embed(backend *be, float *x, const void *table, const float *pos_table, int dim) {
     cpu_impl *c = be->impl;
-    embed_forward(x, table, c->ids, c->n_tokens, dim);
+    embed_forward_fmt(x, table, c->wfmt, c->ids, c->n_tokens, dim);
     if (pos_table)
         pos_embed_add(x, pos_table, c->pos, c->n_tokens, dim);
     return 0;
@@ -206,10 +214,8 @@ static int cpu_matmul(backend *be, void *out, const void *x, const void *w, cons
     int    rc = cpu_scratch(be, cpu_matmul_scratch_floats(rows, in), &s);
     if (rc)
         return rc;
-    if (epi == BE_EPI_GELU_NEW)
-        matmul_gelu_forward(out, s, x, w, bias, rows, in, out_dim);
-    else
-        matmul_forward(out, s, x, w, bias, rows, in, out_dim);
+    matmul_forward_fmt(out, s, x, w, ((cpu_impl *)be->impl)->wfmt, bias, rows, in, out_dim,
+                       epi == BE_EPI_GELU_NEW);
     return 0;
 }
 
@@ -310,7 +316,8 @@ static int cpu_head_both(backend *be, float *logprob, uint8_t *is_max, int32_t *
     float *logits = s + mm;
     for (int r0 = 0; r0 < rows; r0 += CPU_HEAD_ROWS) {
         int n = rows - r0 < CPU_HEAD_ROWS ? rows - r0 : CPU_HEAD_ROWS;
-        matmul_forward(logits, s, c->head_h + (size_t)r0 * dim, c->head_w, NULL, n, dim, vocab);
+        matmul_forward_fmt(logits, s, c->head_h + (size_t)r0 * dim, c->head_w, c->wfmt, NULL, n,
+                           dim, vocab, 0);
 #pragma omp parallel for schedule(static) if ((size_t)n * vocab * 8 >= CPU_PAR_MIN_WORK)
         for (int i = 0; i < n; i++) {
             const float *l = logits + (size_t)i * vocab;
@@ -360,14 +367,15 @@ static int cpu_fetch(backend *be, float *logprob, uint8_t *is_max, int32_t *argm
             free(im_tmp);
             return assay_fail(&be->last_error, ASSAY_ENOMEM, "cpu backend: fetch: out of memory");
         }
-        target_logprob_forward(lp, im, s, c->head_h, c->head_w, c->tgt, c->n_sel, c->head_dim,
-                               c->head_vocab);
+        target_logprob_forward_fmt(lp, im, s, c->head_h, c->head_w, c->wfmt, c->tgt, c->n_sel,
+                                   c->head_dim, c->head_vocab);
         free(lp_tmp);
         free(im_tmp);
         return 0;
     }
     if (argmax)
-        argmax_forward(argmax, s, c->head_h, c->head_w, c->n_sel, c->head_dim, c->head_vocab);
+        argmax_forward_fmt(argmax, s, c->head_h, c->head_w, c->wfmt, c->n_sel, c->head_dim,
+                           c->head_vocab);
     return 0;
 }
 
@@ -383,30 +391,31 @@ static int cpu_kv_block_copy(backend *be, void *k_pool, void *v_pool, int n_laye
 }
 
 static const backend_ops cpu_ops = {
-    .name          = "cpu",
-    .destroy       = cpu_destroy,
-    .mem_info      = cpu_mem_info,
-    .scratch_bytes = cpu_scratch_bytes,
-    .set_threads   = cpu_set_threads,
-    .alloc         = cpu_alloc,
-    .release       = cpu_release,
-    .upload        = cpu_memcpy,
-    .download      = cpu_memcpy,
-    .copy          = cpu_memcpy,
-    .sync          = cpu_sync,
-    .weight_bytes  = cpu_weight_bytes,
-    .upload_weight = cpu_upload_weight,
-    .set_batch     = cpu_set_batch,
-    .embed         = cpu_embed,
-    .add_norm      = cpu_add_norm,
-    .matmul        = cpu_matmul,
-    .swiglu        = cpu_swiglu,
-    .rope_kv       = cpu_rope_kv,
-    .attention     = cpu_attention,
-    .gather        = cpu_gather,
-    .lm_head       = cpu_lm_head,
-    .fetch         = cpu_fetch,
-    .kv_block_copy = cpu_kv_block_copy,
+    .name               = "cpu",
+    .destroy            = cpu_destroy,
+    .mem_info           = cpu_mem_info,
+    .scratch_bytes      = cpu_scratch_bytes,
+    .set_threads        = cpu_set_threads,
+    .alloc              = cpu_alloc,
+    .release            = cpu_release,
+    .upload             = cpu_memcpy,
+    .download           = cpu_memcpy,
+    .copy               = cpu_memcpy,
+    .sync               = cpu_sync,
+    .weight_bytes       = cpu_weight_bytes,
+    .upload_weight      = cpu_upload_weight,
+    .upload_weight_q8_0 = cpu_upload_weight_q8_0,
+    .set_batch          = cpu_set_batch,
+    .embed              = cpu_embed,
+    .add_norm           = cpu_add_norm,
+    .matmul             = cpu_matmul,
+    .swiglu             = cpu_swiglu,
+    .rope_kv            = cpu_rope_kv,
+    .attention          = cpu_attention,
+    .gather             = cpu_gather,
+    .lm_head            = cpu_lm_head,
+    .fetch              = cpu_fetch,
+    .kv_block_copy      = cpu_kv_block_copy,
 };
 
 backend *backend_cpu_create(const backend_opts *opts, assay_error *err) {
@@ -418,15 +427,20 @@ backend *backend_cpu_create(const backend_opts *opts, assay_error *err) {
         assay_fail(err, ASSAY_ENOMEM, "cpu backend: out of memory");
         return NULL;
     }
-    be->ops  = &cpu_ops;
-    be->impl = c;
-    /* fp32 everywhere and fixed reduction orders (kernels/cpu/ops.h): batch invariant, with or
-     * without opts->fast */
+    be->ops       = &cpu_ops;
+    be->impl      = c;
+    be_weights wf = opts ? opts->weights : BE_WEIGHTS_NATIVE;
+    c->wfmt = wf == BE_WEIGHTS_BF16 ? CPU_W_BF16 : wf == BE_WEIGHTS_Q8_0 ? CPU_W_Q8_0 : CPU_W_F32;
+    /* fp32 activations and fixed reduction orders over weights that decode to exact f32 values
+     * (kernels/cpu/ops.h): batch invariant, with or without opts->fast */
     be->caps = (backend_caps){.batch_invariant = 1,
                               .host_memory     = 1,
-                              .weight_dtype    = DTYPE_F32,
+                              .weight_dtype    = c->wfmt == CPU_W_BF16   ? DTYPE_BF16
+                                                 : c->wfmt == CPU_W_Q8_0 ? DTYPE_I8
+                                                                         : DTYPE_F32,
                               .act_dtype       = DTYPE_F32,
-                              .kv_dtype        = DTYPE_F32};
+                              .kv_dtype        = DTYPE_F32,
+                              .weight_format   = wf == BE_WEIGHTS_NATIVE ? BE_WEIGHTS_F32 : wf};
     cpu_set_threads(be, opts ? opts->n_threads : 0);
     return be;
 }

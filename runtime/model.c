@@ -387,6 +387,20 @@ static int alloc_be(model *m, void **p, size_t bytes, assay_error *err) {
     return 0;
 }
 
+/* The format a backend stores weights in: its --weights format, else its weight dtype. */
+static int backend_weights(const backend *be) {
+    if (be->caps.weight_format != BE_WEIGHTS_NATIVE)
+        return be->caps.weight_format;
+    return be->caps.weight_dtype == DTYPE_BF16 ? BE_WEIGHTS_BF16 : BE_WEIGHTS_F32;
+}
+
+static const char *weights_name(int w) {
+    return w == BE_WEIGHTS_BF16 ? "bf16" : w == BE_WEIGHTS_Q8_0 ? "q8_0" : "f32";
+}
+
+const char *model_weights_name(const model *m) { return weights_name(backend_weights(m->be)); }
+size_t      model_weight_bytes(const model *m) { return m->arena_bytes; }
+
 model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
     model_opts o = {0};
     if (opts)
@@ -434,12 +448,22 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
 
     /* the budget check needs only config.json and the backend's sizes: nothing big is read or
      * allocated before it */
-    backend_opts bo = {
-        .n_threads = o.n_threads, .gpu_mem_fraction = o.gpu_mem_fraction, .fast = o.fast};
-    const char *spec = o.device && *o.device ? o.device : "cpu";
-    m->be            = m->be ? m->be : backend_create(spec, &bo, err);
+    backend_opts bo   = {.n_threads        = o.n_threads,
+                         .gpu_mem_fraction = o.gpu_mem_fraction,
+                         .fast             = o.fast,
+                         .weights          = (be_weights)o.weights};
+    const char  *spec = o.device && *o.device ? o.device : "cpu";
+    m->be             = m->be ? m->be : backend_create(spec, &bo, err);
     if (!m->be)
         goto fail;
+    if (o.weights != BE_WEIGHTS_NATIVE && o.weights != backend_weights(m->be)) {
+        assay_fail(err, ASSAY_EUNSUPPORTED,
+                   "%s: weights as %s are not supported on the %s backend (it stores %s); use "
+                   "--device cpu",
+                   dir, weights_name(o.weights), m->be->ops->name,
+                   weights_name(backend_weights(m->be)));
+        goto fail;
+    }
     /* "cuda:N" as asked (auto and cuda mean device 0); the CPU has no number */
     const char *name = m->be->ops->name, *colon = strchr(spec, ':');
     if (!strcmp(name, "cpu") || strchr(name, ':'))

@@ -34,6 +34,8 @@ typedef struct model_opts {
     int kv_tokens;        /* KV cache capacity in tokens; 0: max(4 * batch, 8192), less if the
                              budget is short (at least one batch + one block) */
     int kv_block_tokens;  /* tokens per KV block; 0: 16 */
+    int weights;          /* be_weights (runtime/backend.h): linear weights and embeddings stored as
+                             f32, bf16 or Q8_0 (CPU); 0: the backend's own type */
 } model_opts;
 
 typedef struct model model;
@@ -52,6 +54,10 @@ size_t model_mem_bytes(const model *m);
 void model_set_threads(model *m, int n_threads);
 /* The backend the model runs on: "cpu", "cuda:0", ... */
 const char *model_device_name(const model *m);
+/* How the weights are stored: "f32", "bf16" or "q8_0". */
+const char *model_weights_name(const model *m);
+/* Bytes the linear weights, embeddings, norms and biases take (the weight arena). */
+size_t model_weight_bytes(const model *m);
 /* 1 when a request's results never depend on the rest of the batch on this backend. */
 int model_batch_invariant(const model *m);
 /* Effective settings after defaults. */
