@@ -1,0 +1,333 @@
+/* tests/test_weights_formats.c — the CPU weight formats (--weights bf16 / q8_0): every kernel
+ * gives the f32 bits of the weights its format decodes to (any ISA), Q8_0 quantizes and loads
+ * GGUF blocks as GGUF defines them, scores stay bitwise batch-invariant within a format, log-probs
+ * agree with a float64 model of the same rounded weights, and peak memory holds the format, not
+ * an f32 copy. References: tools/make_weights_format_reference.py (tests/fixtures/weights_formats)
+ * and tools/make_gguf_fixtures.py (tests/fixtures/gguf). */
+#include <cJSON.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "core/dtype.h"
+#include "core/util.h"
+#include "kernels/cpu/ops.h"
+#include "loader/gguf.h"
+#include "loader/safetensors.h"
+#include "runtime/backend.h"
+#include "runtime/model.h"
+#include "tests/helpers.h"
+
+#define REFS "tests/fixtures/weights_formats"
+#define MODELS "tests/fixtures/models"
+
+static const cpu_wfmt FORMATS[] = {CPU_W_F32, CPU_W_BF16, CPU_W_Q8_0};
+
+static float *frand(size_t n, unsigned seed) {
+    float *v = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        v[i] = ((float)(seed >> 8) / 16777216.0f - 0.5f) * 2.0f;
+    }
+    return v;
+}
+
+/* w (n, k) packed in fmt, then every row decoded back: the f32 weights the format stands for. */
+static void *pack_decoded(cpu_wfmt fmt, const float *w, int n, int k, float *decoded) {
+    void *p = malloc(gemm_packed_bytes(fmt, n, k));
+    gemm_pack_fmt(p, fmt, w, n, k);
+    for (int r = 0; r < n; r++)
+        gemm_unpack_row_fmt(decoded + (size_t)r * k, p, fmt, r, k);
+    return p;
+}
+
+Test(weights_formats, every_format_gives_the_f32_gemm_bits_of_its_decoded_weights) {
+    /* k past one 256-long slice and not a whole Q8_0 block; n a partial panel; rows from decode
+     * (1) to several micro-panels */
+    int shapes[][3] = {{1, 300, 70}, {5, 40, 33}, {13, 64, 96}, {30, 300, 70}};
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        int    rows = shapes[si][0], k = shapes[si][1], n = shapes[si][2];
+        float *x = frand((size_t)rows * k, 1u + si), *w = frand((size_t)n * k, 7u + si);
+        float *b = frand((size_t)n, 3u), *dec = malloc((size_t)n * k * sizeof(float));
+        float *want = malloc((size_t)rows * n * 4), *got = malloc((size_t)rows * n * 4);
+        float *s  = malloc(cpu_matmul_scratch_floats(rows, k) * sizeof(float));
+        float *wf = malloc(gemm_packed_bytes(CPU_W_F32, n, k));
+        for (size_t fi = 1; fi < 3; fi++) {
+            void *wp = pack_decoded(FORMATS[fi], w, n, k, dec);
+            gemm_pack(wf, dec, n, k);
+            for (int gelu = 0; gelu < 2; gelu++) {
+                cpu_gemm_set_isa(-1);
+                if (gelu)
+                    matmul_gelu_forward(want, s, x, wf, b, rows, k, n);
+                else
+                    matmul_forward(want, s, x, wf, NULL, rows, k, n);
+                for (int isa = cpu_gemm_isa(); isa >= 0; isa--) {
+                    cpu_gemm_set_isa(isa);
+                    matmul_forward_fmt(got, s, x, wp, FORMATS[fi], gelu ? b : NULL, rows, k, n,
+                                       gelu);
+                    cr_assert(memcmp(got, want, (size_t)rows * n * 4) == 0,
+                              "format %d isa %d shape %zu gelu %d: not the f32 bits", (int)fi, isa,
+                              si, gelu);
+                }
+            }
+            cpu_gemm_set_isa(-1);
+            free(wp);
+        }
+        free(x), free(w), free(b), free(dec), free(want), free(got), free(s), free(wf);
+    }
+}
+
+Test(weights_formats, lm_head_and_embeddings_use_the_same_decoded_weights) {
+    int    rows = 100, dim = 48, vocab = 1000; /* a full 96-row head chunk and a partial one */
+    float *h = frand((size_t)rows * dim, 5u), *w = frand((size_t)vocab * dim, 9u);
+    float *dec = malloc((size_t)vocab * dim * 4), *wf = malloc(gemm_packed_bytes(0, vocab, dim));
+    float *s = malloc(cpu_head_scratch_floats(dim, vocab) * 4), *lp = malloc(rows * 4),
+          *lp2  = malloc(rows * 4);
+    uint8_t *mx = malloc(rows), *mx2 = malloc(rows);
+    int32_t *tgt = malloc(rows * 4), *am = malloc(rows * 4), *am2 = malloc(rows * 4);
+    float   *e = malloc((size_t)rows * dim * 4), *e2 = malloc((size_t)rows * dim * 4);
+    for (int r = 0; r < rows; r++)
+        tgt[r] = (r * 7919) % vocab;
+    for (size_t fi = 1; fi < 3; fi++) {
+        void *wp = pack_decoded(FORMATS[fi], w, vocab, dim, dec);
+        gemm_pack(wf, dec, vocab, dim);
+        target_logprob_forward(lp, mx, s, h, wf, tgt, rows, dim, vocab);
+        argmax_forward(am, s, h, wf, rows, dim, vocab);
+        embed_forward(e, wf, tgt, rows, dim);
+        for (int isa = cpu_gemm_isa(); isa >= 0; isa--) {
+            cpu_gemm_set_isa(isa);
+            target_logprob_forward_fmt(lp2, mx2, s, h, wp, FORMATS[fi], tgt, rows, dim, vocab);
+            argmax_forward_fmt(am2, s, h, wp, FORMATS[fi], rows, dim, vocab);
+            embed_forward_fmt(e2, wp, FORMATS[fi], tgt, rows, dim);
+            cr_assert(memcmp(lp, lp2, rows * 4) == 0 && memcmp(mx, mx2, rows) == 0,
+                      "format %zu isa %d: head log-probs", fi, isa);
+            cr_assert(memcmp(am, am2, rows * 4) == 0, "format %zu isa %d: argmax", fi, isa);
+            cr_assert(memcmp(e, e2, (size_t)rows * dim * 4) == 0, "format %zu: embeddings", fi);
+        }
+        cpu_gemm_set_isa(-1);
+        /* the formats really round: bf16 and Q8_0 tables differ from the f32 one */
+        cr_assert(memcmp(dec, w, (size_t)vocab * dim * 4) != 0);
+        free(wp);
+    }
+    free(h), free(w), free(dec), free(wf), free(s), free(lp), free(lp2), free(mx), free(mx2);
+    free(tgt), free(am), free(am2), free(e), free(e2);
+}
+
+static cJSON *read_json(const char *path) {
+    char       *text = NULL;
+    assay_error err;
+    cr_assert_eq(file_read_all(path, &text, NULL, &err), 0, "%s", err.msg);
+    cJSON *j = cJSON_Parse(text);
+    free(text);
+    cr_assert(j, "%s: not JSON", path);
+    return j;
+}
+
+static uint32_t *bits_array(const cJSON *a, int n) {
+    cr_assert_eq(cJSON_GetArraySize(a), n);
+    uint32_t *v = malloc((size_t)n * 4);
+    int       i = 0;
+    cJSON    *it;
+    cJSON_ArrayForEach(it, a) v[i++] = (uint32_t)it->valuedouble;
+    return v;
+}
+
+/* rows with ties at .5 after scaling, zeros, an all-zero block, a padded block (k = 40) */
+Test(weights_formats, q8_0_quantizes_as_gguf_defines_it) {
+    cJSON *j       = read_json(REFS "/q8_0_vectors.json");
+    int    rows    = cJSON_GetObjectItem(j, "rows")->valueint,
+        cols       = cJSON_GetObjectItem(j, "cols")->valueint;
+    uint32_t *in   = bits_array(cJSON_GetObjectItem(j, "input_bits"), rows * cols);
+    uint32_t *want = bits_array(cJSON_GetObjectItem(j, "decoded_bits"), rows * cols);
+    float    *dec = malloc((size_t)rows * cols * 4), *x = malloc((size_t)rows * cols * 4);
+    memcpy(x, in, (size_t)rows * cols * 4);
+    free(pack_decoded(CPU_W_Q8_0, x, rows, cols, dec));
+    for (int i = 0; i < rows * cols; i++)
+        cr_assert(!memcmp(&dec[i], &want[i], 4),
+                  "element %d (row %d): %a, not the bits GGUF's Q8_0 gives (0x%08x)", i, i / cols,
+                  dec[i], want[i]);
+    free(in), free(want), free(dec), free(x);
+    cJSON_Delete(j);
+}
+
+/* tiny.gguf's Q8_0 tensors (quantized by the gguf package) against that package's
+ * dequantization (tiny_expected.safetensors, f32): packed straight from the blocks, every weight
+ * decodes to the same f32 bits; quantizing those f32 values again gives back the same blocks. */
+Test(weights_formats, q8_0_gguf_blocks_load_bit_exactly) {
+    assay_error err;
+    gguf_file  *g = gguf_open("tests/fixtures/gguf/tiny.gguf", &err);
+    cr_assert_not_null(g, "%s", err.msg);
+    st_file *ex = st_open("tests/fixtures/gguf/tiny_expected.safetensors", &err);
+    cr_assert_not_null(ex, "%s", err.msg);
+    int checked = 0;
+    for (int i = 0; i < st_file_count(ex); i++) {
+        const st_tensor *e = st_file_tensor(ex, i);
+        char             name[128];
+        snprintf(name, sizeof name, "%s", e->name);
+        char *cut = strchr(name, '[');
+        if (cut)
+            *cut = 0; /* "token_embd.weight[:32]": the first rows */
+        const gguf_tensor *t = gguf_find_tensor(g, name);
+        cr_assert_not_null(t, "%s", name);
+        if (t->type != GGML_TYPE_Q8_0)
+            continue;
+        int   k = (int)t->ne[0], n = (int)(e->n_elements / (size_t)k);
+        void *p = malloc(gemm_packed_bytes(CPU_W_Q8_0, n, k));
+        gemm_pack_q8_0(p, t->data, n, k);
+        float *row = malloc((size_t)k * 4), *want = malloc(e->n_elements * 4);
+        cr_assert_eq(dtype_to_f32(want, e->data, e->dtype, e->n_elements), 0);
+        for (int r = 0; r < n; r++) {
+            gemm_unpack_row_fmt(row, p, CPU_W_Q8_0, r, k);
+            cr_assert(memcmp(row, want + (size_t)r * k, (size_t)k * 4) == 0, "%s row %d", name, r);
+        }
+        void *p2 = malloc(gemm_packed_bytes(CPU_W_Q8_0, n, k));
+        gemm_pack_fmt(p2, CPU_W_Q8_0, want, n, k);
+        cr_assert(memcmp(p, p2, gemm_packed_bytes(CPU_W_Q8_0, n, k)) == 0,
+                  "%s: quantizing the decoded weights does not give GGUF's blocks back", name);
+        free(p), free(p2), free(row), free(want);
+        checked++;
+    }
+    cr_assert_geq(checked, 2, "tiny.gguf should hold Q8_0 tensors with expected values");
+    st_close(ex);
+    gguf_close(g);
+}
+
+/* ---- the engine ------------------------------------------------------------------------- */
+
+static model *load_fmt(const char *name, int weights, int threads, int batch_tokens) {
+    char dir[256];
+    snprintf(dir, sizeof dir, MODELS "/%s", name);
+    if (access(dir, R_OK) != 0)
+        cr_skip_test("SKIP: %s missing", dir);
+    model_opts  o = {.device           = "cpu",
+                     .n_threads        = threads,
+                     .weights          = weights,
+                     .max_batch_tokens = batch_tokens,
+                     .mem_budget       = (size_t)256 << 20};
+    assay_error err;
+    model      *m = model_load(dir, &o, &err);
+    cr_assert_not_null(m, "%s: %s", dir, err.msg);
+    cr_assert_str_eq(model_weights_name(m), weights == BE_WEIGHTS_BF16   ? "bf16"
+                                            : weights == BE_WEIGHTS_Q8_0 ? "q8_0"
+                                                                         : "f32");
+    return m;
+}
+
+static void check_same(const score_result *a, const score_result *b, const char *what, int i) {
+    cr_assert_eq(a->n_targets, b->n_targets);
+    cr_assert(memcmp(a->logprob, b->logprob, (size_t)a->n_targets * 4) == 0,
+              "%s: request %d log-probs differ", what, i);
+    cr_assert(memcmp(a->is_greedy, b->is_greedy, (size_t)a->n_targets) == 0);
+    cr_assert(a->sum == b->sum);
+}
+
+static void invariance(const char *name, int weights) {
+    enum { N = 24 };
+    score_request req[N], shuffled[N];
+    int32_t      *bufs[N];
+    score_result  alone[N], batch[N];
+    assay_error   err;
+    model        *m     = load_fmt(name, weights, 1, 0);
+    int           vocab = model_get_config(m)->vocab_size, perm[N];
+    for (int i = 0; i < N; i++) {
+        int len = 2 + (i * 37) % 90;
+        bufs[i] = malloc((size_t)len * 4);
+        for (int t = 0; t < len; t++)
+            bufs[i][t] = (int32_t)(((unsigned)i * 131u + (unsigned)t * 7919u + 17u) % vocab);
+        req[i]  = (score_request){bufs[i], len, 1 + (i % 3 == 0 ? len / 2 : 0)};
+        perm[i] = (i * 7 + 5) % N;
+    }
+    for (int i = 0; i < N; i++)
+        cr_assert_eq(model_score(m, &req[i], 1, &alone[i], &err), 0, "%s", err.msg);
+    for (int i = 0; i < N; i++)
+        shuffled[i] = req[perm[i]];
+    for (int t = 1; t <= 2; t++) {
+        model_set_threads(m, t);
+        cr_assert_eq(model_score(m, shuffled, N, batch, &err), 0, "%s", err.msg);
+        for (int i = 0; i < N; i++)
+            check_same(&alone[perm[i]], &batch[i], "shuffled batch", perm[i]);
+        score_results_free(batch, N);
+    }
+    model_free(m);
+    m = load_fmt(name, weights, 2, 40); /* other packings, the chunked KV-cache path */
+    cr_assert_eq(model_score(m, shuffled, N, batch, &err), 0, "%s", err.msg);
+    for (int i = 0; i < N; i++)
+        check_same(&alone[perm[i]], &batch[i], "40-token budget", perm[i]);
+    score_results_free(batch, N);
+    score_results_free(alone, N);
+    model_free(m);
+    for (int i = 0; i < N; i++)
+        free(bufs[i]);
+}
+
+Test(weights_formats, bf16_scores_are_bitwise_batch_invariant) {
+    invariance("llama", BE_WEIGHTS_BF16);
+    invariance("qwen2", BE_WEIGHTS_BF16);
+}
+Test(weights_formats, q8_0_scores_are_bitwise_batch_invariant) {
+    invariance("llama", BE_WEIGHTS_Q8_0);
+    invariance("qwen2", BE_WEIGHTS_Q8_0);
+}
+
+/* Largest |engine - reference| over the reference's sequences. */
+static double max_gap(model *m, const char *ref_path) {
+    cJSON      *j   = read_json(ref_path);
+    double      gap = 0;
+    assay_error err;
+    cJSON      *s;
+    cJSON_ArrayForEach(s, cJSON_GetObjectItem(j, "sequences")) {
+        cJSON       *ids = cJSON_GetObjectItem(s, "ids"), *lps = cJSON_GetObjectItem(s, "logprobs");
+        int          n = cJSON_GetArraySize(ids), i = 0;
+        int32_t     *v = malloc((size_t)n * 4);
+        cJSON       *it;
+        score_result r;
+        score_request q                    = {v, n, 1};
+        cJSON_ArrayForEach(it, ids) v[i++] = (int32_t)it->valuedouble;
+        cr_assert_eq(model_score(m, &q, 1, &r, &err), 0, "%s", err.msg);
+        cr_assert_eq(r.n_targets, cJSON_GetArraySize(lps));
+        i = 0;
+        cJSON_ArrayForEach(it, lps) {
+            double d = fabs((double)r.logprob[i++] - it->valuedouble);
+            gap      = d > gap ? d : gap;
+        }
+        score_results_free(&r, 1);
+        free(v);
+    }
+    cJSON_Delete(j);
+    return gap;
+}
+
+/* The engine runs f32 arithmetic on exactly the rounded weights (the kernel tests above prove
+ * the decoded bits), so against a float64 model of the same rounded weights only f32 rounding
+ * remains: the same bound as the f32 engine against its reference, 1e-4 on log-probs of these
+ * tiny models (tests/test_model.c; measured here: the f32 engine is within ~1e-5 of float64).
+ * The bound is tight enough to see the rounding itself: each format's engine misses the OTHER
+ * formats' references by more than it. */
+#define FMT_TOL 1e-4
+
+Test(weights_formats, logprobs_match_a_float64_model_of_the_same_rounded_weights) {
+    static const char *names[]   = {"llama", "qwen2", "mistral"};
+    static const char *fmts[]    = {"f32", "bf16", "q8_0"};
+    static const int   weights[] = {BE_WEIGHTS_F32, BE_WEIGHTS_BF16, BE_WEIGHTS_Q8_0};
+    for (int mi = 0; mi < 3; mi++)
+        for (int fi = 0; fi < 3; fi++) {
+            model *m = load_fmt(names[mi], weights[fi], 2, 0);
+            for (int ri = 0; ri < 3; ri++) {
+                char path[256];
+                snprintf(path, sizeof path, REFS "/%s_%s.json", names[mi], fmts[ri]);
+                double gap = max_gap(m, path);
+                fprintf(stderr,
+                        "weights_formats: %s engine %s vs reference %s: max |dlogprob| %.3g\n",
+                        names[mi], fmts[fi], fmts[ri], gap);
+                if (ri == fi)
+                    cr_assert(gap <= FMT_TOL, "%s %s: %g over %g", names[mi], fmts[fi], gap,
+                              FMT_TOL);
+                else
+                    cr_assert(gap > FMT_TOL, "%s: engine %s is as close to the %s reference (%g)",
+                              names[mi], fmts[fi], fmts[ri], gap);
+            }
+            model_free(m);
+        }
+}
