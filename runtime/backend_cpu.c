@@ -8,12 +8,31 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/vmath.h"
 #include "runtime/backend.h"
 
+/* ASSAY_CPU_PROFILE=1: wall time per op kind, printed to stderr when the backend is destroyed
+ * (clock_gettime around each op: the ops are synchronous on the CPU). */
+enum {
+    PROF_EMBED,
+    PROF_NORM,
+    PROF_MATMUL,
+    PROF_SWIGLU,
+    PROF_ROPE_KV,
+    PROF_ATTN,
+    PROF_HEAD,
+    PROF_N
+};
+static const char *const prof_names[PROF_N] = {"embed",   "add_norm",  "matmul", "swiglu",
+                                               "rope_kv", "attention", "lm_head"};
+
 typedef struct cpu_impl {
+    int      profile;
+    double   prof_s[PROF_N];
+    long     prof_calls[PROF_N];
     cpu_wfmt wfmt; /* linear weights and embedding tables */
     float   *scratch;
     size_t   scratch_floats;
@@ -27,6 +46,20 @@ typedef struct cpu_impl {
     int          head_dim, head_vocab, head_set;
     be_head_mode head_mode;
 } cpu_impl;
+
+static double prof_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+#define PROF_BEGIN(c) double prof_t0_ = (c)->profile ? prof_now() : 0.0
+#define PROF_END(c, kind)                                                                          \
+    do {                                                                                           \
+        if ((c)->profile) {                                                                        \
+            (c)->prof_s[kind] += prof_now() - prof_t0_;                                            \
+            (c)->prof_calls[kind]++;                                                               \
+        }                                                                                          \
+    } while (0)
 
 static int cpu_scratch(backend *be, size_t need, float **s) {
     cpu_impl *c = be->impl;
@@ -50,6 +83,16 @@ static void cpu_destroy(backend *be) {
     if (!be)
         return;
     cpu_impl *c = be->impl;
+    if (c && c->profile) {
+        double total = 0;
+        for (int i = 0; i < PROF_N; i++)
+            total += c->prof_s[i];
+        for (int i = 0; i < PROF_N; i++)
+            fprintf(stderr, "cpu profile: %-9s %8.3f s %5.1f%% %8ld calls %8.1f us/call\n",
+                    prof_names[i], c->prof_s[i], total > 0 ? 100 * c->prof_s[i] / total : 0.0,
+                    c->prof_calls[i],
+                    c->prof_calls[i] ? 1e6 * c->prof_s[i] / (double)c->prof_calls[i] : 0.0);
+    }
     if (c) {
         free(c->scratch);
         free(c->idx);
@@ -190,21 +233,25 @@ static int cpu_set_batch(backend *be, const be_batch *b) {
 
 static int cpu_embed(backend *be, float *x, const void *table, const float *pos_table, int dim) {
     cpu_impl *c = be->impl;
+    PROF_BEGIN(c);
     embed_forward_fmt(x, table, c->wfmt, c->ids, c->n_tokens, dim);
     if (pos_table)
         pos_embed_add(x, pos_table, c->pos, c->n_tokens, dim);
+    PROF_END(c, PROF_EMBED);
     return 0;
 }
 
 static int cpu_add_norm(backend *be, float *x, void *xn, const void *delta, const float *w,
                         const float *b, be_norm kind, int rows, int dim, float eps) {
-    (void)be;
+    cpu_impl *c = be->impl;
+    PROF_BEGIN(c);
     if (delta)
         add_forward(x, x, delta, (size_t)rows * dim);
     if (kind == BE_NORM_RMS)
         rmsnorm_forward(xn, x, w, rows, dim, eps);
     else
         layernorm_forward(xn, x, w, b, rows, dim, eps);
+    PROF_END(c, PROF_NORM);
     return 0;
 }
 
@@ -214,14 +261,18 @@ static int cpu_matmul(backend *be, void *out, const void *x, const void *w, cons
     int    rc = cpu_scratch(be, cpu_matmul_scratch_floats(rows, in), &s);
     if (rc)
         return rc;
-    matmul_forward_fmt(out, s, x, w, ((cpu_impl *)be->impl)->wfmt, bias, rows, in, out_dim,
-                       epi == BE_EPI_GELU_NEW);
+    cpu_impl *c = be->impl;
+    PROF_BEGIN(c);
+    matmul_forward_fmt(out, s, x, w, c->wfmt, bias, rows, in, out_dim, epi == BE_EPI_GELU_NEW);
+    PROF_END(c, PROF_MATMUL);
     return 0;
 }
 
 static int cpu_swiglu(backend *be, void *out, const void *gate_up, int rows, int ffn) {
-    (void)be;
+    cpu_impl *c = be->impl;
+    PROF_BEGIN(c);
     swiglu_forward(out, gate_up, rows, ffn);
+    PROF_END(c, PROF_SWIGLU);
     return 0;
 }
 
@@ -231,6 +282,7 @@ static int cpu_rope_kv(backend *be, void *qkv, void *k_pool, void *v_pool, const
     int       q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
     int       stride = q_dim + 2 * kv_dim;
     float    *q = qkv, *k = q + q_dim, *v = k + kv_dim;
+    PROF_BEGIN(c);
     if (inv_freq) {
         rope_forward(q, c->pos, inv_freq, c->n_tokens, n_heads, head_dim, stride);
         rope_forward(k, c->pos, inv_freq, c->n_tokens, n_kv_heads, head_dim, stride);
@@ -238,6 +290,7 @@ static int cpu_rope_kv(backend *be, void *qkv, void *k_pool, void *v_pool, const
     if (c->has_bt)
         kv_store_forward(k_pool, v_pool, k, v, stride, kv_dim, c->bt, c->max_blocks,
                          c->block_tokens, c->q_off, c->start, c->n_seqs);
+    PROF_END(c, PROF_ROPE_KV);
     return 0;
 }
 
@@ -248,6 +301,7 @@ static int cpu_attention(backend *be, void *out, const void *qkv, const void *k_
     int          q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
     int          stride = q_dim + 2 * kv_dim, rc;
     const float *q = qkv, *k = q + q_dim, *v = k + kv_dim;
+    PROF_BEGIN(c);
     if (c->has_bt)
         rc = attention_paged_forward(out, q, k_pool, v_pool, c->bt, c->max_blocks, c->block_tokens,
                                      c->q_off, c->start, c->n_seqs, n_heads, n_kv_heads, head_dim,
@@ -255,6 +309,7 @@ static int cpu_attention(backend *be, void *out, const void *qkv, const void *k_
     else
         rc = attention_varlen_forward(out, q, k, v, c->q_off, c->n_seqs, n_heads, n_kv_heads,
                                       head_dim, stride, stride, window);
+    PROF_END(c, PROF_ATTN);
     if (rc != 0)
         return assay_fail(&be->last_error, ASSAY_ENOMEM, "cpu backend: attention scratch");
     return 0;
@@ -339,7 +394,17 @@ static int cpu_head_both(backend *be, float *logprob, uint8_t *is_max, int32_t *
     return 0;
 }
 
+static int cpu_fetch_head(backend *be, float *logprob, uint8_t *is_max, int32_t *argmax);
+
 static int cpu_fetch(backend *be, float *logprob, uint8_t *is_max, int32_t *argmax) {
+    cpu_impl *c = be->impl;
+    PROF_BEGIN(c);
+    int rc = cpu_fetch_head(be, logprob, is_max, argmax);
+    PROF_END(c, PROF_HEAD);
+    return rc;
+}
+
+static int cpu_fetch_head(backend *be, float *logprob, uint8_t *is_max, int32_t *argmax) {
     cpu_impl *c = be->impl;
     if (!c->head_set)
         return assay_fail(&be->last_error, ASSAY_EINTERNAL, "cpu backend: fetch before lm_head");
@@ -427,9 +492,11 @@ backend *backend_cpu_create(const backend_opts *opts, assay_error *err) {
         assay_fail(err, ASSAY_ENOMEM, "cpu backend: out of memory");
         return NULL;
     }
-    be->ops       = &cpu_ops;
-    be->impl      = c;
-    be_weights wf = opts ? opts->weights : BE_WEIGHTS_NATIVE;
+    const char *prof = getenv("ASSAY_CPU_PROFILE");
+    c->profile       = prof && *prof && strcmp(prof, "0") != 0;
+    be->ops          = &cpu_ops;
+    be->impl         = c;
+    be_weights wf    = opts ? opts->weights : BE_WEIGHTS_NATIVE;
     c->wfmt = wf == BE_WEIGHTS_BF16 ? CPU_W_BF16 : wf == BE_WEIGHTS_Q8_0 ? CPU_W_Q8_0 : CPU_W_F32;
     /* fp32 activations and fixed reduction orders over weights that decode to exact f32 values
      * (kernels/cpu/ops.h): batch invariant, with or without opts->fast */

@@ -431,13 +431,18 @@ static void gemm_run(float *out, size_t ldo, float *xp, const float *x, const vo
     size_t work = (size_t)m * k * n;
     /* one region: the threads pack X, meet at the for's barrier, then take tasks (a separate
      * packing region, serial for decode-sized X, left the other threads spinning) */
+    /* one row (decode) is its own micro-panel ([k][1] is x): no packing, so no barrier before
+     * the tasks; the region's end is the only one */
+    const float *xs = m == 1 ? x : xp;
 #pragma omp parallel if (n_tasks > 1 && work >= 8 * CPU_PAR_MIN_WORK)
     {
+        if (m > 1) {
 #pragma omp for schedule(static)
-        for (int b = 0; b < n_blocks; b++)
-            pack_rows(xp, x, m, k, b);
+            for (int b = 0; b < n_blocks; b++)
+                pack_rows(xp, x, m, k, b);
+        }
         float wdec[GEMM_KC * GEMM_NR]; /* a decoded weight slice, below AVX-512 only */
-#pragma omp for schedule(dynamic, 1)
+#pragma omp for schedule(dynamic, 1) nowait
         for (int task = 0; task < n_tasks; task++) {
             int b0 = task / n_pgroups * GEMM_RB, p0 = task % n_pgroups * pb;
             int b1 = b0 + GEMM_RB < n_blocks ? b0 + GEMM_RB : n_blocks;
@@ -450,7 +455,7 @@ static void gemm_run(float *out, size_t ldo, float *xp, const float *x, const vo
                     for (int b = b0; b < b1; b++) {
                         int    mr = m - b * GEMM_MR < GEMM_MR ? m - b * GEMM_MR : GEMM_MR;
                         float *c  = out + (size_t)b * GEMM_MR * ldo + (size_t)p * GEMM_NR;
-                        micro_tile(isa, fmt, mr, kc, xp + (size_t)b * GEMM_MR * k + (size_t)kb * mr,
+                        micro_tile(isa, fmt, mr, kc, xs + (size_t)b * GEMM_MR * k + (size_t)kb * mr,
                                    w, wdec, c, ldo, nc, kb > 0,
                                    last && bias ? bias + (size_t)p * GEMM_NR : NULL);
                         if (last && gelu)
