@@ -331,3 +331,110 @@ Test(weights_formats, logprobs_match_a_float64_model_of_the_same_rounded_weights
             model_free(m);
         }
 }
+
+/* ---- memory ------------------------------------------------------------------------------ */
+
+/* A random llama big enough that its weights dominate the process (dim 512, 4 layers, FFN 1536:
+ * 14M parameters, 56 MB in f32), with the tiny llama fixture's tokenizer. */
+static void write_big_llama(const char *dir) {
+    enum { D = 512, F = 1536, L = 4, V = 400 };
+    char cfg[1024], cmd[1200], path[600];
+    snprintf(cfg, sizeof cfg,
+             "{\"architectures\": [\"LlamaForCausalLM\"], \"model_type\": \"llama\", "
+             "\"hidden_size\": %d, \"intermediate_size\": %d, \"num_hidden_layers\": %d, "
+             "\"num_attention_heads\": 8, \"num_key_value_heads\": 8, \"vocab_size\": %d, "
+             "\"max_position_embeddings\": 256, \"rms_norm_eps\": 1e-5, \"rope_theta\": 10000.0, "
+             "\"tie_word_embeddings\": false, \"bos_token_id\": 1, \"eos_token_id\": 2, "
+             "\"hidden_act\": \"silu\", \"torch_dtype\": \"float32\"}",
+             D, F, L, V);
+    test_write_file(dir, "config.json", cfg);
+    snprintf(cmd, sizeof cmd,
+             "cp " MODELS "/llama/tokenizer.json " MODELS "/llama/tokenizer_config.json %s/", dir);
+    cr_assert_eq(system(cmd), 0);
+    static const char *lin[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj",
+                                "self_attn.o_proj", "mlp.gate_proj",    "mlp.up_proj",
+                                "mlp.down_proj"};
+    st_write_tensor    t[3 + L * 9];
+    char               names[3 + L * 9][96];
+    int                n   = 0;
+    float             *big = frand((size_t)F * D, 77u), *ones = malloc(D * 4);
+    for (int i = 0; i < D; i++)
+        ones[i] = 1.0f;
+    /* every matrix views the same random values: the weights' bytes are what matters */
+    snprintf(names[n], 96, "model.embed_tokens.weight");
+    t[n++] = (st_write_tensor){names[n], DTYPE_F32, 2, {V, D}, big};
+    snprintf(names[n], 96, "lm_head.weight");
+    t[n++] = (st_write_tensor){names[n], DTYPE_F32, 2, {V, D}, big};
+    snprintf(names[n], 96, "model.norm.weight");
+    t[n++] = (st_write_tensor){names[n], DTYPE_F32, 1, {D}, ones};
+    for (int l = 0; l < L; l++) {
+        for (int j = 0; j < 7; j++) {
+            int rows = j == 6 ? D : j >= 4 ? F : D, cols = j == 6 ? F : D;
+            snprintf(names[n], 96, "model.layers.%d.%s.weight", l, lin[j]);
+            t[n++] = (st_write_tensor){names[n], DTYPE_F32, 2, {rows, cols}, big};
+        }
+        snprintf(names[n], 96, "model.layers.%d.input_layernorm.weight", l);
+        t[n++] = (st_write_tensor){names[n], DTYPE_F32, 1, {D}, ones};
+        snprintf(names[n], 96, "model.layers.%d.post_attention_layernorm.weight", l);
+        t[n++] = (st_write_tensor){names[n], DTYPE_F32, 1, {D}, ones};
+    }
+    for (int i = 0; i < n; i++) /* (t[n++] = ...names[n]... leaves the index order unspecified) */
+        t[i].name = names[i];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    assay_error err;
+    cr_assert_eq(st_write(path, t, n, NULL, &err), 0, "%s", err.msg);
+    free(big), free(ones);
+}
+
+/* Peak RSS of `assay ppl` with each format: a bf16 or Q8_0 model's peak is its own weight bytes
+ * plus what the f32 run needs besides its weights, not an f32 copy. Children's peaks only grow
+ * (RUSAGE_CHILDREN keeps the largest, and a forked child starts with this process's pages: the
+ * runs come before this process loads anything), so the runs go from the smallest expected peak
+ * up, and each must be strictly above the last. */
+Test(weights_formats, peak_rss_holds_the_format_not_an_f32_copy, .timeout = 120) {
+    if (!TEST_CHECK_MEMORY)
+        cr_skip_test("SKIP: resident memory means nothing under ASan");
+    char dir[64];
+    test_tmpdir(dir, sizeof dir);
+    write_big_llama(dir);
+    test_write_file(dir, "text.txt",
+                    "The river ran low that autumn, and the old ferryman mended nets.");
+    static const int   weights[] = {BE_WEIGHTS_Q8_0, BE_WEIGHTS_BF16, BE_WEIGHTS_F32};
+    static const char *fmts[]    = {"q8_0", "bf16", "f32"};
+    double             peak[3], wbytes[3];
+    for (int i = 0; i < 3; i++) {
+        char *out = NULL;
+        cr_assert_eq(
+            test_run(&out, "ppl %s %s/text.txt --threads 2 --weights %s", dir, dir, fmts[i]), 0,
+            "%s", out);
+        free(out);
+        struct rusage ru;
+        getrusage(RUSAGE_CHILDREN, &ru);
+        peak[i] = (double)ru.ru_maxrss * 1024.0;
+    }
+    for (int i = 0; i < 3; i++) {
+        model_opts  o = {.device = "cpu", .weights = weights[i], .max_batch_tokens = 64};
+        assay_error err;
+        model      *m = model_load(dir, &o, &err);
+        cr_assert_not_null(m, "%s", err.msg);
+        wbytes[i] = (double)model_weight_bytes(m);
+        model_free(m);
+        fprintf(stderr, "weights_formats: %s weights %.1f MB, peak RSS %.1f MB\n", fmts[i],
+                wbytes[i] / 1e6, peak[i] / 1e6);
+    }
+    cr_assert(wbytes[0] < 0.3 * wbytes[2] && wbytes[1] < 0.51 * wbytes[2],
+              "Q8_0 %.0f and bf16 %.0f bytes against f32 %.0f", wbytes[0], wbytes[1], wbytes[2]);
+    for (int i = 0; i < 2; i++) {
+        /* what the run needs besides weights, measured on f32; 8 MB of slack for allocator and
+         * page-cache noise (the weights differ by 28-41 MB) */
+        double rest = peak[2] - wbytes[2];
+        cr_assert(peak[i] <= wbytes[i] + rest + 8e6,
+                  "%s: peak %.1f MB, expected about its %.1f MB of weights + %.1f MB", fmts[i],
+                  peak[i] / 1e6, wbytes[i] / 1e6, rest / 1e6);
+        cr_assert(peak[i] < peak[i + 1], "%s peak %.1f MB is not below %s's %.1f MB", fmts[i],
+                  peak[i] / 1e6, fmts[i + 1], peak[i + 1] / 1e6);
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    (void)system(cmd);
+}
