@@ -438,3 +438,38 @@ Test(weights_formats, peak_rss_holds_the_format_not_an_f32_copy, .timeout = 120)
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     (void)system(cmd);
 }
+
+/* ---- the command line -------------------------------------------------------------------- */
+
+Test(weights_formats, weights_option_reaches_the_engine_and_the_output) {
+    char *out = NULL;
+    char  dir[64];
+    test_tmpdir(dir, sizeof dir);
+    test_write_file(dir, "t.txt", "The river ran low that autumn.");
+    for (int i = 0; i < 3; i++) {
+        static const char *f[] = {"f32", "bf16", "q8_0"};
+        cr_assert_eq(test_run(&out,
+                              "ppl " MODELS "/llama %s/t.txt --device cpu --weights %s --json", dir,
+                              f[i]),
+                     0, "%s", out);
+        char want[64];
+        snprintf(want, sizeof want, "\"weights\":\t\"%s\"", f[i]);
+        cr_assert(strstr(out, want), "%s missing in %s", want, out);
+        snprintf(want, sizeof want, "batch-invariant, %s weights", f[i]);
+        cr_assert(strstr(out, want), "%s missing in %s", want, out);
+        free(out);
+    }
+    cr_assert_eq(test_run(&out, "ppl " MODELS "/llama %s/t.txt --weights q4", dir), 2, "%s", out);
+    cr_assert(strstr(out, "--weights: expected f32, bf16 or q8_0, got 'q4'"), "%s", out);
+    free(out);
+    cr_assert_eq(test_run(&out, "inspect " MODELS "/llama --json"), 0, "%s", out);
+    cJSON *j = cJSON_Parse(out), *m = cJSON_GetObjectItem(j, "memory");
+    double params = cJSON_GetObjectItem(j, "parameters")->valuedouble;
+    cr_assert_eq(cJSON_GetObjectItem(m, "cpu_bf16_weights_bytes")->valuedouble, params * 2);
+    cr_assert_eq(cJSON_GetObjectItem(m, "cpu_q8_0_weights_bytes")->valuedouble, params * 36 / 32);
+    cJSON_Delete(j);
+    free(out);
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    (void)system(cmd);
+}
