@@ -7,8 +7,10 @@
 # What it does:
 #   1. checks for what it needs (cc, make, cmake, python3 with pip, curl or a PyPI mirror);
 #   2. builds llama.cpp's llama-bench (and convert_hf_to_gguf.py's gguf package) from the source
-#      in PyPI's llama-cpp-python sdist: `pip download --no-binary :all: --no-deps
-#      llama-cpp-python` into $WORK (nothing of it is committed; reused when already built);
+#      in PyPI's llama-cpp-python sdist: `pip download --no-binary llama-cpp-python --no-deps
+#      llama-cpp-python` into $WORK (nothing of it is committed; reused when already built).
+#      Not `--no-binary :all:`: that also builds the sdist's build backend and its tools (cmake
+#      among them) from source just to read its metadata, which takes longer than the bench;
 #   3. converts MODEL_DIR to GGUF at f32, bf16 and q8_0 with llama.cpp's convert_hf_to_gguf.py;
 #   4. runs llama-bench (-p $PP -n $TG, -t $THREADS, -r $REPS) on each GGUF and, interleaved, assay
 #      on MODEL_DIR with --weights f32|bf16|q8_0: prompt processing as `assay ppl` tokens/s over
@@ -48,7 +50,7 @@ load() { cut -d' ' -f1 /proc/loadavg; }
 LB=$WORK/build/bin/llama-bench
 if [ -z "${SKIP_LLAMA:-}" ] && [ ! -x "$LB" ]; then
   echo "bench: fetching llama-cpp-python's sdist from PyPI" >&2
-  python3 -m pip download --no-binary :all: --no-deps -d "$WORK/sdist" llama-cpp-python >&2 ||
+  python3 -m pip download --no-binary llama-cpp-python --no-deps -d "$WORK/sdist" llama-cpp-python >&2 ||
     { echo "bench: pip download llama-cpp-python failed" >&2; exit 1; }
   tgz=$(ls "$WORK"/sdist/llama_cpp_python-*.tar.gz | head -1)
   tar -xzf "$tgz" -C "$WORK" || exit 1

@@ -473,3 +473,89 @@ Test(weights_formats, weights_option_reaches_the_engine_and_the_output) {
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     (void)system(cmd);
 }
+
+/* ---- GGUF files ---------------------------------------------------------------------------- */
+
+static void score_all(model *m, score_result *res, int n, int32_t **bufs, score_request *req) {
+    int         vocab = model_get_config(m)->vocab_size;
+    assay_error err;
+    for (int i = 0; i < n; i++) {
+        int len = 3 + i * 11;
+        bufs[i] = malloc((size_t)len * 4);
+        for (int t = 0; t < len; t++)
+            bufs[i][t] = (int32_t)(((unsigned)i * 31u + (unsigned)t * 7919u + 1u) % vocab);
+        req[i] = (score_request){bufs[i], len, 1};
+    }
+    cr_assert_eq(model_score(m, req, n, res, &err), 0, "%s", err.msg);
+}
+
+static model *load_path(const char *path, int weights) {
+    model_opts  o = {.device = "cpu", .weights = weights, .mem_budget = (size_t)256 << 20};
+    assay_error err;
+    model      *m = model_load(path, &o, &err);
+    cr_assert_not_null(m, "%s: %s", path, err.msg);
+    return m;
+}
+
+static void same_scores(model *a, model *b, const char *what) {
+    enum { N = 6 };
+    score_result  ra[N], rb[N];
+    int32_t      *ba[N], *bb[N];
+    score_request qa[N], qb[N];
+    score_all(a, ra, N, ba, qa);
+    score_all(b, rb, N, bb, qb);
+    for (int i = 0; i < N; i++) {
+        check_same(&ra[i], &rb[i], what, i);
+        free(ba[i]), free(bb[i]);
+    }
+    score_results_free(ra, N);
+    score_results_free(rb, N);
+}
+
+/* Every matrix of q8_llama.gguf is Q8_0 with no block reaching |q| = 127, so quantizing its
+ * decoded values again gives other blocks. Loaded with --weights q8_0 it scores bitwise like
+ * the f32 load of the same file (the GEMM contract on the same decoded weights): the blocks
+ * were kept as they are. */
+Test(weights_formats, q8_0_gguf_weights_load_without_a_round_trip_through_f32) {
+    const char *path = REFS "/q8_llama.gguf";
+    model      *f32 = load_path(path, BE_WEIGHTS_F32), *q8 = load_path(path, BE_WEIGHTS_Q8_0);
+    cr_assert_str_eq(model_weights_name(q8), "q8_0");
+    same_scores(f32, q8, "q8_0 GGUF loaded as q8_0 against f32");
+    model_free(f32);
+    model_free(q8);
+    /* the round trip really would change these blocks */
+    assay_error        err;
+    gguf_file         *g = gguf_open(path, &err);
+    const gguf_tensor *t = gguf_find_tensor(g, "blk.0.ffn_up.weight");
+    cr_assert(t && t->type == GGML_TYPE_Q8_0);
+    int    k = (int)t->ne[0], n = (int)t->ne[1];
+    size_t bytes  = gemm_packed_bytes(CPU_W_Q8_0, n, k);
+    void  *direct = malloc(bytes), *again = malloc(bytes);
+    float *dec = malloc((size_t)n * k * 4);
+    cr_assert_eq(gguf_dequantize(dec, t->data, t->type, (int64_t)n * k), 0);
+    gemm_pack_q8_0(direct, t->data, n, k);
+    gemm_pack_fmt(again, CPU_W_Q8_0, dec, n, k);
+    cr_assert(memcmp(direct, again, bytes) != 0, "the fixture's blocks survive a round trip");
+    free(direct), free(again), free(dec);
+    gguf_close(g);
+}
+
+/* A GGUF file loads as `assay convert` would write it: llama.cpp's names and RoPE row order
+ * mapped back (tiny.gguf holds every supported type; its converted directory is the reference). */
+Test(weights_formats, a_gguf_file_scores_like_its_converted_checkpoint) {
+    char  dir[64], conv[128];
+    char *out = NULL;
+    test_tmpdir(dir, sizeof dir);
+    snprintf(conv, sizeof conv, "%s/tiny", dir);
+    cr_assert_eq(test_run(&out, "convert tests/fixtures/gguf/tiny.gguf %s", conv), 0, "%s", out);
+    free(out);
+    for (int w = BE_WEIGHTS_F32; w <= BE_WEIGHTS_Q8_0; w++) {
+        model *a = load_path("tests/fixtures/gguf/tiny.gguf", w), *b = load_path(conv, w);
+        same_scores(a, b, "tiny.gguf against its converted directory");
+        model_free(a);
+        model_free(b);
+    }
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    (void)system(cmd);
+}
