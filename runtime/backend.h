@@ -92,9 +92,6 @@ typedef struct backend_ops {
     size_t (*weight_bytes)(backend *be, int rows, int cols); /* a linear weight (rows, cols) */
     /* dst (weight_bytes) = w (rows, cols) row-major f32 host memory, in the backend's layout */
     int (*upload_weight)(backend *be, void *dst, const float *w, int rows, int cols);
-    /* optional (NULL: not supported): dst (weight_bytes) = GGUF Q8_0 blocks (rows x cols / 32
-     * blocks of 34 bytes) stored as they are, for a backend whose weight_format is Q8_0 */
-    int (*upload_weight_q8_0)(backend *be, void *dst, const void *blocks, int rows, int cols);
 
     /* the pass */
     int (*set_batch)(backend *be, const be_batch *b);
@@ -140,6 +137,10 @@ typedef struct backend_ops {
      * consecutive layers of layer_bytes each, a block is block_bytes. */
     int (*kv_block_copy)(backend *be, void *k_pool, void *v_pool, int n_layers, size_t layer_bytes,
                          size_t block_bytes, int dst, int src);
+    /* optional (NULL: not supported; last, so tables that list the slots in order stay valid):
+     * dst (weight_bytes) = GGUF Q8_0 blocks (rows x cols / 32 blocks of 34 bytes) stored as they
+     * are, for a backend whose weight_format is Q8_0 */
+    int (*upload_weight_q8_0)(backend *be, void *dst, const void *blocks, int rows, int cols);
 } backend_ops;
 
 struct backend {
