@@ -96,8 +96,12 @@ static void q8_quantize(float *d, int8_t *q, const float *x, int n) {
     for (int i = 0; i < n; i++)
         amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
     float dd = amax / 127.0f, id = dd != 0.0f ? 1.0f / dd : 0.0f;
-    for (int i = 0; i < GEMM_NR; i++)
-        q[i] = (int8_t)(i < n ? roundf(x[i] * id) : 0.0f);
+    for (int i = 0; i < GEMM_NR; i++) {
+        /* |x * id| <= 127 for finite weights; a NaN or infinite weight must not reach the int
+         * conversion (undefined behaviour): it becomes 0 */
+        float r = i < n ? roundf(x[i] * id) : 0.0f;
+        q[i]    = (int8_t)(r >= -128.0f && r <= 127.0f ? r : 0.0f);
+    }
     *d = f16_to_f32(f32_to_f16(dd));
 }
 
