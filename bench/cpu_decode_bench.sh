@@ -11,14 +11,17 @@
 #      llama-cpp-python` into $WORK (nothing of it is committed; reused when already built).
 #      Not `--no-binary :all:`: that also builds the sdist's build backend and its tools (cmake
 #      among them) from source just to read its metadata, which takes longer than the bench;
-#   3. converts MODEL_DIR to GGUF at f32, bf16 and q8_0 with llama.cpp's convert_hf_to_gguf.py;
+#   3. makes GGUF files of the same weights at f32, bf16 and q8_0: with llama-quantize from
+#      $GGUF_SRC (default: the Q4_1 GGUF that tools/fetch_smollm2.sh converted into MODEL_DIR, so
+#      both programs run exactly the same dequantized weights), else with llama.cpp's
+#      convert_hf_to_gguf.py from MODEL_DIR ($PYTHON with numpy, torch, sentencepiece);
 #   4. runs llama-bench (-p $PP -n $TG, -t $THREADS, -r $REPS) on each GGUF and, interleaved, assay
 #      on MODEL_DIR with --weights f32|bf16|q8_0: prompt processing as `assay ppl` tokens/s over
 #      one $PP-token window and decode as `assay generate` new tokens/s over $TG tokens from a
 #      short prompt (both print their rate; best of $REPS);
 #   5. prints a markdown table with the load average next to each number and leaves it in $OUT.
 # Env: WORK (default build/llamacpp), OUT (default build/cpu-decode-results), THREADS (default
-# nproc), PP (512), TG (64), REPS (3), SKIP_LLAMA=1 (assay only).
+# nproc), PP (512), TG (64), REPS (3), SKIP_LLAMA=1 (assay only), GGUF_SRC, PYTHON (python3).
 # The machine may be shared: every row carries the 1-minute load average when it ran.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -30,6 +33,8 @@ THREADS=${THREADS:-$(nproc)}
 PP=${PP:-512}
 TG=${TG:-64}
 REPS=${REPS:-3}
+PYTHON=${PYTHON:-python3}
+GGUF_SRC=${GGUF_SRC:-$(dirname "$MODEL")/cache/SmolLM2-135M-Instruct.Q4_1.gguf}
 mkdir -p "$WORK" "$OUT"
 WORK=$(cd "$WORK" && pwd)
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
@@ -48,18 +53,19 @@ make -j2 CUDA=0 >/dev/null || { echo "bench: building assay failed" >&2; exit 1;
 load() { cut -d' ' -f1 /proc/loadavg; }
 
 LB=$WORK/build/bin/llama-bench
-if [ -z "${SKIP_LLAMA:-}" ] && [ ! -x "$LB" ]; then
+LQ=$WORK/build/bin/llama-quantize
+if [ -z "${SKIP_LLAMA:-}" ] && { [ ! -x "$LB" ] || [ ! -x "$LQ" ]; }; then
   echo "bench: fetching llama-cpp-python's sdist from PyPI" >&2
   python3 -m pip download --no-binary llama-cpp-python --no-deps -d "$WORK/sdist" llama-cpp-python >&2 ||
     { echo "bench: pip download llama-cpp-python failed" >&2; exit 1; }
   tgz=$(ls "$WORK"/sdist/llama_cpp_python-*.tar.gz | head -1)
-  tar -xzf "$tgz" -C "$WORK" || exit 1
+  [ -d "${tgz%.tar.gz}" ] || tar -xzf "$tgz" -C "$WORK" || exit 1
   src=$(ls -d "$WORK"/llama_cpp_python-*/vendor/llama.cpp | head -1)
   ln -sfn "$src" "$WORK/src"
   echo "bench: building llama-bench from $src" >&2
   cmake -S "$src" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
     -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2 &&
-    cmake --build "$WORK/build" --target llama-bench -j 2 >&2 ||
+    cmake --build "$WORK/build" --target llama-bench llama-quantize -j 2 >&2 ||
     { echo "bench: building llama-bench failed" >&2; exit 1; }
 fi
 
@@ -68,8 +74,12 @@ if [ -z "${SKIP_LLAMA:-}" ]; then
   for t in f32 bf16 q8_0; do
     g=$WORK/model-$t.gguf
     [ -s "$g" ] && continue
-    PYTHONPATH=$WORK/src/gguf-py python3 "$WORK/src/convert_hf_to_gguf.py" "$MODEL" \
-      --outtype "$t" --outfile "$g" >&2 || { echo "bench: converting to $t failed" >&2; exit 1; }
+    if [ -f "$GGUF_SRC" ]; then
+      "$LQ" --allow-requantize "$GGUF_SRC" "$g" "$(echo "$t" | tr a-z A-Z)" >&2
+    else
+      PYTHONPATH=$WORK/src/gguf-py "$PYTHON" "$WORK/src/convert_hf_to_gguf.py" "$MODEL" \
+        --outtype "$t" --outfile "$g" >&2
+    fi || { echo "bench: making the $t GGUF failed" >&2; exit 1; }
   done
 fi
 
