@@ -9,7 +9,12 @@
  * GEMM_KC-long slice of k, each weight panel slice is applied to every micro-panel while it is
  * hot in L1/L2. The micro-kernel keeps an mr x 32 tile of C in registers (AVX-512: 12 x 32 =
  * 24 zmm accumulators; AVX2: 6 x 16 per call; a portable fmaf loop otherwise), chosen at run
- * time, compiled with function-level target attributes so the build flags stay generic. */
+ * time, compiled with function-level target attributes so the build flags stay generic.
+ *
+ * Weight formats (ops.h): the AVX-512 micro-kernel decodes bf16 and Q8_0 weights in registers as
+ * it streams a panel (decode reads each weight once, so fewer bytes is the speed-up); the AVX2 and
+ * portable paths decode a panel's k slice into an f32 buffer first. Both give the exact f32 value
+ * of each weight, so every path keeps the f32 contract. */
 #include <float.h>
 #include <immintrin.h>
 #include <math.h>
