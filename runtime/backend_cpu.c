@@ -11,7 +11,6 @@
 #include <time.h>
 
 #include "kernels/cpu/ops.h"
-#include "kernels/cpu/vmath.h"
 #include "runtime/backend.h"
 
 /* ASSAY_CPU_PROFILE=1: wall time per op kind, printed to stderr when the backend is destroyed
@@ -337,24 +336,6 @@ static int cpu_lm_head(backend *be, const void *h, const void *w_head, int dim, 
     return 0;
 }
 
-/* Argmax (first index of the largest logit; NaN never wins, as argmax_forward), the max and the
- * sum of exp(l - max) in double over 16 lanes, as kernels/cpu/gemm.c's row statistics. */
-static void cpu_row_stats(const float *l, int vocab, int *am, float *mx, double *sum) {
-    int   best = 0;
-    float m    = l[0];
-    for (int j = 1; j < vocab; j++)
-        if (l[j] > m) {
-            m    = l[j];
-            best = j;
-        }
-    double lanes[16] = {0};
-    for (int j = 0; j < vocab; j++)
-        lanes[j % 16] += (double)vm_expf(l[j] - m);
-    *am  = best;
-    *mx  = m;
-    *sum = vm_fold16d(lanes);
-}
-
 #define CPU_HEAD_ROWS 96 /* rows of logits at a time, as the kernels' LM head */
 
 /* Log-probs and the argmax in one pass: logits through matmul_forward (the GEMM contract gives
@@ -379,7 +360,7 @@ static int cpu_head_both(backend *be, float *logprob, uint8_t *is_max, int32_t *
             float        mx;
             int          am;
             double       sum;
-            cpu_row_stats(l, vocab, &am, &mx, &sum);
+            logits_row_stats(l, vocab, &am, &mx, &sum);
             if (argmax)
                 argmax[r0 + i] = am;
             if (c->has_tgt) {

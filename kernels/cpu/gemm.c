@@ -550,6 +550,13 @@ static VM_AVX512 void row_stats512(const float *l, int vocab, int *am, float *mx
     *sum = vm_fold512d(lo, hi);
 }
 
+void logits_row_stats(const float *l, int vocab, int *am, float *mx, double *sum) {
+    if (cpu_gemm_isa() == 2)
+        row_stats512(l, vocab, am, mx, sum);
+    else
+        row_stats(l, vocab, am, mx, sum);
+}
+
 void target_logprob_forward(float *out_logprob, uint8_t *out_is_max, float *scratch, const float *h,
                             const float *w, const int32_t *target, int rows, int dim, int vocab) {
     target_logprob_forward_fmt(out_logprob, out_is_max, scratch, h, w, CPU_W_F32, target, rows, dim,

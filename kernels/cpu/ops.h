@@ -150,6 +150,10 @@ void target_logprob_forward(float *out_logprob, uint8_t *out_is_max, float *scra
 void target_logprob_forward_fmt(float *out_logprob, uint8_t *out_is_max, float *scratch,
                                 const float *h, const void *w, cpu_wfmt fmt, const int32_t *target,
                                 int rows, int dim, int vocab);
+/* Statistics of one row of logits (vocab), as the head computes them: *am the first index of
+ * the largest (NaN never wins), *mx that logit, *sum = sum of exp(l - mx) in double over 16
+ * lanes; the AVX-512 and portable forms give the same bits. */
+void logits_row_stats(const float *l, int vocab, int *am, float *mx, double *sum);
 /* out_id[r] = argmax(h[r] @ w^T) (lowest index on ties); same scratch as above. */
 void argmax_forward(int32_t *out_id, float *scratch, const float *h, const float *w, int rows,
                     int dim, int vocab);
