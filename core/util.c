@@ -358,6 +358,8 @@ int atomic_open(atomic_file *af, const char *path, assay_error *err) {
         strcpy(af->target, real);
     }
     snprintf(af->tmp_path, sizeof af->tmp_path, "%s.tmp.%ld", af->target, (long)getpid());
+    /* registered before it exists: a signal between the two would otherwise leave it behind */
+    temp_register(af->tmp_path, 0);
     int fd = open(af->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
     if (fd < 0 && errno == EEXIST) { /* left by a killed process that had our pid */
         unlink(af->tmp_path);
@@ -369,10 +371,10 @@ int atomic_open(atomic_file *af, const char *path, assay_error *err) {
             close(fd);
             unlink(af->tmp_path);
         }
+        temp_unregister(af->tmp_path);
         af->tmp_path[0] = '\0';
         return assay_fail(err, ASSAY_EIO, "%s: cannot create: %s", path, strerror(e));
     }
-    temp_register(af->tmp_path, 0);
     return ASSAY_OK;
 }
 
@@ -453,10 +455,14 @@ int dir_create_temp(char *tmp, size_t cap, const char *out, assay_error *err) {
     int n = snprintf(tmp, cap, "%s.tmp.%ld", out, (long)getpid());
     if (n < 0 || (size_t)n >= cap)
         return assay_fail(err, ASSAY_EINVAL, "%s: path too long", out);
-    if (mkdir(tmp, 0777) != 0)
-        return assay_fail(err, ASSAY_EIO, "%s: cannot create the temporary directory %s: %s", out,
-                          tmp, strerror(errno));
+    /* registered before it exists: a signal between the two would otherwise leave it behind */
     temp_register(tmp, 1);
+    if (mkdir(tmp, 0777) != 0) {
+        int e = errno;
+        temp_unregister(tmp);
+        return assay_fail(err, ASSAY_EIO, "%s: cannot create the temporary directory %s: %s", out,
+                          tmp, strerror(e));
+    }
     return ASSAY_OK;
 }
 
