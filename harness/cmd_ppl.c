@@ -11,6 +11,7 @@
 #include "core/util.h"
 #include "harness/cli_common.h"
 #include "harness/commands.h"
+#include "harness/dist.h"
 #include "harness/jsonl.h"
 #include "harness/pipeline.h"
 #include "harness/progress.h"
@@ -231,6 +232,7 @@ int cmd_ppl(int argc, char **argv) {
         free(files);
         return 2;
     }
+    dist_apply_device(&cc);
     int sliding = !strcmp(mode, "sliding");
     if (!sliding && stride) {
         assay_fail(&err, ASSAY_EINVAL, "--stride applies to --mode sliding only");
@@ -310,7 +312,8 @@ int cmd_ppl(int argc, char **argv) {
 
     double t0 = time_now();
     progress_init(&prog, "ppl", "tok", plan.scored);
-    if ((rc = pipe_ppl_run(m, &plan, pdocs, prefix, model_dir, &counts, &prog, &err)))
+    pipe_shard sh = pipe_shard_world(); /* under mpirun: each rank its share of the windows */
+    if ((rc = pipe_ppl_run_on(m, &plan, pdocs, prefix, model_dir, &counts, &prog, &sh, &err)))
         goto fail_progress;
     progress_finish(&prog);
     double wall = time_now() - t0;

@@ -499,7 +499,7 @@ static int resume_load(const pipe_shard *sh, const char *hash, score_result *out
             }
         return 0;
     }
-    (void)loaded;
+    fprintf(stderr, "assay: %s: reusing %zu results of an earlier run (--resume)\n", path, loaded);
     return 1;
 }
 
