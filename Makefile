@@ -89,6 +89,11 @@ $(shell mkdir -p $(B) && (test "$$(cat $(B)/mpi.txt 2>/dev/null)" = '$(MPI)' || 
   printf '%s' '$(MPI)' >$(B)/mpi.txt))
 $(OBJDIR)/harness/dist.o: $(B)/mpi.txt
 $(OBJDIR)/harness/dist.o: ASSAY_CFLAGS += $(MPI_CFLAGS)
+# NCCL (a communicator for tensor-parallel work to come) where the CUDA toolkit has nccl.h; the
+# library itself is opened at run time.
+ifeq ($(CUDA)$(MPI)$(if $(wildcard $(CUDA_HOME)/include/nccl.h),1,0),111)
+$(OBJDIR)/harness/dist.o: ASSAY_CFLAGS += -DASSAY_NCCL=1
+endif
 
 # Objects of different variants never mix: each variant has its own object folder, and the
 # final artifacts relink when the variant changes.

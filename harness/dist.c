@@ -15,6 +15,15 @@
 #ifdef ASSAY_MPI
 #include <mpi.h>
 #endif
+#if defined(ASSAY_NCCL) && defined(ASSAY_MPI)
+#include <cuda_runtime_api.h>
+#include <dlfcn.h>
+/* nccl.h declares a few functions with () */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wstrict-prototypes"
+#include <nccl.h>
+#pragma GCC diagnostic pop
+#endif
 
 static struct {
     int rank, size, local_rank, local_size;
@@ -69,8 +78,7 @@ int dist_init(int *argc, char ***argv, assay_error *err) {
     }
     /* only rank 0 writes what the run produces; the others' standard output is the same text */
     if (g_dist.rank > 0 && !freopen("/dev/null", "w", stdout))
-        return assay_fail(err, ASSAY_EIO, "rank %d: cannot silence standard output",
-                          g_dist.rank);
+        return assay_fail(err, ASSAY_EIO, "rank %d: cannot silence standard output", g_dist.rank);
     return ASSAY_OK;
 #else
     (void)argc, (void)argv;
@@ -263,7 +271,7 @@ int dist_allgather_results(score_result *out, size_t n, const unsigned char *own
                         total);
         goto done;
     }
-    recv = malloc(total ? (size_t)total : 1);
+    recv   = malloc(total ? (size_t)total : 1);
     int ok = recv != NULL, all_ok = 0;
     MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
     if (!all_ok) {
@@ -287,8 +295,8 @@ int dist_allgather_results(score_result *out, size_t n, const unsigned char *own
             size_t need = per_token ? k * (sizeof(float) + 1) : 0;
             if (h.i >= n || own[h.i] || (size_t)(end - q) < need) {
                 rc = assay_fail(err, ASSAY_EINTERNAL,
-                                "rank %d sent result %llu, which is not its own or is truncated",
-                                r, (unsigned long long)h.i);
+                                "rank %d sent result %llu, which is not its own or is truncated", r,
+                                (unsigned long long)h.i);
                 goto done;
             }
             score_result *o = &out[h.i];
@@ -359,3 +367,76 @@ int dist_test_fault(assay_error *err) {
     }
     return ASSAY_OK;
 }
+
+#if defined(ASSAY_NCCL) && defined(ASSAY_MPI)
+/* NCCL is opened at run time, as cuBLASLt is: the binary starts on machines without it. */
+typedef ncclResult_t (*nccl_get_id_fn)(ncclUniqueId *);
+typedef ncclResult_t (*nccl_init_fn)(ncclComm_t *, int, ncclUniqueId, int);
+typedef ncclResult_t (*nccl_destroy_fn)(ncclComm_t);
+typedef const char *(*nccl_error_fn)(ncclResult_t);
+
+static void *nccl_open(assay_error *err) {
+    static void *lib;
+    if (!lib)
+        lib = dlopen("libnccl.so.2", RTLD_NOW | RTLD_LOCAL);
+    if (!lib)
+        assay_fail(err, ASSAY_EDEVICE, "libnccl.so.2 cannot be opened: %s", dlerror());
+    return lib;
+}
+
+int dist_nccl_init(int device, void **comm, assay_error *err) {
+    *comm = NULL;
+    /* every rank learns whether every rank has NCCL before the collective calls */
+    void          *lib    = nccl_open(err);
+    int            ok     = lib != NULL, rc;
+    nccl_get_id_fn get_id = lib ? (nccl_get_id_fn)dlsym(lib, "ncclGetUniqueId") : NULL;
+    nccl_init_fn   init   = lib ? (nccl_init_fn)dlsym(lib, "ncclCommInitRank") : NULL;
+    nccl_error_fn  estr   = lib ? (nccl_error_fn)dlsym(lib, "ncclGetErrorString") : NULL;
+    if (ok && (!get_id || !init || !estr))
+        ok = !assay_fail(err, ASSAY_EDEVICE, "libnccl.so.2 lacks ncclCommInitRank");
+    if (ok && cudaSetDevice(device) != cudaSuccess)
+        ok = !assay_fail(err, ASSAY_EDEVICE, "cudaSetDevice(%d) failed", device);
+    ncclUniqueId id;
+    memset(&id, 0, sizeof id);
+    if (ok && g_dist.rank == 0 && (rc = get_id(&id)) != ncclSuccess)
+        ok = !assay_fail(err, ASSAY_EDEVICE, "ncclGetUniqueId: %s", estr(rc));
+    if ((rc = dist_agree(ok ? ASSAY_OK : err->code, err)))
+        return rc;
+    if (g_dist.mpi)
+        MPI_Bcast(&id, (int)sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+    ncclComm_t   c  = NULL;
+    ncclResult_t nr = init(&c, g_dist.size, id, g_dist.rank);
+    rc              = nr == ncclSuccess ? ASSAY_OK
+                                        : assay_fail(err, ASSAY_EDEVICE,
+                                                     "ncclCommInitRank (rank %d of %d, "
+                                                                  "cuda:%d): %s",
+                                                     g_dist.rank, g_dist.size, device, estr(nr));
+    if ((rc = dist_agree(rc, err))) {
+        if (c) {
+            nccl_destroy_fn destroy = (nccl_destroy_fn)dlsym(lib, "ncclCommDestroy");
+            if (destroy)
+                destroy(c);
+        }
+        return rc;
+    }
+    *comm = c;
+    return ASSAY_OK;
+}
+
+void dist_nccl_free(void *comm) {
+    void           *lib     = comm ? nccl_open(NULL) : NULL;
+    nccl_destroy_fn destroy = lib ? (nccl_destroy_fn)dlsym(lib, "ncclCommDestroy") : NULL;
+    if (destroy)
+        destroy((ncclComm_t)comm);
+}
+#else
+int dist_nccl_init(int device, void **comm, assay_error *err) {
+    (void)device;
+    *comm = NULL;
+    return assay_fail(err, ASSAY_EUNSUPPORTED,
+                      "this assay was built without NCCL and MPI together (a CUDA build with "
+                      "Open MPI and nccl.h)");
+}
+
+void dist_nccl_free(void *comm) { (void)comm; }
+#endif

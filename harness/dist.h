@@ -62,6 +62,13 @@ int dist_sum_i64(int64_t *v, size_t n, assay_error *err);
 /* all[0..size) = every rank's v. */
 int dist_allgather_f64(double v, double *all, assay_error *err);
 
+/* A NCCL communicator over all ranks, this rank on CUDA device `device` (ncclGetUniqueId on rank
+ * 0, broadcast over MPI, ncclCommInitRank): for tensor-parallel models to come. Collective.
+ * CUDA builds with Open MPI and nccl.h only (NCCL is opened at run time); otherwise
+ * ASSAY_EUNSUPPORTED. *comm is an ncclComm_t; free with dist_nccl_free (NULL-safe). */
+int  dist_nccl_init(int device, void **comm, assay_error *err);
+void dist_nccl_free(void *comm);
+
 /* Test only: ASSAY_TEST_FAIL_RANK=R makes rank R fail the next dist_test_fault call;
  * ASSAY_TEST_KILL_RANK=R with ASSAY_TEST_KILL_AFTER=N makes rank R SIGKILL itself at its N-th
  * call (resume tests). Returns the failure or ASSAY_OK. */
