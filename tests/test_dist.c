@@ -102,7 +102,7 @@ Test(dist_shard, shards_run_in_turn_merge_into_the_unsharded_result_bitwise) {
     model       *m   = model_load(MODEL, NULL, &err);
     pipe_request r[N_REQ];
     cr_assert(m, "%s", err.msg);
-    size_t       n   = make_requests(r);
+    size_t       n          = make_requests(r);
     score_result ref[N_REQ] = {{0}};
     pipe_counts  c1         = {0};
     cr_assert_eq(pipe_score_loglik_on(m, r, n, ref, &c1, NULL, NULL, &err), 0, "%s", err.msg);
@@ -141,7 +141,7 @@ Test(dist_shard, a_resumed_call_loads_its_results_and_computes_nothing) {
     model       *m   = model_load(MODEL, NULL, &err);
     pipe_request r[N_REQ];
     cr_assert(m, "%s", err.msg);
-    size_t       n = make_requests(r);
+    size_t       n        = make_requests(r);
     score_result a[N_REQ] = {{0}}, b[N_REQ] = {{0}};
     pipe_counts  ca = {0}, cb = {0};
     pipe_shard   sh = {.rank = 1, .size = 2, .resume_dir = dir, .resume_key = MODEL};
@@ -181,13 +181,12 @@ Test(dist_shard, perplexity_windows_split_between_ranks_add_up_to_one_process) {
     pipe_ppl_plan plan;
     cr_assert_eq(pipe_ppl_plan_make(&plan, docs, 2, 0, 64, 64, &err), 0, "%s", err.msg);
     pipe_counts c = {0};
-    cr_assert_eq(pipe_ppl_run_on(m, &plan, docs, 0, MODEL, &c, NULL, NULL, &err), 0, "%s",
-                 err.msg);
+    cr_assert_eq(pipe_ppl_run_on(m, &plan, docs, 0, MODEL, &c, NULL, NULL, &err), 0, "%s", err.msg);
     memset(parts, 0, sizeof parts);
     for (int rank = 0; rank < 2; rank++) {
-        pipe_doc   pd[2] = {{"a", ids[0], 700, &parts[rank][0]}, {"b", ids[1], 500, &parts[rank][1]}};
-        pipe_shard sh    = {.rank = rank, .size = 2};
-        pipe_counts cr   = {0};
+        pipe_doc pd[2] = {{"a", ids[0], 700, &parts[rank][0]}, {"b", ids[1], 500, &parts[rank][1]}};
+        pipe_shard  sh = {.rank = rank, .size = 2};
+        pipe_counts cr = {0};
         cr_assert_eq(pipe_ppl_run_on(m, &plan, pd, 0, MODEL, &cr, NULL, &sh, &err), 0, "%s",
                      err.msg);
         cr_expect(cr.computed > 0 && cr.computed < c.computed, "rank %d: %lld of %lld", rank,
@@ -209,7 +208,8 @@ Test(dist_shard, perplexity_windows_split_between_ranks_add_up_to_one_process) {
 
 /* mpirun as root needs these; --oversubscribe lets 2 ranks run on fewer cores. */
 #define MPIRUN                                                                                     \
-    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 " \
+    "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "                                   \
+    "OMPI_MCA_rmaps_base_oversubscribe=1 "                                                         \
     "ASAN_OPTIONS=detect_leaks=0 timeout 120 mpirun -np 2 "
 
 static void mpi_or_skip(void) {
@@ -236,7 +236,7 @@ static char *slurp(const char *path) {
 
 /* A requests file for `assay score`: contexts with a long shared start and several choices. */
 static void write_requests(const char *dir) {
-    char  path[256];
+    char path[256];
     snprintf(path, sizeof path, "%s/req.jsonl", dir);
     FILE *f = fopen(path, "w");
     cr_assert(f);
@@ -315,7 +315,8 @@ Test(dist_mpi, two_ranks_write_the_same_scores_as_one_process, .timeout = 300) {
     char dir[64], args[1024], *o = NULL;
     test_tmpdir(dir, sizeof dir);
     write_requests(dir);
-    int rc = test_run(&o, "score " MODEL " --requests %s/req.jsonl --output %s/one.jsonl", dir, dir);
+    int rc =
+        test_run(&o, "score " MODEL " --requests %s/req.jsonl --output %s/one.jsonl", dir, dir);
     cr_assert_eq(rc, 0, "%s", o);
     free(o);
     snprintf(args, sizeof args, "score " MODEL " --requests %s/req.jsonl --output %s/two.jsonl",
@@ -352,17 +353,43 @@ Test(dist_mpi, a_failing_rank_fails_every_rank_with_its_message_and_no_hang, .ti
     free(o);
 }
 
+Test(dist_mpi, a_rank_failing_alone_before_any_exchange_aborts_the_job_promptly, .timeout = 300) {
+    mpi_or_skip();
+    char dir[64], cmd[2048];
+    test_tmpdir(dir, sizeof dir);
+    write_requests(dir);
+    /* two programs in one job (mpirun's A : B): rank 1 is given a file that does not exist and
+     * fails while rank 0 waits to exchange results with it */
+    const char *env = "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+                      "ASAN_OPTIONS=detect_leaks=0 timeout 120 mpirun --oversubscribe";
+    snprintf(cmd, sizeof cmd,
+             "%s -np 1 %s score " MODEL " --requests %s/req.jsonl : -np 1 %s score " MODEL
+             " --requests %s/missing.jsonl 2>&1",
+             env, test_bin(), dir, test_bin(), dir);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p);
+    char  *o = calloc(1, 1 << 20);
+    size_t n = fread(o, 1, (1 << 20) - 1, p);
+    o[n]     = 0;
+    int st   = pclose(p);
+    int rc   = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+    cr_expect_eq(rc, 2, "exit %d (124: timed out, a hang)\n%s", rc, o);
+    cr_expect(strstr(o, "missing.jsonl: cannot open"), "%s", o);
+    free(o);
+}
+
 Test(dist_mpi, a_killed_rank_ends_the_run_and_resume_completes_it_identically, .timeout = 300) {
     mpi_or_skip();
     char dir[64], args[1024], *o = NULL;
     test_tmpdir(dir, sizeof dir);
     write_requests(dir);
-    int rc = test_run(&o, "score " MODEL " --requests %s/req.jsonl --output %s/one.jsonl", dir, dir);
+    int rc =
+        test_run(&o, "score " MODEL " --requests %s/req.jsonl --output %s/one.jsonl", dir, dir);
     cr_assert_eq(rc, 0, "%s", o);
     free(o);
     snprintf(args, sizeof args,
-             "score " MODEL " --requests %s/req.jsonl --output %s/two.jsonl --resume %s/state",
-             dir, dir, dir);
+             "score " MODEL " --requests %s/req.jsonl --output %s/two.jsonl --resume %s/state", dir,
+             dir, dir);
     /* rank 1 SIGKILLs itself after saving its window's results */
     rc = run_mpi(&o, "ASSAY_TEST_KILL_RANK=1 ASSAY_TEST_KILL_AFTER=0", args);
     cr_expect(rc != 0 && rc != 124, "exit %d (124: timed out, a hang)\n%s", rc, o);
