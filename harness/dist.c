@@ -9,6 +9,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <cJSON.h>
+
 #include "harness/cli_common.h"
 #include "runtime/device.h"
 
@@ -350,6 +352,29 @@ int dist_allgather_f64(double v, double *all, assay_error *err) {
 #endif
     all[0] = v;
     return ASSAY_OK;
+}
+
+cJSON *dist_per_rank_json(double score_s, int64_t tokens, assay_error *err) {
+    size_t  n   = (size_t)g_dist.size;
+    double *all = calloc(2 * n, sizeof *all);
+    if (!all) {
+        assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        return NULL;
+    }
+    dist_allgather_f64(score_s, all, err);
+    dist_allgather_f64((double)tokens, all + n, err);
+    cJSON *arr = cJSON_CreateArray();
+    for (size_t r = 0; arr && r < n; r++) {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddItemToArray(arr, o);
+        cJSON_AddNumberToObject(o, "rank", (double)r);
+        cJSON_AddNumberToObject(o, "score_s", all[r]);
+        cJSON_AddNumberToObject(o, "tokens_computed", all[n + r]);
+    }
+    free(all);
+    if (!arr)
+        assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    return arr;
 }
 
 int dist_test_fault(assay_error *err) {

@@ -69,6 +69,11 @@ int dist_allgather_f64(double v, double *all, assay_error *err);
 int  dist_nccl_init(int device, void **comm, assay_error *err);
 void dist_nccl_free(void *comm);
 
+/* Every rank's scoring seconds and positions computed, as a JSON array
+ * [{"rank", "score_s", "tokens_computed"}] (results.json's assay.per_rank). Collective; NULL
+ * with err set when out of memory. */
+struct cJSON *dist_per_rank_json(double score_s, int64_t tokens, assay_error *err);
+
 /* Test only: ASSAY_TEST_FAIL_RANK=R makes rank R fail the next dist_test_fault call;
  * ASSAY_TEST_KILL_RANK=R with ASSAY_TEST_KILL_AFTER=N makes rank R SIGKILL itself at its N-th
  * call (resume tests). Returns the failure or ASSAY_OK. */

@@ -25,6 +25,7 @@ typedef struct eval_opts {
     int64_t            ctx;            /* 0: the model's max positions */
     int64_t            window_tokens;  /* tokens built and scored at a time; 0: 4M (16 MiB) */
     double             t_start;        /* process start (time_now), for the end-to-end wall time */
+    const char        *resume_dir;     /* --resume: per-rank results of each window, or NULL */
     const cli_common  *cc;
 } eval_opts;
 

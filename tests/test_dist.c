@@ -3,6 +3,7 @@
  * when mpirun or an MPI build is missing): equal output, a failing rank, a killed rank. */
 #include <cJSON.h>
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -407,4 +408,99 @@ Test(dist_mpi, a_killed_rank_ends_the_run_and_resume_completes_it_identically, .
     cr_expect_str_eq(b, a);
     free(a);
     free(b);
+}
+
+/* ---- assay eval on two ranks ------------------------------------------------------------------
+ */
+
+#define EVAL_ARGS                                                                                  \
+    "eval " MODEL " --tasks mmlu,hellaswag,wikitext --data tests/fixtures/lmeval/data "            \
+    "--window-tokens 3000 --log-samples --output-path "
+
+/* Every file of one/ equals two/'s, results.json except its "assay" block (timings, ranks). */
+static void expect_same_eval_outputs(const char *one, const char *two) {
+    DIR *d = opendir(one);
+    cr_assert(d, "%s", one);
+    int            n_samples = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue;
+        char pa[512], pb[512];
+        snprintf(pa, sizeof pa, "%s/%s", one, e->d_name);
+        snprintf(pb, sizeof pb, "%s/%s", two, e->d_name);
+        char *a = slurp(pa), *b = slurp(pb);
+        cr_assert(a && b, "%s or %s is missing", pa, pb);
+        if (strcmp(e->d_name, "results.json")) {
+            n_samples++;
+            cr_expect(!strcmp(a, b), "%s differs from %s", pb, pa);
+        } else {
+            cJSON *ja = cJSON_Parse(a), *jb = cJSON_Parse(b);
+            cr_assert(ja && jb);
+            for (cJSON *k = ja->child; k; k = k->next) {
+                if (!strcmp(k->string, "assay"))
+                    continue;
+                char *ta = cJSON_PrintUnformatted(k);
+                char *tb = cJSON_PrintUnformatted(cJSON_GetObjectItem(jb, k->string));
+                cr_expect(ta && tb && !strcmp(ta, tb), "results.json: \"%s\" differs", k->string);
+                free(ta);
+                free(tb);
+            }
+            cJSON *as = cJSON_GetObjectItem(jb, "assay");
+            cr_expect_eq(cJSON_GetObjectItem(as, "ranks")->valueint, 2);
+            cJSON *pr = cJSON_GetObjectItem(as, "per_rank");
+            cr_expect_eq(cJSON_GetArraySize(pr), 2);
+            for (int r = 0; r < 2; r++)
+                cr_expect(
+                    cJSON_GetObjectItem(cJSON_GetArrayItem(pr, r), "tokens_computed")->valuedouble >
+                        0,
+                    "rank %d computed nothing", r);
+            cJSON_Delete(ja);
+            cJSON_Delete(jb);
+        }
+        free(a);
+        free(b);
+    }
+    closedir(d);
+    cr_expect_eq(n_samples, 5, "samples files: %d", n_samples);
+}
+
+Test(dist_mpi, eval_on_two_ranks_writes_the_results_and_samples_of_one_process, .timeout = 600) {
+    mpi_or_skip();
+    char dir[64], args[1024], one[128], two[128], *o = NULL;
+    test_tmpdir(dir, sizeof dir);
+    snprintf(one, sizeof one, "%s/one", dir);
+    snprintf(two, sizeof two, "%s/two", dir);
+    int rc = test_run(&o, EVAL_ARGS "%s", one);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    snprintf(args, sizeof args, EVAL_ARGS "%s", two);
+    rc = run_mpi(&o, "", args);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    expect_same_eval_outputs(one, two);
+}
+
+Test(dist_mpi, eval_killed_mid_run_then_resumed_equals_one_process, .timeout = 600) {
+    mpi_or_skip();
+    char dir[64], args[1024], one[128], two[128], *o = NULL;
+    test_tmpdir(dir, sizeof dir);
+    snprintf(one, sizeof one, "%s/one", dir);
+    snprintf(two, sizeof two, "%s/two", dir);
+    int rc = test_run(&o, EVAL_ARGS "%s", one);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    snprintf(args, sizeof args, EVAL_ARGS "%s --resume %s/state", two, dir);
+    /* rank 1 SIGKILLs itself in its third window, after two complete ones */
+    rc = run_mpi(&o, "ASSAY_TEST_KILL_RANK=1 ASSAY_TEST_KILL_AFTER=2", args);
+    cr_expect(rc != 0 && rc != 124, "exit %d (124: timed out, a hang)\n%s", rc, o);
+    free(o);
+    char res[256];
+    snprintf(res, sizeof res, "%s/results.json", two);
+    cr_expect(access(res, F_OK) != 0, "a killed run left %s", res);
+    rc = run_mpi(&o, "", args);
+    cr_assert_eq(rc, 0, "%s", o);
+    cr_expect(strstr(o, ".rank1of2: reusing"), "rank 1 reused nothing:\n%s", o);
+    free(o);
+    expect_same_eval_outputs(one, two);
 }
