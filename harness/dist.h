@@ -74,9 +74,10 @@ void dist_nccl_free(void *comm);
  * with err set when out of memory. */
 struct cJSON *dist_per_rank_json(double score_s, int64_t tokens, assay_error *err);
 
-/* Test only: ASSAY_TEST_FAIL_RANK=R makes rank R fail the next dist_test_fault call;
- * ASSAY_TEST_KILL_RANK=R with ASSAY_TEST_KILL_AFTER=N makes rank R SIGKILL itself at its N-th
- * call (resume tests). Returns the failure or ASSAY_OK. */
+/* Test only, called once per sharded pipeline call (window) before the ranks agree:
+ * ASSAY_TEST_FAIL_RANK=R makes rank R fail; ASSAY_TEST_KILL_RANK=R with ASSAY_TEST_KILL_AFTER=K
+ * makes rank R SIGKILL itself at its (K+1)-th call, after saving that window's --resume results.
+ * Returns the failure or ASSAY_OK. */
 int dist_test_fault(assay_error *err);
 
 #endif
