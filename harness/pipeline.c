@@ -184,10 +184,7 @@ static int64_t groups_cost(const pipe_plan *pl, size_t g0, size_t g1, size_t p) 
     return c;
 }
 
-static int plan_push(pipe_plan *pl, pipe_unit u) {
-    pl->units[pl->n_units++] = u;
-    return ASSAY_OK;
-}
+static void plan_push(pipe_plan *pl, pipe_unit u) { pl->units[pl->n_units++] = u; }
 
 /* The units: a pure function of the requests, the model's batch budget and the number of
  * ranks, so every rank computes the same list. */
@@ -290,10 +287,11 @@ static int plan_make(pipe_plan *pl, const model *m, const pipe_request *reqs, si
             size_t g0 = a, g = a;
             int    first_piece = 1;
             while (g0 < b) {
-                g = g0 + 1;
-                while (g < b && groups_cost(pl, g0, g + 1, p) <= cap)
-                    g++;
-                pipe_unit piece = {UNIT_GROUPS, g0, g, p, groups_cost(pl, g0, g, p)};
+                int64_t c = groups_cost(pl, g0, g0 + 1, p), cg;
+                for (g = g0 + 1;
+                     g < b && c + (cg = groups_cost(pl, g, g + 1, p) - (int64_t)p) <= cap; g++)
+                    c += cg;
+                pipe_unit piece = {UNIT_GROUPS, g0, g, p, c};
                 if (first_piece)
                     pl->units[k] = piece;
                 else
