@@ -82,7 +82,7 @@ ASSAY_COMMIT := $(or $(shell git describe --always --dirty 2>/dev/null),unknown)
 $(shell mkdir -p $(B) && (test "$$(cat $(B)/commit.txt 2>/dev/null)" = '$(ASSAY_COMMIT)' || \
   printf '%s' '$(ASSAY_COMMIT)' >$(B)/commit.txt))
 $(OBJDIR)/harness/eval.o: $(B)/commit.txt
-$(OBJDIR)/harness/eval.o: ASSAY_CFLAGS += -DASSAY_COMMIT='"$(ASSAY_COMMIT)"'
+$(OBJDIR)/harness/eval.o $(OBJDIR)/harness/history.o: ASSAY_CFLAGS += -DASSAY_COMMIT='"$(ASSAY_COMMIT)"'
 
 # Only harness/dist.o sees MPI; it rebuilds when MPI is switched ($(B)/mpi.txt changes only then).
 $(shell mkdir -p $(B) && (test "$$(cat $(B)/mpi.txt 2>/dev/null)" = '$(MPI)' || \
@@ -130,7 +130,12 @@ $(B)/replay/%: fuzz/%.c fuzz/replay.c $(B)/libassay.a
 	@mkdir -p $(dir $@)
 	$(CC) $(ASSAY_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $< fuzz/replay.c $(B)/libassay.a $(LDLIBS)
 
-test: $(B)/assay $(B)/tests/all $(REPLAY_BINS)
+# The fault-injecting OpenAI-compatible server the judge tests start (found next to tests/all).
+$(B)/tests/judge_server: tests/judge_server.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ASSAY_CFLAGS) $(CFLAGS) -Wno-missing-prototypes -o $@ $< $(PKG_LIBS) -lpthread
+
+test: $(B)/assay $(B)/tests/all $(B)/tests/judge_server $(REPLAY_BINS)
 	@set -e; for r in $(REPLAY_BINS); do n=$$(basename $$r); n=$${n#fuzz_}; \
 	  $$r fuzz/corpus/$$n; done
 	@rc=0; OMP_WAIT_POLICY=passive ASSAY_BIN=$(B)/assay $(B)/tests/all --jobs 2 \

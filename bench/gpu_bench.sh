@@ -8,8 +8,9 @@
 #     scored (`assay score --device cuda --json`, its tokens/s excludes model load), MFU;
 #     with `--fast` too when the CLI has it (the cost of batch invariance);
 #   - greedy decoding at batch 1, 32 and 256 (prompts of 16 tokens, GEN_NEW new tokens each;
-#     `assay generate`'s decode tokens/s), and batch 1's weight bandwidth (bf16 bytes read per
-#     step x steps/s);
+#     `assay generate`'s decode tokens/s), with CUDA graphs for the decode steps (the default)
+#     and without (ASSAY_CUDA_GRAPHS=0), and batch 1's weight bandwidth (bf16 bytes read per
+#     step x steps/s, with graphs);
 #   - transformers (bf16, sdpa, batched) on the same token ids, when torch + transformers + a
 #     GPU are there (else the column says why it is empty).
 # Prints a markdown table last (paste it into bench/RESULTS.md with the device and date).
@@ -189,6 +190,7 @@ for shape in $SHAPES; do
         mfu=$(python3 -c "print('%.1f%%' % (100 * $score_tps * $flops / ($rate * 1e12)))")
     fi
     dec=()
+    dec_eager=()
     bw=""
     for b in $BATCHES; do
         log "$shape: assay generate, batch $b"
@@ -204,6 +206,16 @@ for shape in $SHAPES; do
             status=1
             dec+=("fail")
             log "$shape: generate $b failed: $(tail -1 "$w/gen_$b.err")"
+        fi
+        if timeout "$STEP_TIMEOUT" env ASSAY_CUDA_GRAPHS=0 $A generate "$d" \
+            --prompts "$w/prompts_$b.jsonl" --max-new-tokens "$GEN_NEW" --json \
+            --device "$DEVICE" >"$w/gen_eager_$b.json" 2>"$w/gen_eager_$b.err"; then
+            t=$(jget "$w/gen_eager_$b.json" decode_tokens_per_s)
+            dec_eager+=("$(printf '%.0f' "${t:-0}")")
+        else
+            status=1
+            dec_eager+=("fail")
+            log "$shape: generate $b without graphs failed: $(tail -1 "$w/gen_eager_$b.err")"
         fi
     done
     hf_score="" hf_dec=""
@@ -229,7 +241,7 @@ for shape in $SHAPES; do
     if [ -n "$fast_tps" ] && [ -n "$score_tps" ]; then
         inv=$(python3 -c "print('%.1f%%' % (100 * (1 - $score_tps / $fast_tps)))")
     fi
-    ROWS+=("| $shape${layers:+ ($layers layers)} | $(printf '%.0f' "${score_tps:-0}") | ${mfu:-?} (cuBLAS ${rate:-?} TFLOP/s) | ${hf_score:+$(printf '%.0f' "$hf_score" 2>/dev/null || echo "$hf_score")}${hf_why:+n/a} | ${ratio:-} | ${inv:-n/a} | ${dec[*]} | ${bw:-?} | ${hf_dec:-n/a} |")
+    ROWS+=("| $shape${layers:+ ($layers layers)} | $(printf '%.0f' "${score_tps:-0}") | ${mfu:-?} (cuBLAS ${rate:-?} TFLOP/s) | ${hf_score:+$(printf '%.0f' "$hf_score" 2>/dev/null || echo "$hf_score")}${hf_why:+n/a} | ${ratio:-} | ${inv:-n/a} | ${dec[*]} | ${dec_eager[*]} | ${bw:-?} | ${hf_dec:-n/a} |")
 done
 
 echo
@@ -237,7 +249,7 @@ echo "GPU benchmark, $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/
     "$(date -u +%F); scoring: $SCORE_SEQS x $SCORE_LEN tokens; decode: prompts of 16, $GEN_NEW new" \
     "tokens; batch-invariant (default) mode${hf_why:+; transformers: $hf_why}"
 echo
-echo "| model | score tok/s | MFU | HF score tok/s | vs HF | invariance cost | decode tok/s (b $BATCHES) | b1 weight GB/s | HF decode (b $BATCHES) |"
-echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+echo "| model | score tok/s | MFU | HF score tok/s | vs HF | invariance cost | decode tok/s (b $BATCHES) | decode without graphs | b1 weight GB/s | HF decode (b $BATCHES) |"
+echo "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 printf '%s\n' "${ROWS[@]}"
 exit $status

@@ -12,6 +12,8 @@
 #include "harness/cli_common.h"
 #include "harness/commands.h"
 #include "harness/dist.h"
+#include "harness/hashes.h"
+#include "harness/history.h"
 #include "harness/jsonl.h"
 #include "harness/pipeline.h"
 #include "harness/progress.h"
@@ -47,6 +49,8 @@ static const char ppl_help[] =
     "                      config.json n_positions / max_position_embeddings, as lm-eval's\n"
     "                      max_length; a larger N is lowered to it, with a note on stderr)\n"
     "  --stride S          sliding only: step between windows, 1..ctx (default ctx)\n"
+    "  --history FILE      append the run to this history file (SQLite; see assay history);\n"
+    "                      default $ASSAY_HISTORY, none when unset (ppl has no output folder)\n"
     "%s"
     "  --help              this text\n"
     "\n"
@@ -179,6 +183,49 @@ static cJSON *stats_json(const char *name, const ppl_stats *s, int sliding) {
     return o;
 }
 
+/* The run's record in the history: task "ppl", the total's metrics (no stderr: perplexity over
+ * a corpus has none), model, tokenizer and input hashes. */
+static int ppl_record_history(const char *hist, const char *model_dir, const char *mode,
+                              int64_t ctx, int64_t stride, const char *const *files, int n_files,
+                              const ppl_stats *total, const model *m, double wall, int64_t computed,
+                              assay_error *err) {
+    char   mh[65], th[65], dh[65], cfg[160];
+    cJSON *data = cJSON_CreateObject();
+    int    rc   = hashes_model(model_dir, mh, err);
+    if (!rc)
+        rc = hashes_tokenizer(model_dir, th, err);
+    for (int f = 0; f < n_files && !rc; f++)
+        if (!(rc = hashes_files(dh, &files[f], 1, SIZE_MAX, err)))
+            cJSON_AddStringToObject(data, files[f], dh);
+    char *ds = rc ? NULL : cJSON_PrintUnformatted(data);
+    cJSON_Delete(data);
+    if (rc)
+        return rc;
+    snprintf(cfg, sizeof cfg, "{\"mode\":\"%s\",\"ctx\":%lld,\"stride\":%lld}", mode,
+             (long long)ctx, (long long)stride);
+    const history_metric ms[] = {
+        {"ppl", "ppl", ppl_token_ppl(total), NAN},
+        {"ppl", "word_ppl", ppl_word_ppl(total), NAN},
+        {"ppl", "byte_ppl", ppl_byte_ppl(total), NAN},
+        {"ppl", "bits_per_byte", ppl_bits_per_byte(total), NAN},
+    };
+    history_run run = {"ppl",
+                       model_dir,
+                       mh,
+                       th,
+                       ds,
+                       cfg,
+                       model_device_name(m),
+                       wall,
+                       computed,
+                       NAN,
+                       ms,
+                       sizeof ms / sizeof ms[0]};
+    rc              = history_append(hist, &run, NULL, err);
+    free(ds);
+    return rc;
+}
+
 static void print_row(const char *name, const ppl_stats *s) {
     size_t nl = strlen(name);
     printf("%-28s %8lld %14.6f %12.6g %12.6g %10.6g %10.6f\n", nl > 28 ? name + nl - 28 : name,
@@ -189,7 +236,7 @@ static void print_row(const char *name, const ppl_stats *s) {
 int cmd_ppl(int argc, char **argv) {
     cli_common    cc        = {0};
     assay_error   err       = {0};
-    const char   *model_dir = NULL, *mode = "sliding";
+    const char   *model_dir = NULL, *mode = "sliding", *hist = getenv("ASSAY_HISTORY");
     const char  **files   = calloc((size_t)argc, sizeof *files);
     int           n_files = 0, rc = ASSAY_OK;
     int64_t       ctx = 0, stride = 0;
@@ -208,6 +255,7 @@ int cmd_ppl(int argc, char **argv) {
                     {"--mode", CLI_CHOICE, &mode, 0, 0, modes},
                     {"--ctx", CLI_INT, &ctx, 2, 1 << 24, NULL},
                     {"--stride", CLI_INT, &stride, 1, 1 << 24, NULL},
+                    {"--history", CLI_STR, &hist, 0, 0, NULL},
     };
     const cli_cmd cmd  = {"ppl", opts, CLI_N_OPTS(opts), 0, NULL};
     cli_list      args = {files, 0};
@@ -264,6 +312,8 @@ int cmd_ppl(int argc, char **argv) {
                    (long long)ctx);
         goto fail;
     }
+    if (hist && *hist && (rc = history_check(hist, &err)))
+        goto fail;
     for (int f = 0; f < n_files; f++)
         if ((rc = read_documents(files[1 + f], &docs, &err)))
             goto fail;
@@ -363,6 +413,10 @@ int cmd_ppl(int argc, char **argv) {
                    ppl_hf_recipe_ppl(&total));
     }
     cli_summary("ppl", "tokens", total.tokens, wall);
+    if (hist && *hist &&
+        (rc = ppl_record_history(hist, model_dir, mode, ctx, sliding ? stride : ctx, files + 1,
+                                 n_files, &total, m, wall, (int64_t)plan.request_tokens, &err)))
+        goto fail;
     goto out;
 
 fail_progress:

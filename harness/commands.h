@@ -11,8 +11,14 @@ int cmd_ppl(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
+int cmd_judge(int argc, char **argv);
 int cmd_devices(int argc, char **argv);
 int cmd_version(int argc, char **argv);
+int cmd_history(int argc, char **argv);
+int cmd_compare(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+int cmd_split(int argc, char **argv);
+int cmd_contamination(int argc, char **argv);
 
 #define ASSAY_VERSION "0.1.0"
 

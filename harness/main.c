@@ -22,7 +22,15 @@ static const struct {
     {"eval", cmd_eval,
      "log-likelihood benchmarks as lm-eval scores them (mmlu, hellaswag, arc, piqa, boolq, "
      "openbookqa, winogrande, lambada, truthfulqa, wikitext, user tasks)"},
+    {"judge", cmd_judge,
+     "LLM-as-judge over an OpenAI-compatible server: pairwise (both orders) or 1-10 ratings"},
     {"generate", cmd_generate, "greedy generation for a set of prompts"},
+    {"history", cmd_history, "runs recorded in a history file, with trends per task and metric"},
+    {"compare", cmd_compare,
+     "compare two results.json (assay or lm-eval): deltas, paired tests, WARN/CRIT gate"},
+    {"bench", cmd_bench, "performance-regression benchmark against a saved baseline"},
+    {"split", cmd_split, "stable hash-based train/val/test splits of a JSONL file"},
+    {"contamination", cmd_contamination, "n-gram overlap of eval items with training text"},
     {"devices", cmd_devices, "list the compute devices assay can use"},
     {"version", cmd_version, "print the version and what this build contains"},
 };
@@ -30,7 +38,7 @@ static const struct {
 static void usage(FILE *f) {
     fprintf(f, "usage: assay <command> [options]   (assay <command> --help for details)\n\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].help);
+        fprintf(f, "  %-13s %s\n", commands[i].name, commands[i].help);
     fprintf(f, "\nexit codes: 0 success, 1 a check failed, 2 bad input or usage, 3 device "
                "failure or internal error\n");
 }

@@ -308,3 +308,106 @@ Test(cuda_host, paged_attention_groups_keep_every_row_its_sequence_and_position)
         check_attn_groups(qo, sp, ns, 64, 8, (size_t)((x >> 8) % 20000), &n);
     }
 }
+
+/* ---- CUDA graphs for decode passes --------------------------------------------------------- */
+
+Test(cuda_host, decode_key_accepts_only_one_token_per_sequence_through_the_cache) {
+    cuda_graph_key k;
+    int32_t        one[4] = {0, 1, 2, 3}, uneven[4] = {0, 2, 2, 3};
+    cr_assert(cuda_graph_decode_key(&k, 3, 3, one, 1, 5, 16, 3, 1));
+    cr_assert_eq(k.n_seqs, 3);
+    cr_assert_eq(k.max_blocks, 5);
+    cr_assert_eq(k.block_tokens, 16);
+    cr_assert_eq(k.has_targets, 1);
+    cr_assert_eq(cuda_graph_attn_ctx(&k), 80, "the block table's whole span");
+    /* same token count, but one sequence feeds two and another none */
+    cr_assert_not(cuda_graph_decode_key(&k, 3, 3, uneven, 1, 5, 16, 3, 1));
+    cr_assert_not(cuda_graph_decode_key(&k, 3, 3, one, 0, 0, 16, 3, 1), "no KV cache");
+    cr_assert_not(cuda_graph_decode_key(&k, 3, 3, one, 1, 5, 16, 2, 1), "a row skips the head");
+    cr_assert_not(cuda_graph_decode_key(&k, 0, 0, one, 1, 5, 16, 0, 1), "empty");
+}
+
+static void graph_ops(cuda_op_list *l, const void *x, int rows) {
+    l->n                     = 0;
+    static const char base[] = "weights";
+    cuda_op           e      = {CUDA_OP_EMBED, {64, 0, 0, 0}, 0.0f, {x, base, NULL, NULL, NULL}};
+    cuda_op m = {CUDA_OP_MATMUL, {rows, 64, 128, 0}, 0.0f, {base + 1, x, base + 2, NULL, NULL}};
+    cuda_op n = {CUDA_OP_ADD_NORM, {0, rows, 64, 0}, 1e-5f, {x, base + 3, NULL, base, NULL}};
+    cr_assert_eq(cuda_op_list_push(l, &e), 0);
+    cr_assert_eq(cuda_op_list_push(l, &m), 0);
+    cr_assert_eq(cuda_op_list_push(l, &n), 0);
+}
+
+Test(cuda_host, graph_is_captured_after_the_warmup_and_replayed_only_for_the_same_ops) {
+    cuda_graph_cache *c   = calloc(1, sizeof *c);
+    cuda_op_list      ops = {0}, other = {0};
+    cuda_graph_key    k = {4, 3, 16, 1};
+    int               x = 0, y     = 0, slot;
+    void             *drop, *graph = (void *)&slot; /* any non-NULL token stands for a graph */
+    graph_ops(&ops, &x, 4);
+    for (int i = 0; i < CUDA_GRAPH_WARMUP; i++) {
+        cr_assert_eq(cuda_graph_decide(c, &k, &ops, 7, &slot, &drop), CUDA_GRAPH_EAGER,
+                     "warm-up pass %d", i);
+        cr_assert_null(drop);
+    }
+    cr_assert_eq(cuda_graph_decide(c, &k, &ops, 7, &slot, &drop), CUDA_GRAPH_CAPTURE);
+    c->slot[slot].exec = graph;
+    cr_assert_eq(cuda_graph_decide(c, &k, &ops, 7, &slot, &drop), CUDA_GRAPH_REPLAY);
+    cr_assert_eq(cuda_graph_decide(c, &k, &ops, 7, &slot, &drop), CUDA_GRAPH_REPLAY);
+    /* one pointer differs: the graph is stale, counting starts again */
+    graph_ops(&other, &y, 4);
+    cr_assert_eq(cuda_graph_decide(c, &k, &other, 7, &slot, &drop), CUDA_GRAPH_EAGER);
+    cr_assert_eq(drop, graph);
+    cr_assert_null(c->slot[slot].exec);
+    /* the scratch moved (generation 8): not replayed, not captured at once */
+    c->slot[slot].exec = graph;
+    cr_assert_eq(cuda_graph_decide(c, &k, &other, 8, &slot, &drop), CUDA_GRAPH_EAGER);
+    cr_assert_eq(drop, graph);
+    /* an eps that differs in its bits is another op */
+    graph_ops(&other, &x, 4);
+    other.op[2].f = 1e-6f;
+    cr_assert_not(cuda_op_list_equal(&ops, &other));
+    other.op[2].f = 1e-5f;
+    cr_assert(cuda_op_list_equal(&ops, &other));
+    void *all[CUDA_GRAPH_SLOTS];
+    cuda_graph_cache_clear(c, all);
+    cuda_graph_cache_free(c);
+    cuda_op_list_free(&ops);
+    cuda_op_list_free(&other);
+    free(c);
+}
+
+Test(cuda_host, graph_cache_keeps_its_bound_and_drops_the_least_recently_used) {
+    cuda_graph_cache *c   = calloc(1, sizeof *c);
+    cuda_op_list      ops = {0};
+    int               x   = 0, slot, token[CUDA_GRAPH_SLOTS + 1];
+    void             *drop;
+    graph_ops(&ops, &x, 1);
+    /* one graph per row count 1..SLOTS, each captured and holding token[rows - 1] */
+    for (int rows = 1; rows <= CUDA_GRAPH_SLOTS; rows++) {
+        cuda_graph_key k = {rows, 2, 16, 1};
+        for (int i = 0; i <= CUDA_GRAPH_WARMUP; i++)
+            cuda_graph_decide(c, &k, &ops, 0, &slot, &drop);
+        c->slot[slot].exec = &token[rows - 1];
+    }
+    /* row count 1 used again: 2 is now the least recently used */
+    cuda_graph_key k1 = {1, 2, 16, 1};
+    cr_assert_eq(cuda_graph_decide(c, &k1, &ops, 0, &slot, &drop), CUDA_GRAPH_REPLAY);
+    cuda_graph_key kn = {CUDA_GRAPH_SLOTS + 1, 2, 16, 1};
+    cr_assert_eq(cuda_graph_decide(c, &kn, &ops, 0, &slot, &drop), CUDA_GRAPH_EAGER);
+    cr_assert_eq(drop, &token[1], "the graph of 2 rows goes");
+    cr_assert_eq(cuda_graph_decide(c, &k1, &ops, 0, &slot, &drop), CUDA_GRAPH_REPLAY);
+    int live = 0;
+    for (int i = 0; i < CUDA_GRAPH_SLOTS; i++)
+        live += c->slot[i].exec != NULL;
+    cr_assert_eq(live, CUDA_GRAPH_SLOTS - 1);
+    void *all[CUDA_GRAPH_SLOTS];
+    cuda_graph_cache_clear(c, all);
+    int dropped = 0;
+    for (int i = 0; i < CUDA_GRAPH_SLOTS; i++)
+        dropped += all[i] != NULL;
+    cr_assert_eq(dropped, CUDA_GRAPH_SLOTS - 1, "clear hands back every graph to destroy");
+    cuda_graph_cache_free(c);
+    cuda_op_list_free(&ops);
+    free(c);
+}

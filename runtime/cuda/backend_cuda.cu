@@ -15,8 +15,16 @@
 // statically) still starts on machines without CUDA libraries; a missing library fails only
 // backend creation, with ASSAY_EDEVICE.
 //
-// Host-side arithmetic (packing, layouts, checks, algorithm cache) is in cuda_plan.c, tested on
-// the CPU. Not done yet: CUDA graphs for decode steps (each op is launched directly).
+// Decode passes run as CUDA graphs (docs/ARCHITECTURE.md, cuda_plan.h): set_batch recognises a
+// decode pass, its ops are recorded instead of run, and fetch runs the recording eagerly, captures
+// it, or replays the graph captured for the same key and ops. Everything a graph reads stays at
+// the address it was captured with: set_batch uploads to the same device buffer, scratch only
+// grows outside a capture (and a growth retires the graphs), and the paged attention of a decode
+// pass is planned for the block table's whole span, so its launch does not change as sequences
+// grow. ASSAY_CUDA_GRAPHS=0 turns graphs off; results are bitwise the same either way.
+//
+// Host-side arithmetic (packing, layouts, checks, algorithm cache, graph cache) is in
+// cuda_plan.c, tested on the CPU.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -112,6 +120,19 @@ typedef struct cuda_be {
 
     uint16_t   *stage[2]; // pinned bf16 staging for upload_weight
     cudaEvent_t stage_free[2];
+
+    // CUDA graphs for decode passes
+    int              graphs;      // 1: on (ASSAY_CUDA_GRAPHS is not 0) and no capture failed
+    const char      *graph_fault; // ASSAY_CUDA_GRAPH_FAULT: an illegal call in each capture (tests)
+    int              graph_stats; // ASSAY_CUDA_GRAPH_STATS=1: counts on stderr at destroy
+    int              deferring;   // this pass's ops are recorded in pass_ops until fetch
+    int              capturing;   // between cudaStreamBeginCapture and cudaStreamEndCapture
+    cuda_graph_key   gkey;        // the decode pass's key (when deferring)
+    cuda_op_list     pass_ops;
+    cuda_graph_cache gcache;
+    unsigned         scratch_gen; // bumped whenever a device scratch buffer moves
+    int              attn_ctx;    // context the paged attention is planned for (>= max_ctx)
+    long             n_decode, n_captured, n_replayed; // decode passes; graphs made, reused
 } cuda_be;
 
 static cuda_be *impl_of(backend *be) { return (cuda_be *)be->impl; }
@@ -221,9 +242,13 @@ static int lt_load(lt_api *lt, assay_error *err) {
 static int scratch_grow(cuda_be *cb, void **buf, size_t *cap, size_t bytes) {
     if (bytes <= *cap && *buf)
         return 0;
+    if (cb->capturing) // the warm-up passes should have grown it: no allocation in a graph
+        return assay_fail(&cb->be->last_error, ASSAY_EDEVICE,
+                          "CUDA: scratch would grow to %zu bytes during graph capture", bytes);
     size_t want = *cap * 2 > bytes ? *cap * 2 : bytes;
     if (want < 256)
         want = 256;
+    cb->scratch_gen++; // graphs captured with the old buffer are stale
     CUDA_CHECK(cb->be, cudaStreamSynchronize(cb->stream));
     if (*buf)
         CUDA_CHECK(cb->be, cudaFree(*buf));
@@ -244,6 +269,9 @@ static int scratch_grow(cuda_be *cb, void **buf, size_t *cap, size_t bytes) {
 static int pinned_grow(cuda_be *cb, void **buf, size_t *cap, size_t bytes) {
     if (bytes <= *cap && *buf)
         return 0;
+    if (cb->capturing)
+        return assay_fail(&cb->be->last_error, ASSAY_EDEVICE,
+                          "CUDA: pinned memory would grow during graph capture");
     size_t want = *cap * 2 > bytes ? *cap * 2 : bytes;
     if (want < 4096)
         want = 4096;
@@ -257,14 +285,26 @@ static int pinned_grow(cuda_be *cb, void **buf, size_t *cap, size_t bytes) {
     return 0;
 }
 
+static int  pass_flush(cuda_be *cb);
+static void graphs_clear(cuda_be *cb);
+
 // ---- lifecycle ----------------------------------------------------------------------------------
 static void cbe_destroy(backend *be) {
     if (!be)
         return;
     cuda_be *cb = impl_of(be);
     if (cb) {
+        if (cb->graph_stats)
+            fprintf(stderr,
+                    "assay: CUDA graphs %s: %ld decode steps, %ld captured, %ld replayed, %ld "
+                    "eager\n",
+                    cb->graphs ? "on" : "off", cb->n_decode, cb->n_captured, cb->n_replayed,
+                    cb->n_decode - cb->n_captured - cb->n_replayed);
         if (cb->stream)
             cudaStreamSynchronize(cb->stream);
+        graphs_clear(cb);
+        cuda_graph_cache_free(&cb->gcache);
+        cuda_op_list_free(&cb->pass_ops);
         cudaFree(cb->batch_dev);
         cudaFreeHost(cb->batch_host);
         cudaFree(cb->acc);
@@ -343,6 +383,8 @@ static void cbe_release(backend *be, void *ptr) {
     if (!ptr)
         return;
     cuda_be *cb = impl_of(be);
+    pass_flush(cb);   // errors surface at the next call that reports them
+    graphs_clear(cb); // a graph may hold ptr
     // queued kernels may still read it
     cudaStreamSynchronize(cb->stream);
     cudaFree(ptr);
@@ -351,8 +393,9 @@ static void cbe_release(backend *be, void *ptr) {
 
 static int cbe_upload(backend *be, void *dst, const void *src, size_t bytes) {
     cuda_be *cb = impl_of(be);
-    if (!bytes)
-        return 0;
+    int      rc = pass_flush(cb);
+    if (rc || !bytes)
+        return rc;
     CUDA_CHECK(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, cb->stream));
     // the caller may free or reuse src on return
     CUDA_CHECK(be, cudaStreamSynchronize(cb->stream));
@@ -361,8 +404,9 @@ static int cbe_upload(backend *be, void *dst, const void *src, size_t bytes) {
 
 static int cbe_download(backend *be, void *dst, const void *src, size_t bytes) {
     cuda_be *cb = impl_of(be);
-    if (!bytes)
-        return 0;
+    int      rc = pass_flush(cb);
+    if (rc || !bytes)
+        return rc;
     CUDA_CHECK(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, cb->stream));
     CUDA_CHECK(be, cudaStreamSynchronize(cb->stream));
     return 0;
@@ -370,13 +414,17 @@ static int cbe_download(backend *be, void *dst, const void *src, size_t bytes) {
 
 static int cbe_copy(backend *be, void *dst, const void *src, size_t bytes) {
     cuda_be *cb = impl_of(be);
-    if (!bytes)
-        return 0;
+    int      rc = pass_flush(cb);
+    if (rc || !bytes)
+        return rc;
     CUDA_CHECK(be, cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, cb->stream));
     return 0;
 }
 
 static int cbe_sync(backend *be) {
+    int rc = pass_flush(impl_of(be));
+    if (rc)
+        return rc;
     CUDA_CHECK(be, cudaStreamSynchronize(impl_of(be)->stream));
     return 0;
 }
@@ -393,7 +441,10 @@ static int cbe_upload_weight(backend *be, void *dst, const float *w, int rows, i
     if (rows < 0 || cols < 0)
         return assay_fail(&be->last_error, ASSAY_EINVAL, "CUDA: weight of shape (%d, %d)", rows,
                           cols);
-    size_t n = (size_t)rows * (size_t)cols;
+    size_t n  = (size_t)rows * (size_t)cols;
+    int    rc = pass_flush(cb);
+    if (rc)
+        return rc;
     for (int i = 0; i < 2; i++)
         if (!cb->stage[i])
             CUDA_CHECK(
@@ -416,9 +467,12 @@ static int cbe_upload_weight(backend *be, void *dst, const float *w, int rows, i
 static int cbe_set_batch(backend *be, const be_batch *b) {
     cuda_be *cb      = impl_of(be);
     int      max_len = 0, max_ctx = 0;
-    int rc = cuda_batch_check(&max_len, &max_ctx, b->n_tokens, b->n_seqs, b->q_off, b->start_pos,
-                              b->block_table, b->max_blocks, b->block_tokens, b->n_sel, b->sel,
-                              &be->last_error);
+    int      rc = pass_flush(cb); // the last pass's recorded ops read the last batch
+    if (rc)
+        return rc;
+    rc = cuda_batch_check(&max_len, &max_ctx, b->n_tokens, b->n_seqs, b->q_off, b->start_pos,
+                          b->block_table, b->max_blocks, b->block_tokens, b->n_sel, b->sel,
+                          &be->last_error);
     if (rc)
         return rc;
     size_t count[CB_COUNT] = {0};
@@ -487,10 +541,20 @@ static int cbe_set_batch(backend *be, const be_batch *b) {
     cb->max_len      = max_len;
     cb->max_ctx      = max_ctx;
     cb->head_rows    = -1;
+    cb->attn_ctx     = max_ctx;
+    // a decode pass is recorded until fetch (pass_finish) and planned for its key's context
+    int decode =
+        cuda_graph_decode_key(&cb->gkey, b->n_tokens, b->n_seqs, b->q_off, b->block_table != NULL,
+                              b->max_blocks, b->block_tokens, b->n_sel, b->targets != NULL);
+    cb->n_decode += decode;
+    cb->pass_ops.n = 0;
+    cb->deferring  = cb->graphs && decode;
+    if (cb->deferring)
+        cb->attn_ctx = cuda_graph_attn_ctx(&cb->gkey);
     return 0;
 }
 
-static int cbe_embed(backend *be, float *x, const void *table, const float *pos_table, int dim) {
+static int run_embed(backend *be, float *x, const void *table, const float *pos_table, int dim) {
     cuda_be *cb = impl_of(be);
     if (cb->n_tokens == 0)
         return 0;
@@ -499,7 +563,7 @@ static int cbe_embed(backend *be, float *x, const void *table, const float *pos_
     return 0;
 }
 
-static int cbe_add_norm(backend *be, float *x, void *xn, const void *delta, const float *w,
+static int run_add_norm(backend *be, float *x, void *xn, const void *delta, const float *w,
                         const float *b, be_norm kind, int rows, int dim, float eps) {
     cuda_be *cb = impl_of(be);
     if (rows == 0)
@@ -673,7 +737,7 @@ static int gemm_run(cuda_be *cb, void *out, int out_f32, const bf16 *x, const bf
     return 0;
 }
 
-static int cbe_matmul(backend *be, void *out, const void *x, const void *w, const float *bias,
+static int run_matmul(backend *be, void *out, const void *x, const void *w, const float *bias,
                       int rows, int in, int out_dim, be_epilogue epi) {
     cuda_be *cb = impl_of(be);
     if (rows <= 0 || out_dim <= 0)
@@ -703,7 +767,7 @@ static int cbe_matmul(backend *be, void *out, const void *x, const void *w, cons
     return 0;
 }
 
-static int cbe_swiglu(backend *be, void *out, const void *gate_up, int rows, int ffn) {
+static int run_swiglu(backend *be, void *out, const void *gate_up, int rows, int ffn) {
     cuda_be *cb = impl_of(be);
     if (rows <= 0)
         return 0;
@@ -711,7 +775,7 @@ static int cbe_swiglu(backend *be, void *out, const void *gate_up, int rows, int
     return 0;
 }
 
-static int cbe_rope_kv(backend *be, void *qkv, void *k_pool, void *v_pool, const float *inv_freq,
+static int run_rope_kv(backend *be, void *qkv, void *k_pool, void *v_pool, const float *inv_freq,
                        int n_heads, int n_kv_heads, int head_dim) {
     cuda_be *cb = impl_of(be);
     if (cb->n_tokens == 0)
@@ -793,7 +857,13 @@ static int attention_grouped(cuda_be *cb, bf16 *out, const bf16 *qkv, const bf16
     return 0;
 }
 
-static int cbe_attention(backend *be, void *out, const void *qkv, const void *k_pool,
+// Split-buffer bytes of the paged call planned for context ctx.
+static size_t attn_need(const cuda_be *cb, int n_heads, int head_dim, int ctx) {
+    return cuda_attention_paged_partial_bytes(cb->n_tokens, n_heads, head_dim, ctx,
+                                              CUDA_SPLIT_KEYS);
+}
+
+static int run_attention(backend *be, void *out, const void *qkv, const void *k_pool,
                          const void *v_pool, int n_heads, int n_kv_heads, int head_dim,
                          int window) {
     cuda_be *cb = impl_of(be);
@@ -808,9 +878,15 @@ static int cbe_attention(backend *be, void *out, const void *qkv, const void *k_
     if (!k_pool || !v_pool)
         return assay_fail(&be->last_error, ASSAY_EINVAL,
                           "CUDA attention: a block table but no KV pools");
-    size_t need = cuda_attention_paged_partial_bytes(cb->n_tokens, n_heads, head_dim, cb->max_ctx,
-                                                     CUDA_SPLIT_KEYS);
-    int    rc;
+    // a decode pass plans for attn_ctx (cuda_graph_attn_ctx), unless that is past the cap where
+    // its true context is not; the kernel's bits do not depend on the planned context
+    int    ctx  = cb->attn_ctx;
+    size_t need = attn_need(cb, n_heads, head_dim, ctx);
+    if (need > cb->attn_cap && ctx != cb->max_ctx) {
+        ctx  = cb->max_ctx;
+        need = attn_need(cb, n_heads, head_dim, ctx);
+    }
+    int rc;
     if (need == SIZE_MAX)
         return assay_fail(&be->last_error, ASSAY_EINVAL,
                           "CUDA attention: %d heads of %d dims over %d tokens are not supported",
@@ -824,12 +900,12 @@ static int cbe_attention(backend *be, void *out, const void *qkv, const void *k_
     CUDA_CHECK(be, cuda_attention_paged(
                        (bf16 *)out, (const bf16 *)qkv, (const bf16 *)k_pool, (const bf16 *)v_pool,
                        cb->d[CB_BLOCKS], cb->max_blocks, cb->block_tokens, cb->d[CB_Q_OFF],
-                       cb->d[CB_START], cb->n_seqs, cb->n_tokens, cb->max_ctx, n_heads, n_kv_heads,
+                       cb->d[CB_START], cb->n_seqs, cb->n_tokens, ctx, n_heads, n_kv_heads,
                        head_dim, window, CUDA_SPLIT_KEYS, cb->partial, cb->stream));
     return 0;
 }
 
-static int cbe_gather(backend *be, float *out, const float *x, int dim) {
+static int run_gather(backend *be, float *out, const float *x, int dim) {
     cuda_be *cb = impl_of(be);
     if (cb->n_sel == 0)
         return 0;
@@ -837,17 +913,11 @@ static int cbe_gather(backend *be, float *out, const float *x, int dim) {
     return 0;
 }
 
-static int cbe_lm_head(backend *be, const void *h, const void *w_head, int dim, int vocab,
+static int run_lm_head(backend *be, const void *h, const void *w_head, int dim, int vocab,
                        be_head_mode mode) {
-    cuda_be *cb = impl_of(be);
-    int      n  = cb->n_sel;
-    int      rc;
-    if (mode == BE_HEAD_LOGPROB && n > 0 && !cb->d[CB_TARGETS])
-        return assay_fail(&be->last_error, ASSAY_EINVAL,
-                          "CUDA lm_head: log-probs asked for a batch without targets");
-    if (vocab <= 0 || dim <= 0)
-        return assay_fail(&be->last_error, ASSAY_EINVAL, "CUDA lm_head: dim %d, vocab %d", dim,
-                          vocab);
+    cuda_be         *cb = impl_of(be);
+    int              n  = cb->n_sel;
+    int              rc;
     cuda_head_layout L;
     cuda_head_plan(&L, n);
     if ((rc = scratch_grow(cb, &cb->head_dev, &cb->head_cap, L.total)))
@@ -870,15 +940,243 @@ static int cbe_lm_head(backend *be, const void *h, const void *w_head, int dim, 
                                           (int32_t *)(base + L.off_argmax) + r0, cb->logits, tgt, m,
                                           vocab, cb->stream));
     }
-    cb->head_rows     = n;
-    cb->head_has_prob = mode == BE_HEAD_LOGPROB;
     return 0;
+}
+
+// ---- the pass's ops: run now, or recorded for a graph -------------------------------------------
+// Each slot packs its arguments into a cuda_op; op_exec unpacks them into the run_* function, so
+// an eager pass, a captured one and the ops recorded for comparison are the same calls.
+static int op_exec(cuda_be *cb, const cuda_op *o) {
+    backend *be = cb->be;
+    void    *p0 = (void *)o->p[0], *p1 = (void *)o->p[1], *p2 = (void *)o->p[2];
+    switch (o->kind) {
+    case CUDA_OP_EMBED: return run_embed(be, (float *)p0, p1, (const float *)p2, o->a[0]);
+    case CUDA_OP_ADD_NORM:
+        return run_add_norm(be, (float *)p0, p1, p2, (const float *)o->p[3], (const float *)o->p[4],
+                            (be_norm)o->a[0], o->a[1], o->a[2], o->f);
+    case CUDA_OP_MATMUL:
+        return run_matmul(be, p0, p1, p2, (const float *)o->p[3], o->a[0], o->a[1], o->a[2],
+                          (be_epilogue)o->a[3]);
+    case CUDA_OP_SWIGLU: return run_swiglu(be, p0, p1, o->a[0], o->a[1]);
+    case CUDA_OP_ROPE_KV:
+        return run_rope_kv(be, p0, p1, p2, (const float *)o->p[3], o->a[0], o->a[1], o->a[2]);
+    case CUDA_OP_ATTENTION:
+        return run_attention(be, p0, p1, p2, o->p[3], o->a[0], o->a[1], o->a[2], o->a[3]);
+    case CUDA_OP_GATHER: return run_gather(be, (float *)p0, (const float *)p1, o->a[0]);
+    case CUDA_OP_LM_HEAD: return run_lm_head(be, p0, p1, o->a[0], o->a[1], (be_head_mode)o->a[2]);
+    default:
+        return assay_fail(&be->last_error, ASSAY_EINTERNAL, "CUDA: recorded op of kind %d",
+                          o->kind);
+    }
+}
+
+static int op_issue(cuda_be *cb, const cuda_op *o) {
+    if (!cb->deferring)
+        return op_exec(cb, o);
+    if (cuda_op_list_push(&cb->pass_ops, o))
+        return assay_fail(&cb->be->last_error, ASSAY_ENOMEM, "CUDA: out of host memory");
+    return 0;
+}
+
+static int cbe_embed(backend *be, float *x, const void *table, const float *pos_table, int dim) {
+    cuda_op o = {CUDA_OP_EMBED, {dim, 0, 0, 0}, 0.0f, {x, table, pos_table, NULL, NULL}};
+    return op_issue(impl_of(be), &o);
+}
+
+static int cbe_add_norm(backend *be, float *x, void *xn, const void *delta, const float *w,
+                        const float *b, be_norm kind, int rows, int dim, float eps) {
+    cuda_op o = {CUDA_OP_ADD_NORM, {(int)kind, rows, dim, 0}, eps, {x, xn, delta, w, b}};
+    return op_issue(impl_of(be), &o);
+}
+
+static int cbe_matmul(backend *be, void *out, const void *x, const void *w, const float *bias,
+                      int rows, int in, int out_dim, be_epilogue epi) {
+    cuda_op o = {CUDA_OP_MATMUL, {rows, in, out_dim, (int)epi}, 0.0f, {out, x, w, bias, NULL}};
+    return op_issue(impl_of(be), &o);
+}
+
+static int cbe_swiglu(backend *be, void *out, const void *gate_up, int rows, int ffn) {
+    cuda_op o = {CUDA_OP_SWIGLU, {rows, ffn, 0, 0}, 0.0f, {out, gate_up, NULL, NULL, NULL}};
+    return op_issue(impl_of(be), &o);
+}
+
+static int cbe_rope_kv(backend *be, void *qkv, void *k_pool, void *v_pool, const float *inv_freq,
+                       int n_heads, int n_kv_heads, int head_dim) {
+    cuda_op o = {CUDA_OP_ROPE_KV,
+                 {n_heads, n_kv_heads, head_dim, 0},
+                 0.0f,
+                 {qkv, k_pool, v_pool, inv_freq, NULL}};
+    return op_issue(impl_of(be), &o);
+}
+
+static int cbe_attention(backend *be, void *out, const void *qkv, const void *k_pool,
+                         const void *v_pool, int n_heads, int n_kv_heads, int head_dim,
+                         int window) {
+    cuda_op o = {CUDA_OP_ATTENTION,
+                 {n_heads, n_kv_heads, head_dim, window},
+                 0.0f,
+                 {out, qkv, k_pool, v_pool, NULL}};
+    return op_issue(impl_of(be), &o);
+}
+
+static int cbe_gather(backend *be, float *out, const float *x, int dim) {
+    cuda_op o = {CUDA_OP_GATHER, {dim, 0, 0, 0}, 0.0f, {out, x, NULL, NULL, NULL}};
+    return op_issue(impl_of(be), &o);
+}
+
+static int cbe_lm_head(backend *be, const void *h, const void *w_head, int dim, int vocab,
+                       be_head_mode mode) {
+    cuda_be *cb = impl_of(be);
+    if (mode == BE_HEAD_LOGPROB && cb->n_sel > 0 && !cb->d[CB_TARGETS])
+        return assay_fail(&be->last_error, ASSAY_EINVAL,
+                          "CUDA lm_head: log-probs asked for a batch without targets");
+    if (vocab <= 0 || dim <= 0)
+        return assay_fail(&be->last_error, ASSAY_EINVAL, "CUDA lm_head: dim %d, vocab %d", dim,
+                          vocab);
+    // fetch's bookkeeping is set when the op is issued: a replayed graph runs no run_lm_head
+    cb->head_rows     = cb->n_sel;
+    cb->head_has_prob = mode == BE_HEAD_LOGPROB;
+    cuda_op o = {CUDA_OP_LM_HEAD, {dim, vocab, (int)mode, 0}, 0.0f, {h, w_head, NULL, NULL, NULL}};
+    return op_issue(cb, &o);
+}
+
+// ---- decode passes as graphs --------------------------------------------------------------------
+static int ops_run(cuda_be *cb) {
+    for (int i = 0; i < cb->pass_ops.n; i++) {
+        int rc = op_exec(cb, &cb->pass_ops.op[i]);
+        if (rc)
+            return rc;
+    }
+    return 0;
+}
+
+static void graphs_clear(cuda_be *cb) {
+    void *drop[CUDA_GRAPH_SLOTS];
+    cuda_graph_cache_clear(&cb->gcache, drop);
+    for (int i = 0; i < CUDA_GRAPH_SLOTS; i++)
+        if (drop[i])
+            cudaGraphExecDestroy((cudaGraphExec_t)drop[i]);
+    cudaGetLastError();
+}
+
+// Tests (ASSAY_CUDA_GRAPH_FAULT=sync|malloc|memcpy|pageable|meminfo): one call that every capture
+// must refuse, made inside it, so the fallback to eager runs; real CUDA and the emulation alike.
+static int graph_fault(cuda_be *cb) {
+    const char *f = cb->graph_fault;
+    int         host[4];
+    void       *p = NULL;
+    size_t      fr, tot;
+    cudaError_t e;
+    if (!strcmp(f, "malloc"))
+        e = cudaMalloc(&p, 256);
+    else if (!strcmp(f, "memcpy"))
+        e = cudaMemcpy(host, cb->head_dev, sizeof host, cudaMemcpyDeviceToHost);
+    else if (!strcmp(f, "pageable"))
+        e = cudaMemcpyAsync(host, cb->head_dev, sizeof host, cudaMemcpyDeviceToHost, cb->stream);
+    else if (!strcmp(f, "meminfo"))
+        e = cudaMemGetInfo(&fr, &tot);
+    else
+        e = cudaStreamSynchronize(cb->stream);
+    if (p)
+        cudaFree(p); // not reached where the capture refused the allocation
+    if (e != cudaSuccess)
+        return cuda_fail_call(cb->be, e, "ASSAY_CUDA_GRAPH_FAULT's call", __FILE__, __LINE__);
+    return assay_fail(&cb->be->last_error, ASSAY_EDEVICE,
+                      "CUDA: ASSAY_CUDA_GRAPH_FAULT=%s was allowed during capture", f);
+}
+
+// Captures the recorded pass into *exec. The capture is ended whatever fails inside it, so the
+// stream is usable again; nothing captured has run.
+static int graph_capture(cuda_be *cb, cudaGraphExec_t *exec) {
+    backend    *be = cb->be;
+    cudaGraph_t g  = NULL;
+    *exec          = NULL;
+    CUDA_CHECK(be, cudaStreamBeginCapture(cb->stream, cudaStreamCaptureModeThreadLocal));
+    cb->capturing = 1;
+    int rc        = ops_run(cb);
+    if (!rc && cb->graph_fault)
+        rc = graph_fault(cb);
+    cb->capturing = 0;
+    cudaError_t e = cudaStreamEndCapture(cb->stream, &g);
+    if (!rc && e != cudaSuccess)
+        rc = cuda_fail_call(be, e, "cudaStreamEndCapture", __FILE__, __LINE__);
+    if (!rc && (e = cudaGraphInstantiateWithFlags(exec, g, 0)) != cudaSuccess) {
+        *exec = NULL;
+        rc    = cuda_fail_call(be, e, "cudaGraphInstantiateWithFlags", __FILE__, __LINE__);
+    }
+    if (g)
+        cudaGraphDestroy(g);
+    cudaGetLastError();
+    return rc;
+}
+
+// Whether the recorded pass can be a graph: its paged attention fits the split buffer's cap when
+// planned for the block table's span (else it runs in groups planned on the host per pass).
+static int pass_graphable(const cuda_be *cb) {
+    for (int i = 0; i < cb->pass_ops.n; i++) {
+        const cuda_op *o = &cb->pass_ops.op[i];
+        if (o->kind == CUDA_OP_ATTENTION &&
+            attn_need(cb, o->a[0], o->a[2], cb->attn_ctx) > cb->attn_cap)
+            return 0;
+    }
+    return 1;
+}
+
+// The end of a recorded decode pass (fetch): eager, captured then launched, or replayed.
+static int pass_finish(cuda_be *cb) {
+    if (!cb->deferring)
+        return 0;
+    cb->deferring = 0;
+    if (!cb->graphs || !pass_graphable(cb))
+        return ops_run(cb);
+    int               slot;
+    void             *drop = NULL;
+    cuda_graph_action act =
+        cuda_graph_decide(&cb->gcache, &cb->gkey, &cb->pass_ops, cb->scratch_gen, &slot, &drop);
+    if (drop)
+        cudaGraphExecDestroy((cudaGraphExec_t)drop);
+    cuda_graph_slot *s = &cb->gcache.slot[slot];
+    if (act == CUDA_GRAPH_REPLAY) {
+        cb->n_replayed++;
+        CUDA_CHECK(cb->be, cudaGraphLaunch((cudaGraphExec_t)s->exec, cb->stream));
+        return 0;
+    }
+    if (act == CUDA_GRAPH_CAPTURE) {
+        cudaGraphExec_t exec;
+        if (!graph_capture(cb, &exec)) {
+            s->exec = (void *)exec;
+            cb->n_captured++;
+            CUDA_CHECK(cb->be, cudaGraphLaunch(exec, cb->stream));
+            return 0;
+        }
+        // never a wrong answer: this pass and the rest run eagerly
+        fprintf(stderr,
+                "assay: note: CUDA graph capture failed (%s); decode steps run without graphs\n",
+                cb->be->last_error.msg);
+        cb->graphs = 0;
+        graphs_clear(cb);
+    }
+    int rc = ops_run(cb);
+    if (act != CUDA_GRAPH_CAPTURE)
+        s->gen = cb->scratch_gen;
+    return rc;
+}
+
+// Entry points other than the pass's ops run what a pass recorded first, in order (a pass that
+// never reaches fetch, or a copy in its middle).
+static int pass_flush(cuda_be *cb) {
+    if (!cb->deferring)
+        return 0;
+    cb->deferring = 0;
+    return ops_run(cb);
 }
 
 static int cbe_fetch(backend *be, float *logprob, uint8_t *is_max, int32_t *argmax) {
     cuda_be *cb = impl_of(be);
     int      n  = cb->head_rows;
     int      rc;
+    if ((rc = pass_finish(cb)))
+        return rc;
     if (n < 0)
         return assay_fail(&be->last_error, ASSAY_EINVAL, "CUDA fetch: no lm_head in this pass");
     // after an argmax-only lm_head there are no log-probs: only argmax is written (as the CPU)
@@ -906,8 +1204,9 @@ static int cbe_fetch(backend *be, float *logprob, uint8_t *is_max, int32_t *argm
 static int cbe_kv_block_copy(backend *be, void *k_pool, void *v_pool, int n_layers,
                              size_t layer_bytes, size_t block_bytes, int dst, int src) {
     cuda_be *cb = impl_of(be);
-    if (n_layers <= 0 || dst == src)
-        return 0;
+    int      rc = pass_flush(cb);
+    if (rc || n_layers <= 0 || dst == src)
+        return rc;
     if (dst < 0 || src < 0 || block_bytes == 0 || block_bytes > layer_bytes ||
         ((size_t)(dst > src ? dst : src) + 1) > layer_bytes / block_bytes)
         return assay_fail(&be->last_error, ASSAY_EINVAL,
@@ -1015,6 +1314,11 @@ extern "C" backend *backend_cuda_create(int ordinal, const backend_opts *opts, a
     const char *cap_env = getenv("ASSAY_CUDA_ATTN_CAP");
     if (cap_env && *cap_env)
         cb->attn_cap = (size_t)strtoull(cap_env, NULL, 10);
+    const char *g_env = getenv("ASSAY_CUDA_GRAPHS"), *f_env = getenv("ASSAY_CUDA_GRAPH_FAULT"),
+               *s_env = getenv("ASSAY_CUDA_GRAPH_STATS");
+    cb->graphs        = !(g_env && strcmp(g_env, "0") == 0);
+    cb->graph_fault   = f_env && *f_env ? f_env : NULL;
+    cb->graph_stats   = s_env && strcmp(s_env, "1") == 0;
 
     int rc = lt_load(&cb->lt, &be->last_error);
     if (!rc) {

@@ -272,3 +272,131 @@ void cuda_bf16_from_f32(uint16_t *dst, const float *src, size_t n) {
     for (size_t i = 0; i < n; i++)
         dst[i] = f32_to_bf16(src[i]);
 }
+
+/* ---- CUDA graphs --------------------------------------------------------------------------- */
+
+int cuda_op_list_push(cuda_op_list *l, const cuda_op *op) {
+    if (l->n == l->cap) {
+        int      cap = l->cap ? 2 * l->cap : 64;
+        cuda_op *o   = realloc(l->op, (size_t)cap * sizeof *o);
+        if (!o)
+            return -1;
+        l->op  = o;
+        l->cap = cap;
+    }
+    l->op[l->n++] = *op;
+    return 0;
+}
+
+static int cuda_op_equal(const cuda_op *x, const cuda_op *y) {
+    if (x->kind != y->kind || memcmp(&x->f, &y->f, sizeof x->f) != 0)
+        return 0;
+    for (int i = 0; i < 4; i++)
+        if (x->a[i] != y->a[i])
+            return 0;
+    for (int i = 0; i < 5; i++)
+        if (x->p[i] != y->p[i])
+            return 0;
+    return 1;
+}
+
+int cuda_op_list_equal(const cuda_op_list *x, const cuda_op_list *y) {
+    if (x->n != y->n)
+        return 0;
+    for (int i = 0; i < x->n; i++)
+        if (!cuda_op_equal(&x->op[i], &y->op[i]))
+            return 0;
+    return 1;
+}
+
+int cuda_op_list_copy(cuda_op_list *dst, const cuda_op_list *src) {
+    dst->n = 0;
+    for (int i = 0; i < src->n; i++)
+        if (cuda_op_list_push(dst, &src->op[i]))
+            return -1;
+    return 0;
+}
+
+void cuda_op_list_free(cuda_op_list *l) {
+    free(l->op);
+    l->op = NULL;
+    l->n = l->cap = 0;
+}
+
+int cuda_graph_decode_key(cuda_graph_key *key, int n_tokens, int n_seqs, const int32_t *q_off,
+                          int has_table, int max_blocks, int block_tokens, int n_sel,
+                          int has_targets) {
+    if (!has_table || n_seqs < 1 || n_tokens != n_seqs || n_sel != n_seqs || !q_off)
+        return 0;
+    for (int s = 0; s <= n_seqs; s++)
+        if (q_off[s] != s)
+            return 0;
+    key->n_seqs       = n_seqs;
+    key->max_blocks   = max_blocks;
+    key->block_tokens = block_tokens;
+    key->has_targets  = has_targets ? 1 : 0;
+    return 1;
+}
+
+int cuda_graph_attn_ctx(const cuda_graph_key *key) {
+    long long ctx = (long long)key->max_blocks * key->block_tokens;
+    return ctx > INT32_MAX ? INT32_MAX : (int)ctx;
+}
+
+static int cuda_graph_key_equal(const cuda_graph_key *x, const cuda_graph_key *y) {
+    return x->n_seqs == y->n_seqs && x->max_blocks == y->max_blocks &&
+           x->block_tokens == y->block_tokens && x->has_targets == y->has_targets;
+}
+
+cuda_graph_action cuda_graph_decide(cuda_graph_cache *c, const cuda_graph_key *key,
+                                    const cuda_op_list *ops, unsigned gen, int *slot, void **drop) {
+    int found = -1, victim = 0;
+    *drop = NULL;
+    for (int i = 0; i < CUDA_GRAPH_SLOTS; i++) {
+        const cuda_graph_slot *s = &c->slot[i];
+        if (s->used && cuda_graph_key_equal(&s->key, key)) {
+            found = i;
+            break;
+        }
+        /* an empty slot first, else the least recently used */
+        const cuda_graph_slot *v = &c->slot[victim];
+        if (v->used && (!s->used || s->last_use < v->last_use))
+            victim = i;
+    }
+    cuda_graph_slot *s = &c->slot[found >= 0 ? found : victim];
+    *slot              = found >= 0 ? found : victim;
+    s->last_use        = ++c->tick;
+    if (found >= 0 && s->gen == gen && cuda_op_list_equal(&s->ops, ops)) {
+        if (s->exec)
+            return CUDA_GRAPH_REPLAY;
+        if (s->seen < INT32_MAX)
+            s->seen++;
+        return s->seen > CUDA_GRAPH_WARMUP ? CUDA_GRAPH_CAPTURE : CUDA_GRAPH_EAGER;
+    }
+    /* a new key, or this key with other ops or moved scratch: start counting again */
+    *drop   = s->exec;
+    s->exec = NULL;
+    s->used = 1;
+    s->key  = *key;
+    s->gen  = gen;
+    s->seen = cuda_op_list_copy(&s->ops, ops) ? 0 : 1;
+    if (!s->seen)
+        s->used = 0; /* out of memory for the copy: forget the slot, run eagerly */
+    return CUDA_GRAPH_EAGER;
+}
+
+void cuda_graph_cache_clear(cuda_graph_cache *c, void *drop[CUDA_GRAPH_SLOTS]) {
+    for (int i = 0; i < CUDA_GRAPH_SLOTS; i++) {
+        drop[i]             = c->slot[i].exec;
+        c->slot[i].exec     = NULL;
+        c->slot[i].used     = 0;
+        c->slot[i].seen     = 0;
+        c->slot[i].ops.n    = 0;
+        c->slot[i].last_use = 0;
+    }
+}
+
+void cuda_graph_cache_free(cuda_graph_cache *c) {
+    for (int i = 0; i < CUDA_GRAPH_SLOTS; i++)
+        cuda_op_list_free(&c->slot[i].ops);
+}

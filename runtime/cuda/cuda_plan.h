@@ -132,6 +132,97 @@ void cuda_gemm_cache_free(cuda_gemm_cache *c);
  * multiples of n * out_bytes, from 256-byte aligned allocations. */
 int cuda_gemm_align(int n, int k, int out_bytes);
 
+/* ---- CUDA graphs for decode steps ----------------------------------------------------------
+ * A decode pass (every sequence feeds exactly one token through the KV cache and every row
+ * reaches the LM head) is recorded op by op, not run, until fetch; there the backend runs the
+ * recording eagerly, captures it into a CUDA graph, or replays the graph captured for it. A graph
+ * is keyed by what fixes its launch shapes and its index data's layout (cuda_graph_key) and is
+ * replayed only when the pass's ops, every pointer and size included, equal the ones captured
+ * and the backend's scratch buffers have not moved since (scratch_gen). Capture happens after
+ * CUDA_GRAPH_WARMUP eager passes with the same key and ops (their scratch growth is over by
+ * then: a capture cannot allocate); the cache keeps CUDA_GRAPH_SLOTS keys, least recently used
+ * out. */
+#define CUDA_GRAPH_WARMUP 2
+#define CUDA_GRAPH_SLOTS 16
+
+typedef enum cuda_op_kind {
+    CUDA_OP_EMBED = 1,
+    CUDA_OP_ADD_NORM,
+    CUDA_OP_MATMUL,
+    CUDA_OP_SWIGLU,
+    CUDA_OP_ROPE_KV,
+    CUDA_OP_ATTENTION,
+    CUDA_OP_GATHER,
+    CUDA_OP_LM_HEAD
+} cuda_op_kind;
+
+/* One op of a pass with its arguments, in the order of its backend_ops slot: pointers in p,
+ * integers in a, a float argument (eps) in f. Unused fields are zero, so two records are equal
+ * exactly when every argument is. */
+typedef struct cuda_op {
+    int         kind;
+    int         a[4];
+    float       f;
+    const void *p[5];
+} cuda_op;
+
+typedef struct cuda_op_list {
+    cuda_op *op;
+    int      n, cap;
+} cuda_op_list;
+
+int  cuda_op_list_push(cuda_op_list *l, const cuda_op *op); /* 0, or -1 out of memory */
+int  cuda_op_list_equal(const cuda_op_list *x, const cuda_op_list *y);
+int  cuda_op_list_copy(cuda_op_list *dst, const cuda_op_list *src); /* 0, or -1 */
+void cuda_op_list_free(cuda_op_list *l);
+
+typedef struct cuda_graph_key {
+    int n_seqs, max_blocks, block_tokens, has_targets;
+} cuda_graph_key;
+
+/* Whether a pass is a decode pass (see above): a block table, n_seqs >= 1, q_off[s] == s for
+ * every s (one token each), n_sel == n_seqs. Fills key when it is. */
+int cuda_graph_decode_key(cuda_graph_key *key, int n_tokens, int n_seqs, const int32_t *q_off,
+                          int has_table, int max_blocks, int block_tokens, int n_sel,
+                          int has_targets);
+
+/* The context a graph's paged attention is planned for: every position the block table can
+ * address (max_blocks * block_tokens), so the launch does not change as the sequences grow; the
+ * kernel reads each row's true length from the batch, and blocks past it exit at once. */
+int cuda_graph_attn_ctx(const cuda_graph_key *key);
+
+typedef enum cuda_graph_action {
+    CUDA_GRAPH_EAGER = 0, /* run the ops one by one */
+    CUDA_GRAPH_CAPTURE,   /* capture them into the slot's graph, then launch it */
+    CUDA_GRAPH_REPLAY     /* launch the slot's graph */
+} cuda_graph_action;
+
+typedef struct cuda_graph_slot {
+    int            used;
+    cuda_graph_key key;
+    cuda_op_list   ops;  /* the ops of the last pass with this key */
+    int            seen; /* consecutive passes with these ops */
+    unsigned       gen;  /* scratch generation after that pass */
+    void          *exec; /* the instantiated graph (cudaGraphExec_t), or NULL */
+    unsigned long  last_use;
+} cuda_graph_slot;
+
+typedef struct cuda_graph_cache {
+    cuda_graph_slot slot[CUDA_GRAPH_SLOTS];
+    unsigned long   tick;
+} cuda_graph_cache;
+
+/* What to do with a decode pass of `key` whose ops are `ops`, the scratch being at generation
+ * `gen`. Sets *slot to the pass's slot and updates its bookkeeping; *drop receives a graph that
+ * the caller must destroy (its slot was reused, or its ops or scratch changed), else NULL. After
+ * an eager pass the caller stores the scratch generation it left in slot->gen. */
+cuda_graph_action cuda_graph_decide(cuda_graph_cache *c, const cuda_graph_key *key,
+                                    const cuda_op_list *ops, unsigned gen, int *slot, void **drop);
+/* Empties every slot (keeping the storage); the graphs to destroy go to drop[0..CUDA_GRAPH_SLOTS),
+ * the rest NULL. cuda_graph_cache_free also frees the storage (after a clear). */
+void cuda_graph_cache_clear(cuda_graph_cache *c, void *drop[CUDA_GRAPH_SLOTS]);
+void cuda_graph_cache_free(cuda_graph_cache *c);
+
 /* ---- memory -----------------------------------------------------------------------------------*/
 #define CUDA_LT_WORKSPACE (32u << 20) /* cuBLASLt workspace (Hopper kernels want 32 MiB) */
 #define CUDA_HEAD_CAP (256u << 20)    /* cap of the f32 logits chunk */

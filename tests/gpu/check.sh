@@ -8,6 +8,9 @@
 #      ../shared when present): per-token log-probs of `assay score` within the bf16 tolerance
 #      stated in tests/gpu/parity.py, greedy tokens of `assay generate` (a difference is a WARN:
 #      random tiny models have near-ties, which bf16 may break either way);
+#      then CUDA graphs for decode steps: graph replay vs eager decode (ASSAY_CUDA_GRAPHS=0),
+#      identical greedy tokens and bit-for-bit log-probs, capture and replay counts printed, and
+#      a capture made to fail falling back to eager;
 #   4. batch invariance on the GPU: each request scored alone vs all of them shuffled in one
 #      batch, log-probs bit for bit;
 #   5. the benchmark (bench/gpu_bench.sh, time-boxed; SKIP_BENCH=1 leaves it out);
@@ -239,6 +242,60 @@ for m in "${SHARED_MODELS[@]}"; do
         result "grouped paged attention: $name" PASS "${msg#same: }; ${msg2#generate: }"
     else
         result "grouped paged attention: $name" FAIL "${msg#same: } ${msg2:-}"
+    fi
+done
+
+# ---- 3c. CUDA graphs for decode steps ----------------------------------------------------------
+# Decode passes (one token per sequence through the KV cache) run as CUDA graphs once their key
+# has been seen CUDA_GRAPH_WARMUP times (runtime/cuda/cuda_plan.h). Graphs on vs
+# ASSAY_CUDA_GRAPHS=0: identical greedy tokens, and bit-for-bit log-probs of one-token
+# continuations of shared contexts (each context one decode pass with real targets); the
+# capture and replay counts (ASSAY_CUDA_GRAPH_STATS=1) are printed and must show replays. A
+# capture made to call cudaStreamSynchronize (ASSAY_CUDA_GRAPH_FAULT=sync) must be refused by
+# CUDA, noted, and answered eagerly with the same bits.
+graph_counts() { grep -o 'CUDA graphs .*' "$1" | tail -1; }
+graph_replays() { graph_counts "$1" | sed -n 's/.* \([0-9]*\) replayed.*/\1/p'; }
+for m in "${SHARED_MODELS[@]}"; do
+    name=$(basename "$m")
+    w="$OUT/graphs/$name"
+    mkdir -p "$w"
+    if [ "$GPU" = cpu ]; then
+        result "CUDA graphs: $name" SKIP "DRY_CPU=1 (no CUDA backend)"
+        continue
+    fi
+    python3 $P requests "$m" "$w/req.jsonl" --n $((48 / SCALE)) --max-len $((120 / SCALE)) \
+        --seed 9 --shared 4 --single || continue
+    ok=1
+    for g in 1 0; do
+        ASSAY_CUDA_GRAPHS=$g ASSAY_CUDA_GRAPH_STATS=1 ./$A generate "$m" \
+            --prompts "$OUT/e2e/$name/prompts.jsonl" --max-new-tokens $((48 / SCALE)) --json \
+            --device $GPU >"$w/gen$g.json" 2>"$w/gen$g.err" || ok=0
+        ASSAY_CUDA_GRAPHS=$g ASSAY_CUDA_GRAPH_STATS=1 ./$A score "$m" --requests "$w/req.jsonl" \
+            --json --device $GPU >"$w/score$g.json" 2>"$w/score$g.err" || ok=0
+    done
+    ASSAY_CUDA_GRAPH_FAULT=sync ASSAY_CUDA_GRAPH_STATS=1 ./$A score "$m" --requests \
+        "$w/req.jsonl" --json --device $GPU >"$w/fault.json" 2>"$w/fault.err" || ok=0
+    if [ $ok = 0 ]; then
+        result "CUDA graphs: $name" FAIL "a run failed (see $w/*.err)"
+        continue
+    fi
+    log "graphs $name: generate: $(graph_counts "$w/gen1.err"); score: $(graph_counts "$w/score1.err")"
+    rg=$(graph_replays "$w/gen1.err")
+    rs=$(graph_replays "$w/score1.err")
+    if msg=$(python3 $P generate "$w/gen0.json" "$w/gen1.json") &&
+        msg2=$(python3 $P same "$w/score0.json" "$w/score1.json") &&
+        [ "${rg:-0}" -gt 0 ] && [ "${rs:-0}" -gt 0 ]; then
+        result "CUDA graphs vs eager: $name" PASS \
+            "${msg#generate: }; log-probs ${msg2#same: }; replays: generate $rg, score $rs"
+    else
+        result "CUDA graphs vs eager: $name" FAIL \
+            "${msg#generate: } ${msg2:-}; replays: generate ${rg:-none}, score ${rs:-none}"
+    fi
+    if grep -q 'CUDA graph capture failed' "$w/fault.err" &&
+        msg=$(python3 $P same "$w/score0.json" "$w/fault.json"); then
+        result "failed capture falls back: $name" PASS "noted; ${msg#same: }"
+    else
+        result "failed capture falls back: $name" FAIL "no note or other bits (see $w/fault.err)"
     fi
 done
 

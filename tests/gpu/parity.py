@@ -3,11 +3,12 @@
 the comparisons of CPU and CUDA outputs.
 
   parity.py requests MODEL_DIR OUT.jsonl [--n N] [--max-len L] [--seed S] [--shuffle]
-                    [--shared K]
+                    [--shared K [--single]]
       score requests {"context_ids", "continuation_ids"} with random ids below the model's
       vocabulary; every context is different (so each request is scored on its own, never
       through a shared-context pass) and lengths vary from 2 to L tokens; --shared K: groups of
-      K requests share a context instead (the engine's KV-cache path)
+      K requests share a context instead (the engine's KV-cache path); --single: contexts of
+      L - 1 tokens and one-token continuations (each group one decode-shaped pass)
   parity.py prompts MODEL_DIR OUT.jsonl [--n N] [--len L] [--seed S]
       generation prompts {"prompt_ids"}
   parity.py split IN.jsonl DIR
@@ -71,6 +72,10 @@ def cmd_requests(args):
     seed = opt(args, "--seed", 1)
     shuffle = flag(args, "--shuffle")
     shared = opt(args, "--shared", 1)
+    # --single: every request of a group is the group's context (all max_len - 1 tokens long, so
+    # every group fills the same KV blocks) and a one-token continuation, so each group is one
+    # decode-shaped pass with real targets (what a CUDA graph replays)
+    single = flag(args, "--single")
     model_dir, out = args
     vocab, n_pos = vocab_of(model_dir)
     max_len = max(4, min(max_len, n_pos - 1))
@@ -78,6 +83,12 @@ def cmd_requests(args):
     lines = []
     context = []
     for i in range(n):
+        if single:
+            if i % shared == 0:
+                context = [i % vocab] + [rng.randrange(vocab) for _ in range(max_len - 2)]
+            lines.append({"id": i, "context_ids": context,
+                          "continuation_ids": [rng.randrange(vocab)]})
+            continue
         total = rng.randint(4, max_len)
         if shared > 1 and i % shared:
             # the group's context, a continuation of its own

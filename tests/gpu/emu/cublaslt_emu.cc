@@ -70,6 +70,45 @@ cublasStatus_t shapes(const desc *op, const layout *a, const layout *b, const la
     *m = am, *n = bn, *k = ak;
     return CUBLAS_STATUS_SUCCESS;
 }
+// One GEMM with everything it reads copied: run now, or later from a captured graph.
+struct mm_job {
+    desc        op;
+    layout      a, b, c, d;
+    const void *A, *B, *C;
+    void       *D;
+    uint64_t    m, n, k;
+    float       al, be;
+};
+void mm_drop(void *p) { delete (mm_job *)p; }
+void mm_run(void *p) {
+    const mm_job   *j  = (const mm_job *)p;
+    const desc     *op = &j->op;
+    const layout   *a = &j->a, *b = &j->b, *c = &j->c, *d = &j->d;
+    const uint64_t  m = j->m, n = j->n, k = j->k;
+    const float     al = j->al, be = j->be;
+    const void     *C  = j->C;
+    void           *D  = j->D;
+    const uint16_t *pa = (const uint16_t *)j->A, *pb = (const uint16_t *)j->B;
+    int             f32 = d->type == CUDA_R_32F;
+#pragma omp parallel for schedule(static)
+    for (int64_t jj = 0; jj < (int64_t)n; jj++)
+        for (uint64_t i = 0; i < m; i++) {
+            float acc = 0.0f;
+            for (uint64_t p = 0; p < k; p++) {
+                float x = bf(op->transa ? pa[p + i * a->ld] : pa[i + p * a->ld]);
+                float y = bf(op->transb ? pb[jj + p * b->ld] : pb[p + jj * b->ld]);
+                acc += x * y;
+            }
+            float r = al * acc;
+            if (be != 0.0f)
+                r += be * (f32 ? ((const float *)C)[i + jj * c->ld]
+                               : bf(((const uint16_t *)C)[i + jj * c->ld]));
+            if (f32)
+                ((float *)D)[i + jj * d->ld] = r;
+            else
+                ((uint16_t *)D)[i + jj * d->ld] = to_bf(r);
+        }
+}
 } // namespace
 
 extern "C" {
@@ -237,8 +276,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t opd, const 
                               const void *A, cublasLtMatrixLayout_t Ad, const void *B,
                               cublasLtMatrixLayout_t Bd, const void *beta, const void *C,
                               cublasLtMatrixLayout_t Cd, void *D, cublasLtMatrixLayout_t Dd,
-                              const cublasLtMatmulAlgo_t *algo, void *, size_t ws_size,
-                              cudaStream_t) {
+                              const cublasLtMatmulAlgo_t *algo, void *ws, size_t ws_size,
+                              cudaStream_t stream) {
     const desc   *op = (const desc *)opd;
     const layout *a = (const layout *)Ad, *b = (const layout *)Bd, *c = (const layout *)Cd,
                  *d = (const layout *)Dd;
@@ -268,30 +307,23 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t, cublasLtMatmulDesc_t opd, const 
             if (!in_device(ptr[i], n))
                 return bad("Matmul: an operand is not inside one device allocation");
         }
+        if (ws && ws_size && !in_device(ws, ws_size))
+            return bad("Matmul: the workspace is not inside one device allocation");
     }
-    float al, be;
-    memcpy(&al, alpha, 4);
-    memcpy(&be, beta, 4);
-    const uint16_t *pa = (const uint16_t *)A, *pb = (const uint16_t *)B;
-    int             f32 = d->type == CUDA_R_32F;
-#pragma omp parallel for schedule(static)
-    for (int64_t j = 0; j < (int64_t)n; j++)
-        for (uint64_t i = 0; i < m; i++) {
-            float acc = 0.0f;
-            for (uint64_t p = 0; p < k; p++) {
-                float x = bf(op->transa ? pa[p + i * a->ld] : pa[i + p * a->ld]);
-                float y = bf(op->transb ? pb[j + p * b->ld] : pb[p + j * b->ld]);
-                acc += x * y;
-            }
-            float r = al * acc;
-            if (be != 0.0f)
-                r += be * (f32 ? ((const float *)C)[i + j * c->ld]
-                               : bf(((const uint16_t *)C)[i + j * c->ld]));
-            if (f32)
-                ((float *)D)[i + j * d->ld] = r;
-            else
-                ((uint16_t *)D)[i + j * d->ld] = to_bf(r);
-        }
-    return CUBLAS_STATUS_SUCCESS;
+    mm_job *j = new mm_job;
+    j->op = *op, j->a = *a, j->b = *b, j->c = *c, j->d = *d;
+    j->A = A, j->B = B, j->C = C, j->D = D;
+    j->m = m, j->n = n, j->k = k;
+    memcpy(&j->al, alpha, 4);
+    memcpy(&j->be, beta, 4);
+    // a capturing stream records the GEMM (descriptors and scalars copied, as cuBLASLt does)
+    typedef int (*capture_fn)(cudaStream_t, void (*)(void *), void *, void (*)(void *));
+    static capture_fn capture = (capture_fn)dlsym(RTLD_DEFAULT, "emu_capture_add");
+    int               r       = capture ? capture(stream, mm_run, j, mm_drop) : 0;
+    if (r == 0) {
+        mm_run(j);
+        delete j;
+    }
+    return r < 0 ? bad("Matmul: refused by the stream's capture") : CUBLAS_STATUS_SUCCESS;
 }
 }

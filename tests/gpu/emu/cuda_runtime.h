@@ -16,6 +16,14 @@
 // their host side outside every one), so a wrong buffer, size or direction fails loudly. Async
 // copies run at once; streams and events are recordings. cudaMemGetInfo reports ASSAY_EMU_MEM
 // bytes (default 8 GiB) less what is allocated; cudaGetDeviceProperties an sm_90 device.
+//
+// Graphs (emu_graph.h): between cudaStreamBeginCapture and cudaStreamEndCapture the launches,
+// async copies and memsets issued on the capturing stream (and the emulated cuBLASLt's matmuls,
+// through emu_capture_add) are recorded, not run; cudaGraphLaunch runs the recording in order.
+// What real CUDA refuses while a stream captures (capture mode global or thread-local) fails
+// here too and invalidates the capture: synchronous copies and memsets, cudaMalloc / cudaFree /
+// cudaMallocHost / cudaFreeHost, stream / device / event synchronisation, cudaMemGetInfo, work
+// on another stream, and async copies from or to pageable host memory.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -44,12 +52,16 @@ typedef int   cudaError_t;
 typedef void *cudaStream_t;
 typedef void *cudaEvent_t;
 enum {
-    cudaSuccess                   = 0,
-    cudaErrorInvalidValue         = 1,
-    cudaErrorMemoryAllocation     = 2,
-    cudaErrorLaunchFailure        = 4,
-    cudaErrorNoDevice             = 100,
-    cudaErrorInvalidConfiguration = 9,
+    cudaSuccess                       = 0,
+    cudaErrorInvalidValue             = 1,
+    cudaErrorMemoryAllocation         = 2,
+    cudaErrorLaunchFailure            = 4,
+    cudaErrorNoDevice                 = 100,
+    cudaErrorInvalidConfiguration     = 9,
+    cudaErrorIllegalState             = 401,
+    cudaErrorStreamCaptureUnsupported = 900,
+    cudaErrorStreamCaptureInvalidated = 901,
+    cudaErrorStreamCaptureImplicit    = 906,
 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
 enum cudaMemcpyKind {
@@ -139,7 +151,15 @@ inline int         emu_launches    = 0;
 inline cudaError_t emu_last_error  = cudaSuccess;
 inline const char *emu_kernel_name = "";
 #define EMU_STACK ((size_t)256 << 10)
-inline std::vector<char *> emu_stacks; // one stack per thread slot, kept for the next launch
+// One stack per thread slot, kept for the next launch and freed at exit.
+struct emu_stack_pool {
+    std::vector<char *> v;
+    ~emu_stack_pool() {
+        for (char *p : v)
+            free(p);
+    }
+};
+inline emu_stack_pool emu_stacks;
 
 inline float            *emu_smem() { return (float *)emu_cur->smem; }
 [[noreturn]] inline void emu_die(const char *what) {
@@ -284,13 +304,56 @@ template <class T> void emu_check_arg(const char *kernel, int i, const T &v) {
     }
 }
 
-// kernel<<<grid, block, smem, s>>>(args...) becomes emu_launch(kernel, grid, block, smem, args...)
-// (the build rewrites the source). CUDA's launch limits are checked like the GPU does (the error
-// comes from cudaGetLastError).
+// ---- stream capture state (the API is in emu_graph.h) ------------------------------------------
+// One capture at a time (the backend has one stream): the stream, whether an illegal call has
+// invalidated it, and the work recorded so far.
+struct emu_capture_state {
+    cudaStream_t                       stream = nullptr;
+    int                                active = 0, invalid = 0;
+    std::vector<std::function<void()>> nodes;
+};
+inline emu_capture_state emu_capture;
+// A call real CUDA refuses while a stream captures: fails and invalidates the capture.
+inline cudaError_t emu_capture_refuse(const char *call) {
+    if (getenv("ASSAY_EMU_VERBOSE"))
+        fprintf(stderr, "cuda-emu: %s while a stream is capturing\n", call);
+    emu_capture.invalid   = 1;
+    return emu_last_error = cudaErrorStreamCaptureUnsupported;
+}
+// Where work issued on stream s goes: 0 runs now (no capture, or another non-blocking stream),
+// 1 is recorded, -1 is refused (*st says why): the legacy stream while another one captures, or
+// anything after the capture was invalidated.
+inline int emu_capture_route(cudaStream_t s, cudaError_t *st) {
+    *st = cudaSuccess;
+    if (!emu_capture.active || (s && s != emu_capture.stream))
+        return 0;
+    if (!s) {
+        emu_capture.invalid = 1;
+        *st = emu_last_error = cudaErrorStreamCaptureImplicit;
+        return -1;
+    }
+    if (emu_capture.invalid) {
+        *st = emu_last_error = cudaErrorStreamCaptureInvalidated;
+        return -1;
+    }
+    return 1;
+}
+// 0 when the work should run now, else it was recorded or refused (*st).
+inline int emu_capture_take(cudaStream_t s, const std::function<void()> &work, cudaError_t *st) {
+    int r = emu_capture_route(s, st);
+    if (r == 1)
+        emu_capture.nodes.push_back(work);
+    return r != 0;
+}
+
+// kernel<<<grid, block, smem, s>>>(args...) becomes emu_launch(kernel, grid, block, smem, s,
+// args...) (the build rewrites the source). CUDA's launch limits are checked like the GPU does
+// (the error comes from cudaGetLastError), when the launch is issued (recorded or not).
 template <typename K, typename... A>
-void emu_launch_named(const char *name, K kernel, dim3 grid, dim3 block, size_t smem, A... args) {
-    emu_launches++;
-    emu_kernel_name = name;
+void emu_launch_run(const char *name, K kernel, dim3 grid, dim3 block, size_t smem, A... args);
+template <typename K, typename... A>
+void emu_launch_named(const char *name, K kernel, dim3 grid, dim3 block, size_t smem,
+                      cudaStream_t s, A... args) {
     {
         int i = 0;
         (emu_check_arg(name, i++, args), ...);
@@ -305,7 +368,22 @@ void emu_launch_named(const char *name, K kernel, dim3 grid, dim3 block, size_t 
         emu_last_error = cudaErrorInvalidValue;
         return;
     }
-    std::vector<char *> &stacks = emu_stacks;
+    cudaError_t st;
+    if (emu_capture_take(
+            s, [=] { emu_launch_run(name, kernel, grid, block, smem, args...); }, &st))
+        return;
+    emu_launch_run(name, kernel, grid, block, smem, args...);
+}
+template <typename K, typename... A>
+void emu_launch_run(const char *name, K kernel, dim3 grid, dim3 block, size_t smem, A... args) {
+    emu_launches++;
+    emu_kernel_name = name;
+    {
+        int i = 0; // a replayed graph's buffers must still be device memory
+        (emu_check_arg(name, i++, args), ...);
+    }
+    unsigned             threads = block.x * block.y * block.z;
+    std::vector<char *> &stacks  = emu_stacks.v;
     while (stacks.size() < threads)
         stacks.push_back((char *)malloc(EMU_STACK));
     emu_block blk;
@@ -335,4 +413,5 @@ void emu_launch_named(const char *name, K kernel, dim3 grid, dim3 block, size_t 
 }
 #define emu_launch(kernel, ...) emu_launch_named(#kernel, kernel, __VA_ARGS__)
 
+#include "emu_graph.h"
 #include "emu_memory.h"

@@ -113,17 +113,25 @@ inline cudaError_t emu_free_raw(void *p, int pinned) {
     free((unsigned char *)p - EMU_GUARD);
     return cudaSuccess;
 }
-inline cudaError_t             cudaMalloc(void **p, size_t n) { return emu_alloc_raw(p, n, 0); }
-template <class T> cudaError_t cudaMalloc(T **p, size_t n) {
-    return emu_alloc_raw((void **)p, n, 0);
+inline cudaError_t cudaMalloc(void **p, size_t n) {
+    return emu_capture.active ? emu_capture_refuse("cudaMalloc") : emu_alloc_raw(p, n, 0);
 }
-inline cudaError_t             cudaFree(void *p) { return emu_free_raw(p, 0); }
-inline cudaError_t             cudaMallocHost(void **p, size_t n) { return emu_alloc_raw(p, n, 1); }
+template <class T> cudaError_t cudaMalloc(T **p, size_t n) { return cudaMalloc((void **)p, n); }
+inline cudaError_t             cudaFree(void *p) {
+                return emu_capture.active ? emu_capture_refuse("cudaFree") : emu_free_raw(p, 0);
+}
+inline cudaError_t cudaMallocHost(void **p, size_t n) {
+    return emu_capture.active ? emu_capture_refuse("cudaMallocHost") : emu_alloc_raw(p, n, 1);
+}
 template <class T> cudaError_t cudaMallocHost(T **p, size_t n) {
-    return emu_alloc_raw((void **)p, n, 1);
+    return cudaMallocHost((void **)p, n);
 }
-inline cudaError_t cudaFreeHost(void *p) { return emu_free_raw(p, 1); }
+inline cudaError_t cudaFreeHost(void *p) {
+    return emu_capture.active ? emu_capture_refuse("cudaFreeHost") : emu_free_raw(p, 1);
+}
 inline cudaError_t cudaMemGetInfo(size_t *f, size_t *t) {
+    if (emu_capture.active)
+        return emu_capture_refuse("cudaMemGetInfo");
     *t = emu_mem_total();
     *f = *t - emu_allocated;
     return cudaSuccess;
@@ -138,40 +146,76 @@ inline void emu_check_side(const void *p, size_t n, int device, const char *what
     if (!device && emu_touches_device(p))
         emu_mem_die(what, p, n);
 }
-inline cudaError_t emu_copy(void *d, const void *s, size_t n, cudaMemcpyKind k) {
+inline cudaError_t emu_copy_check(void *d, const void *s, size_t n, cudaMemcpyKind k) {
     if (k == cudaMemcpyDefault)
         k = (cudaMemcpyKind)((emu_touches_device(s) ? 2 : 0) | (emu_touches_device(d) ? 1 : 0));
     emu_check_side(d, n, k == cudaMemcpyHostToDevice || k == cudaMemcpyDeviceToDevice,
                    "cudaMemcpy: the destination is not what the copy kind says (or overruns)");
     emu_check_side(s, n, k == cudaMemcpyDeviceToHost || k == cudaMemcpyDeviceToDevice,
                    "cudaMemcpy: the source is not what the copy kind says (or overruns)");
+    return cudaSuccess;
+}
+inline cudaError_t emu_copy(void *d, const void *s, size_t n, cudaMemcpyKind k) {
+    emu_copy_check(d, s, n, k);
     if (n)
         memmove(d, s, n);
     return cudaSuccess;
 }
 inline cudaError_t cudaMemcpy(void *d, const void *s, size_t n, cudaMemcpyKind k) {
+    if (emu_capture.active)
+        return emu_capture_refuse("cudaMemcpy (synchronous)");
     return emu_copy(d, s, n, k);
 }
+// A captured copy's host side must be pinned (cudaMallocHost): a graph cannot copy pageable
+// memory. Its sides are checked when it is issued and again when it runs.
+inline int emu_host_side_pinned(const void *p, size_t n) {
+    return n == 0 || emu_touches_device(p) || emu_find(p, n, 1) != NULL;
+}
 inline cudaError_t cudaMemcpyAsync(void *d, const void *s, size_t n, cudaMemcpyKind k,
-                                   cudaStream_t = 0) {
+                                   cudaStream_t st = 0) {
+    if (emu_capture.active && (!emu_host_side_pinned(d, n) || !emu_host_side_pinned(s, n)))
+        return emu_capture_refuse("cudaMemcpyAsync of pageable host memory");
+    cudaError_t e = cudaSuccess;
+    if (emu_capture_take(
+            st, [=] { emu_copy(d, s, n, k); }, &e))
+        return e == cudaSuccess ? emu_copy_check(d, s, n, k) : e;
     return emu_copy(d, s, n, k);
 }
 inline cudaError_t cudaMemcpy2DAsync(void *d, size_t dpitch, const void *s, size_t spitch,
                                      size_t width, size_t height, cudaMemcpyKind k,
-                                     cudaStream_t = 0) {
+                                     cudaStream_t st = 0) {
     if (width > dpitch || width > spitch)
         return cudaErrorInvalidValue;
-    for (size_t r = 0; r < height; r++)
-        emu_copy((char *)d + r * dpitch, (const char *)s + r * spitch, width, k);
+    auto run = [=] {
+        for (size_t r = 0; r < height; r++)
+            emu_copy((char *)d + r * dpitch, (const char *)s + r * spitch, width, k);
+    };
+    if (emu_capture.active && height &&
+        (!emu_host_side_pinned(d, (height - 1) * dpitch + width) ||
+         !emu_host_side_pinned(s, (height - 1) * spitch + width)))
+        return emu_capture_refuse("cudaMemcpy2DAsync of pageable host memory");
+    cudaError_t e = cudaSuccess;
+    if (emu_capture_take(st, run, &e))
+        return e;
+    run();
     return cudaSuccess;
 }
-inline cudaError_t cudaMemset(void *p, int v, size_t n) {
+inline cudaError_t emu_memset(void *p, int v, size_t n) {
     emu_check_side(p, n, 1, "cudaMemset outside a device allocation");
     memset(p, v, n);
     return cudaSuccess;
 }
-inline cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t = 0) {
-    return cudaMemset(p, v, n);
+inline cudaError_t cudaMemset(void *p, int v, size_t n) {
+    if (emu_capture.active)
+        return emu_capture_refuse("cudaMemset (synchronous)");
+    return emu_memset(p, v, n);
+}
+inline cudaError_t cudaMemsetAsync(void *p, int v, size_t n, cudaStream_t st = 0) {
+    cudaError_t e = cudaSuccess;
+    if (emu_capture_take(
+            st, [=] { emu_memset(p, v, n); }, &e))
+        return e;
+    return emu_memset(p, v, n);
 }
 
 // ---- streams, events, device
@@ -183,8 +227,12 @@ inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t *s, unsigned) {
 }
 inline cudaError_t cudaStreamCreate(cudaStream_t *s) { return cudaStreamCreateWithFlags(s, 0); }
 inline cudaError_t cudaStreamDestroy(cudaStream_t) { return cudaSuccess; }
-inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
-inline cudaError_t cudaDeviceSynchronize() { return cudaSuccess; }
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) {
+    return emu_capture.active ? emu_capture_refuse("cudaStreamSynchronize") : cudaSuccess;
+}
+inline cudaError_t cudaDeviceSynchronize() {
+    return emu_capture.active ? emu_capture_refuse("cudaDeviceSynchronize") : cudaSuccess;
+}
 inline cudaError_t cudaEventCreateWithFlags(cudaEvent_t *e, unsigned) {
     *e = malloc(1);
     return cudaSuccess;
@@ -198,6 +246,8 @@ inline cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t = 0) {
     return e ? cudaSuccess : cudaErrorInvalidValue;
 }
 inline cudaError_t cudaEventSynchronize(cudaEvent_t e) {
+    if (emu_capture.active)
+        return emu_capture_refuse("cudaEventSynchronize");
     return e ? cudaSuccess : cudaErrorInvalidValue;
 }
 inline cudaError_t cudaGetDeviceCount(int *n) {
@@ -227,6 +277,13 @@ inline const char *cudaGetErrorString(cudaError_t e) {
     case cudaErrorMemoryAllocation: return "out of memory";
     case cudaErrorInvalidConfiguration: return "invalid configuration argument";
     case cudaErrorNoDevice: return "no CUDA-capable device is detected";
+    case cudaErrorIllegalState: return "operation not permitted in this state";
+    case cudaErrorStreamCaptureUnsupported:
+        return "operation not permitted when stream is capturing";
+    case cudaErrorStreamCaptureInvalidated:
+        return "operation failed due to a previous error during capture";
+    case cudaErrorStreamCaptureImplicit:
+        return "operation would make the legacy stream depend on a capturing blocking stream";
     default: return "emulated CUDA error";
     }
 }
@@ -236,6 +293,10 @@ inline const char *cudaGetErrorName(cudaError_t e) {
     case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
     case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
     case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+    case cudaErrorIllegalState: return "cudaErrorIllegalState";
+    case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+    case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+    case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
     default: return "cudaErrorUnknown";
     }
 }

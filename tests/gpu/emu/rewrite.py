@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """tests/gpu/emu/rewrite.py IN.cu OUT.cc — a CUDA source made plain C++ for the CPU emulation
 (tests/gpu/emu/cuda_runtime.h): every launch `k<<<grid, block, smem, s>>>(args);` becomes
-`emu_launch(k, grid, block, smem, args);` and every `extern __shared__ [__align__(n)] T name[];`
+`emu_launch(k, grid, block, smem, stream, args);` (stream 0 when the launch names none: the
+legacy stream, which a capturing stream refuses) and every `extern __shared__ [__align__(n)] T name[];`
 a pointer to the launch's dynamic shared memory. Fails if a launch is left."""
 import re
 import sys
@@ -28,9 +29,9 @@ def launch(m):
     cfg = split_top(m.group(2))
     while len(cfg) < 4:
         cfg.append("0")
-    grid, block, smem = cfg[:3]
+    grid, block, smem, stream = cfg[:4]
     args = m.group(3).strip()
-    return f"emu_launch({m.group(1)}, {grid}, {block}, {smem}{', ' + args if args else ''});"
+    return f"emu_launch({m.group(1)}, {grid}, {block}, {smem}, {stream}{', ' + args if args else ''});"
 
 
 src, n = re.subn(r"(\b\w[\w:]*(?:<[^<>;()]*>)?)\s*<<<(.*?)>>>\s*\((.*?)\);", launch, src, flags=re.S)
