@@ -413,7 +413,7 @@ int cmd_ppl(int argc, char **argv) {
                    ppl_hf_recipe_ppl(&total));
     }
     cli_summary("ppl", "tokens", total.tokens, wall);
-    if (hist && *hist &&
+    if (hist && *hist && dist_rank() == 0 && /* one record per run, not per rank */
         (rc = ppl_record_history(hist, model_dir, mode, ctx, sliding ? stride : ctx, files + 1,
                                  n_files, &total, m, wall, (int64_t)plan.request_tokens, &err)))
         goto fail;
