@@ -9,13 +9,17 @@
 #include "harness/commands.h"
 #include "harness/dist.h"
 #include "harness/eval.h"
+#include "harness/history.h"
 #include "harness/pipeline.h"
 #include "harness/tasks/tasks.h"
 
 static const char eval_usage[] =
     "usage: assay eval MODEL --tasks T1,T2,... --data DIR [--num-fewshot K] [--limit N]\n"
     "                  [--output-path OUT] [--log-samples] [--seed S] [--price-per-hour X]\n"
-    "                  [--ctx N] [--threads N] [--device auto|cpu|cuda] [--mem-budget SIZE]\n";
+    "                  [--ctx N] [--threads N] [--device auto|cpu|cuda] [--mem-budget SIZE]\n"
+    "                  [--apply-chat-template [--fewshot-as-multiturn | "
+    "--no-fewshot-as-multiturn]]\n"
+    "                  [--system-prompt TEXT] [--max-gen-toks N]\n";
 
 static const char eval_help[] =
     "\n"
@@ -39,12 +43,15 @@ static const char eval_help[] =
     "                      hellaswag, arc_*, piqa, boolq, openbookqa, winogrande: drawn from\n"
     "                      <task>/train.jsonl with lm-eval's sampler and --seed; lambada_openai:\n"
     "                      from its test file, as lm-eval; truthfulqa_*: ignored (always 0, as\n"
-    "                      lm-eval); wikitext: 0 only)\n"
+    "                      lm-eval); wikitext: 0 only; gsm8k: from gsm8k/train.jsonl, default 5;\n"
+    "                      generation specs: from their \"fewshot_data\")\n"
     "  --limit N           only the first N documents of each task (each MMLU subject)\n"
     "  --output-path OUT   write OUT/results.json (lm-eval's layout plus an \"assay\" block:\n"
     "                      hashes, device, cost) and, with --log-samples,\n"
     "                      OUT/samples_<task>.jsonl; OUT is checked writable before any work\n"
     "  --log-samples       per-document requests, log-likelihoods, prediction and gold\n"
+    "  --history FILE      append the run to this history file (SQLite; see assay history);\n"
+    "                      default $ASSAY_HISTORY, else OUT/history.sqlite with --output-path\n"
     "  --task-file F       also run a user task from a JSON spec F: {\"task\", \"data\" (JSONL "
     "under\n"
     "                      DIR), \"context\" (a template, {field}), \"choices\" (a field or\n"
@@ -52,7 +59,20 @@ static const char eval_help[] =
     "\"gold_label\"\n"
     "                      with \"labels\" (fields: the key and the label list), \"metrics\"\n"
     "                      ([\"acc\", \"acc_norm\", \"acc_mutual_info\"]), \"target_delimiter\"}\n"
+    "                      or, with \"output_type\": \"generate_until\", a generation task:\n"
+    "                      \"prompt\", \"until\", \"max_gen_toks\", \"filter_list\",\n"
+    "                      \"metric_list\", \"labels\", \"schema\" (README: generation tasks)\n"
     "  --seed S            few-shot sampler seed (default 1234, as lm-eval's fewshot_random_seed)\n"
+    "  --apply-chat-template  generation tasks: prompts go through the model's chat template\n"
+    "                      (tokenizer_config.json or chat_template.jinja) with\n"
+    "                      add_generation_prompt, as lm-eval --apply_chat_template\n"
+    "  --fewshot-as-multiturn / --no-fewshot-as-multiturn  few-shot examples as user/assistant\n"
+    "                      turns (lm-eval's default with a chat template), or all in one user "
+    "turn\n"
+    "  --max-gen-toks N    generation tasks: at most N new tokens (replaces each task's, as\n"
+    "                      lm-eval --gen_kwargs max_gen_toks=N)\n"
+    "  --system-prompt TEXT   a system turn (chat) or text before the first question (plain), as\n"
+    "                      lm-eval --system_instruction; replaces a spec's \"system_prompt\"\n"
     "  --price-per-hour X  the machine's price per hour: results.json gets the cost per run, per\n"
     "                      task and per 1,000 samples\n"
     "  --ctx N             model length for truncation (default: the model's max positions)\n"
@@ -74,11 +94,14 @@ int cmd_eval(int argc, char **argv) {
     assay_error  err       = {0};
     const char  *model_dir = NULL, *tasks_arg = NULL, *data = NULL, *out = NULL, *price = NULL;
     const char  *task_file = NULL, *resume = NULL;
-    int64_t      fewshot = -1, limit = 0, seed = 1234, ctx = 0, window = 0;
-    int          log_samples = 0, rc;
-    char        *list        = NULL;
-    const char **names       = NULL;
-    double       t_start     = time_now();
+    int64_t      fewshot = -1, limit = 0, seed = 1234, ctx = 0, window = 0, max_gen = 0;
+    int          log_samples = 0, rc, chat = 0, multiturn = 0, no_multiturn = 0;
+    const char  *system_prompt = NULL;
+    char        *list          = NULL;
+    const char **names         = NULL;
+    double       t_start       = time_now();
+    const char  *hist          = NULL;
+    char         hist_buf[4200];
 
     const cli_opt opts[] = {
         {"--tasks", CLI_STR, &tasks_arg, 0, 0, NULL},
@@ -86,6 +109,7 @@ int cmd_eval(int argc, char **argv) {
         {"--num-fewshot", CLI_INT, &fewshot, 0, 1000, NULL},
         {"--limit", CLI_INT, &limit, 1, INT64_MAX / 2, NULL},
         {"--output-path", CLI_STR, &out, 0, 0, NULL},
+        {"--history", CLI_STR, &hist, 0, 0, NULL},
         {"--log-samples", CLI_FLAG, &log_samples, 0, 0, NULL},
         {"--seed", CLI_INT, &seed, 0, INT64_MAX / 2, NULL},
         {"--price-per-hour", CLI_STR, &price, 0, 0, NULL},
@@ -93,6 +117,11 @@ int cmd_eval(int argc, char **argv) {
         {"--ctx", CLI_INT, &ctx, 1, 1 << 24, NULL},
         {"--window-tokens", CLI_INT, &window, 1, INT64_MAX / 2, NULL},
         {"--resume", CLI_STR, &resume, 0, 0, NULL},
+        {"--apply-chat-template", CLI_FLAG, &chat, 0, 0, NULL},
+        {"--fewshot-as-multiturn", CLI_FLAG, &multiturn, 0, 0, NULL},
+        {"--no-fewshot-as-multiturn", CLI_FLAG, &no_multiturn, 0, 0, NULL},
+        {"--system-prompt", CLI_STR, &system_prompt, 0, 0, NULL},
+        {"--max-gen-toks", CLI_INT, &max_gen, 1, 1 << 20, NULL},
     };
     const cli_cmd cmd  = {"eval", opts, CLI_N_OPTS(opts), 1, "(tasks go in --tasks LIST)"};
     cli_list      args = {&model_dir, 0};
@@ -121,6 +150,17 @@ int cmd_eval(int argc, char **argv) {
         assay_fail(&err, ASSAY_EINVAL, "--log-samples needs --output-path OUT");
         goto fail;
     }
+    /* lm-eval: multi-turn few-shot is the default with a chat template and needs one */
+    if ((multiturn || no_multiturn) && !chat) {
+        assay_fail(&err, ASSAY_EINVAL, "--%sfewshot-as-multiturn needs --apply-chat-template",
+                   no_multiturn ? "no-" : "");
+        goto fail;
+    }
+    if (multiturn && no_multiturn) {
+        assay_fail(&err, ASSAY_EINVAL,
+                   "--fewshot-as-multiturn and --no-fewshot-as-multiturn contradict each other");
+        goto fail;
+    }
     double pph = -1;
     if (price) {
         char *end = NULL;
@@ -137,8 +177,16 @@ int cmd_eval(int argc, char **argv) {
     dist_apply_device(&cc); /* under mpirun: this rank's GPU or share of the cores */
     if (resume && (rc = pipe_resume_dir(resume, &err)))
         goto fail;
-    /* the output folder is checked before anything slow happens */
+    /* the output folder and the history are checked before anything slow happens */
     if (out && (rc = eval_check_output_dir(out, &err)))
+        goto fail;
+    if (!hist || !*hist)
+        hist = getenv("ASSAY_HISTORY");
+    if ((!hist || !*hist) && out) {
+        snprintf(hist_buf, sizeof hist_buf, "%s/history.sqlite", out);
+        hist = hist_buf;
+    }
+    if (hist && *hist && (rc = history_check(hist, &err)))
         goto fail;
     list  = strdup(tasks_arg ? tasks_arg : "");
     names = calloc(strlen(list ? list : "") + 1, sizeof *names);
@@ -153,22 +201,27 @@ int cmd_eval(int argc, char **argv) {
         assay_fail(&err, ASSAY_EINVAL, "--tasks: no task names");
         goto fail;
     }
-    eval_opts o = {.model_dir      = model_dir,
-                   .data_dir       = data,
-                   .out_dir        = out,
-                   .task_file      = task_file,
-                   .tasks          = names,
-                   .n_tasks        = n_names,
-                   .num_fewshot    = (int)fewshot,
-                   .limit          = limit,
-                   .seed           = seed,
-                   .log_samples    = log_samples,
-                   .price_per_hour = pph,
-                   .ctx            = ctx,
-                   .window_tokens  = window,
-                   .resume_dir     = resume,
-                   .t_start        = t_start,
-                   .cc             = &cc};
+    eval_opts o = {.model_dir            = model_dir,
+                   .data_dir             = data,
+                   .out_dir              = out,
+                   .history              = hist && *hist ? hist : NULL,
+                   .task_file            = task_file,
+                   .tasks                = names,
+                   .n_tasks              = n_names,
+                   .num_fewshot          = (int)fewshot,
+                   .limit                = limit,
+                   .seed                 = seed,
+                   .log_samples          = log_samples,
+                   .price_per_hour       = pph,
+                   .ctx                  = ctx,
+                   .window_tokens        = window,
+                   .resume_dir           = resume,
+                   .t_start              = t_start,
+                   .cc                   = &cc,
+                   .apply_chat_template  = chat,
+                   .fewshot_as_multiturn = chat && !no_multiturn,
+                   .system_prompt        = system_prompt,
+                   .max_gen_toks         = (int)max_gen};
     if ((rc = eval_run(&o, &err)))
         goto fail;
     free(list);

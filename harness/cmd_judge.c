@@ -16,6 +16,7 @@
 #include "harness/cli_common.h"
 #include "harness/commands.h"
 #include "harness/eval.h"
+#include "harness/history.h"
 #include "harness/jsonl.h"
 #include "harness/judge.h"
 #include "harness/judge_cache.h"
@@ -75,6 +76,8 @@ static const char judge_help[] =
     "  --ca-bundle FILE    CA certificates for TLS (verification is always on)\n"
     "  --seed S            the seed sent in every request (default 0; temperature is 0)\n"
     "  --max-tokens N      max_tokens per request (default 1024)\n"
+    "  --history FILE      append the run to this history file (SQLite; see assay history);\n"
+    "                      default $ASSAY_HISTORY, else OUT/history.sqlite\n"
     "  --json              print results.json to stdout\n"
     "  --help              this text\n"
     "\n"
@@ -836,6 +839,7 @@ static cJSON *pointwise_json(const judge_run *jr, assay_error *err) {
 
 typedef struct judge_cli {
     const char *pairs, *in_a, *in_b, *endpoint, *model, *mode, *rubric_path, *out, *cache;
+    const char *history;
     const char *budget, *price_in, *price_out, *timeout, *key_env, *ca_bundle;
     int64_t     concurrency, max_retries, seed, max_tokens;
     int         ref_guided;
@@ -923,6 +927,45 @@ static cJSON *results_json(const judge_run *jr, const judge_cli *o, const char *
         cJSON_AddItemToObject(r, "pointwise", p);
     }
     return r;
+}
+
+/* The run as a history record (harness/history.h reads lm-eval's "results" layout): task
+ * "judge_pairwise" or "judge_pointwise", the rates or mean ratings, the judge as the device. */
+static int judge_record_history(const char *hist, const cJSON *res, const judge_cli *o,
+                                assay_error *err) {
+    cJSON       *h = cJSON_CreateObject(), *rs = cJSON_AddObjectToObject(h, "results");
+    cJSON       *as = cJSON_AddObjectToObject(h, "assay");
+    const cJSON *pw = cJSON_GetObjectItemCaseSensitive(res, "pairwise");
+    const cJSON *pt = cJSON_GetObjectItemCaseSensitive(res, "pointwise");
+    cJSON       *t  = cJSON_AddObjectToObject(rs, pw ? "judge_pairwise" : "judge_pointwise");
+    static const char *const pw_keys[] = {"win_rate", "position_consistency",
+                                          "first_position_rate"};
+    for (size_t k = 0; pw && k < sizeof pw_keys / sizeof *pw_keys; k++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(pw, pw_keys[k]);
+        char         key[64];
+        snprintf(key, sizeof key, "%s,none", pw_keys[k]);
+        if (cJSON_IsNumber(v))
+            cJSON_AddNumberToObject(t, key, v->valuedouble);
+    }
+    for (int side = 0; pt && side < 2; side++) {
+        const cJSON *v = cJSON_GetObjectItemCaseSensitive(
+            cJSON_GetObjectItemCaseSensitive(pt, side ? "b" : "a"), "mean");
+        if (cJSON_IsNumber(v))
+            cJSON_AddNumberToObject(t, side ? "mean_rating_b,none" : "mean_rating_a,none",
+                                    v->valuedouble);
+    }
+    char dev[300];
+    snprintf(dev, sizeof dev, "judge:%.250s", o->model ? o->model : "?");
+    cJSON_AddStringToObject(as, "version", ASSAY_VERSION);
+    cJSON_AddStringToObject(as, "device", dev);
+    const cJSON *usd =
+        cJSON_GetObjectItemCaseSensitive(cJSON_GetObjectItemCaseSensitive(res, "cost"), "usd");
+    if (cJSON_IsNumber(usd))
+        cJSON_AddNumberToObject(cJSON_AddObjectToObject(as, "cost"), "cost_per_run",
+                                usd->valuedouble);
+    int rc = history_record_run(hist, "judge", h, err);
+    cJSON_Delete(h);
+    return rc;
 }
 
 static void run_free(judge_run *jr) {
@@ -1029,6 +1072,16 @@ static int judge_main(judge_cli *o, int json, assay_error *err) {
     snprintf(out_dir, sizeof out_dir, "%s", o->out ? o->out : "judge_out");
     if ((rc = eval_check_output_dir(out_dir, err)))
         goto done;
+    /* the history: --history, else $ASSAY_HISTORY, else OUT/history.sqlite; checked now */
+    char hist[4200];
+    if (o->history && *o->history)
+        snprintf(hist, sizeof hist, "%s", o->history);
+    else if (getenv("ASSAY_HISTORY") && *getenv("ASSAY_HISTORY"))
+        snprintf(hist, sizeof hist, "%s", getenv("ASSAY_HISTORY"));
+    else
+        path_join(hist, sizeof hist, out_dir, "history.sqlite");
+    if ((rc = history_check(hist, err)))
+        goto done;
     if (o->cache)
         snprintf(cache_path, sizeof cache_path, "%s", o->cache);
     else
@@ -1107,6 +1160,10 @@ static int judge_main(judge_cli *o, int json, assay_error *err) {
     }
     path_join(path, sizeof path, out_dir, "results.json");
     if ((rc = file_write_atomic(path, text, strlen(text), err))) {
+        cJSON_Delete(res);
+        goto done;
+    }
+    if (hist[0] && (rc = judge_record_history(hist, res, o, err))) {
         cJSON_Delete(res);
         goto done;
     }
@@ -1191,6 +1248,7 @@ int cmd_judge(int argc, char **argv) {
                     {"--rubric", CLI_STR, &o.rubric_path, 0, 0, NULL},
                     {"--output-path", CLI_STR, &o.out, 0, 0, NULL},
                     {"--cache", CLI_STR, &o.cache, 0, 0, NULL},
+                    {"--history", CLI_STR, &o.history, 0, 0, NULL},
                     {"--budget-usd", CLI_STR, &o.budget, 0, 0, NULL},
                     {"--price-in", CLI_STR, &o.price_in, 0, 0, NULL},
                     {"--price-out", CLI_STR, &o.price_out, 0, 0, NULL},

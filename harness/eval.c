@@ -1,5 +1,7 @@
 /* harness/eval.c — see eval.h. */
 #include "harness/eval.h"
+#include "harness/hashes.h"
+#include "harness/history.h"
 
 #include <cJSON.h>
 #include <dirent.h>
@@ -17,6 +19,7 @@
 #include "core/util.h"
 #include "harness/commands.h"
 #include "harness/dist.h"
+#include "harness/eval_gen.h"
 #include "harness/fewshot.h"
 #include "harness/jsonl.h"
 #include "harness/pipeline.h"
@@ -65,7 +68,7 @@ static int encode_hf_default(void *ctx, const char *text, size_t len, tok_ids *o
 static int check_fewshot(const eval_task *t, const eval_opts *o, int *random, assay_error *err) {
     int extra;
     *random = 0;
-    if (o->num_fewshot <= 0 || t->own_def || !strcmp(t->def->name, "mmlu") ||
+    if (o->num_fewshot <= 0 || t->own_def || t->def->generate || !strcmp(t->def->name, "mmlu") ||
         fewshot_config_zero(t->def->name))
         return ASSAY_OK;
     if (!(*random = fewshot_random_rule(t->def->name, &extra)))
@@ -125,92 +128,6 @@ typedef struct etask {
     pipe_doc     *pd;
     pipe_ppl_plan plan;
 } etask;
-
-/* hex digest of a set of files, each preceded by its name relative to nothing (the caller's
- * order is the hash's order). */
-static int hash_files(char out[65], const char *const *paths, size_t n, size_t max_bytes,
-                      assay_error *err) {
-    sha256_ctx c;
-    sha256_init(&c);
-    for (size_t i = 0; i < n; i++) {
-        int rc = sha256_file(&c, paths[i], max_bytes, err);
-        if (rc)
-            return rc;
-    }
-    sha256_hex(&c, out);
-    return ASSAY_OK;
-}
-
-static int cmp_cstr(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
-/* The model's content hash: config.json, then each *.safetensors file's 8-byte length and JSON
- * header (names, dtypes, shapes, offsets), files in name order. The tensor bytes are not read:
- * hashing gigabytes would cost more than the run; the header pins the layout, not the values. */
-static int hash_model(const char *dir, char out[65], assay_error *err) {
-    char       path[4200];
-    sha256_ctx c;
-    DIR       *d     = opendir(dir);
-    char     **names = NULL;
-    size_t     n = 0, cap = 0;
-    int        rc = ASSAY_OK;
-    if (!d)
-        return assay_fail(err, ASSAY_EIO, "%s: cannot open the directory", dir);
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!str_ends_with(e->d_name, ".safetensors"))
-            continue;
-        if (n == cap) {
-            cap       = cap ? cap * 2 : 8;
-            char **nn = realloc(names, cap * sizeof *nn);
-            if (!nn) {
-                rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
-                goto done;
-            }
-            names = nn;
-        }
-        if (!(names[n] = strdup(e->d_name))) {
-            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
-            goto done;
-        }
-        n++;
-    }
-    qsort(names, n, sizeof *names, cmp_cstr);
-    sha256_init(&c);
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    if ((rc = sha256_file(&c, path, SIZE_MAX, err)))
-        goto done;
-    for (size_t i = 0; i < n; i++) {
-        uint8_t hl[8] = {0};
-        size_t  size  = 0;
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        int fd = file_open_regular(path, &size, err);
-        if (fd < 0) {
-            rc = err->code ? err->code : ASSAY_EIO;
-            goto done;
-        }
-        ssize_t r = size >= 8 ? read(fd, hl, 8) : 0;
-        close(fd);
-        uint64_t len = 0;
-        for (int k = 7; k >= 0; k--)
-            len = len << 8 | hl[k];
-        if (r != 8 || len > size - 8) {
-            rc = assay_fail(err, ASSAY_EFORMAT, "%s: not a safetensors file", path);
-            goto done;
-        }
-        sha256_update(&c, names[i], strlen(names[i]) + 1);
-        if ((rc = sha256_file(&c, path, (size_t)len + 8, err)))
-            goto done;
-    }
-    sha256_hex(&c, out);
-done:
-    for (size_t i = 0; i < n; i++)
-        free(names[i]);
-    free(names);
-    closedir(d);
-    return rc;
-}
 
 static double peak_rss_bytes(void) {
     struct rusage ru;
@@ -598,22 +515,27 @@ int eval_run(const eval_opts *o, assay_error *err) {
     cJSON        *root = NULL;
     tok_ids       c = {0}, k = {0};
     pipe_counts   counts = {0};
+    evalgen      *eg     = NULL;
+    eval_task   **gts    = calloc((size_t)o->n_tasks + 1, sizeof *gts);
     progress      prog;
     double        t_tok0 = time_now(), t_tok = 0, t_load = 0, t_score = 0;
     cJSON        *per_rank = NULL;
-    if (!tasks)
+    if (!tasks || !gts) {
+        free(tasks);
+        free(gts);
         return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    }
     /* Under mpirun every rank reads and tokenizes the same data and scores its share of each
-     * window (harness/dist.h); rank 0 writes the files. */
+     * window (harness/dist.h); rank 0 writes the files and the history record. */
     eval_opts  one = *o;
     pipe_shard sh  = pipe_shard_world();
     char       rkey[65];
-    one.out_dir = dist_rank() == 0 ? o->out_dir : NULL;
-    one.log_samples &= dist_rank() == 0;
+    if (dist_rank() > 0)
+        one.out_dir = NULL, one.log_samples = 0, one.history = NULL;
     o             = &one;
     sh.resume_dir = o->resume_dir;
     sh.resume_key = rkey;
-    if (o->resume_dir && (rc = hash_model(o->model_dir, rkey, err)))
+    if (o->resume_dir && (rc = hashes_model(o->model_dir, rkey, err)))
         goto done;
 
     /* Tasks: names first (an unknown one fails before any file is read). */
@@ -685,6 +607,29 @@ int eval_run(const eval_opts *o, assay_error *err) {
     }
     int32_t prefix = tok_bos_id(tok) >= 0 ? tok_bos_id(tok) : tok_eos_id(tok);
 
+    /* Generation tasks: prompts (few-shot, system prompt, chat template) and stop strings. */
+    for (int i = 0; i < n_t; i++) {
+        gts[i] = &tasks[i].t;
+        if (o->apply_chat_template && !tasks[i].t.gen) {
+            rc = assay_fail(err, ASSAY_EUNSUPPORTED,
+                            "%s: --apply-chat-template is implemented for generation tasks "
+                            "(gsm8k, generate_until specs) only",
+                            tasks[i].t.def->name);
+            goto done;
+        }
+    }
+    evalgen_opts go = {.model_dir            = o->model_dir,
+                       .data_dir             = o->data_dir,
+                       .num_fewshot          = o->num_fewshot,
+                       .seed                 = o->seed,
+                       .ctx                  = ctx,
+                       .apply_chat_template  = o->apply_chat_template,
+                       .fewshot_as_multiturn = o->fewshot_as_multiturn,
+                       .system_prompt        = o->system_prompt,
+                       .max_gen_toks         = o->max_gen_toks};
+    if ((rc = evalgen_prepare(&eg, gts, n_t, &go, tok, err)))
+        goto done;
+
     /* Rolling tasks (wikitext) are tokenized and planned first: the KV cache is sized for their
      * longest window when the model loads. */
     int64_t longest_window = 0;
@@ -700,6 +645,8 @@ int eval_run(const eval_opts *o, assay_error *err) {
     t_tok              = time_now() - t_tok0;
     double     t_load0 = time_now();
     cli_common cc      = *o->cc; /* rolling windows run through the KV cache: size it for them */
+    if (evalgen_longest(eg) > longest_window) /* a prompt and its new tokens stay cached */
+        longest_window = evalgen_longest(eg);
     if (longest_window > (cc.kv_tokens ? cc.kv_tokens : 8192))
         cc.kv_tokens = (int)longest_window;
     if ((rc = cli_load_model(o->model_dir, &cc, &m, err)))
@@ -718,7 +665,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
     size_t  w0 = 0, docs_total = 0, docs_done = 0;
     int64_t w_tokens = 0;
     for (int i = 0; i < n_t; i++)
-        docs_total += tasks[i].t.def->rolling ? 0 : tasks[i].t.n;
+        docs_total += tasks[i].t.def->rolling || tasks[i].t.gen ? 0 : tasks[i].t.n;
     progress_init(&prog, "eval", "tok", 0);
     t_tok0 = time_now();
     for (int i = 0; i < n_t; i++) {
@@ -727,7 +674,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
             rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
             goto done;
         }
-        if (et->t.def->rolling)
+        if (et->t.def->rolling || et->t.gen)
             continue;
         for (size_t d = 0; d < et->t.n; d++) {
             const eval_doc *doc = &et->t.docs[d];
@@ -810,6 +757,10 @@ int eval_run(const eval_opts *o, assay_error *err) {
         goto done;
     progress_finish(&prog);
     t_tok += time_now() - t_tok0;
+    double t_gen0 = time_now();
+    if ((rc = evalgen_generate(eg, m, tok, err)))
+        goto done;
+    t_score += time_now() - t_gen0;
     if (!(per_rank = dist_per_rank_json(t_score, counts.mine, err))) {
         rc = err->code;
         goto done;
@@ -829,6 +780,13 @@ int eval_run(const eval_opts *o, assay_error *err) {
         if (et->t.def->rolling) {
             total_docs += et->t.n;
             if ((rc = rolling_results(et, o, results, configs, versions, nshot, hib, nsamp, err)))
+                goto done;
+            continue;
+        }
+        if (et->t.gen) {
+            total_docs += et->t.n;
+            if ((rc = evalgen_results(eg, &et->t, results, configs, versions, nshot, hib, nsamp,
+                                      o->log_samples ? o->out_dir : NULL, err)))
                 goto done;
             continue;
         }
@@ -1006,28 +964,24 @@ int eval_run(const eval_opts *o, assay_error *err) {
     cJSON_AddStringToObject(as, "commit", ASSAY_COMMIT);
     char   hex[65];
     cJSON *hs = cJSON_AddObjectToObject(as, "hashes");
-    if ((rc = hash_model(o->model_dir, hex, err)))
+    if ((rc = hashes_model(o->model_dir, hex, err)))
         goto done;
     cJSON_AddStringToObject(hs, "model_sha256_config_and_safetensors_headers", hex);
     {
-        char tj[4200], tc[4200];
-        snprintf(tj, sizeof tj, "%s/tokenizer.json", o->model_dir);
-        snprintf(tc, sizeof tc, "%s/tokenizer_config.json", o->model_dir);
-        const char *tp[2] = {tj, tc};
-        if ((rc = hash_files(hex, tp, path_exists(tc) ? 2 : 1, SIZE_MAX, err)))
+        if ((rc = hashes_tokenizer(o->model_dir, hex, err)))
             goto done;
         cJSON_AddStringToObject(hs, "tokenizer_sha256", hex);
         cJSON *dh = cJSON_AddObjectToObject(hs, "data_sha256");
         for (int i = 0; i < n_t; i++)
             for (size_t f = 0; f < tasks[i].t.n_files; f++) {
                 const char *fp = tasks[i].t.files[f];
-                if ((rc = hash_files(hex, &fp, 1, SIZE_MAX, err)))
+                if ((rc = hashes_files(hex, &fp, 1, SIZE_MAX, err)))
                     goto done;
                 if (!cJSON_GetObjectItemCaseSensitive(dh, fp))
                     cJSON_AddStringToObject(dh, fp, hex);
             }
     }
-    cJSON_AddStringToObject(as, "device", "cpu");
+    cJSON_AddStringToObject(as, "device", model_device_name(m));
     cJSON_AddStringToObject(as, "dtype", "float32");
     cJSON_AddNumberToObject(as, "threads",
                             o->cc->threads > 0 ? o->cc->threads : omp_get_max_threads());
@@ -1062,6 +1016,20 @@ int eval_run(const eval_opts *o, assay_error *err) {
     cJSON_AddNumberToObject(cost, "tokens_per_s",
                             t_score > 0 ? (double)counts.computed / t_score : 0);
     cJSON_AddNumberToObject(cost, "device_seconds", t_score);
+    {
+        int64_t gp, gpt, gnt;
+        double  gs;
+        evalgen_totals(eg, &gp, &gpt, &gnt, &gs);
+        if (gp) {
+            cJSON *gc = cJSON_AddObjectToObject(cost, "generation");
+            cJSON_AddNumberToObject(gc, "prompts", (double)gp);
+            cJSON_AddNumberToObject(gc, "prompt_tokens", (double)gpt);
+            cJSON_AddNumberToObject(gc, "new_tokens", (double)gnt);
+            cJSON_AddNumberToObject(gc, "seconds", gs);
+            cJSON_AddNumberToObject(gc, "prompts_per_s", gs > 0 ? (double)gp / gs : 0);
+            cJSON_AddNumberToObject(gc, "new_tokens_per_s", gs > 0 ? (double)gnt / gs : 0);
+        }
+    }
     cJSON_AddStringToObject(cost, "device_seconds_means",
                             "seconds the scoring phase held the CPU device (threads above)");
     cJSON_AddNumberToObject(cost, "peak_rss_bytes", peak_rss_bytes());
@@ -1087,6 +1055,8 @@ int eval_run(const eval_opts *o, assay_error *err) {
         if ((rc = write_json_file(path, root, err)))
             goto done;
     }
+    if (o->history && (rc = history_record_run(o->history, "eval", root, err)))
+        goto done;
     cJSON *groups_seen = cJSON_GetObjectItemCaseSensitive(root, "groups");
     /* stdout: results.json itself with --json, else a short table like lm-eval's */
     if (o->cc->json) {
@@ -1098,16 +1068,18 @@ int eval_run(const eval_opts *o, assay_error *err) {
         printf("%s\n", js);
         free(js);
     } else {
-        printf("|%-40s|%6s|%-15s|%12s|%10s|\n", "task", "kind", "metric", "value", "stderr");
+        printf("|%-40s|%6s|%-18s|%-16s|%12s|%10s|\n", "task", "kind", "metric", "filter", "value",
+               "stderr");
         cJSON *it;
         cJSON_ArrayForEach(it, results) {
             cJSON *v;
             cJSON_ArrayForEach(v, it) {
                 if (!cJSON_IsNumber(v) || strstr(v->string, "_stderr"))
                     continue;
-                char mname[64], sek[80];
+                char        mname[64], sek[200];
+                const char *filter = strchr(v->string, ',') ? strchr(v->string, ',') + 1 : "none";
                 snprintf(mname, sizeof mname, "%.*s", (int)strcspn(v->string, ","), v->string);
-                snprintf(sek, sizeof sek, "%s_stderr,none", mname);
+                snprintf(sek, sizeof sek, "%s_stderr,%.100s", mname, filter);
                 cJSON *se      = cJSON_GetObjectItemCaseSensitive(it, sek);
                 char   sev[32] = "N/A"; /* lm-eval prints N/A where it has no stderr */
                 if (se && cJSON_IsNumber(se))
@@ -1115,9 +1087,9 @@ int eval_run(const eval_opts *o, assay_error *err) {
                 char val[32]; /* huge perplexities of untrained models keep the column */
                 snprintf(val, sizeof val, fabs(v->valuedouble) < 1e7 ? "%.4f" : "%.4e",
                          v->valuedouble);
-                printf("|%-40s|%6s|%-15s|%12s|%10s|\n", it->string,
+                printf("|%-40s|%6s|%-18s|%-16s|%12s|%10s|\n", it->string,
                        cJSON_GetObjectItemCaseSensitive(groups_seen, it->string) ? "group" : "task",
-                       mname, val, sev);
+                       mname, filter, val, sev);
             }
         }
     }
@@ -1126,6 +1098,17 @@ int eval_run(const eval_opts *o, assay_error *err) {
             "%.0f tokens/s, %.2f s total\n",
             n_req, (long long)counts.computed, (long long)counts.naive, t_score,
             t_score > 0 ? (double)counts.computed / t_score : 0, total_wall);
+    {
+        int64_t gp, gpt, gnt;
+        double  gs;
+        evalgen_totals(eg, &gp, &gpt, &gnt, &gs);
+        if (gp)
+            fprintf(stderr,
+                    "eval: generation: %lld prompts (%lld tokens), %lld new tokens in %.2f s, "
+                    "%.1f new tokens/s\n",
+                    (long long)gp, (long long)gpt, (long long)gnt, gs,
+                    gs > 0 ? (double)gnt / gs : 0);
+    }
 done:
     cJSON_Delete(root);
     cJSON_Delete(per_rank);
@@ -1136,6 +1119,7 @@ done:
     free(reqs);
     tok_ids_free(&c);
     tok_ids_free(&k);
+    evalgen_free(eg); /* before the tasks it points at */
     for (int i = 0; i <= o->n_tasks; i++) {
         for (size_t d = 0; tasks[i].ids && d < tasks[i].t.n; d++)
             tok_ids_free(&tasks[i].ids[d]);
@@ -1147,6 +1131,7 @@ done:
         free(tasks[i].req0);
     }
     free(tasks);
+    free(gts);
     model_free(m);
     tok_free(tok);
     return rc;

@@ -14,6 +14,7 @@ typedef struct eval_opts {
     const char *model_dir;
     const char *data_dir;
     const char *out_dir;   /* NULL: no files (stdout gets the table, or results.json with --json) */
+    const char *history;   /* a run history (SQLite, harness/history.h) to append to, or NULL */
     const char *task_file; /* a user task spec (harness/tasks/user.c), or NULL */
     const char *const *tasks;
     int                n_tasks;
@@ -26,6 +27,10 @@ typedef struct eval_opts {
     int64_t            window_tokens;  /* tokens built and scored at a time; 0: 4M (16 MiB) */
     double             t_start;        /* process start (time_now), for the end-to-end wall time */
     const char        *resume_dir;     /* --resume: per-rank results of each window, or NULL */
+    int                apply_chat_template;  /* generation tasks: prompts through the template */
+    int                fewshot_as_multiturn; /* few-shot examples as user/assistant turns */
+    const char        *system_prompt;        /* --system-prompt, or NULL */
+    int                max_gen_toks;         /* > 0: every generation task's max new tokens */
     const cli_common  *cc;
 } eval_opts;
 

@@ -32,6 +32,12 @@ typedef struct flt_regex flt_regex;
 flt_regex *flt_regex_compile(const char *pattern, int group_select, const char *fallback,
                              assay_error *err);
 void       flt_regex_free(flt_regex *r); /* NULL-safe */
+/* A pattern written for Python's `re`, compiled by PCRE2 with Python's meaning (the rewrite
+ * above; LF the only newline; JIT when available). NULL with err (ASSAY_EINVAL: `what`, the
+ * pattern and the reason, from the rewrite or PCRE2) when either rejects it. The result is a
+ * pcre2_code (8-bit); free it with pcre2_code_free. Shared by the filters and exact_match. */
+struct pcre2_real_code_8;
+struct pcre2_real_code_8 *flt_pyre_compile(const char *pattern, const char *what, assay_error *err);
 /* 0, or -1 when out of memory / PCRE2 match failure such as its match limit on a pathological
  * pattern (err says which). */
 int flt_regex_apply(const flt_regex *r, const char *s, size_t n, flt_out *out, assay_error *err);

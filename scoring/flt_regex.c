@@ -25,7 +25,13 @@ struct flt_regex {
     size_t      fallback_n;
 };
 
-#define PY_SPACE_EXTRA "\\x1c-\\x1f\\x85"
+/* Python's \s is str.isspace(): it has U+001C..U+001F and U+0085, which PCRE2's Unicode \s
+ * lacks, and lacks U+180E, which PCRE2's has; so the set is written out. */
+#define PY_SPACE_SET                                                                               \
+    "\\t-\\r\\x1c-\\x20\\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}"                   \
+    "\\x{202f}\\x{205f}\\x{3000}"
+/* bytes of output per byte of pattern, enough for the longest rewrite (\S: 2 bytes in) */
+#define PY_REWRITE_MAX sizeof("[^" PY_SPACE_SET "]")
 
 static int is_hex(char c) {
     return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
@@ -45,7 +51,7 @@ static int py_reject(size_t *bad, const char **why, size_t at, const char *reaso
 }
 
 /* Python's pattern → PCRE2's. 0, or -1 with *bad the offset of what Python would reject and
- * *why its reason. out holds 9 bytes per input byte (the longest rewrite, \s, is 17 for 2). */
+ * *why its reason. out holds PY_REWRITE_MAX bytes per input byte. */
 static int py_translate(const char *p, size_t n, char *out, size_t *out_n, size_t *bad,
                         const char **why) {
     size_t w      = 0;
@@ -69,9 +75,9 @@ static int py_translate(const char *p, size_t n, char *out, size_t *out_n, size_
             if (((e >= 'a' && e <= 'z') || (e >= 'A' && e <= 'Z')) && !strchr(ok, e))
                 return py_reject(bad, why, i - 1, "bad escape");
             if (e == 's' || (e == 'S' && !in_set)) {
-                const char *r = in_set     ? "\\s" PY_SPACE_EXTRA
-                                : e == 's' ? "[\\s" PY_SPACE_EXTRA "]"
-                                           : "[^\\s" PY_SPACE_EXTRA "]";
+                const char *r = in_set     ? PY_SPACE_SET
+                                : e == 's' ? "[" PY_SPACE_SET "]"
+                                           : "[^" PY_SPACE_SET "]";
                 size_t      k = strlen(r);
                 memcpy(out + w, r, k);
                 w += k;
@@ -116,56 +122,68 @@ static int py_translate(const char *p, size_t n, char *out, size_t *out_n, size_
     return 0;
 }
 
-flt_regex *flt_regex_compile(const char *pattern, int group_select, const char *fallback,
-                             assay_error *err) {
-    if (!pattern || !fallback) {
-        assay_fail(err, ASSAY_EINVAL, "regex filter: pattern and fallback are required");
-        return NULL;
-    }
+struct pcre2_real_code_8 *flt_pyre_compile(const char *pattern, const char *what,
+                                           assay_error *err) {
     size_t n = strlen(pattern), cap;
-    if (size_mul(n, 9, &cap) || size_add(cap, 1, &cap)) {
-        assay_fail(err, ASSAY_EINVAL, "regex filter: pattern too long");
+    if (size_mul(n, PY_REWRITE_MAX, &cap) || size_add(cap, 1, &cap)) {
+        assay_fail(err, ASSAY_EINVAL, "%s: pattern too long", what);
         return NULL;
     }
-    flt_regex *r  = calloc(1, sizeof *r);
-    char      *tr = malloc(cap);
-    if (!r || !tr) {
-        free(r);
-        free(tr);
-        assay_fail(err, ASSAY_ENOMEM, "regex filter: out of memory");
+    char *tr = malloc(cap);
+    if (!tr) {
+        assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", what);
         return NULL;
     }
     size_t      tn, bad = 0;
-    const char *why = NULL;
+    const char *why  = NULL;
+    pcre2_code *code = NULL;
     if (py_translate(pattern, n, tr, &tn, &bad, &why)) {
-        assay_fail(err, ASSAY_EINVAL, "regex filter: pattern \"%.200s\": %s at position %zu",
-                   pattern, why, bad);
-        goto fail;
+        assay_fail(err, ASSAY_EINVAL, "%s: pattern \"%.200s\": %s at position %zu", what, pattern,
+                   why, bad);
+        goto done;
     }
     pcre2_compile_context *cc = pcre2_compile_context_create(NULL);
     if (!cc) {
-        assay_fail(err, ASSAY_ENOMEM, "regex filter: out of memory");
-        goto fail;
+        assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", what);
+        goto done;
     }
     /* '.', '^' and '$' see only "\n" as a line end, and (?m)^ also matches after a final "\n",
      * as in Python */
     pcre2_set_newline(cc, PCRE2_NEWLINE_LF);
     int        ec;
     PCRE2_SIZE eo;
-    r->code = pcre2_compile((PCRE2_SPTR)tr, tn,
-                            PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF |
-                                PCRE2_NEVER_BACKSLASH_C | PCRE2_ALT_CIRCUMFLEX,
-                            &ec, &eo, cc);
+    code = pcre2_compile((PCRE2_SPTR)tr, tn,
+                         PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF | PCRE2_NEVER_BACKSLASH_C |
+                             PCRE2_ALT_CIRCUMFLEX,
+                         &ec, &eo, cc);
     pcre2_compile_context_free(cc);
-    if (!r->code) {
+    if (!code) {
         PCRE2_UCHAR msg[256];
         pcre2_get_error_message(ec, msg, sizeof msg);
-        assay_fail(err, ASSAY_EINVAL, "regex filter: pattern \"%.200s\": %s (at offset %zu of %s)",
+        assay_fail(err, ASSAY_EINVAL, "%s: pattern \"%.200s\": %s (at offset %zu of %s)", what,
                    pattern, (const char *)msg, (size_t)eo,
                    tn == n && !memcmp(tr, pattern, n) ? "the pattern" : "its PCRE2 rewrite");
-        goto fail;
+        goto done;
     }
-    pcre2_jit_compile(r->code, PCRE2_JIT_COMPLETE); /* optional: the interpreter is the fallback */
+    pcre2_jit_compile(code, PCRE2_JIT_COMPLETE); /* optional: the interpreter is the fallback */
+done:
+    free(tr);
+    return code;
+}
+
+flt_regex *flt_regex_compile(const char *pattern, int group_select, const char *fallback,
+                             assay_error *err) {
+    if (!pattern || !fallback) {
+        assay_fail(err, ASSAY_EINVAL, "regex filter: pattern and fallback are required");
+        return NULL;
+    }
+    flt_regex *r = calloc(1, sizeof *r);
+    if (!r) {
+        assay_fail(err, ASSAY_ENOMEM, "regex filter: out of memory");
+        return NULL;
+    }
+    if (!(r->code = flt_pyre_compile(pattern, "regex filter", err)))
+        goto fail;
     pcre2_pattern_info(r->code, PCRE2_INFO_CAPTURECOUNT, &r->n_groups);
     r->group_select = group_select;
     r->fallback_n   = strlen(fallback);
@@ -175,10 +193,8 @@ flt_regex *flt_regex_compile(const char *pattern, int group_select, const char *
         goto fail;
     }
     memcpy(r->fallback, fallback, r->fallback_n + 1);
-    free(tr);
     return r;
 fail:
-    free(tr);
     flt_regex_free(r);
     return NULL;
 }

@@ -3,8 +3,10 @@
  * chrF are in tm_bleu.c, ROUGE in tm_rouge.c, the Porter stemmer in tm_porter.c. */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "scoring/textmetrics.h"
+#include "scoring/filters.h"
 
 #include <pcre2.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <utf8proc.h>
@@ -499,53 +501,6 @@ static int regex_remove(pcre2_code *re, pcre2_match_data *md, tm_buf *b, tm_buf 
     "\\t-\\r\\x1c-\\x20\\x85\\xa0\\x{1680}\\x{2000}-\\x{200a}\\x{2028}\\x{2029}"                   \
     "\\x{202f}\\x{205f}\\x{3000}"
 
-/* A Python `re` pattern in PCRE2's syntax: \s and \S outside a class and \s inside one become
- * Python's whitespace set, \Z becomes \z. Everything else means the same in both. */
-static int pattern_from_python(tm_buf *out, const char *pat) {
-    out->n          = 0;
-    int    rc       = tm_buf_put(out, "", 0);
-    int    in_class = 0;
-    size_t n        = strlen(pat);
-    for (size_t i = 0; i < n && rc == 0; i++) {
-        char c = pat[i];
-        if (c == '\\' && i + 1 < n) {
-            char e = pat[++i];
-            if (e == 's' && in_class)
-                rc = tm_buf_put(out, PY_SPACE_SET, strlen(PY_SPACE_SET));
-            else if ((e == 's' || e == 'S') && !in_class)
-                rc = tm_buf_put(out, e == 's' ? "[" : "[^", e == 's' ? 1 : 2) ||
-                     tm_buf_put(out, PY_SPACE_SET "]", strlen(PY_SPACE_SET) + 1);
-            else if (e == 'Z' && !in_class)
-                rc = tm_buf_put(out, "\\z", 2);
-            else
-                rc = tm_buf_put(out, pat + i - 1, 2);
-            continue;
-        }
-        if (!in_class && c == '[') {
-            in_class = 1;
-            rc       = tm_buf_put(out, &c, 1);
-            /* A ']' first in the class (after an optional '^') is a literal. */
-            if (rc == 0 && i + 1 < n && pat[i + 1] == '^')
-                rc = tm_buf_put(out, &pat[++i], 1);
-            if (rc == 0 && i + 1 < n && pat[i + 1] == ']')
-                rc = tm_buf_put(out, &pat[++i], 1);
-            continue;
-        }
-        if (in_class && c == '[' && i + 1 < n && pat[i + 1] == ':') {
-            const char *end = strstr(pat + i + 2, ":]"); /* a POSIX class inside a class */
-            if (end) {
-                rc = tm_buf_put(out, pat + i, (size_t)(end + 2 - (pat + i)));
-                i  = (size_t)(end + 1 - pat);
-                continue;
-            }
-        }
-        if (in_class && c == ']')
-            in_class = 0;
-        rc = tm_buf_put(out, &c, 1);
-    }
-    return rc;
-}
-
 static void remove_bytes(tm_buf *b, int (*drop)(unsigned char)) {
     size_t k = 0;
     for (size_t i = 0; i < b->n; i++)
@@ -560,10 +515,7 @@ int tm_exact_match(tm_str prediction, tm_str reference, const tm_em_opts *o, dou
                    assay_error *err) {
     tm_buf s[2] = {{0}}, tmp = {0};
     int    rc = -1;
-    /* Python's `.` and `$` know only "\n" as a newline, whatever PCRE2's build default is. */
-    pcre2_compile_context *cc = pcre2_compile_context_create(NULL);
-    if (!cc || pcre2_set_newline(cc, PCRE2_NEWLINE_LF) != 0 ||
-        tm_buf_put(&s[0], prediction.s, prediction.n) != 0 ||
+    if (tm_buf_put(&s[0], prediction.s, prediction.n) != 0 ||
         tm_buf_put(&s[1], reference.s, reference.n) != 0) {
         assay_fail(err, ASSAY_ENOMEM, "exact_match: out of memory");
         goto done;
@@ -576,31 +528,11 @@ int tm_exact_match(tm_str prediction, tm_str reference, const tm_em_opts *o, dou
     }
     for (size_t r = 0; o && r < o->n_regexes; r++) {
         const char *pat = o->regexes_to_ignore[r] ? o->regexes_to_ignore[r] : "";
-        int         ec;
-        PCRE2_SIZE  off;
-        if (pattern_from_python(&tmp, pat) != 0) {
-            assay_fail(err, ASSAY_ENOMEM, "exact_match: out of memory");
+        char        what[64];
+        snprintf(what, sizeof what, "exact_match: regexes_to_ignore[%zu]", r);
+        pcre2_code *re = flt_pyre_compile(pat, what, err);
+        if (!re)
             goto done;
-        }
-        pcre2_code *re =
-            pcre2_compile((PCRE2_SPTR)tmp.p, tmp.n, PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF,
-                          &ec, &off, cc);
-        if (!re) {
-            /* Report against the pattern as written when it is that one that is wrong. */
-            int         ec2;
-            PCRE2_SIZE  off2;
-            pcre2_code *orig = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
-                                             PCRE2_UTF | PCRE2_UCP, &ec2, &off2, cc);
-            if (!orig)
-                ec = ec2, off = off2;
-            pcre2_code_free(orig);
-            PCRE2_UCHAR msg[256];
-            pcre2_get_error_message(ec, msg, sizeof msg);
-            assay_fail(err, ASSAY_EINVAL,
-                       "exact_match: regexes_to_ignore[%zu] '%s' at offset %zu: %s", r, pat,
-                       (size_t)off, (const char *)msg);
-            goto done;
-        }
         pcre2_match_data *md  = pcre2_match_data_create_from_pattern(re, NULL);
         int               bad = !md;
         for (int k = 0; k < 2 && !bad; k++) {
@@ -636,7 +568,6 @@ int tm_exact_match(tm_str prediction, tm_str reference, const tm_em_opts *o, dou
     *em = s[0].n == s[1].n && (s[0].n == 0 || memcmp(s[0].p, s[1].p, s[0].n) == 0) ? 1.0 : 0.0;
     rc  = 0;
 done:
-    pcre2_compile_context_free(cc);
     tm_buf_free(&s[0]);
     tm_buf_free(&s[1]);
     tm_buf_free(&tmp);

@@ -198,3 +198,35 @@ Test(history, a_file_that_is_not_a_history_is_exit_2) {
     cr_assert_eq(test_run(&out, "history --history %s", dir), 2, "a directory: %s", out);
     free(out);
 }
+
+/* eval appends every run to OUT/history.sqlite by default (and to --history when given): two runs
+ * give two points of each metric's trend, the device the run used. */
+Test(history, eval_runs_append_to_the_output_folders_history) {
+    char dir[64], *out = NULL;
+    test_tmpdir(dir, sizeof dir);
+    for (int i = 0; i < 2; i++) {
+        int rc =
+            test_run(&out,
+                     "eval " MODEL " --tasks arc_easy --data tests/fixtures/lmeval/fewshot/data "
+                     "--limit %d --output-path %s/out",
+                     2 + i, dir);
+        cr_assert_eq(rc, 0, "%s", out);
+        free(out);
+    }
+    int rc = test_run(&out, "history --history %s/out/history.sqlite --task arc_easy --json", dir);
+    cr_assert_eq(rc, 0, "%s", out);
+    cJSON *h = cJSON_Parse(out);
+    cr_assert(h, "%s", out);
+    const cJSON *t;
+    int          n_trends = 0;
+    cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(h, "trends")) {
+        const cJSON *pts = cJSON_GetObjectItemCaseSensitive(t, "points");
+        cr_expect_eq(cJSON_GetArraySize(pts), 2, "%s", out);
+        const cJSON *dev = cJSON_GetObjectItemCaseSensitive(cJSON_GetArrayItem(pts, 0), "device");
+        cr_expect(cJSON_IsString(dev) && !strcmp(dev->valuestring, "cpu"), "%s", out);
+        n_trends++;
+    }
+    cr_expect_geq(n_trends, 2, "acc and acc_norm: %s", out);
+    cJSON_Delete(h);
+    free(out);
+}

@@ -874,3 +874,34 @@ Test(judge_run, concurrency_keeps_n_requests_in_flight) {
     cr_assert(hi - lo < 1.0, "requests arrived over %.3f s", hi - lo);
     free(out);
 }
+
+/* Every judge run appends a record to the history (default OUT/history.sqlite): task
+ * judge_pairwise with the win rate the results say. */
+Test(judge_run, a_run_is_recorded_in_the_history) {
+    char dir[64], *out = NULL;
+    test_tmpdir(dir, sizeof dir);
+    run_env();
+    write_pairs(dir, "pairs.jsonl", 6);
+    server s  = server_start(dir, "srv", "--judge always-a");
+    int    rc = judge_run(&out, dir, &s, "");
+    server_stop(&s);
+    cr_assert_eq(rc, 0, "%s", out);
+    free(out);
+    rc =
+        test_run(&out, "history --history %s/out/history.sqlite --task judge_pairwise --json", dir);
+    cr_assert_eq(rc, 0, "%s", out);
+    cJSON       *h = cJSON_Parse(out);
+    const cJSON *t, *win = NULL;
+    cr_assert(h, "%s", out);
+    cJSON_ArrayForEach(t, cJSON_GetObjectItemCaseSensitive(h, "trends")) {
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(t, "metric");
+        if (cJSON_IsString(m) && !strcmp(m->valuestring, "win_rate"))
+            win = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(t, "points"), 0);
+    }
+    cr_assert(win, "no win_rate trend: %s", out);
+    cr_expect_eq(jnum(win, "value"), 0.5);
+    const cJSON *dev = cJSON_GetObjectItemCaseSensitive(win, "device");
+    cr_expect(cJSON_IsString(dev) && !strcmp(dev->valuestring, "judge:judge-m"), "%s", out);
+    cJSON_Delete(h);
+    free(out);
+}

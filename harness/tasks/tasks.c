@@ -17,6 +17,7 @@ static const eval_task_def def_mmlu = {
     0,
     0,
     0,
+    0,
     0};
 static const eval_task_def def_hellaswag = {
     "hellaswag",
@@ -28,15 +29,17 @@ static const eval_task_def def_hellaswag = {
     0,
     0,
     0,
+    0,
     0};
 static const eval_task_def def_arc_easy = {
-    "arc_easy", "arc_easy/test.jsonl (ARC-Easy)", 1, 1.0, task_arc_load, NULL, 0, 0, 0, 0};
+    "arc_easy", "arc_easy/test.jsonl (ARC-Easy)", 1, 1.0, task_arc_load, NULL, 0, 0, 0, 0, 0};
 static const eval_task_def def_arc_challenge = {"arc_challenge",
                                                 "arc_challenge/test.jsonl (ARC-Challenge)",
                                                 1,
                                                 1.0,
                                                 task_arc_load,
                                                 NULL,
+                                                0,
                                                 0,
                                                 0,
                                                 0,
@@ -54,6 +57,7 @@ static const eval_task_def def_piqa = {
     0,
     0,
     0,
+    0,
     0};
 static const eval_task_def def_boolq = {
     "boolq",
@@ -64,6 +68,7 @@ static const eval_task_def def_boolq = {
     "{\"task\": \"boolq\", \"data\": \"boolq/validation.jsonl\", \"context\": "
     "\"{passage}\\nQuestion: {question}?\\nAnswer:\", \"choices\": [\"no\", \"yes\"], "
     "\"gold_index\": \"label\"}",
+    0,
     0,
     0,
     0,
@@ -80,6 +85,7 @@ static const eval_task_def def_openbookqa = {
     0,
     0,
     0,
+    0,
     0};
 
 static const eval_task_def def_winogrande = {
@@ -89,6 +95,7 @@ static const eval_task_def def_winogrande = {
     1.0,
     task_winogrande_load,
     NULL,
+    0,
     0,
     0,
     0,
@@ -113,6 +120,7 @@ static const eval_task_def def_truthfulqa_mc1 = {
     0,
     0,
     0,
+    0,
     0};
 
 /* lm-eval truthfulqa_mc2.yaml metadata version 3.0; acc is the probability mass on true answers */
@@ -125,6 +133,7 @@ static const eval_task_def def_truthfulqa_mc2 = {
     NULL,
     0,
     1,
+    0,
     0,
     0};
 
@@ -139,7 +148,8 @@ static const eval_task_def def_wikitext = {
     0,
     0,
     0,
-    1};
+    1,
+    0};
 
 static const eval_task_def def_lambada = {"lambada_openai",
                                           "lambada_openai/test.jsonl (EleutherAI/lambada_openai)",
@@ -150,13 +160,26 @@ static const eval_task_def def_lambada = {"lambada_openai",
                                           1,
                                           0,
                                           0,
+                                          0,
                                           0};
 
-const eval_task_def *const eval_task_defs[] = {
-    &def_mmlu,    &def_hellaswag,      &def_arc_easy,       &def_arc_challenge,
-    &def_piqa,    &def_boolq,          &def_openbookqa,     &def_winogrande,
-    &def_lambada, &def_truthfulqa_mc1, &def_truthfulqa_mc2, &def_wikitext,
-    NULL};
+/* lm-eval gsm8k.yaml metadata version 3.0 (generate_until; harness/tasks/gsm8k.c) */
+static const eval_task_def def_gsm8k = {
+    .name     = "gsm8k",
+    .paths    = "gsm8k/{test,train}.jsonl (openai/gsm8k main: question, answer)",
+    .version  = 3.0,
+    .load     = task_gsm8k_load,
+    .spec     = gsm8k_spec,
+    .generate = 1,
+};
+
+const eval_task_def *const eval_task_defs[] = {&def_mmlu,           &def_hellaswag,
+                                               &def_arc_easy,       &def_arc_challenge,
+                                               &def_piqa,           &def_boolq,
+                                               &def_openbookqa,     &def_winogrande,
+                                               &def_lambada,        &def_truthfulqa_mc1,
+                                               &def_truthfulqa_mc2, &def_wikitext,
+                                               &def_gsm8k,          NULL};
 
 const eval_task_def *eval_task_find(const char *name) {
     for (int i = 0; eval_task_defs[i]; i++)
@@ -184,6 +207,7 @@ static void doc_free(eval_doc *d) {
     free(d->choices);
     free(d->choice_len);
     free(d->context);
+    free(d->schema);
 }
 
 void eval_task_free(eval_task *t) {
@@ -200,6 +224,7 @@ void eval_task_free(eval_task *t) {
         free(t->files[i]);
     free(t->files);
     free(t->own_def);
+    gen_spec_free(t->gen);
     memset(t, 0, sizeof *t);
 }
 
@@ -228,7 +253,7 @@ int eval_task_add(eval_task *t, const char *context, size_t ctx_len, const char 
         t->docs = nd;
         t->cap  = nc;
     }
-    eval_doc d   = {.n_choices = 0, .gold = gold, .sub = sub, .doc_id = doc_id};
+    eval_doc d   = {.n_choices = 0, .gold = gold, .sub = sub, .doc_id = doc_id, .label = -1};
     d.context    = dup_n(context, ctx_len);
     d.ctx_len    = ctx_len;
     d.choices    = calloc((size_t)n_choices, sizeof *d.choices);

@@ -25,6 +25,11 @@ typedef struct eval_doc {
     unsigned char *truth; /* truthfulqa_mc2: 1 for each true choice (mc2_targets.labels), or NULL */
     int64_t words, bytes; /* rolling tasks (wikitext): lm-eval's counts of the original page; the
                              context is the text to score, the one choice empty */
+    /* generation tasks: the context is doc_to_text, the choices are the references (the first is
+       doc_to_target, the few-shot answer) */
+    int    label;  /* index into the spec's labels, or -1 */
+    char  *schema; /* the item's JSON schema text, or NULL (the spec's applies) */
+    size_t schema_len;
 } eval_doc;
 
 typedef struct eval_task_opts {
@@ -52,7 +57,12 @@ typedef struct eval_task_def {
                         lm-eval 0.4.13 lists it; user specs may */
     int rolling;     /* output_type loglikelihood_rolling (wikitext): each document's context
                         scored in rolling windows; word/byte perplexity, bits_per_byte */
+    int generate;    /* output_type generate_until: greedy generations scored by the spec's filters
+                        and metrics (harness/eval_gen.h); `spec` holds the gsm8k config */
 } eval_task_def;
+
+struct gen_spec;
+void gen_spec_free(struct gen_spec *g); /* NULL-safe (harness/eval_gen.c) */
 
 struct eval_task {
     const eval_task_def *def;
@@ -68,6 +78,7 @@ struct eval_task {
     char                 layout[160]; /* which input layout was read, and its caveats */
     char                 delim[16];   /* target delimiter; "" means lm-eval's " " */
     eval_task_def       *own_def;     /* a user task's definition (freed with the task) */
+    struct gen_spec     *gen;         /* generation tasks: stop strings, filters, metrics (owned) */
 };
 
 /* The registry, in the order `assay eval --help` lists it. NULL-terminated. */
@@ -150,7 +161,21 @@ int task_wikitext_load(eval_task *t, const eval_task_opts *o, assay_error *err);
 int wikitext_detokenize(tbuf *out, const char *s, size_t len);
 /* A built-in task defined by t->def->spec. */
 int task_spec_builtin_load(eval_task *t, const eval_task_opts *o, assay_error *err);
-/* A user task from a JSON spec (harness/tasks/user.c says the format); sets t->def. */
+/* A user task from a JSON spec (harness/tasks/user.c says the format); sets t->def. A spec with
+ * "output_type": "generate_until" is a generation task (harness/tasks/user_gen.c). */
 int task_user_load(eval_task *t, const char *spec_path, const eval_task_opts *o, assay_error *err);
+/* A generation task from a spec (harness/tasks/user_gen.c says the format); builtin: a built-in
+ * task's spec (t->def set). With o->split set, loads the few-shot pool ("fewshot_data"). */
+int task_gen_load(eval_task *t, const char *spec_text, size_t size, const char *spec_path,
+                  int builtin, const eval_task_opts *o, assay_error *err);
+int task_gsm8k_load(eval_task *t, const eval_task_opts *o, assay_error *err);
+extern const char gsm8k_spec[];
+
+/* Renders a "{field}" template (dotted paths for nesting; {{ and }} are literal braces) with a
+ * JSON object's fields into out (cleared first). `where` (file:line) and `key` (the spec key
+ * holding the template) name a missing field. */
+struct cJSON;
+int task_render_template(tbuf *out, const char *tpl, const struct cJSON *doc, const char *where,
+                         const char *key, assay_error *err);
 
 #endif

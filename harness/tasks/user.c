@@ -33,9 +33,8 @@ static const cJSON *get_path(const cJSON *obj, const char *path) {
     return v;
 }
 
-/* Renders template tpl with the document's fields into out. */
-static int render(tbuf *out, const char *tpl, const cJSON *doc, const char *where, const char *key,
-                  assay_error *err) {
+int task_render_template(tbuf *out, const char *tpl, const cJSON *doc, const char *where,
+                         const char *key, assay_error *err) {
     out->n = 0;
     for (const char *p = tpl; *p;) {
         if ((p[0] == '{' && p[1] == '{') || (p[0] == '}' && p[1] == '}')) {
@@ -193,7 +192,7 @@ static int spec_load(eval_task *t, const char *spec_text, size_t size, const cha
         n_cs = 0;
         if (o->limit > 0 && (int64_t)t->n >= o->limit)
             goto next;
-        if ((rc = render(&ctx, tpl, obj, where, "context", err)))
+        if ((rc = task_render_template(&ctx, tpl, obj, where, "context", err)))
             goto next;
         /* the choices, copied (render reuses its buffer) */
         const cJSON *list = cJSON_IsString(choices) ? get_path(obj, choices->valuestring) : choices;
@@ -216,7 +215,7 @@ static int spec_load(eval_task *t, const char *spec_text, size_t size, const cha
                 goto next;
             }
             if (cJSON_IsArray(choices)) {
-                if ((rc = render(&ch, c->valuestring, obj, where, "choices", err)))
+                if ((rc = task_render_template(&ch, c->valuestring, obj, where, "choices", err)))
                     goto next;
             } else {
                 ch.n = 0;
@@ -319,8 +318,14 @@ int task_user_load(eval_task *t, const char *spec_path, const eval_task_opts *o,
     char  *text = NULL;
     size_t size = 0;
     int    rc   = file_read_capped(spec_path, (size_t)1 << 20, &text, &size, err);
-    if (!rc)
-        rc = spec_load(t, text, size, spec_path, 0, o, err);
+    if (!rc) {
+        cJSON       *probe = cJSON_ParseWithLength(text, size);
+        const cJSON *ot    = cJSON_GetObjectItemCaseSensitive(probe, "output_type");
+        int          gen   = cJSON_IsString(ot) && !strcmp(ot->valuestring, "generate_until");
+        cJSON_Delete(probe);
+        rc = gen ? task_gen_load(t, text, size, spec_path, 0, o, err)
+                 : spec_load(t, text, size, spec_path, 0, o, err);
+    }
     free(text);
     return rc;
 }

@@ -1,0 +1,1326 @@
+/* harness/eval_gen.c — see eval_gen.h. What follows lm-eval 0.4.13 (HF backend) and where:
+ *   - prompt: api/task.py fewshot_context: [system] + per example user(doc_to_text, delimiter " ")
+ *     and assistant(target, delimiter "\n\n") + user(doc_to_text); plain text joins content +
+ *     delimiter (the system prompt directly before the first question); with a chat template the
+ *     turns go through it (add_generation_prompt) either as they are (--fewshot-as-multiturn) or
+ *     collapsed into one user turn after the system turn (api/utils.py multiturn_to_singleturn);
+ *     a template that fails with a system turn is rendered again without it, as HFLM does;
+ *   - tokens: HFLM.tok_batch_encode: the tokenizer's default special tokens, none when the
+ *     prompt already starts with the BOS text; left-truncated to max_length - max_gen_toks;
+ *   - generation: greedy, at most max_gen_toks new tokens, ends at the model's EOS; the text is
+ *     tokenizer.decode(skip_special_tokens=True) of the new tokens, cut at the first occurrence
+ *     of any `until` string or the EOS token's text (models/utils.py handle_stop_sequences,
+ *     postprocess_generated_text), not stripped;
+ *   - filters (filters/extraction.py, transformation.py) then metrics per filter; results keys
+ *     "<metric>,<filter>" and "<metric>_stderr,<filter>". */
+#include "harness/eval_gen.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/util.h"
+#include "harness/jsonl.h"
+#include "harness/progress.h"
+#include "loader/chat_template.h"
+#include "scoring/bootstrap.h"
+#include "scoring/metrics.h"
+#include "scoring/pyrandom.h"
+#include "scoring/stop.h"
+
+#define EVALGEN_WINDOW 256      /* prompts generated at a time (memory bound) */
+#define EVALGEN_BOOT_ITERS 1000 /* bootstrap resamples for corpus metrics */
+#define EVALGEN_BOOT_SEED 1234
+
+const char gen_filter_names[] = "regex, take_first, first_line, strip, lowercase, label";
+const char gen_metric_names[] =
+    "exact_match, f1, bleu, chrf, rouge1, rouge2, rougeL, rougeLsum, label_accuracy, "
+    "json_valid, json_schema, length, latency";
+
+static const char *const filter_fn[] = {"regex", "take_first", "first_line",
+                                        "strip", "lowercase",  "label"};
+static const char *const metric_fn[] = {"exact_match",    "f1",         "bleu",        "chrf",
+                                        "rouge1",         "rouge2",     "rougeL",      "rougeLsum",
+                                        "label_accuracy", "json_valid", "json_schema", "length",
+                                        "latency"};
+_Static_assert(sizeof metric_fn / sizeof metric_fn[0] == GM_COUNT, "metric names");
+
+/* ---- the spec ---------------------------------------------------------------------------- */
+
+void gen_spec_free(gen_spec *g) {
+    if (!g)
+        return;
+    free(g->text);
+    free(g->path);
+    for (size_t i = 0; i < g->n_until; i++)
+        free(g->until[i]);
+    free(g->until);
+    free(g->until_lens);
+    free(g->system_prompt);
+    for (size_t f = 0; f < g->n_filters; f++) {
+        for (size_t s = 0; s < g->filters[f].n_steps; s++)
+            flt_regex_free(g->filters[f].steps[s].re);
+        free(g->filters[f].steps);
+        free(g->filters[f].name);
+    }
+    free(g->filters);
+    free(g->metrics);
+    for (size_t i = 0; i < g->n_regexes; i++)
+        free(g->regexes[i]);
+    free(g->regexes);
+    for (size_t i = 0; i < g->n_labels; i++)
+        free(g->labels[i]);
+    free(g->labels);
+    free(g->label_lens);
+    free(g->schema);
+    free(g);
+}
+
+static int get_bool(const cJSON *o, const char *key, int def) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+    return cJSON_IsBool(v) ? cJSON_IsTrue(v) : def;
+}
+
+/* A list of strings at key into *out / *lens (owned copies). Absent: 0 items. */
+static int get_strlist(const cJSON *spec, const char *key, const char *where, char ***out,
+                       size_t **lens, size_t *n, assay_error *err) {
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(spec, key);
+    *n             = 0;
+    if (!v)
+        return ASSAY_OK;
+    if (cJSON_IsString(v)) { /* lm-eval accepts one string for until */
+        cJSON *one = cJSON_CreateArray();
+        cJSON_AddItemToArray(one, cJSON_CreateString(v->valuestring));
+        int rc = get_strlist(one, NULL, where, out, lens, n, err);
+        cJSON_Delete(one);
+        return rc;
+    }
+    if (!cJSON_IsArray(v))
+        return assay_fail(err, ASSAY_EINVAL, "%s: \"%s\" must be a list of strings", where, key);
+    size_t cap = (size_t)cJSON_GetArraySize(v);
+    *out       = calloc(cap ? cap : 1, sizeof **out);
+    if (lens)
+        *lens = calloc(cap ? cap : 1, sizeof **lens);
+    if (!*out || (lens && !*lens))
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    for (const cJSON *c = v->child; c; c = c->next) {
+        if (!cJSON_IsString(c))
+            return assay_fail(err, ASSAY_EINVAL, "%s: \"%s\" item %zu is not a string", where, key,
+                              *n + 1);
+        if (!((*out)[*n] = strdup(c->valuestring)))
+            return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        if (lens)
+            (*lens)[*n] = strlen(c->valuestring);
+        (*n)++;
+    }
+    return ASSAY_OK;
+}
+
+static int parse_filters(const cJSON *spec, const char *where, gen_spec *g, assay_error *err) {
+    const cJSON *fl = cJSON_GetObjectItemCaseSensitive(spec, "filter_list");
+    if (!fl) { /* lm-eval's default: one "none" filter, take_first */
+        if (!(g->filters = calloc(1, sizeof *g->filters)) ||
+            !(g->filters[0].name = strdup("none")) ||
+            !(g->filters[0].steps = calloc(1, sizeof *g->filters[0].steps)))
+            return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        g->filters[0].steps[0].kind = GF_TAKE_FIRST;
+        g->filters[0].n_steps       = 1;
+        g->n_filters                = 1;
+        return ASSAY_OK;
+    }
+    if (!cJSON_IsArray(fl) || cJSON_GetArraySize(fl) == 0)
+        return assay_fail(err, ASSAY_EINVAL,
+                          "%s: \"filter_list\" must be a non-empty list of {\"name\", \"filter\"}",
+                          where);
+    size_t nf = (size_t)cJSON_GetArraySize(fl);
+    if (!(g->filters = calloc(nf, sizeof *g->filters)))
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    for (const cJSON *f = fl->child; f; f = f->next) {
+        gen_filter  *gf    = &g->filters[g->n_filters++];
+        const cJSON *name  = cJSON_GetObjectItemCaseSensitive(f, "name");
+        const cJSON *steps = cJSON_GetObjectItemCaseSensitive(f, "filter");
+        if (!cJSON_IsString(name) || !cJSON_IsArray(steps) || strlen(name->valuestring) > 60 ||
+            strchr(name->valuestring, ','))
+            return assay_fail(err, ASSAY_EINVAL,
+                              "%s: filter_list item %zu needs \"name\" (1-60 characters, no ',') "
+                              "and \"filter\" (a list of steps)",
+                              where, g->n_filters);
+        for (size_t k = 0; k + 1 < g->n_filters; k++)
+            if (!strcmp(g->filters[k].name, name->valuestring))
+                return assay_fail(err, ASSAY_EINVAL, "%s: filter name '%s' appears twice", where,
+                                  name->valuestring);
+        size_t ns = (size_t)cJSON_GetArraySize(steps);
+        if (!(gf->name = strdup(name->valuestring)) ||
+            !(gf->steps = calloc(ns ? ns : 1, sizeof *gf->steps)))
+            return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        for (const cJSON *s = steps->child; s; s = s->next) {
+            const cJSON     *fn = cJSON_GetObjectItemCaseSensitive(s, "function");
+            gen_filter_step *st = &gf->steps[gf->n_steps++];
+            st->kind            = -1;
+            for (int k = 0; cJSON_IsString(fn) && k < (int)(sizeof filter_fn / sizeof *filter_fn);
+                 k++)
+                if (!strcmp(fn->valuestring, filter_fn[k]))
+                    st->kind = k;
+            if (st->kind < 0)
+                return assay_fail(err, ASSAY_EINVAL,
+                                  "%s: filter '%s' step %zu: unknown function '%s' (known: %s)",
+                                  where, gf->name, gf->n_steps,
+                                  cJSON_IsString(fn) ? fn->valuestring : "(missing)",
+                                  gen_filter_names);
+            if (st->kind == GF_LABEL && !cJSON_GetObjectItemCaseSensitive(spec, "labels"))
+                return assay_fail(err, ASSAY_EINVAL,
+                                  "%s: filter '%s' uses \"label\": the spec needs \"labels\"",
+                                  where, gf->name);
+            if (st->kind != GF_REGEX)
+                continue;
+            const cJSON *pat = cJSON_GetObjectItemCaseSensitive(s, "regex_pattern");
+            const cJSON *gs  = cJSON_GetObjectItemCaseSensitive(s, "group_select");
+            const cJSON *fb  = cJSON_GetObjectItemCaseSensitive(s, "fallback");
+            char         what[300];
+            snprintf(what, sizeof what, "%s: filter '%s' regex_pattern", where, gf->name);
+            if (gs && (!cJSON_IsNumber(gs) || gs->valuedouble != floor(gs->valuedouble) ||
+                       fabs(gs->valuedouble) > 1e6))
+                return assay_fail(err, ASSAY_EINVAL, "%s: group_select must be an integer", what);
+            if (!(st->re = flt_regex_compile(
+                      cJSON_IsString(pat) ? pat->valuestring : "#### (\\-?[0-9\\.\\,]+)",
+                      gs ? (int)gs->valuedouble : 0,
+                      cJSON_IsString(fb) ? fb->valuestring : "[invalid]", err))) {
+                char msg[sizeof err->msg];
+                snprintf(msg, sizeof msg, "%s", err->msg);
+                return assay_fail(err, ASSAY_EINVAL, "%s: %s", what, msg);
+            }
+        }
+    }
+    return ASSAY_OK;
+}
+
+static int parse_metrics(const cJSON *spec, const char *where, gen_spec *g, assay_error *err) {
+    const cJSON *ml = cJSON_GetObjectItemCaseSensitive(spec, "metric_list");
+    if (!cJSON_IsArray(ml) || cJSON_GetArraySize(ml) == 0)
+        return assay_fail(err, ASSAY_EINVAL,
+                          "%s: \"metric_list\" must be a non-empty list (known metrics: %s)", where,
+                          gen_metric_names);
+    size_t nm = (size_t)cJSON_GetArraySize(ml);
+    if (!(g->metrics = calloc(nm, sizeof *g->metrics)))
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    for (const cJSON *m = ml->child; m; m = m->next) {
+        const cJSON *name = cJSON_IsString(m) ? m : cJSON_GetObjectItemCaseSensitive(m, "metric");
+        gen_metric  *gm   = &g->metrics[g->n_metrics++];
+        gm->kind          = -1;
+        for (int k = 0; cJSON_IsString(name) && k < GM_COUNT; k++)
+            if (!strcmp(name->valuestring, metric_fn[k]))
+                gm->kind = k;
+        if (gm->kind < 0)
+            return assay_fail(err, ASSAY_EINVAL, "%s: unknown metric '%s' (known: %s)", where,
+                              cJSON_IsString(name) ? name->valuestring : "(missing)",
+                              gen_metric_names);
+        for (size_t k = 0; k + 1 < g->n_metrics; k++)
+            if (g->metrics[k].kind == gm->kind)
+                return assay_fail(err, ASSAY_EINVAL, "%s: metric '%s' appears twice", where,
+                                  metric_fn[gm->kind]);
+        if (gm->kind == GM_LABEL_ACCURACY && !g->n_labels)
+            return assay_fail(err, ASSAY_EINVAL,
+                              "%s: label_accuracy needs \"labels\" (the label set)", where);
+        gm->use_stemmer = get_bool(m, "use_stemmer", 0);
+        if (gm->kind == GM_EXACT_MATCH) {
+            gm->em.ignore_case        = get_bool(m, "ignore_case", 0);
+            gm->em.ignore_punctuation = get_bool(m, "ignore_punctuation", 0);
+            gm->em.ignore_numbers     = get_bool(m, "ignore_numbers", 0);
+            int rc =
+                get_strlist(m, "regexes_to_ignore", where, &g->regexes, NULL, &g->n_regexes, err);
+            if (rc)
+                return rc;
+            /* each pattern is tried now, so a bad one fails before any generation */
+            for (size_t k = 0; k < g->n_regexes; k++) {
+                double     em;
+                tm_em_opts one = {(const char *const *)&g->regexes[k], 1, 0, 0, 0};
+                if (tm_exact_match((tm_str){"", 0}, (tm_str){"", 0}, &one, &em, err)) {
+                    char msg[sizeof err->msg];
+                    snprintf(msg, sizeof msg, "%s", err->msg);
+                    return assay_fail(err, ASSAY_EINVAL, "%s: exact_match regexes_to_ignore: %s",
+                                      where, msg);
+                }
+            }
+            gm->em.regexes_to_ignore = (const char *const *)g->regexes;
+            gm->em.n_regexes         = g->n_regexes;
+        }
+    }
+    return ASSAY_OK;
+}
+
+int gen_spec_parse(const cJSON *spec, const char *where, gen_spec **out, assay_error *err) {
+    gen_spec *g = calloc(1, sizeof *g);
+    int       rc;
+    *out = NULL;
+    if (!g)
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    snprintf(g->target_delim, sizeof g->target_delim, " ");
+    snprintf(g->fewshot_delim, sizeof g->fewshot_delim, "\n\n");
+    const cJSON *mg = cJSON_GetObjectItemCaseSensitive(spec, "max_gen_toks");
+    const cJSON *nf = cJSON_GetObjectItemCaseSensitive(spec, "num_fewshot");
+    const cJSON *sp = cJSON_GetObjectItemCaseSensitive(spec, "system_prompt");
+    const cJSON *sc = cJSON_GetObjectItemCaseSensitive(spec, "schema");
+    g->max_gen_toks = 256; /* lm-eval HFLM's max_gen_toks default */
+    if (mg && (!cJSON_IsNumber(mg) || mg->valuedouble < 1 || mg->valuedouble > 1 << 20 ||
+               mg->valuedouble != floor(mg->valuedouble))) {
+        rc = assay_fail(err, ASSAY_EINVAL, "%s: \"max_gen_toks\" must be an integer 1..1048576",
+                        where);
+        goto fail;
+    }
+    if (mg)
+        g->max_gen_toks = (int)mg->valuedouble;
+    if (nf && (!cJSON_IsNumber(nf) || nf->valuedouble < 0 || nf->valuedouble > 1000)) {
+        rc = assay_fail(err, ASSAY_EINVAL, "%s: \"num_fewshot\" must be an integer 0..1000", where);
+        goto fail;
+    }
+    g->num_fewshot = nf ? (int)nf->valuedouble : 0;
+    if (sp && !cJSON_IsString(sp)) {
+        rc = assay_fail(err, ASSAY_EINVAL, "%s: \"system_prompt\" must be a string", where);
+        goto fail;
+    }
+    if (sp && !(g->system_prompt = strdup(sp->valuestring))) {
+        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if ((rc = get_strlist(spec, "until", where, &g->until, &g->until_lens, &g->n_until, err)) ||
+        (rc = get_strlist(spec, "labels", where, &g->labels, &g->label_lens, &g->n_labels, err)))
+        goto fail;
+    if (cJSON_GetObjectItemCaseSensitive(spec, "labels") && g->n_labels == 0) {
+        rc = assay_fail(err, ASSAY_EINVAL, "%s: \"labels\" is empty", where);
+        goto fail;
+    }
+    if (sc) { /* an object, or a string holding the schema's JSON */
+        char *text = cJSON_IsString(sc) ? strdup(sc->valuestring) : cJSON_PrintUnformatted(sc);
+        char  what[300];
+        if (!text) {
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+            goto fail;
+        }
+        snprintf(what, sizeof what, "%s: \"schema\"", where);
+        flt_schema *fs = flt_schema_parse(text, strlen(text), what, err);
+        if (!fs) {
+            free(text);
+            rc = err->code ? err->code : ASSAY_EINVAL;
+            goto fail;
+        }
+        flt_schema_free(fs);
+        g->schema     = text;
+        g->schema_len = strlen(text);
+    }
+    if ((rc = parse_filters(spec, where, g, err)) || (rc = parse_metrics(spec, where, g, err)))
+        goto fail;
+    *out = g;
+    return ASSAY_OK;
+fail:
+    gen_spec_free(g);
+    return rc;
+}
+
+/* ---- prompts ------------------------------------------------------------------------------ */
+
+enum { FIN_STOP, FIN_EOS, FIN_LENGTH };
+static const char *const fin_name[] = {"stop", "eos", "length"};
+
+typedef struct gen_out {
+    char  *prompt; /* rendered */
+    size_t prompt_len;
+    char  *text; /* the generation, cut at the first stop string */
+    size_t text_len;
+    int    n_tokens, n_prompt, finish, truncated;
+    double ttft, latency;
+} gen_out;
+
+typedef struct gtask {
+    eval_task *t;
+    gen_out   *out;
+    char     **stops; /* until + the EOS token's text */
+    size_t    *stop_lens;
+    size_t    *stop_window; /* tokens looked back for each: its token count + 2 */
+    size_t     n_stops;
+    int        num_fewshot;
+    int        system_dropped; /* the template refused the system turn (rendered without it) */
+} gtask;
+
+struct evalgen {
+    gtask       *g;
+    int          n;
+    evalgen_opts o;
+    int64_t      longest;
+    int64_t      prompts, prompt_tokens, new_tokens;
+    double       seconds;
+    int          chat;
+    const char  *bos_text; /* the tokenizer's BOS text, or NULL */
+};
+
+typedef struct msg {
+    const char *role;
+    const char *s;
+    size_t      n;
+    const char *delim;
+} msg;
+
+/* The prompt of one document into b, from msgs[0..n) (lm-eval's Message list). */
+static int render_prompt(tbuf *b, const msg *m, size_t n, const chat_template *tpl,
+                         const chat_vars *vars, int multiturn, int *dropped, assay_error *err) {
+    b->n = 0;
+    if (!tpl) {
+        for (size_t i = 0; i < n; i++)
+            if (tbuf_put(b, m[i].s, m[i].n) || tbuf_puts(b, m[i].delim))
+                return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        return tbuf_put(b, "", 0) ? assay_fail(err, ASSAY_ENOMEM, "out of memory") : ASSAY_OK;
+    }
+    chat_message *cm = malloc((n + 1) * sizeof *cm);
+    size_t        k = 0, first = n && !strcmp(m[0].role, "system") ? 1 : 0;
+    tbuf          one = {0};
+    if (!cm)
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    if (first)
+        cm[k++] = (chat_message){"system", m[0].s, m[0].n};
+    if (multiturn) {
+        for (size_t i = first; i < n; i++)
+            cm[k++] = (chat_message){m[i].role, m[i].s, m[i].n};
+    } else { /* one user turn: every message's text and delimiter, the last without */
+        for (size_t i = first; i < n; i++)
+            if (tbuf_put(&one, m[i].s, m[i].n) || (i + 1 < n && tbuf_puts(&one, m[i].delim))) {
+                tbuf_free(&one);
+                free(cm);
+                return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+            }
+        cm[k++] = (chat_message){"user", one.s ? one.s : "", one.n};
+    }
+    char  *s  = NULL;
+    size_t sl = 0;
+    int    rc = chat_template_render(tpl, cm, k, vars, &s, &sl, err);
+    if (rc == ASSAY_EINVAL && first) { /* HFLM retries without the system turn */
+        *dropped = 1;
+        rc       = chat_template_render(tpl, cm + 1, k - 1, vars, &s, &sl, err);
+    }
+    tbuf_free(&one);
+    free(cm);
+    if (rc)
+        return rc;
+    rc = tbuf_put(b, s, sl) ? assay_fail(err, ASSAY_ENOMEM, "out of memory") : ASSAY_OK;
+    free(s);
+    return rc;
+}
+
+/* Few-shot pool of a task: its spec's fewshot_data, every row. */
+static int load_pool(eval_task *pool, const eval_task *t, const evalgen_opts *o, assay_error *err) {
+    eval_task_opts po = {o->data_dir, 0, 0, "train"};
+    pool->def         = t->def;
+    return task_gen_load(pool, t->gen->text, t->gen->text_len, t->gen->path, t->gen->builtin, &po,
+                         err);
+}
+
+static int prepare_task(evalgen *e, gtask *gt, const chat_template *tpl, const chat_vars *vars,
+                        const tokenizer *tok, assay_error *err) {
+    eval_task      *t    = gt->t;
+    const gen_spec *g    = t->gen;
+    eval_task       pool = {0};
+    size_t         *idx  = NULL;
+    msg            *m    = NULL;
+    tbuf            b    = {0};
+    pyrandom        r;
+    int             rc = ASSAY_OK, k = e->o.num_fewshot >= 0 ? e->o.num_fewshot : g->num_fewshot;
+    const char     *sys = e->o.system_prompt ? e->o.system_prompt : g->system_prompt;
+    if (k > 1000)
+        return assay_fail(err, ASSAY_EINVAL, "%s: at most 1000 few-shot examples", t->def->name);
+    gt->num_fewshot = k;
+    t->num_fewshot  = k;
+    if (e->o.max_gen_toks > 0)
+        t->gen->max_gen_toks = e->o.max_gen_toks;
+    if (k > 0) {
+        if ((rc = load_pool(&pool, t, &e->o, err)))
+            goto done;
+        for (size_t f = 0; f < pool.n_files; f++)
+            if ((rc = eval_task_add_file(t, pool.files[f], err)))
+                goto done;
+        if (pool.n < (size_t)k) {
+            rc = assay_fail(err, ASSAY_EINVAL, "%s: --num-fewshot %d draws %d examples, %s has %zu",
+                            t->def->name, k, k, pool.n_files ? pool.files[0] : "the pool", pool.n);
+            goto done;
+        }
+    }
+    gt->out = calloc(t->n ? t->n : 1, sizeof *gt->out);
+    idx     = malloc(((size_t)k + 1) * sizeof *idx);
+    m       = malloc((2 * (size_t)k + 2) * sizeof *m);
+    if (!gt->out || !idx || !m) {
+        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        goto done;
+    }
+    /* the stop strings: until, then the EOS token's text (lm-eval handle_stop_sequences) */
+    size_t ns     = g->n_until + 1;
+    gt->stops     = calloc(ns, sizeof *gt->stops);
+    gt->stop_lens = calloc(ns, sizeof *gt->stop_lens);
+    if (!gt->stops || !gt->stop_lens) {
+        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < g->n_until; i++) {
+        if (!(gt->stops[i] = strdup(g->until[i]))) {
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+            goto done;
+        }
+        gt->stop_lens[i] = g->until_lens[i];
+        gt->n_stops++;
+    }
+    if (tok_eos_id(tok) >= 0) {
+        char   *eos = NULL;
+        size_t  el  = 0;
+        int32_t id  = tok_eos_id(tok);
+        if ((rc = tok_decode(tok, &id, 1, 0, &eos, &el, err)))
+            goto done;
+        int dup = 0;
+        for (size_t i = 0; i < gt->n_stops; i++)
+            dup |= gt->stop_lens[i] == el && !memcmp(gt->stops[i], eos, el);
+        if (dup || el == 0) {
+            free(eos);
+        } else {
+            gt->stops[gt->n_stops]       = eos;
+            gt->stop_lens[gt->n_stops++] = el;
+        }
+    }
+    if (!(gt->stop_window = calloc(gt->n_stops + 1, sizeof *gt->stop_window))) {
+        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < gt->n_stops;
+         i++) { /* tokenizer.encode(stop, add_special_tokens=False) */
+        tok_encode_opts eo  = tok_default_opts();
+        tok_ids         ids = {0};
+        eo.add_special      = 0;
+        if ((rc = tok_encode(tok, gt->stops[i], gt->stop_lens[i], &eo, 0, &ids, err)))
+            goto done;
+        gt->stop_window[i] = ids.n + 2;
+        tok_ids_free(&ids);
+    }
+    pyr_seed(&r, e->o.seed);
+    for (size_t d = 0; d < t->n; d++) {
+        const eval_doc *doc = &t->docs[d];
+        size_t          nm  = 0;
+        if (sys && *sys)
+            m[nm++] = (msg){"system", sys, strlen(sys), ""};
+        if (k > 0 && pyr_sample(&r, pool.n, (size_t)k, idx)) {
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+            goto done;
+        }
+        for (int j = 0; j < k; j++) {
+            const eval_doc *ex = &pool.docs[idx[j]];
+            m[nm++]            = (msg){"user", ex->context, ex->ctx_len, g->target_delim};
+            m[nm++] = (msg){"assistant", ex->choices[0], ex->choice_len[0], g->fewshot_delim};
+        }
+        m[nm++] = (msg){"user", doc->context, doc->ctx_len, ""};
+        if ((rc = render_prompt(&b, m, nm, tpl, vars, e->o.fewshot_as_multiturn,
+                                &gt->system_dropped, err)))
+            goto done;
+        if (!(gt->out[d].prompt = malloc(b.n + 1))) {
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+            goto done;
+        }
+        memcpy(gt->out[d].prompt, b.s, b.n + 1);
+        gt->out[d].prompt_len = b.n;
+    }
+done:
+    eval_task_free(&pool);
+    free(idx);
+    free(m);
+    tbuf_free(&b);
+    return rc;
+}
+
+int evalgen_prepare(evalgen **out, eval_task *const *tasks, int n_tasks, const evalgen_opts *o,
+                    const tokenizer *tok, assay_error *err) {
+    evalgen       *e   = calloc(1, sizeof *e);
+    chat_template *tpl = NULL;
+    chat_vars      vars;
+    int            rc = ASSAY_OK;
+    *out              = e;
+    if (!e || !(e->g = calloc((size_t)n_tasks + 1, sizeof *e->g)))
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    e->o = *o;
+    if (tok_bos_id(tok) >= 0)
+        e->bos_text = tok_id_to_piece(tok, tok_bos_id(tok));
+    for (int i = 0; i < n_tasks; i++)
+        if (tasks[i]->gen)
+            e->g[e->n++].t = tasks[i];
+    if (!e->n)
+        return ASSAY_OK;
+    if (o->apply_chat_template) {
+        memset(&vars, 0, sizeof vars);
+        if ((rc = chat_template_load_dir(o->model_dir, &tpl, &vars, err)))
+            return rc;
+        if (!tpl)
+            return assay_fail(err, ASSAY_EINVAL,
+                              "%s: --apply-chat-template: the model has no chat template "
+                              "(tokenizer_config.json \"chat_template\" or chat_template.jinja)",
+                              o->model_dir);
+        vars.add_generation_prompt = 1;
+        e->chat                    = 1;
+    }
+    for (int i = 0; !rc && i < e->n; i++) {
+        rc         = prepare_task(e, &e->g[i], tpl, &vars, tok, err);
+        int64_t mx = e->g[i].t->gen->max_gen_toks;
+        if (!rc && o->ctx - mx < 1)
+            rc = assay_fail(err, ASSAY_EINVAL,
+                            "%s: max_gen_toks %lld leaves no room for the prompt in the model's "
+                            "%lld positions",
+                            e->g[i].t->def->name, (long long)mx, (long long)o->ctx);
+        /* a token holds at least one byte of text (BOS aside), so bytes + 2 bound the prompt */
+        for (size_t d = 0; !rc && d < e->g[i].t->n; d++) {
+            int64_t need = (int64_t)e->g[i].out[d].prompt_len + 2;
+            need         = (need < o->ctx - mx ? need : o->ctx - mx) + mx;
+            if (need > e->longest)
+                e->longest = need;
+        }
+    }
+    chat_template_free(tpl);
+    return rc;
+}
+
+int64_t evalgen_longest(const evalgen *g) { return g ? g->longest : 0; }
+
+void evalgen_totals(const evalgen *g, int64_t *prompts, int64_t *prompt_tokens, int64_t *new_tokens,
+                    double *seconds) {
+    *prompts       = g ? g->prompts : 0;
+    *prompt_tokens = g ? g->prompt_tokens : 0;
+    *new_tokens    = g ? g->new_tokens : 0;
+    *seconds       = g ? g->seconds : 0;
+}
+
+/* ---- generation --------------------------------------------------------------------------- */
+
+typedef struct witem {
+    gtask   *gt;
+    size_t   d;
+    int32_t *prompt;
+    size_t   n_prompt;
+    int32_t *out;
+    int      n_out;
+    double   t_first, t_last;
+} witem;
+
+typedef struct wctx {
+    witem           *items;
+    const tokenizer *tok;
+    double           t0;
+    progress        *prog;
+    int64_t          emitted;
+    assay_error      err;
+} wctx;
+
+/* lm-eval's stopping criterion (models/utils_hf.py MultiTokenEOSCriteria): generation ends once a
+ * stop string occurs in the decode, special tokens kept, of the last (its token count + 2)
+ * generated tokens. A special token whose text is a stop string thus ends it, though the final
+ * text (special tokens skipped) does not show it. */
+static int on_token(void *user, int request, int32_t token, int index) {
+    wctx  *w   = user;
+    witem *it  = &w->items[request];
+    gtask *gt  = it->gt;
+    double now = time_now() - w->t0;
+    (void)index;
+    if (it->n_out == 0)
+        it->t_first = now;
+    it->t_last           = now;
+    it->out[it->n_out++] = token;
+    progress_update(w->prog, ++w->emitted);
+    for (size_t s = 0; s < gt->n_stops && !w->err.code; s++) {
+        size_t k = gt->stop_window[s] < (size_t)it->n_out ? gt->stop_window[s] : (size_t)it->n_out;
+        char  *text = NULL;
+        size_t len  = 0;
+        if (tok_decode(w->tok, it->out + it->n_out - k, k, 0, &text, &len, &w->err))
+            return 1;
+        int hit = memmem(text, len, gt->stops[s], gt->stop_lens[s]) != NULL;
+        free(text);
+        if (hit)
+            return 1;
+    }
+    return 0;
+}
+
+/* lm-eval HFLM.tok_batch_encode: no special tokens when the prompt starts with the BOS text. */
+static int encode_prompt(const evalgen *e, const tokenizer *tok, const gen_out *go, tok_ids *ids,
+                         assay_error *err) {
+    tok_encode_opts eo = tok_default_opts();
+    if (e->bos_text && *e->bos_text && go->prompt_len >= strlen(e->bos_text) &&
+        !memcmp(go->prompt, e->bos_text, strlen(e->bos_text)))
+        eo.add_special = 0;
+    return tok_encode(tok, go->prompt, go->prompt_len, &eo, 0, ids, err);
+}
+
+static int run_window(evalgen *e, model *m, const tokenizer *tok, witem *items, size_t n,
+                      progress *prog, int64_t *emitted, assay_error *err) {
+    gen_request *reqs = calloc(n, sizeof *reqs);
+    gen_result  *res  = calloc(n, sizeof *res);
+    wctx         w    = {items, tok, 0, prog, *emitted, {0}};
+    int          rc   = ASSAY_OK;
+    if (!reqs || !res) {
+        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        witem   *it  = &items[i];
+        gen_out *go  = &it->gt->out[it->d];
+        int      mx  = it->gt->t->gen->max_gen_toks;
+        tok_ids  ids = {0};
+        if ((rc = encode_prompt(e, tok, go, &ids, err)))
+            goto done;
+        size_t keep = (size_t)(e->o.ctx - mx); /* left truncation to max_length - max_gen_toks */
+        if (ids.n > keep) {
+            memmove(ids.ids, ids.ids + (ids.n - keep), keep * sizeof *ids.ids);
+            ids.n         = keep;
+            go->truncated = 1;
+        }
+        it->prompt   = ids.ids;
+        it->n_prompt = ids.n;
+        free(ids.offsets);
+        if (ids.n == 0) {
+            rc = assay_fail(err, ASSAY_EINVAL, "%s doc %zu: the prompt has no tokens",
+                            it->gt->t->def->name, it->d);
+            goto done;
+        }
+        go->n_prompt = (int)ids.n;
+        if (!(it->out = malloc((size_t)mx * sizeof *it->out))) {
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+            goto done;
+        }
+        reqs[i] = (gen_request){it->prompt, (int)it->n_prompt, mx};
+        e->prompt_tokens += (int64_t)ids.n;
+    }
+    int32_t             eos[2];
+    int                 n_eos = 0;
+    const model_config *cfg   = model_get_config(m);
+    if (tok_eos_id(tok) >= 0)
+        eos[n_eos++] = tok_eos_id(tok);
+    if (cfg->eos_token_id >= 0 && (n_eos == 0 || cfg->eos_token_id != eos[0]))
+        eos[n_eos++] = cfg->eos_token_id;
+    w.t0     = time_now();
+    rc       = model_generate_greedy(m, reqs, (int)n, eos, n_eos, on_token, &w, res, err);
+    *emitted = w.emitted;
+    e->seconds += time_now() - w.t0;
+    if (rc)
+        goto done;
+    if (w.err.code) {
+        *err = w.err;
+        rc   = err->code;
+        goto done;
+    }
+    for (size_t i = 0; i < n; i++) {
+        witem   *it = &items[i];
+        gen_out *go = &it->gt->out[it->d];
+        if (res[i].finish == GEN_NONFINITE) {
+            rc = assay_fail(err, ASSAY_ECHECK,
+                            "%s doc %zu: the logits are NaN or Inf at generated token %d: the "
+                            "model's weights or activations hold NaN or Inf",
+                            it->gt->t->def->name, it->d, it->n_out + 1);
+            goto done;
+        }
+        if ((rc = tok_decode(tok, it->out, (size_t)it->n_out, 1, &go->text, &go->text_len, err)))
+            goto done;
+        stop_matcher fin; /* the final cut: the earliest stop string in the whole text */
+        if ((rc = stop_init(&fin, (const char *const *)it->gt->stops, it->gt->stop_lens,
+                            it->gt->n_stops, err)))
+            goto done;
+        int hit = stop_feed(&fin, go->text, go->text_len, err);
+        if (hit > 0) {
+            stop_text(&fin, &go->text_len);
+            go->text[go->text_len] = '\0';
+        }
+        stop_free(&fin);
+        if (hit < 0) {
+            rc = -hit;
+            goto done;
+        }
+        go->n_tokens = it->n_out;
+        go->finish   = hit > 0 || res[i].finish == GEN_STOPPED ? FIN_STOP
+                       : res[i].finish == GEN_EOS              ? FIN_EOS
+                                                               : FIN_LENGTH;
+        go->ttft     = it->t_first;
+        go->latency  = it->t_last;
+        e->new_tokens += it->n_out;
+        e->prompts++;
+    }
+done:
+    gen_results_free(res, res ? (int)n : 0);
+    free(res);
+    free(reqs);
+    for (size_t i = 0; i < n; i++) {
+        free(items[i].prompt);
+        free(items[i].out);
+        items[i].prompt = NULL;
+        items[i].out    = NULL;
+    }
+    return rc;
+}
+
+int evalgen_generate(evalgen *e, model *m, const tokenizer *tok, assay_error *err) {
+    if (!e || !e->n)
+        return ASSAY_OK;
+    size_t   win   = e->o.window_prompts > 0 ? (size_t)e->o.window_prompts : EVALGEN_WINDOW;
+    witem   *items = calloc(win, sizeof *items);
+    int64_t  total = 0, emitted = 0;
+    progress prog;
+    int      rc = ASSAY_OK;
+    if (!items)
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    for (int i = 0; i < e->n; i++)
+        total += (int64_t)e->g[i].t->n * e->g[i].t->gen->max_gen_toks;
+    progress_init(&prog, "generate", "tok", total);
+    size_t n = 0;
+    for (int i = 0; !rc && i < e->n; i++)
+        for (size_t d = 0; !rc && d < e->g[i].t->n; d++) {
+            memset(&items[n], 0, sizeof items[n]);
+            items[n].gt = &e->g[i];
+            items[n].d  = d;
+            if (++n == win || (i == e->n - 1 && d == e->g[i].t->n - 1)) {
+                rc = run_window(e, m, tok, items, n, &prog, &emitted, err);
+                n  = 0;
+            }
+        }
+    progress_finish(&prog);
+    free(items);
+    return rc;
+}
+
+/* ---- filters and metrics ------------------------------------------------------------------ */
+
+/* Applies filter f's steps to the generation into *out (malloc'd). */
+static int apply_filter(const gen_spec *g, const gen_filter *f, const char *s, size_t n,
+                        flt_out *out, assay_error *err) {
+    flt_out cur = {NULL, 0};
+    if (!(cur.s = malloc(n + 1)))
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    memcpy(cur.s, s, n);
+    cur.s[n] = '\0';
+    cur.n    = n;
+    for (size_t k = 0; k < f->n_steps; k++) {
+        flt_out nx = {NULL, 0};
+        int     r  = 0;
+        switch (f->steps[k].kind) {
+        case GF_REGEX: r = flt_regex_apply(f->steps[k].re, cur.s, cur.n, &nx, err); break;
+        case GF_FIRST_LINE: r = flt_first_line(cur.s, cur.n, &nx); break;
+        case GF_STRIP: r = flt_strip(cur.s, cur.n, &nx); break;
+        case GF_LOWERCASE: r = flt_lowercase(cur.s, cur.n, &nx); break;
+        case GF_LABEL: {
+            int li = flt_extract_label(cur.s, cur.n, (const char *const *)g->labels, g->label_lens,
+                                       g->n_labels);
+            const char *lab = li >= 0 ? g->labels[li] : "UNKNOWN";
+            nx.n            = strlen(lab);
+            if (!(nx.s = strdup(lab)))
+                r = -1;
+            break;
+        }
+        default: continue; /* take_first: one response per request already */
+        }
+        free(cur.s);
+        if (r || !nx.s) {
+            free(nx.s);
+            return err->code ? err->code : assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        }
+        cur = nx;
+    }
+    *out = cur;
+    return ASSAY_OK;
+}
+
+typedef struct corpus {
+    const tm_str *hyps, *refs;
+    size_t        n, n_refs;
+    int           chrf;
+} corpus;
+
+static double corpus_stat(void *user, const size_t *idx, size_t n) {
+    const corpus *c = user;
+    tm_str       *h = malloc((n ? n : 1) * sizeof *h);
+    tm_str       *r = malloc((n ? n : 1) * c->n_refs * sizeof *r);
+    double        v = NAN;
+    if (h && r) {
+        for (size_t i = 0; i < n; i++) {
+            h[i] = c->hyps[idx[i]];
+            for (size_t k = 0; k < c->n_refs; k++)
+                r[k * n + i] = c->refs[k * c->n + idx[i]];
+        }
+        if (c->chrf) {
+            tm_chrf s;
+            if (!tm_chrf_corpus(h, r, n, c->n_refs, &s))
+                v = s.score;
+        } else {
+            tm_bleu s;
+            if (!tm_bleu_corpus(h, r, n, c->n_refs, &s))
+                v = s.score;
+        }
+    }
+    free(h);
+    free(r);
+    return v;
+}
+
+static void add_num(cJSON *o, const char *metric, const char *filter, double v) {
+    char key[512];
+    snprintf(key, sizeof key, "%s,%s", metric, filter);
+    if (isfinite(v))
+        cJSON_AddNumberToObject(o, key, v);
+    else
+        cJSON_AddStringToObject(o, key, "N/A");
+}
+
+static void add_mean(cJSON *r, cJSON *hib, const char *metric, const char *filter, const double *x,
+                     size_t n) {
+    char se[96];
+    add_num(r, metric, filter, metric_mean(x, n));
+    snprintf(se, sizeof se, "%s_stderr", metric);
+    add_num(r, se, filter, n > 1 ? metric_mean_stderr(x, n) : NAN);
+    if (!cJSON_GetObjectItemCaseSensitive(hib, metric))
+        cJSON_AddBoolToObject(hib, metric, 1);
+}
+
+static void add_dist(cJSON *r, const char *name, const double *x, size_t n) {
+    flt_dist d;
+    char     key[96];
+    if (flt_dist_compute(x, n, &d))
+        return;
+    snprintf(key, sizeof key, "%s_mean", name);
+    add_num(r, key, "none", d.mean);
+    snprintf(key, sizeof key, "%s_p50", name);
+    add_num(r, key, "none", d.p50);
+    snprintf(key, sizeof key, "%s_p95", name);
+    add_num(r, key, "none", d.p95);
+}
+
+/* The classification report as JSON. */
+static cJSON *report_json(const flt_class_report *cr, const gen_spec *g) {
+    cJSON *o = cJSON_CreateObject(), *pc = cJSON_AddObjectToObject(o, "per_class");
+    for (size_t c = 0; c < cr->n_labels; c++) {
+        cJSON *k = cJSON_AddObjectToObject(pc, g->labels[c]);
+        cJSON_AddNumberToObject(k, "precision", cr->per_class[c].precision);
+        cJSON_AddNumberToObject(k, "recall", cr->per_class[c].recall);
+        cJSON_AddNumberToObject(k, "f1", cr->per_class[c].f1);
+        cJSON_AddNumberToObject(k, "support", (double)cr->per_class[c].support);
+    }
+    const flt_class_stats *avg[3]   = {&cr->macro, &cr->micro, &cr->weighted};
+    const char *const      names[3] = {"macro avg", "micro avg", "weighted avg"};
+    for (int a = 0; a < 3; a++) {
+        cJSON *k = cJSON_AddObjectToObject(o, names[a]);
+        cJSON_AddNumberToObject(k, "precision", avg[a]->precision);
+        cJSON_AddNumberToObject(k, "recall", avg[a]->recall);
+        cJSON_AddNumberToObject(k, "f1", avg[a]->f1);
+    }
+    cJSON_AddNumberToObject(o, "accuracy", cr->accuracy);
+    cJSON_AddNumberToObject(o, "unknown", (double)cr->n_unknown);
+    cJSON *cm = cJSON_AddArrayToObject(o, "confusion_matrix");
+    for (size_t gi = 0; gi < cr->n_labels; gi++) {
+        cJSON *row = cJSON_CreateArray();
+        for (size_t p = 0; p <= cr->n_labels; p++)
+            cJSON_AddItemToArray(
+                row, cJSON_CreateNumber((double)cr->confusion[gi * (cr->n_labels + 1) + p]));
+        cJSON_AddItemToArray(cm, row);
+    }
+    cJSON_AddStringToObject(
+        o, "confusion_matrix_layout",
+        "rows: gold label in \"labels\" order; columns: predicted, then UNKNOWN");
+    return o;
+}
+
+/* Per-filter work for one task. */
+typedef struct fstate {
+    flt_out *ans;  /* per doc */
+    double **per;  /* per metric: per-doc values (mean metrics), NULL for corpus ones */
+    int     *pred; /* label index per doc */
+} fstate;
+
+/* The label a filtered answer names: after a "label" step the answer is a label or UNKNOWN
+ * itself (UNKNOWN holds letters a label set may use); else it is extracted from the text. */
+static int answer_label(const gen_spec *g, const gen_filter *f, const flt_out *a) {
+    if (f->n_steps && f->steps[f->n_steps - 1].kind == GF_LABEL) {
+        for (size_t i = 0; i < g->n_labels; i++)
+            if (g->label_lens[i] == a->n && !memcmp(g->labels[i], a->s, a->n))
+                return (int)i;
+        return -1;
+    }
+    return flt_extract_label(a->s, a->n, (const char *const *)g->labels, g->label_lens,
+                             g->n_labels);
+}
+
+static int sample_metrics(const gen_spec *g, const gen_filter *f, const eval_task *t, size_t d,
+                          const flt_out *a, fstate *fs, assay_error *err) {
+    const eval_doc *doc = &t->docs[d];
+    tm_str          p   = {a->s, a->n};
+    for (size_t k = 0; k < g->n_metrics; k++) {
+        const gen_metric *gm = &g->metrics[k];
+        double            v  = 0, x;
+        switch (gm->kind) {
+        case GM_EXACT_MATCH:
+        case GM_F1:
+            for (int rr = 0; rr < doc->n_choices; rr++) {
+                tm_str ref = {doc->choices[rr], doc->choice_len[rr]};
+                int    r   = gm->kind == GM_F1 ? tm_squad_f1(p, ref, &x)
+                                               : tm_exact_match(p, ref, &gm->em, &x, err);
+                if (r)
+                    return err->code ? err->code : assay_fail(err, ASSAY_ENOMEM, "out of memory");
+                v = x > v ? x : v;
+            }
+            break;
+        case GM_ROUGE1:
+        case GM_ROUGE2:
+        case GM_ROUGEL:
+        case GM_ROUGELSUM:
+            for (int rr = 0; rr < doc->n_choices; rr++) {
+                struct tm_rouge rs;
+                if (tm_rouge((tm_str){doc->choices[rr], doc->choice_len[rr]}, p, gm->use_stemmer,
+                             &rs))
+                    return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+                x = gm->kind == GM_ROUGE1   ? rs.rouge1.fmeasure
+                    : gm->kind == GM_ROUGE2 ? rs.rouge2.fmeasure
+                    : gm->kind == GM_ROUGEL ? rs.rougeL.fmeasure
+                                            : rs.rougeLsum.fmeasure;
+                v = x > v ? x : v;
+            }
+            break;
+        case GM_LABEL_ACCURACY: {
+            if (doc->label < 0)
+                return assay_fail(err, ASSAY_EINVAL,
+                                  "%s doc %zu: label_accuracy needs a \"label\" in every row",
+                                  t->def->name, doc->doc_id);
+            int li      = answer_label(g, f, a);
+            fs->pred[d] = li;
+            v           = li == doc->label;
+            break;
+        }
+        case GM_JSON_VALID:
+        case GM_JSON_SCHEMA: {
+            flt_json_check jc;
+            flt_schema    *sc = NULL;
+            if (gm->kind == GM_JSON_SCHEMA) {
+                const char *text = doc->schema ? doc->schema : g->schema;
+                size_t      tl   = doc->schema ? doc->schema_len : g->schema_len;
+                if (!text)
+                    return assay_fail(err, ASSAY_EINVAL,
+                                      "%s doc %zu: json_schema needs a \"schema\" (in the spec or "
+                                      "the row)",
+                                      t->def->name, doc->doc_id);
+                if (!(sc = flt_schema_parse(text, tl, t->def->name, err)))
+                    return err->code ? err->code : ASSAY_EINVAL;
+            }
+            int r = flt_json_check_response(sc, a->s, a->n, &jc);
+            flt_schema_free(sc);
+            if (r)
+                return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+            v = gm->kind == GM_JSON_VALID ? jc.parses : jc.has_required;
+            break;
+        }
+        default: continue; /* corpus and distribution metrics */
+        }
+        fs->per[k][d] = v;
+    }
+    return ASSAY_OK;
+}
+
+static int write_samples(const gtask *gt, fstate *fs, const char *dir, assay_error *err) {
+    const eval_task *t = gt->t;
+    const gen_spec  *g = t->gen;
+    char             path[4200];
+    atomic_file      af = {0};
+    snprintf(path, sizeof path, "%s/samples_%s.jsonl", dir, t->def->name);
+    int rc = atomic_open(&af, path, err);
+    if (rc)
+        return rc;
+    for (size_t d = 0; d < t->n; d++) {
+        const eval_doc *doc = &t->docs[d];
+        const gen_out  *go  = &gt->out[d];
+        cJSON          *o   = cJSON_CreateObject();
+        cJSON_AddNumberToObject(o, "doc_id", (double)doc->doc_id);
+        cJSON *tg = cJSON_CreateArray();
+        for (int r = 0; r < doc->n_choices; r++)
+            cJSON_AddItemToArray(tg, jsonl_string_create(doc->choices[r], doc->choice_len[r]));
+        cJSON_AddItemToObject(o, "target",
+                              doc->n_choices == 1
+                                  ? jsonl_string_create(doc->choices[0], doc->choice_len[0])
+                                  : cJSON_Duplicate(tg, 1));
+        cJSON_Delete(tg);
+        if (doc->label >= 0)
+            cJSON_AddStringToObject(o, "label", g->labels[doc->label]);
+        cJSON *args = cJSON_AddObjectToObject(o, "arguments");
+        cJSON *a0   = cJSON_AddObjectToObject(args, "gen_args_0");
+        cJSON_AddItemToObject(a0, "arg_0", jsonl_string_create(go->prompt, go->prompt_len));
+        cJSON *kw = cJSON_AddObjectToObject(a0, "arg_1");
+        cJSON *un = cJSON_AddArrayToObject(kw, "until");
+        for (size_t s = 0; s < g->n_until; s++)
+            cJSON_AddItemToArray(un, jsonl_string_create(g->until[s], g->until_lens[s]));
+        cJSON_AddBoolToObject(kw, "do_sample", 0);
+        cJSON_AddNumberToObject(kw, "temperature", 0.0);
+        cJSON_AddNumberToObject(kw, "max_gen_toks", g->max_gen_toks);
+        cJSON *resp = cJSON_CreateArray(), *rr = cJSON_CreateArray();
+        cJSON_AddItemToArray(rr, jsonl_string_create(go->text, go->text_len));
+        cJSON_AddItemToArray(resp, rr);
+        cJSON_AddItemToObject(o, "resps", resp);
+        cJSON *fr = cJSON_AddObjectToObject(o, "filtered_resps");
+        for (size_t f = 0; f < g->n_filters; f++)
+            cJSON_AddItemToObject(fr, g->filters[f].name,
+                                  jsonl_string_create(fs[f].ans[d].s, fs[f].ans[d].n));
+        for (size_t f = 0; f < g->n_filters; f++)
+            for (size_t k = 0; k < g->n_metrics; k++)
+                if (fs[f].per[k]) {
+                    char key[160];
+                    snprintf(key, sizeof key, "%s,%s", metric_fn[g->metrics[k].kind],
+                             g->filters[f].name);
+                    cJSON_AddNumberToObject(o, key, fs[f].per[k][d]);
+                }
+        cJSON_AddStringToObject(o, "finish", fin_name[go->finish]);
+        cJSON_AddNumberToObject(o, "n_tokens", go->n_tokens);
+        cJSON_AddNumberToObject(o, "n_prompt_tokens", go->n_prompt);
+        cJSON_AddBoolToObject(o, "truncated", go->truncated);
+        cJSON_AddNumberToObject(o, "ttft_s", go->ttft);
+        cJSON_AddNumberToObject(o, "latency_s", go->latency);
+        char *line = jsonl_print(o, 0);
+        cJSON_Delete(o);
+        if (!line || fprintf(af.fp, "%s\n", line) < 0) {
+            free(line);
+            atomic_abort(&af);
+            return assay_fail(err, ASSAY_EIO, "%s: write failed", path);
+        }
+        free(line);
+    }
+    return atomic_commit(&af, err);
+}
+
+static cJSON *task_config(const evalgen *e, const gtask *gt) {
+    const eval_task *t = gt->t;
+    const gen_spec  *g = t->gen;
+    cJSON           *c = cJSON_CreateObject();
+    cJSON_AddStringToObject(c, "task", t->def->name);
+    cJSON_AddStringToObject(c, "output_type", "generate_until");
+    cJSON_AddStringToObject(c, "target_delimiter", g->target_delim);
+    cJSON_AddStringToObject(c, "fewshot_delimiter", g->fewshot_delim);
+    cJSON_AddNumberToObject(c, "num_fewshot", gt->num_fewshot);
+    cJSON_AddStringToObject(c, "data_layout", t->layout);
+    cJSON *gk = cJSON_AddObjectToObject(c, "generation_kwargs");
+    cJSON *un = cJSON_AddArrayToObject(gk, "until");
+    for (size_t s = 0; s < gt->n_stops; s++)
+        cJSON_AddItemToArray(un, jsonl_string_create(gt->stops[s], gt->stop_lens[s]));
+    cJSON_AddBoolToObject(gk, "do_sample", 0);
+    cJSON_AddNumberToObject(gk, "temperature", 0.0);
+    cJSON_AddNumberToObject(gk, "max_gen_toks", g->max_gen_toks);
+    cJSON *fl = cJSON_AddArrayToObject(c, "filter_list");
+    for (size_t f = 0; f < g->n_filters; f++)
+        cJSON_AddItemToArray(fl, cJSON_CreateString(g->filters[f].name));
+    cJSON *ml = cJSON_AddArrayToObject(c, "metric_list");
+    for (size_t k = 0; k < g->n_metrics; k++)
+        cJSON_AddItemToArray(ml, cJSON_CreateString(metric_fn[g->metrics[k].kind]));
+    cJSON_AddBoolToObject(c, "apply_chat_template", e->chat);
+    cJSON_AddBoolToObject(c, "fewshot_as_multiturn", e->chat && e->o.fewshot_as_multiturn);
+    if (e->o.system_prompt || g->system_prompt)
+        cJSON_AddStringToObject(c, "system_instruction",
+                                e->o.system_prompt ? e->o.system_prompt : g->system_prompt);
+    if (gt->system_dropped)
+        cJSON_AddStringToObject(c, "note",
+                                "the chat template refused the system turn: rendered without it");
+    cJSON *md = cJSON_AddObjectToObject(c, "metadata");
+    cJSON_AddNumberToObject(md, "version", t->def->version);
+    return c;
+}
+
+int evalgen_results(evalgen *e, const eval_task *t, cJSON *results, cJSON *configs, cJSON *versions,
+                    cJSON *nshot, cJSON *hib, cJSON *nsamp, const char *samples_dir,
+                    assay_error *err) {
+    gtask *gt = NULL;
+    for (int i = 0; e && i < e->n; i++)
+        if (e->g[i].t == t)
+            gt = &e->g[i];
+    if (!gt)
+        return assay_fail(err, ASSAY_EINTERNAL, "%s: not a generation task", t->def->name);
+    const gen_spec *g  = t->gen;
+    size_t          n  = t->n;
+    const char     *nm = t->def->name;
+    int             rc = ASSAY_OK;
+    fstate         *fs = calloc(g->n_filters, sizeof *fs);
+    double         *x  = calloc(n ? n : 1, sizeof *x);
+    tm_str         *hy = NULL, *rf = NULL;
+    if (!fs || !x) {
+        free(fs);
+        free(x);
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    }
+    cJSON *r = cJSON_AddObjectToObject(results, nm);
+    cJSON *h = cJSON_AddObjectToObject(hib, nm);
+    cJSON_AddStringToObject(r, "alias", nm);
+    size_t n_refs = 1;
+    for (size_t d = 0; d < n; d++)
+        if ((size_t)t->docs[d].n_choices > n_refs)
+            n_refs = (size_t)t->docs[d].n_choices;
+    for (size_t f = 0; f < g->n_filters && !rc; f++) {
+        const char *fn = g->filters[f].name;
+        fs[f].ans      = calloc(n ? n : 1, sizeof *fs[f].ans);
+        fs[f].per      = calloc(g->n_metrics, sizeof *fs[f].per);
+        fs[f].pred     = calloc(n ? n : 1, sizeof *fs[f].pred);
+        if (!fs[f].ans || !fs[f].per || !fs[f].pred) {
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+            break;
+        }
+        for (size_t k = 0; k < g->n_metrics && !rc; k++) {
+            int kind = g->metrics[k].kind;
+            if (kind != GM_BLEU && kind != GM_CHRF && kind != GM_LENGTH && kind != GM_LATENCY &&
+                !(fs[f].per[k] = calloc(n ? n : 1, sizeof *fs[f].per[k])))
+                rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        }
+        for (size_t d = 0; d < n && !rc; d++) {
+            const gen_out *go = &gt->out[d];
+            if (!(rc = apply_filter(g, &g->filters[f], go->text ? go->text : "", go->text_len,
+                                    &fs[f].ans[d], err)))
+                rc = sample_metrics(g, &g->filters[f], t, d, &fs[f].ans[d], &fs[f], err);
+        }
+        for (size_t k = 0; k < g->n_metrics && !rc; k++) {
+            const gen_metric *gm = &g->metrics[k];
+            if (fs[f].per[k]) {
+                add_mean(r, h, metric_fn[gm->kind], fn, fs[f].per[k], n);
+            }
+            if (gm->kind == GM_LABEL_ACCURACY) {
+                int *gold = malloc((n ? n : 1) * sizeof *gold);
+                if (!gold) {
+                    rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+                    break;
+                }
+                size_t found = 0;
+                for (size_t d = 0; d < n; d++) {
+                    gold[d] = t->docs[d].label;
+                    found += fs[f].pred[d] >= 0;
+                }
+                add_num(r, "label_extraction_rate", fn, n ? (double)found / (double)n : NAN);
+                flt_class_report cr = {0};
+                if (flt_class_report_compute(fs[f].pred, gold, n, g->n_labels, &cr)) {
+                    free(gold);
+                    rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+                    break;
+                }
+                char key[160];
+                snprintf(key, sizeof key, "classification_report,%s", fn);
+                cJSON_AddItemToObject(r, key, report_json(&cr, g));
+                flt_class_report_free(&cr);
+                free(gold);
+            }
+            if (gm->kind == GM_BLEU || gm->kind == GM_CHRF) {
+                /* corpus score over all documents; every reference list padded to n_refs streams
+                   with its first reference (a repeated reference changes neither score) */
+                hy = calloc(n ? n : 1, sizeof *hy);
+                rf = calloc((n ? n : 1) * n_refs, sizeof *rf);
+                if (!hy || !rf) {
+                    rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+                    break;
+                }
+                for (size_t d = 0; d < n; d++) {
+                    const eval_doc *doc = &t->docs[d];
+                    hy[d]               = (tm_str){fs[f].ans[d].s, fs[f].ans[d].n};
+                    for (size_t q = 0; q < n_refs; q++) {
+                        size_t qq     = q < (size_t)doc->n_choices ? q : 0;
+                        rf[q * n + d] = (tm_str){doc->choices[qq], doc->choice_len[qq]};
+                    }
+                }
+                corpus  c   = {hy, rf, n, n_refs, gm->kind == GM_CHRF};
+                size_t *all = malloc((n ? n : 1) * sizeof *all);
+                boot_ci ci;
+                if (!all) {
+                    rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+                    break;
+                }
+                for (size_t d = 0; d < n; d++)
+                    all[d] = d;
+                double v = corpus_stat(&c, all, n);
+                free(all);
+                if (boot_ci_compute(corpus_stat, &c, n, EVALGEN_BOOT_ITERS, 0.95, EVALGEN_BOOT_SEED,
+                                    &ci)) {
+                    rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+                    break;
+                }
+                const char *mn = metric_fn[gm->kind];
+                char        key[160], sig[200];
+                add_num(r, mn, fn, v);
+                snprintf(key, sizeof key, "%s_stderr", mn);
+                add_num(r, key, fn, ci.stderr);
+                snprintf(key, sizeof key, "%s_ci95,%s", mn, fn);
+                cJSON *ca = cJSON_AddArrayToObject(r, key);
+                cJSON_AddItemToArray(ca, cJSON_CreateNumber(isfinite(ci.lo) ? ci.lo : 0));
+                cJSON_AddItemToArray(ca, cJSON_CreateNumber(isfinite(ci.hi) ? ci.hi : 0));
+                snprintf(key, sizeof key, "%s_signature,%s", mn, fn);
+                cJSON_AddStringToObject(r, key,
+                                        gm->kind == GM_CHRF
+                                            ? tm_chrf_signature(n_refs, sig, sizeof sig)
+                                            : tm_bleu_signature(n_refs, sig, sizeof sig));
+                if (!cJSON_GetObjectItemCaseSensitive(h, mn))
+                    cJSON_AddBoolToObject(h, mn, 1);
+                free(hy);
+                free(rf);
+                hy = rf = NULL;
+            }
+        }
+    }
+    /* raw-generation distributions and the generation counts (filter "none") */
+    for (size_t k = 0; k < g->n_metrics && !rc; k++) {
+        int kind = g->metrics[k].kind;
+        if (kind == GM_LENGTH) {
+            for (size_t d = 0; d < n; d++)
+                x[d] = (double)metric_chars(gt->out[d].text ? gt->out[d].text : "",
+                                            gt->out[d].text_len);
+            add_dist(r, "response_chars", x, n);
+            for (size_t d = 0; d < n; d++)
+                x[d] = gt->out[d].n_tokens;
+            add_dist(r, "response_tokens", x, n);
+        } else if (kind == GM_LATENCY) {
+            for (size_t d = 0; d < n; d++)
+                x[d] = gt->out[d].latency;
+            add_dist(r, "latency_s", x, n);
+            for (size_t d = 0; d < n; d++)
+                x[d] = gt->out[d].ttft;
+            add_dist(r, "ttft_s", x, n);
+        }
+    }
+    if (!rc) {
+        size_t hit_max = 0, trunc = 0;
+        for (size_t d = 0; d < n; d++) {
+            hit_max += gt->out[d].finish == FIN_LENGTH;
+            trunc += (size_t)gt->out[d].truncated;
+        }
+        cJSON_AddNumberToObject(r, "hit_max_new_tokens,none", (double)hit_max);
+        cJSON_AddNumberToObject(r, "truncated_prompts,none", (double)trunc);
+        cJSON_AddItemToObject(configs, nm, task_config(e, gt));
+        cJSON_AddNumberToObject(versions, nm, t->def->version);
+        cJSON_AddNumberToObject(nshot, nm, gt->num_fewshot);
+        cJSON *ns = cJSON_AddObjectToObject(nsamp, nm);
+        cJSON_AddNumberToObject(ns, "original", (double)t->total);
+        cJSON_AddNumberToObject(ns, "effective", (double)n);
+        if (samples_dir)
+            rc = write_samples(gt, fs, samples_dir, err);
+    }
+    free(hy);
+    free(rf);
+    for (size_t f = 0; f < g->n_filters; f++) {
+        for (size_t d = 0; fs[f].ans && d < n; d++)
+            free(fs[f].ans[d].s);
+        free(fs[f].ans);
+        for (size_t k = 0; fs[f].per && k < g->n_metrics; k++)
+            free(fs[f].per[k]);
+        free(fs[f].per);
+        free(fs[f].pred);
+    }
+    free(fs);
+    free(x);
+    return rc;
+}
+
+void evalgen_free(evalgen *e) {
+    if (!e)
+        return;
+    for (int i = 0; i < e->n; i++) {
+        gtask *gt = &e->g[i];
+        for (size_t d = 0; gt->out && d < gt->t->n; d++) {
+            free(gt->out[d].prompt);
+            free(gt->out[d].text);
+        }
+        free(gt->out);
+        for (size_t s = 0; s < gt->n_stops; s++)
+            free(gt->stops[s]);
+        free(gt->stops);
+        free(gt->stop_lens);
+        free(gt->stop_window);
+    }
+    free(e->g);
+    free(e);
+}
