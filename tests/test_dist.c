@@ -424,8 +424,8 @@ static void expect_same_eval_outputs(const char *one, const char *two) {
     int            n_samples = 0;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (e->d_name[0] == '.')
-            continue;
+        if (strncmp(e->d_name, "samples_", 8) && strcmp(e->d_name, "results.json"))
+            continue; /* the history file records times */
         char pa[512], pb[512];
         snprintf(pa, sizeof pa, "%s/%s", one, e->d_name);
         snprintf(pb, sizeof pb, "%s/%s", two, e->d_name);
@@ -463,6 +463,16 @@ static void expect_same_eval_outputs(const char *one, const char *two) {
     }
     closedir(d);
     cr_expect_eq(n_samples, 5, "samples files: %d", n_samples);
+    /* one history record for the run, written by rank 0 alone */
+    char *o  = NULL;
+    int   rc = test_run(&o, "history --history %s/history.sqlite --task hellaswag --json", two);
+    cr_assert_eq(rc, 0, "%s", o);
+    cJSON *h = cJSON_Parse(o);
+    cr_assert(h, "%s", o);
+    cJSON *t = cJSON_GetArrayItem(cJSON_GetObjectItem(h, "trends"), 0);
+    cr_expect_eq(cJSON_GetArraySize(cJSON_GetObjectItem(t, "points")), 1, "%s", o);
+    cJSON_Delete(h);
+    free(o);
 }
 
 Test(dist_mpi, eval_on_two_ranks_writes_the_results_and_samples_of_one_process, .timeout = 600) {
