@@ -413,9 +413,45 @@ Test(dist_mpi, a_killed_rank_ends_the_run_and_resume_completes_it_identically, .
 /* ---- assay eval on two ranks ------------------------------------------------------------------
  */
 
+/* The scoring tasks of the lm-eval fixtures and gsm8k (generation: every rank generates all
+ * of it, rank 0 writes), in windows of 3000 tokens so there are many. */
 #define EVAL_ARGS                                                                                  \
-    "eval " MODEL " --tasks mmlu,hellaswag,wikitext --data tests/fixtures/lmeval/data "            \
-    "--window-tokens 3000 --log-samples --output-path "
+    "eval " MODEL " --tasks mmlu,hellaswag,wikitext,gsm8k --data %s/data --limit 6 "               \
+    "--max-gen-toks 8 --window-tokens 3000 --log-samples --output-path "
+
+static void make_eval_data(const char *dir) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/data && for t in mmlu hellaswag wikitext; do ln -s \"$PWD/"
+             "tests/fixtures/lmeval/data/$t\" %s/data/$t; done && ln -s \"$PWD/"
+             "tests/fixtures/eval_gen/data/gsm8k\" %s/data/gsm8k",
+             dir, dir, dir);
+    cr_assert_eq(system(cmd), 0);
+}
+
+/* Samples line by line, equal but for the generation timings (ttft_s, latency_s), which differ
+ * between any two runs. */
+static void expect_same_samples(char *a, char *b, const char *pa, const char *pb) {
+    char *sa = NULL, *sb = NULL;
+    char *la = strtok_r(a, "\n", &sa), *lb = strtok_r(b, "\n", &sb);
+    int   line = 1;
+    for (; la && lb; la = strtok_r(NULL, "\n", &sa), lb = strtok_r(NULL, "\n", &sb), line++) {
+        cJSON *ja = cJSON_Parse(la), *jb = cJSON_Parse(lb);
+        cr_assert(ja && jb, "%s:%d", pb, line);
+        const char *timings[] = {"ttft_s", "latency_s"};
+        for (int k = 0; k < 2; k++) {
+            cJSON_DeleteItemFromObject(ja, timings[k]);
+            cJSON_DeleteItemFromObject(jb, timings[k]);
+        }
+        char *ta = cJSON_PrintUnformatted(ja), *tb = cJSON_PrintUnformatted(jb);
+        cr_expect(ta && tb && !strcmp(ta, tb), "%s:%d differs from %s", pb, line, pa);
+        free(ta);
+        free(tb);
+        cJSON_Delete(ja);
+        cJSON_Delete(jb);
+    }
+    cr_expect(!la && !lb, "%s and %s have different numbers of lines", pa, pb);
+}
 
 /* Every file of one/ equals two/'s, results.json except its "assay" block (timings, ranks). */
 static void expect_same_eval_outputs(const char *one, const char *two) {
@@ -433,7 +469,7 @@ static void expect_same_eval_outputs(const char *one, const char *two) {
         cr_assert(a && b, "%s or %s is missing", pa, pb);
         if (strcmp(e->d_name, "results.json")) {
             n_samples++;
-            cr_expect(!strcmp(a, b), "%s differs from %s", pb, pa);
+            expect_same_samples(a, b, pa, pb);
         } else {
             cJSON *ja = cJSON_Parse(a), *jb = cJSON_Parse(b);
             cr_assert(ja && jb);
@@ -462,7 +498,7 @@ static void expect_same_eval_outputs(const char *one, const char *two) {
         free(b);
     }
     closedir(d);
-    cr_expect_eq(n_samples, 5, "samples files: %d", n_samples);
+    cr_expect_eq(n_samples, 6, "samples files: %d", n_samples);
     /* one history record for the run, written by rank 0 alone */
     char *o  = NULL;
     int   rc = test_run(&o, "history --history %s/history.sqlite --task hellaswag --json", two);
@@ -481,10 +517,11 @@ Test(dist_mpi, eval_on_two_ranks_writes_the_results_and_samples_of_one_process, 
     test_tmpdir(dir, sizeof dir);
     snprintf(one, sizeof one, "%s/one", dir);
     snprintf(two, sizeof two, "%s/two", dir);
-    int rc = test_run(&o, EVAL_ARGS "%s", one);
+    make_eval_data(dir);
+    int rc = test_run(&o, EVAL_ARGS "%s", dir, one);
     cr_assert_eq(rc, 0, "%s", o);
     free(o);
-    snprintf(args, sizeof args, EVAL_ARGS "%s", two);
+    snprintf(args, sizeof args, EVAL_ARGS "%s", dir, two);
     rc = run_mpi(&o, "", args);
     cr_assert_eq(rc, 0, "%s", o);
     free(o);
@@ -497,10 +534,11 @@ Test(dist_mpi, eval_killed_mid_run_then_resumed_equals_one_process, .timeout = 6
     test_tmpdir(dir, sizeof dir);
     snprintf(one, sizeof one, "%s/one", dir);
     snprintf(two, sizeof two, "%s/two", dir);
-    int rc = test_run(&o, EVAL_ARGS "%s", one);
+    make_eval_data(dir);
+    int rc = test_run(&o, EVAL_ARGS "%s", dir, one);
     cr_assert_eq(rc, 0, "%s", o);
     free(o);
-    snprintf(args, sizeof args, EVAL_ARGS "%s --resume %s/state", two, dir);
+    snprintf(args, sizeof args, EVAL_ARGS "%s --resume %s/state", dir, two, dir);
     /* rank 1 SIGKILLs itself in its third window, after two complete ones */
     rc = run_mpi(&o, "ASSAY_TEST_KILL_RANK=1 ASSAY_TEST_KILL_AFTER=2", args);
     cr_expect(rc != 0 && rc != 124, "exit %d (124: timed out, a hang)\n%s", rc, o);
