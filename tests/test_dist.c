@@ -272,7 +272,7 @@ static int run_mpi(char **out, const char *env, const char *args) {
     return run_mpi_to(out, env, args, 0);
 }
 
-Test(dist_mpi, two_ranks_give_the_same_perplexity_bits_as_one_process, .timeout = 300) {
+Test(dist_mpi, two_ranks_give_the_same_perplexity_bits_as_one_process) {
     mpi_or_skip();
     char dir[64], args[1024], path[256], *o1 = NULL, *o2 = NULL;
     test_tmpdir(dir, sizeof dir);
@@ -311,7 +311,7 @@ Test(dist_mpi, two_ranks_give_the_same_perplexity_bits_as_one_process, .timeout 
     free(o2);
 }
 
-Test(dist_mpi, two_ranks_write_the_same_scores_as_one_process, .timeout = 300) {
+Test(dist_mpi, two_ranks_write_the_same_scores_as_one_process) {
     mpi_or_skip();
     char dir[64], args[1024], *o = NULL;
     test_tmpdir(dir, sizeof dir);
@@ -335,7 +335,7 @@ Test(dist_mpi, two_ranks_write_the_same_scores_as_one_process, .timeout = 300) {
     free(b);
 }
 
-Test(dist_mpi, a_failing_rank_fails_every_rank_with_its_message_and_no_hang, .timeout = 300) {
+Test(dist_mpi, a_failing_rank_fails_every_rank_with_its_message_and_no_hang) {
     mpi_or_skip();
     char dir[64], args[1024], *o = NULL;
     test_tmpdir(dir, sizeof dir);
@@ -354,7 +354,7 @@ Test(dist_mpi, a_failing_rank_fails_every_rank_with_its_message_and_no_hang, .ti
     free(o);
 }
 
-Test(dist_mpi, a_rank_failing_alone_before_any_exchange_aborts_the_job_promptly, .timeout = 300) {
+Test(dist_mpi, a_rank_failing_alone_before_any_exchange_aborts_the_job_promptly) {
     mpi_or_skip();
     char dir[64], cmd[2048];
     test_tmpdir(dir, sizeof dir);
@@ -379,7 +379,7 @@ Test(dist_mpi, a_rank_failing_alone_before_any_exchange_aborts_the_job_promptly,
     free(o);
 }
 
-Test(dist_mpi, a_killed_rank_ends_the_run_and_resume_completes_it_identically, .timeout = 300) {
+Test(dist_mpi, a_killed_rank_ends_the_run_and_resume_completes_it_identically) {
     mpi_or_skip();
     char dir[64], args[1024], *o = NULL;
     test_tmpdir(dir, sizeof dir);
@@ -511,7 +511,7 @@ static void expect_same_eval_outputs(const char *one, const char *two) {
     free(o);
 }
 
-Test(dist_mpi, eval_on_two_ranks_writes_the_results_and_samples_of_one_process, .timeout = 600) {
+Test(dist_mpi, eval_on_two_ranks_writes_the_results_and_samples_of_one_process) {
     mpi_or_skip();
     char dir[64], args[1024], one[128], two[128], *o = NULL;
     test_tmpdir(dir, sizeof dir);
@@ -528,7 +528,7 @@ Test(dist_mpi, eval_on_two_ranks_writes_the_results_and_samples_of_one_process, 
     expect_same_eval_outputs(one, two);
 }
 
-Test(dist_mpi, eval_killed_mid_run_then_resumed_equals_one_process, .timeout = 600) {
+Test(dist_mpi, eval_killed_mid_run_then_resumed_equals_one_process) {
     mpi_or_skip();
     char dir[64], args[1024], one[128], two[128], *o = NULL;
     test_tmpdir(dir, sizeof dir);
