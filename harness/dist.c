@@ -196,6 +196,7 @@ int dist_agree(int rc, assay_error *err) {
         return m.code;
     }
 #endif
+    (void)err;
     return rc;
 }
 
