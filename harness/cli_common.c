@@ -1,5 +1,6 @@
 #include "harness/cli_common.h"
 
+#include "runtime/backend.h"
 #include "runtime/device.h"
 #include "runtime/model.h"
 
@@ -21,7 +22,12 @@ const char cli_common_help[] =
     "                      the output then says scores are not batch-invariant)\n"
     "  --mem-budget SIZE   memory for weights, workspace and KV cache, e.g. 512M or 8G (default\n"
     "                      80% of available memory; must be more than 0); a model that needs\n"
-    "                      more is refused before its weights are read\n";
+    "                      more is refused before its weights are read\n"
+    "  --weights W         f32, bf16 or q8_0: how the CPU stores linear weights and embeddings\n"
+    "                      (default f32: exact scores; bf16 and q8_0 (GGUF's 8-bit blocks) use\n"
+    "                      half and about a quarter of the memory and decode faster, and change\n"
+    "                      log-probs slightly; each stays batch-invariant). With --device auto,\n"
+    "                      f32 and q8_0 choose the CPU\n";
 
 int cli_take_value(const char *name, int argc, char **argv, int *i, const char **val,
                    assay_error *err) {
@@ -149,6 +155,21 @@ int cli_common_parse(cli_common *c, int argc, char **argv, int *i, assay_error *
         c->gpu_mem_fraction = f;
         return 1;
     }
+    if ((r = cli_take_value("--weights", argc, argv, i, &v, err)) != 0) {
+        if (r < 0)
+            return -1;
+        if (!strcmp(v, "f32"))
+            c->weights = BE_WEIGHTS_F32;
+        else if (!strcmp(v, "bf16"))
+            c->weights = BE_WEIGHTS_BF16;
+        else if (!strcmp(v, "q8_0"))
+            c->weights = BE_WEIGHTS_Q8_0;
+        else {
+            assay_fail(err, ASSAY_EINVAL, "--weights: expected f32, bf16 or q8_0, got '%s'", v);
+            return -1;
+        }
+        return 1;
+    }
     if (!strcmp(argv[*i], "--fast")) {
         c->fast = 1;
         return 1;
@@ -274,12 +295,17 @@ void cli_device_spec(const cli_common *c, char *buf, size_t cap) {
 void cli_json_device(cJSON *o, const model *m) {
     cJSON_AddStringToObject(o, "device", model_device_name(m));
     cJSON_AddBoolToObject(o, "batch_invariant", model_batch_invariant(m));
+    cJSON_AddStringToObject(o, "weights", model_weights_name(m));
 }
 
 int cli_load_model(const char *dir, const cli_common *c, model **out, assay_error *err) {
     char spec[32];
     *out = NULL;
     cli_device_spec(c, spec, sizeof spec);
+    /* a GPU stores bf16 only: other formats asked for with --device auto mean the CPU */
+    if (c->device == CLI_DEVICE_AUTO &&
+        (c->weights == BE_WEIGHTS_F32 || c->weights == BE_WEIGHTS_Q8_0))
+        snprintf(spec, sizeof spec, "cpu");
     if (c->device == CLI_DEVICE_CUDA) {
         /* a device that is not there is a usage error (exit 2), found before anything loads */
         cuda_device_info info;
@@ -302,11 +328,13 @@ int cli_load_model(const char *dir, const cli_common *c, model **out, assay_erro
     o.n_threads        = c->threads;
     o.mem_budget       = c->mem_budget;
     o.kv_tokens        = c->kv_tokens;
+    o.weights          = c->weights;
     model *m           = model_load(dir, &o, err);
     if (!m)
         return err && err->code ? err->code : ASSAY_EINTERNAL;
-    snprintf(cli_ran_on, sizeof cli_ran_on, "%s, %s", model_device_name(m),
-             model_batch_invariant(m) ? "batch-invariant" : "not batch-invariant");
+    snprintf(cli_ran_on, sizeof cli_ran_on, "%s, %s, %s weights", model_device_name(m),
+             model_batch_invariant(m) ? "batch-invariant" : "not batch-invariant",
+             model_weights_name(m));
     *out = m;
     return ASSAY_OK;
 }

@@ -1,6 +1,6 @@
 /* harness/cli_common.h — options every model command shares (--json, --threads, --device,
- * --gpu-mem-fraction, --fast, --mem-budget), numeric option parsing with messages that name the
- * option, and the final summary line (which says the device that ran). */
+ * --gpu-mem-fraction, --fast, --mem-budget, --weights), numeric option parsing with messages that
+ * name the option, and the final summary line (which says the device that ran). */
 #ifndef ASSAY_CLI_COMMON_H
 #define ASSAY_CLI_COMMON_H
 
@@ -20,6 +20,7 @@ typedef struct cli_common {
     int        fast;             /* --fast: the GPU may drop batch invariance */
     size_t     mem_budget;       /* bytes; 0: no budget */
     int        kv_tokens;        /* KV cache capacity a command needs; 0: the runtime's default */
+    int        weights;          /* --weights: be_weights (runtime/backend.h); 0: not given */
 } cli_common;
 
 /* Help text for the common options, one per line, indented two spaces. */
@@ -94,12 +95,13 @@ struct model;
 struct cJSON;
 int cli_load_model(const char *dir, const cli_common *c, struct model **out, assay_error *err);
 
-/* Adds "device" ("cpu", "cuda:0") and "batch_invariant" (scores independent of the batch) to a
+/* Adds "device" ("cpu", "cuda:0"), "batch_invariant" (scores independent of the batch) and
+ * "weights" ("f32", "bf16", "q8_0") to a
  * JSON object, from the model cli_load_model loaded. */
 void cli_json_device(struct cJSON *o, const struct model *m);
 
-/* "name: 1234 tokens in 1.23 s (1003.2 tokens/s) on cpu, batch-invariant" on stderr (the device
- * part once cli_load_model has loaded a model). */
+/* "name: 1234 tokens in 1.23 s (1003.2 tokens/s) on cpu, batch-invariant, f32 weights" on stderr
+ * (the device part once cli_load_model has loaded a model). */
 void cli_summary(const char *cmd, const char *what, int64_t count, double seconds);
 
 #endif

@@ -28,7 +28,8 @@ static const char inspect_help[] =
     "dtypes, context length, vocab size, layers/dim/heads/kv heads/ffn, tokenizer kind,\n"
     "whether a chat template is present, and the memory needed: weights as f32 on CPU and\n"
     "bf16 on GPU, plus the KV cache per 1024 tokens (2 * layers * kv_heads * head_dim * 1024\n"
-    "elements, f32 on CPU, bf16 on GPU).\n"
+    "elements, f32 on CPU, bf16 on GPU), and the CPU weights in each --weights format (f32,\n"
+    "bf16, q8_0).\n"
     "\n"
     "The checkpoint is checked against the config: a missing, misshaped or unexpected tensor\n"
     "is an error.\n"
@@ -181,6 +182,14 @@ static cJSON *tensor_entry(const char *name, const char *type, int ndim, const i
     return t;
 }
 
+/* CPU weight bytes per --weights format: bf16 2 bytes a parameter; Q8_0 a byte plus a 4-byte
+ * scale per 32 (kernels/cpu/ops.h keeps each f16 scale as f32). Norms and biases stay f32 in
+ * every format, a rounding error against these counts. */
+static void add_format_bytes(cJSON *m, int64_t params) {
+    cJSON_AddNumberToObject(m, "cpu_bf16_weights_bytes", (double)params * 2);
+    cJSON_AddNumberToObject(m, "cpu_q8_0_weights_bytes", (double)params * 36 / 32);
+}
+
 static void add_model_fields(cJSON *o, const model_config *c, int64_t params) {
     cJSON_AddStringToObject(o, "architecture", c->arch_name);
     cJSON_AddStringToObject(o, "model_type", c->model_type);
@@ -233,12 +242,14 @@ static void add_model_fields(cJSON *o, const model_config *c, int64_t params) {
     cJSON_AddNumberToObject(m, "gpu_bf16_weights_bytes", (double)params * 2);
     cJSON_AddNumberToObject(m, "cpu_f32_kv_cache_per_1k_tokens_bytes", kv_elems * 4);
     cJSON_AddNumberToObject(m, "gpu_bf16_kv_cache_per_1k_tokens_bytes", kv_elems * 2);
+    add_format_bytes(m, params);
 }
 
 static void add_weights_only_memory(cJSON *o, int64_t params) {
     cJSON *m = cJSON_AddObjectToObject(o, "memory");
     cJSON_AddNumberToObject(m, "cpu_f32_weights_bytes", (double)params * 4);
     cJSON_AddNumberToObject(m, "gpu_bf16_weights_bytes", (double)params * 2);
+    add_format_bytes(m, params);
 }
 
 typedef struct inspect_opts {
@@ -510,6 +521,15 @@ static void print_text(const cJSON *o, const inspect_opts *opt) {
         printf("%-16s%s weights (f32)\n", "memory CPU", b1);
         fmt_bytes(b1, sizeof b1, num(m, "gpu_bf16_weights_bytes"));
         printf("%-16s%s weights (bf16)\n", "memory GPU", b1);
+    }
+    if (cJSON_GetObjectItemCaseSensitive(m, "cpu_q8_0_weights_bytes")) {
+        char b3[32];
+        fmt_bytes(b1, sizeof b1, num(m, "cpu_f32_weights_bytes"));
+        fmt_bytes(b2, sizeof b2, num(m, "cpu_bf16_weights_bytes"));
+        fmt_bytes(b3, sizeof b3, num(m, "cpu_q8_0_weights_bytes"));
+        printf("%-16sf32 %s, bf16 %s, q8_0 %s (CPU --weights; perplexity effect measured in "
+               "bench/RESULTS.md)\n",
+               "weight formats", b1, b2, b3);
     }
     const cJSON *ign = cJSON_GetObjectItemCaseSensitive(o, "ignored_tensors");
     if (opt->verbose) {

@@ -982,10 +982,10 @@ int eval_run(const eval_opts *o, assay_error *err) {
             }
     }
     cJSON_AddStringToObject(as, "device", model_device_name(m));
-    cJSON_AddStringToObject(as, "dtype", "float32");
+    cJSON_AddStringToObject(as, "dtype", model_weights_name(m));
     cJSON_AddNumberToObject(as, "threads",
                             o->cc->threads > 0 ? o->cc->threads : omp_get_max_threads());
-    cJSON_AddNumberToObject(as, "gpus", 0);
+    cJSON_AddNumberToObject(as, "gpus", strncmp(model_device_name(m), "cuda", 4) ? 0 : 1);
     cJSON_AddNumberToObject(as, "ranks", dist_size());
     cJSON_AddItemToObject(as, "per_rank", per_rank);
     per_rank = NULL;

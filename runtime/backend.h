@@ -1,6 +1,6 @@
 /* runtime/backend.h — the compute backend interface: a struct of function pointers that the model
  * code calls without knowing the device (DESIGN.md). A NULL slot means "not supported here"
- * (only set_threads may be NULL).
+ * (only set_threads and upload_weight_q8_0 may be NULL).
  *
  * One forward pass: set_batch (all index data of the pass, handed over once; a device backend
  * copies it in one transfer), then the ops in order, then fetch (the LM-head results in one
@@ -9,7 +9,8 @@
  *
  * Element types are data (backend_caps): the residual stream is F32 everywhere; activations
  * between ops (`act`), linear weights and embedding tables (`weight`) and the KV cache (`kv`) are
- * in the backend's types: F32/F32/F32 on the CPU, BF16/BF16/BF16 on CUDA. Norm weights, biases,
+ * in the backend's types: F32/F32/F32 on the CPU (weights BF16 or Q8_0 with --weights),
+ * BF16/BF16/BF16 on CUDA. Norm weights, biases,
  * RoPE tables and learned position tables are F32 in every backend (upload them with `upload`).
  * Linear weights and embedding tables (out, in) go in through upload_weight from f32 host memory
  * (the loader converts F16/BF16/F32 checkpoints to f32 one tensor at a time), which converts and
@@ -28,12 +29,23 @@
 
 typedef struct backend backend;
 
+/* How linear weights and embedding tables are stored (--weights). NATIVE: the backend's own type
+ * (weight_dtype). The CPU also stores BF16 and Q8_0 (kernels/cpu/ops.h: each decodes to exact f32
+ * values and keeps the f32 reduction order, so results stay batch invariant). */
+typedef enum be_weights {
+    BE_WEIGHTS_NATIVE = 0,
+    BE_WEIGHTS_F32,
+    BE_WEIGHTS_BF16,
+    BE_WEIGHTS_Q8_0
+} be_weights;
+
 typedef struct backend_caps {
-    int   batch_invariant; /* 1: a request's results never depend on the rest of the batch */
-    int   host_memory;     /* 1: backend pointers are host pointers */
-    dtype weight_dtype;    /* linear weights and embedding tables */
-    dtype act_dtype;       /* activations between ops: xn, qkv, att, up, act, the head input */
-    dtype kv_dtype;        /* KV cache pools */
+    int        batch_invariant; /* 1: a request's results never depend on the rest of the batch */
+    int        host_memory;     /* 1: backend pointers are host pointers */
+    dtype      weight_dtype;    /* linear weights and embedding tables */
+    dtype      act_dtype;       /* activations between ops: xn, qkv, att, up, act, the head input */
+    dtype      kv_dtype;        /* KV cache pools */
+    be_weights weight_format;   /* NATIVE: weight_dtype; else the --weights format in use */
 } backend_caps;
 
 /* The index data of one forward pass (host memory, read during set_batch only). */
@@ -125,6 +137,10 @@ typedef struct backend_ops {
      * consecutive layers of layer_bytes each, a block is block_bytes. */
     int (*kv_block_copy)(backend *be, void *k_pool, void *v_pool, int n_layers, size_t layer_bytes,
                          size_t block_bytes, int dst, int src);
+    /* optional (NULL: not supported; last, so tables that list the slots in order stay valid):
+     * dst (weight_bytes) = GGUF Q8_0 blocks (rows x cols / 32 blocks of 34 bytes) stored as they
+     * are, for a backend whose weight_format is Q8_0 */
+    int (*upload_weight_q8_0)(backend *be, void *dst, const void *blocks, int rows, int cols);
 } backend_ops;
 
 struct backend {
@@ -136,9 +152,10 @@ struct backend {
 };
 
 typedef struct backend_opts {
-    int    n_threads;        /* CPU: <= 0 OpenMP's default */
-    double gpu_mem_fraction; /* CUDA: share of free device memory to use; 0: 0.9 */
-    int    fast;             /* 1: the backend may drop batch invariance for speed (caps say) */
+    int        n_threads;        /* CPU: <= 0 OpenMP's default */
+    double     gpu_mem_fraction; /* CUDA: share of free device memory to use; 0: 0.9 */
+    int        fast;             /* 1: the backend may drop batch invariance for speed (caps say) */
+    be_weights weights;          /* CPU: the weight format; others take NATIVE only */
 } backend_opts;
 
 /* "cpu", "cuda" (= "cuda:0"), "cuda:N" or "auto" (the first working GPU, else the CPU). A GPU

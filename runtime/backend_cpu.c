@@ -8,14 +8,33 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "kernels/cpu/ops.h"
-#include "kernels/cpu/vmath.h"
 #include "runtime/backend.h"
 
+/* ASSAY_CPU_PROFILE=1: wall time per op kind, printed to stderr when the backend is destroyed
+ * (clock_gettime around each op: the ops are synchronous on the CPU). */
+enum {
+    PROF_EMBED,
+    PROF_NORM,
+    PROF_MATMUL,
+    PROF_SWIGLU,
+    PROF_ROPE_KV,
+    PROF_ATTN,
+    PROF_HEAD,
+    PROF_N
+};
+static const char *const prof_names[PROF_N] = {"embed",   "add_norm",  "matmul", "swiglu",
+                                               "rope_kv", "attention", "lm_head"};
+
 typedef struct cpu_impl {
-    float *scratch;
-    size_t scratch_floats;
+    int      profile;
+    double   prof_s[PROF_N];
+    long     prof_calls[PROF_N];
+    cpu_wfmt wfmt; /* linear weights and embedding tables */
+    float   *scratch;
+    size_t   scratch_floats;
     /* the current batch (be_batch's arrays, copied) */
     int32_t *idx;     /* one allocation for the arrays below */
     size_t   idx_cap; /* int32 elements */
@@ -26,6 +45,20 @@ typedef struct cpu_impl {
     int          head_dim, head_vocab, head_set;
     be_head_mode head_mode;
 } cpu_impl;
+
+static double prof_now(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+#define PROF_BEGIN(c) double prof_t0_ = (c)->profile ? prof_now() : 0.0
+#define PROF_END(c, kind)                                                                          \
+    do {                                                                                           \
+        if ((c)->profile) {                                                                        \
+            (c)->prof_s[kind] += prof_now() - prof_t0_;                                            \
+            (c)->prof_calls[kind]++;                                                               \
+        }                                                                                          \
+    } while (0)
 
 static int cpu_scratch(backend *be, size_t need, float **s) {
     cpu_impl *c = be->impl;
@@ -49,6 +82,16 @@ static void cpu_destroy(backend *be) {
     if (!be)
         return;
     cpu_impl *c = be->impl;
+    if (c && c->profile) {
+        double total = 0;
+        for (int i = 0; i < PROF_N; i++)
+            total += c->prof_s[i];
+        for (int i = 0; i < PROF_N; i++)
+            fprintf(stderr, "cpu profile: %-9s %8.3f s %5.1f%% %8ld calls %8.1f us/call\n",
+                    prof_names[i], c->prof_s[i], total > 0 ? 100 * c->prof_s[i] / total : 0.0,
+                    c->prof_calls[i],
+                    c->prof_calls[i] ? 1e6 * c->prof_s[i] / (double)c->prof_calls[i] : 0.0);
+    }
     if (c) {
         free(c->scratch);
         free(c->idx);
@@ -123,12 +166,19 @@ static int cpu_sync(backend *be) {
     return 0;
 }
 static size_t cpu_weight_bytes(backend *be, int rows, int cols) {
-    (void)be;
-    return gemm_packed_floats(rows, cols) * sizeof(float);
+    return gemm_packed_bytes(((cpu_impl *)be->impl)->wfmt, rows, cols);
 }
 static int cpu_upload_weight(backend *be, void *dst, const float *w, int rows, int cols) {
-    (void)be;
-    gemm_pack(dst, w, rows, cols);
+    gemm_pack_fmt(dst, ((cpu_impl *)be->impl)->wfmt, w, rows, cols);
+    return 0;
+}
+static int cpu_upload_weight_q8_0(backend *be, void *dst, const void *blocks, int rows, int cols) {
+    if (((cpu_impl *)be->impl)->wfmt != CPU_W_Q8_0 || cols % 32 != 0)
+        return assay_fail(&be->last_error, ASSAY_EINTERNAL,
+                          "cpu backend: Q8_0 blocks for a (%d, %d) weight, but the weights are "
+                          "not Q8_0 or %d is not a multiple of 32",
+                          rows, cols, cols);
+    gemm_pack_q8_0(dst, blocks, rows, cols);
     return 0;
 }
 
@@ -182,21 +232,25 @@ static int cpu_set_batch(backend *be, const be_batch *b) {
 
 static int cpu_embed(backend *be, float *x, const void *table, const float *pos_table, int dim) {
     cpu_impl *c = be->impl;
-    embed_forward(x, table, c->ids, c->n_tokens, dim);
+    PROF_BEGIN(c);
+    embed_forward_fmt(x, table, c->wfmt, c->ids, c->n_tokens, dim);
     if (pos_table)
         pos_embed_add(x, pos_table, c->pos, c->n_tokens, dim);
+    PROF_END(c, PROF_EMBED);
     return 0;
 }
 
 static int cpu_add_norm(backend *be, float *x, void *xn, const void *delta, const float *w,
                         const float *b, be_norm kind, int rows, int dim, float eps) {
-    (void)be;
+    cpu_impl *c = be->impl;
+    PROF_BEGIN(c);
     if (delta)
         add_forward(x, x, delta, (size_t)rows * dim);
     if (kind == BE_NORM_RMS)
         rmsnorm_forward(xn, x, w, rows, dim, eps);
     else
         layernorm_forward(xn, x, w, b, rows, dim, eps);
+    PROF_END(c, PROF_NORM);
     return 0;
 }
 
@@ -206,16 +260,18 @@ static int cpu_matmul(backend *be, void *out, const void *x, const void *w, cons
     int    rc = cpu_scratch(be, cpu_matmul_scratch_floats(rows, in), &s);
     if (rc)
         return rc;
-    if (epi == BE_EPI_GELU_NEW)
-        matmul_gelu_forward(out, s, x, w, bias, rows, in, out_dim);
-    else
-        matmul_forward(out, s, x, w, bias, rows, in, out_dim);
+    cpu_impl *c = be->impl;
+    PROF_BEGIN(c);
+    matmul_forward_fmt(out, s, x, w, c->wfmt, bias, rows, in, out_dim, epi == BE_EPI_GELU_NEW);
+    PROF_END(c, PROF_MATMUL);
     return 0;
 }
 
 static int cpu_swiglu(backend *be, void *out, const void *gate_up, int rows, int ffn) {
-    (void)be;
+    cpu_impl *c = be->impl;
+    PROF_BEGIN(c);
     swiglu_forward(out, gate_up, rows, ffn);
+    PROF_END(c, PROF_SWIGLU);
     return 0;
 }
 
@@ -225,6 +281,7 @@ static int cpu_rope_kv(backend *be, void *qkv, void *k_pool, void *v_pool, const
     int       q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
     int       stride = q_dim + 2 * kv_dim;
     float    *q = qkv, *k = q + q_dim, *v = k + kv_dim;
+    PROF_BEGIN(c);
     if (inv_freq) {
         rope_forward(q, c->pos, inv_freq, c->n_tokens, n_heads, head_dim, stride);
         rope_forward(k, c->pos, inv_freq, c->n_tokens, n_kv_heads, head_dim, stride);
@@ -232,6 +289,7 @@ static int cpu_rope_kv(backend *be, void *qkv, void *k_pool, void *v_pool, const
     if (c->has_bt)
         kv_store_forward(k_pool, v_pool, k, v, stride, kv_dim, c->bt, c->max_blocks,
                          c->block_tokens, c->q_off, c->start, c->n_seqs);
+    PROF_END(c, PROF_ROPE_KV);
     return 0;
 }
 
@@ -242,6 +300,7 @@ static int cpu_attention(backend *be, void *out, const void *qkv, const void *k_
     int          q_dim = n_heads * head_dim, kv_dim = n_kv_heads * head_dim;
     int          stride = q_dim + 2 * kv_dim, rc;
     const float *q = qkv, *k = q + q_dim, *v = k + kv_dim;
+    PROF_BEGIN(c);
     if (c->has_bt)
         rc = attention_paged_forward(out, q, k_pool, v_pool, c->bt, c->max_blocks, c->block_tokens,
                                      c->q_off, c->start, c->n_seqs, n_heads, n_kv_heads, head_dim,
@@ -249,6 +308,7 @@ static int cpu_attention(backend *be, void *out, const void *qkv, const void *k_
     else
         rc = attention_varlen_forward(out, q, k, v, c->q_off, c->n_seqs, n_heads, n_kv_heads,
                                       head_dim, stride, stride, window);
+    PROF_END(c, PROF_ATTN);
     if (rc != 0)
         return assay_fail(&be->last_error, ASSAY_ENOMEM, "cpu backend: attention scratch");
     return 0;
@@ -276,24 +336,6 @@ static int cpu_lm_head(backend *be, const void *h, const void *w_head, int dim, 
     return 0;
 }
 
-/* Argmax (first index of the largest logit; NaN never wins, as argmax_forward), the max and the
- * sum of exp(l - max) in double over 16 lanes, as kernels/cpu/gemm.c's row statistics. */
-static void cpu_row_stats(const float *l, int vocab, int *am, float *mx, double *sum) {
-    int   best = 0;
-    float m    = l[0];
-    for (int j = 1; j < vocab; j++)
-        if (l[j] > m) {
-            m    = l[j];
-            best = j;
-        }
-    double lanes[16] = {0};
-    for (int j = 0; j < vocab; j++)
-        lanes[j % 16] += (double)vm_expf(l[j] - m);
-    *am  = best;
-    *mx  = m;
-    *sum = vm_fold16d(lanes);
-}
-
 #define CPU_HEAD_ROWS 96 /* rows of logits at a time, as the kernels' LM head */
 
 /* Log-probs and the argmax in one pass: logits through matmul_forward (the GEMM contract gives
@@ -310,14 +352,15 @@ static int cpu_head_both(backend *be, float *logprob, uint8_t *is_max, int32_t *
     float *logits = s + mm;
     for (int r0 = 0; r0 < rows; r0 += CPU_HEAD_ROWS) {
         int n = rows - r0 < CPU_HEAD_ROWS ? rows - r0 : CPU_HEAD_ROWS;
-        matmul_forward(logits, s, c->head_h + (size_t)r0 * dim, c->head_w, NULL, n, dim, vocab);
+        matmul_forward_fmt(logits, s, c->head_h + (size_t)r0 * dim, c->head_w, c->wfmt, NULL, n,
+                           dim, vocab, 0);
 #pragma omp parallel for schedule(static) if ((size_t)n * vocab * 8 >= CPU_PAR_MIN_WORK)
         for (int i = 0; i < n; i++) {
             const float *l = logits + (size_t)i * vocab;
             float        mx;
             int          am;
             double       sum;
-            cpu_row_stats(l, vocab, &am, &mx, &sum);
+            logits_row_stats(l, vocab, &am, &mx, &sum);
             if (argmax)
                 argmax[r0 + i] = am;
             if (c->has_tgt) {
@@ -332,7 +375,17 @@ static int cpu_head_both(backend *be, float *logprob, uint8_t *is_max, int32_t *
     return 0;
 }
 
+static int cpu_fetch_head(backend *be, float *logprob, uint8_t *is_max, int32_t *argmax);
+
 static int cpu_fetch(backend *be, float *logprob, uint8_t *is_max, int32_t *argmax) {
+    cpu_impl *c = be->impl;
+    PROF_BEGIN(c);
+    int rc = cpu_fetch_head(be, logprob, is_max, argmax);
+    PROF_END(c, PROF_HEAD);
+    return rc;
+}
+
+static int cpu_fetch_head(backend *be, float *logprob, uint8_t *is_max, int32_t *argmax) {
     cpu_impl *c = be->impl;
     if (!c->head_set)
         return assay_fail(&be->last_error, ASSAY_EINTERNAL, "cpu backend: fetch before lm_head");
@@ -360,14 +413,15 @@ static int cpu_fetch(backend *be, float *logprob, uint8_t *is_max, int32_t *argm
             free(im_tmp);
             return assay_fail(&be->last_error, ASSAY_ENOMEM, "cpu backend: fetch: out of memory");
         }
-        target_logprob_forward(lp, im, s, c->head_h, c->head_w, c->tgt, c->n_sel, c->head_dim,
-                               c->head_vocab);
+        target_logprob_forward_fmt(lp, im, s, c->head_h, c->head_w, c->wfmt, c->tgt, c->n_sel,
+                                   c->head_dim, c->head_vocab);
         free(lp_tmp);
         free(im_tmp);
         return 0;
     }
     if (argmax)
-        argmax_forward(argmax, s, c->head_h, c->head_w, c->n_sel, c->head_dim, c->head_vocab);
+        argmax_forward_fmt(argmax, s, c->head_h, c->head_w, c->wfmt, c->n_sel, c->head_dim,
+                           c->head_vocab);
     return 0;
 }
 
@@ -383,30 +437,31 @@ static int cpu_kv_block_copy(backend *be, void *k_pool, void *v_pool, int n_laye
 }
 
 static const backend_ops cpu_ops = {
-    .name          = "cpu",
-    .destroy       = cpu_destroy,
-    .mem_info      = cpu_mem_info,
-    .scratch_bytes = cpu_scratch_bytes,
-    .set_threads   = cpu_set_threads,
-    .alloc         = cpu_alloc,
-    .release       = cpu_release,
-    .upload        = cpu_memcpy,
-    .download      = cpu_memcpy,
-    .copy          = cpu_memcpy,
-    .sync          = cpu_sync,
-    .weight_bytes  = cpu_weight_bytes,
-    .upload_weight = cpu_upload_weight,
-    .set_batch     = cpu_set_batch,
-    .embed         = cpu_embed,
-    .add_norm      = cpu_add_norm,
-    .matmul        = cpu_matmul,
-    .swiglu        = cpu_swiglu,
-    .rope_kv       = cpu_rope_kv,
-    .attention     = cpu_attention,
-    .gather        = cpu_gather,
-    .lm_head       = cpu_lm_head,
-    .fetch         = cpu_fetch,
-    .kv_block_copy = cpu_kv_block_copy,
+    .name               = "cpu",
+    .destroy            = cpu_destroy,
+    .mem_info           = cpu_mem_info,
+    .scratch_bytes      = cpu_scratch_bytes,
+    .set_threads        = cpu_set_threads,
+    .alloc              = cpu_alloc,
+    .release            = cpu_release,
+    .upload             = cpu_memcpy,
+    .download           = cpu_memcpy,
+    .copy               = cpu_memcpy,
+    .sync               = cpu_sync,
+    .weight_bytes       = cpu_weight_bytes,
+    .upload_weight      = cpu_upload_weight,
+    .upload_weight_q8_0 = cpu_upload_weight_q8_0,
+    .set_batch          = cpu_set_batch,
+    .embed              = cpu_embed,
+    .add_norm           = cpu_add_norm,
+    .matmul             = cpu_matmul,
+    .swiglu             = cpu_swiglu,
+    .rope_kv            = cpu_rope_kv,
+    .attention          = cpu_attention,
+    .gather             = cpu_gather,
+    .lm_head            = cpu_lm_head,
+    .fetch              = cpu_fetch,
+    .kv_block_copy      = cpu_kv_block_copy,
 };
 
 backend *backend_cpu_create(const backend_opts *opts, assay_error *err) {
@@ -418,15 +473,22 @@ backend *backend_cpu_create(const backend_opts *opts, assay_error *err) {
         assay_fail(err, ASSAY_ENOMEM, "cpu backend: out of memory");
         return NULL;
     }
-    be->ops  = &cpu_ops;
-    be->impl = c;
-    /* fp32 everywhere and fixed reduction orders (kernels/cpu/ops.h): batch invariant, with or
-     * without opts->fast */
+    const char *prof = getenv("ASSAY_CPU_PROFILE");
+    c->profile       = prof && *prof && strcmp(prof, "0") != 0;
+    be->ops          = &cpu_ops;
+    be->impl         = c;
+    be_weights wf    = opts ? opts->weights : BE_WEIGHTS_NATIVE;
+    c->wfmt = wf == BE_WEIGHTS_BF16 ? CPU_W_BF16 : wf == BE_WEIGHTS_Q8_0 ? CPU_W_Q8_0 : CPU_W_F32;
+    /* fp32 activations and fixed reduction orders over weights that decode to exact f32 values
+     * (kernels/cpu/ops.h): batch invariant, with or without opts->fast */
     be->caps = (backend_caps){.batch_invariant = 1,
                               .host_memory     = 1,
-                              .weight_dtype    = DTYPE_F32,
+                              .weight_dtype    = c->wfmt == CPU_W_BF16   ? DTYPE_BF16
+                                                 : c->wfmt == CPU_W_Q8_0 ? DTYPE_I8
+                                                                         : DTYPE_F32,
                               .act_dtype       = DTYPE_F32,
-                              .kv_dtype        = DTYPE_F32};
+                              .kv_dtype        = DTYPE_F32,
+                              .weight_format   = wf == BE_WEIGHTS_NATIVE ? BE_WEIGHTS_F32 : wf};
     cpu_set_threads(be, opts ? opts->n_threads : 0);
     return be;
 }

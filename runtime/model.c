@@ -13,6 +13,7 @@
 #include "core/rope.h"
 #include "core/util.h"
 #include "loader/arch.h"
+#include "loader/gguf.h"
 #include "loader/safetensors.h"
 #include "runtime/backend.h"
 #include "runtime/kvcache.h"
@@ -58,6 +59,9 @@ struct model {
     uint8_t *sel_gr;
     kv_cache kv;
     size_t   mem_bytes;
+    /* while loading from a GGUF file (model_load of a .gguf path): names are llama.cpp's, q and
+     * k rows are in its RoPE order, and Q8_0 blocks reach a Q8_0 backend as they are */
+    gguf_file *gg;
 };
 
 /* ---- memory plan ------------------------------------------------------------------------- */
@@ -175,8 +179,53 @@ static void release_mapped(const void *data, size_t nbytes) {
 
 /* host (rows, cols) = tensor `name` as f32. transpose: the checkpoint holds (cols, rows) — GPT-2
  * Conv1D. */
+/* Inverse of llama.cpp's HF -> GGUF RoPE permutation of q (n_head = heads) or k (kv heads) rows:
+ * GGUF row h*hd + 2*j + a holds HF row h*hd + a*hd/2 + j. `row_bytes` per row. */
+static void gguf_unpermute(void *dst, const void *src, size_t rows, size_t row_bytes, int n_head) {
+    size_t hd = rows / (size_t)n_head, half = hd / 2;
+    for (size_t h = 0; h < (size_t)n_head; h++)
+        for (size_t j = 0; j < half; j++)
+            for (size_t a = 0; a < 2; a++)
+                memcpy((char *)dst + (h * hd + a * half + j) * row_bytes,
+                       (const char *)src + (h * hd + 2 * j + a) * row_bytes, row_bytes);
+}
+
+/* host (rows, cols) = GGUF tensor `name` dequantized, rows back in HF order (permute: 1 q, 2 k). */
+static int read_gguf_tensor(model *m, const char *name, int permute, float *host, size_t rows,
+                            size_t cols, assay_error *err) {
+    const gguf_tensor *t = gguf_find_tensor(m->gg, name);
+    if (!t)
+        return assay_fail(err, ASSAY_EFORMAT, "%s: tensor '%s' is missing", m->dir, name);
+    int64_t n = 1;
+    for (int d = 0; d < t->ndim; d++)
+        n *= t->ne[d];
+    if ((size_t)n != rows * cols || (cols > 1 && (size_t)t->ne[0] != cols))
+        return assay_fail(err, ASSAY_EFORMAT,
+                          "%s: tensor '%s' has %lld elements (rows of %lld), expected (%zu, %zu)",
+                          m->dir, name, (long long)n, (long long)t->ne[0], rows, cols);
+    float *tmp = permute ? malloc(rows * cols * sizeof(float)) : host;
+    if (!tmp)
+        return assay_fail(err, ASSAY_ENOMEM, "%s: no memory to convert '%s'", m->dir, name);
+    if (gguf_dequantize(tmp, t->data, t->type, n) != 0) {
+        if (tmp != host)
+            free(tmp);
+        return assay_fail(err, ASSAY_EUNSUPPORTED,
+                          "%s: tensor '%s' has type %s, expected one of "
+                          "F32, F16, BF16, Q8_0, Q4_0, Q4_1",
+                          m->dir, name, ggml_type_name(t->type));
+    }
+    if (permute) {
+        gguf_unpermute(host, tmp, rows, cols * sizeof(float),
+                       permute == 1 ? m->cfg.n_heads : m->cfg.n_kv_heads);
+        free(tmp);
+    }
+    return 0;
+}
+
 static int read_tensor(model *m, const st_model *sm, const char *name, float *host, size_t rows,
                        size_t cols, int transpose, assay_error *err) {
+    if (m->gg)
+        return read_gguf_tensor(m, name, 0, host, rows, cols, err);
     const st_tensor *t = st_model_find(sm, name);
     if (!t)
         return assay_fail(err, ASSAY_EFORMAT, "%s: tensor '%s' is missing", m->dir, name);
@@ -226,17 +275,59 @@ static int load_tensor(model *m, const st_model *sm, const char *name, float *ds
 
 /* A linear weight (sum of rows, cols) stacked from n tensors (rows[i], cols) — q|k|v or
  * gate|up — stored in the backend's weight layout at dst. */
+/* GGUF Q8_0 tensors stacked into one weight for a Q8_0 backend, blocks copied as they are (no
+ * round trip through f32). 1 when done, 0 when a tensor is not Q8_0 (the caller converts), or an
+ * error. */
+static int load_gguf_q8_0(model *m, void *dst, const char *const *names, const int *permute,
+                          const size_t *rows, int n, size_t total, size_t cols, assay_error *err) {
+    const gguf_tensor *t[3];
+    size_t             row_bytes = cols / 32 * 34;
+    if (m->be->caps.weight_format != BE_WEIGHTS_Q8_0 || !m->be->ops->upload_weight_q8_0 ||
+        cols % 32 != 0 || n > 3)
+        return 0;
+    for (int i = 0; i < n; i++)
+        if (!(t[i] = gguf_find_tensor(m->gg, names[i])) || t[i]->type != GGML_TYPE_Q8_0 ||
+            t[i]->ndim != 2 || (size_t)t[i]->ne[0] != cols || (size_t)t[i]->ne[1] != rows[i])
+            return 0; /* read_gguf_tensor reports what is wrong */
+    char *blocks = malloc(total * row_bytes + 1);
+    if (!blocks)
+        return assay_fail(err, ASSAY_ENOMEM, "%s: no memory to load '%s'", m->dir, names[0]);
+    for (int i = 0, r0 = 0; i < n; r0 += (int)rows[i], i++) {
+        char *at = blocks + (size_t)r0 * row_bytes;
+        if (permute[i])
+            gguf_unpermute(at, t[i]->data, rows[i], row_bytes,
+                           permute[i] == 1 ? m->cfg.n_heads : m->cfg.n_kv_heads);
+        else
+            memcpy(at, t[i]->data, rows[i] * row_bytes);
+    }
+    int rc = m->be->ops->upload_weight_q8_0(m->be, dst, blocks, (int)total, (int)cols);
+    free(blocks);
+    if (rc)
+        return assay_fail(err, rc, "%s: uploading '%s': %s", m->dir, names[0],
+                          m->be->last_error.msg);
+    return 1;
+}
+
 static int load_linear(model *m, const st_model *sm, void *dst, const char *const *names,
-                       const size_t *rows, int n, size_t cols, int transpose, assay_error *err) {
+                       const int *permute, const size_t *rows, int n, size_t cols, int transpose,
+                       assay_error *err) {
     size_t total = 0;
     for (int i = 0; i < n; i++)
         total += rows[i];
+    if (m->gg) {
+        int q8 = load_gguf_q8_0(m, dst, names, permute, rows, n, total, cols, err);
+        if (q8 != 0)
+            return q8 == 1 ? 0 : q8;
+    }
     float *host = malloc(total * cols * sizeof(float) + 1);
     if (!host)
         return assay_fail(err, ASSAY_ENOMEM, "%s: no memory to convert '%s'", m->dir, names[0]);
     int rc = 0;
     for (int i = 0, r0 = 0; i < n && !rc; r0 += (int)rows[i], i++)
-        rc = read_tensor(m, sm, names[i], host + (size_t)r0 * cols, rows[i], cols, transpose, err);
+        rc = m->gg ? read_gguf_tensor(m, names[i], permute[i], host + (size_t)r0 * cols, rows[i],
+                                      cols, err)
+                   : read_tensor(m, sm, names[i], host + (size_t)r0 * cols, rows[i], cols,
+                                 transpose, err);
     if (!rc && (rc = m->be->ops->upload_weight(m->be, dst, host, (int)total, (int)cols)) != 0)
         assay_fail(err, rc, "%s: uploading '%s': %s", m->dir, names[0], m->be->last_error.msg);
     free(host);
@@ -251,6 +342,18 @@ static int take_checked(model *m, void **dst, size_t bytes, assay_error *err) {
     return 0;
 }
 
+/* A tensor's name in the checkpoint: Hugging Face's, or llama.cpp's in a GGUF file. */
+static const char *tensor_name(const model *m, char *buf, size_t cap, const arch_tensor *t,
+                               int layer, const char *pfx) {
+    if (!m->gg)
+        return arch_name(buf, cap, t, layer, pfx);
+    if (t->section == 1)
+        snprintf(buf, cap, "blk.%d.%s", layer, t->gguf ? t->gguf : "?");
+    else
+        snprintf(buf, cap, "%s", t->gguf ? t->gguf : "?");
+    return buf;
+}
+
 /* An f32 vector (norm weight, bias) or table (positions) of `role` into a fresh arena slice. */
 static int load_role_f32(model *m, const st_model *sm, const char *pfx, arch_role role, int layer,
                          float **dst, assay_error *err) {
@@ -263,8 +366,8 @@ static int load_role_f32(model *m, const st_model *sm, const char *pfx, arch_rol
     size_t cols = t->cols == DIM_NONE ? 1 : (size_t)arch_dim_size(&m->cfg, t->cols);
     int    rc   = take_checked(m, (void **)dst, rows * cols * sizeof(float), err);
     return rc ? rc
-              : load_tensor(m, sm, arch_name(name, sizeof name, t, layer, pfx), *dst, rows, cols,
-                            err);
+              : load_tensor(m, sm, tensor_name(m, name, sizeof name, t, layer, pfx), *dst, rows,
+                            cols, err);
 }
 
 /* A linear weight stacked from the tensors of `roles` (q|k|v, gate|up, or one), as (out, in),
@@ -274,7 +377,7 @@ static int load_role_linear(model *m, const st_model *sm, const char *pfx, const
     char        names[3][128];
     const char *np[3];
     size_t      rows[3], total = 0, in = 0;
-    int         transposed = 0;
+    int         transposed = 0, permute[3] = {0, 0, 0};
     for (int i = 0; i < n; i++) {
         const arch_tensor *t = arch_find(m->cfg.arch, roles[i]);
         if (!t)
@@ -286,17 +389,18 @@ static int load_role_linear(model *m, const st_model *sm, const char *pfx, const
         rows[i]    = t->transposed ? c : r;
         in         = t->transposed ? r : c;
         transposed = t->transposed;
-        np[i]      = arch_name(names[i], sizeof names[i], t, layer, pfx);
+        np[i]      = tensor_name(m, names[i], sizeof names[i], t, layer, pfx);
+        permute[i] = m->gg ? t->gguf_permute : 0;
         total += rows[i];
     }
     int rc = take_checked(m, dst, linear_bytes(m->be, total, in), err);
-    return rc ? rc : load_linear(m, sm, *dst, np, rows, n, in, transposed, err);
+    return rc ? rc : load_linear(m, sm, *dst, np, permute, rows, n, in, transposed, err);
 }
 
 static int load_weights(model *m, const st_model *sm, assay_error *err) {
     const model_config    *c     = &m->cfg;
     int                    gpt2  = c->arch == ARCH_GPT2;
-    const char            *pfx   = gpt2 ? config_gpt2_prefix(sm) : "";
+    const char            *pfx   = gpt2 && sm ? config_gpt2_prefix(sm) : "";
     static const arch_role emb[] = {ROLE_TOK_EMB}, head[] = {ROLE_HEAD},
                            qkv3[] = {ROLE_Q, ROLE_K, ROLE_V}, qkv1[] = {ROLE_QKV}, o[] = {ROLE_O},
                            gate_up[] = {ROLE_GATE, ROLE_UP}, up[] = {ROLE_UP}, down[] = {ROLE_DOWN};
@@ -387,6 +491,20 @@ static int alloc_be(model *m, void **p, size_t bytes, assay_error *err) {
     return 0;
 }
 
+/* The format a backend stores weights in: its --weights format, else its weight dtype. */
+static int backend_weights(const backend *be) {
+    if (be->caps.weight_format != BE_WEIGHTS_NATIVE)
+        return be->caps.weight_format;
+    return be->caps.weight_dtype == DTYPE_BF16 ? BE_WEIGHTS_BF16 : BE_WEIGHTS_F32;
+}
+
+static const char *weights_name(int w) {
+    return w == BE_WEIGHTS_BF16 ? "bf16" : w == BE_WEIGHTS_Q8_0 ? "q8_0" : "f32";
+}
+
+const char *model_weights_name(const model *m) { return weights_name(backend_weights(m->be)); }
+size_t      model_weight_bytes(const model *m) { return m->arena_bytes; }
+
 model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
     model_opts o = {0};
     if (opts)
@@ -412,8 +530,13 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
                    o.gpu_mem_fraction);
         goto fail;
     }
-    if (config_load_dir(&m->cfg, dir, err) != 0)
+    size_t dlen = strlen(dir);
+    if (dlen > 5 && !strcmp(dir + dlen - 5, ".gguf")) {
+        if (!(m->gg = gguf_open(dir, err)) || gguf_to_config(m->gg, &m->cfg, err) != 0)
+            goto fail;
+    } else if (config_load_dir(&m->cfg, dir, err) != 0) {
         goto fail;
+    }
     model_config *c = &m->cfg;
     if (c->n_layers <= 0 || c->dim <= 0 || c->n_heads <= 0 || c->n_kv_heads <= 0 ||
         c->head_dim <= 0 || c->ffn_dim <= 0 || c->vocab_size <= 0 ||
@@ -434,12 +557,22 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
 
     /* the budget check needs only config.json and the backend's sizes: nothing big is read or
      * allocated before it */
-    backend_opts bo = {
-        .n_threads = o.n_threads, .gpu_mem_fraction = o.gpu_mem_fraction, .fast = o.fast};
-    const char *spec = o.device && *o.device ? o.device : "cpu";
-    m->be            = m->be ? m->be : backend_create(spec, &bo, err);
+    backend_opts bo   = {.n_threads        = o.n_threads,
+                         .gpu_mem_fraction = o.gpu_mem_fraction,
+                         .fast             = o.fast,
+                         .weights          = (be_weights)o.weights};
+    const char  *spec = o.device && *o.device ? o.device : "cpu";
+    m->be             = m->be ? m->be : backend_create(spec, &bo, err);
     if (!m->be)
         goto fail;
+    if (o.weights != BE_WEIGHTS_NATIVE && o.weights != backend_weights(m->be)) {
+        assay_fail(err, ASSAY_EUNSUPPORTED,
+                   "%s: weights as %s are not supported on the %s backend (it stores %s); use "
+                   "--device cpu",
+                   dir, weights_name(o.weights), m->be->ops->name,
+                   weights_name(backend_weights(m->be)));
+        goto fail;
+    }
     /* "cuda:N" as asked (auto and cuda mean device 0); the CPU has no number */
     const char *name = m->be->ops->name, *colon = strchr(spec, ':');
     if (!strcmp(name, "cpu") || strchr(name, ':'))
@@ -476,14 +609,16 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
     if (model_plan_memory(&plan, &need, what, err) != 0)
         goto fail;
 
-    sm = st_model_open(dir, err);
-    if (!sm)
-        goto fail;
-    const char **ignored   = NULL;
-    int          n_ignored = 0;
-    if (config_check_tensors(c, sm, &ignored, &n_ignored, err) != 0)
-        goto fail;
-    free(ignored);
+    if (!m->gg) {
+        sm = st_model_open(dir, err);
+        if (!sm)
+            goto fail;
+        const char **ignored   = NULL;
+        int          n_ignored = 0;
+        if (config_check_tensors(c, sm, &ignored, &n_ignored, err) != 0)
+            goto fail;
+        free(ignored);
+    }
 
     m->layers      = calloc((size_t)c->n_layers, sizeof *m->layers);
     m->arena_bytes = need.weights;
@@ -493,6 +628,8 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
         goto fail;
     st_model_close(sm);
     sm = NULL;
+    gguf_close(m->gg);
+    m->gg = NULL;
 
     size_t T = (size_t)m->max_T, A = m->act_bytes, D = (size_t)c->dim;
     if (alloc_be(m, (void **)&m->x, T * D * sizeof(float), err) ||
@@ -533,6 +670,7 @@ fail:
 void model_free(model *m) {
     if (!m)
         return;
+    gguf_close(m->gg);
     kv_destroy(&m->kv);
     if (m->be) {
         void *bufs[] = {m->arena, m->x,  m->hsel, m->xn,   m->qkv,

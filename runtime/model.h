@@ -34,13 +34,19 @@ typedef struct model_opts {
     int kv_tokens;        /* KV cache capacity in tokens; 0: max(4 * batch, 8192), less if the
                              budget is short (at least one batch + one block) */
     int kv_block_tokens;  /* tokens per KV block; 0: 16 */
+    int weights;          /* be_weights (runtime/backend.h): linear weights and embeddings stored as
+                             f32, bf16 or Q8_0 (CPU); 0: the backend's own type */
 } model_opts;
 
 typedef struct model model;
 
-/* Loads the checkpoint in `dir` (config.json + model.safetensors or a sharded index). Weights
- * (F32, F16, BF16) are converted to f32. The memory need (weights + workspace + the smallest
- * KV cache) is checked against the budget BEFORE any weight is read: over budget is
+/* Loads the checkpoint in `dir` (config.json + model.safetensors or a sharded index), or a llama
+ * GGUF file (a path ending in .gguf: config from its metadata, weights F32, F16, BF16, Q8_0,
+ * Q4_0, Q4_1; with weights Q8_0 its Q8_0 tensors are stored as they are, without a round trip
+ * through f32, when every part of a stacked weight (q|k|v, gate|up) is Q8_0). The tokenizer of a
+ * GGUF file is not read here, and the CLI takes directories (`assay convert` makes one). Weights
+ * are converted to the backend's format (opts->weights). The memory need (weights + workspace + the
+ * smallest KV cache) is checked against the budget BEFORE any weight is read: over budget is
  * ASSAY_ENOMEM with a message naming the need and the budget. opts may be NULL (defaults). */
 model *model_load(const char *dir, const model_opts *opts, assay_error *err);
 void   model_free(model *m); /* NULL-safe */
@@ -52,6 +58,10 @@ size_t model_mem_bytes(const model *m);
 void model_set_threads(model *m, int n_threads);
 /* The backend the model runs on: "cpu", "cuda:0", ... */
 const char *model_device_name(const model *m);
+/* How the weights are stored: "f32", "bf16" or "q8_0". */
+const char *model_weights_name(const model *m);
+/* Bytes the linear weights, embeddings, norms and biases take (the weight arena). */
+size_t model_weight_bytes(const model *m);
 /* 1 when a request's results never depend on the rest of the batch on this backend. */
 int model_batch_invariant(const model *m);
 /* Effective settings after defaults. */

@@ -140,7 +140,9 @@ static void *serve(void *arg) {
         int    auth   = 0;
         char  *h      = buf;
         buf[hlen - 2] = '\0';
-        for (char *line = strtok(h, "\r\n"); line; line = strtok(NULL, "\r\n")) {
+        /* one thread per connection: strtok_r, never strtok's shared state */
+        char *save = NULL;
+        for (char *line = strtok_r(h, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
             if (!strncasecmp(line, "Content-Length:", 15))
                 clen = strtoul(line + 15, NULL, 10);
             if (!strncasecmp(line, "Authorization: Bearer ", 22) && key && !strcmp(line + 22, key))

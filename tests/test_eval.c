@@ -589,3 +589,23 @@ Test(cli_eval, reads_the_shared_mmlu_csvs_and_hellaswag_six_line_file) {
     cr_expect_eq(cJSON_GetObjectItem(an, "original")->valueint, 135);
     cJSON_Delete(r);
 }
+
+/* results.json's "assay" block names the device and the weight format the run used (it said
+ * "cpu" / "float32" whatever the run was). */
+Test(cli_eval, results_name_the_device_and_weight_format_used) {
+    char out[64], path[128], *o = NULL;
+    test_tmpdir(out, sizeof out);
+    int rc = test_run(&o,
+                      "eval " MODEL " --tasks arc_easy --data tests/fixtures/lmeval/fewshot/data "
+                      "--limit 2 --weights bf16 --output-path %s",
+                      out);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    snprintf(path, sizeof path, "%s/results.json", out);
+    cJSON *r = test_read_json(path);
+    cr_assert(r);
+    const cJSON *as = cJSON_GetObjectItem(r, "assay");
+    cr_expect_str_eq(cJSON_GetObjectItem(as, "device")->valuestring, "cpu");
+    cr_expect_str_eq(cJSON_GetObjectItem(as, "dtype")->valuestring, "bf16");
+    cJSON_Delete(r);
+}

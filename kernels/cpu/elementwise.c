@@ -13,6 +13,13 @@ void        embed_forward(float *out, const float *table, const int32_t *ids, in
         gemm_unpack_row(out + (size_t)r * dim, table, ids[r], dim);
 }
 
+void embed_forward_fmt(float *out, const void *table, cpu_wfmt fmt, const int32_t *ids, int rows,
+                       int dim) {
+#pragma omp parallel for schedule(static) if ((size_t)rows * dim >= CPU_PAR_MIN_WORK)
+    for (int r = 0; r < rows; r++)
+        gemm_unpack_row_fmt(out + (size_t)r * dim, table, fmt, ids[r], dim);
+}
+
 void        pos_embed_add(float *out, const float *table, const int32_t *pos, int rows, int dim) {
 #pragma omp parallel for schedule(static) if ((size_t)rows * dim >= CPU_PAR_MIN_WORK)
     for (int r = 0; r < rows; r++) {

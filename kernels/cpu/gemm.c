@@ -9,7 +9,12 @@
  * GEMM_KC-long slice of k, each weight panel slice is applied to every micro-panel while it is
  * hot in L1/L2. The micro-kernel keeps an mr x 32 tile of C in registers (AVX-512: 12 x 32 =
  * 24 zmm accumulators; AVX2: 6 x 16 per call; a portable fmaf loop otherwise), chosen at run
- * time, compiled with function-level target attributes so the build flags stay generic. */
+ * time, compiled with function-level target attributes so the build flags stay generic.
+ *
+ * Weight formats (ops.h): the AVX-512 micro-kernel decodes bf16 and Q8_0 weights in registers as
+ * it streams a panel (decode reads each weight once, so fewer bytes is the speed-up); the AVX2 and
+ * portable paths decode a panel's k slice into an f32 buffer first. Both give the exact f32 value
+ * of each weight, so every path keeps the f32 contract. */
 #include <float.h>
 #include <immintrin.h>
 #include <math.h>
@@ -17,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/dtype.h"
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/vmath.h"
 
@@ -70,6 +76,134 @@ void gemm_unpack_row(float *dst, const float *packed, int row, int k) {
         dst[kk] = s[(size_t)kk * GEMM_NR];
 }
 
+/* ---- weight formats ---------------------------------------------------------------------- */
+
+/* k rounded up to whole Q8_0 blocks */
+static size_t q8_blocks(int k) { return ((size_t)k + GEMM_NR - 1) / GEMM_NR; }
+
+/* Bytes of one packed panel (32 output features, all of k). */
+static size_t panel_bytes(cpu_wfmt fmt, int k) {
+    switch (fmt) {
+    case CPU_W_BF16: return (size_t)GEMM_NR * k * sizeof(uint16_t);
+    case CPU_W_Q8_0: return q8_blocks(k) * CPU_Q8_BLOCK_BYTES;
+    default: return (size_t)GEMM_NR * k * sizeof(float);
+    }
+}
+
+size_t gemm_packed_bytes(cpu_wfmt fmt, int n, int k) {
+    return (size_t)((n + GEMM_NR - 1) / GEMM_NR) * panel_bytes(fmt, k);
+}
+
+/* One Q8_0 block of 32 values as GGUF quantizes it: d = amax / 127 (stored as f16), q =
+ * roundf(x * (1 / d)) with the unrounded d. *d gets the f16 scale as f32. */
+static void q8_quantize(float *d, int8_t *q, const float *x, int n) {
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++)
+        amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
+    float dd = amax / 127.0f, id = dd != 0.0f ? 1.0f / dd : 0.0f;
+    for (int i = 0; i < GEMM_NR; i++) {
+        /* |x * id| <= 127 for finite weights; a NaN or infinite weight must not reach the int
+         * conversion (undefined behaviour): it becomes 0 */
+        float r = i < n ? roundf(x[i] * id) : 0.0f;
+        q[i]    = (int8_t)(r >= -128.0f && r <= 127.0f ? r : 0.0f);
+    }
+    *d = f16_to_f32(f32_to_f16(dd));
+}
+
+/* Panel p of a Q8_0 weight, from f32 rows (quantized) or from GGUF blocks (copied). */
+static void q8_pack_panel(char *dst, int p, int n, int k, const void *src, int gguf) {
+    int8_t q[GEMM_NR];
+    for (size_t b = 0; b < q8_blocks(k); b++) {
+        char   *blk = dst + b * CPU_Q8_BLOCK_BYTES;
+        float  *ds  = (float *)blk;
+        int8_t *qs  = (int8_t *)(blk + GEMM_NR * sizeof(float));
+        int     kn  = k - (int)b * GEMM_NR < GEMM_NR ? k - (int)b * GEMM_NR : GEMM_NR;
+        for (int j = 0; j < GEMM_NR; j++) {
+            int r = p * GEMM_NR + j;
+            if (r >= n) {
+                ds[j] = 0.0f;
+                memset(q, 0, sizeof q);
+            } else if (gguf) { /* 34-byte GGUF blocks: f16 d, 32 int8 */
+                const unsigned char *g =
+                    (const unsigned char *)src + ((size_t)r * q8_blocks(k) + b) * 34;
+                uint16_t h;
+                memcpy(&h, g, 2);
+                ds[j] = f16_to_f32(h);
+                memcpy(q, g + 2, GEMM_NR);
+            } else {
+                q8_quantize(&ds[j], q, (const float *)src + (size_t)r * k + b * GEMM_NR, kn);
+            }
+            for (int i = 0; i < GEMM_NR; i++)
+                qs[i * GEMM_NR + j] = q[i];
+        }
+    }
+}
+
+void gemm_pack_fmt(void *dst, cpu_wfmt fmt, const float *w, int n, int k) {
+    if (fmt == CPU_W_F32) {
+        gemm_pack(dst, w, n, k);
+        return;
+    }
+    int n_panels = (n + GEMM_NR - 1) / GEMM_NR;
+#pragma omp parallel for schedule(static) if ((size_t)n * k >= 4 * CPU_PAR_MIN_WORK)
+    for (int p = 0; p < n_panels; p++) {
+        char *d = (char *)dst + (size_t)p * panel_bytes(fmt, k);
+        if (fmt == CPU_W_Q8_0) {
+            q8_pack_panel(d, p, n, k, w, 0);
+            continue;
+        }
+        uint16_t *h = (uint16_t *)d;
+        for (int j = 0; j < GEMM_NR; j++) {
+            int r = p * GEMM_NR + j;
+            for (int kk = 0; kk < k; kk++)
+                h[(size_t)kk * GEMM_NR + j] = r < n ? f32_to_bf16(w[(size_t)r * k + kk]) : 0;
+        }
+    }
+}
+
+void gemm_pack_q8_0(void *dst, const void *blocks, int n, int k) {
+    int n_panels = (n + GEMM_NR - 1) / GEMM_NR;
+#pragma omp parallel for schedule(static) if ((size_t)n * k >= 4 * CPU_PAR_MIN_WORK)
+    for (int p = 0; p < n_panels; p++)
+        q8_pack_panel((char *)dst + (size_t)p * panel_bytes(CPU_W_Q8_0, k), p, n, k, blocks, 1);
+}
+
+/* w (kc, 32) f32 = a panel's k slice decoded (slice: its first element or Q8_0 block). */
+static void decode_slice(float *w, const void *slice, cpu_wfmt fmt, int kc) {
+    if (fmt == CPU_W_BF16) {
+        const uint16_t *h = slice;
+        for (size_t i = 0; i < (size_t)kc * GEMM_NR; i++)
+            w[i] = bf16_to_f32(h[i]);
+        return;
+    }
+    for (int kk = 0; kk < kc; kk++) {
+        const char   *blk = (const char *)slice + (size_t)kk / GEMM_NR * CPU_Q8_BLOCK_BYTES;
+        const float  *ds  = (const float *)blk;
+        const int8_t *qs = (const int8_t *)(blk + GEMM_NR * sizeof(float)) + kk % GEMM_NR * GEMM_NR;
+        for (int j = 0; j < GEMM_NR; j++)
+            w[(size_t)kk * GEMM_NR + j] = ds[j] * (float)qs[j];
+    }
+}
+
+void gemm_unpack_row_fmt(float *dst, const void *packed, cpu_wfmt fmt, int row, int k) {
+    const char *panel = (const char *)packed + (size_t)(row / GEMM_NR) * panel_bytes(fmt, k);
+    int         j     = row % GEMM_NR;
+    if (fmt == CPU_W_F32) {
+        gemm_unpack_row(dst, packed, row, k);
+    } else if (fmt == CPU_W_BF16) {
+        const uint16_t *h = (const uint16_t *)panel + j;
+        for (int kk = 0; kk < k; kk++)
+            dst[kk] = bf16_to_f32(h[(size_t)kk * GEMM_NR]);
+    } else {
+        for (int kk = 0; kk < k; kk++) {
+            const char *blk = panel + (size_t)kk / GEMM_NR * CPU_Q8_BLOCK_BYTES;
+            int8_t      q =
+                ((const int8_t *)(blk + GEMM_NR * sizeof(float)))[(kk % GEMM_NR) * GEMM_NR + j];
+            dst[kk] = ((const float *)blk)[j] * (float)q;
+        }
+    }
+}
+
 /* xp = x (m, k) as micro-panels: panel b (rows b*MR .. +mr) at xp + b*MR*k, element (i, kk) at
  * kk*mr + i, so a micro-kernel reads its rows' k-th values contiguously. This packs panel b. */
 static void pack_rows(float *xp, const float *x, int m, int k, int b) {
@@ -89,8 +223,35 @@ static void pack_rows(float *xp, const float *x, int m, int k, int b) {
 #define TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
-static TARGET_AVX512 ALWAYS_INLINE void mk512_rows(const int MR, int kc, const float *x,
-                                                   const float *w, float *c, size_t ldc, int acc) {
+/* The 32 weights of row k of a panel slice (kb a multiple of 32, so Q8_0 blocks start at 0),
+ * decoded to f32 exactly: bf16 shifted into place; Q8_0 int8 widened and times its f16 scale. */
+static TARGET_AVX512 ALWAYS_INLINE void w512_load(const int FMT, const void *w, int k, __m512 *w0,
+                                                  __m512 *w1) {
+    if (FMT == CPU_W_BF16) {
+        const uint16_t *h = (const uint16_t *)w + (size_t)k * GEMM_NR;
+        *w0               = _mm512_castsi512_ps(
+                          _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)h)), 16));
+        *w1 = _mm512_castsi512_ps(_mm512_slli_epi32(
+            _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(h + 16))), 16));
+    } else if (FMT == CPU_W_Q8_0) {
+        const char  *blk = (const char *)w + (size_t)(k / GEMM_NR) * CPU_Q8_BLOCK_BYTES;
+        const float *ds  = (const float *)blk;
+        const char  *qs  = blk + GEMM_NR * sizeof(float) + (k % GEMM_NR) * GEMM_NR;
+        *w0              = _mm512_mul_ps(
+                         _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)qs))),
+                         _mm512_loadu_ps(ds));
+        *w1 = _mm512_mul_ps(
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(qs + 16)))),
+            _mm512_loadu_ps(ds + 16));
+    } else {
+        *w0 = _mm512_loadu_ps((const float *)w + (size_t)k * GEMM_NR);
+        *w1 = _mm512_loadu_ps((const float *)w + (size_t)k * GEMM_NR + 16);
+    }
+}
+
+static TARGET_AVX512 ALWAYS_INLINE void mk512_rows(const int FMT, const int MR, int kc,
+                                                   const float *x, const void *w, float *c,
+                                                   size_t ldc, int acc) {
     __m512 c0[GEMM_MR], c1[GEMM_MR];
 #pragma GCC unroll 12
     for (int i = 0; i < MR; i++) {
@@ -98,8 +259,8 @@ static TARGET_AVX512 ALWAYS_INLINE void mk512_rows(const int MR, int kc, const f
         c1[i] = acc ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
     }
     for (int k = 0; k < kc; k++) {
-        __m512 w0 = _mm512_loadu_ps(w + (size_t)k * GEMM_NR);
-        __m512 w1 = _mm512_loadu_ps(w + (size_t)k * GEMM_NR + 16);
+        __m512 w0, w1;
+        w512_load(FMT, w, k, &w0, &w1);
 #pragma GCC unroll 12
         for (int i = 0; i < MR; i++) {
             __m512 xv = _mm512_set1_ps(x[(size_t)k * MR + i]);
@@ -114,25 +275,38 @@ static TARGET_AVX512 ALWAYS_INLINE void mk512_rows(const int MR, int kc, const f
     }
 }
 
-static TARGET_AVX512 void mk512(int mr, int kc, const float *x, const float *w, float *c,
-                                size_t ldc, int acc) {
-    switch (mr) {
-#define MK512_CASE(n)                                                                              \
-    case n: mk512_rows(n, kc, x, w, c, ldc, acc); break;
-        MK512_CASE(1)
-        MK512_CASE(2)
-        MK512_CASE(3)
-        MK512_CASE(4)
-        MK512_CASE(5)
-        MK512_CASE(6)
-        MK512_CASE(7)
-        MK512_CASE(8)
-        MK512_CASE(9)
-        MK512_CASE(10)
-        MK512_CASE(11)
-        MK512_CASE(12)
-#undef MK512_CASE
+/* FMT_ is a literal so that each format gets its own unrolled kernels */
+#define MK512_FN(name, FMT_)                                                                       \
+    static TARGET_AVX512 void name(int mr, int kc, const float *x, const void *w, float *c,        \
+                                   size_t ldc, int acc) {                                          \
+        switch (mr) {                                                                              \
+        case 1: mk512_rows(FMT_, 1, kc, x, w, c, ldc, acc); break;                                 \
+        case 2: mk512_rows(FMT_, 2, kc, x, w, c, ldc, acc); break;                                 \
+        case 3: mk512_rows(FMT_, 3, kc, x, w, c, ldc, acc); break;                                 \
+        case 4: mk512_rows(FMT_, 4, kc, x, w, c, ldc, acc); break;                                 \
+        case 5: mk512_rows(FMT_, 5, kc, x, w, c, ldc, acc); break;                                 \
+        case 6: mk512_rows(FMT_, 6, kc, x, w, c, ldc, acc); break;                                 \
+        case 7: mk512_rows(FMT_, 7, kc, x, w, c, ldc, acc); break;                                 \
+        case 8: mk512_rows(FMT_, 8, kc, x, w, c, ldc, acc); break;                                 \
+        case 9: mk512_rows(FMT_, 9, kc, x, w, c, ldc, acc); break;                                 \
+        case 10: mk512_rows(FMT_, 10, kc, x, w, c, ldc, acc); break;                               \
+        case 11: mk512_rows(FMT_, 11, kc, x, w, c, ldc, acc); break;                               \
+        case 12: mk512_rows(FMT_, 12, kc, x, w, c, ldc, acc); break;                               \
+        }                                                                                          \
     }
+MK512_FN(mk512_f32, CPU_W_F32)
+MK512_FN(mk512_bf16, CPU_W_BF16)
+MK512_FN(mk512_q8, CPU_W_Q8_0)
+#undef MK512_FN
+
+static void mk512(cpu_wfmt fmt, int mr, int kc, const float *x, const void *w, float *c, size_t ldc,
+                  int acc) {
+    if (fmt == CPU_W_BF16)
+        mk512_bf16(mr, kc, x, w, c, ldc, acc);
+    else if (fmt == CPU_W_Q8_0)
+        mk512_q8(mr, kc, x, w, c, ldc, acc);
+    else
+        mk512_f32(mr, kc, x, w, c, ldc, acc);
 }
 
 /* AVX2: up to 6 rows x 16 columns per call (12 accumulators of the 16 ymm registers). */
@@ -192,11 +366,13 @@ static void mk_scalar(int mr, int kc, const float *x, const float *w, float *c, 
         }
 }
 
-/* One micro-tile: rows of c (mr, nc <= 32 valid columns). A partial panel (the last one when n
- * is not a multiple of 32) runs through a local full-width tile. bias (NULL: none) is added
- * after the last k slice. */
-static void micro_tile(int isa, int mr, int kc, const float *x, const float *w, float *c,
-                       size_t ldc, int nc, int acc, const float *bias) {
+/* One micro-tile: rows of c (mr, nc <= 32 valid columns). w: the weight panel's k slice (f32:
+ * floats; other formats: the slice's first element or block). A partial panel (the last one when
+ * n is not a multiple of 32) runs through a local full-width tile. bias (NULL: none) is added
+ * after the last k slice. Below AVX-512 a non-f32 slice is decoded into wdec first (kc x 32
+ * floats): the same decoded values, so the same bits. */
+static void micro_tile(int isa, cpu_wfmt fmt, int mr, int kc, const float *x, const void *w,
+                       float *wdec, float *c, size_t ldc, int nc, int acc, const float *bias) {
     float  tile[GEMM_MR * GEMM_NR];
     float *t  = c;
     size_t ld = ldc;
@@ -207,12 +383,19 @@ static void micro_tile(int isa, int mr, int kc, const float *x, const float *w, 
             for (int j = 0; j < GEMM_NR; j++)
                 tile[i * GEMM_NR + j] = acc && j < nc ? c[i * ldc + j] : 0.0f;
     }
-    if (isa == 2)
-        mk512(mr, kc, x, w, t, ld, acc);
-    else if (isa == 1)
-        mk256(mr, kc, x, w, t, ld, acc);
-    else
-        mk_scalar(mr, kc, x, w, t, ld, acc);
+    if (isa == 2) {
+        mk512(fmt, mr, kc, x, w, t, ld, acc);
+    } else {
+        const float *wf = w;
+        if (fmt != CPU_W_F32) {
+            decode_slice(wdec, w, fmt, kc);
+            wf = wdec;
+        }
+        if (isa == 1)
+            mk256(mr, kc, x, wf, t, ld, acc);
+        else
+            mk_scalar(mr, kc, x, wf, t, ld, acc);
+    }
     if (t != c)
         for (int i = 0; i < mr; i++)
             memcpy(c + i * ldc, tile + i * GEMM_NR, (size_t)nc * sizeof(float));
@@ -220,6 +403,16 @@ static void micro_tile(int isa, int mr, int kc, const float *x, const float *w, 
         for (int i = 0; i < mr; i++)
             for (int j = 0; j < nc; j++)
                 c[i * ldc + j] += bias[j];
+}
+
+/* The k slice [kb, ..) of panel p: its first element (f32, bf16) or block (Q8_0). */
+static const void *panel_slice(const void *wp, cpu_wfmt fmt, int p, int k, int kb) {
+    const char *panel = (const char *)wp + (size_t)p * panel_bytes(fmt, k);
+    switch (fmt) {
+    case CPU_W_BF16: return panel + (size_t)kb * GEMM_NR * sizeof(uint16_t);
+    case CPU_W_Q8_0: return panel + (size_t)kb / GEMM_NR * CPU_Q8_BLOCK_BYTES;
+    default: return panel + (size_t)kb * GEMM_NR * sizeof(float);
+    }
 }
 
 /* ---- driver ------------------------------------------------------------------------------ */
@@ -232,8 +425,8 @@ size_t cpu_head_scratch_floats(int dim, int vocab) {
 
 /* out (m, n; leading dimension ldo) = x (m, k) @ W^T + bias, W packed. xp: m*k floats.
  * gelu: then gelu_new on each finished tile (elementwise, so the bits are gelu_new_forward's). */
-static void gemm_run(float *out, size_t ldo, float *xp, const float *x, const float *wp,
-                     const float *bias, int m, int k, int n, int gelu) {
+static void gemm_run(float *out, size_t ldo, float *xp, const float *x, const void *wp,
+                     cpu_wfmt fmt, const float *bias, int m, int k, int n, int gelu) {
     if (m <= 0 || n <= 0)
         return;
     int isa      = cpu_gemm_isa();
@@ -247,12 +440,18 @@ static void gemm_run(float *out, size_t ldo, float *xp, const float *x, const fl
     size_t work = (size_t)m * k * n;
     /* one region: the threads pack X, meet at the for's barrier, then take tasks (a separate
      * packing region, serial for decode-sized X, left the other threads spinning) */
+    /* one row (decode) is its own micro-panel ([k][1] is x): no packing, so no barrier before
+     * the tasks; the region's end is the only one */
+    const float *xs = m == 1 ? x : xp;
 #pragma omp parallel if (n_tasks > 1 && work >= 8 * CPU_PAR_MIN_WORK)
     {
+        if (m > 1) {
 #pragma omp for schedule(static)
-        for (int b = 0; b < n_blocks; b++)
-            pack_rows(xp, x, m, k, b);
-#pragma omp for schedule(dynamic, 1)
+            for (int b = 0; b < n_blocks; b++)
+                pack_rows(xp, x, m, k, b);
+        }
+        float wdec[GEMM_KC * GEMM_NR]; /* a decoded weight slice, below AVX-512 only */
+#pragma omp for schedule(dynamic, 1) nowait
         for (int task = 0; task < n_tasks; task++) {
             int b0 = task / n_pgroups * GEMM_RB, p0 = task % n_pgroups * pb;
             int b1 = b0 + GEMM_RB < n_blocks ? b0 + GEMM_RB : n_blocks;
@@ -260,13 +459,13 @@ static void gemm_run(float *out, size_t ldo, float *xp, const float *x, const fl
             for (int kb = 0; kb < k; kb += GEMM_KC) {
                 int kc = k - kb < GEMM_KC ? k - kb : GEMM_KC, last = kb + kc == k;
                 for (int p = p0; p < p1; p++) {
-                    const float *w  = wp + (size_t)p * GEMM_NR * k + (size_t)kb * GEMM_NR;
-                    int          nc = n - p * GEMM_NR < GEMM_NR ? n - p * GEMM_NR : GEMM_NR;
+                    const void *w  = panel_slice(wp, fmt, p, k, kb);
+                    int         nc = n - p * GEMM_NR < GEMM_NR ? n - p * GEMM_NR : GEMM_NR;
                     for (int b = b0; b < b1; b++) {
                         int    mr = m - b * GEMM_MR < GEMM_MR ? m - b * GEMM_MR : GEMM_MR;
                         float *c  = out + (size_t)b * GEMM_MR * ldo + (size_t)p * GEMM_NR;
-                        micro_tile(isa, mr, kc, xp + (size_t)b * GEMM_MR * k + (size_t)kb * mr, w,
-                                   c, ldo, nc, kb > 0,
+                        micro_tile(isa, fmt, mr, kc, xs + (size_t)b * GEMM_MR * k + (size_t)kb * mr,
+                                   w, wdec, c, ldo, nc, kb > 0,
                                    last && bias ? bias + (size_t)p * GEMM_NR : NULL);
                         if (last && gelu)
                             for (int i = 0; i < mr; i++)
@@ -279,14 +478,19 @@ static void gemm_run(float *out, size_t ldo, float *xp, const float *x, const fl
     }
 }
 
+void matmul_forward_fmt(float *out, float *scratch, const float *x, const void *w, cpu_wfmt fmt,
+                        const float *bias, int rows, int in, int out_dim, int gelu) {
+    gemm_run(out, (size_t)out_dim, scratch, x, w, fmt, bias, rows, in, out_dim, gelu);
+}
+
 void matmul_forward(float *out, float *scratch, const float *x, const float *w, const float *bias,
                     int rows, int in, int out_dim) {
-    gemm_run(out, (size_t)out_dim, scratch, x, w, bias, rows, in, out_dim, 0);
+    gemm_run(out, (size_t)out_dim, scratch, x, w, CPU_W_F32, bias, rows, in, out_dim, 0);
 }
 
 void matmul_gelu_forward(float *out, float *scratch, const float *x, const float *w,
                          const float *bias, int rows, int in, int out_dim) {
-    gemm_run(out, (size_t)out_dim, scratch, x, w, bias, rows, in, out_dim, 1);
+    gemm_run(out, (size_t)out_dim, scratch, x, w, CPU_W_F32, bias, rows, in, out_dim, 1);
 }
 
 /* ---- LM head ----------------------------------------------------------------------------- */
@@ -346,13 +550,27 @@ static VM_AVX512 void row_stats512(const float *l, int vocab, int *am, float *mx
     *sum = vm_fold512d(lo, hi);
 }
 
+void logits_row_stats(const float *l, int vocab, int *am, float *mx, double *sum) {
+    if (cpu_gemm_isa() == 2)
+        row_stats512(l, vocab, am, mx, sum);
+    else
+        row_stats(l, vocab, am, mx, sum);
+}
+
 void target_logprob_forward(float *out_logprob, uint8_t *out_is_max, float *scratch, const float *h,
                             const float *w, const int32_t *target, int rows, int dim, int vocab) {
+    target_logprob_forward_fmt(out_logprob, out_is_max, scratch, h, w, CPU_W_F32, target, rows, dim,
+                               vocab);
+}
+
+void target_logprob_forward_fmt(float *out_logprob, uint8_t *out_is_max, float *scratch,
+                                const float *h, const void *w, cpu_wfmt fmt, const int32_t *target,
+                                int rows, int dim, int vocab) {
     float *xp = scratch, *logits = scratch + (size_t)HEAD_ROWS * dim;
     int    simd = cpu_gemm_isa() == 2;
     for (int r0 = 0; r0 < rows; r0 += HEAD_ROWS) {
         int n = rows - r0 < HEAD_ROWS ? rows - r0 : HEAD_ROWS;
-        gemm_run(logits, (size_t)vocab, xp, h + (size_t)r0 * dim, w, NULL, n, dim, vocab, 0);
+        gemm_run(logits, (size_t)vocab, xp, h + (size_t)r0 * dim, w, fmt, NULL, n, dim, vocab, 0);
 #pragma omp parallel for schedule(static) if ((size_t)n * vocab * 8 >= CPU_PAR_MIN_WORK)
         for (int i = 0; i < n; i++) {
             const float *l = logits + (size_t)i * vocab;
@@ -384,10 +602,15 @@ static int row_argmax(const float *l, int vocab) {
 
 void argmax_forward(int32_t *out_id, float *scratch, const float *h, const float *w, int rows,
                     int dim, int vocab) {
+    argmax_forward_fmt(out_id, scratch, h, w, CPU_W_F32, rows, dim, vocab);
+}
+
+void argmax_forward_fmt(int32_t *out_id, float *scratch, const float *h, const void *w,
+                        cpu_wfmt fmt, int rows, int dim, int vocab) {
     float *xp = scratch, *logits = scratch + (size_t)HEAD_ROWS * dim;
     for (int r0 = 0; r0 < rows; r0 += HEAD_ROWS) {
         int n = rows - r0 < HEAD_ROWS ? rows - r0 : HEAD_ROWS;
-        gemm_run(logits, (size_t)vocab, xp, h + (size_t)r0 * dim, w, NULL, n, dim, vocab, 0);
+        gemm_run(logits, (size_t)vocab, xp, h + (size_t)r0 * dim, w, fmt, NULL, n, dim, vocab, 0);
 #pragma omp parallel for schedule(static) if ((size_t)n * vocab >= CPU_PAR_MIN_WORK)
         for (int i = 0; i < n; i++)
             out_id[r0 + i] = row_argmax(logits + (size_t)i * vocab, vocab);

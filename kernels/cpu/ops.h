@@ -35,6 +35,31 @@
  * microseconds, far more when the cores are oversubscribed and threads spin at barriers. */
 #define CPU_PAR_MIN_WORK (1 << 16)
 
+/* Weight formats (the element of the panel layout above):
+ *   CPU_W_F32   f32.
+ *   CPU_W_BF16  bf16 (the upper half of an f32; gemm_pack rounds to nearest even).
+ *   CPU_W_Q8_0  GGUF's Q8_0: for each output feature, each run of 32 consecutive k holds 32 int8
+ *               q and one scale d (an f16 value, kept as f32); the weight is d * q. gemm_pack
+ *               quantizes as GGUF defines it (d = max|w| / 127 rounded to f16, q = roundf(w *
+ * (1/d)) with the unrounded d); gemm_pack_q8_0 copies GGUF blocks as they are. Layout of Q8_0: k is
+ * padded to a multiple of 32 (zeros); panel p holds, for each k block b, 32 f32 scales (j = 0..31)
+ * then 32 x 32 int8 in [kk][j] order (CPU_Q8_BLOCK_BYTES). Every decoded weight is exactly an f32
+ * (bf16 widens; an f16 times an int8 needs 18 bits), and the GEMM contract below applies to the
+ * decoded weights: a format's results are bitwise those of the f32 GEMM on the weights the format
+ * decodes to, whatever the ISA. */
+typedef enum cpu_wfmt { CPU_W_F32 = 0, CPU_W_BF16, CPU_W_Q8_0 } cpu_wfmt;
+#define CPU_Q8_BLOCK_BYTES (CPU_PANEL * 4 + CPU_PANEL * CPU_PANEL)
+
+/* Bytes of a packed (n, k) weight in format fmt. */
+size_t gemm_packed_bytes(cpu_wfmt fmt, int n, int k);
+/* dst (gemm_packed_bytes(fmt, n, k)) = w (n, k) row-major f32, packed in format fmt. */
+void gemm_pack_fmt(void *dst, cpu_wfmt fmt, const float *w, int n, int k);
+/* dst (gemm_packed_bytes(CPU_W_Q8_0, n, k)) = GGUF Q8_0 blocks (n rows of k / 32 blocks of 34
+ * bytes: f16 d, then 32 int8), without decoding. k must be a multiple of 32. */
+void gemm_pack_q8_0(void *dst, const void *blocks, int n, int k);
+/* dst (k) = row `row` of a packed (n, k) weight in format fmt, decoded to f32. */
+void gemm_unpack_row_fmt(float *dst, const void *packed, cpu_wfmt fmt, int row, int k);
+
 /* Floats of a packed (n, k) weight: n rounded up to a multiple of CPU_PANEL, times k. */
 size_t gemm_packed_floats(int n, int k);
 /* dst (gemm_packed_floats(n, k)) = w (n, k) row-major, packed. */
@@ -52,6 +77,8 @@ size_t cpu_head_scratch_floats(int dim, int vocab);
 
 /* out (rows, dim) = table[ids[r]], table (vocab, dim) packed like a linear weight */
 void embed_forward(float *out, const float *table, const int32_t *ids, int rows, int dim);
+void embed_forward_fmt(float *out, const void *table, cpu_wfmt fmt, const int32_t *ids, int rows,
+                       int dim);
 /* out (rows, dim) += table[pos[r]] (max_pos, dim) — GPT-2 learned positions */
 void pos_embed_add(float *out, const float *table, const int32_t *pos, int rows, int dim);
 /* out (rows, dim) = x * rsqrt(mean(x^2) + eps) * w — Llama RMSNorm; out may alias x */
@@ -64,6 +91,9 @@ void layernorm_forward(float *out, const float *x, const float *w, const float *
  * Parallel (OpenMP) over row blocks and weight panels, so one decode row uses every core. */
 void matmul_forward(float *out, float *scratch, const float *x, const float *w, const float *bias,
                     int rows, int in, int out_dim);
+/* matmul_forward on a weight packed in format fmt (gemm_pack_fmt). */
+void matmul_forward_fmt(float *out, float *scratch, const float *x, const void *w, cpu_wfmt fmt,
+                        const float *bias, int rows, int in, int out_dim, int gelu);
 /* out (rows, out_dim) = gelu_new(matmul_forward(x, w, bias)), the activation applied to each
  * output tile as its task finishes it: one parallel region (and barrier) instead of two, and
  * the tile is still in cache. Bitwise the same as matmul_forward then gelu_new_forward. */
@@ -117,8 +147,17 @@ int attention_paged_forward(float *out, const float *q, const float *k_pool, con
  * scratch: cpu_head_scratch_floats(dim, vocab) floats. */
 void target_logprob_forward(float *out_logprob, uint8_t *out_is_max, float *scratch, const float *h,
                             const float *w, const int32_t *target, int rows, int dim, int vocab);
+void target_logprob_forward_fmt(float *out_logprob, uint8_t *out_is_max, float *scratch,
+                                const float *h, const void *w, cpu_wfmt fmt, const int32_t *target,
+                                int rows, int dim, int vocab);
+/* Statistics of one row of logits (vocab), as the head computes them: *am the first index of
+ * the largest (NaN never wins), *mx that logit, *sum = sum of exp(l - mx) in double over 16
+ * lanes; the AVX-512 and portable forms give the same bits. */
+void logits_row_stats(const float *l, int vocab, int *am, float *mx, double *sum);
 /* out_id[r] = argmax(h[r] @ w^T) (lowest index on ties); same scratch as above. */
 void argmax_forward(int32_t *out_id, float *scratch, const float *h, const float *w, int rows,
                     int dim, int vocab);
+void argmax_forward_fmt(int32_t *out_id, float *scratch, const float *h, const void *w,
+                        cpu_wfmt fmt, int rows, int dim, int vocab);
 
 #endif

@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# bench/cpu_decode_bench.sh — CPU prompt processing and decode: assay against llama.cpp's
+# llama-bench on the same weights, same threads, in one run, at f32, bf16 and Q8_0.
+#
+#   bash bench/cpu_decode_bench.sh [MODEL_DIR]      (default build/models/smollm2-135m, which
+#                                                    tools/fetch_smollm2.sh makes)
+# What it does:
+#   1. checks for what it needs (cc, make, cmake, python3 with pip, curl or a PyPI mirror);
+#   2. builds llama.cpp's llama-bench (and convert_hf_to_gguf.py's gguf package) from the source
+#      in PyPI's llama-cpp-python sdist: `pip download --no-binary llama-cpp-python --no-deps
+#      llama-cpp-python` into $WORK (nothing of it is committed; reused when already built).
+#      Not `--no-binary :all:`: that also builds the sdist's build backend and its tools (cmake
+#      among them) from source just to read its metadata, which takes longer than the bench;
+#   3. makes GGUF files of the same weights at f32, bf16 and q8_0: with llama-quantize from
+#      $GGUF_SRC (default: the Q4_1 GGUF that tools/fetch_smollm2.sh converted into MODEL_DIR, so
+#      both programs run exactly the same dequantized weights), else with llama.cpp's
+#      convert_hf_to_gguf.py from MODEL_DIR ($PYTHON with numpy, torch, sentencepiece);
+#   4. runs llama-bench (-p $PP -n $TG, -t $THREADS, -r $REPS) on each GGUF and, interleaved, assay
+#      on MODEL_DIR with --weights f32|bf16|q8_0: prompt processing as `assay ppl` tokens/s over
+#      one $PP-token window and decode as `assay generate` new tokens/s over $TG tokens from a
+#      short prompt (both print their rate; best of $REPS);
+#   5. prints a markdown table with the load average next to each number and leaves it in $OUT.
+# Env: WORK (default build/llamacpp), OUT (default build/cpu-decode-results), THREADS (default
+# nproc), PP (512), TG (64), REPS (3), SKIP_LLAMA=1 (assay only), GGUF_SRC, PYTHON (python3).
+# The machine may be shared: every row carries the 1-minute load average when it ran.
+set -uo pipefail
+cd "$(dirname "$0")/.." || exit 1
+
+MODEL=${1:-build/models/smollm2-135m}
+WORK=${WORK:-build/llamacpp}
+OUT=${OUT:-build/cpu-decode-results}
+THREADS=${THREADS:-$(nproc)}
+PP=${PP:-512}
+TG=${TG:-64}
+REPS=${REPS:-3}
+PYTHON=${PYTHON:-python3}
+GGUF_SRC=${GGUF_SRC:-$(dirname "$MODEL")/cache/SmolLM2-135M-Instruct.Q4_1.gguf}
+mkdir -p "$WORK" "$OUT"
+WORK=$(cd "$WORK" && pwd)
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+
+need() { command -v "$1" >/dev/null 2>&1 || { echo "bench: $1 is missing ($2)" >&2; exit 2; }; }
+need cc "apt-get install build-essential"
+need make "apt-get install make"
+need python3 "apt-get install python3"
+if [ -z "${SKIP_LLAMA:-}" ]; then
+  need cmake "apt-get install cmake"
+  need c++ "apt-get install g++"
+fi
+[ -f "$MODEL/config.json" ] || { echo "bench: $MODEL/config.json missing (tools/fetch_smollm2.sh build/assay $MODEL)" >&2; exit 2; }
+
+make -j2 CUDA=0 >/dev/null || { echo "bench: building assay failed" >&2; exit 1; }
+load() { cut -d' ' -f1 /proc/loadavg; }
+
+LB=$WORK/build/bin/llama-bench
+LQ=$WORK/build/bin/llama-quantize
+if [ -z "${SKIP_LLAMA:-}" ] && { [ ! -x "$LB" ] || [ ! -x "$LQ" ]; }; then
+  echo "bench: fetching llama-cpp-python's sdist from PyPI" >&2
+  python3 -m pip download --no-binary llama-cpp-python --no-deps -d "$WORK/sdist" llama-cpp-python >&2 ||
+    { echo "bench: pip download llama-cpp-python failed" >&2; exit 1; }
+  tgz=$(ls "$WORK"/sdist/llama_cpp_python-*.tar.gz | head -1)
+  [ -d "${tgz%.tar.gz}" ] || tar -xzf "$tgz" -C "$WORK" || exit 1
+  src=$(ls -d "$WORK"/llama_cpp_python-*/vendor/llama.cpp | head -1)
+  ln -sfn "$src" "$WORK/src"
+  echo "bench: building llama-bench from $src" >&2
+  cmake -S "$src" -B "$WORK/build" -DCMAKE_BUILD_TYPE=Release -DGGML_NATIVE=ON \
+    -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF >&2 &&
+    cmake --build "$WORK/build" --target llama-bench llama-quantize -j 2 >&2 ||
+    { echo "bench: building llama-bench failed" >&2; exit 1; }
+fi
+
+# GGUF files of the same weights (llama.cpp's converter, its own gguf package from the sdist)
+if [ -z "${SKIP_LLAMA:-}" ]; then
+  for t in f32 bf16 q8_0; do
+    g=$WORK/model-$t.gguf
+    [ -s "$g" ] && continue
+    if [ -f "$GGUF_SRC" ]; then
+      "$LQ" --allow-requantize "$GGUF_SRC" "$g" "$(echo "$t" | tr a-z A-Z)" >&2
+    else
+      PYTHONPATH=$WORK/src/gguf-py "$PYTHON" "$WORK/src/convert_hf_to_gguf.py" "$MODEL" \
+        --outtype "$t" --outfile "$g" >&2
+    fi || { echo "bench: making the $t GGUF failed" >&2; exit 1; }
+  done
+fi
+
+# assay's inputs: one PP-token document (ppl with --ctx PP scores PP tokens in one window) and a
+# short prompt for decoding
+python3 - "$OUT/pp.txt" "$PP" <<'EOF'
+import sys
+words = ("the river ran low that autumn and the old ferryman spent his mornings mending nets "
+         "children came down to the bank after school to skip stones").split()
+open(sys.argv[1], "w").write(" ".join(words[i % len(words)] for i in range(int(sys.argv[2]) * 2)))
+EOF
+echo '{"prompt": "Once upon a time, in a small village by the sea, there lived"}' >"$OUT/prompt.jsonl"
+
+best() { sort -g | tail -1; }
+assay_pp() {
+  for _ in $(seq "$REPS"); do
+    ./build/assay ppl "$MODEL" "$OUT/pp.txt" --ctx "$PP" --threads "$THREADS" --weights "$1" 2>&1 |
+      sed -n 's/.*(\([0-9.]*\) tokens\/s).*/\1/p' | tail -1
+  done | best
+}
+assay_tg() {
+  for _ in $(seq "$REPS"); do
+    ./build/assay generate "$MODEL" --prompts "$OUT/prompt.jsonl" --max-new-tokens "$TG" \
+      --threads "$THREADS" --weights "$1" --output "$OUT/gen-$1.jsonl" 2>&1 |
+      sed -n 's/.* generated (\([0-9.]*\) tokens\/s).*/\1/p'
+  done | best
+}
+llama_rate() { # $1 gguf, $2 pp|tg
+  local args=(-p "$PP" -n 0)
+  [ "$2" = tg ] && args=(-p 0 -n "$TG")
+  "$LB" -m "$1" "${args[@]}" -t "$THREADS" -r "$REPS" -o csv 2>/dev/null |
+    python3 -c 'import csv,sys; r=list(csv.DictReader(sys.stdin)); print(r[-1]["avg_ts"] if r else "")'
+}
+
+table=$OUT/table.md
+{
+  echo "| weights | work | assay tok/s | llama.cpp tok/s | ratio | load avg (assay / llama.cpp) |"
+  echo "| --- | --- | ---: | ---: | ---: | --- |"
+} >"$table"
+for t in f32 bf16 q8_0; do
+  for work in pp tg; do
+    la=$(load)
+    if [ "$work" = pp ]; then a=$(assay_pp "$t"); else a=$(assay_tg "$t"); fi
+    l="" lb="-"
+    if [ -z "${SKIP_LLAMA:-}" ]; then
+      lb=$(load)
+      l=$(llama_rate "$WORK/model-$t.gguf" "$work")
+    fi
+    ratio=$(python3 -c "import sys; a,l=sys.argv[1:]; print(f'{float(a)/float(l):.2f}x' if a and l else '-')" "$a" "$l")
+    label=$([ "$work" = pp ] && echo "pp$PP" || echo "tg$TG")
+    printf '| %s | %s | %s | %s | %s | %s / %s |\n' "$t" "$label" "${a:--}" \
+      "$(python3 -c "import sys; print(f'{float(sys.argv[1]):.1f}' if sys.argv[1] else '-')" "$l")" \
+      "$ratio" "$la" "$lb" | tee -a "$table"
+  done
+done
+echo "bench: $THREADS threads, OMP_WAIT_POLICY=$OMP_WAIT_POLICY, $(nproc) cores; table in $table" >&2
