@@ -29,6 +29,17 @@ CFLAGS  ?= -O2 -g
 ASSAY_CFLAGS := -std=c11 -D_GNU_SOURCE $(WARN) -fopenmp -I. $(PKG_CFLAGS) $(BLAS_CFLAGS)
 LDLIBS  := $(PKG_LIBS) $(BLAS_LIBS) -fopenmp -lm -lpthread -ldl
 
+# MPI (harness/dist.c): Open MPI when pkg-config finds it; MPI=0 builds one-process only.
+MPI       ?= auto
+ifeq ($(MPI),auto)
+  MPI := $(if $(shell pkg-config --exists ompi-c 2>/dev/null && echo y),1,0)
+endif
+ifeq ($(MPI),1)
+  # -isystem: the MPI headers are not held to our warning flags
+  MPI_CFLAGS := -DASSAY_MPI=1 $(patsubst -I%,-isystem %,$(shell pkg-config --cflags ompi-c))
+  LDLIBS     += $(shell pkg-config --libs ompi-c)
+endif
+
 ifeq ($(SAN),1)
   B       ?= build/san
   SANFLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
@@ -72,6 +83,17 @@ $(shell mkdir -p $(B) && (test "$$(cat $(B)/commit.txt 2>/dev/null)" = '$(ASSAY_
   printf '%s' '$(ASSAY_COMMIT)' >$(B)/commit.txt))
 $(OBJDIR)/harness/eval.o: $(B)/commit.txt
 $(OBJDIR)/harness/eval.o $(OBJDIR)/harness/history.o: ASSAY_CFLAGS += -DASSAY_COMMIT='"$(ASSAY_COMMIT)"'
+
+# Only harness/dist.o sees MPI; it rebuilds when MPI is switched ($(B)/mpi.txt changes only then).
+$(shell mkdir -p $(B) && (test "$$(cat $(B)/mpi.txt 2>/dev/null)" = '$(MPI)' || \
+  printf '%s' '$(MPI)' >$(B)/mpi.txt))
+$(OBJDIR)/harness/dist.o: $(B)/mpi.txt
+$(OBJDIR)/harness/dist.o: ASSAY_CFLAGS += $(MPI_CFLAGS)
+# NCCL (a communicator for tensor-parallel work to come) where the CUDA toolkit has nccl.h; the
+# library itself is opened at run time.
+ifeq ($(CUDA)$(MPI)$(if $(wildcard $(CUDA_HOME)/include/nccl.h),1,0),111)
+$(OBJDIR)/harness/dist.o: ASSAY_CFLAGS += -DASSAY_NCCL=1
+endif
 
 # Objects of different variants never mix: each variant has its own object folder, and the
 # final artifacts relink when the variant changes.

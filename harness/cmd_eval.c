@@ -7,8 +7,10 @@
 #include "core/util.h"
 #include "harness/cli_common.h"
 #include "harness/commands.h"
+#include "harness/dist.h"
 #include "harness/eval.h"
 #include "harness/history.h"
+#include "harness/pipeline.h"
 #include "harness/tasks/tasks.h"
 
 static const char eval_usage[] =
@@ -76,6 +78,8 @@ static const char eval_help[] =
     "  --ctx N             model length for truncation (default: the model's max positions)\n"
     "  --window-tokens N   requests are built and scored N tokens at a time (default 4194304):\n"
     "                      memory is bounded by it; results are the same at any value\n"
+    "  --resume DIR        keep each window's results in DIR (per MPI rank) and reuse them when\n"
+    "                      the same command runs again: an interrupted run continues\n"
     "%s"
     "  --help              this text\n"
     "\n"
@@ -89,7 +93,7 @@ int cmd_eval(int argc, char **argv) {
     cli_common   cc        = {0};
     assay_error  err       = {0};
     const char  *model_dir = NULL, *tasks_arg = NULL, *data = NULL, *out = NULL, *price = NULL;
-    const char  *task_file = NULL;
+    const char  *task_file = NULL, *resume = NULL;
     int64_t      fewshot = -1, limit = 0, seed = 1234, ctx = 0, window = 0, max_gen = 0;
     int          log_samples = 0, rc, chat = 0, multiturn = 0, no_multiturn = 0;
     const char  *system_prompt = NULL;
@@ -112,6 +116,7 @@ int cmd_eval(int argc, char **argv) {
         {"--task-file", CLI_STR, &task_file, 0, 0, NULL},
         {"--ctx", CLI_INT, &ctx, 1, 1 << 24, NULL},
         {"--window-tokens", CLI_INT, &window, 1, INT64_MAX / 2, NULL},
+        {"--resume", CLI_STR, &resume, 0, 0, NULL},
         {"--apply-chat-template", CLI_FLAG, &chat, 0, 0, NULL},
         {"--fewshot-as-multiturn", CLI_FLAG, &multiturn, 0, 0, NULL},
         {"--no-fewshot-as-multiturn", CLI_FLAG, &no_multiturn, 0, 0, NULL},
@@ -169,6 +174,9 @@ int cmd_eval(int argc, char **argv) {
         assay_fail(&err, ASSAY_EINVAL, "--data %s: not a directory", data);
         goto fail;
     }
+    dist_apply_device(&cc); /* under mpirun: this rank's GPU or share of the cores */
+    if (resume && (rc = pipe_resume_dir(resume, &err)))
+        goto fail;
     /* the output folder and the history are checked before anything slow happens */
     if (out && (rc = eval_check_output_dir(out, &err)))
         goto fail;
@@ -207,6 +215,7 @@ int cmd_eval(int argc, char **argv) {
                    .price_per_hour       = pph,
                    .ctx                  = ctx,
                    .window_tokens        = window,
+                   .resume_dir           = resume,
                    .t_start              = t_start,
                    .cc                   = &cc,
                    .apply_chat_template  = chat,

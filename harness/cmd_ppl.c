@@ -11,6 +11,7 @@
 #include "core/util.h"
 #include "harness/cli_common.h"
 #include "harness/commands.h"
+#include "harness/dist.h"
 #include "harness/hashes.h"
 #include "harness/history.h"
 #include "harness/jsonl.h"
@@ -279,6 +280,7 @@ int cmd_ppl(int argc, char **argv) {
         free(files);
         return 2;
     }
+    dist_apply_device(&cc);
     int sliding = !strcmp(mode, "sliding");
     if (!sliding && stride) {
         assay_fail(&err, ASSAY_EINVAL, "--stride applies to --mode sliding only");
@@ -360,7 +362,8 @@ int cmd_ppl(int argc, char **argv) {
 
     double t0 = time_now();
     progress_init(&prog, "ppl", "tok", plan.scored);
-    if ((rc = pipe_ppl_run(m, &plan, pdocs, prefix, model_dir, &counts, &prog, &err)))
+    pipe_shard sh = pipe_shard_world(); /* under mpirun: each rank its share of the windows */
+    if ((rc = pipe_ppl_run_on(m, &plan, pdocs, prefix, model_dir, &counts, &prog, &sh, &err)))
         goto fail_progress;
     progress_finish(&prog);
     double wall = time_now() - t0;
@@ -410,7 +413,7 @@ int cmd_ppl(int argc, char **argv) {
                    ppl_hf_recipe_ppl(&total));
     }
     cli_summary("ppl", "tokens", total.tokens, wall);
-    if (hist && *hist &&
+    if (hist && *hist && dist_rank() == 0 && /* one record per run, not per rank */
         (rc = ppl_record_history(hist, model_dir, mode, ctx, sliding ? stride : ctx, files + 1,
                                  n_files, &total, m, wall, (int64_t)plan.request_tokens, &err)))
         goto fail;

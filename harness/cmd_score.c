@@ -13,6 +13,7 @@
 #include "core/util.h"
 #include "harness/cli_common.h"
 #include "harness/commands.h"
+#include "harness/dist.h"
 #include "harness/jsonl.h"
 #include "harness/pipeline.h"
 #include "harness/progress.h"
@@ -59,6 +60,8 @@ static const char score_help[] =
     "  --ctx N             model length for truncation (default: the model's max positions,\n"
     "                      n_positions or max_position_embeddings of config.json)\n"
     "  --strict            unknown fields in a request are an error\n"
+    "  --resume DIR        keep each window's results in DIR (per MPI rank) and reuse them when\n"
+    "                      the same command runs again: an interrupted run continues\n"
     "%s"
     "  --help              this text\n"
     "\n"
@@ -207,10 +210,11 @@ static int window_read(score_window *w, assay_error *err) {
 
 /* Scores the window's requests into items[].res (grouping and batching: harness/pipeline.h). */
 static int window_score(model *m, score_window *w, pipe_request *reqs, score_result *tmp,
-                        pipe_counts *counts, progress *prog, assay_error *err) {
+                        pipe_counts *counts, progress *prog, const pipe_shard *sh,
+                        assay_error *err) {
     for (size_t i = 0; i < w->n; i++)
         reqs[i] = (pipe_request){w->items[i].tokens, w->items[i].n, w->items[i].score_from};
-    int rc = pipe_score_loglik(m, reqs, w->n, tmp, counts, prog, err);
+    int rc = pipe_score_loglik_on(m, reqs, w->n, tmp, counts, prog, sh, err);
     for (size_t i = 0; i < w->n; i++) {
         w->items[i].res = tmp[i];
         memset(&tmp[i], 0, sizeof tmp[i]);
@@ -276,7 +280,7 @@ static void json_field(const char *key, cJSON *v) {
 int cmd_score(int argc, char **argv) {
     cli_common    cc        = {0};
     assay_error   err       = {0};
-    const char   *model_dir = NULL, *req_path = NULL, *out_path = NULL;
+    const char   *model_dir = NULL, *req_path = NULL, *out_path = NULL, *resume = NULL;
     int64_t       ctx    = 0;
     pipe_counts   counts = {0};
     int           rc, strict = 0, started = 0;
@@ -294,6 +298,7 @@ int cmd_score(int argc, char **argv) {
         {"--output", CLI_STR, &out_path, 0, 0, NULL},
         {"--ctx", CLI_INT, &ctx, 1, 1 << 24, NULL},
         {"--strict", CLI_FLAG, &strict, 0, 0, NULL},
+        {"--resume", CLI_STR, &resume, 0, 0, NULL},
     };
     const cli_cmd cmd  = {"score", opts, CLI_N_OPTS(opts), 1, "(requests go in --requests FILE)"};
     cli_list      args = {&model_dir, 0};
@@ -312,6 +317,13 @@ int cmd_score(int argc, char **argv) {
         return 2;
     }
 
+    /* under mpirun / srun each rank scores its share of every window; rank 0 writes */
+    dist_apply_device(&cc);
+    pipe_shard sh = pipe_shard_world();
+    sh.resume_key = model_dir;
+    if (resume && (rc = pipe_resume_dir(resume, &err)))
+        goto fail;
+    sh.resume_dir = resume;
     model_config cfg;
     if ((rc = config_load_dir(&cfg, model_dir, &err)))
         goto fail;
@@ -351,9 +363,9 @@ int cmd_score(int argc, char **argv) {
                    req_path);
         goto fail;
     }
-    if (out_path && (rc = atomic_open(&af, out_path, &err)))
+    if (out_path && dist_rank() == 0 && (rc = atomic_open(&af, out_path, &err)))
         goto fail;
-    af_open = out_path != NULL;
+    af_open = out_path != NULL && dist_rank() == 0;
     /* The KV cache holds the longest request of the first window when that is over the default
      * (requests are at most --ctx tokens; later windows fail clearly if longer still). */
     for (size_t i = 0; i < w.n; i++)
@@ -381,7 +393,7 @@ int cmd_score(int argc, char **argv) {
     double t0 = time_now();
     progress_init(&prog, "score", "tok", 0);
     while (w.n > 0) {
-        if ((rc = window_score(m, &w, reqs, tmp, &counts, &prog, &err)) ||
+        if ((rc = window_score(m, &w, reqs, tmp, &counts, &prog, &sh, &err)) ||
             (rc = window_emit(&w, af_open ? af.fp : NULL, out_path, cc.json, &n_emitted, &err)) ||
             (rc = window_read(&w, &err))) {
             progress_finish(&prog);

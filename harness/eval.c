@@ -18,6 +18,7 @@
 #include "core/sha256.h"
 #include "core/util.h"
 #include "harness/commands.h"
+#include "harness/dist.h"
 #include "harness/eval_gen.h"
 #include "harness/fewshot.h"
 #include "harness/jsonl.h"
@@ -477,7 +478,8 @@ static int mmlu_category_groups(const etask *et, const size_t *sizes, const doub
  * results do not depend on how requests are grouped (harness/pipeline.h), so any window size
  * gives the same bits. */
 static int score_window(model *m, ereq *reqs, score_result *res, size_t w0, size_t w1,
-                        pipe_counts *counts, progress *prog, assay_error *err) {
+                        pipe_counts *counts, progress *prog, const pipe_shard *sh,
+                        assay_error *err) {
     size_t        n  = w1 - w0;
     pipe_request *pr = malloc((n ? n : 1) * sizeof *pr);
     score_result *rw = calloc(n ? n : 1, sizeof *rw);
@@ -489,7 +491,7 @@ static int score_window(model *m, ereq *reqs, score_result *res, size_t w0, size
     }
     for (size_t i = 0; i < n; i++)
         pr[i] = (pipe_request){reqs[w0 + i].tokens, reqs[w0 + i].n, reqs[w0 + i].score_from};
-    rc = pipe_score_loglik(m, pr, n, rw, counts, prog, err);
+    rc = pipe_score_loglik_on(m, pr, n, rw, counts, prog, sh, err);
     for (size_t i = 0; i < n; i++) {
         res[w0 + i] = (score_result){
             .n_targets = rw[i].n_targets, .sum = rw[i].sum, .n_greedy = rw[i].n_greedy};
@@ -517,11 +519,24 @@ int eval_run(const eval_opts *o, assay_error *err) {
     eval_task   **gts    = calloc((size_t)o->n_tasks + 1, sizeof *gts);
     progress      prog;
     double        t_tok0 = time_now(), t_tok = 0, t_load = 0, t_score = 0;
+    cJSON        *per_rank = NULL;
     if (!tasks || !gts) {
         free(tasks);
         free(gts);
         return assay_fail(err, ASSAY_ENOMEM, "out of memory");
     }
+    /* Under mpirun every rank reads and tokenizes the same data and scores its share of each
+     * window (harness/dist.h); rank 0 writes the files and the history record. */
+    eval_opts  one = *o;
+    pipe_shard sh  = pipe_shard_world();
+    char       rkey[65];
+    if (dist_rank() > 0)
+        one.out_dir = NULL, one.log_samples = 0, one.history = NULL;
+    o             = &one;
+    sh.resume_dir = o->resume_dir;
+    sh.resume_key = rkey;
+    if (o->resume_dir && (rc = hashes_model(o->model_dir, rkey, err)))
+        goto done;
 
     /* Tasks: names first (an unknown one fails before any file is read). */
     for (int i = 0; i < o->n_tasks; i++) {
@@ -721,7 +736,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
                     (int64_t)((double)total_targets * (double)docs_total / (double)docs_done);
                 t_tok += time_now() - t_tok0;
                 double t_score0 = time_now();
-                rc              = score_window(m, reqs, res, w0, n_req, &counts, &prog, err);
+                rc              = score_window(m, reqs, res, w0, n_req, &counts, &prog, &sh, err);
                 t_score += time_now() - t_score0;
                 t_tok0 = time_now();
                 if (rc)
@@ -734,8 +749,8 @@ int eval_run(const eval_opts *o, assay_error *err) {
     for (int i = 0; !rc && i < n_t; i++)
         if (tasks[i].t.def->rolling) {
             double t_score0 = time_now();
-            rc = pipe_ppl_run(m, &tasks[i].plan, tasks[i].pd, prefix, o->model_dir, &counts, NULL,
-                              err);
+            rc = pipe_ppl_run_on(m, &tasks[i].plan, tasks[i].pd, prefix, o->model_dir, &counts,
+                                 NULL, &sh, err);
             t_score += time_now() - t_score0;
         }
     if (rc)
@@ -746,6 +761,10 @@ int eval_run(const eval_opts *o, assay_error *err) {
     if ((rc = evalgen_generate(eg, m, tok, err)))
         goto done;
     t_score += time_now() - t_gen0;
+    if (!(per_rank = dist_per_rank_json(t_score, counts.mine, err))) {
+        rc = err->code;
+        goto done;
+    }
 
     /* Metrics. */
     double t_write0 = time_now();
@@ -967,6 +986,9 @@ int eval_run(const eval_opts *o, assay_error *err) {
     cJSON_AddNumberToObject(as, "threads",
                             o->cc->threads > 0 ? o->cc->threads : omp_get_max_threads());
     cJSON_AddNumberToObject(as, "gpus", strncmp(model_device_name(m), "cuda", 4) ? 0 : 1);
+    cJSON_AddNumberToObject(as, "ranks", dist_size());
+    cJSON_AddItemToObject(as, "per_rank", per_rank);
+    per_rank = NULL;
     cJSON_AddNumberToObject(as, "ctx", (double)ctx);
     cJSON *bos = cJSON_AddObjectToObject(as, "prefix");
     cJSON_AddBoolToObject(bos, "bos_added_to_contexts", tok_add_bos(tok));
@@ -1089,6 +1111,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
     }
 done:
     cJSON_Delete(root);
+    cJSON_Delete(per_rank);
     score_results_free(res, res ? (int)n_req : 0);
     free(res);
     for (size_t i = 0; i < n_req; i++)

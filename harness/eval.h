@@ -26,6 +26,7 @@ typedef struct eval_opts {
     int64_t            ctx;            /* 0: the model's max positions */
     int64_t            window_tokens;  /* tokens built and scored at a time; 0: 4M (16 MiB) */
     double             t_start;        /* process start (time_now), for the end-to-end wall time */
+    const char        *resume_dir;     /* --resume: per-rank results of each window, or NULL */
     int                apply_chat_template;  /* generation tasks: prompts through the template */
     int                fewshot_as_multiturn; /* few-shot examples as user/assistant turns */
     const char        *system_prompt;        /* --system-prompt, or NULL */

@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/util.h"
 #include "harness/commands.h"
+#include "harness/dist.h"
 
 static const struct {
     const char *name;
@@ -56,9 +57,7 @@ static void ensure_wait_policy(char **argv) {
     /* exec failed (no /proc): go on with the default policy */
 }
 
-int main(int argc, char **argv) {
-    ensure_wait_policy(argv);
-    util_install_signal_handlers();
+static int run(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h") ||
         !strcmp(argv[1], "help")) {
         usage(argc < 2 ? stderr : stdout);
@@ -72,4 +71,13 @@ int main(int argc, char **argv) {
     fprintf(stderr, "assay: unknown command '%s'\n", argv[1]);
     usage(stderr);
     return 2;
+}
+
+int main(int argc, char **argv) {
+    ensure_wait_policy(argv);
+    util_install_signal_handlers();
+    assay_error err = {0};
+    if (dist_init(&argc, &argv, &err))
+        return cli_report(&err);
+    return dist_finalize(run(argc, argv));
 }

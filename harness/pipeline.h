@@ -23,7 +23,28 @@ typedef struct pipe_counts {
     int64_t computed; /* positions the model ran (shared contexts once, duplicates never) */
     int64_t naive;    /* positions an evaluator that shares nothing runs: n - 1 per request */
     int64_t scored;   /* target tokens whose log-prob was returned (progress counts these) */
+    int64_t mine;     /* positions this rank ran (computed, before the sum over ranks) */
 } pipe_counts;
+
+/* Which part of the work this process runs. The work is cut into units (a shared-prefix run of
+ * contexts, a shared context, a batch of single requests, a batch of perplexity windows) as a
+ * pure function of the requests, the model's batch budget and size, so every rank makes the same
+ * list; harness/dist assigns them (longest first to the least-loaded rank). */
+typedef struct pipe_shard {
+    int rank, size;
+    int exchange;           /* 1: failures agreed and results exchanged between MPI ranks, so
+                               every rank ends with every result; 0: this rank's results only,
+                               the others left zeroed (tests run ranks in turn in one process) */
+    const char *resume_dir; /* NULL, or where each call's per-rank results are kept: a re-run
+                               with the same inputs loads them instead of computing */
+    const char *resume_key; /* what else results depend on (the model), part of the file names */
+} pipe_shard;
+
+/* This process's place among the MPI ranks (harness/dist.h), exchange on. */
+pipe_shard pipe_shard_world(void);
+
+/* Creates the --resume directory when missing (its parent must exist). */
+int pipe_resume_dir(const char *dir, assay_error *err);
 
 /* One log-likelihood request: tokens[score_from..n) are the targets (1 <= score_from < n), the
  * tokens before score_from its context. */
@@ -40,6 +61,13 @@ typedef struct pipe_request {
  * into groups of about eight forward passes. counts are added to; prog may be NULL. */
 int pipe_score_loglik(model *m, const pipe_request *reqs, size_t n, score_result *out,
                       pipe_counts *counts, progress *prog, assay_error *err);
+
+/* The same for one shard (NULL: all the work in this process). With exchange, every rank ends
+ * with all of out and counts summed over ranks (naive counted once); a failure on any rank
+ * fails every rank with that rank's message. */
+int pipe_score_loglik_on(model *m, const pipe_request *reqs, size_t n, score_result *out,
+                         pipe_counts *counts, progress *prog, const pipe_shard *sh,
+                         assay_error *err);
 
 /* ---- perplexity ------------------------------------------------------------------------ */
 
@@ -74,5 +102,11 @@ void pipe_ppl_plan_free(pipe_ppl_plan *p); /* NULL-safe */
  * and token (model_dir names the model). prefix is the rolling windows' prefix token. */
 int pipe_ppl_run(model *m, const pipe_ppl_plan *p, const pipe_doc *docs, int32_t prefix,
                  const char *model_dir, pipe_counts *counts, progress *prog, assay_error *err);
+
+/* The same for one shard (NULL: every window here); see pipe_score_loglik_on. Without exchange
+ * only this rank's windows are added to the documents' stats. */
+int pipe_ppl_run_on(model *m, const pipe_ppl_plan *p, const pipe_doc *docs, int32_t prefix,
+                    const char *model_dir, pipe_counts *counts, progress *prog,
+                    const pipe_shard *sh, assay_error *err);
 
 #endif

@@ -3,7 +3,8 @@
 # Works as root or through sudo. The CUDA toolkit is optional (/usr/local/cuda).
 set -euo pipefail
 pkgs=(build-essential pkg-config libcjson-dev libpcre2-dev libutf8proc-dev libopenblas-dev
-      libcriterion-dev libcurl4-openssl-dev libsqlite3-dev curl ca-certificates unzip)
+      libcriterion-dev libcurl4-openssl-dev libsqlite3-dev curl ca-certificates unzip
+      libopenmpi-dev openmpi-bin)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
