@@ -138,7 +138,9 @@ $(B)/tests/judge_server: tests/judge_server.c
 test: $(B)/assay $(B)/tests/all $(B)/tests/judge_server $(REPLAY_BINS)
 	@set -e; for r in $(REPLAY_BINS); do n=$$(basename $$r); n=$${n#fuzz_}; \
 	  $$r fuzz/corpus/$$n; done
-	@rc=0; OMP_WAIT_POLICY=passive ASSAY_BIN=$(B)/assay $(B)/tests/all --jobs 2 \
+	@rc=0; OMP_WAIT_POLICY=passive ASSAY_BIN=$(B)/assay \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
+	  $(B)/tests/all --jobs 2 \
 	  --json=$(B)/test-report.json || rc=$$?; \
 	  bash tools/test_summary.sh $(B)/test-report.json || rc=1; exit $$rc
 
