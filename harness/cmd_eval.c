@@ -19,15 +19,18 @@ static const char eval_usage[] =
     "                  [--ctx N] [--threads N] [--device auto|cpu|cuda] [--mem-budget SIZE]\n"
     "                  [--apply-chat-template [--fewshot-as-multiturn | "
     "--no-fewshot-as-multiturn]]\n"
-    "                  [--system-prompt TEXT] [--max-gen-toks N]\n";
+    "                  [--system-prompt TEXT] [--max-gen-toks N] [--task-file F]\n"
+    "                  [--history FILE] [--resume DIR] [--weights f32|bf16|q8_0]\n";
 
 static const char eval_help[] =
     "\n"
     "Multiple-choice benchmarks scored the way lm-evaluation-harness (0.4.x, HF backend) scores\n"
     "them: the same prompts, the same (context, \" \" + choice) log-likelihood requests, acc\n"
     "(argmax of the summed log-likelihood, ties to the first choice), acc_norm (log-likelihood\n"
-    "divided by the choice's length in characters) and lm-eval's standard errors. Data are\n"
-    "local files under --data DIR (no network). Tasks and what each reads under DIR:\n"
+    "divided by the choice's length in characters) and lm-eval's standard errors; and\n"
+    "generation tasks (gsm8k, user specs) as lm-eval's generate_until: greedy, its stop rule,\n"
+    "its filters and metrics. Data are local files under --data DIR (no network). Tasks and\n"
+    "what each reads under DIR:\n"
     "%s"
     "\n"
     "All requests of all tasks are scored together: identical requests once, requests with the\n"

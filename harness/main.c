@@ -20,8 +20,8 @@ static const struct {
     {"ppl", cmd_ppl, "perplexity of text files (sliding or rolling windows)"},
     {"score", cmd_score, "log-likelihood of continuations given contexts"},
     {"eval", cmd_eval,
-     "log-likelihood benchmarks as lm-eval scores them (mmlu, hellaswag, arc, piqa, boolq, "
-     "openbookqa, winogrande, lambada, truthfulqa, wikitext, user tasks)"},
+     "benchmarks as lm-eval scores them: log-likelihood (mmlu, hellaswag, arc, piqa, boolq, "
+     "openbookqa, winogrande, lambada, truthfulqa, wikitext) and generation (gsm8k), user tasks"},
     {"judge", cmd_judge,
      "LLM-as-judge over an OpenAI-compatible server: pairwise (both orders) or 1-10 ratings"},
     {"generate", cmd_generate, "greedy generation for a set of prompts"},
