@@ -98,36 +98,6 @@ static inline void test_tmpdir(char *buf, size_t cap) {
 #elif defined(__has_feature)
 #if __has_feature(address_sanitizer)
 #define TEST_CHECK_MEMORY 0
-/* Writes text to dir/name, creating the folders in name. */
-static inline void test_write_file(const char *dir, const char *name, const char *text) {
-    char path[1200], cmd[1300];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
-    char *slash = strrchr(path, '/');
-    *slash      = '\0';
-    snprintf(cmd, sizeof cmd, "mkdir -p '%s'", path);
-    cr_assert_eq(system(cmd), 0);
-    *slash  = '/';
-    FILE *f = fopen(path, "w");
-    cr_assert(f, "cannot write %s", path);
-    fputs(text, f);
-    fclose(f);
-}
-
-/* The JSON document in path (caller cJSON_Deletes); fails the test when it is missing or bad. */
-static inline cJSON *test_read_json(const char *path) {
-    FILE *f = fopen(path, "r");
-    cr_assert(f, "%s missing", path);
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s                      = malloc((size_t)n + 1);
-    s[fread(s, 1, (size_t)n, f)] = 0;
-    fclose(f);
-    cJSON *j = cJSON_Parse(s);
-    free(s);
-    cr_assert(j, "%s is not JSON", path);
-    return j;
-}
 #endif
 #endif
 #ifndef TEST_CHECK_MEMORY
