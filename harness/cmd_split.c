@@ -160,15 +160,16 @@ int cmd_split(int argc, char **argv) {
     if (out_dir)
         snprintf(dir, sizeof dir, "%s", out_dir);
     else if (slash)
-        snprintf(dir, sizeof dir, "%.*s", (int)(slash - input), input);
+        snprintf(dir, sizeof dir, "%.*s", slash == input ? 1 : (int)(slash - input), input);
     else
         snprintf(dir, sizeof dir, ".");
+    /* the input is named first when it is the one that is missing */
+    if ((rc = jsonl_open(&rd, input, &err)))
+        goto fail;
     if (!path_is_dir(dir)) {
         assay_fail(&err, ASSAY_EINVAL, "%s: not a directory (--out-dir)", dir);
         goto fail;
     }
-    if ((rc = jsonl_open(&rd, input, &err)))
-        goto fail;
     for (int i = 0; i < n; i++) {
         snprintf(paths[i], sizeof paths[i], "%s/%.*s.%s.jsonl", dir, (int)stem, base, nparts[i]);
         if (!strcmp(paths[i], input)) {

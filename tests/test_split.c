@@ -144,3 +144,14 @@ Test(split, rejects_bad_ratios_and_names) {
                  2, "%s", out);
     free(out);
 }
+
+/* A missing input is named as missing (it was reported as an empty --out-dir when its path had
+ * a single leading slash). */
+Test(split, a_missing_input_is_named) {
+    char *out = NULL;
+    int   rc  = test_run(&out, "split /nonexistent-split-input.jsonl --by id --ratios 0.5,0.5");
+    cr_expect_eq(rc, 2, "%s", out);
+    cr_expect(strstr(out, "/nonexistent-split-input.jsonl"), "%s", out);
+    cr_expect_null(strstr(out, "not a directory"), "%s", out);
+    free(out);
+}
