@@ -456,9 +456,16 @@ static void gemm_run(float *out, size_t ldo, float *xp, const float *x, const vo
             int b0 = task / n_pgroups * GEMM_RB, p0 = task % n_pgroups * pb;
             int b1 = b0 + GEMM_RB < n_blocks ? b0 + GEMM_RB : n_blocks;
             int p1 = p0 + pb < n_panels ? p0 + pb : n_panels;
-            for (int kb = 0; kb < k; kb += GEMM_KC) {
+            /* one micro-panel (decode): panel-major, so each panel streams once front to back
+               (no weight slice to reuse across micro-panels); the k order per element is the
+               same either way */
+            int one = b1 - b0 == 1;
+            for (int it = 0; it < (p1 - p0) * ((k + GEMM_KC - 1) / GEMM_KC); it++) {
+                int n_kb = (k + GEMM_KC - 1) / GEMM_KC;
+                int p    = one ? p0 + it / n_kb : p0 + it % (p1 - p0);
+                int kb   = (one ? it % n_kb : it / (p1 - p0)) * GEMM_KC;
                 int kc = k - kb < GEMM_KC ? k - kb : GEMM_KC, last = kb + kc == k;
-                for (int p = p0; p < p1; p++) {
+                {
                     const void *w  = panel_slice(wp, fmt, p, k, kb);
                     int         nc = n - p * GEMM_NR < GEMM_NR ? n - p * GEMM_NR : GEMM_NR;
                     for (int b = b0; b < b1; b++) {
