@@ -95,8 +95,8 @@ size_t gemm_packed_bytes(cpu_wfmt fmt, int n, int k) {
 }
 
 /* One Q8_0 block of 32 values as GGUF quantizes it: d = amax / 127 (stored as f16), q =
- * roundf(x * (1 / d)) with the unrounded d. *d gets the f16 scale as f32. */
-static void q8_quantize(float *d, int8_t *q, const float *x, int n) {
+ * roundf(x * (1 / d)) with the unrounded d. *d gets the f16 scale. */
+static void q8_quantize(uint16_t *d, int8_t *q, const float *x, int n) {
     float amax = 0.0f;
     for (int i = 0; i < n; i++)
         amax = fabsf(x[i]) > amax ? fabsf(x[i]) : amax;
@@ -107,28 +107,26 @@ static void q8_quantize(float *d, int8_t *q, const float *x, int n) {
         float r = i < n ? roundf(x[i] * id) : 0.0f;
         q[i]    = (int8_t)(r >= -128.0f && r <= 127.0f ? r : 0.0f);
     }
-    *d = f16_to_f32(f32_to_f16(dd));
+    *d = f32_to_f16(dd);
 }
 
 /* Panel p of a Q8_0 weight, from f32 rows (quantized) or from GGUF blocks (copied). */
 static void q8_pack_panel(char *dst, int p, int n, int k, const void *src, int gguf) {
     int8_t q[GEMM_NR];
     for (size_t b = 0; b < q8_blocks(k); b++) {
-        char   *blk = dst + b * CPU_Q8_BLOCK_BYTES;
-        float  *ds  = (float *)blk;
-        int8_t *qs  = (int8_t *)(blk + GEMM_NR * sizeof(float));
-        int     kn  = k - (int)b * GEMM_NR < GEMM_NR ? k - (int)b * GEMM_NR : GEMM_NR;
+        char     *blk = dst + b * CPU_Q8_BLOCK_BYTES;
+        uint16_t *ds  = (uint16_t *)blk;
+        int8_t   *qs  = (int8_t *)(blk + GEMM_NR * sizeof(uint16_t));
+        int       kn  = k - (int)b * GEMM_NR < GEMM_NR ? k - (int)b * GEMM_NR : GEMM_NR;
         for (int j = 0; j < GEMM_NR; j++) {
             int r = p * GEMM_NR + j;
             if (r >= n) {
-                ds[j] = 0.0f;
+                ds[j] = 0;
                 memset(q, 0, sizeof q);
             } else if (gguf) { /* 34-byte GGUF blocks: f16 d, 32 int8 */
                 const unsigned char *g =
                     (const unsigned char *)src + ((size_t)r * q8_blocks(k) + b) * 34;
-                uint16_t h;
-                memcpy(&h, g, 2);
-                ds[j] = f16_to_f32(h);
+                memcpy(&ds[j], g, 2);
                 memcpy(q, g + 2, GEMM_NR);
             } else {
                 q8_quantize(&ds[j], q, (const float *)src + (size_t)r * k + b * GEMM_NR, kn);
@@ -177,11 +175,12 @@ static void decode_slice(float *w, const void *slice, cpu_wfmt fmt, int kc) {
         return;
     }
     for (int kk = 0; kk < kc; kk++) {
-        const char   *blk = (const char *)slice + (size_t)kk / GEMM_NR * CPU_Q8_BLOCK_BYTES;
-        const float  *ds  = (const float *)blk;
-        const int8_t *qs = (const int8_t *)(blk + GEMM_NR * sizeof(float)) + kk % GEMM_NR * GEMM_NR;
+        const char     *blk = (const char *)slice + (size_t)kk / GEMM_NR * CPU_Q8_BLOCK_BYTES;
+        const uint16_t *ds  = (const uint16_t *)blk;
+        const int8_t   *qs =
+            (const int8_t *)(blk + GEMM_NR * sizeof(uint16_t)) + kk % GEMM_NR * GEMM_NR;
         for (int j = 0; j < GEMM_NR; j++)
-            w[(size_t)kk * GEMM_NR + j] = ds[j] * (float)qs[j];
+            w[(size_t)kk * GEMM_NR + j] = f16_to_f32(ds[j]) * (float)qs[j];
     }
 }
 
@@ -198,8 +197,8 @@ void gemm_unpack_row_fmt(float *dst, const void *packed, cpu_wfmt fmt, int row, 
         for (int kk = 0; kk < k; kk++) {
             const char *blk = panel + (size_t)kk / GEMM_NR * CPU_Q8_BLOCK_BYTES;
             int8_t      q =
-                ((const int8_t *)(blk + GEMM_NR * sizeof(float)))[(kk % GEMM_NR) * GEMM_NR + j];
-            dst[kk] = ((const float *)blk)[j] * (float)q;
+                ((const int8_t *)(blk + GEMM_NR * sizeof(uint16_t)))[(kk % GEMM_NR) * GEMM_NR + j];
+            dst[kk] = f16_to_f32(((const uint16_t *)blk)[j]) * (float)q;
         }
     }
 }
@@ -224,9 +223,10 @@ static void pack_rows(float *xp, const float *x, int m, int k, int b) {
 #define ALWAYS_INLINE inline __attribute__((always_inline))
 
 /* The 32 weights of row k of a panel slice (kb a multiple of 32, so Q8_0 blocks start at 0),
- * decoded to f32 exactly: bf16 shifted into place; Q8_0 int8 widened and times its f16 scale. */
-static TARGET_AVX512 ALWAYS_INLINE void w512_load(const int FMT, const void *w, int k, __m512 *w0,
-                                                  __m512 *w1) {
+ * decoded to f32 exactly: bf16 shifted into place; Q8_0 int8 widened and times its scale (d0, d1:
+ * the block's 32 scales as f32, converted once per block by the caller). */
+static TARGET_AVX512 ALWAYS_INLINE void w512_load(const int FMT, const void *w, int k, __m512 d0,
+                                                  __m512 d1, __m512 *w0, __m512 *w1) {
     if (FMT == CPU_W_BF16) {
         const uint16_t *h = (const uint16_t *)w + (size_t)k * GEMM_NR;
         *w0               = _mm512_castsi512_ps(
@@ -234,16 +234,15 @@ static TARGET_AVX512 ALWAYS_INLINE void w512_load(const int FMT, const void *w, 
         *w1 = _mm512_castsi512_ps(_mm512_slli_epi32(
             _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(h + 16))), 16));
     } else if (FMT == CPU_W_Q8_0) {
-        const char  *blk = (const char *)w + (size_t)(k / GEMM_NR) * CPU_Q8_BLOCK_BYTES;
-        const float *ds  = (const float *)blk;
-        const char  *qs  = blk + GEMM_NR * sizeof(float) + (k % GEMM_NR) * GEMM_NR;
-        *w0              = _mm512_mul_ps(
-                         _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)qs))),
-                         _mm512_loadu_ps(ds));
+        const char *qs = (const char *)w + (size_t)(k / GEMM_NR) * CPU_Q8_BLOCK_BYTES +
+                         GEMM_NR * sizeof(uint16_t) + (k % GEMM_NR) * GEMM_NR;
+        *w0 = _mm512_mul_ps(
+            _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)qs))), d0);
         *w1 = _mm512_mul_ps(
             _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(qs + 16)))),
-            _mm512_loadu_ps(ds + 16));
+            d1);
     } else {
+        (void)d0, (void)d1;
         *w0 = _mm512_loadu_ps((const float *)w + (size_t)k * GEMM_NR);
         *w1 = _mm512_loadu_ps((const float *)w + (size_t)k * GEMM_NR + 16);
     }
@@ -258,14 +257,24 @@ static TARGET_AVX512 ALWAYS_INLINE void mk512_rows(const int FMT, const int MR, 
         c0[i] = acc ? _mm512_loadu_ps(c + i * ldc) : _mm512_setzero_ps();
         c1[i] = acc ? _mm512_loadu_ps(c + i * ldc + 16) : _mm512_setzero_ps();
     }
-    for (int k = 0; k < kc; k++) {
-        __m512 w0, w1;
-        w512_load(FMT, w, k, &w0, &w1);
+    for (int k0 = 0; k0 < kc; k0 += GEMM_NR) { /* one Q8_0 block of k at a time */
+        __m512 d0 = _mm512_setzero_ps(), d1 = d0;
+        if (FMT == CPU_W_Q8_0) {
+            const uint16_t *ds =
+                (const uint16_t *)((const char *)w + (size_t)(k0 / GEMM_NR) * CPU_Q8_BLOCK_BYTES);
+            d0 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)ds));
+            d1 = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(ds + 16)));
+        }
+        int k1 = k0 + GEMM_NR < kc ? k0 + GEMM_NR : kc;
+        for (int k = k0; k < k1; k++) {
+            __m512 w0, w1;
+            w512_load(FMT, w, k, d0, d1, &w0, &w1);
 #pragma GCC unroll 12
-        for (int i = 0; i < MR; i++) {
-            __m512 xv = _mm512_set1_ps(x[(size_t)k * MR + i]);
-            c0[i]     = _mm512_fmadd_ps(xv, w0, c0[i]);
-            c1[i]     = _mm512_fmadd_ps(xv, w1, c1[i]);
+            for (int i = 0; i < MR; i++) {
+                __m512 xv = _mm512_set1_ps(x[(size_t)k * MR + i]);
+                c0[i]     = _mm512_fmadd_ps(xv, w0, c0[i]);
+                c1[i]     = _mm512_fmadd_ps(xv, w1, c1[i]);
+            }
         }
     }
 #pragma GCC unroll 12

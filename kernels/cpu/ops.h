@@ -39,16 +39,17 @@
  *   CPU_W_F32   f32.
  *   CPU_W_BF16  bf16 (the upper half of an f32; gemm_pack rounds to nearest even).
  *   CPU_W_Q8_0  GGUF's Q8_0: for each output feature, each run of 32 consecutive k holds 32 int8
- *               q and one scale d (an f16 value, kept as f32); the weight is d * q. gemm_pack
+ *               q and one scale d (an f16 value, kept as f16: 34 bytes per 32 weights, as
+ *               in a GGUF file); the weight is d * q. gemm_pack
  *               quantizes as GGUF defines it (d = max|w| / 127 rounded to f16, q = roundf(w *
  * (1/d)) with the unrounded d); gemm_pack_q8_0 copies GGUF blocks as they are. Layout of Q8_0: k is
- * padded to a multiple of 32 (zeros); panel p holds, for each k block b, 32 f32 scales (j = 0..31)
+ * padded to a multiple of 32 (zeros); panel p holds, for each k block b, 32 f16 scales (j = 0..31)
  * then 32 x 32 int8 in [kk][j] order (CPU_Q8_BLOCK_BYTES). Every decoded weight is exactly an f32
  * (bf16 widens; an f16 times an int8 needs 18 bits), and the GEMM contract below applies to the
  * decoded weights: a format's results are bitwise those of the f32 GEMM on the weights the format
  * decodes to, whatever the ISA. */
 typedef enum cpu_wfmt { CPU_W_F32 = 0, CPU_W_BF16, CPU_W_Q8_0 } cpu_wfmt;
-#define CPU_Q8_BLOCK_BYTES (CPU_PANEL * 4 + CPU_PANEL * CPU_PANEL)
+#define CPU_Q8_BLOCK_BYTES (CPU_PANEL * 2 + CPU_PANEL * CPU_PANEL)
 
 /* Bytes of a packed (n, k) weight in format fmt. */
 size_t gemm_packed_bytes(cpu_wfmt fmt, int n, int k);
