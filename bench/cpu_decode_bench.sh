@@ -15,13 +15,14 @@
 #      $GGUF_SRC (default: the Q4_1 GGUF that tools/fetch_smollm2.sh converted into MODEL_DIR, so
 #      both programs run exactly the same dequantized weights), else with llama.cpp's
 #      convert_hf_to_gguf.py from MODEL_DIR ($PYTHON with numpy, torch, sentencepiece);
-#   4. runs llama-bench (-p $PP -n $TG, -t $THREADS, -r $REPS) on each GGUF and, interleaved, assay
-#      on MODEL_DIR with --weights f32|bf16|q8_0: prompt processing as `assay ppl` tokens/s over
-#      one $PP-token window and decode as `assay generate` new tokens/s over $TG tokens from a
-#      short prompt (both print their rate; best of $REPS);
-#   5. prints a markdown table with the load average next to each number and leaves it in $OUT.
+#   4. runs, $REPS rounds, for each format and work: assay on MODEL_DIR with --weights
+#      f32|bf16|q8_0 (prompt processing as `assay ppl` tokens/s over one $PP-token window, decode
+#      as `assay generate` new tokens/s over $TG tokens from a short prompt) and llama-bench
+#      (-p $PP or -n $TG, -t $THREADS, -r 1) on the same weights, back to back;
+#   5. prints a markdown table of medians over rounds and the median (and range) of the
+#      per-round ratios, with the load averages seen, and leaves it and the raw rows in $OUT.
 # Env: WORK (default build/llamacpp), OUT (default build/cpu-decode-results), THREADS (default
-# nproc), PP (512), TG (64), REPS (3), SKIP_LLAMA=1 (assay only), GGUF_SRC, PYTHON (python3).
+# nproc), PP (512), TG (64), REPS (rounds, 5), SKIP_LLAMA=1 (assay only), GGUF_SRC, PYTHON (python3).
 # The machine may be shared: every row carries the 1-minute load average when it ran.
 set -uo pipefail
 cd "$(dirname "$0")/.." || exit 1
@@ -32,7 +33,7 @@ OUT=${OUT:-build/cpu-decode-results}
 THREADS=${THREADS:-$(nproc)}
 PP=${PP:-512}
 TG=${TG:-64}
-REPS=${REPS:-3}
+REPS=${REPS:-5}
 PYTHON=${PYTHON:-python3}
 GGUF_SRC=${GGUF_SRC:-$(dirname "$MODEL")/cache/SmolLM2-135M-Instruct.Q4_1.gguf}
 mkdir -p "$WORK" "$OUT"
@@ -93,46 +94,64 @@ open(sys.argv[1], "w").write(" ".join(words[i % len(words)] for i in range(int(s
 EOF
 echo '{"prompt": "Once upon a time, in a small village by the sea, there lived"}' >"$OUT/prompt.jsonl"
 
-best() { sort -g | tail -1; }
 assay_pp() {
-  for _ in $(seq "$REPS"); do
-    ./build/assay ppl "$MODEL" "$OUT/pp.txt" --ctx "$PP" --threads "$THREADS" --weights "$1" 2>&1 |
-      sed -n 's/.*(\([0-9.]*\) tokens\/s).*/\1/p' | tail -1
-  done | best
+  ./build/assay ppl "$MODEL" "$OUT/pp.txt" --ctx "$PP" --threads "$THREADS" --weights "$1" 2>&1 |
+    sed -n 's/.*(\([0-9.]*\) tokens\/s).*/\1/p' | tail -1
 }
 assay_tg() {
-  for _ in $(seq "$REPS"); do
-    ./build/assay generate "$MODEL" --prompts "$OUT/prompt.jsonl" --max-new-tokens "$TG" \
-      --threads "$THREADS" --weights "$1" --output "$OUT/gen-$1.jsonl" 2>&1 |
-      sed -n 's/.* generated (\([0-9.]*\) tokens\/s).*/\1/p'
-  done | best
+  ./build/assay generate "$MODEL" --prompts "$OUT/prompt.jsonl" --max-new-tokens "$TG" \
+    --threads "$THREADS" --weights "$1" --output "$OUT/gen-$1.jsonl" 2>&1 |
+    sed -n 's/.* generated (\([0-9.]*\) tokens\/s).*/\1/p'
 }
-llama_rate() { # $1 gguf, $2 pp|tg
+llama_rate() { # $1 gguf, $2 pp|tg: one timed repetition (llama-bench warms up first)
   local args=(-p "$PP" -n 0)
   [ "$2" = tg ] && args=(-p 0 -n "$TG")
-  "$LB" -m "$1" "${args[@]}" -t "$THREADS" -r "$REPS" -o csv 2>/dev/null |
+  "$LB" -m "$1" "${args[@]}" -t "$THREADS" -r 1 -o csv 2>/dev/null |
     python3 -c 'import csv,sys; r=list(csv.DictReader(sys.stdin)); print(r[-1]["avg_ts"] if r else "")'
 }
 
-table=$OUT/table.md
-{
-  echo "| weights | work | assay tok/s | llama.cpp tok/s | ratio | load avg (assay / llama.cpp) |"
-  echo "| --- | --- | ---: | ---: | ---: | --- |"
-} >"$table"
-for t in f32 bf16 q8_0; do
-  for work in pp tg; do
-    la=$(load)
-    if [ "$work" = pp ]; then a=$(assay_pp "$t"); else a=$(assay_tg "$t"); fi
-    l="" lb="-"
-    if [ -z "${SKIP_LLAMA:-}" ]; then
-      lb=$(load)
-      l=$(llama_rate "$WORK/model-$t.gguf" "$work")
-    fi
-    ratio=$(python3 -c "import sys; a,l=sys.argv[1:]; print(f'{float(a)/float(l):.2f}x' if a and l else '-')" "$a" "$l")
-    label=$([ "$work" = pp ] && echo "pp$PP" || echo "tg$TG")
-    printf '| %s | %s | %s | %s | %s | %s / %s |\n' "$t" "$label" "${a:--}" \
-      "$(python3 -c "import sys; print(f'{float(sys.argv[1]):.1f}' if sys.argv[1] else '-')" "$l")" \
-      "$ratio" "$la" "$lb" | tee -a "$table"
+# Rounds: within a round each (format, work) runs assay then llama.cpp back to back (the order
+# alternates between rounds), so both see the same machine; the table gives medians over rounds
+# and the median and range of the per-round ratios. On a shared machine one run can be 2x
+# another; a ratio of neighbours is far steadier than either rate.
+raw=$OUT/raw.tsv
+: >"$raw"
+for r in $(seq "$REPS"); do
+  for t in f32 bf16 q8_0; do
+    for work in pp tg; do
+      la=$(load)
+      if [ $((r % 2)) -eq 1 ] || [ -n "${SKIP_LLAMA:-}" ]; then
+        if [ "$work" = pp ]; then a=$(assay_pp "$t"); else a=$(assay_tg "$t"); fi
+        l=""
+        [ -z "${SKIP_LLAMA:-}" ] && l=$(llama_rate "$WORK/model-$t.gguf" "$work")
+      else
+        l=$(llama_rate "$WORK/model-$t.gguf" "$work")
+        if [ "$work" = pp ]; then a=$(assay_pp "$t"); else a=$(assay_tg "$t"); fi
+      fi
+      printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "$t" "$work" "${a:-}" "${l:-}" "$la" | tee -a "$raw" >&2
+    done
   done
 done
+table=$OUT/table.md
+python3 - "$raw" "$PP" "$TG" >"$table" <<'PY'
+import sys, statistics as st
+raw, pp, tg = sys.argv[1], sys.argv[2], sys.argv[3]
+rows = {}
+for line in open(raw):
+    r, t, work, a, l, la = (line.rstrip("\n").split("\t") + [""] * 6)[:6]
+    rows.setdefault((t, work), []).append((float(a) if a else None, float(l) if l else None, la))
+print("| weights | work | assay tok/s (median) | llama.cpp tok/s (median) | ratio: median (min-max) | rounds | load avg |")
+print("| --- | --- | ---: | ---: | --- | ---: | --- |")
+for (t, work), v in rows.items():
+    a = [x for x, _, _ in v if x]; l = [y for _, y, _ in v if y]
+    ra = [x / y for x, y, _ in v if x and y]
+    loads = [float(z) for _, _, z in v if z]
+    label = f"pp{pp}" if work == "pp" else f"tg{tg}"
+    fa = f"{st.median(a):.1f}" if a else "-"
+    fl = f"{st.median(l):.1f}" if l else "-"
+    fr = f"{st.median(ra):.2f}x ({min(ra):.2f}-{max(ra):.2f})" if ra else "-"
+    fld = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
+    print(f"| {t} | {label} | {fa} | {fl} | {fr} | {len(v)} | {fld} |")
+PY
+cat "$table"
 echo "bench: $THREADS threads, OMP_WAIT_POLICY=$OMP_WAIT_POLICY, $(nproc) cores; table in $table" >&2

@@ -354,7 +354,7 @@ static int cpu_head_both(backend *be, float *logprob, uint8_t *is_max, int32_t *
         int n = rows - r0 < CPU_HEAD_ROWS ? rows - r0 : CPU_HEAD_ROWS;
         matmul_forward_fmt(logits, s, c->head_h + (size_t)r0 * dim, c->head_w, c->wfmt, NULL, n,
                            dim, vocab, 0);
-#pragma omp parallel for schedule(static) if ((size_t)n * vocab * 8 >= CPU_PAR_MIN_WORK)
+#pragma omp parallel for schedule(static) if (n > 1 && (size_t)n * vocab * 8 >= CPU_PAR_MIN_WORK)
         for (int i = 0; i < n; i++) {
             const float *l = logits + (size_t)i * vocab;
             float        mx;

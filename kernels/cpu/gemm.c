@@ -587,7 +587,7 @@ void target_logprob_forward_fmt(float *out_logprob, uint8_t *out_is_max, float *
     for (int r0 = 0; r0 < rows; r0 += HEAD_ROWS) {
         int n = rows - r0 < HEAD_ROWS ? rows - r0 : HEAD_ROWS;
         gemm_run(logits, (size_t)vocab, xp, h + (size_t)r0 * dim, w, fmt, NULL, n, dim, vocab, 0);
-#pragma omp parallel for schedule(static) if ((size_t)n * vocab * 8 >= CPU_PAR_MIN_WORK)
+#pragma omp parallel for schedule(static) if (n > 1 && (size_t)n * vocab * 8 >= CPU_PAR_MIN_WORK)
         for (int i = 0; i < n; i++) {
             const float *l = logits + (size_t)i * vocab;
             float        mx;
@@ -627,7 +627,7 @@ void argmax_forward_fmt(int32_t *out_id, float *scratch, const float *h, const v
     for (int r0 = 0; r0 < rows; r0 += HEAD_ROWS) {
         int n = rows - r0 < HEAD_ROWS ? rows - r0 : HEAD_ROWS;
         gemm_run(logits, (size_t)vocab, xp, h + (size_t)r0 * dim, w, fmt, NULL, n, dim, vocab, 0);
-#pragma omp parallel for schedule(static) if ((size_t)n * vocab >= CPU_PAR_MIN_WORK)
+#pragma omp parallel for schedule(static) if (n > 1 && (size_t)n * vocab >= CPU_PAR_MIN_WORK)
         for (int i = 0; i < n; i++)
             out_id[r0 + i] = row_argmax(logits + (size_t)i * vocab, vocab);
     }
