@@ -182,12 +182,12 @@ static cJSON *tensor_entry(const char *name, const char *type, int ndim, const i
     return t;
 }
 
-/* CPU weight bytes per --weights format: bf16 2 bytes a parameter; Q8_0 a byte plus a 4-byte
- * scale per 32 (kernels/cpu/ops.h keeps each f16 scale as f32). Norms and biases stay f32 in
- * every format, a rounding error against these counts. */
+/* CPU weight bytes per --weights format: bf16 2 bytes a parameter; Q8_0 a byte plus a 2-byte
+ * f16 scale per 32 (kernels/cpu/ops.h). Norms and biases stay f32 in every format, a rounding
+ * error against these counts. */
 static void add_format_bytes(cJSON *m, int64_t params) {
     cJSON_AddNumberToObject(m, "cpu_bf16_weights_bytes", (double)params * 2);
-    cJSON_AddNumberToObject(m, "cpu_q8_0_weights_bytes", (double)params * 36 / 32);
+    cJSON_AddNumberToObject(m, "cpu_q8_0_weights_bytes", (double)params * 34 / 32);
 }
 
 static void add_model_fields(cJSON *o, const model_config *c, int64_t params) {
