@@ -466,7 +466,7 @@ Test(weights_formats, weights_option_reaches_the_engine_and_the_output) {
     cJSON *j = cJSON_Parse(out), *m = cJSON_GetObjectItem(j, "memory");
     double params = cJSON_GetObjectItem(j, "parameters")->valuedouble;
     cr_assert_eq(cJSON_GetObjectItem(m, "cpu_bf16_weights_bytes")->valuedouble, params * 2);
-    cr_assert_eq(cJSON_GetObjectItem(m, "cpu_q8_0_weights_bytes")->valuedouble, params * 36 / 32);
+    cr_assert_eq(cJSON_GetObjectItem(m, "cpu_q8_0_weights_bytes")->valuedouble, params * 34 / 32);
     cJSON_Delete(j);
     free(out);
     char cmd[128];
