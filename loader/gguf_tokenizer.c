@@ -858,3 +858,31 @@ fail:
     free(c.map.slot);
     return rc;
 }
+
+int gguf_tokenizer_texts(const gguf_file *f, const char *name, char **tokenizer_json,
+                         char **tokenizer_config_json, assay_error *err) {
+    model_config cfg;
+    assay_error  cerr;
+    /* a file whose metadata is not a llama config still has a tokenizer worth reading */
+    int max_len = gguf_to_config(f, &cfg, &cerr) == 0 ? cfg.max_pos : 0;
+    return gguf_tokenizer_to_json(f, name, max_len, tokenizer_json, tokenizer_config_json, err);
+}
+
+tokenizer *gguf_tokenizer_load(const gguf_file *f, const char *name, assay_error *err) {
+    char *tj = NULL, *tc = NULL;
+    if (gguf_tokenizer_texts(f, name, &tj, &tc, err))
+        return NULL;
+    tokenizer *t = tok_load_buffers(tj, strlen(tj), tc, strlen(tc), name, err);
+    free(tj);
+    free(tc);
+    return t;
+}
+
+tokenizer *tok_load_gguf(const char *path, assay_error *err) {
+    gguf_file *f = gguf_open(path, err);
+    if (!f)
+        return NULL;
+    tokenizer *t = gguf_tokenizer_load(f, path, err);
+    gguf_close(f);
+    return t;
+}
