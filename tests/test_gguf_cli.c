@@ -70,11 +70,10 @@ enum { N_PIECES = 41 };
  * merges whose halves are in the vocabulary (merges are derived from pieces and scores) */
 #define SP "\xe2\x96\x81" /* U+2581, SentencePiece's space */
 static const char *const PIECES[N_PIECES] = {
-    SP,       "a",       "b",      "c",       "d",      "e",       "f",     "g",  "h",
-    "i",      "j",       "k",      "l",       "m",      "n",       "o",     "p",  "q",
-    "r",      "s",       "t",      "u",       "v",      "w",       "x",     "y",  "z",
-    "at",     "he",      "on",     SP "t",    SP "the", SP "c",    SP "cat", SP "s", SP "sat",
-    SP "m",   SP "mat",  SP "on",  SP "a",    SP "an"};
+    SP,       "a",    "b",      "c",    "d",      "e",     "f",    "g",    "h",    "i",      "j",
+    "k",      "l",    "m",      "n",    "o",      "p",     "q",    "r",    "s",    "t",      "u",
+    "v",      "w",    "x",      "y",    "z",      "at",    "he",   "on",   SP "t", SP "the", SP "c",
+    SP "cat", SP "s", SP "sat", SP "m", SP "mat", SP "on", SP "a", SP "an"};
 #define VOCAB (3 + 256 + N_PIECES)
 
 /* Q8_0 blocks for a (rows, cols) matrix: random f16 scales near 1/512 and quants in [-100, 100]
@@ -103,7 +102,7 @@ static const char *write_tiny_gguf(const char *dir, const tiny_spec *s) {
     static char path[512];
     gbuf        kv = {0}, data = {0}, out = {0};
     int         n_kv = 0, hd = s->dim / s->n_heads;
-    rng_state        = 12345u;
+    rng_state = 12345u;
     kv_key(&kv, &n_kv, "general.architecture", GGUF_T_STRING);
     gb_str(&kv, "llama");
     const struct {
@@ -268,8 +267,7 @@ static void same_ppl(cJSON *a, cJSON *b, const char *what) {
         double ny = cJSON_GetObjectItem(y, "nll_nats")->valuedouble;
         cr_assert(nx == ny, "%s: document %d nll %.17g vs %.17g", what, i, nx, ny);
         cr_assert_eq(cJSON_GetObjectItem(x, "tokens")->valueint,
-                     cJSON_GetObjectItem(y, "tokens")->valueint, "%s: document %d tokens", what,
-                     i);
+                     cJSON_GetObjectItem(y, "tokens")->valueint, "%s: document %d tokens", what, i);
     }
     double pa = cJSON_GetObjectItem(cJSON_GetObjectItem(a, "total"), "ppl")->valuedouble;
     double pb = cJSON_GetObjectItem(cJSON_GetObjectItem(b, "total"), "ppl")->valuedouble;
@@ -350,13 +348,13 @@ Test(gguf_cli, generate_on_the_stories_gguf_gives_the_converted_directorys_token
                     "{\"prompt\": \"The cat\", \"max_new_tokens\": 24}\n"
                     "{\"prompt\": \"Lily and Ben\", \"max_new_tokens\": 32}\n");
     char *out = NULL;
-    cr_assert_eq(test_run(&out, "generate %s --prompts %s/p.jsonl --output %s/a.jsonl", gguf, dir,
-                          dir),
-                 0, "%s", out);
+    cr_assert_eq(
+        test_run(&out, "generate %s --prompts %s/p.jsonl --output %s/a.jsonl", gguf, dir, dir), 0,
+        "%s", out);
     free(out);
-    cr_assert_eq(test_run(&out, "generate %s --prompts %s/p.jsonl --output %s/b.jsonl", conv, dir,
-                          dir),
-                 0, "%s", out);
+    cr_assert_eq(
+        test_run(&out, "generate %s --prompts %s/p.jsonl --output %s/b.jsonl", conv, dir, dir), 0,
+        "%s", out);
     free(out);
     char pa[128], pb[128];
     snprintf(pa, sizeof pa, "%s/a.jsonl", dir);
@@ -373,7 +371,7 @@ Test(gguf_cli, tokenize_reads_the_gguf_vocabulary_as_the_converted_tokenizer) {
     test_tmpdir(dir, sizeof dir);
     snprintf(conv, sizeof conv, "%s/conv", dir);
     convert_to(gguf, conv);
-    char *a = NULL, *b = NULL;
+    char       *a = NULL, *b = NULL;
     const char *text = "'Hello, Lily!  The 3 cats ran.\\nzq\xc3\xa9'";
     cr_assert_eq(test_run(&a, "tokenize %s --json %s", gguf, text), 0, "%s", a);
     cr_assert_eq(test_run(&b, "tokenize %s --json %s", conv, text), 0, "%s", b);
@@ -451,13 +449,13 @@ Test(gguf_cli, inspect_shows_for_a_gguf_what_it_shows_for_its_converted_director
     test_tmpdir(dir, sizeof dir);
     snprintf(conv, sizeof conv, "%s/conv", dir);
     convert_to(gguf, conv);
-    cJSON *a = run_json("inspect gguf", "inspect %s %s", gguf, "--json");
-    cJSON *b = run_json("inspect dir", "inspect %s %s", conv, "--json");
-    const char *same[] = {"architecture", "model_type", "parameters", "context_length",
-                          "vocab_size",   "n_layers",   "dim",        "n_heads",
-                          "n_kv_heads",   "head_dim",   "ffn_dim",    "norm",
-                          "norm_eps",     "rope",       "tie_embeddings", "bos_token_id",
-                          "eos_token_id", "memory",     "chat_template"};
+    cJSON      *a      = run_json("inspect gguf", "inspect %s %s", gguf, "--json");
+    cJSON      *b      = run_json("inspect dir", "inspect %s %s", conv, "--json");
+    const char *same[] = {
+        "architecture", "model_type",   "parameters", "context_length", "vocab_size",
+        "n_layers",     "dim",          "n_heads",    "n_kv_heads",     "head_dim",
+        "ffn_dim",      "norm",         "norm_eps",   "rope",           "tie_embeddings",
+        "bos_token_id", "eos_token_id", "memory",     "chat_template"};
     for (size_t i = 0; i < sizeof same / sizeof *same; i++) {
         cJSON *x = cJSON_GetObjectItem(a, same[i]), *y = cJSON_GetObjectItem(b, same[i]);
         cr_assert_not_null(y, "%s missing for the directory", same[i]);
@@ -513,7 +511,7 @@ Test(gguf_cli, a_gguf_tokenizer_and_chat_template_are_those_of_its_converted_dir
     cr_assert_str_eq(va.bos_token, vb.bos_token);
     cr_assert_str_eq(va.eos_token, vb.eos_token);
     va.add_generation_prompt = vb.add_generation_prompt = 1;
-    chat_message m[2]        = {{"user", "hi there", 8}, {"assistant", "hello", 5}};
+    chat_message m[2] = {{"user", "hi there", 8}, {"assistant", "hello", 5}};
     char        *ra = NULL, *rb = NULL;
     size_t       la, lb;
     cr_assert_eq(chat_template_render(ta, m, 2, &va, &ra, &la, &err), 0, "%s", err.msg);
@@ -548,9 +546,9 @@ Test(gguf_cli, a_q8_0_gguf_keeps_its_blocks_with_weights_q8_0) {
     cJSON *gf32 = run_json("gguf f32", "ppl %s %s", g, rest);
     same_ppl(gf32, f32, "Q8_0 GGUF with --weights f32 against its converted directory");
     snprintf(rest, sizeof rest, "%s --ctx 16 --stride 8 --json --weights q8_0", doc);
-    cJSON *rq  = run_json("dir q8_0", "ppl %s %s", conv, rest);
-    double a   = cJSON_GetObjectItem(cJSON_GetObjectItem(q8, "total"), "nll_nats")->valuedouble;
-    double b   = cJSON_GetObjectItem(cJSON_GetObjectItem(rq, "total"), "nll_nats")->valuedouble;
+    cJSON *rq = run_json("dir q8_0", "ppl %s %s", conv, rest);
+    double a  = cJSON_GetObjectItem(cJSON_GetObjectItem(q8, "total"), "nll_nats")->valuedouble;
+    double b  = cJSON_GetObjectItem(cJSON_GetObjectItem(rq, "total"), "nll_nats")->valuedouble;
     cr_assert(a != b, "re-quantized weights scored the same (%.17g): the test cannot tell", a);
     cJSON_Delete(q8), cJSON_Delete(f32), cJSON_Delete(gf32), cJSON_Delete(rq);
 }
@@ -589,8 +587,8 @@ Test(gguf_cli, peak_rss_of_a_q8_0_gguf_is_about_its_q8_0_bytes, .timeout = 120) 
     double      peak[2], wbytes[2];
     for (int i = 0; i < 2; i++) {
         snprintf(args, sizeof args, "ppl %s %s/t.txt --threads 2 --weights %s", g, dir, fmts[i]);
-        peak[i]      = child_peak_rss(args);
-        model_opts o = {.device = "cpu", .weights = wf[i], .max_batch_tokens = 64};
+        peak[i]       = child_peak_rss(args);
+        model_opts  o = {.device = "cpu", .weights = wf[i], .max_batch_tokens = 64};
         assay_error err;
         model      *m = model_load(g, &o, &err);
         cr_assert_not_null(m, "%s", err.msg);
@@ -661,9 +659,9 @@ Test(gguf_cli, a_truncated_gguf_is_refused_naming_the_file_and_field) {
 Test(gguf_cli, an_unsupported_quant_type_is_refused_naming_the_tensor_and_type) {
     char dir[64], doc[128];
     test_tmpdir(dir, sizeof dir);
-    tiny_spec s = SMALL;
-    s.down_type = 12; /* Q4_K */
-    s.name      = "q4k.gguf";
+    tiny_spec s   = SMALL;
+    s.down_type   = 12; /* Q4_K */
+    s.name        = "q4k.gguf";
     const char *g = write_tiny_gguf(dir, &s);
     test_write_file(dir, "t.txt", "the cat\n");
     snprintf(doc, sizeof doc, "ppl %%s %s/t.txt --weights q8_0", dir);
@@ -679,16 +677,16 @@ Test(gguf_cli, missing_tokenizer_keys_are_refused_naming_the_key) {
     test_tmpdir(dir, sizeof dir);
     test_write_file(dir, "t.txt", "the cat\n");
     snprintf(doc, sizeof doc, "ppl %%s %s/t.txt", dir);
-    tiny_spec s = SMALL;
+    tiny_spec s    = SMALL;
     s.no_tok_model = 1;
     s.name         = "no_model.gguf";
     const char *g  = write_tiny_gguf(dir, &s);
     expect_refused(doc, g, "tokenizer.ggml.model");
     expect_refused("tokenize %s hello", g, "tokenizer.ggml.model");
-    s              = SMALL;
-    s.no_tokens    = 1;
-    s.name         = "no_tokens.gguf";
-    g              = write_tiny_gguf(dir, &s);
+    s           = SMALL;
+    s.no_tokens = 1;
+    s.name      = "no_tokens.gguf";
+    g           = write_tiny_gguf(dir, &s);
     expect_refused(doc, g, "tokenizer.ggml.tokens");
 }
 
