@@ -566,11 +566,13 @@ static int write_merges(sbuf *b, tok_ctx *c, assay_error *err) {
             size_t      len;
             const char *s  = gguf_get_arr_str(c->f, "tokenizer.ggml.merges", i, &len);
             const char *sp = memchr(s, ' ', len);
-            if (!sp || memchr(sp + 1, ' ', len - (size_t)(sp - s) - 1) || !utf8_valid(s, len))
+            if (!sp || memchr(sp + 1, ' ', len - (size_t)(sp - s) - 1) || !utf8_valid(s, len)) {
+                free(joined);
                 return assay_fail(err, ASSAY_EUNSUPPORTED,
                                   "%s: tokenizer.ggml.merges[%lld] is not two tokens separated by "
                                   "one space in valid UTF-8",
                                   c->name, (long long)i);
+            }
             if ((rc = check_merge(c, i, s, (size_t)(sp - s), sp + 1, len - (size_t)(sp - s) - 1,
                                   &joined, &jcap, err))) {
                 free(joined);
