@@ -33,8 +33,8 @@ static const char generate_usage[] =
 static const char generate_help[] =
     "\n"
     "Greedy generation under MODEL (a Hugging Face checkpoint directory with its tokenizer, or a\n"
-    "GGUF file) for every prompt of FILE.jsonl, decoded together with continuous batching. Each "
-    "line is\n"
+    "GGUF file) for every prompt of FILE.jsonl, decoded together with continuous batching.\n"
+    "Each line is\n"
     "  {\"prompt\": \"...\"}          text, tokenized as tokenizer(text) (BOS when the tokenizer\n"
     "                              adds it; special-token text becomes special tokens)\n"
     "  {\"prompt_ids\": [...]}       token ids as they are\n"
