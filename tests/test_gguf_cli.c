@@ -63,6 +63,7 @@ typedef struct tiny_spec {
     int         no_tok_model; /* leave out tokenizer.ggml.model */
     int         no_tokens;    /* leave out tokenizer.ggml.tokens/scores/token_type */
     const char *name;
+    int         gpt2; /* a byte-level BPE vocabulary with merges, as SmolLM2's GGUF has */
 } tiny_spec;
 
 enum { N_PIECES = 41 };
@@ -75,6 +76,31 @@ static const char *const PIECES[N_PIECES] = {
     "v",      "w",    "x",      "y",    "z",      "at",    "he",   "on",   SP "t", SP "the", SP "c",
     SP "cat", SP "s", SP "sat", SP "m", SP "mat", SP "on", SP "a", SP "an"};
 #define VOCAB (3 + 256 + N_PIECES)
+
+/* Byte-level BPE: the 256 byte symbols (GPT-2's byte-to-unicode map), merged pieces, then the
+ * end-of-text token. */
+enum { N_BL_MERGES = 8 };
+#define G "\xc4\xa0" /* U+0120, byte-level's space */
+static const char *const BL_MERGES[N_BL_MERGES][2] = {{G, "t"}, {"h", "e"},   {G "t", "he"},
+                                                      {G, "c"}, {"a", "t"},   {G "c", "at"},
+                                                      {G, "s"}, {G "s", "at"}};
+#define VOCAB_GPT2 (256 + N_BL_MERGES + 1)
+
+/* The printable character GPT-2's byte-level encoding gives byte b, as UTF-8 into out. */
+static void byte_symbol(int b, char *out) {
+    int cp = b;
+    if (!((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255))) {
+        int n = 0; /* the others, in order, from U+0100 */
+        for (int k = 0; k < b; k++)
+            n += !((k >= 33 && k <= 126) || (k >= 161 && k <= 172) || (k >= 174 && k <= 255));
+        cp = 256 + n;
+    }
+    if (cp < 0x80) {
+        out[0] = (char)cp, out[1] = 0;
+    } else {
+        out[0] = (char)(0xc0 | cp >> 6), out[1] = (char)(0x80 | (cp & 0x3f)), out[2] = 0;
+    }
+}
 
 /* Q8_0 blocks for a (rows, cols) matrix: random f16 scales near 1/512 and quants in [-100, 100]
  * (never +-127, so quantizing the decoded values again gives other scales and quants). */
@@ -101,8 +127,9 @@ typedef struct wtensor {
 static const char *write_tiny_gguf(const char *dir, const tiny_spec *s) {
     static char path[512];
     gbuf        kv = {0}, data = {0}, out = {0};
-    int         n_kv = 0, hd = s->dim / s->n_heads;
-    rng_state = 12345u;
+    int         n_kv = 0, hd = s->dim / s->n_heads, vocab = s->gpt2 ? VOCAB_GPT2 : VOCAB;
+    uint32_t    eot = VOCAB_GPT2 - 1;
+    rng_state       = 12345u;
     kv_key(&kv, &n_kv, "general.architecture", GGUF_T_STRING);
     gb_str(&kv, "llama");
     const struct {
@@ -115,10 +142,11 @@ static const char *write_tiny_gguf(const char *dir, const tiny_spec *s) {
              {"llama.attention.head_count", (uint32_t)s->n_heads},
              {"llama.attention.head_count_kv", (uint32_t)s->n_kv},
              {"llama.rope.dimension_count", (uint32_t)hd},
-             {"llama.vocab_size", VOCAB},
-             {"tokenizer.ggml.bos_token_id", 1},
-             {"tokenizer.ggml.eos_token_id", 2},
-             {"tokenizer.ggml.unknown_token_id", 0}};
+             {"llama.vocab_size", (uint32_t)vocab},
+             {"tokenizer.ggml.bos_token_id", s->gpt2 ? eot : 1},
+             {"tokenizer.ggml.eos_token_id", s->gpt2 ? eot : 2},
+             {s->gpt2 ? "tokenizer.ggml.padding_token_id" : "tokenizer.ggml.unknown_token_id",
+              s->gpt2 ? eot : 0}};
     for (size_t i = 0; i < sizeof u / sizeof *u; i++) {
         kv_key(&kv, &n_kv, u[i].k, GGUF_T_U32);
         gb_u32(&kv, u[i].v);
@@ -130,9 +158,39 @@ static const char *write_tiny_gguf(const char *dir, const tiny_spec *s) {
     gb_put(&kv, &theta, 4);
     if (!s->no_tok_model) {
         kv_key(&kv, &n_kv, "tokenizer.ggml.model", GGUF_T_STRING);
-        gb_str(&kv, "llama");
+        gb_str(&kv, s->gpt2 ? "gpt2" : "llama");
     }
-    if (!s->no_tokens) {
+    if (s->gpt2) {
+        char sym[8], joined[32];
+        kv_key(&kv, &n_kv, "tokenizer.ggml.pre", GGUF_T_STRING);
+        gb_str(&kv, "gpt-2");
+        kv_key(&kv, &n_kv, "tokenizer.ggml.tokens", GGUF_T_ARRAY);
+        gb_u32(&kv, GGUF_T_STRING);
+        gb_u64(&kv, VOCAB_GPT2);
+        for (int b = 0; b < 256; b++) {
+            byte_symbol(b, sym);
+            gb_str(&kv, sym);
+        }
+        for (int i = 0; i < N_BL_MERGES; i++) {
+            snprintf(joined, sizeof joined, "%s%s", BL_MERGES[i][0], BL_MERGES[i][1]);
+            gb_str(&kv, joined);
+        }
+        gb_str(&kv, "<|endoftext|>");
+        kv_key(&kv, &n_kv, "tokenizer.ggml.token_type", GGUF_T_ARRAY);
+        gb_u32(&kv, GGUF_T_I32);
+        gb_u64(&kv, VOCAB_GPT2);
+        for (int i = 0; i < VOCAB_GPT2; i++) {
+            int32_t ty = i == VOCAB_GPT2 - 1 ? 3 : 1;
+            gb_put(&kv, &ty, 4);
+        }
+        kv_key(&kv, &n_kv, "tokenizer.ggml.merges", GGUF_T_ARRAY);
+        gb_u32(&kv, GGUF_T_STRING);
+        gb_u64(&kv, N_BL_MERGES);
+        for (int i = 0; i < N_BL_MERGES; i++) {
+            snprintf(joined, sizeof joined, "%s %s", BL_MERGES[i][0], BL_MERGES[i][1]);
+            gb_str(&kv, joined);
+        }
+    } else if (!s->no_tokens) {
         char tok[16];
         kv_key(&kv, &n_kv, "tokenizer.ggml.tokens", GGUF_T_ARRAY);
         gb_u32(&kv, GGUF_T_STRING);
@@ -188,7 +246,7 @@ static const char *write_tiny_gguf(const char *dir, const tiny_spec *s) {
         w->nbytes = data.n - w->off;                                                               \
     } while (0)
     char nm[64];
-    ADD_T("token_embd.weight", 2, D, (size_t)VOCAB, GGML_TYPE_Q8_0);
+    ADD_T("token_embd.weight", 2, D, (size_t)vocab, GGML_TYPE_Q8_0);
     for (int l = 0; l < s->n_layers; l++) {
         snprintf(nm, sizeof nm, "blk.%d.attn_norm.weight", l);
         ADD_T(nm, 1, D, 1, GGML_TYPE_F32);
@@ -239,7 +297,7 @@ static const char *write_tiny_gguf(const char *dir, const tiny_spec *s) {
     return path;
 }
 
-static const tiny_spec SMALL = {64, 4, 2, 128, 2, 0, 0, 0, "q8.gguf"};
+static const tiny_spec SMALL = {64, 4, 2, 128, 2, 0, 0, 0, "q8.gguf", 0};
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
@@ -553,6 +611,43 @@ Test(gguf_cli, a_q8_0_gguf_keeps_its_blocks_with_weights_q8_0) {
     cJSON_Delete(q8), cJSON_Delete(f32), cJSON_Delete(gf32), cJSON_Delete(rq);
 }
 
+/* A byte-level BPE vocabulary (tokenizer.ggml.model gpt2, merges in the file), and tiny.gguf
+ * (Q4_0, Q4_1, F16, BF16, Q8_0 and F32 tensors): tokenize and ppl as their converted
+ * directories, in every weight format. */
+Test(gguf_cli, byte_level_and_mixed_type_ggufs_score_as_their_converted_directories) {
+    char dir[64], conv[128], doc[128], rest[256];
+    test_tmpdir(dir, sizeof dir);
+    tiny_spec s   = SMALL;
+    s.gpt2        = 1;
+    s.name        = "bl.gguf";
+    const char *g = write_tiny_gguf(dir, &s);
+    test_write_file(dir, "t.txt",
+                    "the cat sat on the mat; that cat's hat: 42 \xc3\xa9t\xc3\xa9s.\n");
+    snprintf(doc, sizeof doc, "%s/t.txt", dir);
+    const char *files[2] = {g, "tests/fixtures/gguf/tiny.gguf"};
+    for (int f = 0; f < 2; f++) {
+        snprintf(conv, sizeof conv, "%s/conv%d", dir, f);
+        convert_to(files[f], conv);
+        char *a = NULL, *b = NULL;
+        cr_assert_eq(test_run(&a, "tokenize %s --ids --file %s", files[f], doc), 0, "%s", a);
+        cr_assert_eq(test_run(&b, "tokenize %s --ids --file %s", conv, doc), 0, "%s", b);
+        cr_assert_str_eq(a, b);
+        if (f == 0) /* the merges ran: "Ġthe" and "Ġcat" are single tokens */
+            cr_assert(strstr(a, " 258 ") && strstr(a, " 261 "), "%s", a);
+        free(a), free(b);
+        const char *w[3] = {"f32", "bf16", "q8_0"};
+        for (int k = 0; k < 3; k++) {
+            if (f == 0 && k == 2)
+                continue; /* its Q8_0 blocks do not survive re-quantization, by design */
+            snprintf(rest, sizeof rest, "%s --ctx 16 --stride 8 --json --weights %s", doc, w[k]);
+            cJSON *x = run_json("gguf", "ppl %s %s", files[f], rest);
+            cJSON *y = run_json("dir", "ppl %s %s", conv, rest);
+            same_ppl(x, y, w[k]);
+            cJSON_Delete(x), cJSON_Delete(y);
+        }
+    }
+}
+
 /* Peak RSS of one child (wait4 reports that process's own peak). */
 static double child_peak_rss(const char *args) {
     char cmd[2048];
@@ -579,7 +674,7 @@ Test(gguf_cli, peak_rss_of_a_q8_0_gguf_is_about_its_q8_0_bytes, .timeout = 120) 
     char dir[64], args[512];
     test_tmpdir(dir, sizeof dir);
     /* 12.7M parameters: 14 MB as Q8_0, 51 MB as f32 */
-    const tiny_spec big = {512, 8, 4, 1536, 4, 0, 0, 0, "big.gguf"};
+    const tiny_spec big = {512, 8, 4, 1536, 4, 0, 0, 0, "big.gguf", 0};
     const char     *g   = write_tiny_gguf(dir, &big);
     test_write_file(dir, "t.txt", "the cat sat on the mat.\n");
     const char *fmts[2] = {"q8_0", "f32"};
