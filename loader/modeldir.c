@@ -25,7 +25,7 @@ int model_dir_check(const char *path, assay_error *err) {
     if (stat(path, &st) != 0)
         return assay_fail(err, ASSAY_EIO,
                           "%s: %s (expected a model directory with config.json, "
-                          "*.safetensors and tokenizer.json)",
+                          "*.safetensors and tokenizer.json, or a .gguf file)",
                           path, strerror(errno));
     if (S_ISDIR(st.st_mode))
         return ASSAY_OK;
