@@ -1,6 +1,7 @@
 /* fuzz/fuzz_gguf.c — the GGUF reader over arbitrary bytes: it must reject or accept without
  * reading outside the buffer; every accepted tensor lies inside it, every metadata value can be
- * read back, supported tensors dequantize, and the llama config and tokenizer builders cope. */
+ * read back, supported tensors dequantize, and the llama config, the tensor check, and the
+ * tokenizer builders (JSON texts, then the tokenizer the CLI loads from them) cope. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,14 +73,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             }
         }
     }
+    size_t         hn;
+    const uint8_t *h = gguf_header(f, &hn);
+    if (h != buf || hn > size)
+        abort(); /* what hashes_model reads lies inside the file */
     model_config cfg;
-    if (gguf_to_config(f, &cfg, &err) == 0)
+    if (gguf_to_config(f, &cfg, &err) == 0) {
         sink += cfg.dim;
+        /* what model_load checks before planning memory (a MODEL given as a GGUF file) */
+        if (gguf_check_tensors(f, &cfg, "fuzz.gguf", &err) != 0 &&
+            (err.code == 0 || strncmp(err.msg, "fuzz.gguf: ", 11) != 0))
+            abort();
+    }
     char *tj = NULL, *tc = NULL;
     if (gguf_tokenizer_to_json(f, "fuzz.gguf", 16, &tj, &tc, &err) == 0)
         sink += (double)strlen(tj) + (double)strlen(tc);
     free(tj);
     free(tc);
+    /* the tokenizer the CLI builds from those texts (tok_load of a GGUF path) */
+    tokenizer *t = gguf_tokenizer_load(f, "fuzz.gguf", &err);
+    if (t)
+        sink += tok_vocab_size(t) + tok_bos_id(t);
+    tok_free(t);
     (void)sink;
     gguf_close(f);
     free(buf);

@@ -86,11 +86,12 @@ int cli_parse_bytes(const char *opt, const char *val, size_t *out, assay_error *
 /* The backend spec of c's device choice: "auto", "cpu" or "cuda:N". */
 void cli_device_spec(const cli_common *c, char *buf, size_t cap);
 
-/* Loads the model in `dir` for the chosen device, thread count and memory budget (checked
- * before any weight is read). An explicit --device cuda[:N] that this build or machine cannot
- * serve (built without CUDA, no GPU or driver, no device N) is ASSAY_EUNSUPPORTED with the
- * reason (exit 2: nothing ran); a GPU that fails while loading is ASSAY_EDEVICE (exit 3). The
- * device that ran is remembered for cli_summary and cli_json_device. */
+/* Loads the model in `dir` (a checkpoint directory or a GGUF file: model_load) for the chosen
+ * device, thread count and memory budget (checked before any weight is read). An explicit
+ * --device cuda[:N] that this build or machine cannot serve (built without CUDA, no GPU or
+ * driver, no device N) is ASSAY_EUNSUPPORTED with the reason (exit 2: nothing ran); a GPU that
+ * fails while loading is ASSAY_EDEVICE (exit 3). The device that ran is remembered for
+ * cli_summary and cli_json_device. */
 struct model;
 struct cJSON;
 int cli_load_model(const char *dir, const cli_common *c, struct model **out, assay_error *err);

@@ -300,7 +300,7 @@ static int convert_run(const char *in, const char *out_dir, dtype out_dt, int fo
         goto fail;
     snprintf(cfg.torch_dtype, sizeof cfg.torch_dtype, "%s",
              out_dt == DTYPE_BF16 ? "bfloat16" : "float32");
-    if ((rc = gguf_tokenizer_to_json(g, in, cfg.max_pos, &tok_json, &tok_cfg, err)))
+    if ((rc = gguf_tokenizer_texts(g, in, &tok_json, &tok_cfg, err)))
         goto fail;
     if (!(cfg_json = config_to_json(&cfg))) {
         rc = assay_fail(err, ASSAY_ENOMEM, "%s: cannot serialize config.json", in);

@@ -20,7 +20,8 @@ static const char eval_usage[] =
     "                  [--apply-chat-template [--fewshot-as-multiturn | "
     "--no-fewshot-as-multiturn]]\n"
     "                  [--system-prompt TEXT] [--max-gen-toks N] [--task-file F]\n"
-    "                  [--history FILE] [--resume DIR] [--weights f32|bf16|q8_0]\n";
+    "                  [--history FILE] [--resume DIR] [--weights f32|bf16|q8_0]\n"
+    "MODEL is a Hugging Face checkpoint directory or a GGUF file.\n";
 
 static const char eval_help[] =
     "\n"
@@ -143,7 +144,7 @@ int cmd_eval(int argc, char **argv) {
     }
     if (!model_dir || (!tasks_arg && !task_file) || !data) {
         fprintf(stderr, "assay: eval: missing %s (see assay eval --help)\n%s",
-                !model_dir ? "MODEL (a checkpoint directory)"
+                !model_dir ? "MODEL (a checkpoint directory or GGUF file)"
                 : !data    ? "--data DIR"
                            : "--tasks LIST or --task-file F",
                 eval_usage);

@@ -32,8 +32,9 @@ static const char generate_usage[] =
 
 static const char generate_help[] =
     "\n"
-    "Greedy generation under MODEL (a Hugging Face checkpoint directory with its tokenizer) for\n"
-    "every prompt of FILE.jsonl, decoded together with continuous batching. Each line is\n"
+    "Greedy generation under MODEL (a Hugging Face checkpoint directory with its tokenizer, or a\n"
+    "GGUF file) for every prompt of FILE.jsonl, decoded together with continuous batching.\n"
+    "Each line is\n"
     "  {\"prompt\": \"...\"}          text, tokenized as tokenizer(text) (BOS when the tokenizer\n"
     "                              adds it; special-token text becomes special tokens)\n"
     "  {\"prompt_ids\": [...]}       token ids as they are\n"
@@ -487,7 +488,7 @@ int cmd_generate(int argc, char **argv) {
     }
     if (!model_dir || !prompt_path) {
         fprintf(stderr, "assay: generate: missing %s (see assay generate --help)\n%s",
-                !model_dir ? "MODEL (a checkpoint directory)" : "--prompts FILE.jsonl",
+                !model_dir ? "MODEL (a checkpoint directory or GGUF file)" : "--prompts FILE.jsonl",
                 generate_usage);
         free(stops);
         return 2;

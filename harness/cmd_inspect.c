@@ -15,6 +15,8 @@
 #include "harness/commands.h"
 #include "loader/config.h"
 #include "loader/gguf.h"
+#include "loader/gguf_tokenizer.h"
+#include "loader/modeldir.h"
 #include "loader/safetensors.h"
 
 static const char inspect_help[] =
@@ -77,15 +79,10 @@ static int json_mentions_metaspace(const cJSON *node) {
     return 0;
 }
 
-/* Describes tokenizer.json at `path` into buf, e.g. "BPE (byte-level)". */
-static int describe_tokenizer_json(const char *path, char *buf, size_t cap, assay_error *err) {
-    char  *text = NULL;
-    size_t len  = 0;
-    int    rc   = file_read_all(path, &text, &len, err);
-    if (rc)
-        return rc;
+/* Describes tokenizer.json text into buf, e.g. "BPE (byte-level)"; `path` names it. */
+static int describe_tokenizer_text(const char *text, size_t len, const char *path, char *buf,
+                                   size_t cap, assay_error *err) {
     cJSON *root = cJSON_ParseWithLength(text, len);
-    free(text);
     if (!root || !cJSON_IsObject(root)) {
         cJSON_Delete(root);
         return assay_fail(err, ASSAY_EFORMAT, "%s: not a valid JSON object", path);
@@ -118,6 +115,18 @@ static int describe_tokenizer_json(const char *path, char *buf, size_t cap, assa
         snprintf(buf, cap, "%.40s%s", kind, fallback ? " (byte fallback)" : "");
     cJSON_Delete(root);
     return 0;
+}
+
+/* Describes tokenizer.json at `path` into buf. */
+static int describe_tokenizer_json(const char *path, char *buf, size_t cap, assay_error *err) {
+    char  *text = NULL;
+    size_t len  = 0;
+    int    rc   = file_read_all(path, &text, &len, err);
+    if (rc)
+        return rc;
+    rc = describe_tokenizer_text(text, len, path, buf, cap, err);
+    free(text);
+    return rc;
 }
 
 /* Tokenizer kind and chat template presence for a model directory. */
@@ -360,6 +369,16 @@ static int inspect_gguf(cJSON *o, const inspect_opts *opt, assay_error *err) {
         int64_t n_tok = gguf_get_arr_n(f, "tokenizer.ggml.tokens", NULL);
         if (cfg.vocab_size <= 0 && n_tok > 0)
             cfg.vocab_size = (int)n_tok;
+        /* checked against the config as a directory is: what the model commands would refuse */
+        int rc = gguf_check_tensors(f, &cfg, opt->path, err);
+        if (rc) {
+            cJSON_Delete(dtypes);
+            cJSON_Delete(list);
+            gguf_close(f);
+            return rc;
+        }
+        /* the config's count, as for a directory (a tied head once, unused tensors not) */
+        params = config_param_count(&cfg);
     }
     cJSON_AddNumberToObject(o, "parameters", (double)params);
     cJSON_AddItemToObject(o, "dtypes", dtypes);
@@ -380,9 +399,19 @@ static int inspect_gguf(cJSON *o, const inspect_opts *opt, assay_error *err) {
     size_t      tlen = 0;
     const char *tm   = gguf_get_str(f, "tokenizer.ggml.model", &tlen);
     if (tm) {
-        char    kind[160];
-        int64_t n_tok = gguf_get_arr_n(f, "tokenizer.ggml.tokens", NULL);
-        snprintf(kind, sizeof kind, "%.*s (GGUF tokenizer.ggml.model, %" PRId64 " tokens)",
+        /* the tokenizer the model commands build from it, described as a directory's */
+        char        kind[400], what[160] = "";
+        int64_t     n_tok = gguf_get_arr_n(f, "tokenizer.ggml.tokens", NULL);
+        char       *tj = NULL, *tc = NULL;
+        assay_error terr;
+        if (gguf_tokenizer_texts(f, opt->path, &tj, &tc, &terr) == 0 &&
+            describe_tokenizer_text(tj, strlen(tj), opt->path, what, sizeof what, &terr) == 0)
+            strcat(what, "; ");
+        else
+            cJSON_AddStringToObject(o, "tokenizer_problem", terr.msg);
+        free(tj);
+        free(tc);
+        snprintf(kind, sizeof kind, "%sGGUF tokenizer.ggml.model %.*s, %" PRId64 " tokens", what,
                  (int)(tlen > 64 ? 64 : tlen), tm, n_tok > 0 ? n_tok : 0);
         cJSON_AddStringToObject(o, "tokenizer", kind);
     } else {
@@ -507,6 +536,8 @@ static void print_text(const cJSON *o, const inspect_opts *opt) {
                    : "separate lm_head");
     }
     printf("%-16s%s\n", "tokenizer", str(o, "tokenizer"));
+    if (str(o, "tokenizer_problem"))
+        printf("%-16s%s\n", "", str(o, "tokenizer_problem"));
     printf("%-16s%s\n", "chat template",
            cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "chat_template")) ? "yes" : "no");
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(o, "memory");
@@ -604,7 +635,7 @@ int cmd_inspect(int argc, char **argv) {
     int rc;
     if (path_is_dir(opt.path))
         rc = inspect_safetensors(o, &opt, 1, &err);
-    else if (str_ends_with(opt.path, ".gguf"))
+    else if (model_path_is_gguf(opt.path))
         rc = inspect_gguf(o, &opt, &err);
     else if (str_ends_with(opt.path, ".safetensors") || str_ends_with(opt.path, ".json"))
         rc = inspect_safetensors(o, &opt, 0, &err);

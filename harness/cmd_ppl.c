@@ -27,7 +27,8 @@ static const char ppl_help[] =
     "usage: assay ppl MODEL FILE... [--mode sliding|rolling] [--ctx N] [--stride S] [--json]\n"
     "                 [--threads N] [--device auto|cpu|cuda[:N]] [--mem-budget SIZE]\n"
     "\n"
-    "Perplexity of text under MODEL (a Hugging Face checkpoint directory with its tokenizer).\n"
+    "Perplexity of text under MODEL (a Hugging Face checkpoint directory with its tokenizer, or\n"
+    "a GGUF file: its metadata, tokenizer and weights used as they are).\n"
     "A FILE ending in .jsonl holds one document per line as {\"text\": \"...\"}; any other FILE\n"
     "is one document (its whole content, UTF-8).\n"
     "\n"
@@ -275,7 +276,8 @@ int cmd_ppl(int argc, char **argv) {
     if (!model_dir || n_files == 0) {
         /* one line naming what is missing and the usage line, not the whole help */
         fprintf(stderr, "assay: ppl: missing %s (see assay ppl --help)\n%.*s",
-                !model_dir ? "MODEL (a checkpoint directory) and FILE" : "FILE (text to score)",
+                !model_dir ? "MODEL (a checkpoint directory or GGUF file) and FILE"
+                           : "FILE (text to score)",
                 (int)(strstr(ppl_help, "\n\n") - ppl_help) + 1, ppl_help);
         free(files);
         return 2;

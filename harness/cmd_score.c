@@ -34,7 +34,8 @@ static const char score_usage[] =
 static const char score_help[] =
     "\n"
     "Log-likelihood of each continuation given its context under MODEL (a Hugging Face\n"
-    "checkpoint directory with its tokenizer). Each line of FILE.jsonl is one request:\n"
+    "checkpoint directory with its tokenizer, or a GGUF file). Each line of FILE.jsonl is one\n"
+    "request:\n"
     "  {\"context\": \"...\", \"continuation\": \"...\"}            text, tokenized as lm-eval "
     "does\n"
     "  {\"context_ids\": [...], \"continuation_ids\": [...]}    token ids as they are\n"
@@ -312,7 +313,8 @@ int cmd_score(int argc, char **argv) {
     }
     if (!model_dir || !req_path) {
         fprintf(stderr, "assay: score: missing %s (see assay score --help)\n%s",
-                !model_dir ? "MODEL (a checkpoint directory)" : "--requests FILE.jsonl",
+                !model_dir ? "MODEL (a checkpoint directory or GGUF file)"
+                           : "--requests FILE.jsonl",
                 score_usage);
         return 2;
     }

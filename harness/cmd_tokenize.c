@@ -13,8 +13,9 @@
 
 static const char usage[] =
     "usage: assay tokenize MODEL_OR_TOKENIZER [options] [TEXT | --file F]\n"
-    "  MODEL_OR_TOKENIZER  a model directory (tokenizer.json, or GPT-2 encoder.json + vocab.bpe)\n"
-    "                      or a tokenizer.json file; without TEXT or --file, stdin is read\n"
+    "  MODEL_OR_TOKENIZER  a model directory (tokenizer.json, or GPT-2 encoder.json + vocab.bpe),\n"
+    "                      a GGUF file (its tokenizer.ggml.* metadata) or a tokenizer.json file;\n"
+    "                      without TEXT or --file, stdin is read\n"
     "  --ids               print the ids, space-separated, on one line\n"
     "  --json              print {\"ids\":[...],\"tokens\":[...],\"offsets\":[[s,e],...]} "
     "(offsets:\n"

@@ -9,6 +9,9 @@
 
 #include "core/sha256.h"
 #include "core/util.h"
+#include "loader/gguf.h"
+#include "loader/gguf_tokenizer.h"
+#include "loader/modeldir.h"
 
 int hashes_files(char out[65], const char *const *paths, size_t n, size_t max_bytes,
                  assay_error *err) {
@@ -27,13 +30,51 @@ static int cmp_cstr(const void *a, const void *b) {
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* A GGUF file's header, metadata and tensor directory: what the safetensors headers pin. */
+static int hashes_gguf_model(const char *path, char out[65], assay_error *err) {
+    gguf_file *g = gguf_open(path, err);
+    if (!g)
+        return err->code ? err->code : ASSAY_EFORMAT;
+    size_t      n;
+    const void *h = gguf_header(g, &n);
+    sha256_ctx  c;
+    sha256_init(&c);
+    sha256_update(&c, h, n);
+    sha256_hex(&c, out);
+    gguf_close(g);
+    return ASSAY_OK;
+}
+
+/* The tokenizer.json and tokenizer_config.json texts `assay convert` writes from a GGUF file, so
+ * the file and its converted directory name the same tokenizer. */
+static int hashes_gguf_tokenizer(const char *path, char out[65], assay_error *err) {
+    char      *tj = NULL, *tc = NULL;
+    gguf_file *g = gguf_open(path, err);
+    if (!g)
+        return err->code ? err->code : ASSAY_EFORMAT;
+    int rc = gguf_tokenizer_texts(g, path, &tj, &tc, err);
+    gguf_close(g);
+    if (!rc) {
+        sha256_ctx c;
+        sha256_init(&c);
+        sha256_update(&c, tj, strlen(tj));
+        sha256_update(&c, tc, strlen(tc));
+        sha256_hex(&c, out);
+    }
+    free(tj);
+    free(tc);
+    return rc;
+}
+
 int hashes_model(const char *dir, char out[65], assay_error *err) {
     char       path[4200];
     sha256_ctx c;
-    DIR       *d     = opendir(dir);
-    char     **names = NULL;
-    size_t     n = 0, cap = 0;
-    int        rc = ASSAY_OK;
+    if (model_path_is_gguf(dir))
+        return hashes_gguf_model(dir, out, err);
+    DIR   *d     = opendir(dir);
+    char **names = NULL;
+    size_t n = 0, cap = 0;
+    int    rc = ASSAY_OK;
     if (!d)
         return assay_fail(err, ASSAY_EIO, "%s: cannot open the directory", dir);
     struct dirent *e;
@@ -94,6 +135,8 @@ done:
 
 int hashes_tokenizer(const char *dir, char out[65], assay_error *err) {
     char tj[4200], tc[4200];
+    if (model_path_is_gguf(dir))
+        return hashes_gguf_tokenizer(dir, out, err);
     snprintf(tj, sizeof tj, "%s/tokenizer.json", dir);
     snprintf(tc, sizeof tc, "%s/tokenizer_config.json", dir);
     const char *tp[2] = {tj, tc};

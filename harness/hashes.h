@@ -13,10 +13,12 @@ int hashes_files(char out[65], const char *const *paths, size_t n, size_t max_by
 
 /* The model's content hash: config.json, then for each *.safetensors file (in name order) its
  * name and its 8-byte length + JSON header. Tensor bytes are not read: hashing gigabytes would
- * cost more than most runs; the header pins names, dtypes, shapes and offsets. */
+ * cost more than most runs; the header pins names, dtypes, shapes and offsets. For a GGUF file: the
+ * bytes before its tensor data (header, metadata, tensor directory). */
 int hashes_model(const char *dir, char out[65], assay_error *err);
 
-/* tokenizer.json, then tokenizer_config.json when present. */
+/* tokenizer.json, then tokenizer_config.json when present. For a GGUF file: the two texts
+ * `assay convert` would write from its metadata, so it equals its converted directory's hash. */
 int hashes_tokenizer(const char *dir, char out[65], assay_error *err);
 
 #endif

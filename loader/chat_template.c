@@ -9,7 +9,9 @@
 
 #include "core/util.h"
 #include "loader/config.h"
+#include "loader/gguf_tokenizer.h"
 #include "loader/jinja_internal.h"
+#include "loader/modeldir.h"
 
 #define CHAT_TEMPLATE_JINJA_MAX ((size_t)16 << 20) /* chat_template.jinja */
 
@@ -131,6 +133,23 @@ static int json_read(const char *path, cJSON **out, assay_error *err) {
     return 0;
 }
 
+/* The tokenizer_config.json of GGUF file `path`, parsed. */
+static int gguf_tokenizer_config(const char *path, cJSON **out, assay_error *err) {
+    char      *tj = NULL, *tc = NULL;
+    gguf_file *g = gguf_open(path, err);
+    *out         = NULL;
+    if (!g)
+        return err->code ? err->code : ASSAY_EFORMAT;
+    int rc = gguf_tokenizer_texts(g, path, &tj, &tc, err);
+    gguf_close(g);
+    free(tj);
+    if (rc)
+        return rc;
+    *out = cJSON_Parse(tc);
+    free(tc);
+    return *out ? ASSAY_OK : assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", path);
+}
+
 int chat_template_load_dir(const char *model_dir, chat_template **tpl, chat_vars *vars,
                            assay_error *err) {
     char        cfg_path[4096], jinja_path[4096], map_path[4096], where[4200];
@@ -141,13 +160,19 @@ int chat_template_load_dir(const char *model_dir, chat_template **tpl, chat_vars
     int         rc = 0;
     *tpl           = NULL;
     memset(vars, 0, sizeof *vars);
-    if (path_join(cfg_path, sizeof cfg_path, model_dir, "tokenizer_config.json") ||
-        path_join(jinja_path, sizeof jinja_path, model_dir, "chat_template.jinja") ||
-        path_join(map_path, sizeof map_path, model_dir, "special_tokens_map.json"))
+    int gguf = model_path_is_gguf(model_dir);
+    if (gguf) {
+        /* the tokenizer_config.json `assay convert` would write holds the template and tokens */
+        snprintf(cfg_path, sizeof cfg_path, "%s: tokenizer.chat_template", model_dir);
+        if ((rc = gguf_tokenizer_config(model_dir, &cfg, err)))
+            goto done;
+    } else if (path_join(cfg_path, sizeof cfg_path, model_dir, "tokenizer_config.json") ||
+               path_join(jinja_path, sizeof jinja_path, model_dir, "chat_template.jinja") ||
+               path_join(map_path, sizeof map_path, model_dir, "special_tokens_map.json"))
         return assay_fail(err, ASSAY_EINVAL, "%s: path too long", model_dir);
-    if (path_exists(cfg_path) && (rc = json_read(cfg_path, &cfg, err)))
+    if (!gguf && path_exists(cfg_path) && (rc = json_read(cfg_path, &cfg, err)))
         goto done;
-    if (path_present(jinja_path)) {
+    if (!gguf && path_present(jinja_path)) {
         /* a chat_template.jinja beside the config wins over its entry, as transformers loads it */
         if ((rc = file_read_capped(jinja_path, CHAT_TEMPLATE_JINJA_MAX, &jinja, &text_len, err)))
             goto done;
@@ -180,7 +205,7 @@ int chat_template_load_dir(const char *model_dir, chat_template **tpl, chat_vars
         if (cJSON_IsString(ct)) {
             text     = ct->valuestring;
             text_len = strlen(text);
-            snprintf(where, sizeof where, "%s (chat_template)", cfg_path);
+            snprintf(where, sizeof where, "%s%s", cfg_path, gguf ? "" : " (chat_template)");
         }
     }
     if (!text)
@@ -192,7 +217,7 @@ int chat_template_load_dir(const char *model_dir, chat_template **tpl, chat_vars
     /* bos/eos from tokenizer_config.json, else special_tokens_map.json, else "" */
     const char *bos = json_token(cJSON_GetObjectItemCaseSensitive(cfg, "bos_token"));
     const char *eos = json_token(cJSON_GetObjectItemCaseSensitive(cfg, "eos_token"));
-    if ((!bos || !eos) && path_exists(map_path) && (rc = json_read(map_path, &map, err))) {
+    if ((!bos || !eos) && !gguf && path_exists(map_path) && (rc = json_read(map_path, &map, err))) {
         chat_template_free(*tpl);
         *tpl = NULL;
         goto done;

@@ -51,7 +51,8 @@ int chat_template_render(const chat_template *t, const chat_message *messages, s
  * list-of-{name, template} form, taking "default"); and bos_token / eos_token (strings or
  * {"content": ...} objects) from tokenizer_config.json, else special_tokens_map.json, else "".
  * *tpl NULL and 0 returned when the model has no template; vars' strings are owned by the
- * returned template. */
+ * returned template. `model_dir` may be a GGUF file: tokenizer.chat_template and its bos/eos
+ * tokens, as the tokenizer_config.json `assay convert` writes from it. */
 int chat_template_load_dir(const char *model_dir, chat_template **tpl, chat_vars *vars,
                            assay_error *err);
 

@@ -4,6 +4,7 @@
  * rope_scaling) and the 5.x one (rope_parameters, "dtype"). */
 #include "loader/config.h"
 #include "loader/arch.h"
+#include "loader/gguf.h"
 #include "loader/modeldir.h"
 
 #include <cJSON.h>
@@ -587,6 +588,16 @@ int config_load_dir(model_config *cfg, const char *dir, assay_error *err) {
     int  rc = model_dir_check(dir, err);
     if (rc)
         return rc;
+    if (model_path_is_gguf(dir)) {
+        gguf_file *g = gguf_open(dir, err);
+        if (!g) {
+            memset(cfg, 0, sizeof *cfg);
+            return err->code ? err->code : ASSAY_EFORMAT;
+        }
+        rc = gguf_to_config(g, cfg, err);
+        gguf_close(g);
+        return rc;
+    }
     if (path_join(path, sizeof path, dir, "config.json"))
         return assay_fail(err, ASSAY_EINVAL, "%s: path too long", dir);
     return config_load(cfg, path, err);

@@ -61,7 +61,7 @@ int config_parse(model_config *cfg, const char *json, size_t len, const char *na
                  assay_error *err);
 /* Reads and parses a config.json file. */
 int config_load(model_config *cfg, const char *path, assay_error *err);
-/* Reads DIR/config.json. */
+/* Reads DIR/config.json, or a GGUF file's llama metadata when `dir` is one (model_path_is_gguf). */
 int config_load_dir(model_config *cfg, const char *dir, assay_error *err);
 /* Serializes to Hugging Face config.json text (malloc'd; caller frees). */
 char *config_to_json(const model_config *cfg);

@@ -3,6 +3,8 @@
  * accessors below can index the mapped file without further checks. */
 #include "loader/gguf.h"
 
+#include "loader/arch.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -546,9 +548,14 @@ void gguf_close(gguf_file *f) {
 
 /* ---- accessors ---- */
 
-uint32_t gguf_version(const gguf_file *f) { return f->version; }
-int      gguf_n_tensors(const gguf_file *f) { return f->n_tensors; }
-int      gguf_n_kv(const gguf_file *f) { return f->n_kv; }
+uint32_t    gguf_version(const gguf_file *f) { return f->version; }
+const void *gguf_header(const gguf_file *f, size_t *nbytes) {
+    /* a file without tensors may end inside the alignment padding */
+    *nbytes = f->data_off < f->size ? f->data_off : f->size;
+    return f->buf;
+}
+int gguf_n_tensors(const gguf_file *f) { return f->n_tensors; }
+int gguf_n_kv(const gguf_file *f) { return f->n_kv; }
 
 const gguf_tensor *gguf_tensor_at(const gguf_file *f, int i) {
     return i >= 0 && i < f->n_tensors ? &f->tensors[i] : NULL;
@@ -829,5 +836,47 @@ int gguf_to_config(const gguf_file *f, model_config *cfg, assay_error *err) {
     if (gguf_get_int(f, "tokenizer.ggml.eos_token_id", &id) == 0 && id >= 0 && id < cfg->vocab_size)
         cfg->eos_token_id = (int)id;
     cfg->tie_embeddings = gguf_find_tensor(f, "output.weight") == NULL;
+    return ASSAY_OK;
+}
+
+int gguf_check_tensors(const gguf_file *f, const model_config *cfg, const char *where,
+                       assay_error *err) {
+    int                n = 0;
+    const arch_tensor *a = arch_tensors(cfg->arch, &n);
+    char               name[128];
+    for (int l = -1; l < cfg->n_layers; l++)
+        for (int k = 0; k < n; k++) {
+            const arch_tensor *t = &a[k];
+            if ((t->section == 1) != (l >= 0) || !arch_present(cfg, t))
+                continue;
+            if (!t->gguf)
+                return assay_fail(err, ASSAY_EUNSUPPORTED,
+                                  "%s: %s has no GGUF name for tensor '%s'", where, cfg->arch_name,
+                                  t->name);
+            if (l >= 0)
+                snprintf(name, sizeof name, "blk.%d.%s", l, t->gguf);
+            else
+                snprintf(name, sizeof name, "%s", t->gguf);
+            const gguf_tensor *g = gguf_find_tensor(f, name);
+            if (!g && t->when == WHEN_UNTIED && cfg->tie_embeddings)
+                continue;
+            if (!g)
+                return assay_fail(err, ASSAY_EFORMAT, "%s: tensor '%s' is missing", where, name);
+            int64_t rows = arch_dim_size(cfg, t->rows), cols = arch_dim_size(cfg, t->cols);
+            /* ggml ne = [cols, rows]: ne[0] varies fastest */
+            int ok = cols ? g->ndim == 2 && g->ne[0] == cols && g->ne[1] == rows
+                          : g->ndim == 1 && g->ne[0] == rows;
+            if (!ok)
+                return assay_fail(err, ASSAY_EFORMAT,
+                                  "%s: tensor '%s' has ne [%lld, %lld] (%d dims), expected "
+                                  "[%lld, %lld] from the metadata",
+                                  where, name, (long long)g->ne[0], (long long)g->ne[1], g->ndim,
+                                  (long long)(cols ? cols : rows), (long long)(cols ? rows : 1));
+            if (!gguf_type_supported(g->type))
+                return assay_fail(err, ASSAY_EUNSUPPORTED,
+                                  "%s: tensor '%s' has type %s; supported: F32, F16, BF16, Q8_0, "
+                                  "Q4_0, Q4_1",
+                                  where, name, ggml_type_name(g->type));
+        }
     return ASSAY_OK;
 }

@@ -51,7 +51,9 @@ gguf_file *gguf_open(const char *path, assay_error *err);
 gguf_file *gguf_open_buffer(const uint8_t *buf, size_t size, const char *name, assay_error *err);
 void       gguf_close(gguf_file *f); /* NULL-safe */
 
-uint32_t           gguf_version(const gguf_file *f);
+uint32_t gguf_version(const gguf_file *f);
+/* Bytes before the tensor data: header, metadata and tensor directory (what names the model). */
+const void        *gguf_header(const gguf_file *f, size_t *nbytes);
 int                gguf_n_tensors(const gguf_file *f);
 const gguf_tensor *gguf_tensor_at(const gguf_file *f, int i);
 const gguf_tensor *gguf_find_tensor(const gguf_file *f, const char *name);
@@ -75,5 +77,11 @@ int gguf_dequantize(float *dst, const void *src, int type, int64_t n);
 
 /* llama-architecture metadata → model_config (ARCH_LLAMA, HF conventions). */
 int gguf_to_config(const gguf_file *f, model_config *cfg, assay_error *err);
+
+/* Every tensor cfg needs is present (output.weight only when not tied), shaped as cfg says, in a
+ * type gguf_dequantize decodes; other tensors are ignored. Errors start with `where` (the path)
+ * and name the tensor: ASSAY_EFORMAT (missing, misshaped), ASSAY_EUNSUPPORTED (type). */
+int gguf_check_tensors(const gguf_file *f, const model_config *cfg, const char *where,
+                       assay_error *err);
 
 #endif

@@ -566,11 +566,13 @@ static int write_merges(sbuf *b, tok_ctx *c, assay_error *err) {
             size_t      len;
             const char *s  = gguf_get_arr_str(c->f, "tokenizer.ggml.merges", i, &len);
             const char *sp = memchr(s, ' ', len);
-            if (!sp || memchr(sp + 1, ' ', len - (size_t)(sp - s) - 1) || !utf8_valid(s, len))
+            if (!sp || memchr(sp + 1, ' ', len - (size_t)(sp - s) - 1) || !utf8_valid(s, len)) {
+                free(joined);
                 return assay_fail(err, ASSAY_EUNSUPPORTED,
                                   "%s: tokenizer.ggml.merges[%lld] is not two tokens separated by "
                                   "one space in valid UTF-8",
                                   c->name, (long long)i);
+            }
             if ((rc = check_merge(c, i, s, (size_t)(sp - s), sp + 1, len - (size_t)(sp - s) - 1,
                                   &joined, &jcap, err))) {
                 free(joined);
@@ -857,4 +859,32 @@ fail:
     free(c.score);
     free(c.map.slot);
     return rc;
+}
+
+int gguf_tokenizer_texts(const gguf_file *f, const char *name, char **tokenizer_json,
+                         char **tokenizer_config_json, assay_error *err) {
+    model_config cfg;
+    assay_error  cerr;
+    /* a file whose metadata is not a llama config still has a tokenizer worth reading */
+    int max_len = gguf_to_config(f, &cfg, &cerr) == 0 ? cfg.max_pos : 0;
+    return gguf_tokenizer_to_json(f, name, max_len, tokenizer_json, tokenizer_config_json, err);
+}
+
+tokenizer *gguf_tokenizer_load(const gguf_file *f, const char *name, assay_error *err) {
+    char *tj = NULL, *tc = NULL;
+    if (gguf_tokenizer_texts(f, name, &tj, &tc, err))
+        return NULL;
+    tokenizer *t = tok_load_buffers(tj, strlen(tj), tc, strlen(tc), name, err);
+    free(tj);
+    free(tc);
+    return t;
+}
+
+tokenizer *tok_load_gguf(const char *path, assay_error *err) {
+    gguf_file *f = gguf_open(path, err);
+    if (!f)
+        return NULL;
+    tokenizer *t = gguf_tokenizer_load(f, path, err);
+    gguf_close(f);
+    return t;
 }

@@ -10,11 +10,22 @@
 
 #include "core/error.h"
 #include "loader/gguf.h"
+#include "loader/tokenizer.h"
 
 /* Fills *tokenizer_json and *tokenizer_config_json (malloc'd NUL-terminated text; caller frees).
  * `max_len` becomes model_max_length. Anything the JSON cannot express (duplicate tokens, invalid
  * UTF-8, an unknown tokenizer model) is an error naming the file and the token. */
 int gguf_tokenizer_to_json(const gguf_file *f, const char *name, int max_len, char **tokenizer_json,
                            char **tokenizer_config_json, assay_error *err);
+
+/* The two texts as `assay convert` writes them: model_max_length is the llama context length when
+ * the metadata gives a config (else 0: none). */
+int gguf_tokenizer_texts(const gguf_file *f, const char *name, char **tokenizer_json,
+                         char **tokenizer_config_json, assay_error *err);
+/* The tokenizer of an open GGUF file, built from gguf_tokenizer_texts. `name` is used in
+ * messages. */
+tokenizer *gguf_tokenizer_load(const gguf_file *f, const char *name, assay_error *err);
+/* Opens GGUF file `path` and loads its tokenizer (tok_load does this for a GGUF path). */
+tokenizer *tok_load_gguf(const char *path, assay_error *err);
 
 #endif

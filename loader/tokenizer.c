@@ -11,6 +11,8 @@
 
 #include "core/util.h"
 #include "loader/config.h"
+#include "loader/gguf_tokenizer.h"
+#include "loader/modeldir.h"
 #include "loader/tok_internal.h"
 
 #define TOK_MAX_ID                                                                                 \
@@ -1008,6 +1010,23 @@ static void apply_config(tokenizer *t, const cJSON *cfg) {
         t->chat_template = 1;
 }
 
+/* tokenizer_config.json text applied to t. */
+static int apply_config_text(tokenizer *t, const char *text, size_t len, const char *name,
+                             assay_error *err) {
+    cJSON *cfg = cJSON_ParseWithLength(text, len);
+    if (!cJSON_IsObject(cfg)) {
+        cJSON_Delete(cfg);
+        return assay_fail(err, ASSAY_EFORMAT, "%s: invalid JSON", name);
+    }
+    if (config_json_keep_last(cfg)) {
+        cJSON_Delete(cfg);
+        return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", name);
+    }
+    apply_config(t, cfg);
+    cJSON_Delete(cfg);
+    return ASSAY_OK;
+}
+
 /* ---- planning chunked encoding --------------------------------------------------------------- */
 
 /* A long text is encoded in pieces cut between two ASCII chars x|y (see tok_encode_chunked).
@@ -1302,6 +1321,16 @@ fail:
     return NULL;
 }
 
+tokenizer *tok_load_buffers(const char *json, size_t len, const char *cfg, size_t cfg_len,
+                            const char *name, assay_error *err) {
+    tokenizer *t = tok_load_buffer(json, len, name, err);
+    if (t && cfg && apply_config_text(t, cfg, cfg_len, name, err)) {
+        tok_free(t);
+        return NULL;
+    }
+    return t;
+}
+
 tokenizer *tok_load(const char *path, assay_error *err) {
     char       json_path[4096], cfg_path[4096], dir[4096];
     char      *buf = NULL, *cfg_buf = NULL;
@@ -1309,6 +1338,8 @@ tokenizer *tok_load(const char *path, assay_error *err) {
     tokenizer *t    = NULL;
     cJSON     *root = NULL;
     int        gpt2 = 0;
+    if (model_path_is_gguf(path))
+        return tok_load_gguf(path, err);
     if (path_is_dir(path)) {
         snprintf(dir, sizeof dir, "%s", path);
         if (path_join(json_path, sizeof json_path, path, "tokenizer.json")) {
@@ -1364,21 +1395,9 @@ tokenizer *tok_load(const char *path, assay_error *err) {
     }
     if (path_join(cfg_path, sizeof cfg_path, dir, "tokenizer_config.json") == 0 &&
         path_exists(cfg_path)) {
-        if (file_read_capped(cfg_path, TOKENIZER_CONFIG_MAX, &cfg_buf, &cfg_len, err))
+        if (file_read_capped(cfg_path, TOKENIZER_CONFIG_MAX, &cfg_buf, &cfg_len, err) ||
+            apply_config_text(t, cfg_buf, cfg_len, cfg_path, err))
             goto fail;
-        cJSON *cfg = cJSON_ParseWithLength(cfg_buf, cfg_len);
-        if (!cJSON_IsObject(cfg)) {
-            cJSON_Delete(cfg);
-            assay_fail(err, ASSAY_EFORMAT, "%s: invalid JSON", cfg_path);
-            goto fail;
-        }
-        if (config_json_keep_last(cfg)) {
-            cJSON_Delete(cfg);
-            assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", cfg_path);
-            goto fail;
-        }
-        apply_config(t, cfg);
-        cJSON_Delete(cfg);
         free(cfg_buf);
         cfg_buf = NULL;
     }

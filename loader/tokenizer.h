@@ -27,13 +27,18 @@ typedef struct tokenizer tokenizer;
  * encode/decode may run from several threads at once.
  *
  * `path` is a model directory (tokenizer.json + optional tokenizer_config.json, or GPT-2's
- * encoder.json + vocab.bpe) or a tokenizer.json file. */
+ * encoder.json + vocab.bpe), a GGUF file (its tokenizer.ggml.* metadata, as `assay convert` would
+ * write it: tok_load_gguf) or a tokenizer.json file. */
 tokenizer *tok_load(const char *path, assay_error *err);
 void       tok_free(tokenizer *t); /* NULL-safe */
 
 /* Loads a tokenizer.json held in memory (no tokenizer_config.json); `name` (may be NULL) is used
  * in error messages. */
 tokenizer *tok_load_buffer(const char *json, size_t len, const char *name, assay_error *err);
+/* The same with tokenizer_config.json text (`cfg` may be NULL: none), as tok_load applies the
+ * file of that name. */
+tokenizer *tok_load_buffers(const char *json, size_t len, const char *cfg, size_t cfg_len,
+                            const char *name, assay_error *err);
 
 typedef struct tok_encode_opts {
     int add_special;     /* apply the post-processor (BOS/EOS as the config says) */

@@ -14,6 +14,7 @@
 #include "core/util.h"
 #include "loader/arch.h"
 #include "loader/gguf.h"
+#include "loader/modeldir.h"
 #include "loader/safetensors.h"
 #include "runtime/backend.h"
 #include "runtime/kvcache.h"
@@ -214,6 +215,7 @@ static int read_gguf_tensor(model *m, const char *name, int permute, float *host
                           "F32, F16, BF16, Q8_0, Q4_0, Q4_1",
                           m->dir, name, ggml_type_name(t->type));
     }
+    release_mapped(t->data, t->nbytes);
     if (permute) {
         gguf_unpermute(host, tmp, rows, cols * sizeof(float),
                        permute == 1 ? m->cfg.n_heads : m->cfg.n_kv_heads);
@@ -299,6 +301,8 @@ static int load_gguf_q8_0(model *m, void *dst, const char *const *names, const i
                            permute[i] == 1 ? m->cfg.n_heads : m->cfg.n_kv_heads);
         else
             memcpy(at, t[i]->data, rows[i] * row_bytes);
+        /* the file's pages are not kept resident beside the copy */
+        release_mapped(t[i]->data, t[i]->nbytes);
     }
     int rc = m->be->ops->upload_weight_q8_0(m->be, dst, blocks, (int)total, (int)cols);
     free(blocks);
@@ -530,8 +534,7 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
                    o.gpu_mem_fraction);
         goto fail;
     }
-    size_t dlen = strlen(dir);
-    if (dlen > 5 && !strcmp(dir + dlen - 5, ".gguf")) {
+    if (model_path_is_gguf(dir)) {
         if (!(m->gg = gguf_open(dir, err)) || gguf_to_config(m->gg, &m->cfg, err) != 0)
             goto fail;
     } else if (config_load_dir(&m->cfg, dir, err) != 0) {
@@ -543,12 +546,15 @@ model *model_load(const char *dir, const model_opts *opts, assay_error *err) {
         c->n_heads % c->n_kv_heads != 0 || (c->rope != ROPE_NONE && c->head_dim % 2 != 0) ||
         (c->learned_pos && c->max_pos <= 0)) {
         assay_fail(err, ASSAY_EFORMAT,
-                   "%s/config.json: inconsistent model sizes (layers %d, dim %d, heads "
+                   "%s%s: inconsistent model sizes (layers %d, dim %d, heads "
                    "%d/%d, head_dim %d, ffn %d, vocab %d)",
-                   dir, c->n_layers, c->dim, c->n_heads, c->n_kv_heads, c->head_dim, c->ffn_dim,
-                   c->vocab_size);
+                   dir, m->gg ? "" : "/config.json", c->n_layers, c->dim, c->n_heads, c->n_kv_heads,
+                   c->head_dim, c->ffn_dim, c->vocab_size);
         goto fail;
     }
+    /* an unsupported quantization is named with its tensor before anything is allocated */
+    if (m->gg && gguf_check_tensors(m->gg, c, dir, err) != 0)
+        goto fail;
     m->q_dim   = c->n_heads * c->head_dim;
     m->kv_dim  = c->n_kv_heads * c->head_dim;
     m->qkv_dim = m->q_dim + 2 * m->kv_dim;

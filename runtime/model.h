@@ -41,10 +41,10 @@ typedef struct model_opts {
 typedef struct model model;
 
 /* Loads the checkpoint in `dir` (config.json + model.safetensors or a sharded index), or a llama
- * GGUF file (a path ending in .gguf: config from its metadata, weights F32, F16, BF16, Q8_0,
- * Q4_0, Q4_1; with weights Q8_0 its Q8_0 tensors are stored as they are, without a round trip
- * through f32, when every part of a stacked weight (q|k|v, gate|up) is Q8_0). The tokenizer of a
- * GGUF file is not read here, and the CLI takes directories (`assay convert` makes one). Weights
+ * GGUF file (model_path_is_gguf: config from its metadata, weights F32, F16, BF16, Q8_0, Q4_0,
+ * Q4_1, other types refused before loading; with weights Q8_0 its Q8_0 tensors are stored as they
+ * are, without a round trip through f32, when every part of a stacked weight (q|k|v, gate|up) is
+ * Q8_0). The tokenizer of a GGUF file is not read here (tok_load reads it). Weights
  * are converted to the backend's format (opts->weights). The memory need (weights + workspace + the
  * smallest KV cache) is checked against the budget BEFORE any weight is read: over budget is
  * ASSAY_ENOMEM with a message naming the need and the budget. opts may be NULL (defaults). */
