@@ -758,7 +758,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
     progress_finish(&prog);
     t_tok += time_now() - t_tok0;
     double t_gen0 = time_now();
-    if ((rc = evalgen_generate(eg, m, tok, err)))
+    if ((rc = evalgen_generate(eg, m, tok, &sh, err)))
         goto done;
     t_score += time_now() - t_gen0;
     if (!(per_rank = dist_per_rank_json(t_score, counts.mine, err))) {
