@@ -320,8 +320,10 @@ int cmd_score(int argc, char **argv) {
     /* under mpirun / srun each rank scores its share of every window; rank 0 writes */
     dist_apply_device(&cc);
     pipe_shard sh = pipe_shard_world();
-    sh.resume_key = model_dir;
-    if (resume && (rc = pipe_resume_dir(resume, &err)))
+    char       rkey[65];
+    sh.resume_key = rkey;
+    if (resume &&
+        ((rc = pipe_resume_dir(resume, &err)) || (rc = pipe_resume_key(model_dir, rkey, &err))))
         goto fail;
     sh.resume_dir = resume;
     model_config cfg;
@@ -413,7 +415,8 @@ int cmd_score(int argc, char **argv) {
                "%.6g\n}\n",
                (long long)counts.scored, wall, wall > 0 ? (double)counts.scored / wall : 0);
     }
-    cli_summary("score", "tokens", counts.scored, wall);
+    if (dist_rank() == 0) /* the run's summary, once */
+        cli_summary("score", "tokens", counts.scored, wall);
     rc = 0;
     goto cleanup;
 

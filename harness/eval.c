@@ -535,7 +535,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
     o             = &one;
     sh.resume_dir = o->resume_dir;
     sh.resume_key = rkey;
-    if (o->resume_dir && (rc = hashes_model(o->model_dir, rkey, err)))
+    if (o->resume_dir && (rc = pipe_resume_key(o->model_dir, rkey, err)))
         goto done;
 
     /* Tasks: names first (an unknown one fails before any file is read). */

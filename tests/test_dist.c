@@ -717,3 +717,99 @@ Test(dist_mpi, a_rank_killed_in_generation_then_resumed_gives_one_process_result
     free(o);
     expect_same_generations(one, two);
 }
+
+/* ---- --resume keys and ppl --resume ------------------------------------------------------------
+ */
+
+Test(dist_resume, the_key_follows_the_weights_not_the_directory_name) {
+    char dir[64], cmd[512], a[65], b[65], c[65];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(cmd, sizeof cmd, "cp -rp " MODEL " %s/copy && cp -r " MODEL " %s/fresh", dir, dir);
+    cr_assert_eq(system(cmd), 0);
+    assay_error err = {0};
+    char        path[256];
+    cr_assert_eq(pipe_resume_key(MODEL, a, &err), 0, "%s", err.msg);
+    snprintf(path, sizeof path, "%s/copy", dir);
+    cr_assert_eq(pipe_resume_key(path, b, &err), 0, "%s", err.msg);
+    cr_expect_str_eq(b, a, "a copy with the same files and times has another key");
+    /* the same headers, other values: the files' times tell them apart */
+    snprintf(cmd, sizeof cmd, "touch -d '2001-01-01' %s/copy/*.safetensors", dir);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(pipe_resume_key(path, c, &err), 0, "%s", err.msg);
+    cr_expect_str_neq(c, a, "a rewritten weights file kept the key");
+    snprintf(path, sizeof path, "%s/missing", dir);
+    cr_expect_neq(pipe_resume_key(path, c, &err), 0);
+}
+
+Test(dist_resume, score_reuses_results_across_directory_names_of_the_same_checkpoint) {
+    char dir[64], cmd[512], *o = NULL;
+    test_tmpdir(dir, sizeof dir);
+    write_requests(dir);
+    snprintf(cmd, sizeof cmd, "cp -rp " MODEL " %s/copy", dir);
+    cr_assert_eq(system(cmd), 0);
+    int rc =
+        test_run(&o, "score " MODEL " --requests %s/req.jsonl --output %s/a.jsonl --resume %s/st",
+                 dir, dir, dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    rc = test_run(&o, "score %s/copy --requests %s/req.jsonl --output %s/b.jsonl --resume %s/st",
+                  dir, dir, dir, dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    cr_expect(strstr(o, ": reusing"), "the same checkpoint elsewhere reused nothing:\n%s", o);
+    free(o);
+    char pa[256], pb[256];
+    snprintf(pa, sizeof pa, "%s/a.jsonl", dir);
+    snprintf(pb, sizeof pb, "%s/b.jsonl", dir);
+    char *a = slurp(pa), *b = slurp(pb);
+    cr_assert(a && b && strlen(a) > 1000);
+    cr_expect_str_eq(b, a);
+    free(a);
+    free(b);
+    /* rewritten weights under the first name: nothing reused */
+    snprintf(cmd, sizeof cmd, "touch %s/copy/*.safetensors", dir);
+    cr_assert_eq(system(cmd), 0);
+    rc = test_run(&o, "score %s/copy --requests %s/req.jsonl --resume %s/st", dir, dir, dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    cr_expect(!strstr(o, ": reusing"), "results of other weights were reused:\n%s", o);
+    free(o);
+}
+
+/* `assay ppl ... --json` with standard error into dir/err<k>.txt; returns the JSON's "total". */
+static char *ppl_total(const char *dir, const char *doc, int k, char **err_text) {
+    char cmd[1024], ep[256];
+    snprintf(ep, sizeof ep, "%s/err%d.txt", dir, k);
+    snprintf(cmd, sizeof cmd,
+             "%s ppl " MODEL " %s --mode rolling --ctx 64 --json --resume %s/st 2>%s", test_bin(),
+             doc, dir, ep);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p);
+    char  *out = calloc(1, 1 << 20);
+    size_t n   = fread(out, 1, (1 << 20) - 1, p);
+    out[n]     = 0;
+    cr_assert_eq(pclose(p), 0, "%s", out);
+    *err_text = slurp(ep);
+    cJSON *j  = cJSON_Parse(out);
+    cr_assert(j, "%s", out);
+    char *t = cJSON_PrintUnformatted(cJSON_GetObjectItem(j, "total"));
+    cJSON_Delete(j);
+    free(out);
+    return t;
+}
+
+Test(dist_resume, ppl_resumed_reuses_its_windows_and_gives_the_same_bits) {
+    char dir[64], path[256], *e1 = NULL, *e2 = NULL;
+    test_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/doc.txt", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    for (int i = 0; i < 100; i++)
+        fprintf(f, "Line %d of a document that is long enough for many windows. ", i);
+    fclose(f);
+    char *t1 = ppl_total(dir, path, 1, &e1), *t2 = ppl_total(dir, path, 2, &e2);
+    cr_assert(t1 && t2 && e1 && e2);
+    cr_expect(!strstr(e1, "reusing"), "%s", e1);
+    cr_expect(strstr(e2, ": reusing"), "the second run reused nothing:\n%s", e2);
+    /* cJSON prints doubles that read back exactly, so equal text is equal bits */
+    cr_expect_str_eq(t2, t1);
+    free(t1), free(t2), free(e1), free(e2);
+}
