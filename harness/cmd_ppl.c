@@ -370,6 +370,7 @@ int cmd_ppl(int argc, char **argv) {
 
     double t0 = time_now();
     progress_init(&prog, "ppl", "tok", plan.scored);
+    prog.enabled &= dist_rank() == 0;   /* one progress line for the run */
     pipe_shard sh = pipe_shard_world(); /* under mpirun: each rank its share of the windows */
     sh.resume_dir = resume;
     sh.resume_key = rkey;

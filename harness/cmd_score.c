@@ -394,6 +394,7 @@ int cmd_score(int argc, char **argv) {
     started   = 1;
     double t0 = time_now();
     progress_init(&prog, "score", "tok", 0);
+    prog.enabled &= dist_rank() == 0; /* one progress line for the run */
     while (w.n > 0) {
         if ((rc = window_score(m, &w, reqs, tmp, &counts, &prog, &sh, &err)) ||
             (rc = window_emit(&w, af_open ? af.fp : NULL, out_path, cc.json, &n_emitted, &err)) ||

@@ -808,7 +808,8 @@ static int gen_unpack(const char *q, size_t len, witem *items, size_t n, const i
         q += sizeof w;
         gen_out *go = w.k < n ? &items[w.k].gt->out[items[w.k].d] : NULL;
         if (!go || owner[w.k] != from || go->done || w.text_len > (size_t)(end - q) ||
-            w.finish < FIN_STOP || w.finish > FIN_LENGTH || w.n_tokens < 0 ||
+            w.finish < FIN_STOP || w.finish > FIN_LENGTH || w.n_tokens < 0 || w.n_prompt < 1 ||
+            (w.truncated != 0 && w.truncated != 1) ||
             w.n_tokens > items[w.k].gt->t->gen->max_gen_toks)
             return assay_fail(err, ASSAY_EINTERNAL,
                               "%s: generation %llu is not one of this window's, or is malformed",
