@@ -813,3 +813,26 @@ Test(dist_resume, ppl_resumed_reuses_its_windows_and_gives_the_same_bits) {
     cr_expect_str_eq(t2, t1);
     free(t1), free(t2), free(e1), free(e2);
 }
+
+Test(dist_resume, a_damaged_generation_file_is_generated_again_with_the_same_result) {
+    char dir[64], *o = NULL, one[128], two[128], cmd[512];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(one, sizeof one, "%s/one", dir);
+    snprintf(two, sizeof two, "%s/two", dir);
+    setenv("ASSAY_TEST_GEN_WINDOW", "20", 1); /* three windows */
+    int rc = test_run(&o, GEN_ARGS "%s --resume %s/st", one, dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    /* three windows' files: one cut short, one overwritten with other bytes */
+    snprintf(cmd, sizeof cmd,
+             "cd %s/st && set -- *.gen.rank0of1 && test $# -eq 3 && truncate -s 100 \"$1\" && "
+             "head -c 300 /dev/urandom > \"$2\"",
+             dir);
+    cr_assert_eq(system(cmd), 0, "expected 3 generation files in %s/st", dir);
+    rc = test_run(&o, GEN_ARGS "%s --resume %s/st", two, dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    cr_expect_eq(count_str(o, "not usable as partial results; generating them again"), 2, "%s", o);
+    cr_expect_eq(count_str(o, ": reusing 20 generations"), 1, "%s", o);
+    free(o);
+    expect_same_generations(one, two);
+}
