@@ -580,8 +580,9 @@ static int shard_finish(const pipe_shard *sh, int rc, const char *hash, score_re
         return rc;
     if ((rc = dist_agree(rc, err)))
         return rc;
-    if ((rc = dist_allgather_results(out, n, own, per_token, err)))
-        return dist_agree(rc, err);
+    /* a failure while unpacking is one rank's: every rank agrees on it before going on */
+    if ((rc = dist_agree(dist_allgather_results(out, n, own, per_token, err), err)))
+        return rc;
     int64_t d[2] = {counts->computed - computed0, counts->scored - scored0};
     if ((rc = dist_sum_i64(d, 2, err)))
         return rc;
