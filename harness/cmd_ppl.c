@@ -52,6 +52,8 @@ static const char ppl_help[] =
     "  --stride S          sliding only: step between windows, 1..ctx (default ctx)\n"
     "  --history FILE      append the run to this history file (SQLite; see assay history);\n"
     "                      default $ASSAY_HISTORY, none when unset (ppl has no output folder)\n"
+    "  --resume DIR        keep each rank's window results in DIR and reuse them when the same\n"
+    "                      command runs again: an interrupted run continues\n"
     "%s"
     "  --help              this text\n"
     "\n"
@@ -238,6 +240,8 @@ int cmd_ppl(int argc, char **argv) {
     cli_common    cc        = {0};
     assay_error   err       = {0};
     const char   *model_dir = NULL, *mode = "sliding", *hist = getenv("ASSAY_HISTORY");
+    const char   *resume = NULL;
+    char          rkey[65];
     const char  **files   = calloc((size_t)argc, sizeof *files);
     int           n_files = 0, rc = ASSAY_OK;
     int64_t       ctx = 0, stride = 0;
@@ -257,6 +261,7 @@ int cmd_ppl(int argc, char **argv) {
                     {"--ctx", CLI_INT, &ctx, 2, 1 << 24, NULL},
                     {"--stride", CLI_INT, &stride, 1, 1 << 24, NULL},
                     {"--history", CLI_STR, &hist, 0, 0, NULL},
+                    {"--resume", CLI_STR, &resume, 0, 0, NULL},
     };
     const cli_cmd cmd  = {"ppl", opts, CLI_N_OPTS(opts), 0, NULL};
     cli_list      args = {files, 0};
@@ -314,6 +319,9 @@ int cmd_ppl(int argc, char **argv) {
                    (long long)ctx);
         goto fail;
     }
+    if (resume &&
+        ((rc = pipe_resume_dir(resume, &err)) || (rc = pipe_resume_key(model_dir, rkey, &err))))
+        goto fail;
     if (hist && *hist && (rc = history_check(hist, &err)))
         goto fail;
     for (int f = 0; f < n_files; f++)
@@ -364,7 +372,10 @@ int cmd_ppl(int argc, char **argv) {
 
     double t0 = time_now();
     progress_init(&prog, "ppl", "tok", plan.scored);
+    prog.enabled &= dist_rank() == 0;   /* one progress line for the run */
     pipe_shard sh = pipe_shard_world(); /* under mpirun: each rank its share of the windows */
+    sh.resume_dir = resume;
+    sh.resume_key = rkey;
     if ((rc = pipe_ppl_run_on(m, &plan, pdocs, prefix, model_dir, &counts, &prog, &sh, &err)))
         goto fail_progress;
     progress_finish(&prog);
@@ -414,7 +425,8 @@ int cmd_ppl(int argc, char **argv) {
                    "one token fewer than it averages; see --help)\n",
                    ppl_hf_recipe_ppl(&total));
     }
-    cli_summary("ppl", "tokens", total.tokens, wall);
+    if (dist_rank() == 0) /* the run's summary, once */
+        cli_summary("ppl", "tokens", total.tokens, wall);
     if (hist && *hist && dist_rank() == 0 && /* one record per run, not per rank */
         (rc = ppl_record_history(hist, model_dir, mode, ctx, sliding ? stride : ctx, files + 1,
                                  n_files, &total, m, wall, (int64_t)plan.request_tokens, &err)))

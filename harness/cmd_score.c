@@ -322,8 +322,10 @@ int cmd_score(int argc, char **argv) {
     /* under mpirun / srun each rank scores its share of every window; rank 0 writes */
     dist_apply_device(&cc);
     pipe_shard sh = pipe_shard_world();
-    sh.resume_key = model_dir;
-    if (resume && (rc = pipe_resume_dir(resume, &err)))
+    char       rkey[65];
+    sh.resume_key = rkey;
+    if (resume &&
+        ((rc = pipe_resume_dir(resume, &err)) || (rc = pipe_resume_key(model_dir, rkey, &err))))
         goto fail;
     sh.resume_dir = resume;
     model_config cfg;
@@ -394,6 +396,7 @@ int cmd_score(int argc, char **argv) {
     started   = 1;
     double t0 = time_now();
     progress_init(&prog, "score", "tok", 0);
+    prog.enabled &= dist_rank() == 0; /* one progress line for the run */
     while (w.n > 0) {
         if ((rc = window_score(m, &w, reqs, tmp, &counts, &prog, &sh, &err)) ||
             (rc = window_emit(&w, af_open ? af.fp : NULL, out_path, cc.json, &n_emitted, &err)) ||
@@ -415,7 +418,8 @@ int cmd_score(int argc, char **argv) {
                "%.6g\n}\n",
                (long long)counts.scored, wall, wall > 0 ? (double)counts.scored / wall : 0);
     }
-    cli_summary("score", "tokens", counts.scored, wall);
+    if (dist_rank() == 0) /* the run's summary, once */
+        cli_summary("score", "tokens", counts.scored, wall);
     rc = 0;
     goto cleanup;
 

@@ -204,7 +204,64 @@ int dist_error_printed_elsewhere(const assay_error *err) {
     return err && err->code && g_dist.agreed && g_dist.rank > 0;
 }
 
+int dist_allgather_bytes(const void *send, size_t n, char **recv, size_t *counts,
+                         assay_error *err) {
+    *recv = NULL;
 #ifdef ASSAY_MPI
+    if (g_dist.mpi && g_dist.size > 1) {
+        int        size = g_dist.size;
+        long long  mine = (long long)n, total = 0;
+        long long *all = calloc((size_t)size, sizeof *all);
+        int       *cnt = calloc((size_t)size, sizeof *cnt);
+        int       *dsp = calloc((size_t)size, sizeof *dsp);
+        int        ok = all && cnt && dsp, all_ok = 0, rc = ASSAY_OK;
+        /* every rank learns every size, so a total MPI cannot count fails on all ranks alike */
+        MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        if (!ok) {
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory exchanging results between ranks");
+            goto done;
+        }
+        MPI_Allgather(&mine, 1, MPI_LONG_LONG, all, 1, MPI_LONG_LONG, MPI_COMM_WORLD);
+        for (int r = 0; r < size; r++) {
+            dsp[r]    = (int)(total < INT_MAX ? total : 0);
+            cnt[r]    = (int)(all[r] < INT_MAX ? all[r] : 0);
+            counts[r] = (size_t)all[r];
+            total += all[r];
+        }
+        if (total > INT_MAX) {
+            rc = assay_fail(err, ASSAY_EUNSUPPORTED,
+                            "%lld bytes of results to exchange between ranks at once; MPI counts "
+                            "stop at 2 GiB (use smaller windows)",
+                            total);
+            goto done;
+        }
+        *recv = malloc(total ? (size_t)total : 1);
+        ok    = *recv != NULL;
+        MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        if (!all_ok) {
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory for %lld bytes of results", total);
+            goto done;
+        }
+        MPI_Allgatherv(send, (int)n, MPI_BYTE, *recv, cnt, dsp, MPI_BYTE, MPI_COMM_WORLD);
+    done:
+        if (rc) {
+            free(*recv);
+            *recv = NULL;
+        }
+        free(all);
+        free(cnt);
+        free(dsp);
+        return rc;
+    }
+#endif
+    if (!(*recv = malloc(n ? n : 1)))
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory for %zu bytes of results", n);
+    if (n)
+        memcpy(*recv, send, n);
+    counts[0] = n;
+    return ASSAY_OK;
+}
+
 /* One entry on the wire: index, n_targets, n_greedy, sum; then, with per_token, n_targets floats
  * and n_targets greedy flags. */
 typedef struct wire_head {
@@ -217,29 +274,22 @@ static size_t wire_size(const score_result *r, int per_token) {
     size_t k = r->n_targets > 0 ? (size_t)r->n_targets : 0;
     return sizeof(wire_head) + (per_token ? k * (sizeof(float) + 1) : 0);
 }
-#endif
 
 int dist_allgather_results(score_result *out, size_t n, const unsigned char *own, int per_token,
                            assay_error *err) {
-#ifdef ASSAY_MPI
-    if (!g_dist.mpi || g_dist.size < 2)
+    if (g_dist.size < 2)
         return ASSAY_OK;
     size_t bytes = 0;
     for (size_t i = 0; i < n; i++)
         if (own[i])
             bytes += wire_size(&out[i], per_token);
-    int   size   = g_dist.size;
-    int  *counts = calloc((size_t)size, sizeof *counts);
-    int  *displs = calloc((size_t)size, sizeof *displs);
-    char *send   = malloc(bytes ? bytes : 1);
-    char *recv   = NULL;
-    int   rc     = ASSAY_OK;
-    if (!counts || !displs || !send) {
-        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory exchanging %zu results", n);
-        goto done;
-    }
-    char *p = send;
-    for (size_t i = 0; i < n; i++) {
+    int     size   = g_dist.size;
+    size_t *counts = calloc((size_t)size, sizeof *counts);
+    char   *send   = malloc(bytes ? bytes : 1);
+    char   *recv   = NULL;
+    int     ok     = counts && send;
+    char   *p      = send;
+    for (size_t i = 0; ok && i < n; i++) {
         if (!own[i])
             continue;
         const score_result *r = &out[i];
@@ -253,39 +303,15 @@ int dist_allgather_results(score_result *out, size_t n, const unsigned char *own
             p += r->n_targets;
         }
     }
-    /* every rank learns every rank's size, so a size MPI cannot count fails on all ranks alike */
-    long long mine = (long long)bytes, *all = calloc((size_t)size, sizeof *all);
-    if (!all) {
+    /* a rank short of memory still takes part, sending nothing, and fails afterwards */
+    int rc = dist_allgather_bytes(send, ok ? bytes : 0, &recv, counts, err);
+    if (!rc && !ok)
         rc = assay_fail(err, ASSAY_ENOMEM, "out of memory exchanging %zu results", n);
-        goto done;
-    }
-    MPI_Allgather(&mine, 1, MPI_LONG_LONG, all, 1, MPI_LONG_LONG, MPI_COMM_WORLD);
-    long long total = 0;
-    for (int r = 0; r < size; r++) {
-        displs[r] = (int)total;
-        counts[r] = (int)all[r];
-        total += all[r];
-    }
-    free(all);
-    if (total > INT_MAX) {
-        rc = assay_fail(err, ASSAY_EUNSUPPORTED,
-                        "%lld bytes of results to exchange between ranks in one window; MPI "
-                        "counts stop at 2 GiB (use a smaller --window-tokens)",
-                        total);
-        goto done;
-    }
-    recv   = malloc(total ? (size_t)total : 1);
-    int ok = recv != NULL, all_ok = 0;
-    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    if (!all_ok) {
-        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory for %lld bytes of results", total);
-        goto done;
-    }
-    MPI_Allgatherv(send, (int)bytes, MPI_BYTE, recv, counts, displs, MPI_BYTE, MPI_COMM_WORLD);
-    for (int r = 0; r < size; r++) {
+    size_t at = 0;
+    for (int r = 0; !rc && r < size; at += counts[r], r++) {
         if (r == g_dist.rank)
             continue;
-        const char *q = recv + displs[r], *end = q + counts[r];
+        const char *q = recv + at, *end = q + counts[r];
         while (q < end) {
             wire_head h;
             if ((size_t)(end - q) < sizeof h) {
@@ -320,13 +346,8 @@ int dist_allgather_results(score_result *out, size_t n, const unsigned char *own
 done:
     free(recv);
     free(send);
-    free(displs);
     free(counts);
     return rc;
-#else
-    (void)out, (void)n, (void)own, (void)per_token, (void)err;
-    return ASSAY_OK;
-#endif
 }
 
 int dist_sum_i64(int64_t *v, size_t n, assay_error *err) {
@@ -355,15 +376,35 @@ int dist_allgather_f64(double v, double *all, assay_error *err) {
     return ASSAY_OK;
 }
 
+#define DIST_NOTES 8
+typedef struct dist_note {
+    const char *key;
+    double      v;
+} dist_note;
+static dist_note g_notes[DIST_NOTES];
+static int       g_n_notes;
+
+void dist_per_rank_note(const char *key, double v) {
+    for (int k = 0; k < g_n_notes; k++)
+        if (!strcmp(g_notes[k].key, key)) {
+            g_notes[k].v = v;
+            return;
+        }
+    if (g_n_notes < DIST_NOTES)
+        g_notes[g_n_notes++] = (dist_note){key, v};
+}
+
 cJSON *dist_per_rank_json(double score_s, int64_t tokens, assay_error *err) {
-    size_t  n   = (size_t)g_dist.size;
-    double *all = calloc(2 * n, sizeof *all);
+    size_t  n = (size_t)g_dist.size, cols = 2 + (size_t)g_n_notes;
+    double *all = calloc(cols * n, sizeof *all);
     if (!all) {
         assay_fail(err, ASSAY_ENOMEM, "out of memory");
         return NULL;
     }
     dist_allgather_f64(score_s, all, err);
     dist_allgather_f64((double)tokens, all + n, err);
+    for (int k = 0; k < g_n_notes; k++)
+        dist_allgather_f64(g_notes[k].v, all + (2 + (size_t)k) * n, err);
     cJSON *arr = cJSON_CreateArray();
     for (size_t r = 0; arr && r < n; r++) {
         cJSON *o = cJSON_CreateObject();
@@ -371,6 +412,8 @@ cJSON *dist_per_rank_json(double score_s, int64_t tokens, assay_error *err) {
         cJSON_AddNumberToObject(o, "rank", (double)r);
         cJSON_AddNumberToObject(o, "score_s", all[r]);
         cJSON_AddNumberToObject(o, "tokens_computed", all[n + r]);
+        for (int k = 0; k < g_n_notes; k++)
+            cJSON_AddNumberToObject(o, g_notes[k].key, all[(2 + (size_t)k) * n + r]);
     }
     free(all);
     if (!arr)

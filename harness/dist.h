@@ -56,6 +56,12 @@ int dist_error_printed_elsewhere(const assay_error *err);
 int dist_allgather_results(score_result *out, size_t n, const unsigned char *own, int per_token,
                            assay_error *err);
 
+/* Every rank's bytes to every rank: this rank sends send[0..n); *recv (malloc'd; the caller
+ * frees it) holds rank 0's bytes, then rank 1's, ..., and counts[r] (dist_size() entries, the
+ * caller's array) how many came from rank r. One process: a copy of send. Collective; a failure
+ * (out of memory, 2 GiB in all) is the same on every rank. */
+int dist_allgather_bytes(const void *send, size_t n, char **recv, size_t *counts, assay_error *err);
+
 /* Sums v[0..n) over ranks in place. */
 int dist_sum_i64(int64_t *v, size_t n, assay_error *err);
 
@@ -70,11 +76,15 @@ int  dist_nccl_init(int device, void **comm, assay_error *err);
 void dist_nccl_free(void *comm);
 
 /* Every rank's scoring seconds and positions computed, as a JSON array
- * [{"rank", "score_s", "tokens_computed"}] (results.json's assay.per_rank). Collective; NULL
- * with err set when out of memory. */
+ * [{"rank", "score_s", "tokens_computed", <noted keys>}] (results.json's assay.per_rank).
+ * Collective; NULL with err set when out of memory. */
 struct cJSON *dist_per_rank_json(double score_s, int64_t tokens, assay_error *err);
 
-/* Test only, called once per sharded pipeline call (window) before the ranks agree:
+/* Adds key = v to this rank's entry of the next dist_per_rank_json (a later note of the same key
+ * replaces it; at most 8 keys; key must outlive that call). Every rank notes the same keys. */
+void dist_per_rank_note(const char *key, double v);
+
+/* Test only, called once per sharded pipeline call or generation window before the ranks agree:
  * ASSAY_TEST_FAIL_RANK=R makes rank R fail; ASSAY_TEST_KILL_RANK=R with ASSAY_TEST_KILL_AFTER=K
  * makes rank R SIGKILL itself at its (K+1)-th call, after saving that window's --resume results.
  * Returns the failure or ASSAY_OK. */

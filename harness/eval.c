@@ -535,7 +535,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
     o             = &one;
     sh.resume_dir = o->resume_dir;
     sh.resume_key = rkey;
-    if (o->resume_dir && (rc = hashes_model(o->model_dir, rkey, err)))
+    if (o->resume_dir && (rc = pipe_resume_key(o->model_dir, rkey, err)))
         goto done;
 
     /* Tasks: names first (an unknown one fails before any file is read). */
@@ -758,7 +758,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
     progress_finish(&prog);
     t_tok += time_now() - t_tok0;
     double t_gen0 = time_now();
-    if ((rc = evalgen_generate(eg, m, tok, err)))
+    if ((rc = evalgen_generate(eg, m, tok, &sh, err)))
         goto done;
     t_score += time_now() - t_gen0;
     if (!(per_rank = dist_per_rank_json(t_score, counts.mine, err))) {

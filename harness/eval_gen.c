@@ -19,9 +19,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "core/sha256.h"
 #include "core/util.h"
+#include "harness/dist.h"
 #include "harness/jsonl.h"
+#include "harness/pipeline.h"
 #include "harness/progress.h"
 #include "loader/chat_template.h"
 #include "scoring/bootstrap.h"
@@ -328,6 +332,7 @@ typedef struct gen_out {
     char  *text; /* the generation, cut at the first stop string */
     size_t text_len;
     int    n_tokens, n_prompt, finish, truncated;
+    int    done; /* generated here, received from its rank, or read from --resume */
     double ttft, latency;
 } gen_out;
 
@@ -648,10 +653,48 @@ static int encode_prompt(const evalgen *e, const tokenizer *tok, const gen_out *
     return tok_encode(tok, go->prompt, go->prompt_len, &eo, 0, ids, err);
 }
 
+/* Tokens of items[0..n)'s prompts, left-truncated to max_length - max_gen_toks (lm-eval). */
+static int encode_items(const evalgen *e, const tokenizer *tok, witem *items, size_t n,
+                        assay_error *err) {
+    for (size_t i = 0; i < n; i++) {
+        witem   *it  = &items[i];
+        gen_out *go  = &it->gt->out[it->d];
+        int      mx  = it->gt->t->gen->max_gen_toks;
+        tok_ids  ids = {0};
+        int      rc  = encode_prompt(e, tok, go, &ids, err);
+        if (rc)
+            return rc;
+        size_t keep = (size_t)(e->o.ctx - mx);
+        if (ids.n > keep) {
+            memmove(ids.ids, ids.ids + (ids.n - keep), keep * sizeof *ids.ids);
+            ids.n         = keep;
+            go->truncated = 1;
+        }
+        free(ids.offsets);
+        it->prompt   = ids.ids;
+        it->n_prompt = ids.n;
+        if (ids.n == 0)
+            return assay_fail(err, ASSAY_EINVAL, "%s doc %zu: the prompt has no tokens",
+                              it->gt->t->def->name, it->d);
+        go->n_prompt = (int)ids.n;
+    }
+    return ASSAY_OK;
+}
+
+static void free_items(witem *items, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        free(items[i].prompt);
+        free(items[i].out);
+        items[i].prompt = NULL;
+        items[i].out    = NULL;
+    }
+}
+
+/* Generates items[0..n) (prompts encoded) with continuous batching into their gen_out. */
 static int run_window(evalgen *e, model *m, const tokenizer *tok, witem *items, size_t n,
                       progress *prog, int64_t *emitted, assay_error *err) {
-    gen_request *reqs = calloc(n, sizeof *reqs);
-    gen_result  *res  = calloc(n, sizeof *res);
+    gen_request *reqs = calloc(n ? n : 1, sizeof *reqs);
+    gen_result  *res  = calloc(n ? n : 1, sizeof *res);
     wctx         w    = {items, tok, 0, prog, *emitted, {0}};
     int          rc   = ASSAY_OK;
     if (!reqs || !res) {
@@ -659,33 +702,13 @@ static int run_window(evalgen *e, model *m, const tokenizer *tok, witem *items, 
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
-        witem   *it  = &items[i];
-        gen_out *go  = &it->gt->out[it->d];
-        int      mx  = it->gt->t->gen->max_gen_toks;
-        tok_ids  ids = {0};
-        if ((rc = encode_prompt(e, tok, go, &ids, err)))
-            goto done;
-        size_t keep = (size_t)(e->o.ctx - mx); /* left truncation to max_length - max_gen_toks */
-        if (ids.n > keep) {
-            memmove(ids.ids, ids.ids + (ids.n - keep), keep * sizeof *ids.ids);
-            ids.n         = keep;
-            go->truncated = 1;
-        }
-        it->prompt   = ids.ids;
-        it->n_prompt = ids.n;
-        free(ids.offsets);
-        if (ids.n == 0) {
-            rc = assay_fail(err, ASSAY_EINVAL, "%s doc %zu: the prompt has no tokens",
-                            it->gt->t->def->name, it->d);
-            goto done;
-        }
-        go->n_prompt = (int)ids.n;
+        witem *it = &items[i];
+        int    mx = it->gt->t->gen->max_gen_toks;
         if (!(it->out = malloc((size_t)mx * sizeof *it->out))) {
             rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
             goto done;
         }
         reqs[i] = (gen_request){it->prompt, (int)it->n_prompt, mx};
-        e->prompt_tokens += (int64_t)ids.n;
     }
     int32_t             eos[2];
     int                 n_eos = 0;
@@ -737,49 +760,315 @@ static int run_window(evalgen *e, model *m, const tokenizer *tok, witem *items, 
                                                                : FIN_LENGTH;
         go->ttft     = it->t_first;
         go->latency  = it->t_last;
-        e->new_tokens += it->n_out;
-        e->prompts++;
+        go->done     = 1;
     }
 done:
     gen_results_free(res, res ? (int)n : 0);
     free(res);
     free(reqs);
-    for (size_t i = 0; i < n; i++) {
-        free(items[i].prompt);
-        free(items[i].out);
-        items[i].prompt = NULL;
-        items[i].out    = NULL;
-    }
+    free_items(items, n);
     return rc;
 }
 
-int evalgen_generate(evalgen *e, model *m, const tokenizer *tok, assay_error *err) {
+/* ---- sharding, exchange and resume -------------------------------------------------------- */
+
+/* One generation on the wire and in resume files: its index in the window, then text_len bytes
+ * of text. */
+typedef struct gen_wire {
+    uint64_t k, text_len;
+    int32_t  n_tokens, n_prompt, finish, truncated;
+    double   ttft, latency;
+} gen_wire;
+
+/* Appends the generations of items[k] with owner[k] == rank to b. */
+static int gen_pack(tbuf *b, const witem *items, size_t n, const int *owner, int rank,
+                    assay_error *err) {
+    for (size_t k = 0; k < n; k++) {
+        if (owner[k] != rank)
+            continue;
+        const gen_out *go = &items[k].gt->out[items[k].d];
+        gen_wire       w  = {k,          go->text_len,  go->n_tokens, go->n_prompt,
+                             go->finish, go->truncated, go->ttft,     go->latency};
+        if (tbuf_put(b, (const char *)&w, sizeof w) || tbuf_put(b, go->text, go->text_len))
+            return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    }
+    return ASSAY_OK;
+}
+
+/* Reads generations from q[0..len) into items[k] (k < n, owner[k] == from, not yet done);
+ * *got counts them. Anything else fails naming `what`. */
+static int gen_unpack(const char *q, size_t len, witem *items, size_t n, const int *owner, int from,
+                      size_t *got, const char *what, assay_error *err) {
+    const char *end = q + len;
+    while (q < end) {
+        gen_wire w;
+        if ((size_t)(end - q) < sizeof w)
+            return assay_fail(err, ASSAY_EINTERNAL, "%s: a truncated generation", what);
+        memcpy(&w, q, sizeof w);
+        q += sizeof w;
+        gen_out *go = w.k < n ? &items[w.k].gt->out[items[w.k].d] : NULL;
+        if (!go || owner[w.k] != from || go->done || w.text_len > (size_t)(end - q) ||
+            w.finish < FIN_STOP || w.finish > FIN_LENGTH || w.n_tokens < 0 || w.n_prompt < 1 ||
+            (w.truncated != 0 && w.truncated != 1) ||
+            w.n_tokens > items[w.k].gt->t->gen->max_gen_toks)
+            return assay_fail(err, ASSAY_EINTERNAL,
+                              "%s: generation %llu is not one of this window's, or is malformed",
+                              what, (unsigned long long)w.k);
+        free(go->text);
+        if (!(go->text = malloc(w.text_len + 1)))
+            return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        memcpy(go->text, q, w.text_len);
+        go->text[w.text_len] = '\0';
+        q += w.text_len;
+        go->text_len  = w.text_len;
+        go->n_tokens  = w.n_tokens;
+        go->n_prompt  = w.n_prompt;
+        go->finish    = w.finish;
+        go->truncated = w.truncated;
+        go->ttft      = w.ttft;
+        go->latency   = w.latency;
+        go->done      = 1;
+        (*got)++;
+    }
+    return ASSAY_OK;
+}
+
+/* After each window every rank holds every generation of it. */
+static int gen_exchange(witem *items, size_t n, const int *owner, const pipe_shard *sh,
+                        assay_error *err) {
+    tbuf    b      = {0};
+    char   *recv   = NULL;
+    size_t *counts = calloc((size_t)sh->size, sizeof *counts);
+    int     rc     = counts ? gen_pack(&b, items, n, owner, sh->rank, err)
+                            : assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    /* a rank that failed to pack still takes part (sending nothing) and fails with its error */
+    int rc2   = dist_allgather_bytes(b.s, rc ? 0 : b.n, &recv, counts, err);
+    rc        = rc ? rc : rc2;
+    size_t at = 0;
+    for (int r = 0; !rc && r < sh->size; at += counts[r], r++) {
+        size_t got = 0, want = 0;
+        char   what[32];
+        if (r == sh->rank)
+            continue;
+        snprintf(what, sizeof what, "rank %d", r);
+        for (size_t k = 0; k < n; k++)
+            want += owner[k] == r;
+        rc = gen_unpack(recv + at, counts[r], items, n, owner, r, &got, what, err);
+        if (!rc && got != want)
+            rc = assay_fail(err, ASSAY_EINTERNAL, "rank %d sent %zu generations, %zu expected", r,
+                            got, want);
+    }
+    free(recv);
+    free(counts);
+    tbuf_free(&b);
+    return rc;
+}
+
+#define GEN_RESUME_MAGIC "ASSAYRG1"
+
+/* A window's identity for --resume: the caller's key (the model's content hash), the weights'
+ * format and the device kind (they change greedy tokens), the context length, the EOS ids, and
+ * each of this rank's prompts: task, document, max_gen_toks, stop strings, prompt tokens. */
+static void gen_resume_hash(char out[65], const evalgen *e, const model *m, const tokenizer *tok,
+                            const pipe_shard *sh, const witem *mine, size_t nm) {
+    sha256_ctx  c;
+    const char *key = sh->resume_key ? sh->resume_key : "", *dev = model_device_name(m);
+    sha256_init(&c);
+    sha256_update(&c, "assay generate_until 1", 23);
+    sha256_update(&c, key, strlen(key) + 1);
+    sha256_update(&c, model_weights_name(m), strlen(model_weights_name(m)) + 1);
+    sha256_update(&c, dev, strcspn(dev, ":"));
+    int64_t head[5] = {e->o.ctx, tok_eos_id(tok), model_get_config(m)->eos_token_id, sh->size,
+                       (int64_t)nm};
+    sha256_update(&c, head, sizeof head);
+    for (size_t i = 0; i < nm; i++) {
+        const gtask *gt = mine[i].gt;
+        sha256_update(&c, gt->t->def->name, strlen(gt->t->def->name) + 1);
+        int64_t ih[4] = {(int64_t)mine[i].d, gt->t->gen->max_gen_toks, (int64_t)gt->n_stops,
+                         (int64_t)mine[i].n_prompt};
+        sha256_update(&c, ih, sizeof ih);
+        for (size_t s = 0; s < gt->n_stops; s++) {
+            uint64_t l = gt->stop_lens[s];
+            sha256_update(&c, &l, sizeof l);
+            sha256_update(&c, gt->stops[s], gt->stop_lens[s]);
+        }
+        sha256_update(&c, mine[i].prompt, mine[i].n_prompt * sizeof *mine[i].prompt);
+    }
+    sha256_hex(&c, out);
+}
+
+static void gen_resume_path(char *buf, size_t cap, const pipe_shard *sh, const char *hash) {
+    snprintf(buf, cap, "%s/%.32s.gen.rank%dof%d", sh->resume_dir, hash, sh->rank, sh->size);
+}
+
+static int gen_resume_save(const pipe_shard *sh, const char *hash, const witem *items, size_t n,
+                           const int *owner, assay_error *err) {
+    char        path[4200];
+    tbuf        b  = {0};
+    atomic_file af = {0};
+    gen_resume_path(path, sizeof path, sh, hash);
+    int rc = tbuf_put(&b, GEN_RESUME_MAGIC, 8) ? assay_fail(err, ASSAY_ENOMEM, "out of memory")
+                                               : gen_pack(&b, items, n, owner, sh->rank, err);
+    if (!rc && !(rc = atomic_open(&af, path, err))) {
+        if (fwrite(b.s, 1, b.n, af.fp) != b.n) {
+            atomic_abort(&af);
+            rc = assay_fail(err, ASSAY_EIO, "%s: cannot write the window's generations", path);
+        } else {
+            rc = atomic_commit(&af, err);
+        }
+    }
+    tbuf_free(&b);
+    return rc;
+}
+
+/* This rank's generations of the window from an earlier run: 1 when all came from the file, 0
+ * when there is no usable file (then nothing is kept). */
+static int gen_resume_load(const pipe_shard *sh, const char *hash, witem *items, size_t n,
+                           const int *owner, size_t want) {
+    char   path[4200], *buf = NULL;
+    size_t len = 0, got = 0;
+    gen_resume_path(path, sizeof path, sh, hash);
+    if (access(path, F_OK) != 0)
+        return 0;
+    assay_error e  = {0};
+    int         ok = !file_read_capped(path, (size_t)1 << 31, &buf, &len, &e) && len >= 8 &&
+             !memcmp(buf, GEN_RESUME_MAGIC, 8) &&
+             !gen_unpack(buf + 8, len - 8, items, n, owner, sh->rank, &got, path, &e) &&
+             got == want;
+    free(buf);
+    if (!ok) {
+        /* an unusable file is only a lost shortcut: the rank generates the window again */
+        fprintf(stderr, "assay: %s: not usable as partial results; generating them again\n", path);
+        for (size_t k = 0; k < n; k++)
+            if (owner[k] == sh->rank) {
+                gen_out *go = &items[k].gt->out[items[k].d];
+                free(go->text);
+                go->text = NULL;
+                go->done = 0;
+            }
+        return 0;
+    }
+    fprintf(stderr, "assay: %s: reusing %zu generations of an earlier run (--resume)\n", path, got);
+    return 1;
+}
+
+/* This rank's part of one window: every prompt encoded (its token count is its cost), the
+ * window assigned to the ranks, this rank's prompts reused from --resume or generated (then
+ * saved). */
+static int gen_window(evalgen *e, model *m, const tokenizer *tok, const pipe_shard *sh,
+                      witem *items, witem *mine, size_t n, int64_t *cost, int *owner,
+                      progress *prog, int64_t *emitted, int64_t own[2], assay_error *err) {
+    size_t nm = 0;
+    char   hash[65];
+    int    rc = encode_items(e, tok, items, n, err);
+    for (size_t k = 0; !rc && k < n; k++)
+        cost[k] = (int64_t)items[k].n_prompt + items[k].gt->t->gen->max_gen_toks;
+    if (!rc)
+        rc = dist_assign(cost, n, sh->size, owner, err);
+    if (rc) {
+        free_items(items, n);
+        return rc;
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (owner[k] == sh->rank) {
+            mine[nm++]      = items[k];
+            items[k].prompt = NULL;
+        }
+    }
+    free_items(items, n);
+    if (sh->resume_dir)
+        gen_resume_hash(hash, e, m, tok, sh, mine, nm);
+    if (sh->resume_dir && gen_resume_load(sh, hash, items, n, owner, nm)) {
+        free_items(mine, nm);
+    } else if (nm > 0) {
+        if ((rc = run_window(e, m, tok, mine, nm, prog, emitted, err)))
+            return rc;
+        if (sh->resume_dir && (rc = gen_resume_save(sh, hash, items, n, owner, err)))
+            return rc;
+    }
+    own[0] += (int64_t)nm;
+    for (size_t i = 0; i < nm; i++)
+        own[1] += mine[i].gt->out[mine[i].d].n_tokens;
+    return ASSAY_OK;
+}
+
+int evalgen_generate(evalgen *e, model *m, const tokenizer *tok, const pipe_shard *sh,
+                     assay_error *err) {
+    pipe_shard one = {.rank = 0, .size = 1};
+    if (!sh)
+        sh = &one;
+    if (sh->size < 1 || sh->rank < 0 || sh->rank >= sh->size)
+        return assay_fail(err, ASSAY_EINVAL, "shard: rank %d of %d", sh->rank, sh->size);
     if (!e || !e->n)
         return ASSAY_OK;
-    size_t   win   = e->o.window_prompts > 0 ? (size_t)e->o.window_prompts : EVALGEN_WINDOW;
-    witem   *items = calloc(win, sizeof *items);
-    int64_t  total = 0, emitted = 0;
+    size_t      win  = e->o.window_prompts > 0 ? (size_t)e->o.window_prompts : EVALGEN_WINDOW;
+    const char *knob = getenv("ASSAY_TEST_GEN_WINDOW");
+    if (e->o.window_prompts <= 0 && knob && atoi(knob) > 0 && atoi(knob) < EVALGEN_WINDOW)
+        win = (size_t)atoi(knob);
+    /* a window is win prompts per rank, consecutive in task and document order */
+    size_t   span  = win * (size_t)sh->size;
+    witem   *items = calloc(span, sizeof *items), *mine = calloc(span, sizeof *mine);
+    int64_t *cost = calloc(span, sizeof *cost), total = 0, emitted = 0, own[2] = {0, 0};
+    int     *owner = calloc(span, sizeof *owner);
     progress prog;
     int      rc = ASSAY_OK;
-    if (!items)
+    if (!items || !mine || !cost || !owner) {
+        free(items), free(mine), free(cost), free(owner);
         return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    }
     for (int i = 0; i < e->n; i++)
         total += (int64_t)e->g[i].t->n * e->g[i].t->gen->max_gen_toks;
-    progress_init(&prog, "generate", "tok", total);
-    size_t n = 0;
-    for (int i = 0; !rc && i < e->n; i++)
-        for (size_t d = 0; !rc && d < e->g[i].t->n; d++) {
-            memset(&items[n], 0, sizeof items[n]);
-            items[n].gt = &e->g[i];
-            items[n].d  = d;
-            if (++n == win || (i == e->n - 1 && d == e->g[i].t->n - 1)) {
-                rc = run_window(e, m, tok, items, n, &prog, &emitted, err);
-                n  = 0;
+    progress_init(&prog, "generate", "tok", total / sh->size);
+    prog.enabled &= sh->rank == 0; /* one progress line for the run */
+    int    ti = 0;
+    size_t d  = 0;
+    while (!rc) {
+        size_t n = 0;
+        while (ti < e->n && n < span) {
+            if (d >= e->g[ti].t->n) {
+                ti++, d = 0;
+                continue;
             }
+            items[n++] = (witem){.gt = &e->g[ti], .d = d++};
         }
+        if (n == 0)
+            break;
+        rc = gen_window(e, m, tok, sh, items, mine, n, cost, owner, &prog, &emitted, own, err);
+        if (sh->size > 1) {
+            if (!rc)
+                rc = dist_test_fault(err);
+            if (sh->exchange && !(rc = dist_agree(rc, err)))
+                rc = dist_agree(gen_exchange(items, n, owner, sh, err), err);
+        }
+    }
     progress_finish(&prog);
-    free(items);
-    return rc;
+    free(items), free(mine), free(cost), free(owner);
+    if (rc)
+        return rc;
+    /* totals over the generations this process holds: all of them after the exchange */
+    e->prompts = e->prompt_tokens = e->new_tokens = 0;
+    for (int i = 0; i < e->n; i++)
+        for (size_t k = 0; k < e->g[i].t->n; k++) {
+            const gen_out *go = &e->g[i].out[k];
+            if (!go->done)
+                continue;
+            e->prompts++;
+            e->prompt_tokens += go->n_prompt;
+            e->new_tokens += go->n_tokens;
+        }
+    dist_per_rank_note("generated_prompts", (double)own[0]);
+    dist_per_rank_note("generated_tokens", (double)own[1]);
+    dist_per_rank_note("generate_s", e->seconds);
+    if (sh->exchange && sh->size > 1) { /* the run's generation time: its slowest rank's */
+        double *all = calloc((size_t)sh->size, sizeof *all);
+        if (!all)
+            return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        dist_allgather_f64(e->seconds, all, err);
+        for (int r = 0; r < sh->size; r++)
+            e->seconds = all[r] > e->seconds ? all[r] : e->seconds;
+        free(all);
+    }
+    return ASSAY_OK;
 }
 
 /* ---- filters and metrics ------------------------------------------------------------------ */

@@ -104,6 +104,7 @@ typedef struct evalgen_opts {
 } evalgen_opts;
 
 typedef struct evalgen evalgen;
+struct pipe_shard;
 
 /* Builds every generation task's prompts (few-shot from the pool, system prompt, chat template)
  * and the stop strings. tasks[i] with def->generate or gen set take part; others are skipped. */
@@ -111,14 +112,23 @@ int evalgen_prepare(evalgen **out, eval_task *const *tasks, int n_tasks, const e
                     const tokenizer *tok, assay_error *err);
 /* The longest prompt + max_gen_toks, for sizing the KV cache before the model loads. */
 int64_t evalgen_longest(const evalgen *g);
-/* Generates all prompts, in windows, with continuous batching. */
-int evalgen_generate(evalgen *g, model *m, const tokenizer *tok, assay_error *err);
+/* Generates all prompts with continuous batching, in windows of window_prompts per rank
+ * (consecutive in task and document order; ASSAY_TEST_GEN_WINDOW=N sets a smaller default for
+ * tests). With a shard (NULL: one process) each window's prompts are assigned to the ranks by
+ * token cost (prompt tokens + max_gen_toks, dist_assign: the same plan on every rank and every
+ * re-run); with sh->exchange the ranks agree on failure and exchange the generations after each
+ * window, so every rank ends with all of them (greedy decoding is batch-invariant: the texts are
+ * those of one process). With sh->resume_dir each rank saves its part of each window and a re-run
+ * reuses it. Notes this rank's prompts, tokens and seconds for dist_per_rank_json. */
+int evalgen_generate(evalgen *g, model *m, const tokenizer *tok, const struct pipe_shard *sh,
+                     assay_error *err);
 /* Writes task i's results (results, configs, versions, n-shot, higher_is_better, n-samples) and,
  * when samples_dir is set, samples_<task>.jsonl. */
 int evalgen_results(evalgen *g, const eval_task *t, cJSON *results, cJSON *configs, cJSON *versions,
                     cJSON *nshot, cJSON *hib, cJSON *nsamp, const char *samples_dir,
                     assay_error *err);
-/* Totals for the assay block: prompts, prompt tokens, generated tokens, seconds generating. */
+/* Totals for the assay block: prompts, prompt tokens, generated tokens (all ranks'), seconds
+ * generating (the slowest rank's). */
 void evalgen_totals(const evalgen *g, int64_t *prompts, int64_t *prompt_tokens, int64_t *new_tokens,
                     double *seconds);
 void evalgen_free(evalgen *g); /* NULL-safe */

@@ -1,6 +1,7 @@
 /* harness/pipeline.c — request grouping, shared contexts and window batching (see pipeline.h). */
 #include "harness/pipeline.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -13,6 +14,7 @@
 #include "core/sha256.h"
 #include "core/util.h"
 #include "harness/dist.h"
+#include "harness/hashes.h"
 
 /* Forward passes per engine call: enough to keep the engine busy, few enough that progress
  * moves and only one group's per-token results are held at once. */
@@ -371,6 +373,61 @@ int pipe_resume_dir(const char *dir, assay_error *err) {
     return ASSAY_OK;
 }
 
+typedef struct weight_stat {
+    char   *name;
+    int64_t v[3]; /* size, modification time (s, ns) */
+} weight_stat;
+
+static int cmp_weight_stat(const void *a, const void *b) {
+    return strcmp(((const weight_stat *)a)->name, ((const weight_stat *)b)->name);
+}
+
+int pipe_resume_key(const char *model_dir, char out[65], assay_error *err) {
+    char         content[65], path[4200];
+    weight_stat *ws = NULL;
+    size_t       n = 0, cap = 0;
+    int          rc = hashes_model(model_dir, content, err);
+    DIR         *d  = rc ? NULL : opendir(model_dir);
+    if (!rc && !d)
+        rc = assay_fail(err, ASSAY_EIO, "%s: cannot open the directory", model_dir);
+    for (struct dirent *e; !rc && (e = readdir(d));) {
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", model_dir, e->d_name);
+        if (!str_ends_with(e->d_name, ".safetensors") || stat(path, &st) != 0)
+            continue;
+        if (n == cap) {
+            weight_stat *nw = realloc(ws, (cap = cap ? 2 * cap : 8) * sizeof *nw);
+            if (!nw) {
+                rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+                break;
+            }
+            ws = nw;
+        }
+        ws[n] = (weight_stat){
+            strdup(e->d_name),
+            {(int64_t)st.st_size, (int64_t)st.st_mtim.tv_sec, (int64_t)st.st_mtim.tv_nsec}};
+        if (!ws[n++].name)
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    }
+    if (d)
+        closedir(d);
+    if (!rc) {
+        sha256_ctx c;
+        qsort(ws, n, sizeof *ws, cmp_weight_stat);
+        sha256_init(&c);
+        sha256_update(&c, content, 64);
+        for (size_t i = 0; i < n; i++) {
+            sha256_update(&c, ws[i].name, strlen(ws[i].name) + 1);
+            sha256_update(&c, ws[i].v, sizeof ws[i].v);
+        }
+        sha256_hex(&c, out);
+    }
+    for (size_t i = 0; i < n; i++)
+        free(ws[i].name);
+    free(ws);
+    return rc;
+}
+
 /* ---- resume files: one per (call, rank), the rank's results written when its units are done */
 
 #define RESUME_MAGIC "ASSAYRS1"
@@ -379,14 +436,22 @@ static void resume_path(char *buf, size_t cap, const pipe_shard *sh, const char 
     snprintf(buf, cap, "%s/%.32s.rank%dof%d", sh->resume_dir, hash, sh->rank, sh->size);
 }
 
+/* The model's part of a call's identity: the caller's key (the model's files), the weights'
+ * format and the device kind, which change the scores' bits. */
+static void resume_hash_model(sha256_ctx *c, const pipe_shard *sh, const model *m) {
+    const char *key = sh->resume_key ? sh->resume_key : "", *dev = model_device_name(m);
+    sha256_update(c, key, strlen(key) + 1);
+    sha256_update(c, model_weights_name(m), strlen(model_weights_name(m)) + 1);
+    sha256_update(c, dev, strcspn(dev, ":"));
+}
+
 /* The call's identity: the caller's key (the model), the ranks, the batch budget (it shapes the
  * units) and every request in input order. */
 static void resume_hash(char out[65], const pipe_shard *sh, const model *m,
                         const score_request *reqs, size_t n) {
     sha256_ctx c;
     sha256_init(&c);
-    const char *key = sh->resume_key ? sh->resume_key : "";
-    sha256_update(&c, key, strlen(key) + 1);
+    resume_hash_model(&c, sh, m);
     int64_t head[3] = {sh->size, (int64_t)n, model_max_batch_tokens(m)};
     sha256_update(&c, head, sizeof head);
     for (size_t i = 0; i < n; i++) {
@@ -515,8 +580,9 @@ static int shard_finish(const pipe_shard *sh, int rc, const char *hash, score_re
         return rc;
     if ((rc = dist_agree(rc, err)))
         return rc;
-    if ((rc = dist_allgather_results(out, n, own, per_token, err)))
-        return dist_agree(rc, err);
+    /* a failure while unpacking is one rank's: every rank agrees on it before going on */
+    if ((rc = dist_agree(dist_allgather_results(out, n, own, per_token, err), err)))
+        return rc;
     int64_t d[2] = {counts->computed - computed0, counts->scored - scored0};
     if ((rc = dist_sum_i64(d, 2, err)))
         return rc;
@@ -749,8 +815,7 @@ int pipe_ppl_run_on(model *m, const pipe_ppl_plan *p, const pipe_doc *docs, int3
         /* the windows' identity: their tokens, filled one at a time */
         sha256_ctx c;
         sha256_init(&c);
-        const char *key = sh->resume_key ? sh->resume_key : "";
-        sha256_update(&c, key, strlen(key) + 1);
+        resume_hash_model(&c, sh, m);
         int64_t head[4] = {sh->size, (int64_t)p->n, model_max_batch_tokens(m), prefix};
         sha256_update(&c, head, sizeof head);
         for (size_t w = 0; w < p->n; w++) {

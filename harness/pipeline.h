@@ -46,6 +46,12 @@ pipe_shard pipe_shard_world(void);
 /* Creates the --resume directory when missing (its parent must exist). */
 int pipe_resume_dir(const char *dir, assay_error *err);
 
+/* The key (hex) a model directory's --resume files are filed under: its content hash
+ * (hashes_model: config.json and the safetensors headers) and each safetensors file's size and
+ * modification time, since the headers stay the same when a checkpoint's values change (a copy
+ * or re-save changes the time: a lost shortcut, never a stale result). */
+int pipe_resume_key(const char *model_dir, char out[65], assay_error *err);
+
 /* One log-likelihood request: tokens[score_from..n) are the targets (1 <= score_from < n), the
  * tokens before score_from its context. */
 typedef struct pipe_request {

@@ -21,6 +21,29 @@ static uint32_t lcg(uint32_t *s) {
     return *s >> 8;
 }
 
+Test(dist_gather, one_process_gets_a_copy_of_its_own_bytes) {
+    char  *recv = NULL;
+    size_t counts[1];
+    cr_assert_eq(dist_allgather_bytes("abc", 3, &recv, counts, NULL), 0);
+    cr_expect_eq(counts[0], 3);
+    cr_expect(recv && !memcmp(recv, "abc", 3));
+    free(recv);
+    cr_assert_eq(dist_allgather_bytes(NULL, 0, &recv, counts, NULL), 0);
+    cr_expect(recv != NULL && counts[0] == 0);
+    free(recv);
+}
+
+Test(dist_gather, per_rank_entries_carry_the_noted_numbers) {
+    dist_per_rank_note("generated_prompts", 3);
+    dist_per_rank_note("generated_prompts", 7); /* a later note replaces the earlier */
+    cJSON *a = dist_per_rank_json(1.5, 10, NULL);
+    cr_assert(a && cJSON_GetArraySize(a) == 1);
+    cJSON *r0 = cJSON_GetArrayItem(a, 0);
+    cr_expect_eq(cJSON_GetObjectItem(r0, "generated_prompts")->valuedouble, 7);
+    cr_expect_eq(cJSON_GetObjectItem(r0, "tokens_computed")->valuedouble, 10);
+    cJSON_Delete(a);
+}
+
 Test(dist_assign, gives_the_longest_units_first_to_the_least_loaded_rank) {
     int64_t cost[5] = {5, 3, 3, 2, 1};
     int     owner[5];
@@ -413,8 +436,8 @@ Test(dist_mpi, a_killed_rank_ends_the_run_and_resume_completes_it_identically) {
 /* ---- assay eval on two ranks ------------------------------------------------------------------
  */
 
-/* The scoring tasks of the lm-eval fixtures and gsm8k (generation: every rank generates all
- * of it, rank 0 writes), in windows of 3000 tokens so there are many. */
+/* The scoring tasks of the lm-eval fixtures and gsm8k (generation: each rank its share of the
+ * prompts), in windows of 3000 tokens so there are many. */
 #define EVAL_ARGS                                                                                  \
     "eval " MODEL " --tasks mmlu,hellaswag,wikitext,gsm8k --data %s/data --limit 6 "               \
     "--max-gen-toks 8 --window-tokens 3000 --log-samples --output-path "
@@ -551,4 +574,265 @@ Test(dist_mpi, eval_killed_mid_run_then_resumed_equals_one_process) {
     cr_expect(strstr(o, ".rank1of2: reusing"), "rank 1 reused nothing:\n%s", o);
     free(o);
     expect_same_eval_outputs(one, two);
+}
+
+/* ---- generation tasks on two ranks ------------------------------------------------------------
+ */
+
+/* gsm8k alone (60 prompts), 16 new tokens each; ASSAY_TEST_GEN_WINDOW makes windows of a few
+ * prompts per rank so a run has several. */
+#define GEN_ARGS                                                                                   \
+    "eval " MODEL " --tasks gsm8k --data tests/fixtures/eval_gen/data --max-gen-toks 16 "          \
+    "--log-samples --output-path "
+#define GEN_PROMPTS 60
+
+/* results.json but its "assay" block and samples_gsm8k.jsonl but the timings equal one/'s; the
+ * cost block counts the same prompts and tokens. */
+static void expect_same_generations(const char *one, const char *two) {
+    char pa[256], pb[256];
+    snprintf(pa, sizeof pa, "%s/samples_gsm8k.jsonl", one);
+    snprintf(pb, sizeof pb, "%s/samples_gsm8k.jsonl", two);
+    char *a = slurp(pa), *b = slurp(pb);
+    cr_assert(a && b && strlen(a) > 1000, "%s or %s is missing", pa, pb);
+    expect_same_samples(a, b, pa, pb);
+    free(a);
+    free(b);
+    snprintf(pa, sizeof pa, "%s/results.json", one);
+    snprintf(pb, sizeof pb, "%s/results.json", two);
+    cJSON *ja = test_read_json(pa), *jb = test_read_json(pb);
+    cr_assert(ja && jb);
+    for (cJSON *k = ja->child; k; k = k->next) {
+        if (!strcmp(k->string, "assay"))
+            continue;
+        char *ta = cJSON_PrintUnformatted(k);
+        char *tb = cJSON_PrintUnformatted(cJSON_GetObjectItem(jb, k->string));
+        cr_expect(ta && tb && !strcmp(ta, tb), "results.json: \"%s\" differs", k->string);
+        free(ta);
+        free(tb);
+    }
+    const char *counts[] = {"prompts", "prompt_tokens", "new_tokens"};
+    cJSON *ga = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(ja, "assay"), "cost"),
+                                    "generation");
+    cJSON *gb = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(jb, "assay"), "cost"),
+                                    "generation");
+    cr_assert(ga && gb);
+    for (int i = 0; i < 3; i++)
+        cr_expect_eq(cJSON_GetObjectItem(ga, counts[i])->valuedouble,
+                     cJSON_GetObjectItem(gb, counts[i])->valuedouble, "cost.generation.%s",
+                     counts[i]);
+    cJSON_Delete(ja);
+    cJSON_Delete(jb);
+}
+
+/* Each rank's generated_prompts from two/results.json into got[2]. */
+static void per_rank_prompts(const char *two, double got[2]) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/results.json", two);
+    cJSON *j = test_read_json(path);
+    cr_assert(j, "%s", path);
+    cJSON *pr = cJSON_GetObjectItem(cJSON_GetObjectItem(j, "assay"), "per_rank");
+    cr_assert_eq(cJSON_GetArraySize(pr), 2);
+    for (int r = 0; r < 2; r++) {
+        cJSON *v = cJSON_GetObjectItem(cJSON_GetArrayItem(pr, r), "generated_prompts");
+        cr_assert(cJSON_IsNumber(v), "rank %d has no generated_prompts", r);
+        got[r] = v->valuedouble;
+    }
+    cJSON_Delete(j);
+}
+
+static int count_str(const char *s, const char *what) {
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, what)); p++)
+        n++;
+    return n;
+}
+
+Test(dist_mpi, generation_on_two_ranks_gives_one_process_results_with_half_the_prompts_each) {
+    mpi_or_skip();
+    char dir[64], args[1024], *o = NULL;
+    test_tmpdir(dir, sizeof dir);
+    int rc = test_run(&o, GEN_ARGS "%s/one", dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    /* 7 prompts per rank and window: windows of 14, the last one of 4 */
+    snprintf(args, sizeof args, GEN_ARGS "%s/two", dir);
+    rc = run_mpi(&o, "ASSAY_TEST_GEN_WINDOW=7", args);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    char one[128], two[128];
+    snprintf(one, sizeof one, "%s/one", dir);
+    snprintf(two, sizeof two, "%s/two", dir);
+    expect_same_generations(one, two);
+    /* every prompt of this fixture costs the same (each is cut to ctx - max_gen_toks tokens), so
+     * a balanced shard is half of them, exactly */
+    double got[2];
+    per_rank_prompts(two, got);
+    cr_expect(got[0] == GEN_PROMPTS / 2 && got[1] == GEN_PROMPTS / 2,
+              "ranks generated %g and %g of %d prompts", got[0], got[1], GEN_PROMPTS);
+}
+
+Test(dist_mpi, a_rank_failing_in_generation_fails_the_run_with_its_message_and_no_hang) {
+    mpi_or_skip();
+    char dir[64], args[1024], *o = NULL;
+    test_tmpdir(dir, sizeof dir);
+    snprintf(args, sizeof args, GEN_ARGS "%s/two", dir);
+    /* gsm8k alone: the first sharded call is its first generation window */
+    int rc = run_mpi(&o, "ASSAY_TEST_FAIL_RANK=1 ASSAY_TEST_GEN_WINDOW=7", args);
+    cr_expect_eq(rc, 3, "exit %d (124: timed out, a hang)\n%s", rc, o);
+    const char *msg = "assay: rank 1: ASSAY_TEST_FAIL_RANK=1: this rank fails on purpose";
+    cr_expect_eq(count_str(o, msg), 1, "the message, once:\n%s", o);
+    char path[256];
+    snprintf(path, sizeof path, "%s/two/results.json", dir);
+    cr_expect(access(path, F_OK) != 0, "a failed run left %s", path);
+    free(o);
+}
+
+Test(dist_mpi, a_rank_killed_in_generation_then_resumed_gives_one_process_results) {
+    mpi_or_skip();
+    char dir[64], args[1024], *o = NULL, one[128], two[128];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(one, sizeof one, "%s/one", dir);
+    snprintf(two, sizeof two, "%s/two", dir);
+    int rc = test_run(&o, GEN_ARGS "%s", one);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    snprintf(args, sizeof args, GEN_ARGS "%s --resume %s/state", two, dir);
+    /* windows of 5 prompts per rank (6 windows); rank 1 SIGKILLs itself in its third, after
+     * saving it */
+    rc =
+        run_mpi(&o, "ASSAY_TEST_GEN_WINDOW=5 ASSAY_TEST_KILL_RANK=1 ASSAY_TEST_KILL_AFTER=2", args);
+    cr_expect(rc != 0 && rc != 124, "exit %d (124: timed out, a hang)\n%s", rc, o);
+    free(o);
+    char res[256];
+    snprintf(res, sizeof res, "%s/results.json", two);
+    cr_expect(access(res, F_OK) != 0, "a killed run left %s", res);
+    rc = run_mpi(&o, "ASSAY_TEST_GEN_WINDOW=5", args);
+    cr_assert_eq(rc, 0, "%s", o);
+    /* rank 1 saved three windows before it died; rank 0 two or three (it may have been killed
+     * while generating its third); the other windows were generated in this run */
+    int r1 = count_str(o, ".gen.rank1of2: reusing 5 generations");
+    int r0 = count_str(o, ".gen.rank0of2: reusing 5 generations");
+    cr_expect_eq(r1, 3, "rank 1 reused %d windows:\n%s", r1, o);
+    cr_expect(r0 >= 2 && r0 <= 3, "rank 0 reused %d windows:\n%s", r0, o);
+    free(o);
+    expect_same_generations(one, two);
+}
+
+/* ---- --resume keys and ppl --resume ------------------------------------------------------------
+ */
+
+Test(dist_resume, the_key_follows_the_weights_not_the_directory_name) {
+    char dir[64], cmd[512], a[65], b[65], c[65];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(cmd, sizeof cmd, "cp -rp " MODEL " %s/copy && cp -r " MODEL " %s/fresh", dir, dir);
+    cr_assert_eq(system(cmd), 0);
+    assay_error err = {0};
+    char        path[256];
+    cr_assert_eq(pipe_resume_key(MODEL, a, &err), 0, "%s", err.msg);
+    snprintf(path, sizeof path, "%s/copy", dir);
+    cr_assert_eq(pipe_resume_key(path, b, &err), 0, "%s", err.msg);
+    cr_expect_str_eq(b, a, "a copy with the same files and times has another key");
+    /* the same headers, other values: the files' times tell them apart */
+    snprintf(cmd, sizeof cmd, "touch -d '2001-01-01' %s/copy/*.safetensors", dir);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(pipe_resume_key(path, c, &err), 0, "%s", err.msg);
+    cr_expect_str_neq(c, a, "a rewritten weights file kept the key");
+    snprintf(path, sizeof path, "%s/missing", dir);
+    cr_expect_neq(pipe_resume_key(path, c, &err), 0);
+}
+
+Test(dist_resume, score_reuses_results_across_directory_names_of_the_same_checkpoint) {
+    char dir[64], cmd[512], *o = NULL;
+    test_tmpdir(dir, sizeof dir);
+    write_requests(dir);
+    snprintf(cmd, sizeof cmd, "cp -rp " MODEL " %s/copy", dir);
+    cr_assert_eq(system(cmd), 0);
+    int rc =
+        test_run(&o, "score " MODEL " --requests %s/req.jsonl --output %s/a.jsonl --resume %s/st",
+                 dir, dir, dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    rc = test_run(&o, "score %s/copy --requests %s/req.jsonl --output %s/b.jsonl --resume %s/st",
+                  dir, dir, dir, dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    cr_expect(strstr(o, ": reusing"), "the same checkpoint elsewhere reused nothing:\n%s", o);
+    free(o);
+    char pa[256], pb[256];
+    snprintf(pa, sizeof pa, "%s/a.jsonl", dir);
+    snprintf(pb, sizeof pb, "%s/b.jsonl", dir);
+    char *a = slurp(pa), *b = slurp(pb);
+    cr_assert(a && b && strlen(a) > 1000);
+    cr_expect_str_eq(b, a);
+    free(a);
+    free(b);
+    /* rewritten weights under the first name: nothing reused */
+    snprintf(cmd, sizeof cmd, "touch %s/copy/*.safetensors", dir);
+    cr_assert_eq(system(cmd), 0);
+    rc = test_run(&o, "score %s/copy --requests %s/req.jsonl --resume %s/st", dir, dir, dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    cr_expect(!strstr(o, ": reusing"), "results of other weights were reused:\n%s", o);
+    free(o);
+}
+
+/* `assay ppl ... --json` with standard error into dir/err<k>.txt; returns the JSON's "total". */
+static char *ppl_total(const char *dir, const char *doc, int k, char **err_text) {
+    char cmd[1024], ep[256];
+    snprintf(ep, sizeof ep, "%s/err%d.txt", dir, k);
+    snprintf(cmd, sizeof cmd,
+             "%s ppl " MODEL " %s --mode rolling --ctx 64 --json --resume %s/st 2>%s", test_bin(),
+             doc, dir, ep);
+    FILE *p = popen(cmd, "r");
+    cr_assert(p);
+    char  *out = calloc(1, 1 << 20);
+    size_t n   = fread(out, 1, (1 << 20) - 1, p);
+    out[n]     = 0;
+    cr_assert_eq(pclose(p), 0, "%s", out);
+    *err_text = slurp(ep);
+    cJSON *j  = cJSON_Parse(out);
+    cr_assert(j, "%s", out);
+    char *t = cJSON_PrintUnformatted(cJSON_GetObjectItem(j, "total"));
+    cJSON_Delete(j);
+    free(out);
+    return t;
+}
+
+Test(dist_resume, ppl_resumed_reuses_its_windows_and_gives_the_same_bits) {
+    char dir[64], path[256], *e1 = NULL, *e2 = NULL;
+    test_tmpdir(dir, sizeof dir);
+    snprintf(path, sizeof path, "%s/doc.txt", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    for (int i = 0; i < 100; i++)
+        fprintf(f, "Line %d of a document that is long enough for many windows. ", i);
+    fclose(f);
+    char *t1 = ppl_total(dir, path, 1, &e1), *t2 = ppl_total(dir, path, 2, &e2);
+    cr_assert(t1 && t2 && e1 && e2);
+    cr_expect(!strstr(e1, "reusing"), "%s", e1);
+    cr_expect(strstr(e2, ": reusing"), "the second run reused nothing:\n%s", e2);
+    /* cJSON prints doubles that read back exactly, so equal text is equal bits */
+    cr_expect_str_eq(t2, t1);
+    free(t1), free(t2), free(e1), free(e2);
+}
+
+Test(dist_resume, a_damaged_generation_file_is_generated_again_with_the_same_result) {
+    char dir[64], *o = NULL, one[128], two[128], cmd[512];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(one, sizeof one, "%s/one", dir);
+    snprintf(two, sizeof two, "%s/two", dir);
+    setenv("ASSAY_TEST_GEN_WINDOW", "20", 1); /* three windows */
+    int rc = test_run(&o, GEN_ARGS "%s --resume %s/st", one, dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    free(o);
+    /* three windows' files: one cut short, one overwritten with other bytes */
+    snprintf(cmd, sizeof cmd,
+             "cd %s/st && set -- *.gen.rank0of1 && test $# -eq 3 && truncate -s 100 \"$1\" && "
+             "head -c 300 /dev/urandom > \"$2\"",
+             dir);
+    cr_assert_eq(system(cmd), 0, "expected 3 generation files in %s/st", dir);
+    rc = test_run(&o, GEN_ARGS "%s --resume %s/st", two, dir);
+    cr_assert_eq(rc, 0, "%s", o);
+    cr_expect_eq(count_str(o, "not usable as partial results; generating them again"), 2, "%s", o);
+    cr_expect_eq(count_str(o, ": reusing 20 generations"), 1, "%s", o);
+    free(o);
+    expect_same_generations(one, two);
 }
