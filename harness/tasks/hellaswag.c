@@ -67,7 +67,7 @@ static int add_doc(eval_task *t, const char *query, size_t ql, const char *const
         cs[i] = ch[i].s;
         cl[i] = ch[i].n;
     }
-    rc = eval_task_add(t, q.s, q.n, cs, cl, (int)n_end, gold, 0, t->n, where, err);
+    rc = eval_task_add(t, q.s, q.n, cs, cl, (int)n_end, gold, 0, eval_task_count(t), where, err);
     goto done;
 oom:
     rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", where);
@@ -103,7 +103,7 @@ static int read_six_line(eval_task *t, const char *path, const eval_task_opts *o
         t->total++;
         char where[1200];
         snprintf(where, sizeof where, "%s:%zu", path, lineno - 5);
-        if (o->limit > 0 && (int64_t)t->n >= o->limit)
+        if (o->limit > 0 && (int64_t)eval_task_count(t) >= o->limit)
             continue;
         if (!(len[1] == 1 && line[1][0] >= '0' && line[1][0] <= '9')) {
             rc = assay_fail(err, ASSAY_EFORMAT,
@@ -146,7 +146,7 @@ static int read_jsonl(eval_task *t, const char *path, const eval_task_opts *o, a
         int64_t     label = -1;
         snprintf(where, sizeof where, "%s:%zu", path, r.line);
         t->total++;
-        if (o->limit > 0 && (int64_t)t->n >= o->limit)
+        if (o->limit > 0 && (int64_t)eval_task_count(t) >= o->limit)
             goto next;
         if ((rc = jsonl_get_string(&r, obj, "activity_label", 1, &al, &all, err)) ||
             (rc = jsonl_get_string(&r, obj, "ctx_a", 1, &ca, &cal, err)) ||
