@@ -110,8 +110,9 @@ typedef struct doc_score {
 } doc_score;
 
 typedef struct etask {
-    eval_task      t;     /* the counting pass's task: files, subtasks, totals; no documents kept */
-    eval_task_opts topts; /* the options its loader ran with (the streaming pass repeats them) */
+    eval_task t; /* the counting pass's task: files, subtasks, totals (a streamed task keeps no
+                    documents) */
+    eval_task_opts topts;   /* the options its loader ran with (the streaming pass repeats them) */
     size_t         n_docs;  /* documents within --limit */
     eval_task      pool;    /* the few-shot pool when lm-eval draws examples at random */
     int            fewshot; /* 1 when pool is used */
@@ -140,12 +141,6 @@ static void add_metric(cJSON *o, const char *name, double v, double se) {
     else
         cJSON_AddStringToObject(o, key, "N/A");
 }
-
-/* Per (sub)task outcome. */
-typedef struct sub_stats {
-    double *acc, *acc_norm;
-    size_t  n;
-} sub_stats;
 
 static cJSON *task_config(const etask *et, const char *name, const eval_opts *o) {
     cJSON *c = cJSON_CreateObject();

@@ -115,14 +115,3 @@ void fewshot_end(fewshot_sampler *s) {
     tbuf_free(&s->b);
     memset(s, 0, sizeof *s);
 }
-
-int fewshot_apply(eval_task *t, const eval_task *pool, int k, int64_t seed, assay_error *err) {
-    fewshot_sampler s;
-    int             rc = fewshot_begin(&s, t, pool, k, seed, err);
-    for (size_t d = 0; !rc && d < t->n; d++)
-        rc = fewshot_doc(&s, t, &t->docs[d], err);
-    if (!rc)
-        t->num_fewshot = k;
-    fewshot_end(&s);
-    return rc;
-}

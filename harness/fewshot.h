@@ -32,12 +32,10 @@ int fewshot_random_rule(const char *task, int *draw_extra);
 int fewshot_config_zero(const char *task);
 
 /* Prepends K examples drawn from pool (the task loaded with split "train", every row) to each of
- * t's contexts. 0 ok; ASSAY_EINVAL when the pool has fewer than K (+1) documents. */
-int fewshot_apply(eval_task *t, const eval_task *pool, int k, int64_t seed, assay_error *err);
-
-/* The same, one document at a time, for documents streamed in doc_id order (harness/eval.c):
- * fewshot_begin checks the pool's size and seeds the task's random.Random; fewshot_doc prepends
- * the next document's examples; fewshot_end frees (NULL-safe). pool must outlive the sampler. */
+ * t's contexts, one document at a time as they are read in doc_id order (harness/eval.c streams
+ * them): fewshot_begin checks the pool's size (ASSAY_EINVAL when it has fewer than K (+1)
+ * documents) and seeds the task's random.Random; fewshot_doc prepends the next document's
+ * examples; fewshot_end frees (NULL-safe). pool must outlive the sampler. */
 typedef struct fewshot_sampler {
     const eval_task *pool;
     int              k;

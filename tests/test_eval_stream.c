@@ -121,7 +121,7 @@ Test(eval_stream, shared_mmlu_and_hellaswag_do_not_depend_on_the_window, .timeou
              "\"$(cd ../shared/data && pwd)/mmlu\" %s/mmlu",
              hs, dir, dir);
     cr_assert_eq(system(cmd), 0);
-    static const char *const tasks[3] = {"mmlu", "hellaswag", "hellaswag"};
+    static const char *const tasks[3]  = {"mmlu", "hellaswag", "hellaswag"};
     static const char *const limits[3] = {"--num-fewshot 5 --limit 2", "--limit 25", ""};
     static const int         files[3]  = {57, 1, 1}; /* samples files: one per subject */
     for (int l = 0; l < 3; l++) {
@@ -135,11 +135,12 @@ Test(eval_stream, shared_mmlu_and_hellaswag_do_not_depend_on_the_window, .timeou
         cr_expect_eq(n, files[l], "%s: %d samples files", a, n);
         snprintf(pa, sizeof pa, "%s/results.json", a);
         snprintf(pb, sizeof pb, "%s/results.json", b);
-        cJSON *ra = test_read_json(pa), *rb = test_read_json(pb);
-        static const char *const keys[] = {"results",  "groups",   "group_subtasks", "configs",
-                                           "versions", "n-shot",   "n-samples"};
+        cJSON                   *ra = test_read_json(pa), *rb = test_read_json(pb);
+        static const char *const keys[] = {"results",  "groups", "group_subtasks", "configs",
+                                           "versions", "n-shot", "n-samples"};
         for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
-            const cJSON *x = cJSON_GetObjectItem(ra, keys[k]), *y = cJSON_GetObjectItem(rb, keys[k]);
+            const cJSON *x = cJSON_GetObjectItem(ra, keys[k]),
+                        *y = cJSON_GetObjectItem(rb, keys[k]);
             cr_expect((!x && !y) || cJSON_Compare(x, y, 1),
                       "%s %s: \"%s\" differs with one document per window", tasks[l], limits[l],
                       keys[k]);
@@ -176,8 +177,9 @@ Test(eval_stream, a_run_failing_mid_way_leaves_no_samples_or_results) {
     for (int i = 0; i < 30; i++)
         fprintf(f, "Item %d: a man walks to the\n%d\ndoor.\nwall.\ncar.\nsea.\n", i, i % 4);
     fclose(f);
-    int n = snprintf(bad, sizeof bad, "{\"text\": \"many\", \"a\": \"x\", \"b\": \"y\", "
-                                      "\"label\": 0, \"opts\": [");
+    int n = snprintf(bad, sizeof bad,
+                     "{\"text\": \"many\", \"a\": \"x\", \"b\": \"y\", "
+                     "\"label\": 0, \"opts\": [");
     for (int c = 0; c < 65; c++)
         n += snprintf(bad + n, sizeof bad - (size_t)n, "%s\"o%d\"", c ? ", " : "", c);
     snprintf(bad + n, sizeof bad - (size_t)n, "]}");
