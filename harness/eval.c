@@ -525,6 +525,8 @@ static int grow(void **p, size_t *cap, size_t need, size_t size) {
     size_t nc = *cap ? *cap : 256;
     while (nc < need)
         nc *= 2;
+    if (nc > SIZE_MAX / size)
+        return -1;
     void *np = realloc(*p, nc * size);
     if (!np)
         return -1;
