@@ -81,22 +81,6 @@ static int check_fewshot(const eval_task *t, const eval_opts *o, int *random, as
     return ASSAY_OK;
 }
 
-static int load_fewshot(eval_task *t, const eval_opts *o, assay_error *err) {
-    int random, rc0 = check_fewshot(t, o, &random, err);
-    if (rc0 || !random)
-        return rc0;
-    eval_task      pool = {0};
-    eval_task_opts po   = {o->data_dir, 0, 0, "train"};
-    pool.def            = t->def;
-    int rc              = t->def->load(&pool, &po, err);
-    if (!rc)
-        rc = fewshot_apply(t, &pool, o->num_fewshot, o->seed, err);
-    for (size_t f = 0; !rc && f < pool.n_files; f++)
-        rc = eval_task_add_file(t, pool.files[f], err);
-    eval_task_free(&pool);
-    return rc;
-}
-
 static const char *task_delim(const eval_task *t) { return t->delim[0] ? t->delim : " "; }
 
 /* target delimiter + choice, malloc'd */
@@ -119,14 +103,26 @@ typedef struct ereq {
     int      truncated;
 } ereq;
 
+/* What a log-likelihood document leaves once its window is scored: its metric inputs. */
+typedef struct doc_score {
+    double acc, norm, mi; /* acc (or mc2 mass, or is_greedy), acc_norm (or loglik), mutual info */
+    size_t sub;
+} doc_score;
+
 typedef struct etask {
-    eval_task     t;
-    size_t       *req0; /* per doc: index of its first request */
-    double        naive_tokens;
-    tok_ids      *ids; /* rolling tasks: each document's tokens */
-    ppl_stats    *st;  /* and its windows' NLL */
-    pipe_doc     *pd;
-    pipe_ppl_plan plan;
+    eval_task t; /* the counting pass's task: files, subtasks, totals (a streamed task keeps no
+                    documents) */
+    eval_task_opts topts;   /* the options its loader ran with (the streaming pass repeats them) */
+    size_t         n_docs;  /* documents within --limit */
+    eval_task      pool;    /* the few-shot pool when lm-eval draws examples at random */
+    int            fewshot; /* 1 when pool is used */
+    doc_score     *ds;      /* streamed tasks: per document, in load order */
+    size_t         n_ds, cap_ds;
+    double         naive_tokens;
+    tok_ids       *ids; /* rolling tasks: each document's tokens */
+    ppl_stats     *st;  /* and its windows' NLL */
+    pipe_doc      *pd;
+    pipe_ppl_plan  plan;
 } etask;
 
 static double peak_rss_bytes(void) {
@@ -145,12 +141,6 @@ static void add_metric(cJSON *o, const char *name, double v, double se) {
     else
         cJSON_AddStringToObject(o, key, "N/A");
 }
-
-/* Per (sub)task outcome. */
-typedef struct sub_stats {
-    double *acc, *acc_norm;
-    size_t  n;
-} sub_stats;
 
 static cJSON *task_config(const etask *et, const char *name, const eval_opts *o) {
     cJSON *c = cJSON_CreateObject();
@@ -202,12 +192,11 @@ static int write_json_file(const char *path, const cJSON *root, assay_error *err
 
 /* lm-eval acc_mutual_info prediction: argmax(ll[c] - ll_unconditional[c]); the unconditional
  * requests follow the doc's n_choices conditional ones. Counts them in naive_tokens. */
-static int doc_mutual_info(etask *et, size_t d, const ereq *reqs, const score_result *res,
-                           const double *ll, int *pred, assay_error *err) {
-    const eval_doc *doc = &et->t.docs[d];
-    double          mi[64];
+static int doc_mutual_info(etask *et, const eval_doc *doc, size_t req0, const ereq *reqs,
+                           const score_result *res, const double *ll, int *pred, assay_error *err) {
+    double mi[64];
     for (int ch = 0; ch < doc->n_choices; ch++) {
-        size_t ri = et->req0[d] + (size_t)doc->n_choices + (size_t)ch;
+        size_t ri = req0 + (size_t)doc->n_choices + (size_t)ch;
         et->naive_tokens += (double)reqs[ri].n - 1;
         if (!isfinite(res[ri].sum))
             return assay_fail(err, ASSAY_ECHECK,
@@ -318,101 +307,81 @@ static int rolling_results(etask *et, const eval_opts *o, cJSON *results, cJSON 
     return atomic_commit(&af, err);
 }
 
-/* Writes samples_<name>.jsonl for the docs of one (sub)task. */
-static int write_samples(const char *out_dir, const char *name, const etask *et, size_t sub,
-                         const ereq *reqs, const score_result *res, assay_error *err) {
-    char        path[4200];
-    atomic_file af = {0};
-    snprintf(path, sizeof path, "%s/samples_%s.jsonl", out_dir, name);
-    int rc = atomic_open(&af, path, err);
-    if (rc)
-        return rc;
-    for (size_t d = 0; d < et->t.n; d++) {
-        const eval_doc *doc = &et->t.docs[d];
-        if (doc->sub != sub)
-            continue;
-        double ll[64], norm_len[64];
-        (void)norm_len;
-        cJSON *o = cJSON_CreateObject(), *args = cJSON_CreateObject(), *resps = cJSON_CreateArray(),
-              *fr = cJSON_CreateArray(), *ntok = cJSON_CreateArray();
-        cJSON_AddNumberToObject(o, "doc_id", (double)doc->doc_id);
-        cJSON_AddNumberToObject(o, "target", doc->gold);
-        int    trunc = 0;
-        size_t chars[64];
-        int    n_r = doc->n_choices * (et->t.def->mutual_info ? 2 : 1); /* + unconditional */
-        for (int c2 = 0; c2 < n_r; c2++) {
-            int                 c = c2 % doc->n_choices, uncond = c2 >= doc->n_choices;
-            size_t              ri = et->req0[d] + (size_t)c2;
-            const score_result *r  = &res[ri];
-            char                key[32];
-            cJSON              *a = cJSON_CreateObject();
-            cJSON_AddItemToObject(a, "arg_0",
-                                  uncond      ? jsonl_string_create("", 0)
-                                  : doc->ctxs ? jsonl_string_create(doc->ctxs[c], doc->ctx_lens[c])
-                                              : jsonl_string_create(doc->context, doc->ctx_len));
-            char *cont = malloc(doc->choice_len[c] + 2);
-            if (cont) {
-                cont[0] = ' ';
-                memcpy(cont + 1, doc->choices[c], doc->choice_len[c]);
-                cJSON_AddItemToObject(a, "arg_1",
-                                      jsonl_string_create(cont, doc->choice_len[c] + 1));
-                free(cont);
-            }
-            snprintf(key, sizeof key, "gen_args_%d", c2);
-            cJSON_AddItemToObject(args, key, a);
-            cJSON *pair = cJSON_CreateArray();
-            cJSON_AddItemToArray(pair, cJSON_CreateNumber(r->sum));
-            cJSON_AddItemToArray(pair, cJSON_CreateBool(r->n_greedy == r->n_targets));
-            cJSON *wrap = cJSON_CreateArray();
-            cJSON_AddItemToArray(wrap, cJSON_Duplicate(pair, 1));
-            cJSON_AddItemToArray(resps, wrap);
-            cJSON_AddItemToArray(fr, pair);
-            cJSON_AddItemToArray(ntok, cJSON_CreateNumber(r->n_targets));
-            ll[c2]   = r->sum;
-            chars[c] = metric_chars(doc->choices[c], doc->choice_len[c]);
-            trunc |= reqs[ri].truncated;
+/* One line of samples_<task>.jsonl: the document's requests as lm-eval logs them, their results,
+ * its prediction and metrics. Its requests start at reqs[req0]. NULL when out of memory. */
+static char *sample_line(const etask *et, const eval_doc *doc, size_t req0, const ereq *reqs,
+                         const score_result *res) {
+    double ll[64];
+    cJSON *o = cJSON_CreateObject(), *args = cJSON_CreateObject(), *resps = cJSON_CreateArray(),
+          *fr = cJSON_CreateArray(), *ntok = cJSON_CreateArray();
+    cJSON_AddNumberToObject(o, "doc_id", (double)doc->doc_id);
+    cJSON_AddNumberToObject(o, "target", doc->gold);
+    int    trunc = 0;
+    size_t chars[64];
+    int    n_r = doc->n_choices * (et->t.def->mutual_info ? 2 : 1); /* + unconditional */
+    for (int c2 = 0; c2 < n_r; c2++) {
+        int                 c = c2 % doc->n_choices, uncond = c2 >= doc->n_choices;
+        size_t              ri = req0 + (size_t)c2;
+        const score_result *r  = &res[ri];
+        char                key[32];
+        cJSON              *a = cJSON_CreateObject();
+        cJSON_AddItemToObject(a, "arg_0",
+                              uncond      ? jsonl_string_create("", 0)
+                              : doc->ctxs ? jsonl_string_create(doc->ctxs[c], doc->ctx_lens[c])
+                                          : jsonl_string_create(doc->context, doc->ctx_len));
+        char *cont = malloc(doc->choice_len[c] + 2);
+        if (cont) {
+            cont[0] = ' ';
+            memcpy(cont + 1, doc->choices[c], doc->choice_len[c]);
+            cJSON_AddItemToObject(a, "arg_1", jsonl_string_create(cont, doc->choice_len[c] + 1));
+            free(cont);
         }
-        int pred = metric_argmax(ll, doc->n_choices);
-        if (et->t.def->mutual_info) {
-            double mi[32];
-            for (int c = 0; c < doc->n_choices; c++)
-                mi[c] = ll[c] - ll[doc->n_choices + c];
-            cJSON_AddNumberToObject(o, "acc_mutual_info",
-                                    metric_argmax(mi, doc->n_choices) == doc->gold);
-        }
-        cJSON_AddItemToObject(o, "arguments", args);
-        cJSON_AddItemToObject(o, "resps", resps);
-        cJSON_AddItemToObject(o, "filtered_resps", fr);
-        if (et->t.def->loglik) {
-            const score_result *r = &res[et->req0[d]];
-            cJSON_AddNumberToObject(o, "acc", r->n_greedy == r->n_targets);
-            cJSON_AddNumberToObject(o, "perplexity", r->sum);
-        } else if (et->t.def->mc2)
-            cJSON_AddNumberToObject(o, "acc", metric_mc2(ll, doc->truth, doc->n_choices));
-        else
-            cJSON_AddNumberToObject(o, "acc", pred == doc->gold);
-        if (et->t.def->acc_norm) {
-            int pn = metric_argmax_norm(ll, chars, doc->n_choices);
-            cJSON_AddNumberToObject(o, "acc_norm", pn == doc->gold);
-            cJSON_AddNumberToObject(o, "pred_norm", pn);
-        }
-        cJSON_AddNumberToObject(o, "pred", pred);
-        cJSON_AddNumberToObject(o, "gold", doc->gold);
-        cJSON_AddBoolToObject(o, "correct", pred == doc->gold);
-        cJSON_AddItemToObject(o, "n_tokens", ntok);
-        cJSON_AddBoolToObject(o, "truncated", trunc);
-        char *line = jsonl_print(o, 0);
-        cJSON_Delete(o);
-        if (!line || fprintf(af.fp, "%s\n", line) < 0) {
-            int e = errno;
-            free(line);
-            atomic_abort(&af);
-            return line ? assay_fail(err, ASSAY_EIO, "%s: write failed: %s", path, strerror(e))
-                        : assay_fail(err, ASSAY_ENOMEM, "out of memory writing %s", path);
-        }
-        free(line);
+        snprintf(key, sizeof key, "gen_args_%d", c2);
+        cJSON_AddItemToObject(args, key, a);
+        cJSON *pair = cJSON_CreateArray();
+        cJSON_AddItemToArray(pair, cJSON_CreateNumber(r->sum));
+        cJSON_AddItemToArray(pair, cJSON_CreateBool(r->n_greedy == r->n_targets));
+        cJSON *wrap = cJSON_CreateArray();
+        cJSON_AddItemToArray(wrap, cJSON_Duplicate(pair, 1));
+        cJSON_AddItemToArray(resps, wrap);
+        cJSON_AddItemToArray(fr, pair);
+        cJSON_AddItemToArray(ntok, cJSON_CreateNumber(r->n_targets));
+        ll[c2]   = r->sum;
+        chars[c] = metric_chars(doc->choices[c], doc->choice_len[c]);
+        trunc |= reqs[ri].truncated;
     }
-    return atomic_commit(&af, err);
+    int pred = metric_argmax(ll, doc->n_choices);
+    if (et->t.def->mutual_info) {
+        double mi[32];
+        for (int c = 0; c < doc->n_choices; c++)
+            mi[c] = ll[c] - ll[doc->n_choices + c];
+        cJSON_AddNumberToObject(o, "acc_mutual_info",
+                                metric_argmax(mi, doc->n_choices) == doc->gold);
+    }
+    cJSON_AddItemToObject(o, "arguments", args);
+    cJSON_AddItemToObject(o, "resps", resps);
+    cJSON_AddItemToObject(o, "filtered_resps", fr);
+    if (et->t.def->loglik) {
+        const score_result *r = &res[req0];
+        cJSON_AddNumberToObject(o, "acc", r->n_greedy == r->n_targets);
+        cJSON_AddNumberToObject(o, "perplexity", r->sum);
+    } else if (et->t.def->mc2)
+        cJSON_AddNumberToObject(o, "acc", metric_mc2(ll, doc->truth, doc->n_choices));
+    else
+        cJSON_AddNumberToObject(o, "acc", pred == doc->gold);
+    if (et->t.def->acc_norm) {
+        int pn = metric_argmax_norm(ll, chars, doc->n_choices);
+        cJSON_AddNumberToObject(o, "acc_norm", pn == doc->gold);
+        cJSON_AddNumberToObject(o, "pred_norm", pn);
+    }
+    cJSON_AddNumberToObject(o, "pred", pred);
+    cJSON_AddNumberToObject(o, "gold", doc->gold);
+    cJSON_AddBoolToObject(o, "correct", pred == doc->gold);
+    cJSON_AddItemToObject(o, "n_tokens", ntok);
+    cJSON_AddBoolToObject(o, "truncated", trunc);
+    char *line = jsonl_print(o, 0);
+    cJSON_Delete(o);
+    return line;
 }
 
 /* lm-eval's mmlu group config: mmlu_stem, mmlu_other, mmlu_social_sciences, mmlu_humanities,
@@ -426,7 +395,7 @@ static int mmlu_category_groups(const etask *et, const size_t *sizes, const doub
     static const char *const cats[] = MMLU_CATEGORIES;
     size_t                   n_subs = et->t.n_subs;
     double                  *sa     = calloc(n_subs, sizeof *sa);
-    double                  *x      = calloc(et->t.n ? et->t.n : 1, sizeof *x);
+    double                  *x      = calloc(et->n_ds ? et->n_ds : 1, sizeof *x);
     size_t                  *sz     = calloc(n_subs, sizeof *sz);
     if (!sa || !sz || !x) {
         free(sa), free(sz), free(x);
@@ -504,22 +473,321 @@ static int score_window(model *m, ereq *reqs, score_result *res, size_t w0, size
     return rc;
 }
 
+/* A log-likelihood task's documents stream through here: the loader hands each finished document
+ * to stream_on_add (eval_task.on_add), which turns it into requests; once a window holds
+ * --window-tokens tokens its requests are scored, each document is reduced to its doc_score and
+ * its sample line, and the documents and requests are freed. Document text in memory is thus one
+ * window's, whatever the size of the eval. Samples go to files under a temporary directory in the
+ * output directory, moved into place once every task has succeeded (stream_commit). */
+typedef struct ewin {
+    const eval_opts *o;
+    model           *m;
+    const tokenizer *tok;
+    int32_t          prefix;
+    int64_t          ctx, window_tokens, w_tokens, total_targets;
+    etask           *et; /* the task being streamed */
+    fewshot_sampler  fs;
+    size_t           n_built; /* held documents already turned into requests */
+    ereq            *reqs;    /* the window's requests, their results, each doc's first request */
+    score_result    *res;
+    size_t          *req0;
+    size_t           n_req, cap_req, cap_res, cap_doc;
+    size_t           req_total, n_trunc, docs_done, docs_total;
+    tok_ids          c, k;
+    pipe_counts      counts;
+    progress         prog;
+    pipe_shard       sh;
+    double           t_score;
+    char             stage[4200]; /* the samples' temporary directory, "" when not logging */
+    FILE            *fp;          /* the open samples file and the (sub)task it belongs to */
+    size_t           fp_sub;
+    char             fp_path[4400];
+} ewin;
+
+static void stream_free(ewin *w) {
+    for (size_t i = 0; i < w->n_req; i++)
+        free(w->reqs[i].tokens);
+    free(w->reqs);
+    free(w->res);
+    free(w->req0);
+    tok_ids_free(&w->c);
+    tok_ids_free(&w->k);
+    fewshot_end(&w->fs);
+    if (w->fp)
+        fclose(w->fp);
+    dir_discard_temp(w->stage); /* nothing left after a commit; everything after a failure */
+    memset(w, 0, sizeof *w);
+}
+
+static int grow(void **p, size_t *cap, size_t need, size_t size) {
+    if (need <= *cap)
+        return 0;
+    size_t nc = *cap ? *cap : 256;
+    while (nc < need)
+        nc *= 2;
+    if (nc > SIZE_MAX / size)
+        return -1;
+    void *np = realloc(*p, nc * size);
+    if (!np)
+        return -1;
+    *p   = np;
+    *cap = nc;
+    return 0;
+}
+
+/* (context, " " + choice) per choice, then lm-eval's unconditional ("", " " + choice) requests
+ * for acc_mutual_info, encoded as lm-eval's _encode_pair. */
+static int stream_build(ewin *w, eval_task *src, size_t j, assay_error *err) {
+    etask    *et  = w->et;
+    eval_doc *doc = &src->docs[j];
+    size_t    d   = src->n_dropped + j; /* its index in the task, for messages */
+    int       rc;
+    if (et->fewshot && (rc = fewshot_doc(&w->fs, &et->t, doc, err)))
+        return rc;
+    if (doc->n_choices > (et->t.def->mutual_info ? 32 : 64))
+        return assay_fail(err, ASSAY_EINVAL, "%s doc %zu: %d choices (at most %d)", et->t.def->name,
+                          doc->doc_id, doc->n_choices, et->t.def->mutual_info ? 32 : 64);
+    int    n_r  = doc->n_choices * (et->t.def->mutual_info ? 2 : 1);
+    size_t need = w->n_req + (size_t)n_r;
+    if (grow((void **)&w->req0, &w->cap_doc, j + 1, sizeof *w->req0) ||
+        grow((void **)&w->reqs, &w->cap_req, need, sizeof *w->reqs) ||
+        grow((void **)&w->res, &w->cap_res, need, sizeof *w->res))
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory for %zu requests", need);
+    w->req0[j] = w->n_req;
+    for (int ch2 = 0; ch2 < n_r; ch2++) {
+        int  ch = ch2 % doc->n_choices, uncond = ch2 >= doc->n_choices;
+        char what[160];
+        snprintf(what, sizeof what, "%s doc %zu choice %d%s", et->t.def->name, d, ch,
+                 uncond ? " (unconditional)" : "");
+        size_t cont_len;
+        char  *cont = make_cont(&et->t, doc, ch, &cont_len);
+        if (!cont)
+            return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        rc = loglik_encode_pair(encode_hf_default, (void *)w->tok,
+                                uncond      ? ""
+                                : doc->ctxs ? doc->ctxs[ch]
+                                            : doc->context,
+                                uncond      ? 0
+                                : doc->ctxs ? doc->ctx_lens[ch]
+                                            : doc->ctx_len,
+                                cont, cont_len, w->prefix, &w->c, &w->k, err);
+        free(cont);
+        if (rc)
+            return rc;
+        ereq *r = &w->reqs[w->n_req];
+        memset(r, 0, sizeof *r);
+        if ((rc = loglik_build_request(w->c.ids, w->c.n, w->k.ids, w->k.n, (size_t)w->ctx, what,
+                                       &r->tokens, &r->n, &r->score_from, err)))
+            return rc;
+        r->truncated = w->c.n + w->k.n > (size_t)w->ctx + 1;
+        w->n_trunc += (size_t)r->truncated;
+        w->total_targets += (int64_t)(r->n - r->score_from);
+        w->w_tokens += (int64_t)r->n;
+        w->n_req++;
+        w->req_total++;
+    }
+    w->docs_done++;
+    return ASSAY_OK;
+}
+
+/* Appends a sample line to its (sub)task's file in the temporary directory. */
+static int stream_sample(ewin *w, const eval_doc *doc, size_t req0, assay_error *err) {
+    const etask *et = w->et;
+    if (!w->fp || w->fp_sub != doc->sub) {
+        if (w->fp && fclose(w->fp) != 0) {
+            w->fp = NULL;
+            return assay_fail(err, ASSAY_EIO, "%s: write failed: %s", w->fp_path, strerror(errno));
+        }
+        w->fp = NULL;
+        if (et->t.n_subs)
+            snprintf(w->fp_path, sizeof w->fp_path, "%s/samples_%s_%s.jsonl", w->stage,
+                     et->t.def->name, et->t.subs[doc->sub]);
+        else
+            snprintf(w->fp_path, sizeof w->fp_path, "%s/samples_%s.jsonl", w->stage,
+                     et->t.def->name);
+        if (!(w->fp = fopen(w->fp_path, "ab")))
+            return assay_fail(err, ASSAY_EIO, "%s: cannot create: %s", w->fp_path, strerror(errno));
+        w->fp_sub = doc->sub;
+    }
+    char *line = sample_line(et, doc, req0, w->reqs, w->res);
+    if (!line)
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory writing %s", w->fp_path);
+    int bad = fprintf(w->fp, "%s\n", line) < 0;
+    free(line);
+    return bad ? assay_fail(err, ASSAY_EIO, "%s: write failed: %s", w->fp_path, strerror(errno))
+               : ASSAY_OK;
+}
+
+/* A scored document's metric inputs, as lm-eval's process_results computes them. */
+static int stream_reduce(ewin *w, const eval_doc *doc, size_t req0, assay_error *err) {
+    etask    *et = w->et;
+    double    ll[64];
+    size_t    chars[64];
+    doc_score ds = {.sub = doc->sub};
+    int       rc;
+    for (int ch = 0; ch < doc->n_choices; ch++) {
+        const score_result *r = &w->res[req0 + (size_t)ch];
+        et->naive_tokens += (double)w->reqs[req0 + (size_t)ch].n - 1;
+        if (!isfinite(r->sum))
+            return assay_fail(err, ASSAY_ECHECK,
+                              "%s doc %zu choice %d: the log-likelihood is %s: the model's "
+                              "weights or activations hold NaN or Inf",
+                              et->t.def->name, doc->doc_id, ch, isnan(r->sum) ? "NaN" : "infinite");
+        ll[ch]    = r->sum;
+        chars[ch] = metric_chars(doc->choices[ch], doc->choice_len[ch]);
+    }
+    if (et->t.def->loglik) { /* acc = is_greedy; norm holds the log-likelihood */
+        const score_result *r = &w->res[req0];
+        ds.acc                = r->n_greedy == r->n_targets;
+        ds.norm               = r->sum;
+    } else if (et->t.def->mc2) { /* acc is the probability mass on true answers */
+        ds.acc = metric_mc2(ll, doc->truth, doc->n_choices);
+    } else {
+        ds.acc  = metric_argmax(ll, doc->n_choices) == doc->gold;
+        ds.norm = metric_argmax_norm(ll, chars, doc->n_choices) == doc->gold;
+    }
+    if (et->t.def->mutual_info) {
+        int pm = 0;
+        if ((rc = doc_mutual_info(et, doc, req0, w->reqs, w->res, ll, &pm, err)))
+            return rc;
+        ds.mi = pm == doc->gold;
+    }
+    if (grow((void **)&et->ds, &et->cap_ds, et->n_ds + 1, sizeof *et->ds))
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    et->ds[et->n_ds++] = ds;
+    return w->stage[0] ? stream_sample(w, doc, req0, err) : ASSAY_OK;
+}
+
+/* Builds the held documents' requests; scores and frees the window when it is full (or `last`). */
+static int stream_step(ewin *w, eval_task *src, int last, assay_error *err) {
+    int rc;
+    for (; w->n_built < src->n; w->n_built++)
+        if ((rc = stream_build(w, src, w->n_built, err)))
+            return rc;
+    if (!(w->w_tokens >= w->window_tokens || (last && src->n)))
+        return ASSAY_OK;
+    /* the progress total: exact at the end, extrapolated from the documents so far */
+    w->prog.total = (int64_t)((double)w->total_targets * (double)w->docs_total /
+                              (double)(w->docs_done ? w->docs_done : 1));
+    memset(w->res, 0, w->n_req * sizeof *w->res);
+    double t0 = time_now();
+    rc        = score_window(w->m, w->reqs, w->res, 0, w->n_req, &w->counts, &w->prog, &w->sh, err);
+    w->t_score += time_now() - t0;
+    for (size_t j = 0; !rc && j < src->n; j++)
+        rc = stream_reduce(w, &src->docs[j], w->req0[j], err);
+    w->n_req    = 0; /* score_window freed the tokens */
+    w->n_built  = 0;
+    w->w_tokens = 0;
+    eval_task_drop(src);
+    return rc;
+}
+
+static int stream_on_add(eval_task *src, void *user, assay_error *err) {
+    return stream_step(user, src, 0, err);
+}
+
+/* The pool is kept for the streaming pass, which draws each document's examples as it reads it
+ * (fewshot_doc); its size is checked here, before any work. */
+static int load_fewshot(etask *et, const eval_opts *o, assay_error *err) {
+    eval_task *t = &et->t;
+    int        random, rc = check_fewshot(t, o, &random, err);
+    if (rc || !random)
+        return rc;
+    eval_task_opts  po = {o->data_dir, 0, 0, "train"};
+    fewshot_sampler fs;
+    et->pool.def = t->def;
+    if ((rc = t->def->load(&et->pool, &po, err)))
+        return rc;
+    rc = fewshot_begin(&fs, t, &et->pool, o->num_fewshot, o->seed, err);
+    fewshot_end(&fs);
+    for (size_t f = 0; !rc && f < et->pool.n_files; f++)
+        rc = eval_task_add_file(t, et->pool.files[f], err);
+    et->fewshot    = !rc;
+    t->num_fewshot = o->num_fewshot;
+    return rc;
+}
+
+/* Log-likelihood tasks stream; rolling (wikitext: few documents) and generation tasks hold
+ * theirs for the run. */
+static int task_streams(const eval_task *t) {
+    return !t->gen && !t->def->rolling && !t->def->generate;
+}
+
+/* The counting pass keeps no streamed document. */
+static int count_on_add(eval_task *t, void *user, assay_error *err) {
+    (void)user, (void)err;
+    if (task_streams(t))
+        eval_task_drop(t);
+    return ASSAY_OK;
+}
+
+/* Runs the task's loader again, this time scoring its documents window by window. */
+static int stream_task(ewin *w, etask *et, assay_error *err) {
+    eval_task src = {0};
+    int       rc  = ASSAY_OK;
+    src.def       = et->t.def;
+    w->et         = et;
+    w->n_built    = 0;
+    if (et->fewshot &&
+        (rc = fewshot_begin(&w->fs, &et->t, &et->pool, w->o->num_fewshot, w->o->seed, err)))
+        return rc;
+    src.on_add      = stream_on_add;
+    src.on_add_user = w;
+    rc              = et->t.own_def ? task_user_load(&src, w->o->task_file, &et->topts, err)
+                                    : et->t.def->load(&src, &et->topts, err);
+    src.on_add      = NULL;
+    if (!rc)
+        rc = stream_step(w, &src, 1, err);
+    if (!rc && (eval_task_count(&src) != et->n_docs || src.total != et->t.total))
+        rc = assay_fail(
+            err, ASSAY_EIO, "%s: the data changed while it was read (%zu documents, then %zu)",
+            et->t.n_files ? et->t.files[0] : et->t.def->name, et->n_docs, eval_task_count(&src));
+    if (!rc && w->fp && fclose(w->fp) != 0)
+        rc = assay_fail(err, ASSAY_EIO, "%s: write failed: %s", w->fp_path, strerror(errno));
+    if (!rc)
+        w->fp = NULL;
+    fewshot_end(&w->fs);
+    for (size_t i = 0; i < w->n_req; i++) /* a failed window's requests */
+        free(w->reqs[i].tokens);
+    w->n_req = 0;
+    eval_task_free(&src);
+    return rc;
+}
+
+/* Moves the staged samples files into the output directory, once every task has succeeded. */
+static int stream_commit(ewin *w, assay_error *err) {
+    if (!w->stage[0])
+        return ASSAY_OK;
+    DIR *dir = opendir(w->stage);
+    if (!dir)
+        return assay_fail(err, ASSAY_EIO, "%s: cannot read: %s", w->stage, strerror(errno));
+    struct dirent *e;
+    int            rc = ASSAY_OK;
+    while (!rc && (e = readdir(dir))) {
+        char from[4600], to[4600];
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(from, sizeof from, "%.4200s/%.255s", w->stage, e->d_name);
+        snprintf(to, sizeof to, "%.4200s/%.255s", w->o->out_dir, e->d_name);
+        if (rename(from, to) != 0)
+            rc = assay_fail(err, ASSAY_EIO, "%s: cannot move %s into place: %s", to, from,
+                            strerror(errno));
+    }
+    closedir(dir);
+    return rc;
+}
+
 int eval_run(const eval_opts *o, assay_error *err) {
-    etask        *tasks = calloc((size_t)o->n_tasks + 1, sizeof *tasks); /* + a user task */
-    int           n_t = 0, rc = ASSAY_OK;
-    tokenizer    *tok   = NULL;
-    model        *m     = NULL;
-    ereq         *reqs  = NULL;
-    size_t        n_req = 0, cap_req = 0, n_trunc = 0;
-    score_result *res  = NULL;
-    cJSON        *root = NULL;
-    tok_ids       c = {0}, k = {0};
-    pipe_counts   counts = {0};
-    evalgen      *eg     = NULL;
-    eval_task   **gts    = calloc((size_t)o->n_tasks + 1, sizeof *gts);
-    progress      prog;
-    double        t_tok0 = time_now(), t_tok = 0, t_load = 0, t_score = 0;
-    cJSON        *per_rank = NULL;
+    etask      *tasks = calloc((size_t)o->n_tasks + 1, sizeof *tasks); /* + a user task */
+    int         n_t = 0, rc = ASSAY_OK;
+    tokenizer  *tok    = NULL;
+    model      *m      = NULL;
+    cJSON      *root   = NULL;
+    evalgen    *eg     = NULL;
+    eval_task **gts    = calloc((size_t)o->n_tasks + 1, sizeof *gts);
+    ewin        w      = {0};
+    double      t_tok0 = time_now(), t_tok = 0, t_load = 0, t_score = 0;
+    cJSON      *per_rank = NULL;
     if (!tasks || !gts) {
         free(tasks);
         free(gts);
@@ -566,7 +834,11 @@ int eval_run(const eval_opts *o, assay_error *err) {
         goto done;
     }
     eval_task_opts to = {o->data_dir, o->num_fewshot, o->limit, NULL};
+    /* The counting pass: every document is read, checked and counted, and (log-likelihood tasks)
+     * dropped; the streaming pass reads them again once the model is loaded. */
     if (o->task_file) {
+        tasks[n_t].t.on_add = count_on_add;
+        tasks[n_t].topts    = to;
         if ((rc = task_user_load(&tasks[n_t].t, o->task_file, &to, err)))
             goto done;
         for (int j = 0; j < n_t; j++)
@@ -591,14 +863,23 @@ int eval_run(const eval_opts *o, assay_error *err) {
                     "one; --num-fewshot %d ignored, as lm-eval does\n",
                     tasks[i].t.def->name, o->num_fewshot);
         }
-        if (!tasks[i].t.own_def && (rc = tasks[i].t.def->load(&tasks[i].t, &ti, err)))
-            goto done;
-        if (tasks[i].t.n == 0) {
+        etask *et = &tasks[i];
+        if (!et->t.own_def) {
+            et->t.on_add = count_on_add;
+            et->topts    = ti;
+            if ((rc = et->t.def->load(&et->t, &ti, err)))
+                goto done;
+        }
+        et->t.on_add = NULL;
+        if (task_streams(&et->t))
+            eval_task_drop(&et->t);
+        et->n_docs = eval_task_count(&et->t);
+        if (et->n_docs == 0) {
             rc = assay_fail(err, ASSAY_EINVAL, "%s: no documents in %s", tasks[i].t.def->name,
                             tasks[i].t.n_files ? tasks[i].t.files[0] : o->data_dir);
             goto done;
         }
-        if ((rc = load_fewshot(&tasks[i].t, o, err)))
+        if ((rc = load_fewshot(et, o, err)))
             goto done;
     }
     if (!(tok = tok_load(o->model_dir, err))) {
@@ -658,110 +939,48 @@ int eval_run(const eval_opts *o, assay_error *err) {
     }
     t_load = time_now() - t_load0;
 
-    /* Requests: (context, " " + choice) per choice, encoded as lm-eval's _encode_pair, built and
-     * scored in windows of about window_tokens tokens (whole documents), so memory does not grow
-     * with the number of documents beyond each request's few result numbers. */
-    int64_t total_targets = 0, window_tokens = o->window_tokens > 0 ? o->window_tokens : 1 << 22;
-    size_t  w0 = 0, docs_total = 0, docs_done = 0;
-    int64_t w_tokens = 0;
+    /* The streaming pass: each log-likelihood task's documents are read again and scored in
+     * windows of about window_tokens tokens (whole documents, stream_step), so memory does not
+     * grow with the number of documents beyond each document's doc_score. */
+    w.o             = o;
+    w.m             = m;
+    w.tok           = tok;
+    w.prefix        = prefix;
+    w.ctx           = ctx;
+    w.sh            = sh;
+    w.window_tokens = o->window_tokens > 0 ? o->window_tokens : 1 << 22;
     for (int i = 0; i < n_t; i++)
-        docs_total += tasks[i].t.def->rolling || tasks[i].t.gen ? 0 : tasks[i].t.n;
-    progress_init(&prog, "eval", "tok", 0);
-    t_tok0 = time_now();
-    for (int i = 0; i < n_t; i++) {
-        etask *et = &tasks[i];
-        if (!(et->req0 = malloc(et->t.n * sizeof *et->req0))) {
-            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        w.docs_total += task_streams(&tasks[i].t) ? tasks[i].n_docs : 0;
+    if (o->log_samples && o->out_dir && w.docs_total) {
+        char base[4200];
+        snprintf(base, sizeof base, "%s/.assay-samples", o->out_dir);
+        if ((rc = dir_create_temp(w.stage, sizeof w.stage, base, err)))
             goto done;
-        }
-        if (et->t.def->rolling || et->t.gen)
-            continue;
-        for (size_t d = 0; d < et->t.n; d++) {
-            const eval_doc *doc = &et->t.docs[d];
-            et->req0[d]         = n_req;
-            /* acc_mutual_info: then lm-eval's unconditional ("", delimiter + choice) requests */
-            int n_r = doc->n_choices * (et->t.def->mutual_info ? 2 : 1);
-            for (int ch2 = 0; ch2 < n_r; ch2++) {
-                int  ch = ch2 % doc->n_choices, uncond = ch2 >= doc->n_choices;
-                char what[160];
-                snprintf(what, sizeof what, "%s doc %zu choice %d%s", et->t.def->name, d, ch,
-                         uncond ? " (unconditional)" : "");
-                if (n_req == cap_req) {
-                    size_t        nc = cap_req ? cap_req * 2 : 1024;
-                    ereq         *nr = realloc(reqs, nc * sizeof *nr);
-                    score_result *ns = nr ? realloc(res, nc * sizeof *ns) : NULL;
-                    if (nr)
-                        reqs = nr;
-                    if (!ns) {
-                        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory for %zu requests", nc);
-                        goto done;
-                    }
-                    res = ns;
-                    memset(res + cap_req, 0, (nc - cap_req) * sizeof *res);
-                    cap_req = nc;
-                }
-                size_t cont_len;
-                char  *cont = make_cont(&et->t, doc, ch, &cont_len);
-                if (!cont) {
-                    rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
-                    goto done;
-                }
-                rc = loglik_encode_pair(encode_hf_default, tok,
-                                        uncond      ? ""
-                                        : doc->ctxs ? doc->ctxs[ch]
-                                                    : doc->context,
-                                        uncond      ? 0
-                                        : doc->ctxs ? doc->ctx_lens[ch]
-                                                    : doc->ctx_len,
-                                        cont, cont_len, prefix, &c, &k, err);
-                free(cont);
-                if (rc)
-                    goto done;
-                ereq *r = &reqs[n_req];
-                memset(r, 0, sizeof *r);
-                if ((rc = loglik_build_request(c.ids, c.n, k.ids, k.n, (size_t)ctx, what,
-                                               &r->tokens, &r->n, &r->score_from, err)))
-                    goto done;
-                r->truncated = c.n + k.n > (size_t)ctx + 1;
-                n_trunc += (size_t)r->truncated;
-                total_targets += (int64_t)(r->n - r->score_from);
-                w_tokens += (int64_t)r->n;
-                n_req++;
-            }
-            docs_done++;
-            int last = docs_done == docs_total;
-            if (w_tokens >= window_tokens || last) {
-                /* the progress total: exact at the end, extrapolated from the documents so far */
-                prog.total =
-                    (int64_t)((double)total_targets * (double)docs_total / (double)docs_done);
-                t_tok += time_now() - t_tok0;
-                double t_score0 = time_now();
-                rc              = score_window(m, reqs, res, w0, n_req, &counts, &prog, &sh, err);
-                t_score += time_now() - t_score0;
-                t_tok0 = time_now();
-                if (rc)
-                    goto done;
-                w0       = n_req;
-                w_tokens = 0;
-            }
-        }
     }
+    progress_init(&w.prog, "eval", "tok", 0);
+    t_tok0 = time_now();
+    for (int i = 0; !rc && i < n_t; i++)
+        if (task_streams(&tasks[i].t))
+            rc = stream_task(&w, &tasks[i], err);
+    if (rc)
+        goto done;
+    t_tok += time_now() - t_tok0 - w.t_score;
+    t_score += w.t_score;
     for (int i = 0; !rc && i < n_t; i++)
         if (tasks[i].t.def->rolling) {
             double t_score0 = time_now();
-            rc = pipe_ppl_run_on(m, &tasks[i].plan, tasks[i].pd, prefix, o->model_dir, &counts,
+            rc = pipe_ppl_run_on(m, &tasks[i].plan, tasks[i].pd, prefix, o->model_dir, &w.counts,
                                  NULL, &sh, err);
             t_score += time_now() - t_score0;
         }
     if (rc)
         goto done;
-    progress_finish(&prog);
-    t_tok += time_now() - t_tok0;
+    progress_finish(&w.prog);
     double t_gen0 = time_now();
     if ((rc = evalgen_generate(eg, m, tok, &sh, err)))
         goto done;
     t_score += time_now() - t_gen0;
-    if (!(per_rank = dist_per_rank_json(t_score, counts.mine, err))) {
+    if (!(per_rank = dist_per_rank_json(t_score, w.counts.mine, err))) {
         rc = err->code;
         goto done;
     }
@@ -778,81 +997,38 @@ int eval_run(const eval_opts *o, assay_error *err) {
     for (int i = 0; i < n_t; i++) {
         etask *et = &tasks[i];
         if (et->t.def->rolling) {
-            total_docs += et->t.n;
+            total_docs += et->n_docs;
             if ((rc = rolling_results(et, o, results, configs, versions, nshot, hib, nsamp, err)))
                 goto done;
             continue;
         }
         if (et->t.gen) {
-            total_docs += et->t.n;
+            total_docs += et->n_docs;
             if ((rc = evalgen_results(eg, &et->t, results, configs, versions, nshot, hib, nsamp,
                                       o->log_samples ? o->out_dir : NULL, err)))
                 goto done;
             continue;
         }
-        size_t  n_subs = et->t.n_subs ? et->t.n_subs : 1;
-        double *accs = calloc(et->t.n, sizeof *accs), *norms = calloc(et->t.n, sizeof *norms);
+        size_t  n_subs = et->t.n_subs ? et->t.n_subs : 1, n = et->n_ds;
+        double *accs = calloc(n ? n : 1, sizeof *accs), *norms = calloc(n ? n : 1, sizeof *norms);
         double *se_a = calloc(n_subs, sizeof *se_a), *se_n = calloc(n_subs, sizeof *se_n);
         size_t *sizes = calloc(n_subs, sizeof *sizes);
-        double *mis   = calloc(et->t.n ? et->t.n : 1, sizeof *mis); /* acc_mutual_info */
+        double *mis   = calloc(n ? n : 1, sizeof *mis); /* acc_mutual_info */
         if (!accs || !norms || !se_a || !se_n || !sizes || !mis) {
             free(accs), free(norms), free(se_a), free(se_n), free(sizes), free(mis);
             rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
             goto done;
         }
-        total_docs += et->t.n;
-        size_t pos = 0; /* docs are grouped by subtask in load order */
+        total_docs += n;
+        size_t pos = 0; /* grouped by subtask, load order within each */
         for (size_t s = 0; s < n_subs; s++) {
             size_t first = pos;
-            for (size_t d = 0; d < et->t.n; d++) {
-                const eval_doc *doc = &et->t.docs[d];
-                if (doc->sub != s)
-                    continue;
-                double ll[64];
-                size_t chars[64];
-                if (doc->n_choices > (et->t.def->mutual_info ? 32 : 64)) {
-                    rc = assay_fail(err, ASSAY_EINVAL, "%s doc %zu: %d choices (at most %d)",
-                                    et->t.def->name, doc->doc_id, doc->n_choices,
-                                    et->t.def->mutual_info ? 32 : 64);
-                    break;
+            for (size_t d = 0; d < n; d++)
+                if (et->ds[d].sub == s) {
+                    accs[pos]  = et->ds[d].acc;
+                    norms[pos] = et->ds[d].norm;
+                    mis[pos++] = et->ds[d].mi;
                 }
-                for (int ch = 0; ch < doc->n_choices; ch++) {
-                    const score_result *r = &res[et->req0[d] + (size_t)ch];
-                    et->naive_tokens += (double)reqs[et->req0[d] + (size_t)ch].n - 1;
-                    if (!isfinite(r->sum)) {
-                        rc = assay_fail(err, ASSAY_ECHECK,
-                                        "%s doc %zu choice %d: the log-likelihood is %s: the "
-                                        "model's weights or activations hold NaN or Inf",
-                                        et->t.def->name, doc->doc_id, ch,
-                                        isnan(r->sum) ? "NaN" : "infinite");
-                        break;
-                    }
-                    ll[ch]    = r->sum;
-                    chars[ch] = metric_chars(doc->choices[ch], doc->choice_len[ch]);
-                }
-                if (rc)
-                    break;
-                if (et->t.def->loglik) { /* acc = is_greedy; norms holds the log-likelihoods */
-                    const score_result *r = &res[et->req0[d]];
-                    accs[pos]             = r->n_greedy == r->n_targets;
-                    norms[pos]            = r->sum;
-                } else if (et->t.def->mc2) { /* acc is the probability mass on true answers */
-                    accs[pos]  = metric_mc2(ll, doc->truth, doc->n_choices);
-                    norms[pos] = 0;
-                } else {
-                    accs[pos]  = metric_argmax(ll, doc->n_choices) == doc->gold;
-                    norms[pos] = metric_argmax_norm(ll, chars, doc->n_choices) == doc->gold;
-                }
-                if (et->t.def->mutual_info) {
-                    int pm = 0;
-                    if ((rc = doc_mutual_info(et, d, reqs, res, ll, &pm, err)))
-                        break;
-                    mis[pos] = pm == doc->gold;
-                }
-                pos++;
-            }
-            if (rc)
-                break;
             sizes[s]       = pos - first;
             const char *nm = et->t.def->name;
             char        sub_name[300], alias[300];
@@ -893,9 +1069,6 @@ int eval_run(const eval_opts *o, assay_error *err) {
             cJSON_AddNumberToObject(ns, "original",
                                     (double)(et->t.n_subs ? et->t.sub_total[s] : et->t.total));
             cJSON_AddNumberToObject(ns, "effective", (double)sizes[s]);
-            if (o->log_samples && o->out_dir &&
-                (rc = write_samples(o->out_dir, nm, et, et->t.n_subs ? s : 0, reqs, res, err)))
-                break;
         }
         if (!rc && et->t.n_subs) {
             /* the group: micro-average (lm-eval weight_by_size) and pooled stderr over the
@@ -997,8 +1170,8 @@ int eval_run(const eval_opts *o, assay_error *err) {
                             "context+continuation is encoded with the tokenizer's default special "
                             "tokens (BOS exactly when the tokenizer adds it); an empty context "
                             "becomes the prefix token");
-    cJSON_AddNumberToObject(as, "requests", (double)n_req);
-    cJSON_AddNumberToObject(as, "truncated_requests", (double)n_trunc);
+    cJSON_AddNumberToObject(as, "requests", (double)w.req_total);
+    cJSON_AddNumberToObject(as, "truncated_requests", (double)w.n_trunc);
     cJSON_AddStringToObject(as, "truncation",
                             "context + continuation left-truncated to ctx + 1 tokens, as lm-eval's "
                             "(context_enc + continuation_enc)[-(max_length + 1):]");
@@ -1010,11 +1183,11 @@ int eval_run(const eval_opts *o, assay_error *err) {
     cJSON_AddNumberToObject(ph, "score", t_score);
     cJSON_AddNumberToObject(ph, "metrics_and_samples", time_now() - t_write0);
     cJSON_AddNumberToObject(ph, "total", total_wall);
-    cJSON_AddNumberToObject(cost, "tokens_computed", (double)counts.computed);
-    cJSON_AddNumberToObject(cost, "tokens_no_sharing", (double)counts.naive);
-    cJSON_AddNumberToObject(cost, "tokens_scored", (double)counts.scored);
+    cJSON_AddNumberToObject(cost, "tokens_computed", (double)w.counts.computed);
+    cJSON_AddNumberToObject(cost, "tokens_no_sharing", (double)w.counts.naive);
+    cJSON_AddNumberToObject(cost, "tokens_scored", (double)w.counts.scored);
     cJSON_AddNumberToObject(cost, "tokens_per_s",
-                            t_score > 0 ? (double)counts.computed / t_score : 0);
+                            t_score > 0 ? (double)w.counts.computed / t_score : 0);
     cJSON_AddNumberToObject(cost, "device_seconds", t_score);
     {
         int64_t gp, gpt, gnt;
@@ -1044,11 +1217,13 @@ int eval_run(const eval_opts *o, assay_error *err) {
         for (int i = 0; i < n_t; i++)
             cJSON_AddNumberToObject(
                 per_task_cost, tasks[i].t.def->name,
-                counts.naive ? run * tasks[i].naive_tokens / (double)counts.naive : 0);
+                w.counts.naive ? run * tasks[i].naive_tokens / (double)w.counts.naive : 0);
         cJSON_AddItemToObject(cost, "cost_per_task", per_task_cost);
         per_task_cost = NULL;
     }
     cJSON_Delete(per_task_cost);
+    if ((rc = stream_commit(&w, err)))
+        goto done;
     if (o->out_dir) {
         char path[4200];
         snprintf(path, sizeof path, "%s/results.json", o->out_dir);
@@ -1096,8 +1271,8 @@ int eval_run(const eval_opts *o, assay_error *err) {
     fprintf(stderr,
             "eval: %zu requests, %lld tokens computed (%lld without sharing), %.2f s scoring, "
             "%.0f tokens/s, %.2f s total\n",
-            n_req, (long long)counts.computed, (long long)counts.naive, t_score,
-            t_score > 0 ? (double)counts.computed / t_score : 0, total_wall);
+            w.req_total, (long long)w.counts.computed, (long long)w.counts.naive, t_score,
+            t_score > 0 ? (double)w.counts.computed / t_score : 0, total_wall);
     {
         int64_t gp, gpt, gnt;
         double  gs;
@@ -1112,13 +1287,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
 done:
     cJSON_Delete(root);
     cJSON_Delete(per_rank);
-    score_results_free(res, res ? (int)n_req : 0);
-    free(res);
-    for (size_t i = 0; i < n_req; i++)
-        free(reqs[i].tokens);
-    free(reqs);
-    tok_ids_free(&c);
-    tok_ids_free(&k);
+    stream_free(&w);  /* a failed run's staged samples go with it */
     evalgen_free(eg); /* before the tasks it points at */
     for (int i = 0; i <= o->n_tasks; i++) {
         for (size_t d = 0; tasks[i].ids && d < tasks[i].t.n; d++)
@@ -1128,7 +1297,8 @@ done:
         free(tasks[i].pd);
         pipe_ppl_plan_free(&tasks[i].plan);
         eval_task_free(&tasks[i].t);
-        free(tasks[i].req0);
+        eval_task_free(&tasks[i].pool);
+        free(tasks[i].ds);
     }
     free(tasks);
     free(gts);

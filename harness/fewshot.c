@@ -72,8 +72,10 @@ int fewshot_random_rule(const char *task, int *draw_extra) {
     return 0;
 }
 
-int fewshot_apply(eval_task *t, const eval_task *pool, int k, int64_t seed, assay_error *err) {
+int fewshot_begin(fewshot_sampler *s, const eval_task *t, const eval_task *pool, int k,
+                  int64_t seed, assay_error *err) {
     int extra = 0;
+    memset(s, 0, sizeof *s);
     if (!fewshot_random_rule(t->def->name, &extra))
         return assay_fail(err, ASSAY_EUNSUPPORTED, "%s: no random few-shot rule", t->def->name);
     size_t draw = (size_t)k + (size_t)extra;
@@ -81,39 +83,35 @@ int fewshot_apply(eval_task *t, const eval_task *pool, int k, int64_t seed, assa
         return assay_fail(
             err, ASSAY_EINVAL, "%s: --num-fewshot %d draws %zu training documents, %s has %zu",
             t->def->name, k, draw, pool->n_files ? pool->files[0] : "the pool", pool->n);
+    if (!(s->idx = malloc((draw ? draw : 1) * sizeof *s->idx)))
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    s->pool = pool;
+    s->k    = k;
+    s->draw = draw;
+    pyr_seed(&s->r, seed);
+    return ASSAY_OK;
+}
+
+int fewshot_doc(fewshot_sampler *s, const eval_task *t, eval_doc *doc, assay_error *err) {
     const char *delim = t->delim[0] ? t->delim : " ";
     size_t      dl    = strlen(delim);
-    size_t     *idx   = malloc(draw * sizeof *idx);
-    tbuf        b     = {0};
-    int         rc    = ASSAY_OK;
-    pyrandom    r;
-    if (!idx)
+    if (pyr_sample(&s->r, s->pool->n, s->draw, s->idx))
         return assay_fail(err, ASSAY_ENOMEM, "out of memory");
-    pyr_seed(&r, seed);
-    for (size_t d = 0; d < t->n && !rc; d++) {
-        eval_doc *doc = &t->docs[d];
-        if (pyr_sample(&r, pool->n, draw, idx)) {
-            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
-            break;
-        }
-        b.n = 0;
-        for (int j = 0; j < k && !rc; j++)
-            if (put_example(&b, t, &pool->docs[idx[j]], delim, dl))
-                rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
-        if (rc)
-            break;
-        /* per-choice contexts (winogrande) each get the examples; the shared one is empty */
-        int bad = doc->ctxs ? 0 : prepend(&doc->context, &doc->ctx_len, b.s, b.n);
-        for (int c = 0; doc->ctxs && c < doc->n_choices && !bad; c++)
-            bad = prepend(&doc->ctxs[c], &doc->ctx_lens[c], b.s, b.n);
-        if (bad) {
-            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
-            break;
-        }
-    }
-    if (!rc)
-        t->num_fewshot = k;
-    free(idx);
-    tbuf_free(&b);
-    return rc;
+    s->b.n = 0;
+    for (int j = 0; j < s->k; j++)
+        if (put_example(&s->b, t, &s->pool->docs[s->idx[j]], delim, dl))
+            return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    /* per-choice contexts (winogrande) each get the examples; the shared one is empty */
+    int bad = doc->ctxs ? 0 : prepend(&doc->context, &doc->ctx_len, s->b.s, s->b.n);
+    for (int c = 0; doc->ctxs && c < doc->n_choices && !bad; c++)
+        bad = prepend(&doc->ctxs[c], &doc->ctx_lens[c], s->b.s, s->b.n);
+    return bad ? assay_fail(err, ASSAY_ENOMEM, "out of memory") : ASSAY_OK;
+}
+
+void fewshot_end(fewshot_sampler *s) {
+    if (!s)
+        return;
+    free(s->idx);
+    tbuf_free(&s->b);
+    memset(s, 0, sizeof *s);
 }

@@ -20,6 +20,7 @@
 
 #include "core/error.h"
 #include "harness/tasks/tasks.h"
+#include "scoring/pyrandom.h"
 
 /* 1 when the task's few-shot examples come from fewshot_apply (its loader reads split "train"),
  * and *draw_extra says whether lm-eval draws K + 1. 0 for tasks with their own rule (MMLU: the
@@ -31,7 +32,21 @@ int fewshot_random_rule(const char *task, int *draw_extra);
 int fewshot_config_zero(const char *task);
 
 /* Prepends K examples drawn from pool (the task loaded with split "train", every row) to each of
- * t's contexts. 0 ok; ASSAY_EINVAL when the pool has fewer than K (+1) documents. */
-int fewshot_apply(eval_task *t, const eval_task *pool, int k, int64_t seed, assay_error *err);
+ * t's contexts, one document at a time as they are read in doc_id order (harness/eval.c streams
+ * them): fewshot_begin checks the pool's size (ASSAY_EINVAL when it has fewer than K (+1)
+ * documents) and seeds the task's random.Random; fewshot_doc prepends the next document's
+ * examples; fewshot_end frees (NULL-safe). pool must outlive the sampler. */
+typedef struct fewshot_sampler {
+    const eval_task *pool;
+    int              k;
+    size_t           draw;
+    size_t          *idx;
+    tbuf             b;
+    pyrandom         r;
+} fewshot_sampler;
+int  fewshot_begin(fewshot_sampler *s, const eval_task *t, const eval_task *pool, int k,
+                   int64_t seed, assay_error *err);
+int  fewshot_doc(fewshot_sampler *s, const eval_task *t, eval_doc *doc, assay_error *err);
+void fewshot_end(fewshot_sampler *s);
 
 #endif

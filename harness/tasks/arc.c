@@ -49,7 +49,7 @@ static int arc_row(eval_task *t, const task_row *row, void *user, assay_error *e
         rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", where);
         goto done;
     }
-    rc = eval_task_add(t, q->s, q->n, text, tl, (int)nt, gold, 0, t->n, where, err);
+    rc = eval_task_add(t, q->s, q->n, text, tl, (int)nt, gold, 0, eval_task_count(t), where, err);
 done:
     free(text);
     free(tl);

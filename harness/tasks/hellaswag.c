@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "core/util.h"
 #include "harness/jsonl.h"
@@ -67,7 +68,7 @@ static int add_doc(eval_task *t, const char *query, size_t ql, const char *const
         cs[i] = ch[i].s;
         cl[i] = ch[i].n;
     }
-    rc = eval_task_add(t, q.s, q.n, cs, cl, (int)n_end, gold, 0, t->n, where, err);
+    rc = eval_task_add(t, q.s, q.n, cs, cl, (int)n_end, gold, 0, eval_task_count(t), where, err);
     goto done;
 oom:
     rc = assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", where);
@@ -78,42 +79,69 @@ done:
     return rc;
 }
 
+/* One line of f without its '\n' (and a '\r' before it) into b: 1, 0 at the end of the file, or a
+ * status. Read a line at a time so the file is never held whole; a line is capped at 1 MiB. */
+static int six_next(FILE *f, tbuf *b, const char *path, size_t lineno, assay_error *err) {
+    int c, any = 0;
+    b->n = 0;
+    while ((c = getc_unlocked(f)) != EOF && c != '\n') {
+        char ch = (char)c;
+        any     = 1;
+        if (b->n >= ((size_t)1 << 20))
+            return assay_fail(err, ASSAY_EFORMAT, "%s:%zu: line longer than 1 MiB", path, lineno);
+        if (tbuf_put(b, &ch, 1))
+            return assay_fail(err, ASSAY_ENOMEM, "%s:%zu: out of memory", path, lineno);
+    }
+    if (ferror(f))
+        return assay_fail(err, ASSAY_EIO, "%s:%zu: read failed", path, lineno);
+    if (c == EOF && !any)
+        return 0;
+    if (b->n && b->s[b->n - 1] == '\r')
+        b->s[--b->n] = '\0';
+    return tbuf_put(b, "", 0) ? assay_fail(err, ASSAY_ENOMEM, "out of memory") : 1;
+}
+
 /* Six lines per item: "activity_label: ctx", the gold index, four endings. */
 static int read_six_line(eval_task *t, const char *path, const eval_task_opts *o,
                          assay_error *err) {
-    char  *text = NULL;
-    size_t size = 0;
-    int    rc   = file_read_capped(path, (size_t)256 << 20, &text, &size, err);
-    if (rc)
-        return rc;
-    const char *line[6];
-    size_t      len[6], lineno = 0, k = 0;
-    for (size_t i = 0; i < size;) {
-        const char *nl = memchr(text + i, '\n', size - i);
-        size_t      e  = nl ? (size_t)(nl - text) : size;
-        line[k]        = text + i;
-        len[k]         = e - i;
-        if (len[k] && line[k][len[k] - 1] == '\r')
-            len[k]--;
+    tbuf   b[6]   = {{0}};
+    size_t lineno = 0, k = 0;
+    int    rc = ASSAY_OK, got;
+    int    fd = file_open_regular(path, NULL, err);
+    if (fd < 0)
+        return err && err->code ? err->code : ASSAY_EIO;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) {
+        close(fd);
+        return assay_fail(err, ASSAY_EIO, "%s: cannot open", path);
+    }
+    while ((got = six_next(f, &b[k], path, lineno + 1, err)) == 1) {
         lineno++;
-        i = e + 1;
         if (++k < 6)
             continue;
         k = 0;
         t->total++;
         char where[1200];
         snprintf(where, sizeof where, "%s:%zu", path, lineno - 5);
-        if (o->limit > 0 && (int64_t)t->n >= o->limit)
+        if (o->limit > 0 && (int64_t)eval_task_count(t) >= o->limit)
             continue;
-        if (!(len[1] == 1 && line[1][0] >= '0' && line[1][0] <= '9')) {
+        if (!(b[1].n == 1 && b[1].s[0] >= '0' && b[1].s[0] <= '9')) {
             rc = assay_fail(err, ASSAY_EFORMAT,
                             "%s:%zu: expected the gold index (a digit 0-3) on the item's second "
                             "line, found '%.*s'",
-                            path, lineno - 4, (int)(len[1] > 40 ? 40 : len[1]), line[1]);
+                            path, lineno - 4, (int)(b[1].n > 40 ? 40 : b[1].n), b[1].s);
             goto done;
         }
-        if ((rc = add_doc(t, line[0], len[0], line + 2, len + 2, 4, line[1][0] - '0', where, err)))
+        const char *line[4];
+        size_t      len[4];
+        for (int i = 0; i < 4; i++)
+            line[i] = b[2 + i].s, len[i] = b[2 + i].n;
+        if ((rc = add_doc(t, b[0].s, b[0].n, line, len, 4, b[1].s[0] - '0', where, err)))
             goto done;
+    }
+    if (got != 0) { /* six_next's statuses are never 1 (ASSAY_EINVAL) */
+        rc = got;
+        goto done;
     }
     if (k != 0) {
         rc = assay_fail(err, ASSAY_EFORMAT,
@@ -125,7 +153,9 @@ static int read_six_line(eval_task *t, const char *path, const eval_task_opts *o
     if (t->total == 0)
         rc = assay_fail(err, ASSAY_EINVAL, "%s: no items", path);
 done:
-    free(text);
+    fclose(f);
+    for (int i = 0; i < 6; i++)
+        tbuf_free(&b[i]);
     return rc;
 }
 
@@ -146,7 +176,7 @@ static int read_jsonl(eval_task *t, const char *path, const eval_task_opts *o, a
         int64_t     label = -1;
         snprintf(where, sizeof where, "%s:%zu", path, r.line);
         t->total++;
-        if (o->limit > 0 && (int64_t)t->n >= o->limit)
+        if (o->limit > 0 && (int64_t)eval_task_count(t) >= o->limit)
             goto next;
         if ((rc = jsonl_get_string(&r, obj, "activity_label", 1, &al, &all, err)) ||
             (rc = jsonl_get_string(&r, obj, "ctx_a", 1, &ca, &cal, err)) ||

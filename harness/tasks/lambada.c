@@ -25,7 +25,7 @@ static int lambada_row(eval_task *t, const task_row *row, void *user, assay_erro
     const char *word  = sp ? text + sp : text;
     size_t      wl    = sp ? len - sp : len;
     size_t      ctx_l = sp ? sp - 1 : 0;
-    return eval_task_add(t, text, ctx_l, &word, &wl, 1, 0, 0, t->n, row->where, err);
+    return eval_task_add(t, text, ctx_l, &word, &wl, 1, 0, 0, eval_task_count(t), row->where, err);
 }
 
 int task_lambada_load(eval_task *t, const eval_task_opts *o, assay_error *err) {

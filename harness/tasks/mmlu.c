@@ -253,6 +253,7 @@ int task_mmlu_load(eval_task *t, const eval_task_opts *o, assay_error *err) {
     tbuf      ctx  = {0};
     int       rc   = ASSAY_OK;
     int       k    = o->num_fewshot < 0 ? 0 : o->num_fewshot;
+    int       csv  = 0;
     t->num_fewshot = k;
     snprintf(test_dir, sizeof test_dir, "%s/mmlu/test", o->dir);
     snprintf(jtest, sizeof jtest, "%s/mmlu/test.jsonl", o->dir);
@@ -261,9 +262,10 @@ int task_mmlu_load(eval_task *t, const eval_task_opts *o, assay_error *err) {
         snprintf(t->layout, sizeof t->layout, "csv: mmlu/{dev,test}/<subject>_{dev,test}.csv");
         if ((rc = list_subjects(t, test_dir, err)))
             goto done;
+        csv = 1; /* each subject's test questions are read when its documents are made */
         for (size_t s = 0; s < t->n_subs; s++) {
             snprintf(path, sizeof path, "%s/%s_test.csv", test_dir, t->subs[s]);
-            if ((rc = eval_task_add_file(t, path, err)) || (rc = read_csv(path, s, &test, err)))
+            if ((rc = eval_task_add_file(t, path, err)))
                 goto done;
             if (k > 0) {
                 snprintf(path, sizeof path, "%s/mmlu/dev/%s_dev.csv", o->dir, t->subs[s]);
@@ -332,6 +334,12 @@ int task_mmlu_load(eval_task *t, const eval_task_opts *o, assay_error *err) {
             goto done;
         }
         size_t head = ctx.n, doc_id = 0;
+        if (csv) {
+            list_free(&test);
+            snprintf(path, sizeof path, "%s/%s_test.csv", test_dir, t->subs[s]);
+            if ((rc = read_csv(path, s, &test, err)))
+                goto done;
+        }
         for (size_t i = 0; i < test.n; i++) {
             if (test.v[i].sub != s)
                 continue;

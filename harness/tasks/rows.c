@@ -24,7 +24,7 @@ int task_jsonl_each(eval_task *t, const eval_task_opts *o, const char *path, con
         snprintf(where, sizeof where, "%s:%zu", path, r.line);
         t->total++;
         /* rows past --limit are counted (results report the file's size) but not parsed */
-        if (!(o->limit > 0 && (int64_t)t->n >= o->limit)) {
+        if (!(o->limit > 0 && (int64_t)eval_task_count(t) >= o->limit)) {
             task_row row = {&r, obj, where};
             rc           = fn(t, &row, user, err);
         }

@@ -210,11 +210,19 @@ static void doc_free(eval_doc *d) {
     free(d->schema);
 }
 
+size_t eval_task_count(const eval_task *t) { return t->n_dropped + t->n; }
+
+void eval_task_drop(eval_task *t) {
+    for (size_t i = 0; i < t->n; i++)
+        doc_free(&t->docs[i]);
+    t->n_dropped += t->n;
+    t->n = 0;
+}
+
 void eval_task_free(eval_task *t) {
     if (!t)
         return;
-    for (size_t i = 0; i < t->n; i++)
-        doc_free(&t->docs[i]);
+    eval_task_drop(t);
     free(t->docs);
     for (size_t i = 0; i < t->n_subs; i++)
         free(t->subs[i]);
@@ -245,6 +253,9 @@ int eval_task_add(eval_task *t, const char *context, size_t ctx_len, const char 
     if (gold < 0 || gold >= n_choices)
         return assay_fail(err, ASSAY_EINVAL, "%s: gold index %d is out of range (%d choices)",
                           where, gold, n_choices);
+    int rc;
+    if (t->on_add && (rc = t->on_add(t, t->on_add_user, err)))
+        return rc;
     if (t->n == t->cap) {
         size_t    nc = t->cap ? t->cap * 2 : 256;
         eval_doc *nd = realloc(t->docs, nc * sizeof *nd);

@@ -79,6 +79,13 @@ struct eval_task {
     char                 delim[16];   /* target delimiter; "" means lm-eval's " " */
     eval_task_def       *own_def;     /* a user task's definition (freed with the task) */
     struct gen_spec     *gen;         /* generation tasks: stop strings, filters, metrics (owned) */
+    /* Streaming (harness/eval.c): when set, eval_task_add calls on_add before it appends, so
+       docs[0..n) are complete (loaders finish a document before adding the next); on_add may
+       consume them and free them with eval_task_drop. Loaders number documents and apply --limit
+       with eval_task_count, which counts dropped ones too. */
+    int (*on_add)(eval_task *t, void *user, assay_error *err);
+    void  *on_add_user;
+    size_t n_dropped; /* documents freed by eval_task_drop */
 };
 
 /* The registry, in the order `assay eval --help` lists it. NULL-terminated. */
@@ -90,7 +97,13 @@ void eval_task_names(char *buf, size_t cap);
 
 void eval_task_free(eval_task *t); /* NULL-safe */
 
-/* Appends a document (copies every string). choices[i] has length lens[i]. */
+/* Documents the loader has produced so far (held and dropped): the next document's index. */
+size_t eval_task_count(const eval_task *t);
+/* Frees the held documents docs[0..n) and counts them in n_dropped. */
+void eval_task_drop(eval_task *t);
+
+/* Appends a document (copies every string; calls t->on_add first when set). choices[i] has length
+ * lens[i]. */
 int eval_task_add(eval_task *t, const char *context, size_t ctx_len, const char *const *choices,
                   const size_t *lens, int n_choices, int gold, size_t sub, size_t doc_id,
                   const char *where, assay_error *err);

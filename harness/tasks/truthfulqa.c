@@ -57,7 +57,8 @@ static int mc2_row(eval_task *t, const task_row *row, void *user, assay_error *e
         goto done;
     }
     /* lm-eval's doc_to_target is 0 (mc2 needs no gold; 0 keeps the doc valid) */
-    if ((rc = eval_task_add(t, q->s, q->n, text, tl, (int)nt, 0, 0, t->n, where, err)))
+    if ((rc =
+             eval_task_add(t, q->s, q->n, text, tl, (int)nt, 0, 0, eval_task_count(t), where, err)))
         goto done;
     eval_doc *d = &t->docs[t->n - 1];
     if (!(d->truth = calloc(nt, 1))) {

@@ -190,7 +190,7 @@ static int spec_load(eval_task *t, const char *spec_text, size_t size, const cha
         snprintf(where, sizeof where, "%s:%zu", data, r.line);
         t->total++;
         n_cs = 0;
-        if (o->limit > 0 && (int64_t)t->n >= o->limit)
+        if (o->limit > 0 && (int64_t)eval_task_count(t) >= o->limit)
             goto next;
         if ((rc = task_render_template(&ctx, tpl, obj, where, "context", err)))
             goto next;
@@ -291,8 +291,8 @@ static int spec_load(eval_task *t, const char *spec_text, size_t size, const cha
                 goto next;
             }
         }
-        rc = eval_task_add(t, ctx.s, ctx.n, (const char *const *)cs, cl, (int)n_cs, gold, 0, t->n,
-                           where, err);
+        rc = eval_task_add(t, ctx.s, ctx.n, (const char *const *)cs, cl, (int)n_cs, gold, 0,
+                           eval_task_count(t), where, err);
     next:
         for (size_t i = 0; cs && i < n_cs; i++)
             free(cs[i]);

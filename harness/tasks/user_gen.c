@@ -215,7 +215,7 @@ int task_gen_load(eval_task *t, const char *spec_text, size_t size, const char *
         snprintf(where, sizeof where, "%s:%zu", data, r.line);
         t->total++;
         n_refs = 0;
-        if (o->limit > 0 && (int64_t)t->n >= o->limit && !o->split)
+        if (o->limit > 0 && (int64_t)eval_task_count(t) >= o->limit && !o->split)
             goto next;
         if ((rc = task_render_template(&ctx, tpl, obj, where, "prompt", err)) ||
             (rc = row_refs(&r, spec, obj, where, &tmp, &refs, &lens, &n_refs, err)))
@@ -243,7 +243,7 @@ int task_gen_load(eval_task *t, const char *spec_text, size_t size, const char *
         if (!o->split && (rc = row_schema(obj, where, &schema, &sl, err)))
             goto next;
         rc = eval_task_add(t, ctx.s ? ctx.s : "", ctx.n, (const char *const *)refs, lens,
-                           (int)n_refs, 0, 0, t->n, where, err);
+                           (int)n_refs, 0, 0, eval_task_count(t), where, err);
         if (rc) {
             free(schema);
             goto next;

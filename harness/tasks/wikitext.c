@@ -102,7 +102,8 @@ static int wikitext_row(eval_task *t, const task_row *row, void *user, assay_err
         return assay_fail(err, ASSAY_EINVAL, "%s: empty \"page\" (nothing to score)", row->where);
     const char *none = "";
     size_t      zero = 0;
-    if ((rc = eval_task_add(t, d->s, d->n, &none, &zero, 1, 0, 0, t->n, row->where, err)))
+    if ((rc = eval_task_add(t, d->s, d->n, &none, &zero, 1, 0, 0, eval_task_count(t), row->where,
+                            err)))
         return rc;
     ppl_stats st;
     ppl_stats_init(&st, page, len); /* lm-eval counts the page before detokenizing */

@@ -40,7 +40,8 @@ static int winogrande_row(eval_task *t, const task_row *row, void *user, assay_e
         return assay_fail(err, ASSAY_ENOMEM, "%s: out of memory", where);
     const char *target[2] = {se + i + 1 + off, se + i + 1 + off};
     size_t      tl[2]     = {len, len};
-    if ((rc = eval_task_add(t, "", 0, target, tl, 2, an[0] - '1', 0, t->n, where, err)))
+    if ((rc = eval_task_add(t, "", 0, target, tl, 2, an[0] - '1', 0, eval_task_count(t), where,
+                            err)))
         return rc;
     eval_doc *d = &t->docs[t->n - 1];
     d->ctxs     = calloc(2, sizeof *d->ctxs);
