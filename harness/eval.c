@@ -26,6 +26,7 @@
 #include "harness/progress.h"
 #include "harness/tasks/tasks.h"
 #include "loader/config.h"
+#include "loader/modeldir.h"
 #include "loader/tokenizer.h"
 #include "runtime/model.h"
 #include "scoring/loglik.h"
@@ -1139,7 +1140,11 @@ int eval_run(const eval_opts *o, assay_error *err) {
     cJSON *hs = cJSON_AddObjectToObject(as, "hashes");
     if ((rc = hashes_model(o->model_dir, hex, err)))
         goto done;
-    cJSON_AddStringToObject(hs, "model_sha256_config_and_safetensors_headers", hex);
+    cJSON_AddStringToObject(hs,
+                            model_path_is_gguf(o->model_dir)
+                                ? "model_sha256_gguf_header"
+                                : "model_sha256_config_and_safetensors_headers",
+                            hex);
     {
         if ((rc = hashes_tokenizer(o->model_dir, hex, err)))
             goto done;
@@ -1231,6 +1236,8 @@ int eval_run(const eval_opts *o, assay_error *err) {
             goto done;
     }
     if (o->history && (rc = history_record_run(o->history, "eval", root, err)))
+        goto done;
+    if (dist_rank() > 0) /* rank 0 prints the run's table and summary */
         goto done;
     cJSON *groups_seen = cJSON_GetObjectItemCaseSensitive(root, "groups");
     /* stdout: results.json itself with --json, else a short table like lm-eval's */

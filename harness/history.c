@@ -272,7 +272,9 @@ int history_record_run(const char *path, const char *command, const cJSON *resul
     history_run run    = {
            .command          = command,
            .model            = json_str(conf, "model_args"),
-           .model_sha256     = json_str(hs, "model_sha256_config_and_safetensors_headers"),
+           .model_sha256     = json_str(hs, "model_sha256_config_and_safetensors_headers")
+                                   ? json_str(hs, "model_sha256_config_and_safetensors_headers")
+                                   : json_str(hs, "model_sha256_gguf_header"),
            .tokenizer_sha256 = json_str(hs, "tokenizer_sha256"),
            .data_sha256      = data_s,
            .config           = cfg_s,

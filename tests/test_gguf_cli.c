@@ -493,7 +493,7 @@ Test(gguf_cli, eval_on_a_gguf_scores_a_task_and_records_its_hashes) {
     sha256_update(&c, h, n);
     sha256_hex(&c, want);
     gguf_close(g);
-    const cJSON *mh = cJSON_GetObjectItem(ha, "model_sha256_config_and_safetensors_headers");
+    const cJSON *mh = cJSON_GetObjectItem(ha, "model_sha256_gguf_header");
     cr_assert(cJSON_IsString(mh));
     cr_assert_str_eq(mh->valuestring, want);
     cJSON_Delete(res[0]);
