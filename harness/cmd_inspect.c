@@ -12,7 +12,9 @@
 
 #include "core/error.h"
 #include "core/util.h"
+#include "harness/cli_common.h"
 #include "harness/commands.h"
+#include "harness/inspect_fmt.h"
 #include "loader/config.h"
 #include "loader/gguf.h"
 #include "loader/gguf_tokenizer.h"
@@ -21,6 +23,7 @@
 
 static const char inspect_help[] =
     "usage: assay inspect PATH [--tensors] [--json] [--verbose]\n"
+    "       assay inspect MODEL --formats-ppl TEXT [--ctx N] [--max-tokens N] [--threads N]\n"
     "\n"
     "Describes a checkpoint without loading its weights into compute memory.\n"
     "PATH is a Hugging Face model directory (config.json + *.safetensors [+ tokenizer files]),\n"
@@ -41,6 +44,13 @@ static const char inspect_help[] =
     "  --json      print one JSON object instead of text\n"
     "  --verbose   also list the stored tensors that are ignored (rotary inv_freq, GPT-2\n"
     "              attention mask buffers)\n"
+    "  --formats-ppl TEXT\n"
+    "              also measure what each CPU weight format costs this model: load it as\n"
+    "              f32, bf16 and q8_0 in turn and score the same tokens of TEXT (the first\n"
+    "              --max-tokens, default 4096, with the tokenizer's special tokens) in windows\n"
+    "              of --ctx tokens (default min(512, the model's positions), stride = ctx);\n"
+    "              prints each format's perplexity, its change against f32, and tokens/s\n"
+    "  --threads N CPU threads for --formats-ppl (default: all cores)\n"
     "  --help      this text\n"
     "\n"
     "exit codes: 0 success, 2 bad input or usage (an unreadable file included), 3 internal error\n";
@@ -264,6 +274,8 @@ static void add_weights_only_memory(cJSON *o, int64_t params) {
 typedef struct inspect_opts {
     const char *path;
     int         tensors, json, verbose;
+    const char *fmt_text; /* --formats-ppl */
+    int64_t     fmt_ctx, fmt_max_tokens, threads;
 } inspect_opts;
 
 static int inspect_safetensors(cJSON *o, const inspect_opts *opt, int is_dir, assay_error *err) {
@@ -558,9 +570,17 @@ static void print_text(const cJSON *o, const inspect_opts *opt) {
         fmt_bytes(b1, sizeof b1, num(m, "cpu_f32_weights_bytes"));
         fmt_bytes(b2, sizeof b2, num(m, "cpu_bf16_weights_bytes"));
         fmt_bytes(b3, sizeof b3, num(m, "cpu_q8_0_weights_bytes"));
-        printf("%-16sf32 %s, bf16 %s, q8_0 %s (CPU --weights; perplexity effect measured in "
-               "bench/RESULTS.md)\n",
+        printf("%-16sf32 %s, bf16 %s, q8_0 %s (CPU --weights; perplexity effect: "
+               "--formats-ppl TEXT)\n",
                "weight formats", b1, b2, b3);
+    }
+    const cJSON *fp = cJSON_GetObjectItemCaseSensitive(o, "weight_formats_ppl"), *f;
+    cJSON_ArrayForEach(f, fp) {
+        fmt_bytes(b1, sizeof b1, num(f, "weight_bytes"));
+        printf("%-16s%-5s ppl %.4f (%+.3f%% vs f32) on %.0f tokens, ctx %.0f, %s weights, %.0f "
+               "tokens/s\n",
+               f == fp->child ? "format ppl" : "", str(f, "weights"), num(f, "ppl"),
+               num(f, "change_pct"), num(f, "tokens"), num(f, "ctx"), b1, num(f, "tokens_per_s"));
     }
     const cJSON *ign = cJSON_GetObjectItemCaseSensitive(o, "ignored_tensors");
     if (opt->verbose) {
@@ -603,6 +623,21 @@ int cmd_inspect(int argc, char **argv) {
             opt.json = 1;
         } else if (!strcmp(a, "--verbose") || !strcmp(a, "-v")) {
             opt.verbose = 1;
+        } else if (!strcmp(a, "--formats-ppl") || !strcmp(a, "--ctx") ||
+                   !strcmp(a, "--max-tokens") || !strcmp(a, "--threads")) {
+            if (i + 1 >= argc) {
+                assay_fail(&err, ASSAY_EINVAL, "inspect: %s needs a value", a);
+                return cli_report(&err);
+            }
+            const char *v = argv[++i];
+            int64_t    *t = !strcmp(a, "--ctx")          ? &opt.fmt_ctx
+                            : !strcmp(a, "--max-tokens") ? &opt.fmt_max_tokens
+                            : !strcmp(a, "--threads")    ? &opt.threads
+                                                         : NULL;
+            if (!t)
+                opt.fmt_text = v;
+            else if (cli_parse_int(a, v, 1, 1 << 30, t, &err))
+                return cli_report(&err);
         } else if (a[0] == '-' && a[1]) {
             assay_fail(&err, ASSAY_EINVAL,
                        "inspect: unknown option '%s' (see assay inspect --help)", a);
@@ -617,6 +652,12 @@ int cmd_inspect(int argc, char **argv) {
     }
     if (!opt.path) {
         assay_fail(&err, ASSAY_EINVAL, "inspect: missing PATH (see assay inspect --help)");
+        return cli_report(&err);
+    }
+    if (!opt.fmt_text && (opt.fmt_ctx || opt.fmt_max_tokens || opt.threads)) {
+        assay_fail(&err, ASSAY_EINVAL,
+                   "inspect: --ctx, --max-tokens and --threads go with "
+                   "--formats-ppl TEXT");
         return cli_report(&err);
     }
     struct stat st;
@@ -644,6 +685,20 @@ int cmd_inspect(int argc, char **argv) {
                         "%s: not a model directory, .safetensors, .safetensors.index.json or "
                         ".gguf file",
                         opt.path);
+    if (!rc && opt.fmt_text) {
+        cJSON *arr = cJSON_AddArrayToObject(o, "weight_formats_ppl");
+        if (!path_is_dir(opt.path) && !model_path_is_gguf(opt.path))
+            rc = assay_fail(&err, ASSAY_EINVAL,
+                            "inspect: --formats-ppl needs a model (a directory or a .gguf file), "
+                            "not %s",
+                            opt.path);
+        else {
+            cli_common cc = {.threads = (int)opt.threads};
+            rc =
+                inspect_formats_ppl(opt.path, opt.fmt_text, opt.fmt_ctx,
+                                    opt.fmt_max_tokens ? opt.fmt_max_tokens : 4096, &cc, arr, &err);
+        }
+    }
     if (rc) {
         cJSON_Delete(o);
         return cli_report(&err);

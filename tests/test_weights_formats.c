@@ -559,3 +559,54 @@ Test(weights_formats, a_gguf_file_scores_like_its_converted_checkpoint) {
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     (void)system(cmd);
 }
+
+/* inspect --formats-ppl: each format's perplexity is the one `assay ppl` gives with that
+ * --weights on the same windows (the text is shorter than --max-tokens, so both score all of it),
+ * f32's change is 0, and the other formats move it (a format that silently ran as f32 fails). */
+Test(weights_formats, inspect_measures_each_formats_perplexity_as_ppl_does, .timeout = 180) {
+    char dir[256], *out = NULL;
+    test_tmpdir(dir, sizeof dir);
+    char text[4096] = "";
+    for (int i = 0; i < 40; i++)
+        strcat(text, "the river ran low that autumn and the ferryman mended nets. ");
+    char path[300];
+    snprintf(path, sizeof path, "%s/t.txt", dir);
+    test_write_file(dir, "t.txt", text);
+    cr_assert_eq(test_run(&out, "inspect " MODELS "/llama --json --formats-ppl %s --ctx 32", path),
+                 0, "%s", out);
+    cJSON *j = cJSON_Parse(out), *arr = cJSON_GetObjectItem(j, "weight_formats_ppl");
+    free(out);
+    cr_assert_eq(cJSON_GetArraySize(arr), 3);
+    const char *names[] = {"f32", "bf16", "q8_0"};
+    double      f32     = 0;
+    for (int f = 0; f < 3; f++) {
+        cJSON *e = cJSON_GetArrayItem(arr, f);
+        cr_assert_str_eq(cJSON_GetObjectItem(e, "weights")->valuestring, names[f]);
+        cr_assert_eq(
+            test_run(&out, "ppl " MODELS "/llama %s --ctx 32 --json --weights %s", path, names[f]),
+            0, "%s", out);
+        cJSON *p   = cJSON_Parse(out);
+        double ppl = cJSON_GetObjectItem(cJSON_GetObjectItem(p, "total"), "ppl")->valuedouble;
+        cr_assert_eq(cJSON_GetObjectItem(e, "ppl")->valuedouble, ppl, "%s: %.17g vs ppl's %.17g",
+                     names[f], cJSON_GetObjectItem(e, "ppl")->valuedouble, ppl);
+        cr_assert_eq(cJSON_GetObjectItem(e, "tokens")->valuedouble,
+                     cJSON_GetObjectItem(cJSON_GetObjectItem(p, "total"), "tokens")->valuedouble);
+        if (f == 0) {
+            f32 = ppl;
+            cr_assert_eq(cJSON_GetObjectItem(e, "change_pct")->valuedouble, 0.0);
+        } else {
+            cr_assert_neq(ppl, f32, "%s scored exactly as f32", names[f]);
+        }
+        cJSON_Delete(p);
+        free(out);
+    }
+    cJSON_Delete(j);
+    /* the options that need --formats-ppl, and a path that is not a model */
+    cr_assert_eq(test_run(&out, "inspect " MODELS "/llama --ctx 32"), 2, "%s", out);
+    cr_assert(strstr(out, "go with --formats-ppl"), "%s", out);
+    free(out);
+    cr_assert_eq(test_run(&out, "inspect " MODELS "/llama --formats-ppl %s/missing.txt", dir), 2,
+                 "%s", out);
+    cr_assert(strstr(out, "missing.txt"), "%s", out);
+    free(out);
+}
