@@ -38,7 +38,10 @@ PYTHON=${PYTHON:-python3}
 GGUF_SRC=${GGUF_SRC:-$(dirname "$MODEL")/cache/SmolLM2-135M-Instruct.Q4_1.gguf}
 mkdir -p "$WORK" "$OUT"
 WORK=$(cd "$WORK" && pwd)
-export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+# Each program runs with its own default wait policy: assay's CLI sets OMP_WAIT_POLICY=passive
+# for itself (its GEMM threads wait adaptively, kernels/cpu/pool.h); llama.cpp's OpenMP threads
+# spin by default. Exporting passive here once slowed llama.cpp's decode by 2-3x.
+unset OMP_WAIT_POLICY
 
 need() { command -v "$1" >/dev/null 2>&1 || { echo "bench: $1 is missing ($2)" >&2; exit 2; }; }
 need cc "apt-get install build-essential"
@@ -154,4 +157,4 @@ for (t, work), v in rows.items():
     print(f"| {t} | {label} | {fa} | {fl} | {fr} | {len(v)} | {fld} |")
 PY
 cat "$table"
-echo "bench: $THREADS threads, OMP_WAIT_POLICY=$OMP_WAIT_POLICY, $(nproc) cores; table in $table" >&2
+echo "bench: $THREADS threads, each program's default wait policy, $(nproc) cores; table in $table" >&2

@@ -36,8 +36,8 @@ int inspect_formats_ppl(const char *model_path, const char *text_path, int64_t c
         ctx = cfg.max_pos < 512 ? cfg.max_pos : 512;
     if (ctx > cfg.max_pos)
         return assay_fail(err, ASSAY_EINVAL,
-                          "--ctx %lld is larger than the model's %d positions (%s)",
-                          (long long)ctx, cfg.max_pos, model_path);
+                          "--ctx %lld is larger than the model's %d positions (%s)", (long long)ctx,
+                          cfg.max_pos, model_path);
     if ((rc = file_read_capped(text_path, FMT_TEXT_MAX, &text, &len, err)))
         return rc;
     if (!(tok = tok_load(model_path, err))) {
@@ -61,18 +61,18 @@ int inspect_formats_ppl(const char *model_path, const char *text_path, int64_t c
     if ((rc = pipe_ppl_plan_make(&plan, &doc, 1, 1, (size_t)ctx, (size_t)ctx, err)))
         goto done;
     for (size_t f = 0; f < sizeof fmts / sizeof fmts[0]; f++) {
-        cli_common c = *cc;
-        model     *m = NULL;
+        cli_common  c      = *cc;
+        model      *m      = NULL;
         pipe_counts counts = {0};
-        c.device          = CLI_DEVICE_CPU; /* the formats are the CPU backend's */
-        c.weights         = fmts[f].weights;
-        c.kv_tokens       = (int)plan.longest;
+        c.device           = CLI_DEVICE_CPU; /* the formats are the CPU backend's */
+        c.weights          = fmts[f].weights;
+        c.kv_tokens        = (int)plan.longest;
         ppl_stats_init(&st, text, len);
         if ((rc = cli_load_model(model_path, &c, &m, err)))
             goto done;
         size_t bytes = model_weight_bytes(m);
         double t0    = time_now();
-        rc = pipe_ppl_run(m, &plan, &doc, tok_bos_id(tok), model_path, &counts, NULL, err);
+        rc          = pipe_ppl_run(m, &plan, &doc, tok_bos_id(tok), model_path, &counts, NULL, err);
         double wall = time_now() - t0;
         model_free(m);
         if (rc)

@@ -19,11 +19,13 @@
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/dtype.h"
 #include "kernels/cpu/ops.h"
+#include "kernels/cpu/pool.h"
 #include "kernels/cpu/vmath.h"
 
 #define GEMM_NR CPU_PANEL /* output features per weight panel (one micro-tile's width) */
@@ -432,66 +434,100 @@ size_t cpu_head_scratch_floats(int dim, int vocab) {
     return (size_t)HEAD_ROWS * ((size_t)dim + vocab);
 }
 
+/* One GEMM as pool jobs (kernels/cpu/pool.h): the rows packed into micro-panels (m > 1), then
+ * tasks of (up to GEMM_RB micro-panels) x (up to pb weight panels) taken in order by whichever
+ * thread is free. Each output element is computed whole by one task, so the split never changes
+ * a result. */
+typedef struct gemm_job {
+    float       *out, *xp;
+    size_t       ldo;
+    const float *x, *xs, *bias;
+    const void  *wp;
+    cpu_wfmt     fmt;
+    int          m, k, n, gelu, isa;
+    int          n_blocks, n_panels, n_pgroups, pb, n_tasks;
+    _Atomic int  next; /* the next task to take */
+} gemm_job;
+
+static void gemm_pack_job(void *arg, int tid, int nth) {
+    gemm_job *j = arg;
+    for (int b = tid; b < j->n_blocks; b += nth)
+        pack_rows(j->xp, j->x, j->m, j->k, b);
+}
+
+static void gemm_task(const gemm_job *j, int task, float *wdec) {
+    int m = j->m, k = j->k, n = j->n;
+    int b0 = task / j->n_pgroups * GEMM_RB, p0 = task % j->n_pgroups * j->pb;
+    int b1 = b0 + GEMM_RB < j->n_blocks ? b0 + GEMM_RB : j->n_blocks;
+    int p1 = p0 + j->pb < j->n_panels ? p0 + j->pb : j->n_panels;
+    /* one micro-panel (decode): panel-major, so each panel streams once front to back (no
+       weight slice to reuse across micro-panels); the k order per element is the same either
+       way */
+    int one = b1 - b0 == 1, n_kb = (k + GEMM_KC - 1) / GEMM_KC;
+    for (int it = 0; it < (p1 - p0) * n_kb; it++) {
+        int         p  = one ? p0 + it / n_kb : p0 + it % (p1 - p0);
+        int         kb = (one ? it % n_kb : it / (p1 - p0)) * GEMM_KC;
+        int         kc = k - kb < GEMM_KC ? k - kb : GEMM_KC, last = kb + kc == k;
+        const void *w  = panel_slice(j->wp, j->fmt, p, k, kb);
+        int         nc = n - p * GEMM_NR < GEMM_NR ? n - p * GEMM_NR : GEMM_NR;
+        for (int b = b0; b < b1; b++) {
+            int    mr = m - b * GEMM_MR < GEMM_MR ? m - b * GEMM_MR : GEMM_MR;
+            float *c  = j->out + (size_t)b * GEMM_MR * j->ldo + (size_t)p * GEMM_NR;
+            micro_tile(j->isa, j->fmt, mr, kc, j->xs + (size_t)b * GEMM_MR * k + (size_t)kb * mr, w,
+                       wdec, c, j->ldo, nc, kb > 0,
+                       last && j->bias ? j->bias + (size_t)p * GEMM_NR : NULL);
+            if (last && j->gelu)
+                for (int i = 0; i < mr; i++)
+                    gelu_new_span(c + (size_t)i * j->ldo, c + (size_t)i * j->ldo, (size_t)nc,
+                                  j->isa);
+        }
+    }
+}
+
+static void gemm_tasks_job(void *arg, int tid, int nth) {
+    (void)tid, (void)nth;
+    gemm_job *j = arg;
+    float     wdec[GEMM_KC * GEMM_NR]; /* a decoded weight slice, below AVX-512 only */
+    for (int t; (t = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed)) < j->n_tasks;)
+        gemm_task(j, t, wdec);
+}
+
 /* out (m, n; leading dimension ldo) = x (m, k) @ W^T + bias, W packed. xp: m*k floats.
  * gelu: then gelu_new on each finished tile (elementwise, so the bits are gelu_new_forward's). */
 static void gemm_run(float *out, size_t ldo, float *xp, const float *x, const void *wp,
                      cpu_wfmt fmt, const float *bias, int m, int k, int n, int gelu) {
     if (m <= 0 || n <= 0)
         return;
-    int isa      = cpu_gemm_isa();
     int n_blocks = (m + GEMM_MR - 1) / GEMM_MR, n_panels = (n + GEMM_NR - 1) / GEMM_NR;
     int n_rgroups = (n_blocks + GEMM_RB - 1) / GEMM_RB;
     /* panels per task: enough tasks (8 per thread: a decode step's GEMMs are short, and an
-     * uneven last task leaves the other threads spinning) to balance, few enough to reuse X */
+     * uneven last task leaves the other threads waiting) to balance, few enough to reuse X */
     int threads = omp_get_max_threads(), pb = n_panels * n_rgroups / (8 * threads);
-    pb               = pb < 1 ? 1 : pb > GEMM_PB ? GEMM_PB : pb;
-    int    n_pgroups = (n_panels + pb - 1) / pb, n_tasks = n_rgroups * n_pgroups;
-    size_t work = (size_t)m * k * n;
-    /* one region: the threads pack X, meet at the for's barrier, then take tasks (a separate
-     * packing region, serial for decode-sized X, left the other threads spinning) */
-    /* one row (decode) is its own micro-panel ([k][1] is x): no packing, so no barrier before
-     * the tasks; the region's end is the only one */
-    const float *xs = m == 1 ? x : xp;
-#pragma omp parallel if (n_tasks > 1 && work >= 8 * CPU_PAR_MIN_WORK)
-    {
-        if (m > 1) {
-#pragma omp for schedule(static)
-            for (int b = 0; b < n_blocks; b++)
-                pack_rows(xp, x, m, k, b);
-        }
-        float wdec[GEMM_KC * GEMM_NR]; /* a decoded weight slice, below AVX-512 only */
-#pragma omp for schedule(dynamic, 1) nowait
-        for (int task = 0; task < n_tasks; task++) {
-            int b0 = task / n_pgroups * GEMM_RB, p0 = task % n_pgroups * pb;
-            int b1 = b0 + GEMM_RB < n_blocks ? b0 + GEMM_RB : n_blocks;
-            int p1 = p0 + pb < n_panels ? p0 + pb : n_panels;
-            /* one micro-panel (decode): panel-major, so each panel streams once front to back
-               (no weight slice to reuse across micro-panels); the k order per element is the
-               same either way */
-            int one = b1 - b0 == 1;
-            for (int it = 0; it < (p1 - p0) * ((k + GEMM_KC - 1) / GEMM_KC); it++) {
-                int n_kb = (k + GEMM_KC - 1) / GEMM_KC;
-                int p    = one ? p0 + it / n_kb : p0 + it % (p1 - p0);
-                int kb   = (one ? it % n_kb : it / (p1 - p0)) * GEMM_KC;
-                int kc = k - kb < GEMM_KC ? k - kb : GEMM_KC, last = kb + kc == k;
-                {
-                    const void *w  = panel_slice(wp, fmt, p, k, kb);
-                    int         nc = n - p * GEMM_NR < GEMM_NR ? n - p * GEMM_NR : GEMM_NR;
-                    for (int b = b0; b < b1; b++) {
-                        int    mr = m - b * GEMM_MR < GEMM_MR ? m - b * GEMM_MR : GEMM_MR;
-                        float *c  = out + (size_t)b * GEMM_MR * ldo + (size_t)p * GEMM_NR;
-                        micro_tile(isa, fmt, mr, kc, xs + (size_t)b * GEMM_MR * k + (size_t)kb * mr,
-                                   w, wdec, c, ldo, nc, kb > 0,
-                                   last && bias ? bias + (size_t)p * GEMM_NR : NULL);
-                        if (last && gelu)
-                            for (int i = 0; i < mr; i++)
-                                gelu_new_span(c + (size_t)i * ldo, c + (size_t)i * ldo, (size_t)nc,
-                                              isa);
-                    }
-                }
-            }
-        }
-    }
+    pb                 = pb < 1 ? 1 : pb > GEMM_PB ? GEMM_PB : pb;
+    int      n_pgroups = (n_panels + pb - 1) / pb, n_tasks = n_rgroups * n_pgroups;
+    gemm_job j = {.out       = out,
+                  .xp        = xp,
+                  .ldo       = ldo,
+                  .x         = x,
+                  .xs        = m == 1 ? x : xp, /* one row is its own micro-panel ([k][1]) */
+                  .bias      = bias,
+                  .wp        = wp,
+                  .fmt       = fmt,
+                  .m         = m,
+                  .k         = k,
+                  .n         = n,
+                  .gelu      = gelu,
+                  .isa       = cpu_gemm_isa(),
+                  .n_blocks  = n_blocks,
+                  .n_panels  = n_panels,
+                  .n_pgroups = n_pgroups,
+                  .pb        = pb,
+                  .n_tasks   = n_tasks};
+    atomic_init(&j.next, 0);
+    int nth = n_tasks > 1 && (size_t)m * k * n >= 8 * CPU_PAR_MIN_WORK ? threads : 1;
+    if (m > 1)
+        cpu_pool_run(nth < n_blocks ? nth : n_blocks, gemm_pack_job, &j);
+    cpu_pool_run(nth < n_tasks ? nth : n_tasks, gemm_tasks_job, &j);
 }
 
 void matmul_forward_fmt(float *out, float *scratch, const float *x, const void *w, cpu_wfmt fmt,
