@@ -104,11 +104,11 @@ static void pool_atfork_child(void) {
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void           pool_init(void) {
-    const char *e  = getenv("ASSAY_SPIN_US");
-    long        us = e && *e ? strtol(e, NULL, 10) : 100;
-    max_spin_ns    = (us < 0 ? 0 : us > 100000 ? 100000 : us) * 1000L;
-    atomic_store(&P.budget, max_spin_ns);
-    pthread_atfork(NULL, NULL, pool_atfork_child);
+              const char *e  = getenv("ASSAY_SPIN_US");
+              long        us = e && *e ? strtol(e, NULL, 10) : 100;
+              max_spin_ns    = (us < 0 ? 0 : us > 100000 ? 100000 : us) * 1000L;
+              atomic_store(&P.budget, max_spin_ns);
+              pthread_atfork(NULL, NULL, pool_atfork_child);
 }
 
 void cpu_pool_run(int nth, cpu_pool_fn fn, void *arg) {
@@ -141,7 +141,7 @@ void cpu_pool_run(int nth, cpu_pool_fn fn, void *arg) {
         futex_wake(&P.gen);
     in_job = 1;
     fn(arg, 0, nth);
-    in_job = 0;
+    in_job  = 0;
     long t0 = now_ns();
     if (!spin_for(&P.pending, 0, 0, t0)) {
         atomic_store(&P.waiting, 1);
@@ -151,4 +151,9 @@ void cpu_pool_run(int nth, cpu_pool_fn fn, void *arg) {
     }
     budget_learn(now_ns() - t0);
     pthread_mutex_unlock(&P.lock);
+}
+
+int cpu_pool_spinning(void) {
+    pthread_once(&once, pool_init);
+    return atomic_load_explicit(&P.budget, memory_order_relaxed) > 0;
 }

@@ -27,4 +27,9 @@ typedef void (*cpu_pool_fn)(void *arg, int tid, int nth);
  * worker thread can be started. Thread-safe. */
 void cpu_pool_run(int nth, cpu_pool_fn fn, void *arg);
 
+/* 1 while waits are spinning (a job hands over in well under a microsecond), 0 when the budget
+ * has fallen to nothing (each job then costs a futex wake-up): for callers deciding whether work
+ * of a few microseconds is worth splitting. */
+int cpu_pool_spinning(void);
+
 #endif
