@@ -283,8 +283,8 @@ static int cpu_rope_kv(backend *be, void *qkv, void *k_pool, void *v_pool, const
     float    *q = qkv, *k = q + q_dim, *v = k + kv_dim;
     PROF_BEGIN(c);
     if (inv_freq) {
-        rope_forward(q, c->pos, inv_freq, c->n_tokens, n_heads, head_dim, stride);
-        rope_forward(k, c->pos, inv_freq, c->n_tokens, n_kv_heads, head_dim, stride);
+        /* k's heads follow q's in each row: one pass, each position's cos/sin computed once */
+        rope_forward(q, c->pos, inv_freq, c->n_tokens, n_heads + n_kv_heads, head_dim, stride);
     }
     if (c->has_bt)
         kv_store_forward(k_pool, v_pool, k, v, stride, kv_dim, c->bt, c->max_blocks,
