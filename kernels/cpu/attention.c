@@ -198,8 +198,7 @@ int attention_varlen_forward(float *out, const float *q, const float *k, const f
 void kv_store_forward(float *k_pool, float *v_pool, const float *k, const float *v, int kv_stride,
                       int kv_dim, const int32_t *block_table, int max_blocks, int block_tokens,
                       const int *q_off, const int *start_pos, int n_seqs) {
-#pragma omp parallel for schedule(static) if ((size_t)q_off[n_seqs] * kv_dim >= CPU_PAR_MIN_WORK)
-    for (int s = 0; s < n_seqs; s++) {
+    CPU_PAR_FOR((size_t)q_off[n_seqs] * kv_dim >= CPU_PAR_MIN_WORK, s, n_seqs, {
         for (int r = q_off[s]; r < q_off[s + 1]; r++) {
             int    p = start_pos[s] + (r - q_off[s]);
             size_t row =
@@ -210,7 +209,7 @@ void kv_store_forward(float *k_pool, float *v_pool, const float *k, const float 
             memcpy(v_pool + row * kv_dim, v + (size_t)r * kv_stride,
                    (size_t)kv_dim * sizeof(float));
         }
-    }
+    });
 }
 
 typedef struct paged_job {

@@ -31,8 +31,7 @@ void        pos_embed_add(float *out, const float *table, const int32_t *pos, in
 }
 
 void rmsnorm_forward(float *out, const float *x, const float *w, int rows, int dim, float eps) {
-#pragma omp parallel for schedule(static) if ((size_t)rows * dim >= CPU_PAR_MIN_WORK)
-    for (int r = 0; r < rows; r++) {
+    CPU_PAR_FOR((size_t)rows * dim >= CPU_PAR_MIN_WORK, r, rows, {
         const float *xr = x + (size_t)r * dim;
         float       *o  = out + (size_t)r * dim;
         double       ss = 0.0;
@@ -43,7 +42,7 @@ void rmsnorm_forward(float *out, const float *x, const float *w, int rows, int d
         float rs  = 1.0f / sqrtf(var + eps);
         for (int i = 0; i < dim; i++)
             o[i] = w[i] * (xr[i] * rs);
-    }
+    });
 }
 
 void        layernorm_forward(float *out, const float *x, const float *w, const float *b, int rows,
@@ -67,8 +66,13 @@ void        layernorm_forward(float *out, const float *x, const float *w, const 
     }
 }
 
-void        add_forward(float *out, const float *a, const float *b, size_t n) {
-#pragma omp parallel for schedule(static) if (n >= 4 * CPU_PAR_MIN_WORK)
+void add_forward(float *out, const float *a, const float *b, size_t n) {
+    if (n < 4 * CPU_PAR_MIN_WORK) {
+        for (size_t i = 0; i < n; i++)
+            out[i] = a[i] + b[i];
+        return;
+    }
+#pragma omp parallel for schedule(static)
     for (size_t i = 0; i < n; i++)
         out[i] = a[i] + b[i];
 }
@@ -106,8 +110,7 @@ static VM_AVX2 void swiglu_span256(float *o, const float *g, const float *u, int
 
 void swiglu_forward(float *out, const float *gate_up, int rows, int ffn) {
     int isa = cpu_gemm_isa();
-#pragma omp parallel for schedule(static) if ((size_t)rows * ffn * 8 >= CPU_PAR_MIN_WORK)
-    for (int r = 0; r < rows; r++) {
+    CPU_PAR_FOR((size_t)rows * ffn * 8 >= CPU_PAR_MIN_WORK, r, rows, {
         const float *g = gate_up + (size_t)r * 2 * ffn, *u = g + ffn;
         float       *o = out + (size_t)r * ffn;
         if (isa == 2)
@@ -116,7 +119,7 @@ void swiglu_forward(float *out, const float *gate_up, int rows, int ffn) {
             swiglu_span256(o, g, u, ffn);
         else
             swiglu_span(o, g, u, ffn);
-    }
+    });
 }
 
 /* 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3))), python constants rounded to f32;
@@ -182,9 +185,7 @@ void gelu_new_forward(float *out, const float *x, size_t n) {
 void rope_forward(float *x, const int32_t *pos, const float *inv_freq, int rows, int n_heads,
                   int head_dim, int stride) {
     int half = head_dim / 2;
-#pragma omp parallel for schedule(static) if ((size_t)rows * n_heads * head_dim * 4 >=             \
-                                              CPU_PAR_MIN_WORK)
-    for (int r = 0; r < rows; r++) {
+    CPU_PAR_FOR((size_t)rows * n_heads * head_dim * 4 >= CPU_PAR_MIN_WORK, r, rows, {
         float c[half > 0 ? half : 1], s[half > 0 ? half : 1];
         float p = (float)pos[r];
         for (int i = 0; i < half; i++) {
@@ -201,5 +202,5 @@ void rope_forward(float *x, const int32_t *pos, const float *inv_freq, int rows,
                 v[i + half] = x2 * c[i] + x1 * s[i];
             }
         }
-    }
+    });
 }

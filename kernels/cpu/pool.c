@@ -63,7 +63,7 @@ static int spin_for(_Atomic int *a, int v, int until_ne, long t0) {
         int cur = atomic_load_explicit(a, memory_order_acquire);
         if (until_ne ? cur != v : cur == v)
             return 1;
-        if (budget <= 0 || (i % 64 == 0 && now_ns() - t0 > budget))
+        if (budget <= 0 || (i % 1024 == 0 && now_ns() - t0 > budget))
             return 0;
     }
 }
