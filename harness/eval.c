@@ -441,6 +441,7 @@ typedef struct ewin {
     int32_t          prefix;
     int64_t          ctx, window_tokens, w_tokens, total_targets;
     etask           *et; /* the task being streamed */
+    evalgen         *eg; /* generation tasks stream through it */
     fewshot_sampler  fs;
     size_t           n_built; /* held documents already turned into requests */
     ereq            *reqs;    /* the window's requests, their results, each doc's first request */
@@ -744,14 +745,17 @@ static int load_fewshot(etask *et, const eval_opts *o, assay_error *err) {
     return rc;
 }
 
-/* Log-likelihood and rolling tasks stream; generation tasks hold theirs for the run. */
-static int task_streams(const eval_task *t) { return !t->gen && !t->def->generate; }
+static int gen_on_add(eval_task *src, void *user, assay_error *err) {
+    ewin *w = user;
+    return evalgen_task_step(w->eg, &w->et->t, src, 0, err);
+}
+
+static int task_generates(const eval_task *t) { return t->gen != NULL; }
 
 /* The counting pass keeps no streamed document. */
 static int count_on_add(eval_task *t, void *user, assay_error *err) {
     (void)user, (void)err;
-    if (task_streams(t))
-        eval_task_drop(t);
+    eval_task_drop(t);
     return ASSAY_OK;
 }
 
@@ -765,14 +769,16 @@ static int stream_task(ewin *w, etask *et, assay_error *err) {
     if (et->fewshot &&
         (rc = fewshot_begin(&w->fs, &et->t, &et->pool, w->o->num_fewshot, w->o->seed, err)))
         return rc;
-    int rolling     = et->t.def->rolling;
-    src.on_add      = rolling ? rolling_on_add : stream_on_add;
+    int rolling = et->t.def->rolling, gen = task_generates(&et->t);
+    src.on_add      = gen ? gen_on_add : rolling ? rolling_on_add : stream_on_add;
     src.on_add_user = w;
     rc              = et->t.own_def ? task_user_load(&src, w->o->task_file, &et->topts, err)
                                     : et->t.def->load(&src, &et->topts, err);
     src.on_add      = NULL;
     if (!rc)
-        rc = rolling ? rolling_step(w, &src, 1, err) : stream_step(w, &src, 1, err);
+        rc = gen       ? evalgen_task_step(w->eg, &et->t, &src, 1, err)
+             : rolling ? rolling_step(w, &src, 1, err)
+                       : stream_step(w, &src, 1, err);
     if (!rc && (eval_task_count(&src) != et->n_docs || src.total != et->t.total))
         rc = assay_fail(
             err, ASSAY_EIO, "%s: the data changed while it was read (%zu documents, then %zu)",
@@ -906,8 +912,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
                 goto done;
         }
         et->t.on_add = NULL;
-        if (task_streams(&et->t))
-            eval_task_drop(&et->t);
+        eval_task_drop(&et->t);
         et->n_docs = eval_task_count(&et->t);
         if (et->n_docs == 0) {
             rc = assay_fail(err, ASSAY_EINVAL, "%s: no documents in %s", tasks[i].t.def->name,
@@ -979,9 +984,10 @@ int eval_run(const eval_opts *o, assay_error *err) {
     w.ctx           = ctx;
     w.sh            = sh;
     w.window_tokens = o->window_tokens > 0 ? o->window_tokens : 1 << 22;
+    w.eg            = eg;
     for (int i = 0; i < n_t; i++)
-        w.docs_total += task_streams(&tasks[i].t) ? tasks[i].n_docs : 0;
-    if (o->log_samples && o->out_dir && w.docs_total) {
+        w.docs_total += task_generates(&tasks[i].t) ? 0 : tasks[i].n_docs;
+    if (o->log_samples && o->out_dir) {
         char base[4200];
         snprintf(base, sizeof base, "%s/.assay-samples", o->out_dir);
         if ((rc = dir_create_temp(w.stage, sizeof w.stage, base, err)))
@@ -990,15 +996,20 @@ int eval_run(const eval_opts *o, assay_error *err) {
     progress_init(&w.prog, "eval", "tok", 0);
     t_tok0 = time_now();
     for (int i = 0; !rc && i < n_t; i++)
-        if (task_streams(&tasks[i].t))
+        if (!task_generates(&tasks[i].t))
             rc = stream_task(&w, &tasks[i], err);
     if (rc)
         goto done;
     t_tok += time_now() - t_tok0 - w.t_score;
     t_score += w.t_score;
     progress_finish(&w.prog);
+    /* generation tasks stream after: their progress line is their own */
     double t_gen0 = time_now();
-    if ((rc = evalgen_generate(eg, m, tok, &sh, err)))
+    rc            = evalgen_begin(eg, m, tok, &sh, w.stage[0] ? w.stage : NULL, err);
+    for (int i = 0; !rc && i < n_t; i++)
+        if (task_generates(&tasks[i].t))
+            rc = stream_task(&w, &tasks[i], err);
+    if (rc || (rc = evalgen_end(eg, err)))
         goto done;
     t_score += time_now() - t_gen0;
     if (!(per_rank = dist_per_rank_json(t_score, w.counts.mine, err))) {
@@ -1025,7 +1036,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
         if (et->t.gen) {
             total_docs += et->n_docs;
             if ((rc = evalgen_results(eg, &et->t, results, configs, versions, nshot, hib, nsamp,
-                                      o->log_samples ? o->out_dir : NULL, err)))
+                                      err)))
                 goto done;
             continue;
         }
