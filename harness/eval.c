@@ -120,7 +120,8 @@ typedef struct etask {
     doc_score     *ds;      /* streamed tasks: per document, in load order */
     size_t         n_ds, cap_ds;
     double         naive_tokens;
-    ppl_stats      tot; /* rolling tasks: their documents' stats, merged in load order */
+    ppl_stats      tot;       /* rolling tasks: their documents' stats, merged in load order */
+    size_t         max_bytes; /* and their longest text, seen by the counting pass */
 } etask;
 
 static double peak_rss_bytes(void) {
@@ -754,7 +755,11 @@ static int task_generates(const eval_task *t) { return t->gen != NULL; }
 
 /* The counting pass keeps no streamed document. */
 static int count_on_add(eval_task *t, void *user, assay_error *err) {
-    (void)user, (void)err;
+    etask *et = user;
+    (void)err;
+    for (size_t d = 0; d < t->n; d++)
+        if (t->docs[d].ctx_len > et->max_bytes)
+            et->max_bytes = t->docs[d].ctx_len;
     eval_task_drop(t);
     return ASSAY_OK;
 }
@@ -878,8 +883,9 @@ int eval_run(const eval_opts *o, assay_error *err) {
     /* The counting pass: every document is read, checked and counted, and (log-likelihood tasks)
      * dropped; the streaming pass reads them again once the model is loaded. */
     if (o->task_file) {
-        tasks[n_t].t.on_add = count_on_add;
-        tasks[n_t].topts    = to;
+        tasks[n_t].t.on_add      = count_on_add;
+        tasks[n_t].t.on_add_user = &tasks[n_t];
+        tasks[n_t].topts         = to;
         if ((rc = task_user_load(&tasks[n_t].t, o->task_file, &to, err)))
             goto done;
         for (int j = 0; j < n_t; j++)
@@ -906,13 +912,14 @@ int eval_run(const eval_opts *o, assay_error *err) {
         }
         etask *et = &tasks[i];
         if (!et->t.own_def) {
-            et->t.on_add = count_on_add;
-            et->topts    = ti;
+            et->t.on_add      = count_on_add;
+            et->t.on_add_user = et;
+            et->topts         = ti;
             if ((rc = et->t.def->load(&et->t, &ti, err)))
                 goto done;
         }
         et->t.on_add = NULL;
-        eval_task_drop(&et->t);
+        count_on_add(&et->t, et, err); /* the last document */
         et->n_docs = eval_task_count(&et->t);
         if (et->n_docs == 0) {
             rc = assay_fail(err, ASSAY_EINVAL, "%s: no documents in %s", tasks[i].t.def->name,
@@ -928,7 +935,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
     }
     int32_t prefix = tok_bos_id(tok) >= 0 ? tok_bos_id(tok) : tok_eos_id(tok);
 
-    /* Generation tasks: prompts (few-shot, system prompt, chat template) and stop strings. */
+    /* Generation tasks: few-shot pools, stop strings, chat template (prompts come per window). */
     for (int i = 0; i < n_t; i++) {
         gts[i] = &tasks[i].t;
         if (o->apply_chat_template && !tasks[i].t.gen) {
@@ -953,15 +960,20 @@ int eval_run(const eval_opts *o, assay_error *err) {
 
     /* Rolling windows (wikitext) run through the KV cache; streamed, they are planned after the
      * model loads, so the cache is sized for the longest any can be: the prefix token and ctx
-     * tokens (scoring/windows.c). */
+     * tokens (scoring/windows.c), or fewer for short texts, as a token holds at least one byte of
+     * text (a few special tokens aside: 4 allowed). */
     int64_t longest_window = 0;
     for (int i = 0; i < n_t; i++)
-        if (tasks[i].t.def->rolling)
-            longest_window = ctx + 1;
+        if (tasks[i].t.def->rolling) {
+            int64_t need = (int64_t)tasks[i].max_bytes + 4;
+            need         = (need < ctx ? need : ctx) + 1;
+            if (need > longest_window)
+                longest_window = need;
+        }
     t_tok              = time_now() - t_tok0;
     double     t_load0 = time_now();
     cli_common cc      = *o->cc;
-    if (evalgen_longest(eg) > longest_window) /* a prompt and its new tokens stay cached */
+    if (evalgen_longest(eg) > longest_window) /* a prompt and its new tokens: at most ctx */
         longest_window = evalgen_longest(eg);
     if (longest_window > (cc.kv_tokens ? cc.kv_tokens : 8192))
         cc.kv_tokens = (int)longest_window;
