@@ -420,3 +420,33 @@ Test(eval_stream, generation_results_do_not_depend_on_the_window, .timeout = 300
     free(la);
     free(lb);
 }
+
+/* A generation document that label_accuracy cannot score (no "label"), late in the file: found
+ * when its window is reduced, after earlier windows' sample lines were written; exit 2, the
+ * document named, no results or samples file left. */
+Test(eval_stream, a_generation_run_failing_mid_way_leaves_no_samples_or_results) {
+    char dir[64], out[128], path[160], *o = NULL;
+    test_tmpdir(dir, sizeof dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    snprintf(path, sizeof path, "%s/gen.jsonl", dir);
+    FILE *f = fopen(path, "w");
+    cr_assert(f);
+    for (int i = 0; i < 30; i++)
+        fprintf(f, "{\"q\": \"Item %d\", \"a\": \"x\"%s}\n", i,
+                i == 25 ? "" : ", \"label\": \"a\"");
+    fclose(f);
+    test_write_file(dir, "gen.json",
+                    "{\"task\": \"gen\", \"output_type\": \"generate_until\", \"data\": "
+                    "\"gen.jsonl\", \"prompt\": \"Q: {q}\\nA:\", \"target\": \"{a}\", "
+                    "\"labels\": [\"a\", \"b\"], \"metric_list\": [\"label_accuracy\"]}");
+    setenv("ASSAY_TEST_GEN_WINDOW", "4", 1);
+    int rc = test_run(&o,
+                      "eval " MODEL " --task-file %s/gen.json --data %s --max-gen-toks 2 "
+                      "--log-samples --output-path %s",
+                      dir, dir, out);
+    unsetenv("ASSAY_TEST_GEN_WINDOW");
+    cr_expect_eq(rc, 2, "%s", o);
+    cr_expect(strstr(o, "gen doc 25: label_accuracy needs a \"label\""), "%s", o);
+    free(o);
+    expect_no_outputs(out);
+}
