@@ -120,10 +120,8 @@ typedef struct etask {
     doc_score     *ds;      /* streamed tasks: per document, in load order */
     size_t         n_ds, cap_ds;
     double         naive_tokens;
-    tok_ids       *ids; /* rolling tasks: each document's tokens */
-    ppl_stats     *st;  /* and its windows' NLL */
-    pipe_doc      *pd;
-    pipe_ppl_plan  plan;
+    ppl_stats      tot;       /* rolling tasks: their documents' stats, merged in load order */
+    size_t         max_bytes; /* and their longest text, seen by the counting pass */
 } etask;
 
 static double peak_rss_bytes(void) {
@@ -210,48 +208,17 @@ static int doc_mutual_info(etask *et, const eval_doc *doc, size_t req0, const er
     return ASSAY_OK;
 }
 
-/* A loglikelihood_rolling task (wikitext): each document's text tokenized as lm-eval's HFLM
- * tok_encode (the tokenizer's default special tokens, as encode_hf_default) and planned into
- * lm-eval's rolling windows (window ctx, context 1, prefix token first), as `ppl --mode
- * rolling` plans them. */
-static int rolling_prepare(etask *et, const tokenizer *tok, int64_t ctx, assay_error *err) {
-    et->ids = calloc(et->t.n, sizeof *et->ids);
-    et->st  = calloc(et->t.n, sizeof *et->st);
-    et->pd  = calloc(et->t.n, sizeof *et->pd);
-    if (!et->ids || !et->st || !et->pd)
-        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
-    for (size_t d = 0; d < et->t.n; d++) {
-        const eval_doc *doc = &et->t.docs[d];
-        int rc = encode_hf_default((void *)tok, doc->context, doc->ctx_len, &et->ids[d], err);
-        if (rc)
-            return rc;
-        et->st[d].words = doc->words;
-        et->st[d].bytes = doc->bytes;
-        et->pd[d]       = (pipe_doc){et->t.files[0], et->ids[d].ids, et->ids[d].n, &et->st[d]};
-    }
-    return pipe_ppl_plan_make(&et->plan, et->pd, et->t.n, 0, (size_t)ctx, (size_t)ctx, err);
-}
-
 /* lm-eval's wikitext metrics: word_perplexity = exp(-sum ll / sum words), byte_perplexity =
  * exp(-sum ll / sum bytes), bits_per_byte = -sum ll / sum bytes / ln 2 (weighted_mean over
- * documents; lm-eval reports no stderr for them: "N/A"). samples_<task>.jsonl: each document's
- * text (lm-eval's arguments), its log-likelihood and (ll, words) / (ll, bytes). */
-static int rolling_results(etask *et, const eval_opts *o, cJSON *results, cJSON *configs,
-                           cJSON *versions, cJSON *nshot, cJSON *hib, cJSON *nsamp,
-                           assay_error *err) {
-    const char *nm  = et->t.def->name;
-    ppl_stats   tot = {0};
-    for (size_t d = 0; d < et->t.n; d++) {
-        if (!isfinite(et->st[d].nll))
-            return assay_fail(err, ASSAY_ECHECK, "%s doc %zu: the log-likelihood is not finite", nm,
-                              d);
-        ppl_stats_merge(&tot, &et->st[d]);
-    }
-    cJSON *r = cJSON_AddObjectToObject(results, nm);
+ * documents; lm-eval reports no stderr for them: "N/A"), from the streamed documents' stats. */
+static void rolling_results(etask *et, cJSON *results, cJSON *configs, cJSON *versions,
+                            cJSON *nshot, cJSON *hib, cJSON *nsamp) {
+    const char *nm = et->t.def->name;
+    cJSON      *r  = cJSON_AddObjectToObject(results, nm);
     cJSON_AddStringToObject(r, "alias", nm);
-    add_metric(r, "word_perplexity", ppl_word_ppl(&tot), NAN);
-    add_metric(r, "byte_perplexity", ppl_byte_ppl(&tot), NAN);
-    add_metric(r, "bits_per_byte", ppl_bits_per_byte(&tot), NAN);
+    add_metric(r, "word_perplexity", ppl_word_ppl(&et->tot), NAN);
+    add_metric(r, "byte_perplexity", ppl_byte_ppl(&et->tot), NAN);
+    add_metric(r, "bits_per_byte", ppl_bits_per_byte(&et->tot), NAN);
     cJSON *c = cJSON_CreateObject();
     cJSON_AddStringToObject(c, "task", nm);
     cJSON_AddStringToObject(c, "output_type", "loglikelihood_rolling");
@@ -271,41 +238,29 @@ static int rolling_results(etask *et, const eval_opts *o, cJSON *results, cJSON 
     cJSON_AddBoolToObject(h, "bits_per_byte", 0);
     cJSON *ns = cJSON_AddObjectToObject(nsamp, nm);
     cJSON_AddNumberToObject(ns, "original", (double)et->t.total);
-    cJSON_AddNumberToObject(ns, "effective", (double)et->t.n);
-    if (!o->log_samples || !o->out_dir)
-        return ASSAY_OK;
-    char        path[4200];
-    atomic_file af = {0};
-    snprintf(path, sizeof path, "%s/samples_%s.jsonl", o->out_dir, nm);
-    int rc = atomic_open(&af, path, err);
-    if (rc)
-        return rc;
-    for (size_t d = 0; d < et->t.n; d++) {
-        const eval_doc *doc = &et->t.docs[d];
-        double          ll  = -et->st[d].nll;
-        cJSON *s = cJSON_CreateObject(), *args = cJSON_CreateArray(), *a1 = cJSON_CreateArray();
-        cJSON_AddNumberToObject(s, "doc_id", (double)doc->doc_id);
-        cJSON_AddItemToArray(a1, jsonl_string_create(doc->context, doc->ctx_len));
-        cJSON_AddItemToArray(args, a1);
-        cJSON_AddItemToObject(s, "arguments", args);
-        cJSON_AddNumberToObject(s, "ll", ll);
-        cJSON_AddNumberToObject(s, "tokens", (double)et->st[d].tokens);
-        cJSON *wp = cJSON_AddArrayToObject(s, "word_perplexity");
-        cJSON_AddItemToArray(wp, cJSON_CreateNumber(ll));
-        cJSON_AddItemToArray(wp, cJSON_CreateNumber((double)doc->words));
-        cJSON *bp = cJSON_AddArrayToObject(s, "byte_perplexity");
-        cJSON_AddItemToArray(bp, cJSON_CreateNumber(ll));
-        cJSON_AddItemToArray(bp, cJSON_CreateNumber((double)doc->bytes));
-        char *line = jsonl_print(s, 0);
-        cJSON_Delete(s);
-        if (!line || fprintf(af.fp, "%s\n", line) < 0) {
-            free(line);
-            atomic_abort(&af);
-            return assay_fail(err, ASSAY_EIO, "%s: write failed", path);
-        }
-        free(line);
-    }
-    return atomic_commit(&af, err);
+    cJSON_AddNumberToObject(ns, "effective", (double)et->n_docs);
+}
+
+/* A rolling document's line of samples_<task>.jsonl: its text (lm-eval's arguments), its
+ * log-likelihood and (ll, words) / (ll, bytes). NULL when out of memory. */
+static char *rolling_sample_line(const eval_doc *doc, const ppl_stats *st) {
+    double ll = -st->nll;
+    cJSON *s = cJSON_CreateObject(), *args = cJSON_CreateArray(), *a1 = cJSON_CreateArray();
+    cJSON_AddNumberToObject(s, "doc_id", (double)doc->doc_id);
+    cJSON_AddItemToArray(a1, jsonl_string_create(doc->context, doc->ctx_len));
+    cJSON_AddItemToArray(args, a1);
+    cJSON_AddItemToObject(s, "arguments", args);
+    cJSON_AddNumberToObject(s, "ll", ll);
+    cJSON_AddNumberToObject(s, "tokens", (double)st->tokens);
+    cJSON *wp = cJSON_AddArrayToObject(s, "word_perplexity");
+    cJSON_AddItemToArray(wp, cJSON_CreateNumber(ll));
+    cJSON_AddItemToArray(wp, cJSON_CreateNumber((double)doc->words));
+    cJSON *bp = cJSON_AddArrayToObject(s, "byte_perplexity");
+    cJSON_AddItemToArray(bp, cJSON_CreateNumber(ll));
+    cJSON_AddItemToArray(bp, cJSON_CreateNumber((double)doc->bytes));
+    char *line = jsonl_print(s, 0);
+    cJSON_Delete(s);
+    return line;
 }
 
 /* One line of samples_<task>.jsonl: the document's requests as lm-eval logs them, their results,
@@ -487,6 +442,7 @@ typedef struct ewin {
     int32_t          prefix;
     int64_t          ctx, window_tokens, w_tokens, total_targets;
     etask           *et; /* the task being streamed */
+    evalgen         *eg; /* generation tasks stream through it */
     fewshot_sampler  fs;
     size_t           n_built; /* held documents already turned into requests */
     ereq            *reqs;    /* the window's requests, their results, each doc's first request */
@@ -495,6 +451,10 @@ typedef struct ewin {
     size_t           n_req, cap_req, cap_res, cap_doc;
     size_t           req_total, n_trunc, docs_done, docs_total;
     tok_ids          c, k;
+    tok_ids         *ids; /* rolling tasks: the window's documents' tokens, stats, plan inputs */
+    ppl_stats       *st;
+    pipe_doc        *pd;
+    size_t           cap_ids, cap_st, cap_pd;
     pipe_counts      counts;
     progress         prog;
     pipe_shard       sh;
@@ -511,6 +471,11 @@ static void stream_free(ewin *w) {
     free(w->reqs);
     free(w->res);
     free(w->req0);
+    for (size_t i = 0; i < w->cap_ids; i++)
+        tok_ids_free(&w->ids[i]);
+    free(w->ids);
+    free(w->st);
+    free(w->pd);
     tok_ids_free(&w->c);
     tok_ids_free(&w->k);
     fewshot_end(&w->fs);
@@ -591,12 +556,14 @@ static int stream_build(ewin *w, eval_task *src, size_t j, assay_error *err) {
     return ASSAY_OK;
 }
 
-/* Appends a sample line to its (sub)task's file in the temporary directory. */
-static int stream_sample(ewin *w, const eval_doc *doc, size_t req0, assay_error *err) {
+/* Appends a document's sample line (freed here; NULL: out of memory) to its (sub)task's file in
+ * the temporary directory. */
+static int stream_sample(ewin *w, const eval_doc *doc, char *line, assay_error *err) {
     const etask *et = w->et;
     if (!w->fp || w->fp_sub != doc->sub) {
         if (w->fp && fclose(w->fp) != 0) {
             w->fp = NULL;
+            free(line);
             return assay_fail(err, ASSAY_EIO, "%s: write failed: %s", w->fp_path, strerror(errno));
         }
         w->fp = NULL;
@@ -606,11 +573,12 @@ static int stream_sample(ewin *w, const eval_doc *doc, size_t req0, assay_error 
         else
             snprintf(w->fp_path, sizeof w->fp_path, "%s/samples_%s.jsonl", w->stage,
                      et->t.def->name);
-        if (!(w->fp = fopen(w->fp_path, "ab")))
+        if (!(w->fp = fopen(w->fp_path, "ab"))) {
+            free(line);
             return assay_fail(err, ASSAY_EIO, "%s: cannot create: %s", w->fp_path, strerror(errno));
+        }
         w->fp_sub = doc->sub;
     }
-    char *line = sample_line(et, doc, req0, w->reqs, w->res);
     if (!line)
         return assay_fail(err, ASSAY_ENOMEM, "out of memory writing %s", w->fp_path);
     int bad = fprintf(w->fp, "%s\n", line) < 0;
@@ -656,7 +624,8 @@ static int stream_reduce(ewin *w, const eval_doc *doc, size_t req0, assay_error 
     if (grow((void **)&et->ds, &et->cap_ds, et->n_ds + 1, sizeof *et->ds))
         return assay_fail(err, ASSAY_ENOMEM, "out of memory");
     et->ds[et->n_ds++] = ds;
-    return w->stage[0] ? stream_sample(w, doc, req0, err) : ASSAY_OK;
+    return w->stage[0] ? stream_sample(w, doc, sample_line(et, doc, req0, w->reqs, w->res), err)
+                       : ASSAY_OK;
 }
 
 /* Builds the held documents' requests; scores and frees the window when it is full (or `last`). */
@@ -687,6 +656,75 @@ static int stream_on_add(eval_task *src, void *user, assay_error *err) {
     return stream_step(user, src, 0, err);
 }
 
+/* A loglikelihood_rolling document (wikitext): its text tokenized as lm-eval's HFLM tok_encode
+ * (the tokenizer's default special tokens, as encode_hf_default). */
+static int rolling_build(ewin *w, eval_task *src, size_t j, assay_error *err) {
+    const eval_doc *doc = &src->docs[j];
+    if (grow((void **)&w->st, &w->cap_st, j + 1, sizeof *w->st) ||
+        grow((void **)&w->pd, &w->cap_pd, j + 1, sizeof *w->pd))
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    size_t had = w->cap_ids;
+    if (grow((void **)&w->ids, &w->cap_ids, j + 1, sizeof *w->ids))
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    memset(w->ids + had, 0, (w->cap_ids - had) * sizeof *w->ids);
+    int rc = encode_hf_default((void *)w->tok, doc->context, doc->ctx_len, &w->ids[j], err);
+    if (rc)
+        return rc;
+    w->st[j] = (ppl_stats){.words = doc->words, .bytes = doc->bytes};
+    w->w_tokens += (int64_t)w->ids[j].n;
+    w->docs_done++;
+    return ASSAY_OK;
+}
+
+/* The rolling counterpart of stream_step: the held documents are planned into lm-eval's rolling
+ * windows (window ctx, context 1, prefix token first, as `ppl --mode rolling`), scored, merged in
+ * load order into the task's stats (the order one pass over every document adds them) and their
+ * sample lines written; then their text and tokens are freed. Every rank makes the same windows:
+ * they depend only on the data and --window-tokens. */
+static int rolling_step(ewin *w, eval_task *src, int last, assay_error *err) {
+    etask *et = w->et;
+    int    rc;
+    for (; w->n_built < src->n; w->n_built++)
+        if ((rc = rolling_build(w, src, w->n_built, err)))
+            return rc;
+    if (!(w->w_tokens >= w->window_tokens || (last && src->n)))
+        return ASSAY_OK;
+    for (size_t j = 0; j < src->n; j++) /* st may have moved while the window grew */
+        w->pd[j] = (pipe_doc){et->t.files[0], w->ids[j].ids, w->ids[j].n, &w->st[j]};
+    pipe_ppl_plan plan = {0};
+    rc = pipe_ppl_plan_make(&plan, w->pd, src->n, 0, (size_t)w->ctx, (size_t)w->ctx, err);
+    if (!rc) {
+        w->total_targets += plan.scored;
+        w->prog.total = (int64_t)((double)w->total_targets * (double)w->docs_total /
+                                  (double)(w->docs_done ? w->docs_done : 1));
+        double t0     = time_now();
+        rc = pipe_ppl_run_on(w->m, &plan, w->pd, w->prefix, w->o->model_dir, &w->counts, &w->prog,
+                             &w->sh, err);
+        w->t_score += time_now() - t0;
+    }
+    pipe_ppl_plan_free(&plan);
+    for (size_t j = 0; !rc && j < src->n; j++) {
+        if (!isfinite(w->st[j].nll))
+            rc = assay_fail(err, ASSAY_ECHECK, "%s doc %zu: the log-likelihood is not finite",
+                            et->t.def->name, src->n_dropped + j);
+        else
+            ppl_stats_merge(&et->tot, &w->st[j]);
+        if (!rc && w->stage[0])
+            rc =
+                stream_sample(w, &src->docs[j], rolling_sample_line(&src->docs[j], &w->st[j]), err);
+    }
+    for (size_t j = 0; j < src->n; j++)
+        tok_ids_free(&w->ids[j]);
+    w->n_built  = 0;
+    w->w_tokens = 0;
+    eval_task_drop(src);
+    return rc;
+}
+
+static int rolling_on_add(eval_task *src, void *user, assay_error *err) {
+    return rolling_step(user, src, 0, err);
+}
+
 /* The pool is kept for the streaming pass, which draws each document's examples as it reads it
  * (fewshot_doc); its size is checked here, before any work. */
 static int load_fewshot(etask *et, const eval_opts *o, assay_error *err) {
@@ -708,17 +746,21 @@ static int load_fewshot(etask *et, const eval_opts *o, assay_error *err) {
     return rc;
 }
 
-/* Log-likelihood tasks stream; rolling (wikitext: few documents) and generation tasks hold
- * theirs for the run. */
-static int task_streams(const eval_task *t) {
-    return !t->gen && !t->def->rolling && !t->def->generate;
+static int gen_on_add(eval_task *src, void *user, assay_error *err) {
+    ewin *w = user;
+    return evalgen_task_step(w->eg, &w->et->t, src, 0, err);
 }
+
+static int task_generates(const eval_task *t) { return t->gen != NULL; }
 
 /* The counting pass keeps no streamed document. */
 static int count_on_add(eval_task *t, void *user, assay_error *err) {
-    (void)user, (void)err;
-    if (task_streams(t))
-        eval_task_drop(t);
+    etask *et = user;
+    (void)err;
+    for (size_t d = 0; d < t->n; d++)
+        if (t->docs[d].ctx_len > et->max_bytes)
+            et->max_bytes = t->docs[d].ctx_len;
+    eval_task_drop(t);
     return ASSAY_OK;
 }
 
@@ -732,13 +774,16 @@ static int stream_task(ewin *w, etask *et, assay_error *err) {
     if (et->fewshot &&
         (rc = fewshot_begin(&w->fs, &et->t, &et->pool, w->o->num_fewshot, w->o->seed, err)))
         return rc;
-    src.on_add      = stream_on_add;
+    int rolling = et->t.def->rolling, gen = task_generates(&et->t);
+    src.on_add      = gen ? gen_on_add : rolling ? rolling_on_add : stream_on_add;
     src.on_add_user = w;
     rc              = et->t.own_def ? task_user_load(&src, w->o->task_file, &et->topts, err)
                                     : et->t.def->load(&src, &et->topts, err);
     src.on_add      = NULL;
     if (!rc)
-        rc = stream_step(w, &src, 1, err);
+        rc = gen       ? evalgen_task_step(w->eg, &et->t, &src, 1, err)
+             : rolling ? rolling_step(w, &src, 1, err)
+                       : stream_step(w, &src, 1, err);
     if (!rc && (eval_task_count(&src) != et->n_docs || src.total != et->t.total))
         rc = assay_fail(
             err, ASSAY_EIO, "%s: the data changed while it was read (%zu documents, then %zu)",
@@ -838,8 +883,9 @@ int eval_run(const eval_opts *o, assay_error *err) {
     /* The counting pass: every document is read, checked and counted, and (log-likelihood tasks)
      * dropped; the streaming pass reads them again once the model is loaded. */
     if (o->task_file) {
-        tasks[n_t].t.on_add = count_on_add;
-        tasks[n_t].topts    = to;
+        tasks[n_t].t.on_add      = count_on_add;
+        tasks[n_t].t.on_add_user = &tasks[n_t];
+        tasks[n_t].topts         = to;
         if ((rc = task_user_load(&tasks[n_t].t, o->task_file, &to, err)))
             goto done;
         for (int j = 0; j < n_t; j++)
@@ -866,14 +912,14 @@ int eval_run(const eval_opts *o, assay_error *err) {
         }
         etask *et = &tasks[i];
         if (!et->t.own_def) {
-            et->t.on_add = count_on_add;
-            et->topts    = ti;
+            et->t.on_add      = count_on_add;
+            et->t.on_add_user = et;
+            et->topts         = ti;
             if ((rc = et->t.def->load(&et->t, &ti, err)))
                 goto done;
         }
         et->t.on_add = NULL;
-        if (task_streams(&et->t))
-            eval_task_drop(&et->t);
+        count_on_add(&et->t, et, err); /* the last document */
         et->n_docs = eval_task_count(&et->t);
         if (et->n_docs == 0) {
             rc = assay_fail(err, ASSAY_EINVAL, "%s: no documents in %s", tasks[i].t.def->name,
@@ -889,7 +935,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
     }
     int32_t prefix = tok_bos_id(tok) >= 0 ? tok_bos_id(tok) : tok_eos_id(tok);
 
-    /* Generation tasks: prompts (few-shot, system prompt, chat template) and stop strings. */
+    /* Generation tasks: few-shot pools, stop strings, chat template (prompts come per window). */
     for (int i = 0; i < n_t; i++) {
         gts[i] = &tasks[i].t;
         if (o->apply_chat_template && !tasks[i].t.gen) {
@@ -912,22 +958,22 @@ int eval_run(const eval_opts *o, assay_error *err) {
     if ((rc = evalgen_prepare(&eg, gts, n_t, &go, tok, err)))
         goto done;
 
-    /* Rolling tasks (wikitext) are tokenized and planned first: the KV cache is sized for their
-     * longest window when the model loads. */
+    /* Rolling windows (wikitext) run through the KV cache; streamed, they are planned after the
+     * model loads, so the cache is sized for the longest any can be: the prefix token and ctx
+     * tokens (scoring/windows.c), or fewer for short texts, as a token holds at least one byte of
+     * text (a few special tokens aside: 4 allowed). */
     int64_t longest_window = 0;
-    for (int i = 0; i < n_t; i++) {
-        etask *et = &tasks[i];
-        if (!et->t.def->rolling)
-            continue;
-        if ((rc = rolling_prepare(et, tok, ctx, err)))
-            goto done;
-        if (et->plan.longest > longest_window)
-            longest_window = et->plan.longest;
-    }
+    for (int i = 0; i < n_t; i++)
+        if (tasks[i].t.def->rolling) {
+            int64_t need = (int64_t)tasks[i].max_bytes + 4;
+            need         = (need < ctx ? need : ctx) + 1;
+            if (need > longest_window)
+                longest_window = need;
+        }
     t_tok              = time_now() - t_tok0;
     double     t_load0 = time_now();
-    cli_common cc      = *o->cc; /* rolling windows run through the KV cache: size it for them */
-    if (evalgen_longest(eg) > longest_window) /* a prompt and its new tokens stay cached */
+    cli_common cc      = *o->cc;
+    if (evalgen_longest(eg) > longest_window) /* a prompt and its new tokens: at most ctx */
         longest_window = evalgen_longest(eg);
     if (longest_window > (cc.kv_tokens ? cc.kv_tokens : 8192))
         cc.kv_tokens = (int)longest_window;
@@ -950,9 +996,10 @@ int eval_run(const eval_opts *o, assay_error *err) {
     w.ctx           = ctx;
     w.sh            = sh;
     w.window_tokens = o->window_tokens > 0 ? o->window_tokens : 1 << 22;
+    w.eg            = eg;
     for (int i = 0; i < n_t; i++)
-        w.docs_total += task_streams(&tasks[i].t) ? tasks[i].n_docs : 0;
-    if (o->log_samples && o->out_dir && w.docs_total) {
+        w.docs_total += task_generates(&tasks[i].t) ? 0 : tasks[i].n_docs;
+    if (o->log_samples && o->out_dir) {
         char base[4200];
         snprintf(base, sizeof base, "%s/.assay-samples", o->out_dir);
         if ((rc = dir_create_temp(w.stage, sizeof w.stage, base, err)))
@@ -961,24 +1008,20 @@ int eval_run(const eval_opts *o, assay_error *err) {
     progress_init(&w.prog, "eval", "tok", 0);
     t_tok0 = time_now();
     for (int i = 0; !rc && i < n_t; i++)
-        if (task_streams(&tasks[i].t))
+        if (!task_generates(&tasks[i].t))
             rc = stream_task(&w, &tasks[i], err);
     if (rc)
         goto done;
     t_tok += time_now() - t_tok0 - w.t_score;
     t_score += w.t_score;
-    for (int i = 0; !rc && i < n_t; i++)
-        if (tasks[i].t.def->rolling) {
-            double t_score0 = time_now();
-            rc = pipe_ppl_run_on(m, &tasks[i].plan, tasks[i].pd, prefix, o->model_dir, &w.counts,
-                                 NULL, &sh, err);
-            t_score += time_now() - t_score0;
-        }
-    if (rc)
-        goto done;
     progress_finish(&w.prog);
+    /* generation tasks stream after: their progress line is their own */
     double t_gen0 = time_now();
-    if ((rc = evalgen_generate(eg, m, tok, &sh, err)))
+    rc            = evalgen_begin(eg, m, tok, &sh, w.stage[0] ? w.stage : NULL, err);
+    for (int i = 0; !rc && i < n_t; i++)
+        if (task_generates(&tasks[i].t))
+            rc = stream_task(&w, &tasks[i], err);
+    if (rc || (rc = evalgen_end(eg, err)))
         goto done;
     t_score += time_now() - t_gen0;
     if (!(per_rank = dist_per_rank_json(t_score, w.counts.mine, err))) {
@@ -999,14 +1042,13 @@ int eval_run(const eval_opts *o, assay_error *err) {
         etask *et = &tasks[i];
         if (et->t.def->rolling) {
             total_docs += et->n_docs;
-            if ((rc = rolling_results(et, o, results, configs, versions, nshot, hib, nsamp, err)))
-                goto done;
+            rolling_results(et, results, configs, versions, nshot, hib, nsamp);
             continue;
         }
         if (et->t.gen) {
             total_docs += et->n_docs;
             if ((rc = evalgen_results(eg, &et->t, results, configs, versions, nshot, hib, nsamp,
-                                      o->log_samples ? o->out_dir : NULL, err)))
+                                      err)))
                 goto done;
             continue;
         }
@@ -1297,12 +1339,6 @@ done:
     stream_free(&w);  /* a failed run's staged samples go with it */
     evalgen_free(eg); /* before the tasks it points at */
     for (int i = 0; i <= o->n_tasks; i++) {
-        for (size_t d = 0; tasks[i].ids && d < tasks[i].t.n; d++)
-            tok_ids_free(&tasks[i].ids[d]);
-        free(tasks[i].ids);
-        free(tasks[i].st);
-        free(tasks[i].pd);
-        pipe_ppl_plan_free(&tasks[i].plan);
         eval_task_free(&tasks[i].t);
         eval_task_free(&tasks[i].pool);
         free(tasks[i].ds);

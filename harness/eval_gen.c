@@ -15,6 +15,7 @@
  *     "<metric>,<filter>" and "<metric>_stderr,<filter>". */
 #include "harness/eval_gen.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -336,34 +337,66 @@ typedef struct gen_out {
     double ttft, latency;
 } gen_out;
 
-typedef struct gtask {
-    eval_task *t;
-    gen_out   *out;
-    char     **stops; /* until + the EOS token's text */
-    size_t    *stop_lens;
-    size_t    *stop_window; /* tokens looked back for each: its token count + 2 */
-    size_t     n_stops;
-    int        num_fewshot;
-    int        system_dropped; /* the template refused the system turn (rendered without it) */
-} gtask;
-
-struct evalgen {
-    gtask       *g;
-    int          n;
-    evalgen_opts o;
-    int64_t      longest;
-    int64_t      prompts, prompt_tokens, new_tokens;
-    double       seconds;
-    int          chat;
-    const char  *bos_text; /* the tokenizer's BOS text, or NULL */
-};
-
 typedef struct msg {
     const char *role;
     const char *s;
     size_t      n;
     const char *delim;
 } msg;
+
+typedef struct fstate fstate;
+
+typedef struct gtask {
+    eval_task *t;     /* the counting pass's task: spec, files, totals (it holds no documents) */
+    gen_out   *out;   /* the window's documents */
+    char     **stops; /* until + the EOS token's text */
+    size_t    *stop_lens;
+    size_t    *stop_window; /* tokens looked back for each: its token count + 2 */
+    size_t     n_stops;
+    int        num_fewshot;
+    int        system_dropped; /* the template refused the system turn (rendered without it) */
+    /* prompts are built window by window: the few-shot pool and the sampler's state carry over */
+    eval_task pool;
+    pyrandom  r;
+    size_t   *idx;
+    msg      *m;
+    size_t    n_built, d0; /* the window's documents with prompts; documents before it */
+    /* what each generated document leaves for the metrics (harness/eval_gen.c's results) */
+    fstate  *fs;      /* per filter */
+    int      corpus;  /* a corpus metric (BLEU, chrF) needs the answers and references */
+    int     *gold;    /* each document's label */
+    double  *dist[4]; /* response chars and tokens, latency, time to first token */
+    tm_str **refs;    /* corpus metrics: each document's references (owned) */
+    int     *n_refs;
+    size_t   n_done, cap; /* documents reduced; the arrays' capacity */
+    size_t   hit_max, trunc;
+    FILE    *fp; /* samples_<task>.jsonl in the samples directory, while the task streams */
+    char     fp_path[4300];
+} gtask;
+
+struct evalgen {
+    gtask         *g;
+    int            n;
+    evalgen_opts   o;
+    int64_t        longest;
+    int64_t        prompts, prompt_tokens, new_tokens;
+    double         seconds;
+    int            chat;
+    const char    *bos_text; /* the tokenizer's BOS text, or NULL */
+    chat_template *tpl;
+    chat_vars      vars;
+    /* the run (evalgen_begin .. evalgen_end) */
+    model            *m;
+    const tokenizer  *tok;
+    const pipe_shard *sh;
+    pipe_shard        one;
+    const char       *samples_dir;
+    size_t            span; /* documents a window holds: window_prompts per rank */
+    struct witem     *items, *mine;
+    int64_t          *cost, emitted, own[2];
+    int              *owner;
+    progress          prog;
+};
 
 /* The prompt of one document into b, from msgs[0..n) (lm-eval's Message list). */
 static int render_prompt(tbuf *b, const msg *m, size_t n, const chat_template *tpl,
@@ -418,17 +451,11 @@ static int load_pool(eval_task *pool, const eval_task *t, const evalgen_opts *o,
                          err);
 }
 
-static int prepare_task(evalgen *e, gtask *gt, const chat_template *tpl, const chat_vars *vars,
-                        const tokenizer *tok, assay_error *err) {
+static int prepare_task(evalgen *e, gtask *gt, const tokenizer *tok, assay_error *err) {
     eval_task      *t    = gt->t;
     const gen_spec *g    = t->gen;
-    eval_task       pool = {0};
-    size_t         *idx  = NULL;
-    msg            *m    = NULL;
-    tbuf            b    = {0};
-    pyrandom        r;
+    eval_task      *pool = &gt->pool;
     int             rc = ASSAY_OK, k = e->o.num_fewshot >= 0 ? e->o.num_fewshot : g->num_fewshot;
-    const char     *sys = e->o.system_prompt ? e->o.system_prompt : g->system_prompt;
     if (k > 1000)
         return assay_fail(err, ASSAY_EINVAL, "%s: at most 1000 few-shot examples", t->def->name);
     gt->num_fewshot = k;
@@ -436,21 +463,21 @@ static int prepare_task(evalgen *e, gtask *gt, const chat_template *tpl, const c
     if (e->o.max_gen_toks > 0)
         t->gen->max_gen_toks = e->o.max_gen_toks;
     if (k > 0) {
-        if ((rc = load_pool(&pool, t, &e->o, err)))
+        if ((rc = load_pool(pool, t, &e->o, err)))
             goto done;
-        for (size_t f = 0; f < pool.n_files; f++)
-            if ((rc = eval_task_add_file(t, pool.files[f], err)))
+        for (size_t f = 0; f < pool->n_files; f++)
+            if ((rc = eval_task_add_file(t, pool->files[f], err)))
                 goto done;
-        if (pool.n < (size_t)k) {
+        if (pool->n < (size_t)k) {
             rc = assay_fail(err, ASSAY_EINVAL, "%s: --num-fewshot %d draws %d examples, %s has %zu",
-                            t->def->name, k, k, pool.n_files ? pool.files[0] : "the pool", pool.n);
+                            t->def->name, k, k, pool->n_files ? pool->files[0] : "the pool",
+                            pool->n);
             goto done;
         }
     }
-    gt->out = calloc(t->n ? t->n : 1, sizeof *gt->out);
-    idx     = malloc(((size_t)k + 1) * sizeof *idx);
-    m       = malloc((2 * (size_t)k + 2) * sizeof *m);
-    if (!gt->out || !idx || !m) {
+    gt->idx = malloc(((size_t)k + 1) * sizeof *gt->idx);
+    gt->m   = malloc((2 * (size_t)k + 2) * sizeof *gt->m);
+    if (!gt->idx || !gt->m) {
         rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
         goto done;
     }
@@ -500,47 +527,47 @@ static int prepare_task(evalgen *e, gtask *gt, const chat_template *tpl, const c
         gt->stop_window[i] = ids.n + 2;
         tok_ids_free(&ids);
     }
-    pyr_seed(&r, e->o.seed);
-    for (size_t d = 0; d < t->n; d++) {
-        const eval_doc *doc = &t->docs[d];
-        size_t          nm  = 0;
-        if (sys && *sys)
-            m[nm++] = (msg){"system", sys, strlen(sys), ""};
-        if (k > 0 && pyr_sample(&r, pool.n, (size_t)k, idx)) {
-            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
-            goto done;
-        }
-        for (int j = 0; j < k; j++) {
-            const eval_doc *ex = &pool.docs[idx[j]];
-            m[nm++]            = (msg){"user", ex->context, ex->ctx_len, g->target_delim};
-            m[nm++] = (msg){"assistant", ex->choices[0], ex->choice_len[0], g->fewshot_delim};
-        }
-        m[nm++] = (msg){"user", doc->context, doc->ctx_len, ""};
-        if ((rc = render_prompt(&b, m, nm, tpl, vars, e->o.fewshot_as_multiturn,
-                                &gt->system_dropped, err)))
-            goto done;
-        if (!(gt->out[d].prompt = malloc(b.n + 1))) {
-            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
-            goto done;
-        }
-        memcpy(gt->out[d].prompt, b.s, b.n + 1);
-        gt->out[d].prompt_len = b.n;
-    }
+    pyr_seed(&gt->r, e->o.seed);
+    for (size_t k2 = 0; k2 < g->n_metrics; k2++)
+        gt->corpus |= g->metrics[k2].kind == GM_BLEU || g->metrics[k2].kind == GM_CHRF;
 done:
-    eval_task_free(&pool);
-    free(idx);
-    free(m);
-    tbuf_free(&b);
     return rc;
+}
+
+/* The prompt of doc (the window's j-th document) into gt->out[j], drawing its few-shot examples
+ * from the sampler as lm-eval does, document after document. */
+static int render_doc(evalgen *e, gtask *gt, const eval_doc *doc, size_t j, tbuf *b,
+                      assay_error *err) {
+    const gen_spec *g   = gt->t->gen;
+    int             k   = gt->num_fewshot, rc;
+    const char     *sys = e->o.system_prompt ? e->o.system_prompt : g->system_prompt;
+    msg            *m   = gt->m;
+    size_t          nm  = 0;
+    if (sys && *sys)
+        m[nm++] = (msg){"system", sys, strlen(sys), ""};
+    if (k > 0 && pyr_sample(&gt->r, gt->pool.n, (size_t)k, gt->idx))
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    for (int i = 0; i < k; i++) {
+        const eval_doc *ex = &gt->pool.docs[gt->idx[i]];
+        m[nm++]            = (msg){"user", ex->context, ex->ctx_len, g->target_delim};
+        m[nm++] = (msg){"assistant", ex->choices[0], ex->choice_len[0], g->fewshot_delim};
+    }
+    m[nm++] = (msg){"user", doc->context, doc->ctx_len, ""};
+    if ((rc = render_prompt(b, m, nm, e->tpl, &e->vars, e->o.fewshot_as_multiturn,
+                            &gt->system_dropped, err)))
+        return rc;
+    if (!(gt->out[j].prompt = malloc(b->n + 1)))
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    memcpy(gt->out[j].prompt, b->s, b->n + 1);
+    gt->out[j].prompt_len = b->n;
+    return ASSAY_OK;
 }
 
 int evalgen_prepare(evalgen **out, eval_task *const *tasks, int n_tasks, const evalgen_opts *o,
                     const tokenizer *tok, assay_error *err) {
-    evalgen       *e   = calloc(1, sizeof *e);
-    chat_template *tpl = NULL;
-    chat_vars      vars;
-    int            rc = ASSAY_OK;
-    *out              = e;
+    evalgen *e  = calloc(1, sizeof *e);
+    int      rc = ASSAY_OK;
+    *out        = e;
     if (!e || !(e->g = calloc((size_t)n_tasks + 1, sizeof *e->g)))
         return assay_fail(err, ASSAY_ENOMEM, "out of memory");
     e->o = *o;
@@ -552,34 +579,28 @@ int evalgen_prepare(evalgen **out, eval_task *const *tasks, int n_tasks, const e
     if (!e->n)
         return ASSAY_OK;
     if (o->apply_chat_template) {
-        memset(&vars, 0, sizeof vars);
-        if ((rc = chat_template_load_dir(o->model_dir, &tpl, &vars, err)))
+        if ((rc = chat_template_load_dir(o->model_dir, &e->tpl, &e->vars, err)))
             return rc;
-        if (!tpl)
+        if (!e->tpl)
             return assay_fail(err, ASSAY_EINVAL,
                               "%s: --apply-chat-template: the model has no chat template "
                               "(tokenizer_config.json \"chat_template\" or chat_template.jinja)",
                               o->model_dir);
-        vars.add_generation_prompt = 1;
-        e->chat                    = 1;
+        e->vars.add_generation_prompt = 1;
+        e->chat                       = 1;
     }
     for (int i = 0; !rc && i < e->n; i++) {
-        rc         = prepare_task(e, &e->g[i], tpl, &vars, tok, err);
+        rc         = prepare_task(e, &e->g[i], tok, err);
         int64_t mx = e->g[i].t->gen->max_gen_toks;
         if (!rc && o->ctx - mx < 1)
             rc = assay_fail(err, ASSAY_EINVAL,
                             "%s: max_gen_toks %lld leaves no room for the prompt in the model's "
                             "%lld positions",
                             e->g[i].t->def->name, (long long)mx, (long long)o->ctx);
-        /* a token holds at least one byte of text (BOS aside), so bytes + 2 bound the prompt */
-        for (size_t d = 0; !rc && d < e->g[i].t->n; d++) {
-            int64_t need = (int64_t)e->g[i].out[d].prompt_len + 2;
-            need         = (need < o->ctx - mx ? need : o->ctx - mx) + mx;
-            if (need > e->longest)
-                e->longest = need;
-        }
     }
-    chat_template_free(tpl);
+    /* prompts are built after the model loads, window by window: a prompt is cut to ctx -
+       max_gen_toks tokens and generates at most max_gen_toks, so ctx bounds every sequence */
+    e->longest = o->ctx;
     return rc;
 }
 
@@ -597,7 +618,7 @@ void evalgen_totals(const evalgen *g, int64_t *prompts, int64_t *prompt_tokens, 
 
 typedef struct witem {
     gtask   *gt;
-    size_t   d;
+    size_t   d, j; /* the document's index in its task, and in the window (gt->out) */
     int32_t *prompt;
     size_t   n_prompt;
     int32_t *out;
@@ -658,7 +679,7 @@ static int encode_items(const evalgen *e, const tokenizer *tok, witem *items, si
                         assay_error *err) {
     for (size_t i = 0; i < n; i++) {
         witem   *it  = &items[i];
-        gen_out *go  = &it->gt->out[it->d];
+        gen_out *go  = &it->gt->out[it->j];
         int      mx  = it->gt->t->gen->max_gen_toks;
         tok_ids  ids = {0};
         int      rc  = encode_prompt(e, tok, go, &ids, err);
@@ -730,7 +751,7 @@ static int run_window(evalgen *e, model *m, const tokenizer *tok, witem *items, 
     }
     for (size_t i = 0; i < n; i++) {
         witem   *it = &items[i];
-        gen_out *go = &it->gt->out[it->d];
+        gen_out *go = &it->gt->out[it->j];
         if (res[i].finish == GEN_NONFINITE) {
             rc = assay_fail(err, ASSAY_ECHECK,
                             "%s doc %zu: the logits are NaN or Inf at generated token %d: the "
@@ -786,7 +807,7 @@ static int gen_pack(tbuf *b, const witem *items, size_t n, const int *owner, int
     for (size_t k = 0; k < n; k++) {
         if (owner[k] != rank)
             continue;
-        const gen_out *go = &items[k].gt->out[items[k].d];
+        const gen_out *go = &items[k].gt->out[items[k].j];
         gen_wire       w  = {k,          go->text_len,  go->n_tokens, go->n_prompt,
                              go->finish, go->truncated, go->ttft,     go->latency};
         if (tbuf_put(b, (const char *)&w, sizeof w) || tbuf_put(b, go->text, go->text_len))
@@ -806,7 +827,7 @@ static int gen_unpack(const char *q, size_t len, witem *items, size_t n, const i
             return assay_fail(err, ASSAY_EINTERNAL, "%s: a truncated generation", what);
         memcpy(&w, q, sizeof w);
         q += sizeof w;
-        gen_out *go = w.k < n ? &items[w.k].gt->out[items[w.k].d] : NULL;
+        gen_out *go = w.k < n ? &items[w.k].gt->out[items[w.k].j] : NULL;
         if (!go || owner[w.k] != from || go->done || w.text_len > (size_t)(end - q) ||
             w.finish < FIN_STOP || w.finish > FIN_LENGTH || w.n_tokens < 0 || w.n_prompt < 1 ||
             (w.truncated != 0 && w.truncated != 1) ||
@@ -941,7 +962,7 @@ static int gen_resume_load(const pipe_shard *sh, const char *hash, witem *items,
         fprintf(stderr, "assay: %s: not usable as partial results; generating them again\n", path);
         for (size_t k = 0; k < n; k++)
             if (owner[k] == sh->rank) {
-                gen_out *go = &items[k].gt->out[items[k].d];
+                gen_out *go = &items[k].gt->out[items[k].j];
                 free(go->text);
                 go->text = NULL;
                 go->done = 0;
@@ -988,76 +1009,109 @@ static int gen_window(evalgen *e, model *m, const tokenizer *tok, const pipe_sha
     }
     own[0] += (int64_t)nm;
     for (size_t i = 0; i < nm; i++)
-        own[1] += mine[i].gt->out[mine[i].d].n_tokens;
+        own[1] += mine[i].gt->out[mine[i].j].n_tokens;
     return ASSAY_OK;
 }
 
-int evalgen_generate(evalgen *e, model *m, const tokenizer *tok, const pipe_shard *sh,
-                     assay_error *err) {
-    pipe_shard one = {.rank = 0, .size = 1};
-    if (!sh)
-        sh = &one;
-    if (sh->size < 1 || sh->rank < 0 || sh->rank >= sh->size)
-        return assay_fail(err, ASSAY_EINVAL, "shard: rank %d of %d", sh->rank, sh->size);
+int evalgen_begin(evalgen *e, model *m, const tokenizer *tok, const pipe_shard *sh,
+                  const char *samples_dir, assay_error *err) {
     if (!e || !e->n)
         return ASSAY_OK;
+    e->one = (pipe_shard){.rank = 0, .size = 1};
+    if (!sh)
+        sh = &e->one;
+    if (sh->size < 1 || sh->rank < 0 || sh->rank >= sh->size)
+        return assay_fail(err, ASSAY_EINVAL, "shard: rank %d of %d", sh->rank, sh->size);
+    e->m             = m;
+    e->tok           = tok;
+    e->sh            = sh;
+    e->samples_dir   = samples_dir;
     size_t      win  = e->o.window_prompts > 0 ? (size_t)e->o.window_prompts : EVALGEN_WINDOW;
     const char *knob = getenv("ASSAY_TEST_GEN_WINDOW");
     if (e->o.window_prompts <= 0 && knob && atoi(knob) > 0 && atoi(knob) < EVALGEN_WINDOW)
         win = (size_t)atoi(knob);
-    /* a window is win prompts per rank, consecutive in task and document order */
-    size_t   span  = win * (size_t)sh->size;
-    witem   *items = calloc(span, sizeof *items), *mine = calloc(span, sizeof *mine);
-    int64_t *cost = calloc(span, sizeof *cost), total = 0, emitted = 0, own[2] = {0, 0};
-    int     *owner = calloc(span, sizeof *owner);
-    progress prog;
-    int      rc = ASSAY_OK;
-    if (!items || !mine || !cost || !owner) {
-        free(items), free(mine), free(cost), free(owner);
+    /* a window is win prompts per rank, consecutive in document order within a task */
+    e->span  = win * (size_t)sh->size;
+    e->items = calloc(e->span, sizeof *e->items);
+    e->mine  = calloc(e->span, sizeof *e->mine);
+    e->cost  = calloc(e->span, sizeof *e->cost);
+    e->owner = calloc(e->span, sizeof *e->owner);
+    for (int i = 0; i < e->n; i++)
+        if (!(e->g[i].out = calloc(e->span, sizeof *e->g[i].out)))
+            return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    if (!e->items || !e->mine || !e->cost || !e->owner)
         return assay_fail(err, ASSAY_ENOMEM, "out of memory");
-    }
+    int64_t total = 0;
     for (int i = 0; i < e->n; i++)
-        total += (int64_t)e->g[i].t->n * e->g[i].t->gen->max_gen_toks;
-    progress_init(&prog, "generate", "tok", total / sh->size);
-    prog.enabled &= sh->rank == 0; /* one progress line for the run */
-    int    ti = 0;
-    size_t d  = 0;
-    while (!rc) {
-        size_t n = 0;
-        while (ti < e->n && n < span) {
-            if (d >= e->g[ti].t->n) {
-                ti++, d = 0;
-                continue;
-            }
-            items[n++] = (witem){.gt = &e->g[ti], .d = d++};
-        }
-        if (n == 0)
-            break;
-        rc = gen_window(e, m, tok, sh, items, mine, n, cost, owner, &prog, &emitted, own, err);
-        if (sh->size > 1) {
-            if (!rc)
-                rc = dist_test_fault(err);
-            if (sh->exchange && !(rc = dist_agree(rc, err)))
-                rc = dist_agree(gen_exchange(items, n, owner, sh, err), err);
-        }
+        total += (int64_t)eval_task_count(e->g[i].t) * e->g[i].t->gen->max_gen_toks;
+    progress_init(&e->prog, "generate", "tok", total / sh->size);
+    e->prog.enabled &= sh->rank == 0; /* one progress line for the run */
+    return ASSAY_OK;
+}
+
+static int reduce_doc(evalgen *e, gtask *gt, const eval_doc *doc, size_t j, assay_error *err);
+
+/* Generates the window's documents src->docs[0..n) of gt (their prompts built), reduces each to
+ * its metric inputs and sample line, and frees them. */
+static int gen_task_window(evalgen *e, gtask *gt, eval_task *src, assay_error *err) {
+    const pipe_shard *sh = e->sh;
+    size_t            n  = src->n;
+    for (size_t k = 0; k < n; k++)
+        e->items[k] = (witem){.gt = gt, .d = gt->d0 + k, .j = k};
+    int rc = gen_window(e, e->m, e->tok, sh, e->items, e->mine, n, e->cost, e->owner, &e->prog,
+                        &e->emitted, e->own, err);
+    if (sh->size > 1) {
+        if (!rc)
+            rc = dist_test_fault(err);
+        if (sh->exchange && !(rc = dist_agree(rc, err)))
+            rc = dist_agree(gen_exchange(e->items, n, e->owner, sh, err), err);
     }
-    progress_finish(&prog);
-    free(items), free(mine), free(cost), free(owner);
-    if (rc)
-        return rc;
-    /* totals over the generations this process holds: all of them after the exchange */
-    e->prompts = e->prompt_tokens = e->new_tokens = 0;
-    for (int i = 0; i < e->n; i++)
-        for (size_t k = 0; k < e->g[i].t->n; k++) {
-            const gen_out *go = &e->g[i].out[k];
-            if (!go->done)
-                continue;
-            e->prompts++;
-            e->prompt_tokens += go->n_prompt;
-            e->new_tokens += go->n_tokens;
-        }
-    dist_per_rank_note("generated_prompts", (double)own[0]);
-    dist_per_rank_note("generated_tokens", (double)own[1]);
+    for (size_t k = 0; !rc && k < n; k++)
+        rc = reduce_doc(e, gt, &src->docs[k], k, err);
+    for (size_t k = 0; k < n; k++) {
+        free(gt->out[k].prompt);
+        free(gt->out[k].text);
+        memset(&gt->out[k], 0, sizeof gt->out[k]);
+    }
+    gt->d0 += n;
+    gt->n_built = 0;
+    eval_task_drop(src);
+    return rc;
+}
+
+int evalgen_task_step(evalgen *e, const eval_task *t, eval_task *src, int last, assay_error *err) {
+    gtask *gt = NULL;
+    for (int i = 0; e && i < e->n; i++)
+        if (e->g[i].t == t)
+            gt = &e->g[i];
+    if (!gt || !e->items)
+        return assay_fail(err, ASSAY_EINTERNAL, "%s: not a generation task, or not begun",
+                          t->def->name);
+    tbuf b  = {0};
+    int  rc = ASSAY_OK;
+    for (; !rc && gt->n_built < src->n; gt->n_built++)
+        rc = gt->n_built < e->span
+                 ? render_doc(e, gt, &src->docs[gt->n_built], gt->n_built, &b, err)
+                 : assay_fail(err, ASSAY_EINTERNAL, "%s: window overflow", t->def->name);
+    tbuf_free(&b);
+    if (!rc && (src->n >= e->span || (last && src->n)))
+        rc = gen_task_window(e, gt, src, err);
+    if (!rc && last && gt->fp) {
+        int bad = fclose(gt->fp) != 0;
+        gt->fp  = NULL;
+        if (bad)
+            rc = assay_fail(err, ASSAY_EIO, "%s: write failed: %s", gt->fp_path, strerror(errno));
+    }
+    return rc;
+}
+
+int evalgen_end(evalgen *e, assay_error *err) {
+    if (!e || !e->n || !e->items)
+        return ASSAY_OK;
+    const pipe_shard *sh = e->sh;
+    progress_finish(&e->prog);
+    dist_per_rank_note("generated_prompts", (double)e->own[0]);
+    dist_per_rank_note("generated_tokens", (double)e->own[1]);
     dist_per_rank_note("generate_s", e->seconds);
     if (sh->exchange && sh->size > 1) { /* the run's generation time: its slowest rank's */
         double *all = calloc((size_t)sh->size, sizeof *all);
@@ -1210,12 +1264,12 @@ static cJSON *report_json(const flt_class_report *cr, const gen_spec *g) {
     return o;
 }
 
-/* Per-filter work for one task. */
-typedef struct fstate {
-    flt_out *ans;  /* per doc */
+/* Per-filter results of one task, per document. */
+struct fstate {
+    flt_out *ans;  /* the filtered answers (kept for corpus metrics only) */
     double **per;  /* per metric: per-doc values (mean metrics), NULL for corpus ones */
     int     *pred; /* label index per doc */
-} fstate;
+};
 
 /* The label a filtered answer names: after a "label" step the answer is a label or UNKNOWN
  * itself (UNKNOWN holds letters a label set may use); else it is extracted from the text. */
@@ -1230,10 +1284,11 @@ static int answer_label(const gen_spec *g, const gen_filter *f, const flt_out *a
                              g->n_labels);
 }
 
-static int sample_metrics(const gen_spec *g, const gen_filter *f, const eval_task *t, size_t d,
-                          const flt_out *a, fstate *fs, assay_error *err) {
-    const eval_doc *doc = &t->docs[d];
-    tm_str          p   = {a->s, a->n};
+/* Document doc's per-document metrics under filter f into fs's d-th entries. */
+static int sample_metrics(const gen_spec *g, const gen_filter *f, const eval_task *t,
+                          const eval_doc *doc, size_t d, const flt_out *a, fstate *fs,
+                          assay_error *err) {
+    tm_str p = {a->s, a->n};
     for (size_t k = 0; k < g->n_metrics; k++) {
         const gen_metric *gm = &g->metrics[k];
         double            v  = 0, x;
@@ -1304,72 +1359,171 @@ static int sample_metrics(const gen_spec *g, const gen_filter *f, const eval_tas
     return ASSAY_OK;
 }
 
-static int write_samples(const gtask *gt, fstate *fs, const char *dir, assay_error *err) {
+/* Appends document doc's line (the d-th of its task; ans: its filtered answers) to the task's
+ * samples_<task>.jsonl in the samples directory. */
+static int write_sample(evalgen *e, gtask *gt, const eval_doc *doc, const gen_out *go,
+                        const flt_out *ans, size_t d, assay_error *err) {
     const eval_task *t = gt->t;
     const gen_spec  *g = t->gen;
-    char             path[4200];
-    atomic_file      af = {0};
-    snprintf(path, sizeof path, "%s/samples_%s.jsonl", dir, t->def->name);
-    int rc = atomic_open(&af, path, err);
-    if (rc)
-        return rc;
-    for (size_t d = 0; d < t->n; d++) {
-        const eval_doc *doc = &t->docs[d];
-        const gen_out  *go  = &gt->out[d];
-        cJSON          *o   = cJSON_CreateObject();
-        cJSON_AddNumberToObject(o, "doc_id", (double)doc->doc_id);
-        cJSON *tg = cJSON_CreateArray();
-        for (int r = 0; r < doc->n_choices; r++)
-            cJSON_AddItemToArray(tg, jsonl_string_create(doc->choices[r], doc->choice_len[r]));
-        cJSON_AddItemToObject(o, "target",
-                              doc->n_choices == 1
-                                  ? jsonl_string_create(doc->choices[0], doc->choice_len[0])
-                                  : cJSON_Duplicate(tg, 1));
-        cJSON_Delete(tg);
-        if (doc->label >= 0)
-            cJSON_AddStringToObject(o, "label", g->labels[doc->label]);
-        cJSON *args = cJSON_AddObjectToObject(o, "arguments");
-        cJSON *a0   = cJSON_AddObjectToObject(args, "gen_args_0");
-        cJSON_AddItemToObject(a0, "arg_0", jsonl_string_create(go->prompt, go->prompt_len));
-        cJSON *kw = cJSON_AddObjectToObject(a0, "arg_1");
-        cJSON *un = cJSON_AddArrayToObject(kw, "until");
-        for (size_t s = 0; s < g->n_until; s++)
-            cJSON_AddItemToArray(un, jsonl_string_create(g->until[s], g->until_lens[s]));
-        cJSON_AddBoolToObject(kw, "do_sample", 0);
-        cJSON_AddNumberToObject(kw, "temperature", 0.0);
-        cJSON_AddNumberToObject(kw, "max_gen_toks", g->max_gen_toks);
-        cJSON *resp = cJSON_CreateArray(), *rr = cJSON_CreateArray();
-        cJSON_AddItemToArray(rr, jsonl_string_create(go->text, go->text_len));
-        cJSON_AddItemToArray(resp, rr);
-        cJSON_AddItemToObject(o, "resps", resp);
-        cJSON *fr = cJSON_AddObjectToObject(o, "filtered_resps");
-        for (size_t f = 0; f < g->n_filters; f++)
-            cJSON_AddItemToObject(fr, g->filters[f].name,
-                                  jsonl_string_create(fs[f].ans[d].s, fs[f].ans[d].n));
-        for (size_t f = 0; f < g->n_filters; f++)
-            for (size_t k = 0; k < g->n_metrics; k++)
-                if (fs[f].per[k]) {
-                    char key[160];
-                    snprintf(key, sizeof key, "%s,%s", metric_fn[g->metrics[k].kind],
-                             g->filters[f].name);
-                    cJSON_AddNumberToObject(o, key, fs[f].per[k][d]);
-                }
-        cJSON_AddStringToObject(o, "finish", fin_name[go->finish]);
-        cJSON_AddNumberToObject(o, "n_tokens", go->n_tokens);
-        cJSON_AddNumberToObject(o, "n_prompt_tokens", go->n_prompt);
-        cJSON_AddBoolToObject(o, "truncated", go->truncated);
-        cJSON_AddNumberToObject(o, "ttft_s", go->ttft);
-        cJSON_AddNumberToObject(o, "latency_s", go->latency);
-        char *line = jsonl_print(o, 0);
-        cJSON_Delete(o);
-        if (!line || fprintf(af.fp, "%s\n", line) < 0) {
-            free(line);
-            atomic_abort(&af);
-            return assay_fail(err, ASSAY_EIO, "%s: write failed", path);
-        }
-        free(line);
+    if (!gt->fp) {
+        snprintf(gt->fp_path, sizeof gt->fp_path, "%s/samples_%s.jsonl", e->samples_dir,
+                 t->def->name);
+        if (!(gt->fp = fopen(gt->fp_path, "ab")))
+            return assay_fail(err, ASSAY_EIO, "%s: cannot create: %s", gt->fp_path,
+                              strerror(errno));
     }
-    return atomic_commit(&af, err);
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddNumberToObject(o, "doc_id", (double)doc->doc_id);
+    cJSON *tg = cJSON_CreateArray();
+    for (int r = 0; r < doc->n_choices; r++)
+        cJSON_AddItemToArray(tg, jsonl_string_create(doc->choices[r], doc->choice_len[r]));
+    cJSON_AddItemToObject(o, "target",
+                          doc->n_choices == 1
+                              ? jsonl_string_create(doc->choices[0], doc->choice_len[0])
+                              : cJSON_Duplicate(tg, 1));
+    cJSON_Delete(tg);
+    if (doc->label >= 0)
+        cJSON_AddStringToObject(o, "label", g->labels[doc->label]);
+    cJSON *args = cJSON_AddObjectToObject(o, "arguments");
+    cJSON *a0   = cJSON_AddObjectToObject(args, "gen_args_0");
+    cJSON_AddItemToObject(a0, "arg_0", jsonl_string_create(go->prompt, go->prompt_len));
+    cJSON *kw = cJSON_AddObjectToObject(a0, "arg_1");
+    cJSON *un = cJSON_AddArrayToObject(kw, "until");
+    for (size_t s = 0; s < g->n_until; s++)
+        cJSON_AddItemToArray(un, jsonl_string_create(g->until[s], g->until_lens[s]));
+    cJSON_AddBoolToObject(kw, "do_sample", 0);
+    cJSON_AddNumberToObject(kw, "temperature", 0.0);
+    cJSON_AddNumberToObject(kw, "max_gen_toks", g->max_gen_toks);
+    cJSON *resp = cJSON_CreateArray(), *rr = cJSON_CreateArray();
+    cJSON_AddItemToArray(rr, jsonl_string_create(go->text ? go->text : "", go->text_len));
+    cJSON_AddItemToArray(resp, rr);
+    cJSON_AddItemToObject(o, "resps", resp);
+    cJSON *fr = cJSON_AddObjectToObject(o, "filtered_resps");
+    for (size_t f = 0; f < g->n_filters; f++)
+        cJSON_AddItemToObject(fr, g->filters[f].name, jsonl_string_create(ans[f].s, ans[f].n));
+    for (size_t f = 0; f < g->n_filters; f++)
+        for (size_t k = 0; k < g->n_metrics; k++)
+            if (gt->fs[f].per[k]) {
+                char key[160];
+                snprintf(key, sizeof key, "%s,%s", metric_fn[g->metrics[k].kind],
+                         g->filters[f].name);
+                cJSON_AddNumberToObject(o, key, gt->fs[f].per[k][d]);
+            }
+    cJSON_AddStringToObject(o, "finish", fin_name[go->finish]);
+    cJSON_AddNumberToObject(o, "n_tokens", go->n_tokens);
+    cJSON_AddNumberToObject(o, "n_prompt_tokens", go->n_prompt);
+    cJSON_AddBoolToObject(o, "truncated", go->truncated);
+    cJSON_AddNumberToObject(o, "ttft_s", go->ttft);
+    cJSON_AddNumberToObject(o, "latency_s", go->latency);
+    char *line = jsonl_print(o, 0);
+    cJSON_Delete(o);
+    int bad = !line || fprintf(gt->fp, "%s\n", line) < 0;
+    free(line);
+    return bad ? assay_fail(err, ASSAY_EIO, "%s: write failed", gt->fp_path) : ASSAY_OK;
+}
+
+static int grow_array(void **p, size_t n, size_t size) {
+    void *q = realloc(*p, (n ? n : 1) * size);
+    if (!q)
+        return -1;
+    *p = q;
+    return 0;
+}
+
+/* Room for document d in every per-document array of gt. */
+static int gtask_reserve(gtask *gt, size_t d) {
+    const gen_spec *g = gt->t->gen;
+    if (d < gt->cap)
+        return 0;
+    size_t nc = gt->cap ? 2 * gt->cap : 256;
+    if (!gt->fs && !(gt->fs = calloc(g->n_filters ? g->n_filters : 1, sizeof *gt->fs)))
+        return -1;
+    for (size_t f = 0; f < g->n_filters; f++) {
+        fstate *fs = &gt->fs[f];
+        if (!fs->per && !(fs->per = calloc(g->n_metrics ? g->n_metrics : 1, sizeof *fs->per)))
+            return -1;
+        if (grow_array((void **)&fs->pred, nc, sizeof *fs->pred) ||
+            (gt->corpus && grow_array((void **)&fs->ans, nc, sizeof *fs->ans)))
+            return -1;
+        for (size_t k = 0; k < g->n_metrics; k++) {
+            int kind = g->metrics[k].kind;
+            if (kind != GM_BLEU && kind != GM_CHRF && kind != GM_LENGTH && kind != GM_LATENCY &&
+                grow_array((void **)&fs->per[k], nc, sizeof *fs->per[k]))
+                return -1;
+        }
+    }
+    for (int q = 0; q < 4; q++)
+        if (grow_array((void **)&gt->dist[q], nc, sizeof *gt->dist[q]))
+            return -1;
+    if (grow_array((void **)&gt->gold, nc, sizeof *gt->gold) ||
+        (gt->corpus && (grow_array((void **)&gt->refs, nc, sizeof *gt->refs) ||
+                        grow_array((void **)&gt->n_refs, nc, sizeof *gt->n_refs))))
+        return -1;
+    gt->cap = nc;
+    return 0;
+}
+
+/* What a generated document leaves for its task's metrics: each filter's answer and per-document
+ * values, its label, the distributions' inputs, and (corpus metrics) the answers and references;
+ * its sample line is written now. The prompt and the few-shot block are not kept. */
+static int reduce_doc(evalgen *e, gtask *gt, const eval_doc *doc, size_t j, assay_error *err) {
+    const eval_task *t  = gt->t;
+    const gen_spec  *g  = t->gen;
+    const gen_out   *go = &gt->out[j];
+    size_t           d  = gt->n_done;
+    flt_out         *ans;
+    int              rc = ASSAY_OK;
+    if (gtask_reserve(gt, d) || !(ans = calloc(g->n_filters ? g->n_filters : 1, sizeof *ans)))
+        return assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    if (go->done) { /* totals over the generations this process holds: all after the exchange */
+        e->prompts++;
+        e->prompt_tokens += go->n_prompt;
+        e->new_tokens += go->n_tokens;
+    }
+    for (size_t f = 0; f < g->n_filters && !rc; f++)
+        if (!(rc = apply_filter(g, &g->filters[f], go->text ? go->text : "", go->text_len, &ans[f],
+                                err)))
+            rc = sample_metrics(g, &g->filters[f], t, doc, d, &ans[f], &gt->fs[f], err);
+    gt->gold[d]    = doc->label;
+    gt->dist[0][d] = (double)metric_chars(go->text ? go->text : "", go->text_len);
+    gt->dist[1][d] = go->n_tokens;
+    gt->dist[2][d] = go->latency;
+    gt->dist[3][d] = go->ttft;
+    gt->hit_max += go->finish == FIN_LENGTH;
+    gt->trunc += (size_t)go->truncated;
+    if (!rc && e->samples_dir)
+        rc = write_sample(e, gt, doc, go, ans, d, err);
+    if (!rc && gt->corpus) {
+        tm_str *r = calloc((size_t)doc->n_choices + 1, sizeof *r);
+        for (int q = 0; r && q < doc->n_choices; q++) {
+            char *c = malloc(doc->choice_len[q] + 1);
+            if (c) {
+                memcpy(c, doc->choices[q], doc->choice_len[q]);
+                c[doc->choice_len[q]] = '\0';
+            }
+            r[q] = (tm_str){c, doc->choice_len[q]};
+            if (!c) {
+                for (int q2 = 0; q2 < q; q2++)
+                    free((char *)r[q2].s);
+                free(r);
+                r = NULL;
+            }
+        }
+        if (!r)
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        else {
+            gt->refs[d]   = r;
+            gt->n_refs[d] = doc->n_choices;
+            for (size_t f = 0; f < g->n_filters; f++)
+                gt->fs[f].ans[d] = ans[f], ans[f] = (flt_out){NULL, 0};
+        }
+    }
+    for (size_t f = 0; f < g->n_filters; f++)
+        free(ans[f].s);
+    free(ans);
+    if (!rc)
+        gt->n_done++;
+    return rc;
 }
 
 static cJSON *task_config(const evalgen *e, const gtask *gt) {
@@ -1409,8 +1563,7 @@ static cJSON *task_config(const evalgen *e, const gtask *gt) {
 }
 
 int evalgen_results(evalgen *e, const eval_task *t, cJSON *results, cJSON *configs, cJSON *versions,
-                    cJSON *nshot, cJSON *hib, cJSON *nsamp, const char *samples_dir,
-                    assay_error *err) {
+                    cJSON *nshot, cJSON *hib, cJSON *nsamp, assay_error *err) {
     gtask *gt = NULL;
     for (int i = 0; e && i < e->n; i++)
         if (e->g[i].t == t)
@@ -1418,65 +1571,34 @@ int evalgen_results(evalgen *e, const eval_task *t, cJSON *results, cJSON *confi
     if (!gt)
         return assay_fail(err, ASSAY_EINTERNAL, "%s: not a generation task", t->def->name);
     const gen_spec *g  = t->gen;
-    size_t          n  = t->n;
+    size_t          n  = gt->n_done;
     const char     *nm = t->def->name;
     int             rc = ASSAY_OK;
-    fstate         *fs = calloc(g->n_filters, sizeof *fs);
-    double         *x  = calloc(n ? n : 1, sizeof *x);
     tm_str         *hy = NULL, *rf = NULL;
-    if (!fs || !x) {
-        free(fs);
-        free(x);
+    if (gtask_reserve(gt, 0))
         return assay_fail(err, ASSAY_ENOMEM, "out of memory");
-    }
     cJSON *r = cJSON_AddObjectToObject(results, nm);
     cJSON *h = cJSON_AddObjectToObject(hib, nm);
     cJSON_AddStringToObject(r, "alias", nm);
     size_t n_refs = 1;
-    for (size_t d = 0; d < n; d++)
-        if ((size_t)t->docs[d].n_choices > n_refs)
-            n_refs = (size_t)t->docs[d].n_choices;
+    for (size_t d = 0; gt->corpus && d < n; d++)
+        if ((size_t)gt->n_refs[d] > n_refs)
+            n_refs = (size_t)gt->n_refs[d];
     for (size_t f = 0; f < g->n_filters && !rc; f++) {
         const char *fn = g->filters[f].name;
-        fs[f].ans      = calloc(n ? n : 1, sizeof *fs[f].ans);
-        fs[f].per      = calloc(g->n_metrics, sizeof *fs[f].per);
-        fs[f].pred     = calloc(n ? n : 1, sizeof *fs[f].pred);
-        if (!fs[f].ans || !fs[f].per || !fs[f].pred) {
-            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
-            break;
-        }
-        for (size_t k = 0; k < g->n_metrics && !rc; k++) {
-            int kind = g->metrics[k].kind;
-            if (kind != GM_BLEU && kind != GM_CHRF && kind != GM_LENGTH && kind != GM_LATENCY &&
-                !(fs[f].per[k] = calloc(n ? n : 1, sizeof *fs[f].per[k])))
-                rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
-        }
-        for (size_t d = 0; d < n && !rc; d++) {
-            const gen_out *go = &gt->out[d];
-            if (!(rc = apply_filter(g, &g->filters[f], go->text ? go->text : "", go->text_len,
-                                    &fs[f].ans[d], err)))
-                rc = sample_metrics(g, &g->filters[f], t, d, &fs[f].ans[d], &fs[f], err);
-        }
+        fstate     *fs = &gt->fs[f];
         for (size_t k = 0; k < g->n_metrics && !rc; k++) {
             const gen_metric *gm = &g->metrics[k];
-            if (fs[f].per[k]) {
-                add_mean(r, h, metric_fn[gm->kind], fn, fs[f].per[k], n);
+            if (fs->per[k]) {
+                add_mean(r, h, metric_fn[gm->kind], fn, fs->per[k], n);
             }
             if (gm->kind == GM_LABEL_ACCURACY) {
-                int *gold = malloc((n ? n : 1) * sizeof *gold);
-                if (!gold) {
-                    rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
-                    break;
-                }
                 size_t found = 0;
-                for (size_t d = 0; d < n; d++) {
-                    gold[d] = t->docs[d].label;
-                    found += fs[f].pred[d] >= 0;
-                }
+                for (size_t d = 0; d < n; d++)
+                    found += fs->pred[d] >= 0;
                 add_num(r, "label_extraction_rate", fn, n ? (double)found / (double)n : NAN);
                 flt_class_report cr = {0};
-                if (flt_class_report_compute(fs[f].pred, gold, n, g->n_labels, &cr)) {
-                    free(gold);
+                if (flt_class_report_compute(fs->pred, gt->gold, n, g->n_labels, &cr)) {
                     rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
                     break;
                 }
@@ -1484,7 +1606,6 @@ int evalgen_results(evalgen *e, const eval_task *t, cJSON *results, cJSON *confi
                 snprintf(key, sizeof key, "classification_report,%s", fn);
                 cJSON_AddItemToObject(r, key, report_json(&cr, g));
                 flt_class_report_free(&cr);
-                free(gold);
             }
             if (gm->kind == GM_BLEU || gm->kind == GM_CHRF) {
                 /* corpus score over all documents; every reference list padded to n_refs streams
@@ -1496,12 +1617,9 @@ int evalgen_results(evalgen *e, const eval_task *t, cJSON *results, cJSON *confi
                     break;
                 }
                 for (size_t d = 0; d < n; d++) {
-                    const eval_doc *doc = &t->docs[d];
-                    hy[d]               = (tm_str){fs[f].ans[d].s, fs[f].ans[d].n};
-                    for (size_t q = 0; q < n_refs; q++) {
-                        size_t qq     = q < (size_t)doc->n_choices ? q : 0;
-                        rf[q * n + d] = (tm_str){doc->choices[qq], doc->choice_len[qq]};
-                    }
+                    hy[d] = (tm_str){fs->ans[d].s, fs->ans[d].n};
+                    for (size_t q = 0; q < n_refs; q++)
+                        rf[q * n + d] = gt->refs[d][q < (size_t)gt->n_refs[d] ? q : 0];
                 }
                 corpus  c   = {hy, rf, n, n_refs, gm->kind == GM_CHRF};
                 size_t *all = malloc((n ? n : 1) * sizeof *all);
@@ -1545,52 +1663,25 @@ int evalgen_results(evalgen *e, const eval_task *t, cJSON *results, cJSON *confi
     for (size_t k = 0; k < g->n_metrics && !rc; k++) {
         int kind = g->metrics[k].kind;
         if (kind == GM_LENGTH) {
-            for (size_t d = 0; d < n; d++)
-                x[d] = (double)metric_chars(gt->out[d].text ? gt->out[d].text : "",
-                                            gt->out[d].text_len);
-            add_dist(r, "response_chars", x, n);
-            for (size_t d = 0; d < n; d++)
-                x[d] = gt->out[d].n_tokens;
-            add_dist(r, "response_tokens", x, n);
+            add_dist(r, "response_chars", gt->dist[0], n);
+            add_dist(r, "response_tokens", gt->dist[1], n);
         } else if (kind == GM_LATENCY) {
-            for (size_t d = 0; d < n; d++)
-                x[d] = gt->out[d].latency;
-            add_dist(r, "latency_s", x, n);
-            for (size_t d = 0; d < n; d++)
-                x[d] = gt->out[d].ttft;
-            add_dist(r, "ttft_s", x, n);
+            add_dist(r, "latency_s", gt->dist[2], n);
+            add_dist(r, "ttft_s", gt->dist[3], n);
         }
     }
     if (!rc) {
-        size_t hit_max = 0, trunc = 0;
-        for (size_t d = 0; d < n; d++) {
-            hit_max += gt->out[d].finish == FIN_LENGTH;
-            trunc += (size_t)gt->out[d].truncated;
-        }
-        cJSON_AddNumberToObject(r, "hit_max_new_tokens,none", (double)hit_max);
-        cJSON_AddNumberToObject(r, "truncated_prompts,none", (double)trunc);
+        cJSON_AddNumberToObject(r, "hit_max_new_tokens,none", (double)gt->hit_max);
+        cJSON_AddNumberToObject(r, "truncated_prompts,none", (double)gt->trunc);
         cJSON_AddItemToObject(configs, nm, task_config(e, gt));
         cJSON_AddNumberToObject(versions, nm, t->def->version);
         cJSON_AddNumberToObject(nshot, nm, gt->num_fewshot);
         cJSON *ns = cJSON_AddObjectToObject(nsamp, nm);
         cJSON_AddNumberToObject(ns, "original", (double)t->total);
         cJSON_AddNumberToObject(ns, "effective", (double)n);
-        if (samples_dir)
-            rc = write_samples(gt, fs, samples_dir, err);
     }
     free(hy);
     free(rf);
-    for (size_t f = 0; f < g->n_filters; f++) {
-        for (size_t d = 0; fs[f].ans && d < n; d++)
-            free(fs[f].ans[d].s);
-        free(fs[f].ans);
-        for (size_t k = 0; fs[f].per && k < g->n_metrics; k++)
-            free(fs[f].per[k]);
-        free(fs[f].per);
-        free(fs[f].pred);
-    }
-    free(fs);
-    free(x);
     return rc;
 }
 
@@ -1598,8 +1689,9 @@ void evalgen_free(evalgen *e) {
     if (!e)
         return;
     for (int i = 0; i < e->n; i++) {
-        gtask *gt = &e->g[i];
-        for (size_t d = 0; gt->out && d < gt->t->n; d++) {
+        gtask          *gt = &e->g[i];
+        const gen_spec *g  = gt->t->gen;
+        for (size_t d = 0; gt->out && d < e->span; d++) {
             free(gt->out[d].prompt);
             free(gt->out[d].text);
         }
@@ -1609,7 +1701,37 @@ void evalgen_free(evalgen *e) {
         free(gt->stops);
         free(gt->stop_lens);
         free(gt->stop_window);
+        eval_task_free(&gt->pool);
+        free(gt->idx);
+        free(gt->m);
+        for (size_t f = 0; gt->fs && f < g->n_filters; f++) {
+            for (size_t d = 0; gt->fs[f].ans && d < gt->n_done; d++)
+                free(gt->fs[f].ans[d].s);
+            free(gt->fs[f].ans);
+            for (size_t k = 0; gt->fs[f].per && k < g->n_metrics; k++)
+                free(gt->fs[f].per[k]);
+            free(gt->fs[f].per);
+            free(gt->fs[f].pred);
+        }
+        free(gt->fs);
+        for (size_t d = 0; gt->refs && d < gt->n_done; d++) {
+            for (int q = 0; q < gt->n_refs[d]; q++)
+                free((char *)gt->refs[d][q].s);
+            free(gt->refs[d]);
+        }
+        free(gt->refs);
+        free(gt->n_refs);
+        free(gt->gold);
+        for (int q = 0; q < 4; q++)
+            free(gt->dist[q]);
+        if (gt->fp)
+            fclose(gt->fp);
     }
+    free(e->items);
+    free(e->mine);
+    free(e->cost);
+    free(e->owner);
+    chat_template_free(e->tpl);
     free(e->g);
     free(e);
 }

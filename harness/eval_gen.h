@@ -1,6 +1,6 @@
 /* harness/eval_gen.h — generation tasks in `assay eval` (lm-eval output_type generate_until):
  * prompts built as lm-eval's fewshot_context builds them (plain text, or through the model's chat
- * template), greedy generations for all of them with continuous batching, the text cut at the
+ * template), greedy generations in windows with continuous batching, the text cut at the
  * first stop string, then each filter pipeline (scoring/filters.h) and each metric
  * (scoring/textmetrics.h) per filter, written into results.json and samples_<task>.jsonl. */
 #ifndef ASSAY_EVAL_GEN_H
@@ -106,27 +106,37 @@ typedef struct evalgen_opts {
 typedef struct evalgen evalgen;
 struct pipe_shard;
 
-/* Builds every generation task's prompts (few-shot from the pool, system prompt, chat template)
- * and the stop strings. tasks[i] with def->generate or gen set take part; others are skipped. */
+/* Prepares every generation task (tasks[i] with gen set; others are skipped): the few-shot pool,
+ * the stop strings, the chat template. The tasks may hold no documents: they stream in later
+ * (evalgen_task_step), their counts (eval_task_count) known. */
 int evalgen_prepare(evalgen **out, eval_task *const *tasks, int n_tasks, const evalgen_opts *o,
                     const tokenizer *tok, assay_error *err);
-/* The longest prompt + max_gen_toks, for sizing the KV cache before the model loads. */
+/* A bound on any prompt + max_gen_toks, known before any prompt is built (ctx), for sizing the
+ * KV cache before the model loads; 0 without generation tasks. */
 int64_t evalgen_longest(const evalgen *g);
-/* Generates all prompts with continuous batching, in windows of window_prompts per rank
- * (consecutive in task and document order; ASSAY_TEST_GEN_WINDOW=N sets a smaller default for
- * tests). With a shard (NULL: one process) each window's prompts are assigned to the ranks by
- * token cost (prompt tokens + max_gen_toks, dist_assign: the same plan on every rank and every
+/* Starts generating: the model, the shard (NULL: one process) and where sample lines go
+ * (samples_<task>.jsonl appended under samples_dir; NULL: none). */
+int evalgen_begin(evalgen *g, model *m, const tokenizer *tok, const struct pipe_shard *sh,
+                  const char *samples_dir, assay_error *err);
+/* Task t's documents stream through here (eval_task.on_add): src holds its documents not yet
+ * generated, in order. Their prompts are built (few-shot, system prompt, chat template) and, once
+ * src holds a window (window_prompts per rank; ASSAY_TEST_GEN_WINDOW=N sets a smaller default for
+ * tests) or at the `last` call, generated with continuous batching; each document is reduced to
+ * what the metrics need, its sample line written, and src's documents are dropped. Memory is one
+ * window's prompts and generations plus a few numbers per document (and, for corpus metrics, the
+ * filtered answers and references). With a shard each window's prompts are assigned to the ranks
+ * by token cost (prompt tokens + max_gen_toks, dist_assign: the same plan on every rank and every
  * re-run); with sh->exchange the ranks agree on failure and exchange the generations after each
  * window, so every rank ends with all of them (greedy decoding is batch-invariant: the texts are
  * those of one process). With sh->resume_dir each rank saves its part of each window and a re-run
- * reuses it. Notes this rank's prompts, tokens and seconds for dist_per_rank_json. */
-int evalgen_generate(evalgen *g, model *m, const tokenizer *tok, const struct pipe_shard *sh,
-                     assay_error *err);
-/* Writes task i's results (results, configs, versions, n-shot, higher_is_better, n-samples) and,
- * when samples_dir is set, samples_<task>.jsonl. */
+ * reuses it. */
+int evalgen_task_step(evalgen *g, const eval_task *t, eval_task *src, int last, assay_error *err);
+/* Ends generating: notes this rank's prompts, tokens and seconds for dist_per_rank_json. */
+int evalgen_end(evalgen *g, assay_error *err);
+/* Writes task t's results (results, configs, versions, n-shot, higher_is_better, n-samples) from
+ * its streamed documents. */
 int evalgen_results(evalgen *g, const eval_task *t, cJSON *results, cJSON *configs, cJSON *versions,
-                    cJSON *nshot, cJSON *hib, cJSON *nsamp, const char *samples_dir,
-                    assay_error *err);
+                    cJSON *nshot, cJSON *hib, cJSON *nsamp, assay_error *err);
 /* Totals for the assay block: prompts, prompt tokens, generated tokens (all ranks'), seconds
  * generating (the slowest rank's). */
 void evalgen_totals(const evalgen *g, int64_t *prompts, int64_t *prompt_tokens, int64_t *new_tokens,
