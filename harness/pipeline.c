@@ -15,6 +15,7 @@
 #include "core/util.h"
 #include "harness/dist.h"
 #include "harness/hashes.h"
+#include "loader/modeldir.h"
 
 /* Forward passes per engine call: enough to keep the engine busy, few enough that progress
  * moves and only one group's per-token results are held at once. */
@@ -386,11 +387,25 @@ int pipe_resume_key(const char *model_dir, char out[65], assay_error *err) {
     char         content[65], path[4200];
     weight_stat *ws = NULL;
     size_t       n = 0, cap = 0;
-    int          rc = hashes_model(model_dir, content, err);
-    DIR         *d  = rc ? NULL : opendir(model_dir);
-    if (!rc && !d)
+    int          rc   = hashes_model(model_dir, content, err);
+    int          gguf = !rc && model_path_is_gguf(model_dir);
+    DIR         *d    = rc || gguf ? NULL : opendir(model_dir);
+    if (!rc && !gguf && !d)
         rc = assay_fail(err, ASSAY_EIO, "%s: cannot open the directory", model_dir);
-    for (struct dirent *e; !rc && (e = readdir(d));) {
+    if (gguf) { /* the file itself is the one weight file */
+        struct stat st;
+        if (stat(model_dir, &st) != 0)
+            rc = assay_fail(err, ASSAY_EIO, "%s: %s", model_dir, strerror(errno));
+        else if (!(ws = malloc(sizeof *ws)) || !(ws[0].name = strdup("gguf")))
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        else {
+            ws[0].v[0] = (int64_t)st.st_size;
+            ws[0].v[1] = (int64_t)st.st_mtim.tv_sec;
+            ws[0].v[2] = (int64_t)st.st_mtim.tv_nsec;
+            n          = 1;
+        }
+    }
+    for (struct dirent *e; !rc && d && (e = readdir(d));) {
         struct stat st;
         snprintf(path, sizeof path, "%s/%s", model_dir, e->d_name);
         if (!str_ends_with(e->d_name, ".safetensors") || stat(path, &st) != 0)

@@ -836,3 +836,21 @@ Test(dist_resume, a_damaged_generation_file_is_generated_again_with_the_same_res
     free(o);
     expect_same_generations(one, two);
 }
+
+/* A GGUF file as MODEL: the key is its header hash plus the file's size and times (it has no
+ * directory to list), so `--resume` works for it and a rewritten file gets another key. */
+Test(dist_resume, a_gguf_file_has_a_key_that_follows_the_file) {
+    char dir[64], cmd[512], a[65], b[65], c[65], path[256];
+    test_tmpdir(dir, sizeof dir);
+    snprintf(cmd, sizeof cmd, "cp -p tests/fixtures/gguf/tiny.gguf %s/m.gguf", dir);
+    cr_assert_eq(system(cmd), 0);
+    assay_error err = {0};
+    cr_assert_eq(pipe_resume_key("tests/fixtures/gguf/tiny.gguf", a, &err), 0, "%s", err.msg);
+    snprintf(path, sizeof path, "%s/m.gguf", dir);
+    cr_assert_eq(pipe_resume_key(path, b, &err), 0, "%s", err.msg);
+    cr_expect_str_eq(b, a, "a copy with the same bytes and times has another key");
+    snprintf(cmd, sizeof cmd, "touch -d '2001-01-01' %s/m.gguf", dir);
+    cr_assert_eq(system(cmd), 0);
+    cr_assert_eq(pipe_resume_key(path, c, &err), 0, "%s", err.msg);
+    cr_expect_str_neq(c, a, "a rewritten GGUF kept the key");
+}
