@@ -79,6 +79,11 @@ static int history_open(const char *path, int write, sqlite3 **out, assay_error 
 
     sqlite3_stmt *st  = NULL;
     int           app = 0, tables = 0;
+    /* The check and the creation are one transaction: a writer that creates the file while
+     * another checks it must not be seen half-way (tables there, application_id not yet). */
+    if ((src = sqlite3_exec(db, write ? "BEGIN IMMEDIATE" : "BEGIN", NULL, NULL, NULL)) !=
+        SQLITE_OK)
+        goto sql_fail;
     if ((src = sqlite3_prepare_v2(db, "PRAGMA application_id", -1, &st, NULL)) != SQLITE_OK ||
         (src = sqlite3_step(st)) != SQLITE_ROW)
         goto sql_fail;
@@ -96,23 +101,24 @@ static int history_open(const char *path, int write, sqlite3 **out, assay_error 
                         "%s: an SQLite database but not an assay history (application_id %d, "
                         "expected %d)",
                         path, app, HISTORY_APP_ID);
+        sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
         sqlite3_close(db);
         return rc;
     }
     if (write && app != HISTORY_APP_ID) {
         char sql[sizeof history_schema + 128];
-        snprintf(sql, sizeof sql, "BEGIN IMMEDIATE;%sPRAGMA application_id=%d;COMMIT;",
-                 history_schema, HISTORY_APP_ID);
-        if ((src = sqlite3_exec(db, sql, NULL, NULL, NULL)) != SQLITE_OK) {
-            sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
+        snprintf(sql, sizeof sql, "%sPRAGMA application_id=%d;", history_schema, HISTORY_APP_ID);
+        if ((src = sqlite3_exec(db, sql, NULL, NULL, NULL)) != SQLITE_OK)
             goto sql_fail;
-        }
     }
+    if ((src = sqlite3_exec(db, "COMMIT", NULL, NULL, NULL)) != SQLITE_OK)
+        goto sql_fail;
     *out = db;
     return ASSAY_OK;
 sql_fail:
     rc = history_fail(db, src, path, "cannot read", err);
     sqlite3_finalize(st);
+    sqlite3_exec(db, "ROLLBACK", NULL, NULL, NULL);
     sqlite3_close(db);
     return rc;
 }
