@@ -77,3 +77,20 @@ Test(pool, two_threads_using_the_pool_at_once_both_finish, .timeout = 60) {
     pthread_join(b, &rb);
     cr_assert(ra && rb);
 }
+
+/* Jobs of different widths in a row, with more workers than any one job uses: a worker left out
+ * of a job must not read the next job's width and run it twice (pending would go wrong and a
+ * tid would run twice or not at all). */
+Test(pool, jobs_of_changing_width_run_each_thread_index_once, .timeout = 120) {
+    static const int widths[] = {8, 2, 5, 3, 8, 1, 7, 2};
+    for (int round = 0; round < 4000; round++) {
+        int    w = widths[round % 8];
+        counts c = {0};
+        cpu_pool_run(w, count_job, &c);
+        cr_assert_eq(c.nth_seen, w, "round %d", round);
+        cr_assert_eq(atomic_load(&c.calls), w, "round %d: %d calls for width %d", round,
+                     atomic_load(&c.calls), w);
+        for (int t = 0; t < w; t++)
+            cr_assert_eq(atomic_load(&c.hits[t]), 1, "round %d tid %d", round, t);
+    }
+}

@@ -16,14 +16,15 @@
 typedef struct pool {
     pthread_mutex_t lock; /* held by the thread running a job through the pool */
     int             n_workers;
-    _Atomic int     gen;      /* bumped for each job: workers wait for it to change */
-    _Atomic int     pending;  /* workers of the current job that have not finished */
-    _Atomic int     sleeping; /* workers asleep on gen */
-    _Atomic int     waiting;  /* 1 while the caller sleeps on pending */
-    _Atomic long    budget;   /* the current spin budget, ns (see pool.h) */
-    cpu_pool_fn     fn;
-    void           *arg;
-    int             nth;
+    _Atomic int     gen;   /* the job: its sequence number << 9 | its thread count, one word so
+                              that a worker not in a job reads that job's count, never the next
+                              one's; workers wait for it to change */
+    _Atomic int  pending;  /* workers of the current job that have not finished */
+    _Atomic int  sleeping; /* workers asleep on gen */
+    _Atomic int  waiting;  /* 1 while the caller sleeps on pending */
+    _Atomic long budget;   /* the current spin budget, ns (see pool.h) */
+    cpu_pool_fn  fn;       /* read only by the job's threads, which the caller waits for */
+    void        *arg;
 } pool;
 
 static pool              P = {.lock = PTHREAD_MUTEX_INITIALIZER};
@@ -82,10 +83,11 @@ static void *worker(void *p) {
             atomic_fetch_sub(&P.sleeping, 1);
         }
         budget_learn(now_ns() - t0);
-        g = atomic_load(&P.gen);
-        if (id + 1 >= P.nth) /* not part of this job */
+        g       = atomic_load(&P.gen);
+        int nth = g & 511;
+        if (id + 1 >= nth) /* not part of this job */
             continue;
-        P.fn(P.arg, id + 1, P.nth);
+        P.fn(P.arg, id + 1, nth);
         if (atomic_fetch_sub(&P.pending, 1) == 1 && atomic_load(&P.waiting))
             futex_wake(&P.pending);
     }
@@ -132,11 +134,11 @@ void cpu_pool_run(int nth, cpu_pool_fn fn, void *arg) {
     }
     if (P.n_workers < nth - 1)
         nth = P.n_workers + 1;
-    P.fn  = fn;
-    P.arg = arg;
-    P.nth = nth;
+    P.fn         = fn;
+    P.arg        = arg;
+    unsigned seq = ((unsigned)atomic_load(&P.gen) >> 9) + 1;
     atomic_store(&P.pending, nth - 1);
-    atomic_fetch_add(&P.gen, 1);
+    atomic_store(&P.gen, (int)((seq << 9 & 0x7fffffffu) | (unsigned)nth));
     if (atomic_load(&P.sleeping))
         futex_wake(&P.gen);
     in_job = 1;
