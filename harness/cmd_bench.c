@@ -50,7 +50,8 @@ static const char bench_help[] =
     "sequence, so any checkpoint runs the same work. One unmeasured warm-up pass comes first.\n"
     "\n"
     "Times are CPU seconds of the process (time the scheduler gives to other processes is\n"
-    "not counted; with --threads above 1 they sum the threads). Right before each item the\n"
+    "not counted; with --threads above 1 they sum the threads, so the GEMM threads do not\n"
+    "spin while they wait: ASSAY_SPIN_US is 0 here unless set). Right before each item the\n"
     "machine's reference is timed the same way: 192 passes of a 256 x 256 f32\n"
     "matrix-vector product, single-threaded. Items are stored as time / reference time\n"
     "(normalized), so a baseline from a faster machine still compares; tokens/s are per\n"
@@ -258,6 +259,10 @@ static int baseline_read(const char *path, cJSON **out, assay_error *err) {
 }
 
 int cmd_bench(int argc, char **argv) {
+    /* The GEMM pool's waits spin on an idle machine (kernels/cpu/pool.h), and a spin is CPU time
+     * that is not work: how much of it a run books depends on the neighbours, which is the noise
+     * these CPU-second timings exist to leave out. Unless the user asked for a spin, none. */
+    setenv("ASSAY_SPIN_US", "0", 0);
     cli_common    cc     = {0};
     assay_error   err    = {0};
     const char   *pos[1] = {NULL}, *base_path = NULL, *save_path = NULL, *hist = NULL;
