@@ -56,8 +56,9 @@ static void budget_learn(long took) {
     atomic_store_explicit(&P.budget, b, memory_order_relaxed);
 }
 
-/* Waits until (*a != v) == ne_wanted... spelled out as two helpers below. Plain loads, no
- * `pause`: a virtual machine's pause-loop exiting turns a pause loop into a yield of the vCPU. */
+/* Spins until *a != v (until_ne) or *a == v, for at most the current budget from t0; 1 when the
+ * condition came true. Plain loads, no `pause`: a virtual machine's pause-loop exiting turns a
+ * pause loop into a yield of the vCPU. */
 static int spin_for(_Atomic int *a, int v, int until_ne, long t0) {
     long budget = atomic_load_explicit(&P.budget, memory_order_relaxed);
     for (unsigned i = 1;; i++) {
