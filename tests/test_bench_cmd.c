@@ -67,7 +67,16 @@ Test(bench_cmd, an_injected_20_percent_slowdown_fires_the_gate_and_a_rerun_does_
         cJSON_Delete(same);
         return;
     }
-    cr_assert_eq(rc, 0, "unchanged rerun flagged: geomean %+.1f%%", 100 * geomean_change(same));
+    if (rc != 0) {
+        /* CI's gate (.ci/run) fails only on a regression flagged twice in a row: a rerun beside
+         * the other tests of this suite has been flagged once (+13-14% geomean) */
+        fprintf(stderr, "bench_cmd: unchanged rerun flagged once (geomean %+.1f%%); again\n",
+                100 * geomean_change(same));
+        cJSON_Delete(same);
+        same = bench_json(&rc, NULL, args);
+    }
+    cr_assert_eq(rc, 0, "unchanged rerun flagged twice: geomean %+.1f%%",
+                 100 * geomean_change(same));
     /* a loaded machine can hide one run's slowdown in its noise (measured: +6% for an injected
      * 20% at load average 10 on 2 cores); the gate must catch it in one of three runs, as CI
      * needs a regression twice in a row to fail */
