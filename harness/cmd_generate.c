@@ -65,9 +65,11 @@ static const char generate_help[] =
     "(eos, stop or length), ttft_s (time to its first token) and latency_s (time to its last\n"
     "token), both from the start of generation, and tokens. Totals: prompt and generated\n"
     "tokens, prefill tokens/s (prompt tokens / time until every prompt had its first token),\n"
-    "decode tokens/s (generated tokens / wall time) and wall time. Without --json the texts\n"
-    "go to stdout as a readable list (each with its line, id and the start of its prompt); with\n"
-    "--json one JSON object holds everything.\n"
+    "decode tokens/s (generated tokens / wall time), mean_tpot_s (the time per token after\n"
+    "the first: (latency_s - ttft_s) / (n_tokens - 1), averaged over prompts with 2 or more\n"
+    "new tokens) and wall time. Without --json the texts go to stdout as a readable list\n"
+    "(each with its line, id and the start of its prompt); with --json one JSON object holds\n"
+    "everything.\n"
     "A progress line is shown on a terminal; a summary line goes to stderr.\n"
     "\n"
     "exit codes: 0 success, 1 non-finite logits (NaN/Inf weights or overflow; the message names\n"
@@ -337,6 +339,8 @@ static char *id_text(const gen_item *it) { return it->id ? jsonl_print(it->id, 0
 typedef struct gen_totals {
     int64_t prompt_tokens, generated;
     double  all_first;
+    double  tpot_sum; /* sum over prompts with 2+ new tokens of their time per token after the first */
+    int64_t n_tpot;
     size_t  n_emitted;
 } gen_totals;
 
@@ -390,6 +394,10 @@ static int window_run(model *m, const tokenizer *tok, const model_config *cfg, g
         tot->generated += it->n_out;
         if (it->t_first > tot->all_first)
             tot->all_first = it->t_first;
+        if (it->n_out >= 2) {
+            tot->tpot_sum += (it->t_last - it->t_first) / (it->n_out - 1);
+            tot->n_tpot++;
+        }
         if ((rc = tok_decode(tok, it->out, (size_t)it->n_out, 1, &it->text, &it->text_len, err)))
             return rc;
         /* The final text is cut at the earliest stop string of the whole decoded text. */
@@ -571,15 +579,19 @@ int cmd_generate(int argc, char **argv) {
     }
     double prefill_tps = tot.all_first > 0 ? (double)tot.prompt_tokens / tot.all_first : 0;
     double decode_tps  = wall > 0 ? (double)tot.generated / wall : 0;
+    double tpot        = tot.n_tpot > 0 ? tot.tpot_sum / (double)tot.n_tpot : 0;
     if (cc.json) {
         printf("\n  ],\n  \"prompt_tokens\": %lld,\n  \"generated_tokens\": %lld,\n"
                "  \"prefill_tokens_per_s\": %.6g,\n  \"decode_tokens_per_s\": %.6g,\n"
-               "  \"wall_s\": %.6g\n}\n",
+               "  \"mean_tpot_s\": %.6g,\n  \"wall_s\": %.6g\n}\n",
                (long long)tot.prompt_tokens, (long long)tot.generated, prefill_tps, decode_tps,
-               wall);
+               tpot, wall);
     } else {
-        printf("--- %lld prompt tokens (prefill %.1f tokens/s), %lld generated (%.1f tokens/s)\n",
+        printf("--- %lld prompt tokens (prefill %.1f tokens/s), %lld generated (%.1f tokens/s)",
                (long long)tot.prompt_tokens, prefill_tps, (long long)tot.generated, decode_tps);
+        if (tot.n_tpot > 0)
+            printf(", %.2f ms per token after the first", tpot * 1e3);
+        printf("\n");
     }
     cli_summary("generate", "tokens", tot.generated, wall);
     rc = 0;

@@ -412,6 +412,18 @@ Test(cli_generate, greedy_continuations_match_transformers) {
     cr_expect_str_eq(cJSON_GetObjectItem(cJSON_GetArrayItem(res, 0), "text")->valuestring,
                      gen0_text);
     cr_expect_eq(num(j, "generated_tokens"), n * max_new);
+    /* mean_tpot_s: the mean of each prompt's (latency_s - ttft_s) / (n_tokens - 1), printed to
+     * 6 significant digits */
+    cr_assert_geq(max_new, 2);
+    double tpot = 0;
+    for (int i = 0; i < n; i++) {
+        const cJSON *g = cJSON_GetArrayItem(res, i);
+        tpot += (num(g, "latency_s") - num(g, "ttft_s")) / (num(g, "n_tokens") - 1);
+    }
+    tpot /= n;
+    cr_expect_gt(tpot, 0);
+    cr_expect(fabs(num(j, "mean_tpot_s") - tpot) <= 1e-5 * tpot, "mean_tpot_s %g, from results %g",
+              num(j, "mean_tpot_s"), tpot);
     cJSON_Delete(j);
     cJSON_Delete(ref);
     free(out);
