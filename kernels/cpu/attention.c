@@ -163,36 +163,88 @@ static void attend_head(float *out, const float *q, const float *const *krow,
     }
 }
 
+/* The (sequence, query head) tasks of one attention call, as a pool job (kernels/cpu/pool.h):
+ * taken in order by whichever thread is free; each output row of a head is written by one task,
+ * so the split never changes a bit. Keys of sequence s at positions t < start_pos[s] + n_new are
+ * rows of k/v: with a block table, row bt[t / block_tokens] * block_tokens + t % block_tokens of
+ * the pool (kv_stride floats apart); without, row q_off[s] + t of the batch. */
+typedef struct attn_job {
+    float         *out;
+    const float   *q, *k, *v;
+    const int32_t *block_table; /* NULL: keys are the batch's own rows */
+    const int     *q_off, *start_pos;
+    int max_blocks, block_tokens, n_seqs, n_heads, group, kv_stride, head_dim, q_stride, window,
+        simd, max_len;
+    _Atomic int next, failed;
+} attn_job;
+
+static void attn_tasks(void *arg, int tid, int nth) {
+    (void)tid, (void)nth;
+    attn_job *j = arg;
+    /* one buffer per thread for the whole call: key and value row pointers and the scores */
+    void *mem = malloc((size_t)j->max_len * (2 * sizeof(float *) + sizeof(float)));
+    if (!mem) {
+        atomic_store(&j->failed, 1);
+        return;
+    }
+    const float **krow = mem, **vrow = krow + j->max_len;
+    float        *scores = (float *)(vrow + j->max_len);
+    for (int task; (task = atomic_fetch_add(&j->next, 1)) < j->n_seqs * j->n_heads;) {
+        int s = task / j->n_heads, h = task % j->n_heads, g = h / j->group;
+        int n_new = j->q_off[s + 1] - j->q_off[s], start = j->start_pos ? j->start_pos[s] : 0;
+        if (n_new <= 0)
+            continue;
+        const int32_t *bt = j->block_table ? j->block_table + (size_t)s * j->max_blocks : NULL;
+        for (int t = 0; t < start + n_new; t++) {
+            size_t row = bt ? (size_t)bt[t / j->block_tokens] * j->block_tokens +
+                                  (size_t)(t % j->block_tokens)
+                            : (size_t)(j->q_off[s] + t);
+            krow[t] = j->k + row * j->kv_stride + (size_t)g * j->head_dim;
+            vrow[t] = j->v + row * j->kv_stride + (size_t)g * j->head_dim;
+        }
+        attend_head(j->out, j->q, krow, vrow, j->q_off[s], n_new, start, h, j->n_heads,
+                    j->head_dim, j->q_stride, j->window, scores, j->simd);
+    }
+    free(mem);
+}
+
+/* Runs j over the pool. work ~ query-key pairs x head_dim: a decode step's attention is tens of
+ * microseconds, worth splitting only while the pool's threads hand over without sleeping. */
+static int attn_run(attn_job *j, size_t work) {
+    atomic_init(&j->next, 0);
+    atomic_init(&j->failed, 0);
+    j->simd  = cpu_gemm_isa() == 2;
+    if (j->max_len <= 0)
+        return 0;
+    int par = work >= CPU_PAR_MIN_WORK || (work >= CPU_PAR_MIN_WORK / 8 && cpu_pool_spinning());
+    cpu_pool_run(par ? omp_get_max_threads() : 1, attn_tasks, j);
+    return atomic_load(&j->failed) ? -1 : 0;
+}
+
 int attention_varlen_forward(float *out, const float *q, const float *k, const float *v,
                              const int *cu_seqlens, int n_seqs, int n_heads, int n_kv_heads,
                              int head_dim, int q_stride, int kv_stride, int window) {
-    int    group = n_heads / n_kv_heads, failed = 0, simd = cpu_gemm_isa() == 2;
-    size_t work = 0; /* ~ query-key pairs x head_dim */
-    for (int s = 0; s < n_seqs; s++)
-        work += (size_t)(cu_seqlens[s + 1] - cu_seqlens[s]) * (cu_seqlens[s + 1] - cu_seqlens[s]);
-    work *= (size_t)n_heads * head_dim;
-#pragma omp parallel for schedule(dynamic, 1) reduction(| : failed) if (work >= CPU_PAR_MIN_WORK)
-    for (int task = 0; task < n_seqs * n_heads; task++) {
-        int s = task / n_heads, h = task % n_heads, g = h / group;
-        int r0 = cu_seqlens[s], len = cu_seqlens[s + 1] - r0;
-        if (len <= 0)
-            continue;
-        void *mem = malloc((size_t)len * (2 * sizeof(float *) + sizeof(float)));
-        if (!mem) {
-            failed = 1;
-            continue;
-        }
-        const float **krow = mem, **vrow = krow + len;
-        float        *scores = (float *)(vrow + len);
-        for (int j = 0; j < len; j++) {
-            krow[j] = k + (size_t)(r0 + j) * kv_stride + (size_t)g * head_dim;
-            vrow[j] = v + (size_t)(r0 + j) * kv_stride + (size_t)g * head_dim;
-        }
-        attend_head(out, q, krow, vrow, r0, len, 0, h, n_heads, head_dim, q_stride, window, scores,
-                    simd);
-        free(mem);
+    size_t work = 0;
+    int    max_len = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        int len = cu_seqlens[s + 1] - cu_seqlens[s];
+        work += (size_t)len * len;
+        max_len = len > max_len ? len : max_len;
     }
-    return failed ? -1 : 0;
+    attn_job j = {.out       = out,
+                  .q         = q,
+                  .k         = k,
+                  .v         = v,
+                  .q_off     = cu_seqlens,
+                  .n_seqs    = n_seqs,
+                  .n_heads   = n_heads,
+                  .group     = n_heads / n_kv_heads,
+                  .kv_stride = kv_stride,
+                  .head_dim  = head_dim,
+                  .q_stride  = q_stride,
+                  .window    = window,
+                  .max_len   = max_len};
+    return attn_run(&j, work * n_heads * head_dim);
 }
 
 void kv_store_forward(float *k_pool, float *v_pool, const float *k, const float *v, int kv_stride,
@@ -212,76 +264,33 @@ void kv_store_forward(float *k_pool, float *v_pool, const float *k, const float 
     });
 }
 
-typedef struct paged_job {
-    float         *out;
-    const float   *q, *k_pool, *v_pool;
-    const int32_t *block_table;
-    const int     *q_off, *start_pos;
-    int max_blocks, block_tokens, n_seqs, n_heads, group, kv_dim, head_dim, q_stride, window, simd;
-    _Atomic int next, failed;
-} paged_job;
-
-/* Pool job (kernels/cpu/pool.h): (sequence, head) tasks taken in order by whichever thread is
- * free; each output row of a head is written by one task, so the split never changes a bit. */
-static void paged_tasks(void *arg, int tid, int nth) {
-    (void)tid, (void)nth;
-    paged_job *j = arg;
-    for (int task; (task = atomic_fetch_add(&j->next, 1)) < j->n_seqs * j->n_heads;) {
-        int s = task / j->n_heads, h = task % j->n_heads, g = h / j->group;
-        int n_new = j->q_off[s + 1] - j->q_off[s], len = j->start_pos[s] + n_new;
-        if (n_new <= 0)
-            continue;
-        void *mem = malloc((size_t)len * (2 * sizeof(float *) + sizeof(float)));
-        if (!mem) {
-            atomic_store(&j->failed, 1);
-            continue;
-        }
-        const float  **krow = mem, **vrow = krow + len;
-        float         *scores = (float *)(vrow + len);
-        const int32_t *bt     = j->block_table + (size_t)s * j->max_blocks;
-        for (int t = 0; t < len; t++) {
-            size_t row =
-                (size_t)bt[t / j->block_tokens] * j->block_tokens + (size_t)(t % j->block_tokens);
-            krow[t] = j->k_pool + row * j->kv_dim + (size_t)g * j->head_dim;
-            vrow[t] = j->v_pool + row * j->kv_dim + (size_t)g * j->head_dim;
-        }
-        attend_head(j->out, j->q, krow, vrow, j->q_off[s], n_new, j->start_pos[s], h, j->n_heads,
-                    j->head_dim, j->q_stride, j->window, scores, j->simd);
-        free(mem);
-    }
-}
-
 int attention_paged_forward(float *out, const float *q, const float *k_pool, const float *v_pool,
                             const int32_t *block_table, int max_blocks, int block_tokens,
                             const int *q_off, const int *start_pos, int n_seqs, int n_heads,
                             int n_kv_heads, int head_dim, int q_stride, int window) {
     size_t work = 0;
-    for (int s = 0; s < n_seqs; s++)
-        work +=
-            (size_t)(q_off[s + 1] - q_off[s]) * (size_t)(start_pos[s] + q_off[s + 1] - q_off[s]);
-    work *= (size_t)n_heads * head_dim;
-    paged_job j = {.out          = out,
-                   .q            = q,
-                   .k_pool       = k_pool,
-                   .v_pool       = v_pool,
-                   .block_table  = block_table,
-                   .q_off        = q_off,
-                   .start_pos    = start_pos,
-                   .max_blocks   = max_blocks,
-                   .block_tokens = block_tokens,
-                   .n_seqs       = n_seqs,
-                   .n_heads      = n_heads,
-                   .group        = n_heads / n_kv_heads,
-                   .kv_dim       = n_kv_heads * head_dim,
-                   .head_dim     = head_dim,
-                   .q_stride     = q_stride,
-                   .window       = window,
-                   .simd         = cpu_gemm_isa() == 2};
-    atomic_init(&j.next, 0);
-    atomic_init(&j.failed, 0);
-    /* a decode step's attention is tens of microseconds: worth splitting only while the pool's
-       threads hand over without sleeping */
-    int par = work >= CPU_PAR_MIN_WORK || (work >= CPU_PAR_MIN_WORK / 8 && cpu_pool_spinning());
-    cpu_pool_run(par ? omp_get_max_threads() : 1, paged_tasks, &j);
-    return atomic_load(&j.failed) ? -1 : 0;
+    int    max_len = 0;
+    for (int s = 0; s < n_seqs; s++) {
+        int n_new = q_off[s + 1] - q_off[s], len = start_pos[s] + n_new;
+        work += (size_t)n_new * len;
+        max_len = n_new > 0 && len > max_len ? len : max_len;
+    }
+    attn_job j = {.out          = out,
+                  .q            = q,
+                  .k            = k_pool,
+                  .v            = v_pool,
+                  .block_table  = block_table,
+                  .q_off        = q_off,
+                  .start_pos    = start_pos,
+                  .max_blocks   = max_blocks,
+                  .block_tokens = block_tokens,
+                  .n_seqs       = n_seqs,
+                  .n_heads      = n_heads,
+                  .group        = n_heads / n_kv_heads,
+                  .kv_stride    = n_kv_heads * head_dim,
+                  .head_dim     = head_dim,
+                  .q_stride     = q_stride,
+                  .window       = window,
+                  .max_len      = max_len};
+    return attn_run(&j, work * n_heads * head_dim);
 }
