@@ -339,7 +339,8 @@ static char *id_text(const gen_item *it) { return it->id ? jsonl_print(it->id, 0
 typedef struct gen_totals {
     int64_t prompt_tokens, generated;
     double  all_first;
-    double  tpot_sum; /* sum over prompts with 2+ new tokens of their time per token after the first */
+    /* the sum, over prompts with 2+ new tokens, of their time per token after the first */
+    double  tpot_sum;
     int64_t n_tpot;
     size_t  n_emitted;
 } gen_totals;
