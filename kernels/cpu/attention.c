@@ -199,11 +199,11 @@ static void attn_tasks(void *arg, int tid, int nth) {
             size_t row = bt ? (size_t)bt[t / j->block_tokens] * j->block_tokens +
                                   (size_t)(t % j->block_tokens)
                             : (size_t)(j->q_off[s] + t);
-            krow[t] = j->k + row * j->kv_stride + (size_t)g * j->head_dim;
-            vrow[t] = j->v + row * j->kv_stride + (size_t)g * j->head_dim;
+            krow[t]    = j->k + row * j->kv_stride + (size_t)g * j->head_dim;
+            vrow[t]    = j->v + row * j->kv_stride + (size_t)g * j->head_dim;
         }
-        attend_head(j->out, j->q, krow, vrow, j->q_off[s], n_new, start, h, j->n_heads,
-                    j->head_dim, j->q_stride, j->window, scores, j->simd);
+        attend_head(j->out, j->q, krow, vrow, j->q_off[s], n_new, start, h, j->n_heads, j->head_dim,
+                    j->q_stride, j->window, scores, j->simd);
     }
     free(mem);
 }
@@ -213,7 +213,7 @@ static void attn_tasks(void *arg, int tid, int nth) {
 static int attn_run(attn_job *j, size_t work) {
     atomic_init(&j->next, 0);
     atomic_init(&j->failed, 0);
-    j->simd  = cpu_gemm_isa() == 2;
+    j->simd = cpu_gemm_isa() == 2;
     if (j->max_len <= 0)
         return 0;
     int par = work >= CPU_PAR_MIN_WORK || (work >= CPU_PAR_MIN_WORK / 8 && cpu_pool_spinning());
@@ -224,7 +224,7 @@ static int attn_run(attn_job *j, size_t work) {
 int attention_varlen_forward(float *out, const float *q, const float *k, const float *v,
                              const int *cu_seqlens, int n_seqs, int n_heads, int n_kv_heads,
                              int head_dim, int q_stride, int kv_stride, int window) {
-    size_t work = 0;
+    size_t work    = 0;
     int    max_len = 0;
     for (int s = 0; s < n_seqs; s++) {
         int len = cu_seqlens[s + 1] - cu_seqlens[s];
@@ -268,7 +268,7 @@ int attention_paged_forward(float *out, const float *q, const float *k_pool, con
                             const int32_t *block_table, int max_blocks, int block_tokens,
                             const int *q_off, const int *start_pos, int n_seqs, int n_heads,
                             int n_kv_heads, int head_dim, int q_stride, int window) {
-    size_t work = 0;
+    size_t work    = 0;
     int    max_len = 0;
     for (int s = 0; s < n_seqs; s++) {
         int n_new = q_off[s + 1] - q_off[s], len = start_pos[s] + n_new;
