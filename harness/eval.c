@@ -463,6 +463,8 @@ typedef struct ewin {
     FILE            *fp;          /* the open samples file and the (sub)task it belongs to */
     size_t           fp_sub;
     char             fp_path[4400];
+    char           **moved; /* samples files moved into place by stream_commit, for the undo */
+    size_t           n_moved;
 } ewin;
 
 static void stream_free(ewin *w) {
@@ -481,7 +483,10 @@ static void stream_free(ewin *w) {
     fewshot_end(&w->fs);
     if (w->fp)
         fclose(w->fp);
-    dir_discard_temp(w->stage); /* nothing left after a commit; everything after a failure */
+    dir_discard_temp(w->stage); /* after a commit: the previous versions; else everything */
+    for (size_t i = 0; i < w->n_moved; i++)
+        free(w->moved[i]);
+    free(w->moved);
     memset(w, 0, sizeof *w);
 }
 
@@ -800,26 +805,74 @@ static int stream_task(ewin *w, etask *et, assay_error *err) {
     return rc;
 }
 
-/* Moves the staged samples files into the output directory, once every task has succeeded. */
+/* Undoes stream_commit: each moved file goes back to its previous version (kept in the stage as
+ * ".prev.NAME"), or away when it had none. */
+static void stream_rollback(ewin *w) {
+    for (size_t i = w->n_moved; i-- > 0;) {
+        char to[4600], prev[4600];
+        snprintf(to, sizeof to, "%.4200s/%.255s", w->o->out_dir, w->moved[i]);
+        snprintf(prev, sizeof prev, "%.4200s/.prev.%.255s", w->stage, w->moved[i]);
+        if (rename(prev, to) != 0)
+            unlink(to);
+        free(w->moved[i]);
+    }
+    w->n_moved = 0;
+}
+
+static int name_cmp(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Moves the staged samples files into the output directory, once every task has succeeded. A
+ * file it replaces is kept (hard-linked into the stage) until the run is over, so that a failure
+ * part-way, here or while writing results.json, puts every earlier file back (stream_rollback):
+ * the output directory holds the whole new run or the old one. */
 static int stream_commit(ewin *w, assay_error *err) {
     if (!w->stage[0])
         return ASSAY_OK;
     DIR *dir = opendir(w->stage);
     if (!dir)
         return assay_fail(err, ASSAY_EIO, "%s: cannot read: %s", w->stage, strerror(errno));
-    struct dirent *e;
+    /* the names first: the loop below adds and removes entries of this directory */
+    char         **names = NULL;
+    size_t         n = 0, cap = 0;
     int            rc = ASSAY_OK;
+    struct dirent *e;
     while (!rc && (e = readdir(dir))) {
-        char from[4600], to[4600];
         if (e->d_name[0] == '.')
             continue;
-        snprintf(from, sizeof from, "%.4200s/%.255s", w->stage, e->d_name);
-        snprintf(to, sizeof to, "%.4200s/%.255s", w->o->out_dir, e->d_name);
-        if (rename(from, to) != 0)
-            rc = assay_fail(err, ASSAY_EIO, "%s: cannot move %s into place: %s", to, from,
-                            strerror(errno));
+        if (n == cap && grow((void **)&names, &cap, n + 1, sizeof *names))
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        else if (!(names[n] = strdup(e->d_name)))
+            rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+        else
+            n++;
     }
     closedir(dir);
+    if (!rc && n && !(w->moved = calloc(n, sizeof *w->moved)))
+        rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
+    if (n)
+        qsort(names, n, sizeof *names, name_cmp);
+    for (size_t i = 0; !rc && i < n; i++) {
+        char from[4600], to[4600], prev[4600];
+        snprintf(from, sizeof from, "%.4200s/%.255s", w->stage, names[i]);
+        snprintf(to, sizeof to, "%.4200s/%.255s", w->o->out_dir, names[i]);
+        snprintf(prev, sizeof prev, "%.4200s/.prev.%.255s", w->stage, names[i]);
+        if (link(to, prev) != 0 && errno != ENOENT)
+            rc = assay_fail(err, ASSAY_EIO,
+                            "%s: cannot keep the previous version while replacing it: %s", to,
+                            strerror(errno));
+        else if (rename(from, to) != 0)
+            rc = assay_fail(err, ASSAY_EIO, "%s: cannot move %s into place: %s", to, from,
+                            strerror(errno));
+        else
+            w->moved[w->n_moved++] = names[i], names[i] = NULL;
+    }
+    for (size_t i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+    if (rc)
+        stream_rollback(w);
     return rc;
 }
 
@@ -1274,8 +1327,10 @@ int eval_run(const eval_opts *o, assay_error *err) {
     if (o->out_dir) {
         char path[4200];
         snprintf(path, sizeof path, "%s/results.json", o->out_dir);
-        if ((rc = write_json_file(path, root, err)))
+        if ((rc = write_json_file(path, root, err))) {
+            stream_rollback(&w); /* no new samples beside the old results.json */
             goto done;
+        }
     }
     if (o->history && (rc = history_record_run(o->history, "eval", root, err)))
         goto done;

@@ -208,6 +208,84 @@ Test(eval_stream, a_run_failing_mid_way_leaves_no_samples_or_results) {
     expect_no_outputs(out);
 }
 
+/* The file at dir/name, whole (NULL when it cannot be read). */
+static char *slurp(const char *dir, const char *name) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char  *buf = calloc(1, 1 << 16);
+    size_t n   = fread(buf, 1, (1 << 16) - 1, f);
+    buf[n]     = 0;
+    fclose(f);
+    return buf;
+}
+
+/* Every task succeeds, but one samples file cannot be moved into place (a directory stands at
+ * its name): the samples already moved go back to their previous versions and results.json stays
+ * the previous run's, so the output directory holds the old run whole, not a mix. */
+Test(eval_stream, a_samples_file_that_cannot_be_moved_into_place_puts_back_the_previous_run) {
+    char dir[64], out[128], blocker[192], *o = NULL;
+    test_tmpdir(dir, sizeof dir);
+    snprintf(out, sizeof out, "%s/out", dir);
+    cr_assert_eq(mkdir(out, 0755), 0);
+    FILE *f;
+    char  hs[128];
+    snprintf(hs, sizeof hs, "%s/hellaswag_val_full.txt", dir);
+    cr_assert((f = fopen(hs, "w")));
+    for (int i = 0; i < 30; i++)
+        fprintf(f, "Item %d: a man walks to the\n%d\ndoor.\nwall.\ncar.\nsea.\n", i, i % 4);
+    fclose(f);
+    write_big_task(dir, 40, 0, NULL);
+    /* the previous run: results.json and big's samples; then the blocker, moved after big's
+     * samples (the commit goes in name order) */
+    test_write_file(out, "results.json", "{\"previous\": true}\n");
+    test_write_file(out, "samples_big.jsonl", "previous samples\n");
+    snprintf(blocker, sizeof blocker, "%s/samples_hellaswag.jsonl", out);
+    cr_assert_eq(mkdir(blocker, 0755), 0);
+    int rc = test_run(&o,
+                      "eval " MODEL " --tasks hellaswag --task-file %s/big.json --data %s "
+                      "--log-samples --output-path %s",
+                      dir, dir, out);
+    cr_expect_neq(rc, 0, "%s", o);
+    cr_expect(strstr(o, "samples_hellaswag.jsonl"), "%s", o);
+    free(o);
+    char *res = slurp(out, "results.json"), *big = slurp(out, "samples_big.jsonl");
+    cr_expect(res && !strcmp(res, "{\"previous\": true}\n"), "results.json: %.80s", res);
+    cr_expect(big && !strcmp(big, "previous samples\n"), "samples_big.jsonl: %.80s", big);
+    free(res);
+    free(big);
+    DIR *d = opendir(out);
+    cr_assert(d);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        cr_expect(!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+                      !strcmp(e->d_name, "results.json") ||
+                      !strcmp(e->d_name, "history.sqlite") || /* opened before the run */
+                      !strcmp(e->d_name, "samples_big.jsonl") ||
+                      !strcmp(e->d_name, "samples_hellaswag.jsonl"),
+                  "the failed commit left %s/%s", out, e->d_name);
+    closedir(d);
+    /* without the blocker the same run commits: new samples, new results */
+    cr_assert_eq(rmdir(blocker), 0);
+    rc = test_run(&o,
+                  "eval " MODEL " --tasks hellaswag --task-file %s/big.json --data %s "
+                  "--log-samples --output-path %s",
+                  dir, dir, out);
+    cr_expect_eq(rc, 0, "%s", o);
+    free(o);
+    res       = slurp(out, "results.json");
+    big       = slurp(out, "samples_big.jsonl");
+    char *hsw = slurp(out, "samples_hellaswag.jsonl");
+    cr_expect(res && strstr(res, "\"results\""), "results.json: %.80s", res);
+    cr_expect(big && strstr(big, "\"doc_id\""), "samples_big.jsonl: %.80s", big);
+    cr_expect(hsw && strstr(hsw, "\"doc_id\""), "samples_hellaswag.jsonl: %.80s", hsw);
+    free(res);
+    free(big);
+    free(hsw);
+}
+
 /* A malformed line late in a file: found by the counting pass, before the model runs; exit 2,
  * file:line named, no output files. */
 Test(eval_stream, a_malformed_line_late_in_the_file_is_named_and_leaves_no_outputs) {
