@@ -858,14 +858,26 @@ static int stream_commit(ewin *w, assay_error *err) {
         snprintf(from, sizeof from, "%.4200s/%.255s", w->stage, names[i]);
         snprintf(to, sizeof to, "%.4200s/%.255s", w->o->out_dir, names[i]);
         snprintf(prev, sizeof prev, "%.4200s/.prev.%.255s", w->stage, names[i]);
-        if (link(to, prev) != 0 && errno != ENOENT)
+        struct stat st;
+        int         old = lstat(to, &st) == 0;
+        if (!old && errno != ENOENT)
+            rc = assay_fail(err, ASSAY_EIO, "%s: %s", to, strerror(errno));
+        else if (old && !S_ISREG(st.st_mode) && !S_ISLNK(st.st_mode))
+            rc =
+                assay_fail(err, ASSAY_EIO,
+                           "%s: not a regular file, so the new %s cannot replace it", to, names[i]);
+        /* a hard link keeps the old file at its name until the new one replaces it; where the
+         * file system has none, the old one moves aside */
+        else if (old && link(to, prev) != 0 && rename(to, prev) != 0)
             rc = assay_fail(err, ASSAY_EIO,
                             "%s: cannot keep the previous version while replacing it: %s", to,
                             strerror(errno));
-        else if (rename(from, to) != 0)
+        else if (rename(from, to) != 0) {
             rc = assay_fail(err, ASSAY_EIO, "%s: cannot move %s into place: %s", to, from,
                             strerror(errno));
-        else
+            if (old)
+                rename(prev, to); /* the previous version back, if it had moved aside */
+        } else
             w->moved[w->n_moved++] = names[i], names[i] = NULL;
     }
     for (size_t i = 0; i < n; i++)
