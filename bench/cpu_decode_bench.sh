@@ -138,7 +138,7 @@ assay_score() {
 }
 llama_score() { # $1 gguf: positions/s from its log's timestamps (M.SS.mmm.uuu), from "calculating
   # perplexity over N chunks" to "Final estimate": N windows of $PP positions
-  "$LP" -m "$1" -f "$OUT/score.txt" -c "$PP" -b "$PP" -t "$THREADS" 2>&1 | python3 -c '
+  "$LP" -m "$1" -f "$OUT/score.txt" -c "$PP" -b "$PP" -t "$THREADS" --log-timestamps --log-prefix 2>&1 | python3 -c '
 import re, sys
 t0 = n = t1 = None
 for line in sys.stdin:

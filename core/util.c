@@ -473,6 +473,11 @@ void dir_discard_temp(const char *tmp) {
     temp_unregister(tmp);
 }
 
+void dir_keep_temp(const char *tmp) {
+    if (tmp && tmp[0])
+        temp_unregister(tmp);
+}
+
 int dir_publish(const char *tmp, const char *out, int force, assay_error *err) {
     /* Each step is one system call that either happens whole or not at all; the loop only runs
      * again when `out` vanished between the two renames. */

@@ -58,10 +58,12 @@ int file_write_atomic(const char *path, const void *data, size_t size, assay_err
  * handlers. dir_publish renames it to `out`: without `force` an existing `out` (even one that
  * appeared a moment ago) is never touched (RENAME_NOREPLACE); with `force` an existing directory
  * is exchanged atomically and the old tree, now under tmp's name, removed afterwards.
- * dir_discard_temp removes the temporary tree (NULL-safe). */
+ * dir_discard_temp removes the temporary tree (NULL-safe); dir_keep_temp leaves it where it is
+ * and no longer removes it on a signal (it holds something that must survive). */
 int  dir_create_temp(char *tmp, size_t cap, const char *out, assay_error *err);
 int  dir_publish(const char *tmp, const char *out, int force, assay_error *err);
 void dir_discard_temp(const char *tmp);
+void dir_keep_temp(const char *tmp);
 
 /* Signal handling for the CLI (call once, first thing in main):
  * SIGINT, SIGTERM, SIGHUP: remove the registered temporary files and directories, then die of the

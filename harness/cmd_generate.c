@@ -67,9 +67,9 @@ static const char generate_help[] =
     "tokens, prefill tokens/s (prompt tokens / time until every prompt had its first token),\n"
     "decode tokens/s (generated tokens / wall time), mean_tpot_s (the time per token after\n"
     "the first: (latency_s - ttft_s) / (n_tokens - 1), averaged over prompts with 2 or more\n"
-    "new tokens) and wall time. Without --json the texts go to stdout as a readable list\n"
-    "(each with its line, id and the start of its prompt); with --json one JSON object holds\n"
-    "everything.\n"
+    "new tokens; null when none did) and wall time. Without --json the texts go to stdout as\n"
+    "a readable list (each with its line, id and the start of its prompt); with --json one\n"
+    "JSON object holds everything.\n"
     "A progress line is shown on a terminal; a summary line goes to stderr.\n"
     "\n"
     "exit codes: 0 success, 1 non-finite logits (NaN/Inf weights or overflow; the message names\n"
@@ -581,12 +581,15 @@ int cmd_generate(int argc, char **argv) {
     double prefill_tps = tot.all_first > 0 ? (double)tot.prompt_tokens / tot.all_first : 0;
     double decode_tps  = wall > 0 ? (double)tot.generated / wall : 0;
     double tpot        = tot.n_tpot > 0 ? tot.tpot_sum / (double)tot.n_tpot : 0;
+    char   tpot_s[32]  = "null"; /* no prompt made 2 or more tokens */
+    if (tot.n_tpot > 0)
+        snprintf(tpot_s, sizeof tpot_s, "%.6g", tpot);
     if (cc.json) {
         printf("\n  ],\n  \"prompt_tokens\": %lld,\n  \"generated_tokens\": %lld,\n"
                "  \"prefill_tokens_per_s\": %.6g,\n  \"decode_tokens_per_s\": %.6g,\n"
-               "  \"mean_tpot_s\": %.6g,\n  \"wall_s\": %.6g\n}\n",
+               "  \"mean_tpot_s\": %s,\n  \"wall_s\": %.6g\n}\n",
                (long long)tot.prompt_tokens, (long long)tot.generated, prefill_tps, decode_tps,
-               tpot, wall);
+               tpot_s, wall);
     } else {
         printf("--- %lld prompt tokens (prefill %.1f tokens/s), %lld generated (%.1f tokens/s)",
                (long long)tot.prompt_tokens, prefill_tps, (long long)tot.generated, decode_tps);

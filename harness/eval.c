@@ -6,6 +6,7 @@
 #include <cJSON.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>
@@ -463,8 +464,10 @@ typedef struct ewin {
     FILE            *fp;          /* the open samples file and the (sub)task it belongs to */
     size_t           fp_sub;
     char             fp_path[4400];
-    char           **moved; /* samples files moved into place by stream_commit, for the undo */
+    char           **moved;   /* samples files moved into place by stream_commit, for the undo */
+    unsigned char   *had_old; /* moved[i] replaced a file, kept in the stage as .prev.<i> */
     size_t           n_moved;
+    int              keep_stage; /* a previous version could not be put back: it stays there */
 } ewin;
 
 static void stream_free(ewin *w) {
@@ -483,10 +486,14 @@ static void stream_free(ewin *w) {
     fewshot_end(&w->fs);
     if (w->fp)
         fclose(w->fp);
-    dir_discard_temp(w->stage); /* after a commit: the previous versions; else everything */
+    if (w->keep_stage)
+        dir_keep_temp(w->stage);
+    else
+        dir_discard_temp(w->stage); /* after a commit: the previous versions; else everything */
     for (size_t i = 0; i < w->n_moved; i++)
         free(w->moved[i]);
     free(w->moved);
+    free(w->had_old);
     memset(w, 0, sizeof *w);
 }
 
@@ -806,17 +813,29 @@ static int stream_task(ewin *w, etask *et, assay_error *err) {
 }
 
 /* Undoes stream_commit: each moved file goes back to its previous version (kept in the stage as
- * ".prev.NAME"), or away when it had none. */
-static void stream_rollback(ewin *w) {
+ * ".prev.<i>"), or away when it had none. A previous version that cannot be put back stays in the
+ * stage, which is then kept, and err's message says where. */
+static void stream_rollback(ewin *w, assay_error *err) {
+    int lost = 0;
     for (size_t i = w->n_moved; i-- > 0;) {
-        char to[4600], prev[4600];
+        char to[4600], prev[4300];
         snprintf(to, sizeof to, "%.4200s/%.255s", w->o->out_dir, w->moved[i]);
-        snprintf(prev, sizeof prev, "%.4200s/.prev.%.255s", w->stage, w->moved[i]);
-        if (rename(prev, to) != 0)
+        snprintf(prev, sizeof prev, "%.4200s/.prev.%zu", w->stage, i);
+        if (!w->had_old[i])
             unlink(to);
+        else if (rename(prev, to) != 0)
+            lost = 1;
         free(w->moved[i]);
     }
     w->n_moved = 0;
+    if (lost) {
+        w->keep_stage = 1;
+        size_t n      = strlen(err->msg);
+        snprintf(err->msg + n, sizeof err->msg - n,
+                 "; some previous samples files could not be put back: they are kept in %s as "
+                 ".prev.N (N in name order)",
+                 w->stage);
+    }
 }
 
 static int name_cmp(const void *a, const void *b) {
@@ -824,12 +843,15 @@ static int name_cmp(const void *a, const void *b) {
 }
 
 /* Moves the staged samples files into the output directory, once every task has succeeded. A
- * file it replaces is kept (hard-linked into the stage) until the run is over, so that a failure
- * part-way, here or while writing results.json, puts every earlier file back (stream_rollback):
- * the output directory holds the whole new run or the old one. */
+ * file it replaces is kept in the stage (hard-linked, or moved aside where links fail) until the
+ * run is over, so that a failure part-way, here or while writing results.json, puts every
+ * earlier file back (stream_rollback): the output directory holds the whole new run or the old
+ * one. From here on the stage is no longer removed by the signal handlers: a run killed in the
+ * middle leaves it (with the previous versions in it) rather than lose them. */
 static int stream_commit(ewin *w, assay_error *err) {
     if (!w->stage[0])
         return ASSAY_OK;
+    dir_keep_temp(w->stage);
     DIR *dir = opendir(w->stage);
     if (!dir)
         return assay_fail(err, ASSAY_EIO, "%s: cannot read: %s", w->stage, strerror(errno));
@@ -838,7 +860,13 @@ static int stream_commit(ewin *w, assay_error *err) {
     size_t         n = 0, cap = 0;
     int            rc = ASSAY_OK;
     struct dirent *e;
-    while (!rc && (e = readdir(dir))) {
+    for (;;) {
+        errno = 0;
+        if (!(e = readdir(dir))) {
+            if (errno)
+                rc = assay_fail(err, ASSAY_EIO, "%s: cannot read: %s", w->stage, strerror(errno));
+            break;
+        }
         if (e->d_name[0] == '.')
             continue;
         if (n == cap && grow((void **)&names, &cap, n + 1, sizeof *names))
@@ -847,17 +875,19 @@ static int stream_commit(ewin *w, assay_error *err) {
             rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
         else
             n++;
+        if (rc)
+            break;
     }
     closedir(dir);
-    if (!rc && n && !(w->moved = calloc(n, sizeof *w->moved)))
+    if (!rc && n && (!(w->moved = calloc(n, sizeof *w->moved)) || !(w->had_old = calloc(n, 1))))
         rc = assay_fail(err, ASSAY_ENOMEM, "out of memory");
     if (n)
         qsort(names, n, sizeof *names, name_cmp);
     for (size_t i = 0; !rc && i < n; i++) {
-        char from[4600], to[4600], prev[4600];
+        char from[4600], to[4600], prev[4300];
         snprintf(from, sizeof from, "%.4200s/%.255s", w->stage, names[i]);
         snprintf(to, sizeof to, "%.4200s/%.255s", w->o->out_dir, names[i]);
-        snprintf(prev, sizeof prev, "%.4200s/.prev.%.255s", w->stage, names[i]);
+        snprintf(prev, sizeof prev, "%.4200s/.prev.%zu", w->stage, i);
         struct stat st;
         int         old = lstat(to, &st) == 0;
         if (!old && errno != ENOENT)
@@ -866,25 +896,33 @@ static int stream_commit(ewin *w, assay_error *err) {
             rc =
                 assay_fail(err, ASSAY_EIO,
                            "%s: not a regular file, so the new %s cannot replace it", to, names[i]);
-        /* a hard link keeps the old file at its name until the new one replaces it; where the
-         * file system has none, the old one moves aside */
-        else if (old && link(to, prev) != 0 && rename(to, prev) != 0)
+        /* a hard link (to a symlink itself, not its target) keeps the old file at its name until
+         * the new one replaces it; where the file system has none, the old one moves aside */
+        else if (old && linkat(AT_FDCWD, to, AT_FDCWD, prev, 0) != 0 && rename(to, prev) != 0)
             rc = assay_fail(err, ASSAY_EIO,
                             "%s: cannot keep the previous version while replacing it: %s", to,
                             strerror(errno));
         else if (rename(from, to) != 0) {
             rc = assay_fail(err, ASSAY_EIO, "%s: cannot move %s into place: %s", to, from,
                             strerror(errno));
-            if (old)
-                rename(prev, to); /* the previous version back, if it had moved aside */
-        } else
-            w->moved[w->n_moved++] = names[i], names[i] = NULL;
+            if (old && access(to, F_OK) != 0 && rename(prev, to) != 0) {
+                /* moved aside and not back: kept with the stage */
+                w->keep_stage = 1;
+                size_t m      = strlen(err->msg);
+                snprintf(err->msg + m, sizeof err->msg - m, "; the previous version is kept as %s",
+                         prev);
+            }
+        } else {
+            w->had_old[w->n_moved] = (unsigned char)old;
+            w->moved[w->n_moved++] = names[i];
+            names[i]               = NULL;
+        }
     }
     for (size_t i = 0; i < n; i++)
         free(names[i]);
     free(names);
     if (rc)
-        stream_rollback(w);
+        stream_rollback(w, err);
     return rc;
 }
 
@@ -1340,7 +1378,7 @@ int eval_run(const eval_opts *o, assay_error *err) {
         char path[4200];
         snprintf(path, sizeof path, "%s/results.json", o->out_dir);
         if ((rc = write_json_file(path, root, err))) {
-            stream_rollback(&w); /* no new samples beside the old results.json */
+            stream_rollback(&w, err); /* no new samples beside the old results.json */
             goto done;
         }
     }

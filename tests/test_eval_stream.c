@@ -225,10 +225,10 @@ static char *slurp(const char *dir, const char *name) {
 /* Every task succeeds, but one samples file cannot be moved into place (a directory stands at
  * its name): the samples already moved go back to their previous versions and results.json stays
  * the previous run's, so the output directory holds the old run whole, not a mix. */
-Test(eval_stream, a_samples_file_that_cannot_be_moved_into_place_puts_back_the_previous_run) {
-    char dir[64], out[128], blocker[192], *o = NULL;
-    test_tmpdir(dir, sizeof dir);
-    snprintf(out, sizeof out, "%s/out", dir);
+/* Data for a two-task run with samples (hellaswag, then the big user task) in dir, and dir/out
+ * made, as a previous run's output folder. */
+static void two_task_data(const char *dir, char *out, size_t cap) {
+    snprintf(out, cap, "%s/out", dir);
     cr_assert_eq(mkdir(out, 0755), 0);
     FILE *f;
     char  hs[128];
@@ -238,6 +238,12 @@ Test(eval_stream, a_samples_file_that_cannot_be_moved_into_place_puts_back_the_p
         fprintf(f, "Item %d: a man walks to the\n%d\ndoor.\nwall.\ncar.\nsea.\n", i, i % 4);
     fclose(f);
     write_big_task(dir, 40, 0, NULL);
+}
+
+Test(eval_stream, a_samples_file_that_cannot_be_moved_into_place_puts_back_the_previous_run) {
+    char dir[64], out[128], blocker[192], *o = NULL;
+    test_tmpdir(dir, sizeof dir);
+    two_task_data(dir, out, sizeof out);
     /* the previous run: results.json and big's samples; then the blocker, moved after big's
      * samples (the commit goes in name order) */
     test_write_file(out, "results.json", "{\"previous\": true}\n");
@@ -284,6 +290,39 @@ Test(eval_stream, a_samples_file_that_cannot_be_moved_into_place_puts_back_the_p
     free(res);
     free(big);
     free(hsw);
+}
+
+/* Every samples file moves into place, then results.json cannot be written (a directory stands
+ * at its name): the moved samples go back to their previous versions, or away when they had
+ * none. */
+Test(eval_stream, a_results_file_that_cannot_be_written_puts_back_the_previous_samples) {
+    char dir[64], out[128], res[192], *o = NULL;
+    test_tmpdir(dir, sizeof dir);
+    two_task_data(dir, out, sizeof out);
+    test_write_file(out, "samples_big.jsonl", "previous samples\n");
+    snprintf(res, sizeof res, "%s/results.json", out);
+    cr_assert_eq(mkdir(res, 0755), 0);
+    int rc = test_run(&o,
+                      "eval " MODEL " --tasks hellaswag --task-file %s/big.json --data %s "
+                      "--log-samples --output-path %s",
+                      dir, dir, out);
+    cr_expect_neq(rc, 0, "%s", o);
+    cr_expect(strstr(o, "results.json"), "%s", o);
+    free(o);
+    char *big = slurp(out, "samples_big.jsonl"), *hsw = slurp(out, "samples_hellaswag.jsonl");
+    cr_expect(big && !strcmp(big, "previous samples\n"), "samples_big.jsonl: %.80s", big);
+    cr_expect(!hsw, "samples_hellaswag.jsonl had no previous version, yet is there: %.80s", hsw);
+    free(big);
+    free(hsw);
+    DIR *d = opendir(out);
+    cr_assert(d);
+    struct dirent *e;
+    while ((e = readdir(d)))
+        cr_expect(!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+                      !strcmp(e->d_name, "results.json") || !strcmp(e->d_name, "history.sqlite") ||
+                      !strcmp(e->d_name, "samples_big.jsonl"),
+                  "the failed commit left %s/%s", out, e->d_name);
+    closedir(d);
 }
 
 /* A malformed line late in a file: found by the counting pass, before the model runs; exit 2,
