@@ -181,19 +181,25 @@ typedef struct attn_job {
 static void attn_tasks(void *arg, int tid, int nth) {
     (void)tid, (void)nth;
     attn_job *j = arg;
-    /* one buffer per thread for the whole call: key and value row pointers and the scores */
-    void *mem = malloc((size_t)j->max_len * (2 * sizeof(float *) + sizeof(float)));
-    if (!mem) {
-        atomic_store(&j->failed, 1);
-        return;
-    }
-    const float **krow = mem, **vrow = krow + j->max_len;
-    float        *scores = (float *)(vrow + j->max_len);
+    /* one buffer per thread for the whole call, made when the thread takes its first task: key
+     * and value row pointers and the scores */
+    void         *mem  = NULL;
+    const float **krow = NULL, **vrow = NULL;
+    float        *scores = NULL;
     for (int task; (task = atomic_fetch_add(&j->next, 1)) < j->n_seqs * j->n_heads;) {
         int s = task / j->n_heads, h = task % j->n_heads, g = h / j->group;
         int n_new = j->q_off[s + 1] - j->q_off[s], start = j->start_pos ? j->start_pos[s] : 0;
         if (n_new <= 0)
             continue;
+        if (!mem) {
+            if (!(mem = malloc((size_t)j->max_len * (2 * sizeof(float *) + sizeof(float))))) {
+                atomic_store(&j->failed, 1); /* this task is not done: the call fails */
+                return;
+            }
+            krow   = mem;
+            vrow   = krow + j->max_len;
+            scores = (float *)(vrow + j->max_len);
+        }
         const int32_t *bt = j->block_table ? j->block_table + (size_t)s * j->max_blocks : NULL;
         for (int t = 0; t < start + n_new; t++) {
             size_t row = bt ? (size_t)bt[t / j->block_tokens] * j->block_tokens +
