@@ -214,9 +214,20 @@ static void attn_tasks(void *arg, int tid, int nth) {
     free(mem);
 }
 
-/* Runs j over the pool. work ~ query-key pairs x head_dim: a decode step's attention is tens of
- * microseconds, worth splitting only while the pool's threads hand over without sleeping. */
-static int attn_run(attn_job *j, size_t work) {
+/* Runs j over the pool, sizing the threads' scratch (j->max_len) from the sequences. A decode
+ * step's attention is tens of microseconds: worth splitting only while the pool's threads hand
+ * over without sleeping. */
+static int attn_run(attn_job *j) {
+    size_t work = 0; /* query-key pairs */
+    for (int s = 0; s < j->n_seqs; s++) {
+        int n_new = j->q_off[s + 1] - j->q_off[s];
+        int len   = (j->start_pos ? j->start_pos[s] : 0) + n_new;
+        if (n_new <= 0)
+            continue;
+        work += (size_t)n_new * len;
+        j->max_len = len > j->max_len ? len : j->max_len;
+    }
+    work *= (size_t)j->n_heads * j->head_dim;
     atomic_init(&j->next, 0);
     atomic_init(&j->failed, 0);
     j->simd = cpu_gemm_isa() == 2;
@@ -230,13 +241,6 @@ static int attn_run(attn_job *j, size_t work) {
 int attention_varlen_forward(float *out, const float *q, const float *k, const float *v,
                              const int *cu_seqlens, int n_seqs, int n_heads, int n_kv_heads,
                              int head_dim, int q_stride, int kv_stride, int window) {
-    size_t work    = 0;
-    int    max_len = 0;
-    for (int s = 0; s < n_seqs; s++) {
-        int len = cu_seqlens[s + 1] - cu_seqlens[s];
-        work += (size_t)len * len;
-        max_len = len > max_len ? len : max_len;
-    }
     attn_job j = {.out       = out,
                   .q         = q,
                   .k         = k,
@@ -248,9 +252,8 @@ int attention_varlen_forward(float *out, const float *q, const float *k, const f
                   .kv_stride = kv_stride,
                   .head_dim  = head_dim,
                   .q_stride  = q_stride,
-                  .window    = window,
-                  .max_len   = max_len};
-    return attn_run(&j, work * n_heads * head_dim);
+                  .window    = window};
+    return attn_run(&j);
 }
 
 void kv_store_forward(float *k_pool, float *v_pool, const float *k, const float *v, int kv_stride,
@@ -274,13 +277,6 @@ int attention_paged_forward(float *out, const float *q, const float *k_pool, con
                             const int32_t *block_table, int max_blocks, int block_tokens,
                             const int *q_off, const int *start_pos, int n_seqs, int n_heads,
                             int n_kv_heads, int head_dim, int q_stride, int window) {
-    size_t work    = 0;
-    int    max_len = 0;
-    for (int s = 0; s < n_seqs; s++) {
-        int n_new = q_off[s + 1] - q_off[s], len = start_pos[s] + n_new;
-        work += (size_t)n_new * len;
-        max_len = n_new > 0 && len > max_len ? len : max_len;
-    }
     attn_job j = {.out          = out,
                   .q            = q,
                   .k            = k_pool,
@@ -296,7 +292,6 @@ int attention_paged_forward(float *out, const float *q, const float *k_pool, con
                   .kv_stride    = n_kv_heads * head_dim,
                   .head_dim     = head_dim,
                   .q_stride     = q_stride,
-                  .window       = window,
-                  .max_len      = max_len};
-    return attn_run(&j, work * n_heads * head_dim);
+                  .window       = window};
+    return attn_run(&j);
 }
