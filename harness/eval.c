@@ -902,20 +902,17 @@ static int stream_commit(ewin *w, assay_error *err) {
             rc = assay_fail(err, ASSAY_EIO,
                             "%s: cannot keep the previous version while replacing it: %s", to,
                             strerror(errno));
-        else if (rename(from, to) != 0) {
-            rc = assay_fail(err, ASSAY_EIO, "%s: cannot move %s into place: %s", to, from,
-                            strerror(errno));
-            if (old && access(to, F_OK) != 0 && rename(prev, to) != 0) {
-                /* moved aside and not back: kept with the stage */
-                w->keep_stage = 1;
-                size_t m      = strlen(err->msg);
-                snprintf(err->msg + m, sizeof err->msg - m, "; the previous version is kept as %s",
-                         prev);
+        else {
+            if (rename(from, to) != 0)
+                rc = assay_fail(err, ASSAY_EIO, "%s: cannot move %s into place: %s", to, from,
+                                strerror(errno));
+            /* a failed move still has its previous version (maybe moved aside) put back by the
+             * rollback with the others */
+            if (!rc || old) {
+                w->had_old[w->n_moved] = (unsigned char)old;
+                w->moved[w->n_moved++] = names[i];
+                names[i]               = NULL;
             }
-        } else {
-            w->had_old[w->n_moved] = (unsigned char)old;
-            w->moved[w->n_moved++] = names[i];
-            names[i]               = NULL;
         }
     }
     for (size_t i = 0; i < n; i++)
