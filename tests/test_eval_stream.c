@@ -222,9 +222,6 @@ static char *slurp(const char *dir, const char *name) {
     return buf;
 }
 
-/* Every task succeeds, but one samples file cannot be moved into place (a directory stands at
- * its name): the samples already moved go back to their previous versions and results.json stays
- * the previous run's, so the output directory holds the old run whole, not a mix. */
 /* Data for a two-task run with samples (hellaswag, then the big user task) in dir, and dir/out
  * made, as a previous run's output folder. */
 static void two_task_data(const char *dir, char *out, size_t cap) {
@@ -240,6 +237,32 @@ static void two_task_data(const char *dir, char *out, size_t cap) {
     write_big_task(dir, 40, 0, NULL);
 }
 
+/* The two-task run with samples into out; its exit code, its output in *o. */
+static int run_two_tasks(char **o, const char *dir, const char *out) {
+    return test_run(o,
+                    "eval " MODEL " --tasks hellaswag --task-file %s/big.json --data %s "
+                    "--log-samples --output-path %s",
+                    dir, dir, out);
+}
+
+/* Every name in dir is one of the n in keep (history.sqlite, opened before the run, too). */
+static void expect_only(const char *dir, const char *const *keep, int n) {
+    DIR *d = opendir(dir);
+    cr_assert(d);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        int ok = !strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
+                 !strcmp(e->d_name, "history.sqlite");
+        for (int k = 0; k < n && !ok; k++)
+            ok = !strcmp(e->d_name, keep[k]);
+        cr_expect(ok, "the failed commit left %s/%s", dir, e->d_name);
+    }
+    closedir(d);
+}
+
+/* Every task succeeds, but one samples file cannot be moved into place (a directory stands at
+ * its name): the samples already moved go back to their previous versions and results.json stays
+ * the previous run's, so the output directory holds the old run whole, not a mix. */
 Test(eval_stream, a_samples_file_that_cannot_be_moved_into_place_puts_back_the_previous_run) {
     char dir[64], out[128], blocker[192], *o = NULL;
     test_tmpdir(dir, sizeof dir);
@@ -250,10 +273,7 @@ Test(eval_stream, a_samples_file_that_cannot_be_moved_into_place_puts_back_the_p
     test_write_file(out, "samples_big.jsonl", "previous samples\n");
     snprintf(blocker, sizeof blocker, "%s/samples_hellaswag.jsonl", out);
     cr_assert_eq(mkdir(blocker, 0755), 0);
-    int rc = test_run(&o,
-                      "eval " MODEL " --tasks hellaswag --task-file %s/big.json --data %s "
-                      "--log-samples --output-path %s",
-                      dir, dir, out);
+    int rc = run_two_tasks(&o, dir, out);
     cr_expect_neq(rc, 0, "%s", o);
     cr_expect(strstr(o, "samples_hellaswag.jsonl"), "%s", o);
     free(o);
@@ -262,23 +282,11 @@ Test(eval_stream, a_samples_file_that_cannot_be_moved_into_place_puts_back_the_p
     cr_expect(big && !strcmp(big, "previous samples\n"), "samples_big.jsonl: %.80s", big);
     free(res);
     free(big);
-    DIR *d = opendir(out);
-    cr_assert(d);
-    struct dirent *e;
-    while ((e = readdir(d)))
-        cr_expect(!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-                      !strcmp(e->d_name, "results.json") ||
-                      !strcmp(e->d_name, "history.sqlite") || /* opened before the run */
-                      !strcmp(e->d_name, "samples_big.jsonl") ||
-                      !strcmp(e->d_name, "samples_hellaswag.jsonl"),
-                  "the failed commit left %s/%s", out, e->d_name);
-    closedir(d);
+    const char *keep[] = {"results.json", "samples_big.jsonl", "samples_hellaswag.jsonl"};
+    expect_only(out, keep, 3);
     /* without the blocker the same run commits: new samples, new results */
     cr_assert_eq(rmdir(blocker), 0);
-    rc = test_run(&o,
-                  "eval " MODEL " --tasks hellaswag --task-file %s/big.json --data %s "
-                  "--log-samples --output-path %s",
-                  dir, dir, out);
+    rc = run_two_tasks(&o, dir, out);
     cr_expect_eq(rc, 0, "%s", o);
     free(o);
     res       = slurp(out, "results.json");
@@ -302,10 +310,7 @@ Test(eval_stream, a_results_file_that_cannot_be_written_puts_back_the_previous_s
     test_write_file(out, "samples_big.jsonl", "previous samples\n");
     snprintf(res, sizeof res, "%s/results.json", out);
     cr_assert_eq(mkdir(res, 0755), 0);
-    int rc = test_run(&o,
-                      "eval " MODEL " --tasks hellaswag --task-file %s/big.json --data %s "
-                      "--log-samples --output-path %s",
-                      dir, dir, out);
+    int rc = run_two_tasks(&o, dir, out);
     cr_expect_neq(rc, 0, "%s", o);
     cr_expect(strstr(o, "results.json"), "%s", o);
     free(o);
@@ -314,15 +319,8 @@ Test(eval_stream, a_results_file_that_cannot_be_written_puts_back_the_previous_s
     cr_expect(!hsw, "samples_hellaswag.jsonl had no previous version, yet is there: %.80s", hsw);
     free(big);
     free(hsw);
-    DIR *d = opendir(out);
-    cr_assert(d);
-    struct dirent *e;
-    while ((e = readdir(d)))
-        cr_expect(!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") ||
-                      !strcmp(e->d_name, "results.json") || !strcmp(e->d_name, "history.sqlite") ||
-                      !strcmp(e->d_name, "samples_big.jsonl"),
-                  "the failed commit left %s/%s", out, e->d_name);
-    closedir(d);
+    const char *keep[] = {"results.json", "samples_big.jsonl"};
+    expect_only(out, keep, 2);
 }
 
 /* A malformed line late in a file: found by the counting pass, before the model runs; exit 2,
