@@ -476,6 +476,20 @@ static void expect_same_samples(char *a, char *b, const char *pa, const char *pb
     cr_expect(!la && !lb, "%s and %s have different numbers of lines", pa, pb);
 }
 
+/* Two results.json objects equal key by key but for the "assay" block (times, ranks, cost). */
+static void expect_same_results(const cJSON *ja, const cJSON *jb) {
+    cr_assert(ja && jb);
+    for (cJSON *k = ja->child; k; k = k->next) {
+        if (!strcmp(k->string, "assay"))
+            continue;
+        char *ta = cJSON_PrintUnformatted(k);
+        char *tb = cJSON_PrintUnformatted(cJSON_GetObjectItem(jb, k->string));
+        cr_expect(ta && tb && !strcmp(ta, tb), "results.json: \"%s\" differs", k->string);
+        free(ta);
+        free(tb);
+    }
+}
+
 /* Every file of one/ equals two/'s, results.json except its "assay" block (timings, ranks). */
 static void expect_same_eval_outputs(const char *one, const char *two) {
     DIR *d = opendir(one);
@@ -495,16 +509,7 @@ static void expect_same_eval_outputs(const char *one, const char *two) {
             expect_same_samples(a, b, pa, pb);
         } else {
             cJSON *ja = cJSON_Parse(a), *jb = cJSON_Parse(b);
-            cr_assert(ja && jb);
-            for (cJSON *k = ja->child; k; k = k->next) {
-                if (!strcmp(k->string, "assay"))
-                    continue;
-                char *ta = cJSON_PrintUnformatted(k);
-                char *tb = cJSON_PrintUnformatted(cJSON_GetObjectItem(jb, k->string));
-                cr_expect(ta && tb && !strcmp(ta, tb), "results.json: \"%s\" differs", k->string);
-                free(ta);
-                free(tb);
-            }
+            expect_same_results(ja, jb);
             cJSON *as = cJSON_GetObjectItem(jb, "assay");
             cr_expect_eq(cJSON_GetObjectItem(as, "ranks")->valueint, 2);
             cJSON *pr = cJSON_GetObjectItem(as, "per_rank");
@@ -600,16 +605,7 @@ static void expect_same_generations(const char *one, const char *two) {
     snprintf(pa, sizeof pa, "%s/results.json", one);
     snprintf(pb, sizeof pb, "%s/results.json", two);
     cJSON *ja = test_read_json(pa), *jb = test_read_json(pb);
-    cr_assert(ja && jb);
-    for (cJSON *k = ja->child; k; k = k->next) {
-        if (!strcmp(k->string, "assay"))
-            continue;
-        char *ta = cJSON_PrintUnformatted(k);
-        char *tb = cJSON_PrintUnformatted(cJSON_GetObjectItem(jb, k->string));
-        cr_expect(ta && tb && !strcmp(ta, tb), "results.json: \"%s\" differs", k->string);
-        free(ta);
-        free(tb);
-    }
+    expect_same_results(ja, jb);
     const char *counts[] = {"prompts", "prompt_tokens", "new_tokens"};
     cJSON *ga = cJSON_GetObjectItem(cJSON_GetObjectItem(cJSON_GetObjectItem(ja, "assay"), "cost"),
                                     "generation");
