@@ -140,6 +140,28 @@ static inline void test_write_file(const char *dir, const char *name, const char
     fclose(f);
 }
 
+/* The whole file at path, NUL-terminated (caller frees), or NULL when it cannot be read. */
+static inline char *test_read_file(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t n = 0, cap = 1 << 16;
+    char  *s = malloc(cap);
+    for (size_t got; s && (got = fread(s + n, 1, cap - 1 - n, f)) > 0;) {
+        n += got;
+        if (n == cap - 1) {
+            char *t = realloc(s, cap *= 2);
+            if (!t)
+                free(s);
+            s = t;
+        }
+    }
+    fclose(f);
+    if (s)
+        s[n] = 0;
+    return s;
+}
+
 /* The JSON document in path (caller cJSON_Deletes); fails the test when it is missing or bad. */
 static inline cJSON *test_read_json(const char *path) {
     FILE *f = fopen(path, "r");

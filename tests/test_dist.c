@@ -247,17 +247,6 @@ static void mpi_or_skip(void) {
     }
 }
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char  *buf = calloc(1, 1 << 20);
-    size_t n   = fread(buf, 1, (1 << 20) - 1, f);
-    buf[n]     = 0;
-    fclose(f);
-    return buf;
-}
-
 /* A requests file for `assay score`: contexts with a long shared start and several choices. */
 static void write_requests(const char *dir) {
     char path[256];
@@ -351,7 +340,7 @@ Test(dist_mpi, two_ranks_write_the_same_scores_as_one_process) {
     char p1[256], p2[256];
     snprintf(p1, sizeof p1, "%s/one.jsonl", dir);
     snprintf(p2, sizeof p2, "%s/two.jsonl", dir);
-    char *a = slurp(p1), *b = slurp(p2);
+    char *a = test_read_file(p1), *b = test_read_file(p2);
     cr_assert(a && b && strlen(a) > 1000);
     cr_expect_str_eq(b, a);
     free(a);
@@ -426,7 +415,7 @@ Test(dist_mpi, a_killed_rank_ends_the_run_and_resume_completes_it_identically) {
     cr_expect(strstr(o, ".rank1of2: reusing"), "rank 1 did not reuse its results:\n%s", o);
     free(o);
     snprintf(p1, sizeof p1, "%s/one.jsonl", dir);
-    char *a = slurp(p1), *b = slurp(p2);
+    char *a = test_read_file(p1), *b = test_read_file(p2);
     cr_assert(a && b && strlen(a) > 1000);
     cr_expect_str_eq(b, a);
     free(a);
@@ -502,7 +491,7 @@ static void expect_same_eval_outputs(const char *one, const char *two) {
         char pa[512], pb[512];
         snprintf(pa, sizeof pa, "%s/%s", one, e->d_name);
         snprintf(pb, sizeof pb, "%s/%s", two, e->d_name);
-        char *a = slurp(pa), *b = slurp(pb);
+        char *a = test_read_file(pa), *b = test_read_file(pb);
         cr_assert(a && b, "%s or %s is missing", pa, pb);
         if (strcmp(e->d_name, "results.json")) {
             n_samples++;
@@ -597,7 +586,7 @@ static void expect_same_generations(const char *one, const char *two) {
     char pa[256], pb[256];
     snprintf(pa, sizeof pa, "%s/samples_gsm8k.jsonl", one);
     snprintf(pb, sizeof pb, "%s/samples_gsm8k.jsonl", two);
-    char *a = slurp(pa), *b = slurp(pb);
+    char *a = test_read_file(pa), *b = test_read_file(pb);
     cr_assert(a && b && strlen(a) > 1000, "%s or %s is missing", pa, pb);
     expect_same_samples(a, b, pa, pb);
     free(a);
@@ -756,7 +745,7 @@ Test(dist_resume, score_reuses_results_across_directory_names_of_the_same_checkp
     char pa[256], pb[256];
     snprintf(pa, sizeof pa, "%s/a.jsonl", dir);
     snprintf(pb, sizeof pb, "%s/b.jsonl", dir);
-    char *a = slurp(pa), *b = slurp(pb);
+    char *a = test_read_file(pa), *b = test_read_file(pb);
     cr_assert(a && b && strlen(a) > 1000);
     cr_expect_str_eq(b, a);
     free(a);
@@ -783,7 +772,7 @@ static char *ppl_total(const char *dir, const char *doc, int k, char **err_text)
     size_t n   = fread(out, 1, (1 << 20) - 1, p);
     out[n]     = 0;
     cr_assert_eq(pclose(p), 0, "%s", out);
-    *err_text = slurp(ep);
+    *err_text = test_read_file(ep);
     cJSON *j  = cJSON_Parse(out);
     cr_assert(j, "%s", out);
     char *t = cJSON_PrintUnformatted(cJSON_GetObjectItem(j, "total"));

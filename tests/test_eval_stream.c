@@ -212,14 +212,7 @@ Test(eval_stream, a_run_failing_mid_way_leaves_no_samples_or_results) {
 static char *slurp(const char *dir, const char *name) {
     char path[256];
     snprintf(path, sizeof path, "%s/%s", dir, name);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    char  *buf = calloc(1, 1 << 16);
-    size_t n   = fread(buf, 1, (1 << 16) - 1, f);
-    buf[n]     = 0;
-    fclose(f);
-    return buf;
+    return test_read_file(path);
 }
 
 /* Data for a two-task run with samples (hellaswag, then the big user task) in dir, and dir/out
