@@ -111,10 +111,11 @@ open(sys.argv[1], "w").write(" ".join(words[i % len(words)] for i in range(n)) +
 EOF
 echo '{"prompt": "Once upon a time, in a small village by the sea, there lived"}' >"$OUT/prompt.jsonl"
 
-assay_pp() {
-  ./build/assay ppl "$MODEL" "$OUT/pp.txt" --ctx "$PP" --threads "$THREADS" --weights "$1" 2>&1 |
+assay_ppl_rate() { # $1 text file, $2 weights: tokens/s of `assay ppl` in windows of $PP
+  ./build/assay ppl "$MODEL" "$1" --ctx "$PP" --threads "$THREADS" --weights "$2" 2>&1 |
     sed -n 's/.*(\([0-9.]*\) tokens\/s).*/\1/p' | tail -1
 }
+assay_pp() { assay_ppl_rate "$OUT/pp.txt" "$1"; }
 # decode: the rate of the decode steps, as llama-bench's tg times only its one-token decode
 # calls: (new tokens - 1) / (time of the last token - time of the first), from the prompt's
 # ttft_s and latency_s. `assay generate`'s own summary rate divides by the wall time, prefill
@@ -132,10 +133,7 @@ if r["n_tokens"] > 1 and r["latency_s"] > r["ttft_s"]:
 # scoring: perplexity over the same text in windows of $PP tokens, as positions run through the
 # model per second. llama-perplexity computes logits for the second half of each window only
 # (it scores those), assay ppl for every position: assay does more work per position.
-assay_score() {
-  ./build/assay ppl "$MODEL" "$OUT/score.txt" --ctx "$PP" --threads "$THREADS" --weights "$1" 2>&1 |
-    sed -n 's/.*(\([0-9.]*\) tokens\/s).*/\1/p' | tail -1
-}
+assay_score() { assay_ppl_rate "$OUT/score.txt" "$1"; }
 llama_score() { # $1 gguf: positions/s from its log's timestamps (M.SS.mmm.uuu), from "calculating
   # perplexity over N chunks" to "Final estimate": N windows of $PP positions
   "$LP" -m "$1" -f "$OUT/score.txt" -c "$PP" -b "$PP" -t "$THREADS" --log-timestamps --log-prefix 2>&1 | python3 -c '
