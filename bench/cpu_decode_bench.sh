@@ -119,7 +119,8 @@ assay_pp() { assay_ppl_rate "$OUT/pp.txt" "$1"; }
 # decode: the rate of the decode steps, as llama-bench's tg times only its one-token decode
 # calls: (new tokens - 1) / (time of the last token - time of the first), from the prompt's
 # ttft_s and latency_s. `assay generate`'s own summary rate divides by the wall time, prefill
-# included, which on a 15-token prompt and 64 new tokens is 1-7% lower.
+# included, which on a 15-token prompt and 64 new tokens was 1.2% (f32) and 6.0% (Q8_0) lower
+# (bench/RESULTS.md).
 assay_tg() {
   rm -f "$OUT/gen-$1.jsonl"
   ./build/assay generate "$MODEL" --prompts "$OUT/prompt.jsonl" --max-new-tokens "$TG" \
