@@ -1,4 +1,4 @@
-/* tests/test_bench_cmd.c — `assay bench`: the gate fires on an injected 20% slowdown
+/* tests/test_bench_cmd.c — `assay bench`: the gate fires on an injected 50% slowdown
  * (ASSAY_BENCH_SLOWDOWN, test-only) and not on an unchanged rerun; baselines are checked. */
 #include "tests/helpers.h"
 
@@ -39,7 +39,7 @@ static double geomean_change(cJSON *j) {
 
 /* The thresholds (bench --help) were set from reruns on a loaded 2-core machine; one rerun
  * each way is what CI does too. */
-Test(bench_cmd, an_injected_20_percent_slowdown_fires_the_gate_and_a_rerun_does_not,
+Test(bench_cmd, an_injected_50_percent_slowdown_fires_the_gate_and_a_rerun_does_not,
      .timeout = 480) {
     char dir[256], args[600];
     int  rc;
@@ -77,19 +77,21 @@ Test(bench_cmd, an_injected_20_percent_slowdown_fires_the_gate_and_a_rerun_does_
     }
     cr_assert_eq(rc, 0, "unchanged rerun flagged twice: geomean %+.1f%%",
                  100 * geomean_change(same));
-    /* a loaded machine can hide one run's slowdown in its noise (measured: +6% for an injected
-     * 20% at load average 10 on 2 cores); the gate must catch it in one of three runs, as CI
-     * needs a regression twice in a row to fail */
+    /* a loaded machine can hide much of an injected slowdown (the injection is a busy loop,
+     * which memory contention does not slow as it slows the model's work): an injected 20% read
+     * +6% at load average 10 on 2 cores, and +5% to +12% in three runs in a row beside a build
+     * (2026-12-01). 50% leaves a margin over the gate's 12% floor; the gate must catch it in one
+     * of three runs, as CI needs a regression twice in a row to fail */
     cJSON *slow = NULL;
     for (int attempt = 0; attempt < 3; attempt++) {
         cJSON_Delete(slow);
-        slow = bench_json(&rc, "0.2", args);
+        slow = bench_json(&rc, "0.5", args);
         if (rc == 1)
             break;
-        fprintf(stderr, "bench_cmd: 20%% slowdown run %d: geomean %+.1f%%, not flagged\n",
+        fprintf(stderr, "bench_cmd: 50%% slowdown run %d: geomean %+.1f%%, not flagged\n",
                 attempt + 1, 100 * geomean_change(slow));
     }
-    cr_assert_eq(rc, 1, "20%% slowdown missed three times: geomean %+.1f%%",
+    cr_assert_eq(rc, 1, "50%% slowdown missed three times: geomean %+.1f%%",
                  100 * geomean_change(slow));
     cr_assert(cJSON_IsTrue(cJSON_GetObjectItem(cJSON_GetObjectItem(slow, "gate"), "regression")));
     cr_assert(geomean_change(slow) > geomean_change(same) + 0.1);
